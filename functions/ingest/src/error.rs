@@ -1,0 +1,76 @@
+//! Request-level errors and their HTTP answers. Bodies are JSON
+//! `{"error": {"code": "...", "message": "..."}}`; messages describe the
+//! request, never the server's internals.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a whole request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body could not be read as the declared format.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Too many bytes or readings.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Unsupported Content-Type or Content-Encoding.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The device exceeded its rate; retry after the duration.
+    #[error("rate limit exceeded for device '{device}'")]
+    RateLimited {
+        /// The device.
+        device: String,
+        /// How long until enough budget has built up.
+        retry_after: Duration,
+    },
+    /// The event log cannot take records now; retry after the duration.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, at least one.
+pub fn retry_after(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let mut resp = (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
+        match &self {
+            Self::RateLimited { retry_after: d, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, retry_after(*d));
+            }
+            Self::Unavailable(_) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, retry_after(Duration::from_secs(1)));
+            }
+            Self::Unauthorized(_) => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SharedAccessSignature"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,238 @@
+//! The behaviour every [`EventLog`] backend must show, written once and run
+//! against each backend by the integration tests (`shared/tests/eventlog_*.rs`).
+//! Each check panics with a message naming what broke.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
+use super::{Event, EventLog, Message, Record, Subscription, TopicPartition};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Poll `sub` until `n` records arrived (handling rebalance events), or panic after a minute.
+pub async fn drain(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Message> {
+    let start = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(start.elapsed() < DEADLINE, "only {} of {n} records arrived within {DEADLINE:?}", out.len());
+        match sub.next(1000, Duration::from_millis(500)).await {
+            Ok(Event::Messages(b)) => out.extend(b),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "poll failed during drain"),
+        }
+    }
+    out
+}
+
+/// Records for `keys` devices, `per_key` each, values `key:i`.
+fn records(keys: usize, per_key: usize) -> Vec<Record> {
+    let mut v = Vec::new();
+    for i in 0..per_key {
+        for k in 0..keys {
+            v.push(Record::new(format!("dev-{k}"), format!("dev-{k}:{i}")));
+        }
+    }
+    v
+}
+
+fn by_key(msgs: &[Message]) -> BTreeMap<Vec<u8>, Vec<(i32, String)>> {
+    let mut m: BTreeMap<Vec<u8>, Vec<(i32, String)>> = BTreeMap::new();
+    for msg in msgs {
+        m.entry(msg.key.clone().unwrap_or_default()).or_default().push((msg.partition, String::from_utf8_lossy(&msg.value).into_owned()));
+    }
+    m
+}
+
+/// Published records are acknowledged with their position, consumed back
+/// unchanged, and one key's records share a partition and keep their order.
+pub async fn publish_and_consume_in_key_order(log: &dyn EventLog, topic: &str) {
+    log.ensure_topics(&[topic.to_owned()], 3).await.expect("create topic");
+    let input = records(5, 40);
+    let results = log.publisher().publish(topic, input.clone()).await;
+    assert_eq!(results.len(), input.len());
+    let delivered: Vec<_> = results.into_iter().map(|r| r.expect("every record acknowledged")).collect();
+
+    let mut sub = log.subscribe(&format!("{topic}-g"), &[topic.to_owned()]).await.expect("subscribe");
+    let got = drain(&mut sub, input.len()).await;
+    assert_eq!(got.len(), input.len(), "no record twice");
+    for (rec, d) in input.iter().zip(&delivered) {
+        let m = got.iter().find(|m| m.partition == d.partition && m.offset == d.offset).expect("acknowledged position holds the record");
+        assert_eq!(m.value, rec.value);
+        assert_eq!(m.key.as_deref(), Some(rec.key.as_slice()));
+    }
+    for (key, seq) in by_key(&got) {
+        let parts: BTreeSet<i32> = seq.iter().map(|(p, _)| *p).collect();
+        assert_eq!(parts.len(), 1, "key {} spread over partitions {parts:?}", String::from_utf8_lossy(&key));
+        let expected: Vec<String> = (0..40).map(|i| format!("{}:{i}", String::from_utf8_lossy(&key))).collect();
+        let values: Vec<String> = seq.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, expected, "per-key order");
+    }
+    sub.close().await;
+}
+
+/// Headers survive the round trip, in order.
+pub async fn headers_round_trip(log: &dyn EventLog, topic: &str) {
+    log.ensure_topics(&[topic.to_owned()], 1).await.expect("create topic");
+    let mut r = Record::new("k", "v");
+    r.headers = vec![("source-topic".into(), b"telemetry.raw".to_vec()), ("error".into(), b"bad".to_vec())];
+    log.publisher().publish(topic, vec![r.clone()]).await.remove(0).expect("acknowledged");
+    let mut sub = log.subscribe(&format!("{topic}-g"), &[topic.to_owned()]).await.expect("subscribe");
+    let got = drain(&mut sub, 1).await;
+    assert_eq!(got[0].headers, r.headers);
+    sub.close().await;
+}
+
+struct FlakyHandler {
+    failures_left: AtomicUsize,
+    seen: Mutex<Vec<Message>>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for FlakyHandler {
+    async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandlerError("injected failure".into()));
+        }
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+/// The runner retries a failing batch (nothing skipped), commits after
+/// success, and a new member of the group resumes after the committed offsets.
+pub async fn runner_commits_only_after_success(log: &dyn EventLog, topic: &str) {
+    log.ensure_topics(&[topic.to_owned()], 3).await.expect("create topic");
+    let group = format!("{topic}-g");
+    let input = records(4, 25);
+    for r in log.publisher().publish(topic, input.clone()).await {
+        r.expect("acknowledged");
+    }
+
+    let handler = FlakyHandler { failures_left: AtomicUsize::new(2), seen: Mutex::new(Vec::new()), calls: AtomicUsize::new(0) };
+    let sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe");
+    let cfg = RunnerConfig { max_batch: 30, max_wait: Duration::from_millis(200), initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50) };
+    let done = async {
+        let start = tokio::time::Instant::now();
+        while handler.seen.lock().unwrap_or_else(|e| e.into_inner()).len() < input.len() {
+            assert!(start.elapsed() < DEADLINE, "runner did not deliver every record");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the commit of the last batch go through before shutting down.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    run_consumer(sub, &handler, &cfg, done).await.expect("runner");
+    assert!(handler.calls.load(Ordering::SeqCst) >= 3, "the failed batch was retried");
+    let seen = handler.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen.len(), input.len(), "each record handled once after the retries");
+    for (key, seq) in by_key(&seen) {
+        let values: Vec<String> = seq.into_iter().map(|(_, v)| v).collect();
+        let expected: Vec<String> = (0..25).map(|i| format!("{}:{i}", String::from_utf8_lossy(&key))).collect();
+        assert_eq!(values, expected, "no gaps: the failed batch was not skipped");
+    }
+
+    let extra = records(2, 3);
+    for r in log.publisher().publish(topic, extra.clone()).await {
+        r.expect("acknowledged");
+    }
+    let mut sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("resubscribe");
+    let got = drain(&mut sub, extra.len()).await;
+    // Give any wrongly replayed record a moment to show up.
+    if let Ok(Event::Messages(more)) = sub.next(1000, Duration::from_secs(1)).await {
+        assert!(more.is_empty(), "records past the committed offsets were redelivered: {more:?}");
+    }
+    let mut vals: Vec<Vec<u8>> = got.iter().map(|m| m.value.clone()).collect();
+    let mut want: Vec<Vec<u8>> = extra.iter().map(|r| r.value.clone()).collect();
+    vals.sort();
+    want.sort();
+    assert_eq!(vals, want, "the new member resumed exactly after the committed offsets");
+    sub.close().await;
+}
+
+/// Records a member read but did not commit are delivered again to the next member.
+pub async fn uncommitted_records_are_redelivered(log: &dyn EventLog, topic: &str) {
+    log.ensure_topics(&[topic.to_owned()], 2).await.expect("create topic");
+    let group = format!("{topic}-g");
+    let input = records(3, 5);
+    for r in log.publisher().publish(topic, input.clone()).await {
+        r.expect("acknowledged");
+    }
+    let mut sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe");
+    let first = drain(&mut sub, input.len()).await;
+    sub.close().await;
+    let mut sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("resubscribe");
+    let second = drain(&mut sub, input.len()).await;
+    let key = |m: &Message| (m.partition, m.offset);
+    let a: BTreeSet<_> = first.iter().map(key).collect();
+    let b: BTreeSet<_> = second.iter().map(key).collect();
+    assert_eq!(a, b, "uncommitted records come back");
+    sub.close().await;
+}
+
+/// Two members of one group split the partitions between them with no
+/// overlap, and together read every record exactly once.
+pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
+    log.ensure_topics(&[topic.to_owned()], 4).await.expect("create topic");
+    let group = format!("{topic}-g");
+    let mut a = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe a");
+    let mut b = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe b");
+    let mut owned: [BTreeSet<TopicPartition>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    let mut got: Vec<(usize, Message)> = Vec::new();
+    let all: BTreeSet<TopicPartition> = (0..4).map(|p| TopicPartition::new(topic, p)).collect();
+    let start = tokio::time::Instant::now();
+    let mut published = false;
+    let input = records(8, 10);
+    loop {
+        assert!(start.elapsed() < DEADLINE, "group never settled: a={:?} b={:?}, got {} records", owned[0], owned[1], got.len());
+        for (i, sub) in [&mut a, &mut b].into_iter().enumerate() {
+            match sub.next(1000, Duration::from_millis(200)).await {
+                Ok(Event::Assigned(p)) => owned[i].extend(p),
+                Ok(Event::Revoked(p)) => {
+                    for tp in p {
+                        owned[i].remove(&tp);
+                    }
+                }
+                Ok(Event::Messages(m)) => got.extend(m.into_iter().map(|m| (i, m))),
+                Err(_) => {}
+            }
+        }
+        let settled = !owned[0].is_empty() && !owned[1].is_empty() && owned[0].is_disjoint(&owned[1]) && owned[0].union(&owned[1]).cloned().collect::<BTreeSet<_>>() == all;
+        if settled && !published {
+            for r in log.publisher().publish(topic, input.clone()).await {
+                r.expect("acknowledged");
+            }
+            published = true;
+        }
+        if published && got.len() >= input.len() {
+            break;
+        }
+    }
+    for (i, m) in &got {
+        assert!(owned[*i].contains(&m.topic_partition()), "member {i} got a record of a partition it does not own");
+    }
+    let positions: BTreeSet<(i32, i64)> = got.iter().map(|(_, m)| (m.partition, m.offset)).collect();
+    assert_eq!(positions.len(), input.len(), "every record exactly once across the group");
+    a.close().await;
+    b.close().await;
+}
+
+/// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.
+/// Panics when it is not set: a test that needs Kafka fails loudly, never skips.
+pub fn test_brokers() -> String {
+    std::env::var("TRIBUTARY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!("TRIBUTARY_TEST_KAFKA_BROKERS is not set: these tests need a Kafka-protocol broker. Run them with scripts/test, which installs and starts one.")
+    })
+}
+
+/// A topic name no other test run uses.
+pub fn unique_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("test.{name}.{}.{nanos}", std::process::id())
+}

@@ -1,0 +1,295 @@
+//! The Kafka backend, on rdkafka (librdkafka): works with Apache Kafka, Azure
+//! Event Hubs' Kafka endpoint and tansu.
+//!
+//! The producer is idempotent with `acks=all`, so an `Ok` delivery is on every
+//! in-sync replica and a retried send is never written twice. Its queue is
+//! bounded (`queue.buffering.max.messages`) and a full queue is reported, not
+//! waited on. Consumers never auto-commit; [`super::runner`] commits.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+
+use super::{Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
+use crate::config::KafkaArgs;
+
+/// A connection to a Kafka-protocol cluster.
+#[derive(Clone)]
+pub struct KafkaLog {
+    args: KafkaArgs,
+    client_id: String,
+    publisher: Arc<KafkaPublisher>,
+}
+
+impl KafkaLog {
+    /// Connect (lazily: librdkafka connects in the background) as `client_id`.
+    pub fn connect(args: &KafkaArgs, client_id: &str) -> Result<Self, EventLogError> {
+        let mut cfg = base_config(args, client_id)?;
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", args.queue_max_messages.to_string());
+        let producer: FutureProducer = cfg.create().map_err(|e| EventLogError::Other(format!("creating producer: {e}")))?;
+        Ok(Self { args: args.clone(), client_id: client_id.to_owned(), publisher: Arc::new(KafkaPublisher { producer }) })
+    }
+
+    /// The underlying producer (for benchmarks comparing with raw librdkafka).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.publisher.producer
+    }
+}
+
+fn base_config(args: &KafkaArgs, client_id: &str) -> Result<ClientConfig, EventLogError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &args.brokers).set("client.id", client_id);
+    for opt in &args.options {
+        let opt = opt.trim();
+        if opt.is_empty() {
+            continue;
+        }
+        let (k, v) = opt.split_once('=').ok_or_else(|| EventLogError::Other(format!("Kafka option '{opt}' is not key=value")))?;
+        cfg.set(k.trim(), v.trim());
+    }
+    if let Some(pw) = &args.sasl_password {
+        cfg.set("sasl.password", pw);
+    }
+    Ok(cfg)
+}
+
+fn map_err(e: &KafkaError) -> EventLogError {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::QueueFull) => EventLogError::QueueFull,
+        Some(C::MessageSizeTooLarge | C::InvalidTopic | C::UnknownTopic | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed | C::InvalidMessage) => {
+            EventLogError::Rejected(e.to_string())
+        }
+        Some(_) | None => EventLogError::Unavailable(e.to_string()),
+    }
+}
+
+struct KafkaPublisher {
+    producer: FutureProducer,
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Vec<Result<Delivered, EventLogError>> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut fr = FutureRecord::to(topic).key(&r.key).payload(&r.value);
+            if !r.headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    h = h.insert(Header { key: k, value: Some(v) });
+                }
+                fr = fr.headers(h);
+            }
+            pending.push(match self.producer.send_result(fr) {
+                Ok(fut) => Ok(fut),
+                Err((e, _)) => Err(map_err(&e)),
+            });
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Err(e) => Err(e),
+                Ok(fut) => match fut.await {
+                    Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
+                    Ok(Err((e, _))) => Err(map_err(&e)),
+                    Err(_canceled) => Err(EventLogError::Unavailable("producer shut down before delivery".into())),
+                },
+            });
+        }
+        out
+    }
+
+    async fn check_ready(&self) -> Result<(), EventLogError> {
+        let producer = self.producer.clone();
+        let md = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(2)))
+            .await
+            .map_err(|e| EventLogError::Other(e.to_string()))?
+            .map_err(|e| EventLogError::Unavailable(e.to_string()))?;
+        if md.brokers().is_empty() {
+            return Err(EventLogError::Unavailable("no brokers in metadata".into()));
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), EventLogError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| EventLogError::Other(e.to_string()))?
+            .map_err(|e| map_err(&e))
+    }
+}
+
+/// Rebalance callbacks run inside librdkafka's poll; they queue events that
+/// the subscription hands to the runner before any further records.
+struct RebalanceContext {
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.push(Event::Revoked(tpl_to_vec(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.push(Event::Assigned(tpl_to_vec(tpl)));
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn push(&self, ev: Event) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(ev);
+    }
+
+    fn pop(&self) -> Option<Event> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
+}
+
+struct KafkaSubscription {
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+}
+
+/// After the first record of a batch arrives, wait at most this long for more:
+/// bounds the latency batching adds.
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError> {
+        if let Some(ev) = self.consumer.context().pop() {
+            return Ok(ev);
+        }
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut batch = Vec::new();
+        while batch.len() < max.max(1) {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Ok(m)) => {
+                    batch.push(Message {
+                        topic: m.topic().to_owned(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        headers: m
+                            .headers()
+                            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+                            .unwrap_or_default(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    });
+                    if batch.len() == 1 {
+                        deadline = deadline.min(tokio::time::Instant::now() + BATCH_LINGER);
+                    }
+                }
+                Ok(Err(e)) if batch.is_empty() => return Err(map_err(&e)),
+                Ok(Err(_)) => break,
+            }
+            // A rebalance happened while collecting: hand over what we have first.
+            if self.consumer.context().has_pending() {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            if let Some(ev) = self.consumer.context().pop() {
+                return Ok(ev);
+            }
+        }
+        Ok(Event::Messages(batch))
+    }
+
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, off) in offsets {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off)).map_err(|e| EventLogError::Other(e.to_string()))?;
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| EventLogError::Other(e.to_string()))?
+            .map_err(|e| map_err(&e))
+    }
+
+    async fn close(self: Box<Self>) {
+        let consumer = self.consumer;
+        // Leaving the group blocks on the network; keep it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        self.publisher.clone()
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, EventLogError> {
+        let mut cfg = base_config(&self.args, &self.client_id)?;
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // Fail over quickly when an instance is killed (KEDA scale-in, crash).
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        let ctx = RebalanceContext { events: Mutex::new(VecDeque::new()) };
+        let consumer: StreamConsumer<RebalanceContext> = cfg.create_with_context(ctx).map_err(|e| EventLogError::Other(format!("creating consumer: {e}")))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(|e| map_err(&e))?;
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer) }))
+    }
+
+    async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
+        let cfg = base_config(&self.args, &self.client_id)?;
+        let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
+        let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.args.replication))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics(new.iter(), &opts).await.map_err(|e| map_err(&e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(EventLogError::Unavailable(format!("creating topic {t}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! The in-process event log: topics, partitions, consumer groups and
+//! committed offsets in memory, for the all-in-one local mode and tests.
+//!
+//! It keeps Kafka's semantics where the functions rely on them: keyed
+//! partitioning, per-partition order, per-group committed offsets, and
+//! partitions split among a group's members (reassigned when one joins or
+//! leaves, announced as revoke-then-assign). Everything is lost when the
+//! process exits; each partition keeps at most `retention` records (older ones
+//! are dropped, as Kafka's retention would).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::{Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition, partition_for};
+
+#[derive(Default)]
+struct PartitionLog {
+    /// Offset of `records[0]`.
+    base: i64,
+    records: std::collections::VecDeque<(Record, i64)>,
+}
+
+#[derive(Default)]
+struct Group {
+    committed: HashMap<TopicPartition, i64>,
+    topics: Vec<String>,
+    /// Member id to its assignment.
+    members: BTreeMap<u64, Vec<TopicPartition>>,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, Vec<PartitionLog>>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    notify: Notify,
+    default_partitions: i32,
+    retention: usize,
+}
+
+/// The in-process backend. Cheap to clone; clones share the same log.
+#[derive(Clone)]
+pub struct MemoryLog {
+    shared: Arc<Shared>,
+}
+
+impl MemoryLog {
+    /// A log whose topics get `default_partitions` when first written to,
+    /// each keeping the newest `retention` records.
+    pub fn new(default_partitions: i32, retention: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared { state: Mutex::new(State::default()), notify: Notify::new(), default_partitions: default_partitions.max(1), retention: retention.max(1) }),
+        }
+    }
+
+    /// Every record currently held in `topic`, partition by partition (for tests and `verify`).
+    pub fn snapshot(&self, topic: &str) -> Vec<Message> {
+        let st = self.shared.lock();
+        let mut out = Vec::new();
+        if let Some(parts) = st.topics.get(topic) {
+            for (p, log) in parts.iter().enumerate() {
+                for (i, (r, ts)) in log.records.iter().enumerate() {
+                    out.push(to_message(topic, p as i32, log.base + i as i64, r, *ts));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::new(crate::topics::DEFAULT_PARTITIONS, 1_000_000)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update of plain data; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn to_message(topic: &str, partition: i32, offset: i64, r: &Record, ts: i64) -> Message {
+    Message { topic: topic.to_owned(), partition, offset, key: Some(r.key.clone()), value: r.value.clone(), headers: r.headers.clone(), timestamp_ms: Some(ts) }
+}
+
+fn rebalance(state: &mut State, group: &str) {
+    let State { topics, groups, .. } = state;
+    let Some(g) = groups.get_mut(group) else { return };
+    let mut all: Vec<TopicPartition> = Vec::new();
+    for t in &g.topics {
+        let n = topics.get(t).map(|p| p.len()).unwrap_or(0);
+        all.extend((0..n as i32).map(|p| TopicPartition::new(t.clone(), p)));
+    }
+    let ids: Vec<u64> = g.members.keys().copied().collect();
+    for a in g.members.values_mut() {
+        a.clear();
+    }
+    if !ids.is_empty() {
+        for (i, tp) in all.into_iter().enumerate() {
+            if let Some(a) = g.members.get_mut(&ids[i % ids.len()]) {
+                a.push(tp);
+            }
+        }
+    }
+    g.generation += 1;
+}
+
+#[async_trait]
+impl Publisher for MemoryLog {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Vec<Result<Delivered, EventLogError>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut out = Vec::with_capacity(records.len());
+        {
+            let mut st = self.shared.lock();
+            let created = !st.topics.contains_key(topic);
+            let parts = st.topics.entry(topic.to_owned()).or_insert_with(|| (0..self.shared.default_partitions).map(|_| PartitionLog::default()).collect());
+            let n = parts.len() as i32;
+            for r in records {
+                let p = partition_for(&r.key, n);
+                let log = &mut parts[p as usize];
+                let offset = log.base + log.records.len() as i64;
+                log.records.push_back((r, now));
+                if log.records.len() > self.shared.retention {
+                    log.records.pop_front();
+                    log.base += 1;
+                }
+                out.push(Ok(Delivered { partition: p, offset }));
+            }
+            if created {
+                let groups: Vec<String> = st.groups.iter().filter(|(_, g)| g.topics.iter().any(|t| t == topic)).map(|(k, _)| k.clone()).collect();
+                for g in groups {
+                    rebalance(&mut st, &g);
+                }
+            }
+        }
+        self.shared.notify.notify_waiters();
+        out
+    }
+
+    async fn check_ready(&self) -> Result<(), EventLogError> {
+        Ok(())
+    }
+
+    async fn flush(&self, _timeout: Duration) -> Result<(), EventLogError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryLog {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        Arc::new(self.clone())
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, EventLogError> {
+        let member = {
+            let mut st = self.shared.lock();
+            st.next_member += 1;
+            let id = st.next_member;
+            let g = st.groups.entry(group.to_owned()).or_default();
+            for t in topics {
+                if !g.topics.contains(t) {
+                    g.topics.push(t.clone());
+                }
+            }
+            g.members.insert(id, Vec::new());
+            rebalance(&mut st, group);
+            id
+        };
+        self.shared.notify.notify_waiters();
+        Ok(Box::new(MemorySubscription { log: self.clone(), group: group.to_owned(), member, generation: 0, assigned: Vec::new(), positions: HashMap::new(), pending_assign: None }))
+    }
+
+    async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
+        let mut st = self.shared.lock();
+        for t in topics {
+            st.topics.entry(t.clone()).or_insert_with(|| (0..partitions.max(1)).map(|_| PartitionLog::default()).collect());
+        }
+        let groups: Vec<String> = st.groups.keys().cloned().collect();
+        for g in groups {
+            rebalance(&mut st, &g);
+        }
+        Ok(())
+    }
+}
+
+struct MemorySubscription {
+    log: MemoryLog,
+    group: String,
+    member: u64,
+    generation: u64,
+    assigned: Vec<TopicPartition>,
+    positions: HashMap<TopicPartition, i64>,
+    pending_assign: Option<Vec<TopicPartition>>,
+}
+
+impl MemorySubscription {
+    /// A rebalance event if the group changed since we last looked.
+    fn poll_rebalance(&mut self) -> Option<Event> {
+        if let Some(a) = self.pending_assign.take() {
+            let committed = {
+                let st = self.log.shared.lock();
+                st.groups.get(&self.group).map(|g| g.committed.clone()).unwrap_or_default()
+            };
+            for tp in &a {
+                let pos = committed.get(tp).copied().unwrap_or(0);
+                self.positions.insert(tp.clone(), pos);
+            }
+            self.assigned = a.clone();
+            return Some(Event::Assigned(a));
+        }
+        let st = self.log.shared.lock();
+        let g = st.groups.get(&self.group)?;
+        if g.generation == self.generation {
+            return None;
+        }
+        self.generation = g.generation;
+        let new = g.members.get(&self.member).cloned().unwrap_or_default();
+        drop(st);
+        if new == self.assigned {
+            return None;
+        }
+        // Eager protocol, as Kafka's default: revoke everything, then assign the new set.
+        self.pending_assign = Some(new);
+        let old = std::mem::take(&mut self.assigned);
+        self.positions.clear();
+        if old.is_empty() { self.poll_rebalance() } else { Some(Event::Revoked(old)) }
+    }
+
+    fn take(&mut self, max: usize) -> Vec<Message> {
+        let st = self.log.shared.lock();
+        let mut out = Vec::new();
+        for tp in &self.assigned {
+            if out.len() >= max {
+                break;
+            }
+            let Some(log) = st.topics.get(&tp.topic).and_then(|p| p.get(tp.partition as usize)) else { continue };
+            let pos = self.positions.get(tp).copied().unwrap_or(0).max(log.base);
+            let start = (pos - log.base) as usize;
+            let n = (max - out.len()).min(log.records.len().saturating_sub(start));
+            for (i, (r, ts)) in log.records.iter().skip(start).take(n).enumerate() {
+                out.push(to_message(&tp.topic, tp.partition, pos + i as i64, r, *ts));
+            }
+            self.positions.insert(tp.clone(), pos + n as i64);
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a publish in between is not missed.
+            let shared = self.log.shared.clone();
+            let notified = shared.notify.notified();
+            if let Some(ev) = self.poll_rebalance() {
+                return Ok(ev);
+            }
+            let batch = self.take(max.max(1));
+            if !batch.is_empty() {
+                return Ok(Event::Messages(batch));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Event::Messages(Vec::new()));
+            }
+        }
+    }
+
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError> {
+        let mut st = self.log.shared.lock();
+        let g = st.groups.entry(self.group.clone()).or_default();
+        let owned = g.members.get(&self.member).cloned().unwrap_or_default();
+        for (tp, off) in offsets {
+            // As in Kafka, a member may not commit for a partition it no longer owns.
+            if !owned.contains(tp) {
+                return Err(EventLogError::Other(format!("partition {}/{} is not assigned to this member", tp.topic, tp.partition)));
+            }
+            g.committed.insert(tp.clone(), *off);
+        }
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        {
+            let mut st = self.log.shared.lock();
+            if let Some(g) = st.groups.get_mut(&self.group) {
+                g.members.remove(&self.member);
+            }
+            rebalance(&mut st, &self.group);
+        }
+        self.log.shared.notify.notify_waiters();
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        // A member that goes away without close() (a crashed task) still leaves the group.
+        let mut st = self.log.shared.lock();
+        let present = st.groups.get(&self.group).is_some_and(|g| g.members.contains_key(&self.member));
+        if present {
+            if let Some(g) = st.groups.get_mut(&self.group) {
+                g.members.remove(&self.member);
+            }
+            rebalance(&mut st, &self.group);
+            drop(st);
+            self.log.shared.notify.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The event log: the only way functions hand work to each other.
+//!
+//! Two small traits, [`Publisher`] and [`Subscription`], hide the backend:
+//! [`kafka`] (rdkafka, any Kafka-protocol broker: Apache Kafka, Event Hubs,
+//! tansu) for deployments and [`memory`] (in-process) for the all-in-one local
+//! mode and fast tests. Both pass the same contract tests ([`contract`]).
+//!
+//! Guarantees both backends give:
+//! - a record published with key K goes to one partition chosen by K, so one
+//!   device's records stay in order;
+//! - [`Publisher::publish`] reports a record `Ok` only once the log has it
+//!   durably (for Kafka: acks=all with the idempotent producer);
+//! - a consumer group delivers from its last committed offset, and
+//!   [`runner::run_consumer`] commits only after the handler succeeded, so
+//!   delivery is at-least-once and handlers write idempotently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod contract;
+pub mod kafka;
+pub mod memory;
+pub mod runner;
+pub mod testbroker;
+
+/// A record to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Partitioning key (the device id everywhere in Tributary).
+    pub key: Vec<u8>,
+    /// The payload.
+    pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// A record without headers.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self { key: key.into(), value: value.into(), headers: Vec::new() }
+    }
+}
+
+/// Where a published record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition the key mapped to.
+    pub partition: i32,
+    /// Offset within that partition.
+    pub offset: i64,
+}
+
+/// A topic and partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Build one.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self { topic: topic.into(), partition }
+    }
+}
+
+/// A consumed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it came from.
+    pub topic: String,
+    /// Partition it came from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its payload (empty for a null payload).
+    pub value: Vec<u8>,
+    /// Its headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Broker or producer timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Message {
+    /// The topic-partition it came from.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+}
+
+/// What a subscription yields next.
+#[derive(Debug)]
+pub enum Event {
+    /// Partitions newly given to this member.
+    Assigned(Vec<TopicPartition>),
+    /// Partitions taken away from this member.
+    Revoked(Vec<TopicPartition>),
+    /// Records, possibly none if nothing arrived in time.
+    Messages(Vec<Message>),
+}
+
+/// Errors of the event log. The variants say what a caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    /// The broker could not be reached or did not acknowledge in time:
+    /// retry later (the HTTP edge answers 503).
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// The local send queue is full: back off (the HTTP edge answers 503).
+    #[error("event log queue full")]
+    QueueFull,
+    /// The record was refused for what it is (too large, bad topic): do not retry as is.
+    #[error("record rejected: {0}")]
+    Rejected(String),
+    /// Anything else from the backend.
+    #[error("event log error: {0}")]
+    Other(String),
+}
+
+impl EventLogError {
+    /// Whether retrying the same call later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::QueueFull)
+    }
+}
+
+/// Writes records to topics.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publish `records` to `topic`. Returns one result per record, in order;
+    /// `Ok` means the log durably has it. Never buffers without bound: when
+    /// the send queue is full the remaining records fail with
+    /// [`EventLogError::QueueFull`].
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Vec<Result<Delivered, EventLogError>>;
+
+    /// Whether the log is reachable now (for `/readyz`).
+    async fn check_ready(&self) -> Result<(), EventLogError>;
+
+    /// Wait until everything queued was acknowledged or `timeout` passed.
+    async fn flush(&self, timeout: Duration) -> Result<(), EventLogError>;
+}
+
+/// A consumer group member's view of its partitions.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event: a rebalance, or up to `max` records. Waits at most
+    /// `wait` for records and returns `Messages(vec![])` if none came.
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError>;
+
+    /// Commit, for each partition, the offset of the next record to read.
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError>;
+
+    /// Leave the group (partitions move to the other members at once).
+    async fn close(self: Box<Self>);
+}
+
+/// A backend: makes publishers and subscriptions, and creates topics.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// A publisher sharing this backend's connection.
+    fn publisher(&self) -> Arc<dyn Publisher>;
+
+    /// Join consumer `group` on `topics`, reading from the committed offsets
+    /// (from the earliest record when the group has none).
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, EventLogError>;
+
+    /// Create the topics that do not exist yet, with `partitions` each.
+    async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError>;
+}
+
+/// Stable partition choice for the in-process backend (FNV-1a of the key).
+pub(crate) fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % partitions.max(1) as u32) as i32
+}

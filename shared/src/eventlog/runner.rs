@@ -1,0 +1,164 @@
+//! The consumer-group runner every Kafka-triggered function uses.
+//!
+//! It pulls batches from a [`Subscription`], hands each to a [`Handler`], and
+//! commits offsets only after the handler returned `Ok`. A failing handler is
+//! retried with exponential back-off on the same batch, never skipped: the
+//! handler decides what is poison and dead-letters it itself. Rebalances are
+//! passed to the handler's hooks before any record of the new assignment.
+//!
+//! Delivery is therefore at-least-once: a crash between the handler's write
+//! and the commit replays the batch, and handlers write idempotently.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Event, EventLogError, Message, Subscription, TopicPartition};
+
+/// An error a handler returns; the runner logs it and retries the batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+/// Processes batches of records for a consumer group.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Handle one batch. Return `Ok` only when every record's effect is durable.
+    async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError>;
+
+    /// Offsets safe to commit after `processed` (the next offset per
+    /// partition). The default commits everything handled; a windowing
+    /// handler returns less to keep open windows replayable.
+    fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {
+        processed
+    }
+
+    /// Partitions were assigned to this instance.
+    async fn on_assigned(&self, _partitions: &[TopicPartition]) {}
+
+    /// Partitions were taken away; drop any state held for them.
+    async fn on_revoked(&self, _partitions: &[TopicPartition]) {}
+}
+
+/// How the runner batches and backs off.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Most records per batch.
+    pub max_batch: usize,
+    /// Longest wait for the first record of a batch.
+    pub max_wait: Duration,
+    /// First retry delay after a failure.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self { max_batch: 500, max_wait: Duration::from_millis(500), initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(30) }
+    }
+}
+
+/// Run until `shutdown` resolves. Returns after committing the last handled
+/// batch and leaving the group.
+pub async fn run_consumer<H: Handler + ?Sized>(
+    mut sub: Box<dyn Subscription>,
+    handler: &H,
+    cfg: &RunnerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), EventLogError> {
+    tokio::pin!(shutdown);
+    let mut backoff = cfg.initial_backoff;
+    loop {
+        let ev = tokio::select! {
+            _ = &mut shutdown => break,
+            ev = sub.next(cfg.max_batch, cfg.max_wait) => ev,
+        };
+        let batch = match ev {
+            Ok(Event::Assigned(p)) => {
+                tracing::info!(partitions = ?p, "partitions assigned");
+                handler.on_assigned(&p).await;
+                continue;
+            }
+            Ok(Event::Revoked(p)) => {
+                tracing::info!(partitions = ?p, "partitions revoked");
+                handler.on_revoked(&p).await;
+                continue;
+            }
+            Ok(Event::Messages(b)) if b.is_empty() => continue,
+            Ok(Event::Messages(b)) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "event log poll failed; retrying");
+                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+                continue;
+            }
+        };
+
+        // Retry the same batch until it succeeds: committing past it would lose data.
+        let mut attempt = 0u32;
+        loop {
+            match handler.handle(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, records = batch.len(), first_offset = batch[0].offset, "handler failed; retrying batch");
+                    let delay = retry_delay(cfg, attempt);
+                    tokio::select! {
+                        _ = &mut shutdown => {
+                            sub.close().await;
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        backoff = cfg.initial_backoff;
+
+        let offsets = handler.committable(next_offsets(&batch));
+        // A failed commit only means a replay of an idempotent batch later; keep going.
+        if let Err(e) = sub.commit(&offsets).await {
+            tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
+        }
+    }
+    sub.close().await;
+    Ok(())
+}
+
+fn retry_delay(cfg: &RunnerConfig, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    cfg.initial_backoff.saturating_mul(factor).min(cfg.max_backoff)
+}
+
+/// For each partition in `batch`, the offset after its last record.
+pub fn next_offsets(batch: &[Message]) -> Vec<(TopicPartition, i64)> {
+    let mut m: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for msg in batch {
+        let e = m.entry(msg.topic_partition()).or_insert(msg.offset + 1);
+        *e = (*e).max(msg.offset + 1);
+    }
+    m.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_offsets_takes_the_highest_per_partition() {
+        let m = |p: i32, o: i64| Message { topic: "t".into(), partition: p, offset: o, key: None, value: vec![], headers: vec![], timestamp_ms: None };
+        let got = next_offsets(&[m(0, 5), m(1, 2), m(0, 7), m(0, 6)]);
+        assert_eq!(got, vec![(TopicPartition::new("t", 0), 8), (TopicPartition::new("t", 1), 3)]);
+    }
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let cfg = RunnerConfig { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), ..Default::default() };
+        assert_eq!(retry_delay(&cfg, 1), Duration::from_millis(100));
+        assert_eq!(retry_delay(&cfg, 2), Duration::from_millis(200));
+        assert_eq!(retry_delay(&cfg, 10), Duration::from_secs(1));
+        assert_eq!(retry_delay(&cfg, u32::MAX), Duration::from_secs(1));
+    }
+}
