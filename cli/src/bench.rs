@@ -1,10 +1,263 @@
-//! Benchmarks. Filled in below.
+//! `tributary bench …`: benchmarks that print the figure and the peer's
+//! figure from the same run, as medians over several runs.
+//!
+//! `bench ingest` starts the real `tributary-ingest` binary as a child process
+//! against a broker, times process start to the first 202, drives it over
+//! loopback HTTP at batch sizes 1/100/1000 (readings/s, p50/p99 latency), reads
+//! its RSS, and then produces the same messages with librdkafka alone to the
+//! same broker (the ceiling ingest is compared with).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tributary_shared::auth::{FleetKey, now_unix};
 
 /// Benchmark subcommands.
 #[derive(clap::Subcommand)]
-pub enum Bench {}
+pub enum Bench {
+    /// Ingest throughput, latency, start time and memory vs. librdkafka alone.
+    Ingest(IngestArgs),
+}
 
-/// Run one.
+/// Arguments of `bench ingest`.
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// Broker to benchmark against (start one with scripts/bench).
+    #[arg(long, env = "TRIBUTARY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Batch sizes (readings per request).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    batches: Vec<usize>,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of load per batch size and run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Records the librdkafka baseline produces per run.
+    #[arg(long, default_value_t = 300_000)]
+    baseline_records: usize,
+    /// The ingest binary (default: next to this one).
+    #[arg(long)]
+    ingest_bin: Option<PathBuf>,
+}
+
+/// Run one benchmark.
 pub async fn run(b: Bench) -> anyhow::Result<()> {
-    match b {}
+    match b {
+        Bench::Ingest(a) => ingest(a).await,
+    }
+}
+
+struct RunFigures {
+    start_to_first_202_ms: f64,
+    per_batch: Vec<(usize, f64, f64, f64)>,
+    rss_peak_mb: f64,
+    baseline_per_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn reading(ts: i64, i: usize) -> serde_json::Value {
+    json!({"timestamp": ts, "metrics": {"speed": 40.0 + (i % 50) as f64, "rpm": 1500 + (i % 1000), "engine_temp": 88.5}, "tags": {"fw": "1.4.2"}})
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    let bin = match a.ingest_bin.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("tributary-ingest"),
+    };
+    if !bin.exists() {
+        bail!("{} not found: build it first (cargo build --release -p tributary-ingest) or pass --ingest-bin", bin.display());
+    }
+    println!("bench ingest: broker {}, batches {:?}, {} runs x {} s, {} connections, ingest {}", a.brokers, a.batches, a.runs, a.seconds, a.concurrency, bin.display());
+    let mut runs = Vec::new();
+    for run in 0..a.runs {
+        let f = one_run(&a, &bin, run).await?;
+        println!("run {}: start->first 202 {:.1} ms, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s", run + 1, f.start_to_first_202_ms, f.rss_peak_mb, f.baseline_per_s);
+        for (b, rps, p50, p99) in &f.per_batch {
+            println!("  batch {b:>5}: {rps:>10.0} readings/s  p50 {p50:>8.2} ms  p99 {p99:>8.2} ms");
+        }
+        runs.push(f);
+    }
+    println!("\nmedians over {} runs:", runs.len());
+    println!("  start -> first 202:      {:.1} ms", median(runs.iter().map(|r| r.start_to_first_202_ms).collect()));
+    println!("  peak RSS of ingest:      {:.1} MB", median(runs.iter().map(|r| r.rss_peak_mb).collect()));
+    let base = median(runs.iter().map(|r| r.baseline_per_s).collect());
+    println!("  librdkafka alone:        {base:.0} msgs/s (same broker, same messages, same producer settings)");
+    for (i, b) in a.batches.iter().enumerate() {
+        let rps = median(runs.iter().map(|r| r.per_batch[i].1).collect());
+        let p50 = median(runs.iter().map(|r| r.per_batch[i].2).collect());
+        let p99 = median(runs.iter().map(|r| r.per_batch[i].3).collect());
+        println!("  batch {b:>5}: {rps:>10.0} readings/s ({:>5.1}% of librdkafka)  p50 {p50:.2} ms  p99 {p99:.2} ms", 100.0 * rps / base);
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn rss_peak_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<RunFigures> {
+    let port = free_port()?;
+    let stamp = now_unix();
+    let topic = format!("bench.raw.{stamp}.{run}");
+    let fleet_key = "bench-fleet-key";
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .env("PORT", port.to_string())
+        .env("TRIBUTARY_BIND", "127.0.0.1")
+        .env("TRIBUTARY_KAFKA_BROKERS", &a.brokers)
+        .env("TRIBUTARY_RAW_TOPIC", &topic)
+        .env("TRIBUTARY_FLEET_KEY", fleet_key)
+        .env("TRIBUTARY_DEVICE_RATE", "1000000000")
+        .env("TRIBUTARY_DEVICE_BURST", "1000000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id().context("child pid")?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let url = format!("http://127.0.0.1:{port}/v1/telemetry");
+    let fleet = FleetKey::new(fleet_key);
+    let auth = |d: &str| format!("SharedAccessSignature {}", fleet.device_key(d).token(d, now_unix() + 3600));
+
+    // Start-to-ready: the first reading acknowledged by the broker.
+    let first = serde_json::to_vec(&reading(chrono::Utc::now().timestamp_millis(), 0))?;
+    let start_to_first_202_ms = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("ingest did not answer 202 within 30 s");
+        }
+        let r = client.post(&url).header("authorization", auth("bench-0")).header("content-type", "application/json").body(first.clone()).send().await;
+        if matches!(&r, Ok(resp) if resp.status().as_u16() == 202) {
+            break started.elapsed().as_secs_f64() * 1000.0;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+
+    let mut per_batch = Vec::new();
+    for &batch in &a.batches {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(a.seconds);
+        let mut tasks = Vec::new();
+        for w in 0..a.concurrency {
+            let device = format!("bench-{w}");
+            let header = auth(&device);
+            let now = chrono::Utc::now().timestamp_millis();
+            // A few distinct bodies per connection, built before the clock starts.
+            let bodies: Vec<Vec<u8>> = (0..8)
+                .map(|k| serde_json::to_vec(&(0..batch).map(|i| reading(now - (k * batch + i) as i64, i)).collect::<Vec<_>>()))
+                .collect::<Result<_, _>>()?;
+            let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut k = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let resp = client.post(&url).header("authorization", &header).header("content-type", "application/json").body(bodies[k % bodies.len()].clone()).send().await?;
+                    let ok = resp.status().as_u16() == 202;
+                    let _ = resp.bytes().await?;
+                    if ok {
+                        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                        accepted.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    k += 1;
+                }
+                anyhow::Ok(hist)
+            }));
+        }
+        let t0 = Instant::now();
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for t in tasks {
+            hist.add(t.await??).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let rps = accepted.load(Ordering::Relaxed) as f64 / secs;
+        per_batch.push((batch, rps, hist.value_at_quantile(0.5) as f64 / 1000.0, hist.value_at_quantile(0.99) as f64 / 1000.0));
+    }
+    let rss = rss_peak_mb(pid);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+
+    let baseline_per_s = baseline(&a.brokers, &format!("bench.baseline.{stamp}.{run}"), a.baseline_records, a.concurrency).await?;
+    Ok(RunFigures { start_to_first_202_ms, per_batch, rss_peak_mb: rss, baseline_per_s })
+}
+
+/// librdkafka alone: the same serialized readings, keys and producer settings
+/// as ingest, produced as fast as the producer takes them.
+async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyhow::Result<f64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "100000")
+        .create()?;
+    // Same record shape as ingest writes (a serialized Reading).
+    let now = chrono::Utc::now();
+    let payloads: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let dev = format!("bench-{}", i % devices.max(1));
+            let r = tributary_shared::model::parse_reading(&reading(now.timestamp_millis() - i as i64, i), Some(&dev), now, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok((dev, serde_json::to_vec(&r)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Warm up the connection and metadata.
+    let _ = producer.send(FutureRecord::to(topic).key(&payloads[0].0).payload(&payloads[0].1), Duration::from_secs(10)).await;
+    let t0 = Instant::now();
+    let mut futs = Vec::with_capacity(10_000);
+    let mut done = 0usize;
+    for i in 0..n {
+        let (k, v) = &payloads[i % payloads.len()];
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(k).payload(v)) {
+                Ok(f) => {
+                    futs.push(f);
+                    break;
+                }
+                Err((_, _)) => {
+                    // Queue full: wait for what is in flight, as a real producer would.
+                    for f in futs.drain(..) {
+                        f.await?.map_err(|(e, _)| e)?;
+                        done += 1;
+                    }
+                }
+            }
+        }
+        if futs.len() >= 10_000 {
+            for f in futs.drain(..) {
+                f.await?.map_err(|(e, _)| e)?;
+                done += 1;
+            }
+        }
+    }
+    for f in futs.drain(..) {
+        f.await?.map_err(|(e, _)| e)?;
+        done += 1;
+    }
+    Ok(done as f64 / t0.elapsed().as_secs_f64())
 }

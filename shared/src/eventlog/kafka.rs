@@ -7,8 +7,8 @@
 //! waited on. Consumers never auto-commit; [`super::runner`] commits.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
@@ -35,25 +35,28 @@ pub struct KafkaLog {
 impl KafkaLog {
     /// Connect (lazily: librdkafka connects in the background) as `client_id`.
     pub fn connect(args: &KafkaArgs, client_id: &str) -> Result<Self, EventLogError> {
-        let mut cfg = base_config(args, client_id)?;
+        let mut cfg = ClientConfig::new();
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
             .set("queue.buffering.max.messages", args.queue_max_messages.to_string());
+        // Operator options come last so they can override any default above.
+        apply_base(&mut cfg, args, client_id)?;
         let producer: FutureProducer = cfg.create().map_err(|e| EventLogError::Other(format!("creating producer: {e}")))?;
-        Ok(Self { args: args.clone(), client_id: client_id.to_owned(), publisher: Arc::new(KafkaPublisher { producer }) })
-    }
-
-    /// The underlying producer (for benchmarks comparing with raw librdkafka).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.publisher.producer
+        let publisher = KafkaPublisher { config: cfg, current: RwLock::new(producer), last_rebuild: Mutex::new(Instant::now()) };
+        Ok(Self { args: args.clone(), client_id: client_id.to_owned(), publisher: Arc::new(publisher) })
     }
 }
 
 fn base_config(args: &KafkaArgs, client_id: &str) -> Result<ClientConfig, EventLogError> {
     let mut cfg = ClientConfig::new();
+    apply_base(&mut cfg, args, client_id)?;
+    Ok(cfg)
+}
+
+fn apply_base(cfg: &mut ClientConfig, args: &KafkaArgs, client_id: &str) -> Result<(), EventLogError> {
     cfg.set("bootstrap.servers", &args.brokers).set("client.id", client_id);
     for opt in &args.options {
         let opt = opt.trim();
@@ -66,7 +69,7 @@ fn base_config(args: &KafkaArgs, client_id: &str) -> Result<ClientConfig, EventL
     if let Some(pw) = &args.sasl_password {
         cfg.set("sasl.password", pw);
     }
-    Ok(cfg)
+    Ok(())
 }
 
 fn map_err(e: &KafkaError) -> EventLogError {
@@ -80,13 +83,58 @@ fn map_err(e: &KafkaError) -> EventLogError {
     }
 }
 
+/// The producer, replaced by a fresh one when its idempotence state is lost.
+///
+/// An idempotent producer whose producer id or sequence numbers the broker no
+/// longer recognises (a broker restarted without that state, a fatal error)
+/// fails every send from then on. librdkafka's advice is to create a new
+/// producer; we do that, at most every [`REBUILD_INTERVAL`], and the sends that
+/// failed were already answered as retryable, so nothing acknowledged is lost.
 struct KafkaPublisher {
-    producer: FutureProducer,
+    config: ClientConfig,
+    current: RwLock<FutureProducer>,
+    last_rebuild: Mutex<Instant>,
+}
+
+const REBUILD_INTERVAL: Duration = Duration::from_secs(2);
+
+impl KafkaPublisher {
+    fn producer(&self) -> FutureProducer {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `e` means this producer's idempotence state is unusable.
+    fn needs_rebuild(&self, producer: &FutureProducer, e: &KafkaError) -> bool {
+        use RDKafkaErrorCode as C;
+        producer.client().fatal_error().is_some()
+            || matches!(
+                e.rdkafka_error_code(),
+                Some(C::Unknown | C::UnknownProducerId | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch | C::InvalidProducerIdMapping | C::Fatal)
+            )
+    }
+
+    fn rebuild(&self, reason: &KafkaError) {
+        let mut last = self.last_rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < REBUILD_INTERVAL {
+            return;
+        }
+        *last = Instant::now();
+        match self.config.create::<FutureProducer>() {
+            Ok(p) => {
+                tracing::warn!(error = %reason, "replacing the Kafka producer after an unrecoverable producer error");
+                // In-flight sends keep their clone of the old producer until they complete.
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = p;
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a replacement Kafka producer"),
+        }
+    }
 }
 
 #[async_trait]
 impl Publisher for KafkaPublisher {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Vec<Result<Delivered, EventLogError>> {
+        let producer = self.producer();
+        let mut rebuild_for: Option<KafkaError> = None;
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let mut fr = FutureRecord::to(topic).key(&r.key).payload(&r.value);
@@ -97,9 +145,14 @@ impl Publisher for KafkaPublisher {
                 }
                 fr = fr.headers(h);
             }
-            pending.push(match self.producer.send_result(fr) {
+            pending.push(match producer.send_result(fr) {
                 Ok(fut) => Ok(fut),
-                Err((e, _)) => Err(map_err(&e)),
+                Err((e, _)) => {
+                    if self.needs_rebuild(&producer, &e) {
+                        rebuild_for = Some(e.clone());
+                    }
+                    Err(map_err(&e))
+                }
             });
         }
         let mut out = Vec::with_capacity(pending.len());
@@ -108,16 +161,24 @@ impl Publisher for KafkaPublisher {
                 Err(e) => Err(e),
                 Ok(fut) => match fut.await {
                     Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-                    Ok(Err((e, _))) => Err(map_err(&e)),
+                    Ok(Err((e, _))) => {
+                        if self.needs_rebuild(&producer, &e) {
+                            rebuild_for = Some(e.clone());
+                        }
+                        Err(map_err(&e))
+                    }
                     Err(_canceled) => Err(EventLogError::Unavailable("producer shut down before delivery".into())),
                 },
             });
+        }
+        if let Some(e) = rebuild_for {
+            self.rebuild(&e);
         }
         out
     }
 
     async fn check_ready(&self) -> Result<(), EventLogError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let md = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(2)))
             .await
             .map_err(|e| EventLogError::Other(e.to_string()))?
@@ -129,7 +190,7 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), EventLogError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|e| EventLogError::Other(e.to_string()))?

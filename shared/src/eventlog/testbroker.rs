@@ -48,11 +48,11 @@ impl TestBroker {
     pub fn restart(&mut self) {
         self.kill();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let db = self.dir.join("tansu.db");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("broker log");
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &format!("sqlite://{}", db.display())])
-            .args(crate::eventlog::testbroker::extra_args())
+            // tansu resolves a sqlite path against its working directory, so run it in the data folder.
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -65,11 +65,6 @@ impl TestBroker {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// Arguments every tansu the tests start gets besides listener and storage.
-pub fn extra_args() -> Vec<String> {
-    Vec::new()
 }
 
 impl Drop for TestBroker {
