@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dev;
 mod token;
 
 #[derive(Parser)]
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Mint a device token (and show the device key to provision).
     Token(token::Args),
+    /// Run the pipeline on this machine with embedded defaults (today: ingest).
+    Dev(dev::Args),
     /// Benchmarks (figures from real runs, medians of several).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -26,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(a) => token::run(a),
+        Command::Dev(a) => dev::run(a).await,
         Command::Bench(b) => bench::run(b).await,
     }
 }

@@ -77,6 +77,18 @@ impl MemoryLog {
     }
 }
 
+impl MemoryLog {
+    /// Records currently held in `topic` (all partitions).
+    pub fn len(&self, topic: &str) -> usize {
+        self.shared.lock().topics.get(topic).map(|p| p.iter().map(|l| l.records.len()).sum()).unwrap_or(0)
+    }
+
+    /// Whether `topic` holds no records.
+    pub fn is_empty(&self, topic: &str) -> bool {
+        self.len(topic) == 0
+    }
+}
+
 impl Default for MemoryLog {
     fn default() -> Self {
         Self::new(crate::topics::DEFAULT_PARTITIONS, 1_000_000)

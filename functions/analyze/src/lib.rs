@@ -1,0 +1,2 @@
+//! Tributary's analyze function (in progress): event-time windows, anomaly
+//! models and alerts over `telemetry.raw`.

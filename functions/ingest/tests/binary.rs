@@ -1,0 +1,169 @@
+//! The `tributary-ingest` binary as operators run it: JSON logs, graceful
+//! SIGTERM, and the Lambda path. Needs `TRIBUTARY_TEST_KAFKA_BROKERS`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tributary_shared::auth::{FleetKey, now_unix};
+use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tributary-ingest");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn spawn(envs: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start tributary-ingest")
+}
+
+fn reading() -> Value {
+    json!({"timestamp": chrono::Utc::now().timestamp_millis(), "metrics": {"temperature": 20.5}})
+}
+
+fn token(device: &str) -> String {
+    let fleet = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY);
+    format!("SharedAccessSignature {}", fleet.device_key(device).token(device, now_unix() + 600))
+}
+
+#[tokio::test]
+async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
+    let port = free_port();
+    let mut child = spawn(&[
+        ("PORT", port.to_string()),
+        ("TRIBUTARY_BIND", "127.0.0.1".into()),
+        ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ("TRIBUTARY_RAW_TOPIC", unique_topic("bin-raw")),
+        ("RUST_LOG", "info".into()),
+    ]);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client
+        .post(format!("{base}/v1/telemetry"))
+        .header("authorization", token("bin-dev"))
+        .header("content-type", "application/json")
+        .body(reading().to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("development fleet key"))), "{stdout}");
+    assert!(lines.iter().any(|l| l["message"] == "SIGTERM received, shutting down"), "{stdout}");
+    assert!(lines.iter().any(|l| l["message"] == "ingest stopped"), "{stdout}");
+    assert!(!stdout.contains(tributary_ingest::config::DEV_FLEET_KEY), "the fleet key never appears in logs");
+}
+
+/// A stand-in for the AWS Lambda Runtime API (the two calls the runtime makes),
+/// handing the function one API Gateway HTTP API event.
+#[tokio::test]
+async fn serves_through_the_lambda_runtime_api() {
+    let responses: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let served = Arc::new(Mutex::new(false));
+    let event = json!({
+        "version": "2.0", "routeKey": "POST /v1/telemetry", "rawPath": "/v1/telemetry", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "authorization": token("lambda-dev")},
+        "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "example.com", "domainPrefix": "example",
+            "http": {"method": "POST", "path": "/v1/telemetry", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+            "requestId": "r1", "routeKey": "POST /v1/telemetry", "stage": "$default", "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 0},
+        "body": reading().to_string(), "isBase64Encoded": false
+    });
+    let next = {
+        let served = served.clone();
+        move || {
+            let served = served.clone();
+            let event = event.clone();
+            async move {
+                let first = !std::mem::replace(&mut *served.lock().expect("lock"), true);
+                if !first {
+                    std::future::pending::<()>().await;
+                }
+                let mut h = HeaderMap::new();
+                h.insert("lambda-runtime-aws-request-id", "req-1".parse().expect("header"));
+                h.insert("lambda-runtime-deadline-ms", (chrono::Utc::now().timestamp_millis() + 30_000).to_string().parse().expect("header"));
+                h.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-west-1:123456789012:function:ingest".parse().expect("header"));
+                (h, axum::Json(event))
+            }
+        }
+    };
+    let record = {
+        let responses = responses.clone();
+        move |body: axum::body::Bytes| {
+            let responses = responses.clone();
+            async move {
+                responses.lock().expect("lock").push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }
+    };
+    let api = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/req-1/response", post(record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    let mut child = spawn(&[
+        ("AWS_LAMBDA_RUNTIME_API", api_addr.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "ingest".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "1".into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "s".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "g".into()),
+        ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ("TRIBUTARY_RAW_TOPIC", unique_topic("lambda-raw")),
+        ("RUST_LOG", "warn".into()),
+    ]);
+    let start = Instant::now();
+    let resp = loop {
+        if let Some(r) = responses.lock().expect("lock").first().cloned() {
+            break r;
+        }
+        if let Some(s) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            panic!("exited early ({s}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no Lambda response within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(resp["statusCode"], 202, "{resp}");
+    let body: Value = serde_json::from_str(resp["body"].as_str().expect("body string")).expect("JSON body");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["items"][0]["status"], "accepted");
+}
