@@ -15,6 +15,7 @@ pub mod config;
 pub mod eventlog;
 pub mod model;
 pub mod ops;
+pub mod records;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -1,0 +1,58 @@
+//! Prometheus metrics of the process function, counted per batch.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The process function's counters.
+#[derive(Clone)]
+pub struct Metrics {
+    records: Family<KindLabel, Counter>,
+    batches: Family<OutcomeLabel, Counter>,
+    deadletter: Counter,
+    cache_errors: Counter,
+}
+
+impl Metrics {
+    /// Register in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self { records: Family::default(), batches: Family::default(), deadletter: Counter::default(), cache_errors: Counter::default() };
+        registry.register("tributary_process_records", "Records written to PostgreSQL by kind", m.records.clone());
+        registry.register("tributary_process_batches", "Batches by outcome (written, failed: retried)", m.batches.clone());
+        registry.register("tributary_process_deadletter_records", "Records sent to the dead-letter topic", m.deadletter.clone());
+        registry.register("tributary_process_cache_errors", "Batches whose cache update failed (the cache is rebuilt later)", m.cache_errors.clone());
+        m
+    }
+
+    /// Count a written batch's records.
+    pub fn written(&self, aggregates: usize, alerts: usize) {
+        self.records.get_or_create(&KindLabel { kind: "aggregate" }).inc_by(aggregates as u64);
+        self.records.get_or_create(&KindLabel { kind: "alert" }).inc_by(alerts as u64);
+    }
+
+    /// Count a batch outcome.
+    pub fn batch(&self, outcome: &'static str) {
+        self.batches.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Count dead-lettered records.
+    pub fn deadlettered(&self, n: usize) {
+        self.deadletter.inc_by(n as u64);
+    }
+
+    /// Count a failed cache update.
+    pub fn cache_error(&self) {
+        self.cache_errors.inc();
+    }
+}
