@@ -1,0 +1,118 @@
+//! `tributary-process` as deployed: consumes aggregates and alerts from a real
+//! Kafka-protocol broker into PostgreSQL and Redis, commits, and stops
+//! cleanly on SIGTERM. Needs `TRIBUTARY_TEST_KAFKA_BROKERS` and `DATABASE_URL`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use sqlx::PgPool;
+use tributary_shared::config::KafkaArgs;
+use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
+use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::eventlog::{EventLog, Record};
+use tributary_shared::records::{Aggregate, Alert, AlertState};
+
+#[sqlx::test(migrations = false)]
+async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
+    // The test database's URL: the binary migrates it itself.
+    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db name");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
+
+    let brokers = test_brokers();
+    let (aggs_topic, alerts_topic, dead_topic) = (unique_topic("p-aggs"), unique_topic("p-alerts"), unique_topic("p-dead"));
+    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "process-test").expect("connect");
+    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3).await.expect("topics");
+    let start = Utc.timestamp_opt(Utc::now().timestamp() / 10 * 10 - 300, 0).single().expect("t");
+    let aggs: Vec<Record> = (0..60)
+        .map(|i| {
+            let a = Aggregate {
+                device_id: format!("kdev-{}", i % 6),
+                metric: "temp".into(),
+                window_seconds: 10,
+                window_start: start + chrono::Duration::seconds((i / 6) * 10),
+                window_end: start + chrono::Duration::seconds((i / 6) * 10 + 10),
+                count: 3,
+                min: 1.0,
+                max: 3.0,
+                mean: 2.0,
+                stddev: 0.8,
+                p50: 2.0,
+                p95: 3.0,
+                p99: 3.0,
+                anomaly_score: 0.0,
+                model: "none".into(),
+            };
+            Record::new(a.device_id.clone(), serde_json::to_vec(&a).expect("json"))
+        })
+        .collect();
+    let alert = Alert {
+        id: "k-alert".into(),
+        device_id: "kdev-1".into(),
+        metric: "temp".into(),
+        model: "spike".into(),
+        score: 0.97,
+        value: 40.0,
+        reason: "spike".into(),
+        state: AlertState::Opened,
+        opened_at: start,
+        updated_at: start,
+    };
+    let p = log.publisher();
+    for r in p.publish(&aggs_topic, aggs).await {
+        r.expect("published");
+    }
+    p.publish(&alerts_topic, vec![Record::new("kdev-1", serde_json::to_vec(&alert).expect("json"))]).await.remove(0).expect("published");
+    p.publish(&aggs_topic, vec![Record::new("kdev-9", b"garbage".to_vec())]).await.remove(0).expect("published");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-process"))
+        .env("PORT", port.to_string())
+        .env("TRIBUTARY_BIND", "127.0.0.1")
+        .env("DATABASE_URL", &url)
+        // No Redis there: the function must still write to PostgreSQL.
+        .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+        .env("TRIBUTARY_KAFKA_BROKERS", &brokers)
+        .env("TRIBUTARY_AGGREGATES_TOPIC", &aggs_topic)
+        .env("TRIBUTARY_ALERTS_TOPIC", &alerts_topic)
+        .env("TRIBUTARY_DEADLETTER_TOPIC", &dead_topic)
+        .env("TRIBUTARY_CONSUMER_GROUP", unique_topic("p-group"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tributary-process");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: Result<(i64,), _> = sqlx::query_as("SELECT count(*) FROM aggregates").fetch_one(&pool).await;
+        let a: Result<(i64,), _> = sqlx::query_as("SELECT count(*) FROM alerts").fetch_one(&pool).await;
+        if matches!((&n, &a), (Ok((60,)), Ok((1,)))) {
+            break;
+        }
+        if let Some(s) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            panic!("exited early ({s}): {}", String::from_utf8_lossy(&out.stdout));
+        }
+        assert!(Instant::now() < deadline, "not all records reached PostgreSQL: {n:?} {a:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200, "ready with PostgreSQL up even though Redis is down");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("tributary_process_deadletter_records_total 1"), "{metrics}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("process stopped"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("postgres://"), "no connection strings in logs");
+}
