@@ -25,6 +25,8 @@ use tributary_shared::auth::{FleetKey, now_unix};
 pub enum Bench {
     /// Ingest throughput, latency, start time and memory vs. librdkafka alone.
     Ingest(IngestArgs),
+    /// Process: aggregates/s into PostgreSQL by batch size and cache update latency, vs. COPY.
+    Process(crate::bench_process::ProcessArgs),
 }
 
 /// Arguments of `bench ingest`.
@@ -57,6 +59,7 @@ pub struct IngestArgs {
 pub async fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Ingest(a) => ingest(a).await,
+        Bench::Process(a) => crate::bench_process::run(a).await,
     }
 }
 
@@ -67,7 +70,8 @@ struct RunFigures {
     baseline_per_s: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median (upper middle for even counts); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }

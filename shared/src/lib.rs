@@ -17,5 +17,6 @@ pub mod model;
 pub mod ops;
 pub mod records;
 pub mod shutdown;
+pub mod splunk;
 pub mod telemetry;
 pub mod topics;
