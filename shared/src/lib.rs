@@ -16,6 +16,7 @@ pub mod eventlog;
 pub mod model;
 pub mod ops;
 pub mod records;
+pub mod results;
 pub mod shutdown;
 pub mod splunk;
 pub mod telemetry;

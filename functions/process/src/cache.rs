@@ -49,7 +49,7 @@ pub enum CacheError {
     Redis(String),
     /// Reading PostgreSQL for the cache failed.
     #[error("{0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] tributary_shared::results::ReadError),
 }
 
 impl From<redis::RedisError> for CacheError {

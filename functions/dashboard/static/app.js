@@ -1,0 +1,169 @@
+// Tributary dashboard: a small single-page app over the JSON API.
+// Views: #/ (fleet overview, alert feed) and #/device/<id> (charts).
+// Live updates arrive as server-sent events and refresh what they touch.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const fmtNum = (x) => (x == null || isNaN(x) ? "–" : Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2));
+const ago = (iso) => {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return `${Math.round(s)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(iso).toLocaleString();
+};
+const token = () => localStorage.getItem("tributary.operatorToken") || "";
+
+async function api(path, opts = {}) {
+  const headers = opts.headers || {};
+  if (opts.method === "POST" && token()) headers.Authorization = `Bearer ${token()}`;
+  const r = await fetch(path, { ...opts, headers });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+function banner(msg) {
+  const b = $("#banner");
+  b.hidden = !msg;
+  b.textContent = msg || "";
+}
+
+// ---- overview --------------------------------------------------------------
+
+function alertHtml(a) {
+  const high = a.score >= 0.9 ? " high" : "";
+  const acts = token() && a.state !== "resolved"
+    ? `<div class="acts">${a.state === "open" ? `<button class="primary" data-ack="${esc(a.id)}" data-testid="ack">Acknowledge</button>` : ""}<button data-resolve="${esc(a.id)}">Resolve</button></div>`
+    : "";
+  return `<div class="alert${high}" data-testid="alert" data-alert-id="${esc(a.id)}">
+    <div><span class="pill ${esc(a.state)}" data-testid="alert-state">${esc(a.state)}</span>
+      <a href="#/device/${encodeURIComponent(a.deviceId)}">${esc(a.deviceId)}</a> · <b>${esc(a.metric)}</b> = ${fmtNum(a.value)}</div>
+    <div>${esc(a.reason)}</div>
+    <div class="meta">${esc(a.model)} · score ${fmtNum(a.score)} · opened ${ago(a.openedAt)}${a.acknowledgedBy ? ` · acknowledged by ${esc(a.acknowledgedBy)}` : ""}</div>
+    ${acts}</div>`;
+}
+
+async function overview() {
+  const [fleet, devs, alerts] = await Promise.all([api("/api/fleet"), api("/api/devices?limit=200"), api("/api/alerts?state=unresolved&limit=50")]);
+  const cards = `<div class="cards">
+    <div class="card"><div class="k">Devices</div><div class="v" data-testid="devices">${fleet.devices}</div></div>
+    <div class="card"><div class="k">Online</div><div class="v" data-testid="online">${fleet.devicesOnline}</div></div>
+    <div class="card${fleet.alertsOpen ? " alerting" : ""}"><div class="k">Open alerts</div><div class="v" data-testid="alerts-open">${fleet.alertsOpen}</div></div>
+    <div class="card"><div class="k">Values / s</div><div class="v">${fmtNum(fleet.valuesPerSecond)}</div></div></div>`;
+  const rows = devs.devices.map((d) => {
+    const metrics = Object.entries(d.lastValues || {}).slice(0, 3).map(([k, v]) => `${esc(k)} ${fmtNum(v.value)}`).join(" · ");
+    return `<tr class="dev" data-device="${esc(d.deviceId)}" data-testid="device-row"><td><span class="dot${d.online ? " on" : ""}"></span>${esc(d.deviceId)}</td>
+      <td>${ago(d.lastSeen)}</td><td class="hide-sm">${metrics}</td><td>${d.openAlerts ? `<span class="pill open">${d.openAlerts}</span>` : ""}</td></tr>`;
+  }).join("");
+  const table = devs.devices.length
+    ? `<table><thead><tr><th>Device</th><th>Last seen</th><th class="hide-sm">Latest</th><th>Alerts</th></tr></thead><tbody>${rows}</tbody></table>`
+    : `<div class="empty" data-testid="empty">No devices yet. Send a reading, or start simulated devices with <code>tributary simulate</code>.</div>`;
+  const feed = alerts.alerts.length ? alerts.alerts.map(alertHtml).join("") : `<div class="empty">No open alerts. All quiet.</div>`;
+  $("#view").innerHTML = `${cards}<div class="grid"><section class="panel"><h2>Fleet</h2>${table}</section>
+    <section class="panel" data-testid="alert-feed"><h2>Alerts</h2>${feed}</section></div>`;
+  document.querySelectorAll("tr.dev").forEach((tr) => tr.addEventListener("click", () => { location.hash = `#/device/${encodeURIComponent(tr.dataset.device)}`; }));
+}
+
+// ---- device ----------------------------------------------------------------
+
+const ranges = ["1h", "6h", "24h", "7d"];
+const state = { range: "1h", window: null };
+
+function chart(series) {
+  const W = 800, H = 220, L = 48, R = 10, T = 10, B = 26;
+  const pts = series.points;
+  if (!pts.length) return `<div class="empty">No windows in this range.</div>`;
+  const t0 = Date.parse(series.from), t1 = Date.parse(series.to);
+  let lo = Math.min(...pts.map((p) => p.min)), hi = Math.max(...pts.map((p) => p.max));
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const tx = pts.map((p) => x(Date.parse(p.windowStart) + series.windowSeconds * 500));
+  const band = pts.map((p, i) => `${tx[i]},${y(p.max)}`).concat(pts.map((p, i) => `${tx[i]},${y(p.min)}`).reverse()).join(" ");
+  const line = pts.map((p, i) => `${i ? "L" : "M"}${tx[i].toFixed(1)},${y(p.mean).toFixed(1)}`).join("");
+  const anoms = pts.map((p, i) => (p.anomalyScore >= 0.7 ? `<circle class="anom" cx="${tx[i]}" cy="${y(p.max)}" r="4"><title>${esc(p.model)} score ${fmtNum(p.anomalyScore)}</title></circle>` : "")).join("");
+  const spans = series.alerts.map((a) => {
+    const a0 = Math.max(t0, Date.parse(a.openedAt)), a1 = Math.min(t1, Date.parse(a.resolvedAt || a.updatedAt) + series.windowSeconds * 1000);
+    return `<rect class="span" x="${x(a0)}" y="${T}" width="${Math.max(3, x(a1) - x(a0))}" height="${H - T - B}"><title>${esc(a.reason)}</title></rect>`;
+  }).join("");
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
+    const t = t0 + f * (t1 - t0);
+    const lbl = t1 - t0 > 86400e3 ? new Date(t).toLocaleDateString([], { month: "short", day: "numeric" }) : new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return `<text x="${x(t)}" y="${H - 8}" text-anchor="middle">${lbl}</text>`;
+  }).join("");
+  const vt = [lo + pad, (lo + hi) / 2, hi - pad].map((v) => `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${fmtNum(v)}</text>`).join("");
+  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}">
+    ${spans}<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/><polygon class="band" points="${band}"/>
+    <path class="line" d="${line}"/>${anoms}${ticks}${vt}</svg>`;
+}
+
+async function device(id) {
+  const d = await api(`/api/devices/${encodeURIComponent(id)}`);
+  const metrics = Object.keys(d.lastValues || {}).sort();
+  const all = await Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}${state.window ? `&window=${state.window}` : ""}`)));
+  const windows = [...new Set(all.flatMap((s) => s.availableWindows))].sort((a, b) => a - b);
+  const controls = `<div class="controls">${ranges.map((r) => `<button data-range="${r}" class="${r === state.range ? "sel" : ""}">${r}</button>`).join("")}
+    <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (state.window || all[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label></div>`;
+  const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s)}</section>`).join("");
+  $("#view").innerHTML = `<div class="head"><a href="#/">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
+    <span><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
+    ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>`;
+  document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { state.range = b.dataset.range; render(); }));
+  $("#win").addEventListener("change", (e) => { state.window = Number(e.target.value); render(); });
+}
+
+// ---- routing, actions, live ------------------------------------------------
+
+async function render() {
+  try {
+    const m = location.hash.match(/^#\/device\/(.+)$/);
+    if (m) await device(decodeURIComponent(m[1])); else await overview();
+    banner("");
+  } catch (e) {
+    banner(`Could not load data: ${e.message}. Retrying when the next update arrives.`);
+  }
+}
+
+document.addEventListener("click", async (e) => {
+  const id = e.target.dataset.ack || e.target.dataset.resolve;
+  if (!id) return;
+  e.target.disabled = true;
+  try {
+    await api(`/api/alerts/${encodeURIComponent(id)}/${e.target.dataset.ack ? "ack" : "resolve"}`, { method: "POST" });
+    await render();
+  } catch (err) {
+    banner(`Action failed: ${err.message}`);
+    e.target.disabled = false;
+  }
+});
+
+$("#operator").addEventListener("click", () => {
+  const t = prompt("Operator token (kept in this browser only). Empty to sign out:", token());
+  if (t === null) return;
+  if (t) localStorage.setItem("tributary.operatorToken", t); else localStorage.removeItem("tributary.operatorToken");
+  updateOperator();
+  render();
+});
+
+function updateOperator() {
+  $("#operator").textContent = token() ? "Operator ✓ (sign out)" : "Operator sign-in";
+}
+
+let pending = null;
+function connectLive() {
+  const es = new EventSource("/api/events");
+  es.addEventListener("hello", () => $("#live").classList.add("on"));
+  es.addEventListener("change", () => {
+    clearTimeout(pending);
+    pending = setTimeout(render, 300);
+  });
+  es.onerror = () => $("#live").classList.remove("on");
+}
+
+window.addEventListener("hashchange", render);
+updateOperator();
+render();
+connectLive();

@@ -1,0 +1,243 @@
+//! The dashboard API against the real PostgreSQL (`#[sqlx::test]`, a database
+//! per test) and a real Redis of the test's own; data is written the way the
+//! process function writes it (the shared migrations and the same tables).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sqlx::PgPool;
+use tower::ServiceExt;
+use tributary_dashboard::live::Live;
+use tributary_dashboard::{Dashboard, DbReadiness, app};
+use tributary_shared::ops::Ops;
+
+struct TestRedis(u16, Child);
+
+impl TestRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed; these tests need a real Redis");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self(port, child)
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.0)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.1.kill();
+        let _ = self.1.wait();
+    }
+}
+
+async fn seed(pool: &PgPool) {
+    sqlx::query(
+        "INSERT INTO devices (device_id, first_seen, last_seen, last_values) VALUES
+         ('truck-1', now() - interval '2 hours', now() - interval '10 seconds', '{\"speed\": {\"value\": 80.5, \"windowSeconds\": 10}}'),
+         ('sensor-9', now() - interval '3 days', now() - interval '2 days', '{\"temp\": {\"value\": 21.0, \"windowSeconds\": 10}}')",
+    )
+    .execute(pool)
+    .await
+    .expect("devices");
+    sqlx::query(
+        "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model)
+         SELECT 'truck-1', 'speed', 10, date_trunc('minute', now()) - make_interval(secs => 10 * g), date_trunc('minute', now()) - make_interval(secs => 10 * g - 10),
+                5, 70, 90, 80 + g % 3, 2, 80, 88, 90, CASE WHEN g = 7 THEN 0.95 ELSE 0.1 END, 'spike'
+         FROM generate_series(1, 30) g",
+    )
+    .execute(pool)
+    .await
+    .expect("aggregates");
+    sqlx::query(
+        "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at) VALUES
+         ('al-1', 'truck-1', 'speed', 'spike', 0.95, 130, 'speed spike', 'open', now() - interval '70 seconds', now() - interval '60 seconds'),
+         ('al-2', 'truck-1', 'speed', 'threshold', 0.8, 95, 'speed > 90 for 30s', 'resolved', now() - interval '1 hour', now() - interval '50 minutes')",
+    )
+    .execute(pool)
+    .await
+    .expect("alerts");
+}
+
+fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axum::Router, Live) {
+    let live = Live::new();
+    let state = Arc::new(Dashboard {
+        pool: pool.clone(),
+        redis: redis.map(|r| redis::Client::open(r.url()).expect("client")),
+        live: live.clone(),
+        operator_token: token.map(str::to_owned),
+        offline_after_secs: 300,
+    });
+    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(DbReadiness(pool.clone())));
+    (app(state, &ops), live)
+}
+
+async fn call(r: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = r.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    call(r, Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn fleet_devices_and_series(pool: PgPool) {
+    seed(&pool).await;
+    let redis = TestRedis::start();
+    let (r, _) = router(&pool, Some(&redis), None);
+    let (s, fleet) = get(&r, "/api/fleet").await;
+    assert_eq!(s, StatusCode::OK, "{fleet}");
+    assert_eq!((fleet["devices"].as_i64(), fleet["devicesOnline"].as_i64(), fleet["alertsOpen"].as_i64()), (Some(2), Some(1), Some(1)));
+    assert_eq!(fleet["source"], "postgres", "nothing cached yet: falls back to PostgreSQL");
+
+    // Once the process function has cached a summary, it is served from Redis.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("conn");
+    let _: () = redis::cmd("SET").arg("tributary:fleet:summary").arg(r#"{"devices":7,"devicesOnline":5,"alertsOpen":3}"#).query_async(&mut conn).await.expect("set");
+    let (_, fleet) = get(&r, "/api/fleet").await;
+    assert_eq!((fleet["devices"].as_i64(), fleet["source"].as_str()), (Some(7), Some("redis")));
+
+    let (_, devs) = get(&r, "/api/devices").await;
+    let list = devs["devices"].as_array().expect("list");
+    assert_eq!(list[0]["deviceId"], "truck-1", "most recently seen first");
+    assert_eq!((list[0]["online"].as_bool(), list[1]["online"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(list[0]["openAlerts"], 1);
+
+    let (s, dev) = get(&r, "/api/devices/truck-1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(dev["lastValues"]["speed"]["value"], 80.5);
+    assert_eq!(get(&r, "/api/devices/nobody").await.0, StatusCode::NOT_FOUND);
+
+    let (s, series) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h").await;
+    assert_eq!(s, StatusCode::OK, "{series}");
+    let pts = series["points"].as_array().expect("points");
+    assert_eq!(pts.len(), 30);
+    let starts: Vec<&str> = pts.iter().map(|p| p["windowStart"].as_str().expect("t")).collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "oldest first");
+    assert_eq!(pts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(), 1);
+    assert_eq!(series["availableWindows"], serde_json::json!([10]));
+    let alert_ids: Vec<&str> = series["alerts"].as_array().expect("alerts").iter().map(|a| a["id"].as_str().expect("id")).collect();
+    assert_eq!(alert_ids, vec!["al-2", "al-1"]);
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
+    let (r, _) = router(&pool, None, None);
+    for (uri, param) in [
+        ("/api/devices/truck-1/series", "metric"),
+        ("/api/devices/truck-1/series?metric=speed&window=abc", "window"),
+        ("/api/devices/truck-1/series?metric=speed&window=0", "window"),
+        ("/api/devices/truck-1/series?metric=speed&from=yesterday", "from"),
+        ("/api/devices/truck-1/series?metric=speed&from=1h&to=2h", "from"),
+        ("/api/devices/truck-1/series?metric=sp%20eed", "metric"),
+        ("/api/devices/bad%20id", "deviceId"),
+        ("/api/alerts?state=maybe", "state"),
+        ("/api/alerts?limit=0", "limit"),
+        ("/api/devices?limit=lots", "limit"),
+    ] {
+        let (s, body) = get(&r, uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(body["error"]["parameter"], param, "{uri}: {body}");
+        assert_eq!(body["error"]["code"], "bad_parameter");
+    }
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPool) {
+    seed(&pool).await;
+    let redis = TestRedis::start();
+    let post = |uri: &str, auth: Option<&str>| {
+        let mut b = Request::post(uri);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(Body::empty()).expect("request")
+    };
+
+    let (read_only, _) = router(&pool, Some(&redis), None);
+    assert_eq!(call(&read_only, post("/api/alerts/al-1/ack", Some("Bearer x"))).await.0, StatusCode::FORBIDDEN);
+
+    let (r, live) = router(&pool, Some(&redis), Some("op-secret"));
+    assert_eq!(call(&r, post("/api/alerts/al-1/ack", None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&r, post("/api/alerts/al-1/ack", Some("Bearer wrong"))).await.0, StatusCode::UNAUTHORIZED);
+
+    // Browsers follow the change channel; start following before acting.
+    let follower = tokio::spawn(live.clone().follow_redis(redis::Client::open(redis.url()).expect("client")));
+    let mut rx = live.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (s, a) = call(&r, post("/api/alerts/al-1/ack", Some("Bearer op-secret"))).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["state"], "acknowledged");
+    assert_eq!(a["acknowledgedBy"], "operator");
+    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change notification").expect("message");
+    assert!(msg.contains("al-1"), "{msg}");
+    follower.abort();
+
+    assert_eq!(call(&r, post("/api/alerts/al-1/ack", Some("Bearer op-secret"))).await.0, StatusCode::CONFLICT, "already acknowledged");
+    assert_eq!(call(&r, post("/api/alerts/al-2/resolve", Some("Bearer op-secret"))).await.0, StatusCode::CONFLICT, "already resolved");
+    assert_eq!(call(&r, post("/api/alerts/none/ack", Some("Bearer op-secret"))).await.0, StatusCode::NOT_FOUND);
+    let (s, a) = call(&r, post("/api/alerts/al-1/resolve", Some("Bearer op-secret"))).await;
+    assert_eq!((s, a["state"].as_str()), (StatusCode::OK, Some("resolved")));
+    let (_, list) = get(&r, "/api/alerts").await;
+    assert!(list["alerts"].as_array().expect("alerts").is_empty(), "nothing unresolved left");
+    let (_, list) = get(&r, "/api/alerts?state=all&device=truck-1").await;
+    assert_eq!(list["alerts"].as_array().expect("alerts").len(), 2);
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn the_page_and_its_assets_are_served_and_sse_says_hello(pool: PgPool) {
+    let (r, live) = router(&pool, None, None);
+    for (uri, ct) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css"), ("/api/openapi.json", "application/json")] {
+        let resp = r.clone().oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        assert!(resp.headers()[header::CONTENT_TYPE].to_str().expect("ct").starts_with(ct), "{uri}");
+    }
+    let (_, spec) = get(&r, "/api/openapi.json").await;
+    assert!(spec["paths"]["/api/devices/{id}/series"]["get"].is_object());
+
+    let resp = r.clone().oneshot(Request::get("/api/events").body(Body::empty()).expect("request")).await.expect("infallible");
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
+    assert!(String::from_utf8_lossy(&first).contains("event: hello"));
+    live.send(r#"{"kind":"batch","devices":["d1"]}"#.into());
+    let next = tokio::time::timeout(Duration::from_secs(2), body.frame()).await.expect("in time").expect("frame").expect("ok").into_data().expect("data");
+    let text = String::from_utf8_lossy(&next);
+    assert!(text.contains("event: change") && text.contains("d1"), "{text}");
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn redis_down_still_serves_from_postgres(pool: PgPool) {
+    seed(&pool).await;
+    let redis = TestRedis::start();
+    let url = redis.url();
+    drop(redis);
+    let live = Live::new();
+    let state = Arc::new(Dashboard { pool: pool.clone(), redis: Some(redis::Client::open(url).expect("client")), live, operator_token: None, offline_after_secs: 300 });
+    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(DbReadiness(pool.clone())));
+    let r = app(state, &ops);
+    let (s, fleet) = get(&r, "/api/fleet").await;
+    assert_eq!((s, fleet["source"].as_str(), fleet["devices"].as_i64()), (StatusCode::OK, Some("postgres"), Some(2)));
+    let (s, dev) = get(&r, "/api/devices/truck-1").await;
+    assert_eq!((s, dev["deviceId"].as_str()), (StatusCode::OK, Some("truck-1")));
+}
