@@ -92,7 +92,8 @@ function chart(series) {
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
     const t = t0 + f * (t1 - t0);
     const lbl = t1 - t0 > 86400e3 ? new Date(t).toLocaleDateString([], { month: "short", day: "numeric" }) : new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    return `<text x="${x(t)}" y="${H - 8}" text-anchor="middle">${lbl}</text>`;
+    const anchor = f === 0 ? "start" : f === 1 ? "end" : "middle";
+    return `<text x="${x(t)}" y="${H - 8}" text-anchor="${anchor}">${lbl}</text>`;
   }).join("");
   const vt = [lo + pad, (lo + hi) / 2, hi - pad].map((v) => `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${fmtNum(v)}</text>`).join("");
   return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}">

@@ -1,0 +1,195 @@
+//! The dashboard in a real browser (Debian's Chromium driven by
+//! playwright-core), fed by the real pipeline from Kafka on: aggregates and an
+//! alert are published to a Kafka-protocol broker, the `tributary-process`
+//! binary writes them to PostgreSQL and Redis and notifies, the
+//! `tributary-dashboard` binary serves the page. Checks that charts render
+//! with data, that a live alert appears without a reload and that
+//! acknowledging it works. Screenshots go to `$TRIBUTARY_ARTIFACTS_DIR/screenshots`
+//! (default `artifacts/screenshots` at the workspace root).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use sqlx::PgPool;
+use tributary_shared::config::KafkaArgs;
+use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
+use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::eventlog::{EventLog, Record};
+use tributary_shared::records::{Aggregate, Alert, AlertState};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("tests/browser/dashboard.mjs");
+    assert!(root.join("tests/browser/node_modules/playwright-core").exists(), "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} not found: scripts/test installs Debian's chromium");
+    let process_bin = PathBuf::from(env!("CARGO_BIN_EXE_tributary-dashboard")).with_file_name("tributary-process");
+    assert!(process_bin.exists(), "{} not built: run the whole workspace's tests (scripts/test)", process_bin.display());
+    let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("artifacts")).join("screenshots");
+
+    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let db_url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
+    let redis_port = free_port();
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    wait_port(redis_port, "redis");
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+
+    let brokers = test_brokers();
+    let (aggs_topic, alerts_topic, dead_topic) = (unique_topic("ui-aggs"), unique_topic("ui-alerts"), unique_topic("ui-dead"));
+    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "browser-test").expect("kafka");
+    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3).await.expect("topics");
+    let process_port = free_port();
+    let _process = Proc(
+        Command::new(&process_bin)
+            .env("PORT", process_port.to_string())
+            .env("TRIBUTARY_BIND", "127.0.0.1")
+            .env("DATABASE_URL", &db_url)
+            .env("REDIS_URL", &redis_url)
+            .env("TRIBUTARY_KAFKA_BROKERS", &brokers)
+            .env("TRIBUTARY_AGGREGATES_TOPIC", &aggs_topic)
+            .env("TRIBUTARY_ALERTS_TOPIC", &alerts_topic)
+            .env("TRIBUTARY_DEADLETTER_TOPIC", &dead_topic)
+            .env("TRIBUTARY_CONSUMER_GROUP", unique_topic("ui-group"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("process"),
+    );
+
+    // Ten minutes of 10 s windows for two metrics of one truck, one window anomalous.
+    let now = Utc::now().timestamp() / 10 * 10;
+    let mut recs = Vec::new();
+    for i in 0..60i64 {
+        for (metric, base_v) in [("speed", 80.0), ("engine_temp", 90.0)] {
+            let start = Utc.timestamp_opt(now - 600 + i * 10, 0).single().expect("t");
+            let wave = (i as f64 / 6.0).sin() * 5.0;
+            let a = Aggregate {
+                device_id: "truck-ui".into(),
+                metric: metric.into(),
+                window_seconds: 10,
+                window_start: start,
+                window_end: start + chrono::Duration::seconds(10),
+                count: 10,
+                min: base_v + wave - 3.0,
+                max: base_v + wave + 3.0 + if i == 40 { 25.0 } else { 0.0 },
+                mean: base_v + wave,
+                stddev: 1.5,
+                p50: base_v + wave,
+                p95: base_v + wave + 2.5,
+                p99: base_v + wave + 3.0,
+                anomaly_score: if i == 40 { 0.97 } else { 0.05 },
+                model: "spike".into(),
+            };
+            recs.push(Record::new("truck-ui", serde_json::to_vec(&a).expect("json")));
+        }
+    }
+    for r in log.publisher().publish(&aggs_topic, recs).await {
+        r.expect("published");
+    }
+    let start = Instant::now();
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates").fetch_one(&pool).await.expect("count");
+        if n == 120 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "process wrote {n} of 120 aggregates");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let dash_port = free_port();
+    let _dashboard = Proc(
+        Command::new(env!("CARGO_BIN_EXE_tributary-dashboard"))
+            .env("PORT", dash_port.to_string())
+            .env("TRIBUTARY_BIND", "127.0.0.1")
+            .env("DATABASE_URL", &db_url)
+            .env("REDIS_URL", &redis_url)
+            .env("TRIBUTARY_OPERATOR_TOKEN", "ui-operator-token")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dashboard"),
+    );
+    wait_port(dash_port, "dashboard");
+
+    let mut node = Command::new("node")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{dash_port}/"))
+        .arg(&shots)
+        .arg("ui-operator-token")
+        .arg("truck-ui")
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut out = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let mut stdin = node.stdin.take().expect("stdin");
+    let mut transcript = Vec::new();
+    loop {
+        let line = out.next().expect("the browser script ended before the overview loaded").expect("line");
+        transcript.push(line.clone());
+        if line == "OVERVIEW-OK" {
+            break;
+        }
+    }
+
+    // A live alert, through Kafka and the process function.
+    let alert = Alert {
+        id: "ui-alert-1".into(),
+        device_id: "truck-ui".into(),
+        metric: "engine_temp".into(),
+        model: "threshold".into(),
+        score: 0.99,
+        value: 121.0,
+        reason: "engine_temp > 110 for 30s".into(),
+        state: AlertState::Opened,
+        opened_at: Utc::now() - chrono::Duration::seconds(30),
+        updated_at: Utc::now(),
+    };
+    log.publisher().publish(&alerts_topic, vec![Record::new("truck-ui", serde_json::to_vec(&alert).expect("json"))]).await.remove(0).expect("published");
+    writeln!(stdin, "ALERT-SENT").expect("signal the browser");
+    for line in out.by_ref() {
+        let line = line.expect("line");
+        transcript.push(line);
+    }
+    let status = node.wait().expect("node exit");
+    assert!(status.success(), "browser script failed: {transcript:?} (screenshots in {})", shots.display());
+    assert!(transcript.iter().any(|l| l == "DONE"), "{transcript:?}");
+    let (state, by): (String, Option<String>) = sqlx::query_as("SELECT state, acknowledged_by FROM alerts WHERE id = 'ui-alert-1'").fetch_one(&pool).await.expect("alert");
+    assert_eq!((state.as_str(), by.as_deref()), ("acknowledged", Some("operator")));
+    for f in ["overview.png", "live-alert.png", "acknowledged.png", "device.png", "phone.png"] {
+        assert!(shots.join(f).exists(), "screenshot {f} missing");
+    }
+    println!("{}", transcript.join("\n"));
+}

@@ -1,0 +1,75 @@
+// Drives the dashboard in headless Chromium for the browser test
+// (functions/dashboard/tests/browser.rs runs it and feeds it data).
+// Usage: node dashboard.mjs <dashboard url> <screenshot dir> <operator token> <device id>
+// Protocol on stdout/stdin: prints "OVERVIEW-OK", then waits for a line "ALERT-SENT"
+// before expecting a live alert to appear without a reload.
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+
+const [url, shots, token, device] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
+const fail = async (msg, page) => {
+  console.error(`FAIL: ${msg}`);
+  if (page) await page.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
+  process.exit(1);
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+const errors = [];
+page.on("pageerror", (e) => errors.push(e.message));
+await page.addInitScript((t) => localStorage.setItem("tributary.operatorToken", t), token);
+
+try {
+  await page.goto(url);
+  await page.waitForSelector("[data-testid=device-row]", { timeout: 20000 });
+  await page.waitForSelector("#live.on", { timeout: 10000 });
+  const devices = await page.textContent("[data-testid=devices]");
+  if (Number(devices) < 1) await fail(`fleet shows ${devices} devices`, page);
+  const paint = await page.evaluate(() => performance.getEntriesByType("paint").find((p) => p.name === "first-contentful-paint")?.startTime);
+  console.log(`FIRST-CONTENTFUL-PAINT ${paint?.toFixed(1)} ms`);
+  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+  const alertsBefore = await page.locator("[data-testid=alert]").count();
+  console.log("OVERVIEW-OK");
+
+  await nextLine();
+  // The alert must arrive live (server-sent events), not by reloading.
+  const marker = await page.evaluate(() => (window.__noReload = Math.random()));
+  await page.waitForFunction((n) => document.querySelectorAll("[data-testid=alert]").length > n, alertsBefore, { timeout: 30000 });
+  if ((await page.evaluate(() => window.__noReload)) !== marker) await fail("the page reloaded", page);
+  const alertEl = page.locator("[data-testid=alert]").first();
+  await page.screenshot({ path: `${shots}/live-alert.png`, fullPage: true });
+  await alertEl.locator("[data-testid=ack]").click();
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=alert-state]")].some((e) => e.textContent === "acknowledged"), null, { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/acknowledged.png`, fullPage: true });
+  console.log("ACK-OK");
+
+  await page.goto(`${url}#/device/${encodeURIComponent(device)}`);
+  await page.waitForSelector("[data-testid=chart]", { timeout: 15000 });
+  const points = await page.getAttribute("[data-testid=chart]", "data-points");
+  if (!(Number(points) > 10)) await fail(`chart has ${points} points`, page);
+  const anomalies = await page.locator("svg.plot .anom").count();
+  if (anomalies < 1) await fail("no anomaly marked on the chart", page);
+  await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
+  console.log(`CHART-OK ${points} points, ${anomalies} anomalies`);
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(url);
+  await page.waitForSelector("[data-testid=device-row]", { timeout: 15000 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  await page.screenshot({ path: `${shots}/phone.png`, fullPage: true });
+  if (overflow) await fail("the page is wider than a phone screen", page);
+  if (errors.length) await fail(`page errors: ${errors.join("; ")}`, page);
+  console.log("DONE");
+} catch (e) {
+  await fail(e.message, page);
+} finally {
+  await browser.close();
+}
+process.exit(0);
