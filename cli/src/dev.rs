@@ -21,6 +21,12 @@ pub struct Args {
     /// Address for the ingest endpoint.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Simulated devices sending to the local ingest (0: none).
+    #[arg(long, default_value_t = 6)]
+    devices: usize,
+    /// Readings per second per simulated device.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
     /// Log filter.
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     log: String,
@@ -64,12 +70,47 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sim = if a.devices > 0 {
+        println!("  simulating {} devices at {}/s each (tributary simulate); Ctrl-C stops everything", a.devices, a.rate);
+        let args = crate::simulate::Args {
+            url: format!("http://{addr}/v1/telemetry"),
+            fleet_key: cfg.fleet_key.clone(),
+            devices: a.devices,
+            rate: a.rate,
+            batch: 1,
+            duration: 0,
+            anomaly_rate: 0.002,
+            late_fraction: 0.01,
+            duplicate_fraction: 0.01,
+            prefix: "sim".into(),
+            seed: 7,
+            record: None,
+            progress_secs: 0,
+        };
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(crate::simulate::run(args, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })))
+    } else {
+        None
+    };
     let draining = ops.clone();
-    serve(listener, app(state, &ops), async move {
-        tributary_shared::shutdown::signal().await;
+    let (server_stop, server_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, app(state, &ops), async move {
+        let _ = server_rx.await;
         draining.start_draining();
-    })
-    .await?;
+    }));
+    tributary_shared::shutdown::signal().await;
+    // Stop the devices first, so every reading they sent is answered before the server goes.
+    let _ = stop_tx.send(true);
+    if let Some(sim) = sim {
+        if let Ok(Ok(t)) = sim.await {
+            println!("devices: {} readings sent, {} accepted, {} rejected, {} retries", t.sent, t.accepted, t.rejected, t.retries);
+        }
+    }
+    let _ = server_stop.send(());
+    server.await??;
     status.abort();
     println!("stopped; {} readings were accepted", log.len(tributary_shared::topics::RAW));
     Ok(())

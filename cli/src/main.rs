@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_process;
 mod dev;
+mod simulate;
 mod token;
 
 #[derive(Parser)]
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Mint a device token (and show the device key to provision).
     Token(token::Args),
+    /// Simulated devices sending to an ingest URL (also the load generator).
+    Simulate(simulate::Args),
     /// Run the pipeline on this machine with embedded defaults (today: ingest).
     Dev(dev::Args),
     /// Benchmarks (figures from real runs, medians of several).
@@ -31,6 +34,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Token(a) => token::run(a),
         Command::Dev(a) => dev::run(a).await,
+        Command::Simulate(a) => {
+            tributary_shared::telemetry::init("warn", tributary_shared::telemetry::LogFormat::Text);
+            let totals = simulate::run(a, tributary_shared::shutdown::signal()).await?;
+            println!("{}", serde_json::to_string(&totals)?);
+            Ok(())
+        }
         Command::Bench(b) => bench::run(b).await,
     }
 }
