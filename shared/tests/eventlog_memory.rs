@@ -24,6 +24,11 @@ async fn uncommitted_records_are_redelivered() {
 }
 
 #[tokio::test]
+async fn committed_offsets_and_metadata_round_trip() {
+    contract::committed_offsets_round_trip(&MemoryLog::default(), &unique_topic("metadata"), true).await;
+}
+
+#[tokio::test]
 async fn group_members_split_partitions() {
     contract::group_members_split_partitions(&MemoryLog::default(), &unique_topic("group")).await;
 }

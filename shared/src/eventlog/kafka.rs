@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
-use super::{Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
+use super::{Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
 use crate::config::KafkaArgs;
 
 /// A connection to a Kafka-protocol cluster.
@@ -240,6 +240,9 @@ fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 struct KafkaSubscription {
     consumer: Arc<StreamConsumer<RebalanceContext>>,
+    /// Records received in the same poll as a rebalance: handed out after the
+    /// rebalance event, so a handler always hears of an assignment before its records.
+    held: Vec<Message>,
 }
 
 /// After the first record of a batch arrives, wait at most this long for more:
@@ -250,7 +253,14 @@ const BATCH_LINGER: Duration = Duration::from_millis(20);
 impl Subscription for KafkaSubscription {
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError> {
         if let Some(ev) = self.consumer.context().pop() {
+            if let Event::Revoked(parts) = &ev {
+                // Records of revoked partitions go to their new owner, from the committed offset.
+                self.held.retain(|m| !parts.contains(&m.topic_partition()));
+            }
             return Ok(ev);
+        }
+        if !self.held.is_empty() {
+            return Ok(Event::Messages(std::mem::take(&mut self.held)));
         }
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut batch = Vec::new();
@@ -277,9 +287,10 @@ impl Subscription for KafkaSubscription {
                 Ok(Err(e)) if batch.is_empty() => return Err(map_err(&e)),
                 Ok(Err(_)) => break,
             }
-            // A rebalance happened while collecting: hand over what we have first.
+            // A rebalance happened while collecting: announce it before these records.
             if self.consumer.context().has_pending() {
-                break;
+                self.held = batch;
+                return self.next(max, Duration::ZERO).await;
             }
         }
         if batch.is_empty() {
@@ -290,19 +301,47 @@ impl Subscription for KafkaSubscription {
         Ok(Event::Messages(batch))
     }
 
-    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError> {
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
         if offsets.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for (tp, off) in offsets {
+        for (tp, off, meta) in offsets {
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off)).map_err(|e| EventLogError::Other(e.to_string()))?;
+            if !meta.is_empty() {
+                if let Some(mut e) = tpl.find_partition(&tp.topic, tp.partition) {
+                    e.set_metadata(meta.as_str());
+                }
+            }
         }
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
             .await
             .map_err(|e| EventLogError::Other(e.to_string()))?
             .map_err(|e| map_err(&e))
+    }
+
+    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
+        let mut tpl = TopicPartitionList::new();
+        for tp in partitions {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let consumer = self.consumer.clone();
+        let got = tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, Duration::from_secs(10)))
+            .await
+            .map_err(|e| EventLogError::Other(e.to_string()))?
+            .map_err(|e| map_err(&e))?;
+        Ok(partitions
+            .iter()
+            .map(|tp| {
+                let e = got.find_partition(&tp.topic, tp.partition);
+                let offset = match e.as_ref().map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                Committed { tp: tp.clone(), offset, metadata: e.map(|e| e.metadata().to_owned()).unwrap_or_default() }
+            })
+            .collect())
     }
 
     async fn close(self: Box<Self>) {
@@ -336,7 +375,7 @@ impl EventLog for KafkaLog {
         let consumer: StreamConsumer<RebalanceContext> = cfg.create_with_context(ctx).map_err(|e| EventLogError::Other(format!("creating consumer: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| map_err(&e))?;
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer) }))
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new() }))
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition, partition_for};
+use super::{Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition, partition_for};
 
 #[derive(Default)]
 struct PartitionLog {
@@ -26,7 +26,7 @@ struct PartitionLog {
 
 #[derive(Default)]
 struct Group {
-    committed: HashMap<TopicPartition, i64>,
+    committed: HashMap<TopicPartition, (i64, String)>,
     topics: Vec<String>,
     /// Member id to its assignment.
     members: BTreeMap<u64, Vec<TopicPartition>>,
@@ -226,7 +226,7 @@ impl MemorySubscription {
                 st.groups.get(&self.group).map(|g| g.committed.clone()).unwrap_or_default()
             };
             for tp in &a {
-                let pos = committed.get(tp).copied().unwrap_or(0);
+                let pos = committed.get(tp).map(|c| c.0).unwrap_or(0);
                 self.positions.insert(tp.clone(), pos);
             }
             self.assigned = a.clone();
@@ -291,18 +291,30 @@ impl Subscription for MemorySubscription {
         }
     }
 
-    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError> {
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
         let mut st = self.log.shared.lock();
         let g = st.groups.entry(self.group.clone()).or_default();
         let owned = g.members.get(&self.member).cloned().unwrap_or_default();
-        for (tp, off) in offsets {
+        for (tp, off, meta) in offsets {
             // As in Kafka, a member may not commit for a partition it no longer owns.
             if !owned.contains(tp) {
                 return Err(EventLogError::Other(format!("partition {}/{} is not assigned to this member", tp.topic, tp.partition)));
             }
-            g.committed.insert(tp.clone(), *off);
+            g.committed.insert(tp.clone(), (*off, meta.clone()));
         }
         Ok(())
+    }
+
+    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
+        let st = self.log.shared.lock();
+        let g = st.groups.get(&self.group);
+        Ok(partitions
+            .iter()
+            .map(|tp| {
+                let c = g.and_then(|g| g.committed.get(tp));
+                Committed { tp: tp.clone(), offset: c.map(|c| c.0), metadata: c.map(|c| c.1.clone()).unwrap_or_default() }
+            })
+            .collect())
     }
 
     async fn close(self: Box<Self>) {

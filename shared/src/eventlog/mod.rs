@@ -68,6 +68,18 @@ impl TopicPartition {
     }
 }
 
+/// What a consumer group has committed for one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The next offset to read, if the group ever committed one.
+    pub offset: Option<i64>,
+    /// The metadata committed with it (empty if none): a handler's state that
+    /// must survive a rebalance, such as a watermark.
+    pub metadata: String,
+}
+
 /// A consumed record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -153,8 +165,12 @@ pub trait Subscription: Send {
     /// `wait` for records and returns `Messages(vec![])` if none came.
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError>;
 
-    /// Commit, for each partition, the offset of the next record to read.
-    async fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), EventLogError>;
+    /// Commit, for each partition, the offset of the next record to read and
+    /// a metadata string stored with it.
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError>;
+
+    /// What the group has committed for `partitions`.
+    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError>;
 
     /// Leave the group (partitions move to the other members at once).
     async fn close(self: Box<Self>);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Event, EventLogError, Message, Subscription, TopicPartition};
+use super::{Committed, Event, EventLogError, Message, Subscription, TopicPartition};
 
 /// An error a handler returns; the runner logs it and retries the batch.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +34,15 @@ pub trait Handler: Send + Sync {
         processed
     }
 
-    /// Partitions were assigned to this instance.
-    async fn on_assigned(&self, _partitions: &[TopicPartition]) {}
+    /// Metadata to commit with `partition`'s offset (state that must survive
+    /// a rebalance, such as a watermark); empty by default.
+    fn commit_metadata(&self, _partition: &TopicPartition) -> String {
+        String::new()
+    }
+
+    /// Partitions were assigned to this instance; `committed` has what the
+    /// group committed for them (offset and metadata), read before any record.
+    async fn on_assigned(&self, _partitions: &[TopicPartition], _committed: &[Committed]) {}
 
     /// Partitions were taken away; drop any state held for them.
     async fn on_revoked(&self, _partitions: &[TopicPartition]) {}
@@ -78,7 +85,14 @@ pub async fn run_consumer<H: Handler + ?Sized>(
         let batch = match ev {
             Ok(Event::Assigned(p)) => {
                 tracing::info!(partitions = ?p, "partitions assigned");
-                handler.on_assigned(&p).await;
+                let committed = match sub.committed(&p).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading committed offsets failed");
+                        Vec::new()
+                    }
+                };
+                handler.on_assigned(&p, &committed).await;
                 continue;
             }
             Ok(Event::Revoked(p)) => {
@@ -117,7 +131,14 @@ pub async fn run_consumer<H: Handler + ?Sized>(
         }
         backoff = cfg.initial_backoff;
 
-        let offsets = handler.committable(next_offsets(&batch));
+        let offsets: Vec<(TopicPartition, i64, String)> = handler
+            .committable(next_offsets(&batch))
+            .into_iter()
+            .map(|(tp, off)| {
+                let meta = handler.commit_metadata(&tp);
+                (tp, off, meta)
+            })
+            .collect();
         // A failed commit only means a replay of an idempotent batch later; keep going.
         if let Err(e) = sub.commit(&offsets).await {
             tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
