@@ -34,6 +34,7 @@ use tributary_shared::eventlog::{EventLogError, Publisher, Record};
 use tributary_shared::model::{self, Limits};
 use tributary_shared::ops::{Ops, Readiness};
 
+pub mod archive;
 pub mod body;
 pub mod config;
 pub mod error;
