@@ -1,0 +1,161 @@
+//! The records analyze publishes: [`Aggregate`] on `telemetry.aggregates`
+//! and [`Alert`] on `telemetry.alerts` (see the contracts in DESIGN.md).
+//!
+//! Guarantees: camelCase JSON, times as RFC 3339 UTC with milliseconds and a
+//! `Z` (the same format as `Reading`), and identities that make every write
+//! idempotent: an aggregate is identified by (device, metric, window size,
+//! window start), an alert by its deterministic `id`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Summary of one metric of one device over one event-time tumbling window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aggregate {
+    /// The device the readings came from (also the Kafka key).
+    pub device_id: String,
+    /// The metric name.
+    pub metric: String,
+    /// Window length in seconds.
+    pub window_seconds: u32,
+    /// Inclusive start of the window; with device, metric and size the identity.
+    #[serde(with = "millis")]
+    pub window_start: DateTime<Utc>,
+    /// Exclusive end of the window (`window_start + window_seconds`).
+    #[serde(with = "millis")]
+    pub window_end: DateTime<Utc>,
+    /// Number of values in the window (at least 1).
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Population standard deviation (divides by `count`, so 0 for one value).
+    pub stddev: f64,
+    /// Median estimate (relative error bound of [`crate::sketch::QuantileSketch`]).
+    pub p50: f64,
+    /// 95th percentile estimate.
+    pub p95: f64,
+    /// 99th percentile estimate.
+    pub p99: f64,
+    /// Highest anomaly score of any value in the window, in [0, 1].
+    pub anomaly_score: f64,
+    /// The model that gave `anomaly_score` (`"none"` when no model scored).
+    pub model: String,
+}
+
+/// Where an incident is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// First record of an incident.
+    Opened,
+    /// The incident is still going on (sent at most every update interval).
+    Updated,
+    /// The score stayed low long enough: the incident is over.
+    Resolved,
+}
+
+/// One state change of an incident. All records of an incident share `id`,
+/// so a store keyed by it keeps the latest state and a replay overwrites.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// Deterministic id: a hash of device, metric, model and `opened_at`.
+    pub id: String,
+    /// The device.
+    pub device_id: String,
+    /// The metric.
+    pub metric: String,
+    /// The model that opened the incident.
+    pub model: String,
+    /// The latest score, in [0, 1].
+    pub score: f64,
+    /// The latest value of the metric.
+    pub value: f64,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Opened, updated or resolved.
+    pub state: AlertState,
+    /// Event time of the reading that opened the incident.
+    #[serde(with = "millis")]
+    pub opened_at: DateTime<Utc>,
+    /// Event time of the reading that produced this record.
+    #[serde(with = "millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Serde for times as RFC 3339 UTC with milliseconds (`2026-11-25T12:00:00.123Z`).
+mod millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&tributary_shared::model::fmt_millis(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(ms).single().expect("valid")
+    }
+
+    #[test]
+    fn aggregate_json_is_camel_case_with_ms_times_and_round_trips() {
+        let a = Aggregate {
+            device_id: "d".into(),
+            metric: "temp".into(),
+            window_seconds: 10,
+            window_start: t(1_795_608_000_000),
+            window_end: t(1_795_608_010_000),
+            count: 2,
+            min: 1.0,
+            max: 2.0,
+            mean: 1.5,
+            stddev: 0.5,
+            p50: 1.0,
+            p95: 2.0,
+            p99: 2.0,
+            anomaly_score: 0.25,
+            model: "spike".into(),
+        };
+        let v = serde_json::to_value(&a).expect("serialise");
+        assert_eq!(v["windowStart"], "2026-11-25T12:00:00.000Z");
+        assert_eq!(v["deviceId"], "d");
+        assert_eq!(v["anomalyScore"], 0.25);
+        let back: Aggregate = serde_json::from_value(v).expect("deserialise");
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn alert_state_is_lowercase() {
+        let a = Alert {
+            id: "x".into(),
+            device_id: "d".into(),
+            metric: "m".into(),
+            model: "threshold".into(),
+            score: 1.0,
+            value: 95.0,
+            reason: "r".into(),
+            state: AlertState::Resolved,
+            opened_at: t(1000),
+            updated_at: t(2500),
+        };
+        let v = serde_json::to_value(&a).expect("serialise");
+        assert_eq!(v["state"], "resolved");
+        assert_eq!(v["updatedAt"], "1970-01-01T00:00:02.500Z");
+        assert_eq!(serde_json::from_value::<Alert>(v).expect("deserialise"), a);
+    }
+}

@@ -1,0 +1,456 @@
+//! Event-time tumbling windows per (device, metric, window size), closed by a
+//! per-partition watermark.
+//!
+//! [`Stats`] keeps count, min, max, a Welford mean/variance (the *population*
+//! variance, dividing by `count`) and a [`QuantileSketch`]; two `Stats` merge
+//! (Chan et al.'s parallel formula) into what one pass over both inputs gives,
+//! up to floating-point rounding of mean/variance (count, min, max and the
+//! sketch are exact).
+//!
+//! [`Windower`] guarantees:
+//! - The watermark of a partition is the largest event time seen on it minus
+//!   the allowed lateness; it never goes back.
+//! - A window `[start, start + size)` closes once `end <= watermark` and is
+//!   emitted exactly once as an [`Aggregate`], in a deterministic order
+//!   (window end, size, device, metric): replaying the same readings in the
+//!   same order gives identical aggregates.
+//! - A value whose window has already closed is not added; it is counted in
+//!   [`Windower::late_values`].
+//! - [`Windower::committable_offset`] is the lowest offset still contributing
+//!   to an open window (or one past the last offset seen when none is open):
+//!   committing it means a restart re-reads everything an open window needs.
+//! - [`Windower::revoke`] drops every trace of a partition.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tributary_shared::model::Reading;
+
+use crate::records::Aggregate;
+use crate::sketch::QuantileSketch;
+
+/// Running statistics of one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Number of values.
+    pub count: u64,
+    /// Smallest value (`+inf` when empty).
+    pub min: f64,
+    /// Largest value (`-inf` when empty).
+    pub max: f64,
+    /// Running mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean (Welford's M2).
+    pub m2: f64,
+    /// Quantiles.
+    pub sketch: QuantileSketch,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, mean: 0.0, m2: 0.0, sketch: QuantileSketch::default() }
+    }
+}
+
+impl Stats {
+    /// Add one value (Welford's update, numerically stable).
+    pub fn push(&mut self, x: f64) {
+        self.count += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let d = x - self.mean;
+        self.mean += d / self.count as f64;
+        self.m2 += d * (x - self.mean);
+        self.sketch.insert(x);
+    }
+
+    /// Add everything `other` holds (Chan et al.).
+    pub fn merge(&mut self, other: &Stats) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        let n = (self.count + other.count) as f64;
+        let d = other.mean - self.mean;
+        self.mean += d * other.count as f64 / n;
+        self.m2 += other.m2 + d * d * self.count as f64 * other.count as f64 / n;
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sketch.merge(&other.sketch);
+    }
+
+    /// Population variance (0 when empty).
+    pub fn variance(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { (self.m2 / self.count as f64).max(0.0) }
+    }
+}
+
+/// A model's verdict on one value, fed to [`Windower::push`] so the
+/// aggregate carries the window's highest score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Score in [0, 1].
+    pub score: f64,
+    /// The model that gave it.
+    pub model: String,
+}
+
+/// Window sizes and allowed lateness.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    /// Window sizes in seconds (each > 0), e.g. `[10, 60]`.
+    pub sizes_seconds: Vec<u32>,
+    /// How far behind the partition's newest event time a value may be and
+    /// still join its window.
+    pub allowed_lateness: chrono::Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) }
+    }
+}
+
+/// Identity of an open window; the field order is the emission order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    end_ms: i64,
+    size_s: u32,
+    device: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug)]
+struct Open {
+    stats: Stats,
+    score: Option<Scored>,
+    min_offset: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Partition {
+    max_event_ms: Option<i64>,
+    last_offset: Option<i64>,
+    open: BTreeMap<Key, Open>,
+}
+
+/// Tumbling windows for every partition this consumer owns.
+#[derive(Clone, Debug)]
+pub struct Windower {
+    config: WindowConfig,
+    partitions: BTreeMap<i32, Partition>,
+    late: u64,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn aggregate(key: &Key, open: &Open) -> Aggregate {
+    let s = &open.stats;
+    let q = |p: f64| s.sketch.quantile(p).unwrap_or(s.mean);
+    Aggregate {
+        device_id: key.device.clone(),
+        metric: key.metric.clone(),
+        window_seconds: key.size_s,
+        window_start: time(key.end_ms - i64::from(key.size_s) * 1000),
+        window_end: time(key.end_ms),
+        count: s.count,
+        min: s.min,
+        max: s.max,
+        mean: s.mean,
+        stddev: s.variance().sqrt(),
+        p50: q(0.5),
+        p95: q(0.95),
+        p99: q(0.99),
+        anomaly_score: open.score.as_ref().map_or(0.0, |s| s.score),
+        model: open.score.as_ref().map_or_else(|| "none".to_owned(), |s| s.model.clone()),
+    }
+}
+
+/// Keep the higher score; on a tie the model name decides, so the result
+/// does not depend on arrival order.
+fn better(a: &Scored, b: &Scored) -> bool {
+    b.score > a.score || (b.score == a.score && b.model < a.model)
+}
+
+impl Windower {
+    /// A windower with no state. Sizes of 0 are ignored.
+    pub fn new(mut config: WindowConfig) -> Self {
+        config.sizes_seconds.retain(|&s| s > 0);
+        config.sizes_seconds.sort_unstable();
+        config.sizes_seconds.dedup();
+        Self { config, partitions: BTreeMap::new(), late: 0 }
+    }
+
+    /// Add a reading read from `partition` at `offset`, with optional scores
+    /// per metric, and return the windows this closed (deterministic order).
+    pub fn push(&mut self, partition: i32, offset: i64, reading: &Reading, scores: &BTreeMap<String, Scored>) -> Vec<Aggregate> {
+        let t = reading.event_time.timestamp_millis();
+        let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
+        let p = self.partitions.entry(partition).or_default();
+        p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
+        let watermark_before = p.max_event_ms.map(|m| m - lateness);
+        for &size in &self.config.sizes_seconds {
+            let size_ms = i64::from(size) * 1000;
+            let end_ms = t.div_euclid(size_ms) * size_ms + size_ms;
+            if watermark_before.is_some_and(|w| end_ms <= w) {
+                self.late += reading.metrics.len() as u64;
+                continue;
+            }
+            for (metric, &x) in &reading.metrics {
+                if !x.is_finite() {
+                    continue;
+                }
+                let key = Key { end_ms, size_s: size, device: reading.device_id.clone(), metric: metric.clone() };
+                let open = p.open.entry(key).or_insert_with(|| Open { stats: Stats::default(), score: None, min_offset: offset });
+                open.stats.push(x);
+                open.min_offset = open.min_offset.min(offset);
+                if let Some(s) = scores.get(metric)
+                    && open.score.as_ref().is_none_or(|cur| better(cur, s))
+                {
+                    open.score = Some(s.clone());
+                }
+            }
+        }
+        p.max_event_ms = Some(p.max_event_ms.map_or(t, |m| m.max(t)));
+        let watermark = p.max_event_ms.map_or(i64::MIN, |m| m - lateness);
+        Self::close(p, watermark)
+    }
+
+    fn close(p: &mut Partition, watermark: i64) -> Vec<Aggregate> {
+        let mut out = Vec::new();
+        while let Some(entry) = p.open.first_entry() {
+            if entry.key().end_ms > watermark {
+                break;
+            }
+            let (key, open) = entry.remove_entry();
+            out.push(aggregate(&key, &open));
+        }
+        out
+    }
+
+    /// Close every open window of every partition (e.g. at the end of a
+    /// bounded input), in deterministic order (partition, then window order).
+    pub fn flush(&mut self) -> Vec<Aggregate> {
+        self.partitions.values_mut().flat_map(|p| Self::close(p, i64::MAX)).collect()
+    }
+
+    /// The current watermark of a partition, if it has seen anything.
+    pub fn watermark(&self, partition: i32) -> Option<DateTime<Utc>> {
+        let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
+        self.partitions.get(&partition)?.max_event_ms.map(|m| time(m - lateness))
+    }
+
+    /// The offset safe to commit for `partition` (Kafka semantics: the next
+    /// offset to read after a restart): the lowest offset still contributing to
+    /// an open window, else one past the last offset seen; `None` if unseen.
+    pub fn committable_offset(&self, partition: i32) -> Option<i64> {
+        let p = self.partitions.get(&partition)?;
+        p.open.values().map(|o| o.min_offset).min().or(p.last_offset.map(|o| o + 1))
+    }
+
+    /// Forget a partition (on revoke): its open windows are dropped unemitted,
+    /// the new owner rebuilds them from the committed offset.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Values (one per metric and window size) dropped because their window had closed.
+    pub fn late_values(&self) -> u64 {
+        self.late
+    }
+
+    /// Number of open windows over all partitions (memory is proportional to it).
+    pub fn open_windows(&self) -> usize {
+        self.partitions.values().map(|p| p.open.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Rng;
+
+    fn reading(device: &str, ms: i64, metrics: &[(&str, f64)]) -> Reading {
+        Reading {
+            schema_version: 1,
+            id: format!("{device}-{ms}"),
+            device_id: device.to_owned(),
+            event_time: time(ms),
+            received_time: time(ms),
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            tags: BTreeMap::new(),
+            location: None,
+        }
+    }
+
+    fn cfg(lateness_s: i64) -> WindowConfig {
+        WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(lateness_s) }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    #[test]
+    fn stats_merge_of_any_split_equals_one_pass() {
+        let mut rng = Rng::new(3);
+        for _ in 0..200 {
+            let n = 1 + rng.below(300) as usize;
+            let xs: Vec<f64> = (0..n).map(|_| rng.normal() * 100.0 + 1e4).collect();
+            let mut one = Stats::default();
+            xs.iter().for_each(|&x| one.push(x));
+            // Split into a random number of random pieces and merge them.
+            let mut merged = Stats::default();
+            let mut i = 0;
+            while i < n {
+                let j = (i + 1 + rng.below(40) as usize).min(n);
+                let mut part = Stats::default();
+                xs[i..j].iter().for_each(|&x| part.push(x));
+                merged.merge(&part);
+                i = j;
+            }
+            assert_eq!((merged.count, merged.min, merged.max), (one.count, one.min, one.max));
+            assert_eq!(merged.sketch, one.sketch);
+            assert!(close(merged.mean, one.mean) && close(merged.variance(), one.variance()), "{merged:?} vs {one:?}");
+            // And against brute force.
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+            assert!(close(one.mean, mean) && (one.variance() - var).abs() <= 1e-6 * (1.0 + var), "{} vs {var}", one.variance());
+            assert_eq!(one.min, xs.iter().copied().fold(f64::INFINITY, f64::min));
+        }
+    }
+
+    /// Random readings from a few devices, roughly in event-time order with jitter.
+    fn random_input(rng: &mut Rng, n: usize) -> Vec<(i32, i64, Reading)> {
+        let mut t = 1_700_000_000_000i64;
+        (0..n)
+            .map(|i| {
+                t += rng.below(3000) as i64;
+                let jitter = rng.below(4000) as i64;
+                let dev = ["a", "b", "c"][rng.below(3) as usize];
+                let part = i32::from(dev != "a");
+                let r = reading(dev, t - jitter, &[("temp", (rng.normal() * 5.0 + 20.0).round()), ("rpm", rng.unit() * 3000.0)]);
+                (part, i as i64, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replay_is_identical_and_matches_brute_force() {
+        let mut rng = Rng::new(5);
+        for trial in 0..20 {
+            let input = random_input(&mut rng, 400);
+            let run = || {
+                let mut w = Windower::new(cfg(2));
+                let mut out = Vec::new();
+                for (p, o, r) in &input {
+                    out.extend(w.push(*p, *o, r, &BTreeMap::new()));
+                }
+                out.extend(w.flush());
+                (out, w.late_values())
+            };
+            let (a, late) = run();
+            let (b, _) = run();
+            assert_eq!(a, b, "trial {trial}: replay differs");
+
+            // Brute force: group accepted values by window identity.
+            let mut accepted: BTreeMap<(String, String, u32, i64), Vec<f64>> = BTreeMap::new();
+            let mut seen_max: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut expected_late = 0;
+            for (p, _, r) in &input {
+                let t = r.event_time.timestamp_millis();
+                for size in [10u32, 60] {
+                    let sm = i64::from(size) * 1000;
+                    let start = t.div_euclid(sm) * sm;
+                    if seen_max.get(p).is_some_and(|m| start + sm <= m - 2000) {
+                        expected_late += r.metrics.len() as u64;
+                        continue;
+                    }
+                    for (m, &x) in &r.metrics {
+                        accepted.entry((r.device_id.clone(), m.clone(), size, start)).or_default().push(x);
+                    }
+                }
+                let e = seen_max.entry(*p).or_insert(t);
+                *e = (*e).max(t);
+            }
+            assert_eq!(late, expected_late);
+            assert_eq!(a.len(), accepted.len(), "each window emitted exactly once");
+            for agg in &a {
+                let xs = &accepted[&(agg.device_id.clone(), agg.metric.clone(), agg.window_seconds, agg.window_start.timestamp_millis())];
+                assert_eq!(agg.count, xs.len() as u64);
+                assert_eq!(agg.min, xs.iter().copied().fold(f64::INFINITY, f64::min));
+                assert_eq!(agg.max, xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                assert!(close(agg.mean, mean), "{} vs {mean}", agg.mean);
+                assert!(agg.min <= agg.p50 && agg.p50 <= agg.p95 && agg.p95 <= agg.p99 && agg.p99 <= agg.max);
+            }
+        }
+    }
+
+    #[test]
+    fn merging_partial_windows_from_split_input_equals_one_pass() {
+        // Split the readings of one window in two halves processed by two
+        // windowers (e.g. before and after a rebalance); merging the stats of the
+        // halves gives the one-pass aggregate.
+        let mut rng = Rng::new(9);
+        let xs: Vec<f64> = (0..500).map(|_| rng.normal()).collect();
+        let mut one = Stats::default();
+        xs.iter().for_each(|&x| one.push(x));
+        for split in [0, 1, 250, 499, 500] {
+            let mut a = Stats::default();
+            let mut b = Stats::default();
+            xs[..split].iter().for_each(|&x| a.push(x));
+            xs[split..].iter().for_each(|&x| b.push(x));
+            b.merge(&a);
+            assert_eq!((b.count, b.min, b.max, &b.sketch), (one.count, one.min, one.max, &one.sketch));
+            assert!(close(b.mean, one.mean) && close(b.variance(), one.variance()));
+        }
+    }
+
+    #[test]
+    fn watermark_closes_windows_counts_late_values_and_tracks_offsets() {
+        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10], allowed_lateness: chrono::Duration::seconds(5) });
+        let none = BTreeMap::new();
+        assert!(w.push(0, 100, &reading("d", 1_000, &[("x", 1.0)]), &none).is_empty());
+        assert!(w.push(0, 101, &reading("d", 9_000, &[("x", 3.0)]), &none).is_empty());
+        assert_eq!(w.committable_offset(0), Some(100));
+        // 14 s: watermark 9 s, window [0,10) still open.
+        assert!(w.push(0, 102, &reading("d", 14_000, &[("x", 5.0)]), &none).is_empty());
+        // 15 s: watermark 10 s closes [0,10).
+        let out = w.push(0, 103, &reading("d", 15_000, &[("x", 7.0)]), &none);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].count, out[0].min, out[0].max, out[0].mean, out[0].stddev), (2, 1.0, 3.0, 2.0, 1.0));
+        assert_eq!(out[0].window_start.timestamp_millis(), 0);
+        assert_eq!(w.committable_offset(0), Some(102), "offsets 100, 101 are no longer needed");
+        // A value for the closed window is late and not added.
+        assert!(w.push(0, 104, &reading("d", 2_000, &[("x", 100.0)]), &none).is_empty());
+        assert_eq!(w.late_values(), 1);
+        // Other partitions have their own watermark.
+        assert!(w.push(1, 7, &reading("e", 2_000, &[("x", 1.0)]), &none).is_empty());
+        assert_eq!(w.committable_offset(1), Some(7));
+        w.revoke(1);
+        assert_eq!(w.committable_offset(1), None);
+        assert_eq!(w.open_windows(), 1);
+        let rest = w.flush();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].count, 2);
+        assert_eq!(w.committable_offset(0), Some(105));
+    }
+
+    #[test]
+    fn the_highest_score_is_kept_whatever_the_order() {
+        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![60], allowed_lateness: chrono::Duration::zero() });
+        let sc = |s: f64, m: &str| BTreeMap::from([("x".to_owned(), Scored { score: s, model: m.to_owned() })]);
+        w.push(0, 0, &reading("d", 1_000, &[("x", 1.0)]), &sc(0.2, "spike"));
+        w.push(0, 1, &reading("d", 2_000, &[("x", 1.0)]), &sc(0.9, "changepoint"));
+        w.push(0, 2, &reading("d", 3_000, &[("x", 1.0)]), &sc(0.9, "spike"));
+        let out = w.flush();
+        assert_eq!((out[0].anomaly_score, out[0].model.as_str()), (0.9, "changepoint"));
+    }
+}
