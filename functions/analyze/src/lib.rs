@@ -9,10 +9,16 @@
 //! comes out and commits the offsets [`engine::Analyzer`] says are safe.
 //! Everything is deterministic: the same input gives the same output.
 
+pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod handler;
+pub mod metrics;
 pub mod nab;
-pub mod records;
+/// The records analyze publishes: the contract lives in the shared crate.
+pub mod records {
+    pub use tributary_shared::records::{Aggregate, Alert, AlertState};
+}
 pub mod sketch;
 pub mod window;
 

@@ -254,6 +254,20 @@ impl Windower {
         p.open.values().map(|o| o.min_offset).min().or(p.last_offset.map(|o| o + 1))
     }
 
+    /// The newest event time seen on a partition (epoch ms): the watermark's
+    /// source, committed with the offset so a new owner restores it.
+    pub fn max_event_ms(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.max_event_ms
+    }
+
+    /// Restore a partition's newest event time after an assignment, before
+    /// any record is replayed: windows that closed before the commit stay
+    /// closed, so a replay re-emits exactly the windows that were still open.
+    pub fn restore_max_event(&mut self, partition: i32, max_event_ms: i64) {
+        let p = self.partitions.entry(partition).or_default();
+        p.max_event_ms = Some(p.max_event_ms.map_or(max_event_ms, |m| m.max(max_event_ms)));
+    }
+
     /// Forget a partition (on revoke): its open windows are dropped unemitted,
     /// the new owner rebuilds them from the committed offset.
     pub fn revoke(&mut self, partition: i32) {
