@@ -27,6 +27,44 @@ pub enum Bench {
     Ingest(IngestArgs),
     /// Process: aggregates/s into PostgreSQL by batch size and cache update latency, vs. COPY.
     Process(crate::bench_process::ProcessArgs),
+    /// Analyze in-process: readings/s through windows and models, memory per 10k series.
+    Analyze(AnalyzeArgs),
+    /// Archive: documents/s into the Cosmos DB endpoint at several concurrencies.
+    Archive(ArchiveArgs),
+}
+
+/// Arguments of `bench analyze`.
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Readings per run.
+    #[arg(long, default_value_t = 200_000)]
+    readings: usize,
+    /// Active (device, metric) series.
+    #[arg(long, default_value_t = 10_000)]
+    series: usize,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// Arguments of `bench archive`.
+#[derive(clap::Args)]
+pub struct ArchiveArgs {
+    /// Cosmos DB endpoint (scripts/bench starts the local stand-in).
+    #[arg(long, env = "TRIBUTARY_COSMOS_ENDPOINT")]
+    endpoint: String,
+    /// Account key.
+    #[arg(long, env = "TRIBUTARY_COSMOS_KEY", hide_env_values = true)]
+    key: String,
+    /// Concurrent requests to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// Documents per run.
+    #[arg(long, default_value_t = 5000)]
+    docs: usize,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 /// Arguments of `bench ingest`.
@@ -60,6 +98,12 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Ingest(a) => ingest(a).await,
         Bench::Process(a) => crate::bench_process::run(a).await,
+        Bench::Analyze(a) => analyze(a),
+        Bench::Archive(a) => {
+            let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
+            println!("{report}");
+            Ok(())
+        }
     }
 }
 
@@ -264,4 +308,64 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
         done += 1;
     }
     Ok(done as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn rss_mb_self() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Readings for `series` series (devices with 4 metrics each), one second apart per device.
+fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
+    use chrono::TimeZone;
+    let devices = (series / 4).max(1);
+    let base = 1_795_000_000_000i64;
+    (0..n)
+        .map(|i| {
+            let d = i % devices;
+            let step = (i / devices) as i64;
+            let t = chrono::Utc.timestamp_millis_opt(base + step * 1000 + d as i64 % 1000).single().unwrap_or_default();
+            let x = ((i * 7919) % 1000) as f64 / 10.0;
+            tributary_shared::model::Reading {
+                schema_version: 1,
+                id: format!("r{i}"),
+                device_id: format!("dev-{d}"),
+                event_time: t,
+                received_time: t,
+                metrics: [("a", x), ("b", x * 0.5), ("c", 100.0 - x), ("d", x.sqrt())].into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                tags: Default::default(),
+                location: None,
+            }
+        })
+        .collect()
+}
+
+fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
+    use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
+    println!("bench analyze: {} readings (4 metrics each) over {} series, windows 10 s and 60 s, all models, {} runs, one core", a.readings, a.series, a.runs);
+    let mut rates = Vec::new();
+    let mut mem = Vec::new();
+    for run in 0..a.runs {
+        let input = analyze_input(a.readings, a.series);
+        let before = rss_mb_self();
+        let mut an = Analyzer::new(AnalyzerConfig::default());
+        let t0 = Instant::now();
+        let mut emitted = 0usize;
+        for (i, r) in input.iter().enumerate() {
+            let out = an.process((i % 12) as i32, i as i64, r);
+            emitted += out.aggregates.len() + out.alerts.len();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let after = rss_mb_self();
+        let per_10k = (after - before) / an.series_count().max(1) as f64 * 10_000.0;
+        println!("run {}: {:.0} readings/s ({:.0} metric values/s), {} outputs, {} series, RSS +{:.1} MB = {:.1} MB per 10k series", run + 1, a.readings as f64 / secs, 4.0 * a.readings as f64 / secs, emitted, an.series_count(), after - before, per_10k);
+        rates.push(a.readings as f64 / secs);
+        mem.push(per_10k);
+        drop(an);
+    }
+    println!("\nmedians: {:.0} readings/s per core; {:.1} MB per 10k active series (windows + models)", median(rates), median(mem));
+    Ok(())
 }

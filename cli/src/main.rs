@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_process;
 mod dev;
+mod eval;
 mod simulate;
 mod token;
 
@@ -23,6 +24,9 @@ enum Command {
     Simulate(simulate::Args),
     /// Run the pipeline on this machine with embedded defaults (today: ingest).
     Dev(dev::Args),
+    /// Evaluate the anomaly detectors on a labelled benchmark.
+    #[command(subcommand)]
+    Eval(eval::Eval),
     /// Benchmarks (figures from real runs, medians of several).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&totals)?);
             Ok(())
         }
+        Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b).await,
     }
 }

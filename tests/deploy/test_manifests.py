@@ -36,6 +36,8 @@ FUNCTIONS = {
     "ingest": ("tributary-ingest", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_FLEET_KEY", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
     "process": ("tributary-process", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
     "dashboard": ("tributary-dashboard", {"PORT", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_OPERATOR_TOKEN"}),
+    "analyze": ("tributary-analyze", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
+    "archive": ("tributary-archive", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_COSMOS_ENDPOINT", "TRIBUTARY_COSMOS_AUTH", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
 }
 
 KAFKA_TRIGGER_KEYS = {
@@ -200,13 +202,13 @@ def test_ports_probes_and_termination_match(name):
 
 
 def test_topics_and_groups_equal_the_code_defaults():
-    process = help_env("tributary-process")
     for so in of_kind("ScaledObject"):
-        if so["spec"]["scaleTargetRef"]["name"] != "process":
-            continue
+        name = so["spec"]["scaleTargetRef"]["name"]
+        defaults = help_env(FUNCTIONS[name][0])
         for t in so["spec"]["triggers"]:
-            assert t["metadata"]["consumerGroup"] == process["TRIBUTARY_CONSUMER_GROUP"]
-            assert t["metadata"]["topic"] in (process["TRIBUTARY_AGGREGATES_TOPIC"], process["TRIBUTARY_ALERTS_TOPIC"])
+            assert t["metadata"]["consumerGroup"] == defaults["TRIBUTARY_CONSUMER_GROUP"], name
+            inputs = {defaults[k] for k in ("TRIBUTARY_RAW_TOPIC", "TRIBUTARY_AGGREGATES_TOPIC", "TRIBUTARY_ALERTS_TOPIC") if k in defaults and not (name != "process" and k != "TRIBUTARY_RAW_TOPIC")}
+            assert t["metadata"]["topic"] in inputs, f"{name} scales on {t['metadata']['topic']}, reads {inputs}"
     for name, (binary, _) in FUNCTIONS.items():
         defaults = help_env(binary)
         dep = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == name)
