@@ -265,6 +265,15 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "100000")
         .create()?;
+    // The topic must exist before producing, as ingest's does (tansu does not auto-create).
+    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
+        &tributary_shared::config::KafkaArgs { brokers: brokers.to_owned(), ..Default::default() },
+        "tributary-bench",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], tributary_shared::topics::DEFAULT_PARTITIONS)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Same record shape as ingest writes (a serialized Reading).
     let now = chrono::Utc::now();
     let payloads: Vec<(String, Vec<u8>)> = (0..1000)
@@ -289,6 +298,9 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
                 }
                 Err((_, _)) => {
                     // Queue full: wait for what is in flight, as a real producer would.
+                    if futs.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     for f in futs.drain(..) {
                         f.await?.map_err(|(e, _)| e)?;
                         done += 1;
