@@ -89,20 +89,7 @@ impl AnalyzeHandler {
                     st.pending.aggregates.extend(out.aggregates);
                     st.pending.alerts.extend(out.alerts);
                 }
-                Err(e) => {
-                    tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, "not a reading; dead-lettering");
-                    st.pending.dead.push(Record {
-                        key: m.key.clone().unwrap_or_default(),
-                        value: m.value.clone(),
-                        headers: vec![
-                            ("source-topic".into(), m.topic.clone().into_bytes()),
-                            ("source-partition".into(), m.partition.to_string().into_bytes()),
-                            ("source-offset".into(), m.offset.to_string().into_bytes()),
-                            ("function".into(), b"analyze".to_vec()),
-                            ("error".into(), format!("not a reading: {e}").into_bytes()),
-                        ],
-                    });
-                }
+                Err(e) => st.pending.dead.push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
             }
         }
         self.metrics.readings(readings, st.analyzer.late_values());

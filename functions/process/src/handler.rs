@@ -103,23 +103,7 @@ impl ProcessHandler {
         if poison.is_empty() {
             return Ok(());
         }
-        let records: Vec<Record> = poison
-            .iter()
-            .map(|(m, err)| {
-                tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %err, "dead-lettering a record");
-                Record {
-                    key: m.key.clone().unwrap_or_default(),
-                    value: m.value.clone(),
-                    headers: vec![
-                        ("source-topic".into(), m.topic.clone().into_bytes()),
-                        ("source-partition".into(), m.partition.to_string().into_bytes()),
-                        ("source-offset".into(), m.offset.to_string().into_bytes()),
-                        ("function".into(), b"process".to_vec()),
-                        ("error".into(), err.clone().into_bytes()),
-                    ],
-                }
-            })
-            .collect();
+        let records: Vec<Record> = poison.iter().map(|(m, err)| m.dead_letter("process", err)).collect();
         let n = records.len();
         for r in self.deadletter.publish(&self.deadletter_topic, records).await {
             // Not committing past a record that is neither stored nor dead-lettered.

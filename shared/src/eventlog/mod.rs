@@ -100,6 +100,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// This record as it goes to `telemetry.deadletter`: the original key and
+    /// bytes, with headers naming the source topic, partition, offset, the
+    /// function that gave up and the error.
+    pub fn dead_letter(&self, function: &str, error: &str) -> Record {
+        tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, function, error, "dead-lettering a record");
+        Record {
+            key: self.key.clone().unwrap_or_default(),
+            value: self.value.clone(),
+            headers: vec![
+                ("source-topic".into(), self.topic.clone().into_bytes()),
+                ("source-partition".into(), self.partition.to_string().into_bytes()),
+                ("source-offset".into(), self.offset.to_string().into_bytes()),
+                ("function".into(), function.as_bytes().to_vec()),
+                ("error".into(), error.as_bytes().to_vec()),
+            ],
+        }
+    }
+
     /// The topic-partition it came from.
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.clone(), self.partition)
