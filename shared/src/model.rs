@@ -330,7 +330,8 @@ pub fn derived_id(device: &str, t: &DateTime<Utc>, metrics: &BTreeMap<String, f6
     uuid::Uuid::new_v8(b).to_string()
 }
 
-mod millis_rfc3339 {
+/// Serde for times as RFC 3339 UTC with milliseconds (`2026-11-25T12:00:00.123Z`), used by every record.
+pub(crate) mod millis_rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -20,10 +20,10 @@ pub struct Aggregate {
     /// Window length in seconds.
     pub window_seconds: u32,
     /// Inclusive start of the window; with device, metric and size the identity.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::model::millis_rfc3339")]
     pub window_start: DateTime<Utc>,
     /// Exclusive end of the window (`window_start + window_seconds`).
-    #[serde(with = "millis")]
+    #[serde(with = "crate::model::millis_rfc3339")]
     pub window_end: DateTime<Utc>,
     /// Number of values in the window (at least 1).
     pub count: u64,
@@ -81,26 +81,11 @@ pub struct Alert {
     /// Opened, updated or resolved.
     pub state: AlertState,
     /// Event time of the reading that opened the incident.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::model::millis_rfc3339")]
     pub opened_at: DateTime<Utc>,
     /// Event time of the reading that produced this record.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::model::millis_rfc3339")]
     pub updated_at: DateTime<Utc>,
-}
-
-/// Serde for times as RFC 3339 UTC with milliseconds (`2026-11-25T12:00:00.123Z`).
-mod millis {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::model::fmt_millis(t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]
