@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnection, PgPoolOptions};
 use tributary_process::cache::Cache;
 use tributary_process::handler::ProcessHandler;
 use tributary_process::metrics::Metrics;
+use tributary_process::store::{PgStore, ResultStore};
 use tributary_shared::eventlog::runner::Handler;
 use tributary_shared::eventlog::{EventLog, Message};
 use tributary_shared::records::Aggregate;
@@ -77,13 +78,14 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
         sqlx::query("DROP DATABASE IF EXISTS tributary_bench WITH (FORCE)").execute(&mut admin).await?;
         sqlx::query("CREATE DATABASE tributary_bench").execute(&mut admin).await?;
         let pool = PgPoolOptions::new().max_connections(4).connect(&bench_url).await?;
-        tributary_process::store::migrate(&pool).await?;
-        let cache = Arc::new(Cache::new(&a.redis_url, 600, 100)?);
+        let store: Arc<dyn ResultStore> = Arc::new(PgStore::new(pool.clone()));
+        store.migrate().await?;
+        let cache = Arc::new(Cache::redis(&a.redis_url, 600, 100)?);
         let log = tributary_shared::eventlog::memory::MemoryLog::new(1, 1000);
         let mut registry = prometheus_client::registry::Registry::default();
         let cfg = tributary_process::Config::defaults();
-        let handler = ProcessHandler::new(&cfg, pool.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
-        cache.rebuild(&pool).await.context("Redis for the cache")?;
+        let handler = ProcessHandler::new(&cfg, store.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
+        cache.rebuild(store.as_ref()).await.context("Redis for the cache")?;
 
         print!("run {}:", run + 1);
         for (bi, &b) in a.batches.iter().enumerate() {
@@ -112,7 +114,7 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
             let mut lat = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
-                cache.after_commit(&pool, &devices, &[]).await?;
+                cache.after_commit(store.as_ref(), &devices, &[]).await?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             lat.sort_by(f64::total_cmp);

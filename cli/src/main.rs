@@ -22,7 +22,7 @@ enum Command {
     Token(token::Args),
     /// Simulated devices sending to an ingest URL (also the load generator).
     Simulate(simulate::Args),
-    /// Run the pipeline on this machine with embedded defaults (today: ingest).
+    /// Run the whole pipeline in one process: embedded stores, simulated devices, dashboard on localhost.
     Dev(dev::Args),
     /// Evaluate the anomaly detectors on a labelled benchmark.
     #[command(subcommand)]

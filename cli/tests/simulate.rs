@@ -12,7 +12,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 fn simulator_readings_reach_the_dev_ingest_and_are_recorded() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut dev = Command::new(BIN)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--devices", "0"])
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--dashboard", "127.0.0.1:0", "--devices", "0", "--status-secs", "0"])
+        // The embedded backends, whatever the test environment points at.
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("TRIBUTARY_KAFKA_BROKERS")
+        .env_remove("TRIBUTARY_COSMOS_ENDPOINT")
+        .env_remove("TRIBUTARY_DATA_DIR")
         .stdout(Stdio::piped())
         .spawn()
         .expect("tributary dev");

@@ -6,11 +6,14 @@
 //! ([`telemetry`]), the operational HTTP endpoints ([`ops`]) and the event log
 //! ([`eventlog`]): a small trait with a Kafka backend and an in-process one,
 //! plus the consumer-group runner that commits offsets only after a handler
-//! succeeded.
+//! succeeded. The results store ([`results`]) and the hot-data cache
+//! ([`cache`]) are traits too, each with a production backend (PostgreSQL,
+//! Redis) and an embedded one (SQLite, in-process) for the all-in-one mode.
 //!
 //! Functions never import each other; they only share this crate.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod eventlog;
 pub mod model;

@@ -11,39 +11,33 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tributary_shared::results::{self, DeviceState, FleetSummary, StoredAlert};
+use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
+use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome};
 
 use crate::{ApiError, Dashboard};
 
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 
-async fn redis_get(st: &Dashboard, key: &str) -> Option<String> {
-    let client = st.redis.as_ref()?;
-    let fut = async {
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        conn.get::<_, Option<String>>(key).await.ok().flatten()
-    };
-    tokio::time::timeout(REDIS_TIMEOUT, fut).await.ok().flatten()
+async fn cache_get(st: &Dashboard, key: &str) -> Option<String> {
+    let cache = st.cache.as_ref()?;
+    tokio::time::timeout(CACHE_TIMEOUT, cache.get(key)).await.ok()?.ok()?
+}
+
+fn online_since(st: &Dashboard) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::seconds(st.offline_after_secs)
 }
 
 /// `GET /api/fleet`: counts for the overview.
 pub async fn fleet(State(st): State<Arc<Dashboard>>) -> Result<Json<Value>, ApiError> {
-    let (summary, source) = match redis_get(&st, "tributary:fleet:summary").await.and_then(|s| serde_json::from_str::<FleetSummary>(&s).ok()) {
-        Some(s) => (s, "redis"),
-        None => (results::fleet_summary(&st.pool).await.map_err(|e| ApiError::from(e.0))?, "postgres"),
+    let cached = cache_get(&st, FLEET_SUMMARY).await.and_then(|s| serde_json::from_str::<FleetSummary>(&s).ok());
+    let (summary, source) = match (cached, &st.cache) {
+        (Some(s), Some(c)) => (s, c.backend()),
+        _ => (st.store.fleet_summary(online_since(&st)).await?, st.store.backend()),
     };
-    // Metric values per second over the last minute, from the smallest window size in use.
-    let (rate,): (f64,) = sqlx::query_as(
-        "WITH w AS (SELECT min(window_seconds) AS s FROM aggregates WHERE window_start > now() - interval '10 minutes')
-         SELECT coalesce(sum(count), 0)::float8 / 60.0 FROM aggregates, w
-         WHERE window_seconds = w.s AND window_end > now() - interval '1 minute' AND window_end <= now()",
-    )
-    .fetch_one(&st.pool)
-    .await?;
+    let rate = st.store.values_per_second(Utc::now()).await?;
     Ok(Json(json!({
         "devices": summary.devices,
         "devicesOnline": summary.devices_online,
@@ -69,30 +63,10 @@ fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiErro
     }
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-struct DeviceRow {
-    device_id: String,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    last_values: Value,
-    open_alerts: i64,
-    online: bool,
-}
-
 /// `GET /api/devices?limit=`: devices, most recently seen first.
 pub async fn devices(State(st): State<Arc<Dashboard>>, Query(q): Query<ListParams>) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), 200, 2000)?;
-    let rows: Vec<DeviceRow> = sqlx::query_as(
-        "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values,
-                (SELECT count(*) FROM alerts a WHERE a.device_id = d.device_id AND a.state <> 'resolved') AS open_alerts,
-                d.last_seen > now() - make_interval(secs => $2) AS online
-         FROM devices d ORDER BY d.last_seen DESC LIMIT $1",
-    )
-    .bind(limit)
-    .bind(st.offline_after_secs as f64)
-    .fetch_all(&st.pool)
-    .await?;
+    let rows = st.store.device_listing(limit, online_since(&st)).await?;
     Ok(Json(json!({ "devices": rows })))
 }
 
@@ -107,9 +81,9 @@ fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
 /// `GET /api/devices/{id}`: a device's latest state.
 pub async fn device(State(st): State<Arc<Dashboard>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
-    let state: Option<DeviceState> = match redis_get(&st, &format!("tributary:device:{id}")).await.and_then(|s| serde_json::from_str(&s).ok()) {
+    let state: Option<DeviceState> = match cache_get(&st, &device_key(&id)).await.and_then(|s| serde_json::from_str(&s).ok()) {
         Some(d) => Some(d),
-        None => results::devices(&st.pool, std::slice::from_ref(&id)).await.map_err(|e| ApiError::from(e.0))?.into_iter().next(),
+        None => st.store.devices(std::slice::from_ref(&id)).await?.into_iter().next(),
     };
     let d = state.ok_or_else(|| ApiError::NotFound(format!("device '{id}'")))?;
     let online = d.last_seen > Utc::now() - chrono::Duration::seconds(st.offline_after_secs);
@@ -148,22 +122,6 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
     Ok(now - chrono::Duration::seconds(n * secs))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-struct Point {
-    window_start: DateTime<Utc>,
-    count: i64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    stddev: f64,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    anomaly_score: f64,
-    model: String,
-}
-
 /// `GET /api/devices/{id}/series?metric=&window=&from=&to=`: window aggregates of one metric.
 pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<SeriesParams>) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
@@ -171,7 +129,7 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
     if metric.is_empty() || metric.len() > 64 || !metric.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         return Err(ApiError::BadParam { param: "metric", reason: "must be 1-64 characters of A-Z a-z 0-9 . _ -".into() });
     }
-    let window: i32 = match q.window.as_deref() {
+    let window: u32 = match q.window.as_deref() {
         None => 10,
         Some(w) => w.parse().ok().filter(|w| (1..=86_400).contains(w)).ok_or_else(|| ApiError::BadParam { param: "window", reason: format!("'{w}' is not a window size in seconds (1..=86400)") })?,
     };
@@ -184,39 +142,12 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
     if from >= to {
         return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
     }
-    let points: Vec<Point> = sqlx::query_as(
-        "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
-         WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
-         ORDER BY window_start LIMIT 10000",
-    )
-    .bind(&id)
-    .bind(&metric)
-    .bind(window)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&st.pool)
-    .await?;
-    let windows: Vec<(i32,)> = sqlx::query_as("SELECT DISTINCT window_seconds FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_start >= $3 ORDER BY 1")
-        .bind(&id)
-        .bind(&metric)
-        .bind(from)
-        .fetch_all(&st.pool)
-        .await?;
-    let alerts: Vec<StoredAlert> = sqlx::query_as(
-        "SELECT id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by
-         FROM alerts WHERE device_id = $1 AND metric = $2 AND opened_at < $4 AND coalesce(resolved_at, updated_at) >= $3 ORDER BY opened_at",
-    )
-    .bind(&id)
-    .bind(&metric)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&st.pool)
-    .await?;
+    let series = st.store.series(&id, &metric, window, from, to).await?;
     Ok(Json(json!({
         "deviceId": id, "metric": metric, "windowSeconds": window,
         "from": tributary_shared::model::fmt_millis(&from), "to": tributary_shared::model::fmt_millis(&to),
-        "availableWindows": windows.into_iter().map(|w| w.0).collect::<Vec<_>>(),
-        "points": points, "alerts": alerts,
+        "availableWindows": series.available_windows,
+        "points": series.points, "alerts": series.alerts,
     })))
 }
 
@@ -231,26 +162,11 @@ pub struct AlertParams {
 /// `GET /api/alerts?state=&device=&limit=`: newest first.
 pub async fn alerts(State(st): State<Arc<Dashboard>>, Query(q): Query<AlertParams>) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), 50, 500)?;
-    let states: &[&str] = match q.state.as_deref().unwrap_or("unresolved") {
-        "unresolved" => &["open", "acknowledged"],
-        "open" => &["open"],
-        "acknowledged" => &["acknowledged"],
-        "resolved" => &["resolved"],
-        "all" => &["open", "acknowledged", "resolved"],
-        other => return Err(ApiError::BadParam { param: "state", reason: format!("'{other}' is not one of unresolved, open, acknowledged, resolved, all") }),
-    };
+    let filter: AlertFilter = q.state.as_deref().unwrap_or("unresolved").parse().map_err(|reason| ApiError::BadParam { param: "state", reason })?;
     if let Some(d) = &q.device {
         check_id("device", d)?;
     }
-    let rows: Vec<StoredAlert> = sqlx::query_as(
-        "SELECT id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by
-         FROM alerts WHERE state = ANY($1) AND ($2::text IS NULL OR device_id = $2) ORDER BY updated_at DESC, id LIMIT $3",
-    )
-    .bind(states.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    .bind(q.device.as_deref())
-    .bind(limit)
-    .fetch_all(&st.pool)
-    .await?;
+    let rows = st.store.alert_list(filter, q.device.as_deref(), limit).await?;
     Ok(Json(json!({ "alerts": rows })))
 }
 
@@ -264,46 +180,28 @@ fn authorize(st: &Dashboard, headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, to: &str) -> Result<Json<StoredAlert>, ApiError> {
+async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, action: Transition) -> Result<Json<StoredAlert>, ApiError> {
     let who = authorize(st, headers)?;
     check_id("id", id)?;
-    let sql = if to == "acknowledged" {
-        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2 WHERE id = $1 AND state = 'open'
-         RETURNING id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by"
-    } else {
-        "UPDATE alerts SET state = 'resolved', resolved_at = now(), acknowledged_by = coalesce(acknowledged_by, $2) WHERE id = $1 AND state <> 'resolved'
-         RETURNING id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by"
+    let alert = match st.store.transition(id, action, &who, Utc::now()).await? {
+        TransitionOutcome::Done(a) => a,
+        TransitionOutcome::NotFound => return Err(ApiError::NotFound(format!("alert '{id}'"))),
+        TransitionOutcome::Conflict(state) => return Err(ApiError::Conflict(format!("alert '{id}' is {state}"))),
     };
-    let updated: Option<StoredAlert> = sqlx::query_as(sql).bind(id).bind(&who).fetch_optional(&st.pool).await?;
-    let alert = match updated {
-        Some(a) => a,
-        None => {
-            let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = $1").bind(id).fetch_optional(&st.pool).await?;
-            return Err(match state {
-                None => ApiError::NotFound(format!("alert '{id}'")),
-                Some((s,)) => ApiError::Conflict(format!("alert '{id}' is {s}")),
-            });
-        }
-    };
-    tracing::info!(alert = %id, state = to, "alert changed by an operator");
+    tracing::info!(alert = %id, state = %alert.state, "alert changed by an operator");
     let change = json!({"kind": "alert", "alerts": [id]}).to_string();
-    if let Some(client) = &st.redis {
-        let body = serde_json::to_string(&alert).unwrap_or_default();
-        let fut = async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::pipe()
-                .set_ex(format!("tributary:alert:{id}"), body, 86_400)
-                .ignore()
-                .publish(crate::live::CHANNEL, &change)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        };
-        match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
-            Ok(Ok(())) => {}
-            _ => st.live.send(change),
+    // Through the cache, so every dashboard instance hears of it; locally if the cache is down.
+    let published = match &st.cache {
+        Some(cache) => {
+            let ops = vec![
+                CacheOp::Set { key: alert_key(id), value: serde_json::to_string(&alert).unwrap_or_default(), ttl_secs: 86_400 },
+                CacheOp::Publish { channel: CHANGES.into(), message: change.clone() },
+            ];
+            matches!(tokio::time::timeout(CACHE_TIMEOUT, cache.apply(ops)).await, Ok(Ok(())))
         }
-    } else {
+        None => false,
+    };
+    if !published {
         st.live.send(change);
     }
     Ok(Json(alert))
@@ -311,12 +209,12 @@ async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, to: &str) -> 
 
 /// `POST /api/alerts/{id}/ack`: acknowledge an open alert (operator token).
 pub async fn acknowledge(State(st): State<Arc<Dashboard>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<StoredAlert>, ApiError> {
-    transition(&st, &headers, &id, "acknowledged").await
+    transition(&st, &headers, &id, Transition::Acknowledge).await
 }
 
 /// `POST /api/alerts/{id}/resolve`: resolve an alert (operator token).
 pub async fn resolve(State(st): State<Arc<Dashboard>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<StoredAlert>, ApiError> {
-    transition(&st, &headers, &id, "resolved").await
+    transition(&st, &headers, &id, Transition::Resolve).await
 }
 
 /// `GET /api/events`: server-sent events: `hello` on connect, then one

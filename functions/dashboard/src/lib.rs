@@ -1,10 +1,12 @@
 //! Tributary's dashboard: the web UI and the JSON API it is built on.
 //!
-//! Hot data (fleet summary, a device's latest values, recent alerts) comes
-//! from the Redis cache the process function keeps, with PostgreSQL as the
-//! fallback when Redis is down; history (a device's window aggregates) comes
-//! from PostgreSQL. Changes are pushed to browsers as server-sent events fed
-//! by the process function's Redis notifications (`/api/events`).
+//! Hot data (fleet summary, a device's latest values) comes from the cache
+//! the process function keeps (Redis; in-process in the all-in-one mode), with
+//! the results store as the fallback when the cache is down; history (a
+//! device's window aggregates, alerts) comes from the results store
+//! (PostgreSQL; SQLite in the all-in-one mode). Changes are pushed to browsers
+//! as server-sent events fed by the process function's cache notifications
+//! (`/api/events`).
 //!
 //! Guarantees: read-only unless an operator token is configured; acknowledging
 //! or resolving an alert needs `Authorization: Bearer <token>` (compared in
@@ -18,7 +20,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sqlx::PgPool;
+use tributary_shared::cache::KvCache;
+use tributary_shared::results::{ResultStore, StoreError};
 
 pub mod api;
 pub mod config;
@@ -29,9 +32,9 @@ pub use config::Config;
 /// What every handler needs.
 pub struct Dashboard {
     /// History and fallbacks.
-    pub pool: PgPool,
-    /// Hot data (a cheap handle; `None` when the URL is invalid).
-    pub redis: Option<redis::Client>,
+    pub store: Arc<dyn ResultStore>,
+    /// Hot data and change notifications (`None`: read everything from the store).
+    pub cache: Option<Arc<dyn KvCache>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
     /// Operator token for write actions.
@@ -68,9 +71,9 @@ pub enum ApiError {
     Unavailable,
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        tracing::warn!(error = %e, "PostgreSQL query failed");
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "results store query failed");
         Self::Unavailable
     }
 }
@@ -121,16 +124,16 @@ pub fn app(state: Arc<Dashboard>, ops: &tributary_shared::ops::Ops) -> Router {
         .merge(ops.router())
 }
 
-/// `/readyz` for the dashboard: PostgreSQL must answer (Redis only speeds things up).
-pub struct DbReadiness(pub PgPool);
+/// `/readyz` for the dashboard: the results store must answer (the cache only speeds things up).
+pub struct StoreReadiness(pub Arc<dyn ResultStore>);
 
 #[async_trait::async_trait]
-impl tributary_shared::ops::Readiness for DbReadiness {
+impl tributary_shared::ops::Readiness for StoreReadiness {
     async fn check(&self) -> Result<(), String> {
-        tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.0))
+        let backend = self.0.backend();
+        tokio::time::timeout(std::time::Duration::from_secs(2), self.0.ping())
             .await
-            .map_err(|_| "PostgreSQL timed out".to_owned())?
-            .map(|_| ())
-            .map_err(|e| format!("PostgreSQL: {e}"))
+            .map_err(|_| format!("{backend} timed out"))?
+            .map_err(|e| format!("{backend}: {e}"))
     }
 }

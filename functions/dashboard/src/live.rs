@@ -1,15 +1,13 @@
-//! Live change notifications: one task subscribes to the process function's
-//! Redis channel and fans messages out to every connected browser through a
-//! bounded broadcast channel (a slow browser misses messages and reloads,
-//! it never slows the others). Reconnects with back-off while Redis is down.
+//! Live change notifications: one task follows the process function's cache
+//! channel (Redis, or the in-process cache) and fans messages out to every
+//! connected browser through a bounded broadcast channel (a slow browser
+//! misses messages and reloads, it never slows the others). The Redis
+//! follower reconnects with back-off while Redis is down.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use tokio::sync::broadcast;
 
 /// The Redis channel the process function publishes on.
-pub const CHANNEL: &str = "tributary:changes";
+pub const CHANNEL: &str = tributary_shared::cache::CHANGES;
 
 /// A fan-out of change messages (JSON strings).
 #[derive(Clone)]
@@ -39,29 +37,8 @@ impl Live {
         let _ = self.tx.send(msg);
     }
 
-    /// Forward Redis messages until the process exits.
-    pub async fn follow_redis(self, client: redis::Client) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
-                    Ok(()) => {
-                        tracing::info!(channel = CHANNEL, "following change notifications");
-                        delay = Duration::from_millis(200);
-                        let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
-                            if let Ok(payload) = msg.get_payload::<String>() {
-                                self.send(payload);
-                            }
-                        }
-                        tracing::warn!("change notifications stream ended; reconnecting");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "subscribing to change notifications failed"),
-                },
-                Err(e) => tracing::debug!(error = %e, "Redis unavailable for change notifications"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+    /// Forward the cache's change notifications until the process exits.
+    pub async fn follow(self, cache: std::sync::Arc<dyn tributary_shared::cache::KvCache>) {
+        cache.follow(CHANNEL, self.tx.clone()).await;
     }
 }

@@ -13,7 +13,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
 use tributary_dashboard::live::Live;
-use tributary_dashboard::{Dashboard, DbReadiness, app};
+use tributary_dashboard::{Dashboard, StoreReadiness, app};
+use tributary_shared::cache::{KvCache, RedisCache};
+use tributary_shared::results::PgStore;
 use tributary_shared::ops::Ops;
 
 struct TestRedis(u16, Child);
@@ -76,13 +78,13 @@ async fn seed(pool: &PgPool) {
 fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axum::Router, Live) {
     let live = Live::new();
     let state = Arc::new(Dashboard {
-        pool: pool.clone(),
-        redis: redis.map(|r| redis::Client::open(r.url()).expect("client")),
+        store: Arc::new(PgStore::new(pool.clone())),
+        cache: redis.map(|r| Arc::new(RedisCache::new(&r.url()).expect("client")) as Arc<dyn KvCache>),
         live: live.clone(),
         operator_token: token.map(str::to_owned),
         offline_after_secs: 300,
     });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(DbReadiness(pool.clone())));
+    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))));
     (app(state, &ops), live)
 }
 
@@ -181,7 +183,7 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
     assert_eq!(call(&r, post("/api/alerts/al-1/ack", Some("Bearer wrong"))).await.0, StatusCode::UNAUTHORIZED);
 
     // Browsers follow the change channel; start following before acting.
-    let follower = tokio::spawn(live.clone().follow_redis(redis::Client::open(redis.url()).expect("client")));
+    let follower = tokio::spawn(live.clone().follow(Arc::new(RedisCache::new(&redis.url()).expect("client"))));
     let mut rx = live.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -189,7 +191,13 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(a["state"], "acknowledged");
     assert_eq!(a["acknowledgedBy"], "operator");
-    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change notification").expect("message");
+    // The follower announces each (re)subscription with a "reload"; the change itself follows.
+    let msg = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change notification").expect("message");
+        if !m.contains("reload") {
+            break m;
+        }
+    };
     assert!(msg.contains("al-1"), "{msg}");
     follower.abort();
 
@@ -233,8 +241,8 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
     let url = redis.url();
     drop(redis);
     let live = Live::new();
-    let state = Arc::new(Dashboard { pool: pool.clone(), redis: Some(redis::Client::open(url).expect("client")), live, operator_token: None, offline_after_secs: 300 });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(DbReadiness(pool.clone())));
+    let state = Arc::new(Dashboard { store: Arc::new(PgStore::new(pool.clone())), cache: Some(Arc::new(RedisCache::new(&url).expect("client"))), live, operator_token: None, offline_after_secs: 300 });
+    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))));
     let r = app(state, &ops);
     let (s, fleet) = get(&r, "/api/fleet").await;
     assert_eq!((s, fleet["source"].as_str(), fleet["devices"].as_i64()), (StatusCode::OK, Some("postgres"), Some(2)));

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
+use tributary_ingest::archive::LocalRawStore;
 use tributary_ingest::archive::handler::ArchiveMetrics;
 use tributary_ingest::archive::{ArchiveHandler, RawStore};
 use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
@@ -80,7 +81,7 @@ fn messages(readings: &[Reading]) -> Vec<Message> {
     readings.iter().enumerate().map(|(i, r)| message("raw", i as i64, &r.device_id, serde_json::to_vec(r).expect("encode"))).collect()
 }
 
-fn handler(store: Arc<CosmosStore>, dl: &MemoryLog, max_attempts: u32) -> ArchiveHandler {
+fn handler(store: Arc<dyn RawStore>, dl: &MemoryLog, max_attempts: u32) -> ArchiveHandler {
     ArchiveHandler::new(store, Arc::new(dl.clone()), DEADLETTER, max_attempts, ArchiveMetrics::default())
 }
 
@@ -113,9 +114,15 @@ fn ids(readings: &[Reading]) -> Vec<String> {
     v
 }
 
-#[tokio::test]
-async fn batch_is_stored_replay_adds_nothing_and_point_read_returns_it() {
-    let store = store(&unique("raw"), 0).await;
+/// The local stand-in for Cosmos DB of the all-in-one mode (a fresh SQLite file).
+async fn local_store(name: &str) -> Arc<LocalRawStore> {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    Arc::new(LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display())).await.expect("open the local raw store"))
+}
+
+/// The replay contract, run per backend: returns the readings written.
+async fn replay_adds_nothing(store: Arc<dyn RawStore>) -> Vec<Reading> {
     let dl = MemoryLog::new(1, 1000);
     let h = handler(store.clone(), &dl, 3);
     let devices = ["dev-a", "dev-b", "dev-c"];
@@ -132,8 +139,16 @@ async fn batch_is_stored_replay_adds_nothing_and_point_read_returns_it() {
         let want: Vec<Reading> = readings.iter().filter(|r| r.device_id == d).cloned().collect();
         assert_eq!(got.len(), want.len(), "{d}: documents after replays");
         assert_eq!(ids(&got), ids(&want), "{d}: each reading exactly once");
+        assert_eq!(got, want, "{d}: documents round-trip as the same readings, oldest first");
     }
+    assert!(dl.is_empty(DEADLETTER), "nothing dead-lettered");
+    readings
+}
 
+#[tokio::test]
+async fn batch_is_stored_replay_adds_nothing_and_point_read_returns_it() {
+    let store = store(&unique("raw"), 0).await;
+    let readings = replay_adds_nothing(store.clone()).await;
     let doc = store.read_document("dev-b", "r-1").await.expect("point read").expect("r-1 exists");
     assert_eq!(doc["id"], "r-1");
     assert_eq!(doc["deviceId"], "dev-b");
@@ -141,12 +156,27 @@ async fn batch_is_stored_replay_adds_nothing_and_point_read_returns_it() {
     assert_eq!(back, readings[1]);
     assert!(store.read_document("dev-a", "r-1").await.expect("read in another partition").is_none(), "the partition key is part of the identity");
     assert!(store.read_document("dev-b", "missing").await.expect("read of a missing document").is_none());
-    assert!(dl.is_empty(DEADLETTER), "nothing dead-lettered");
+}
+
+#[tokio::test]
+async fn local_store_batch_is_stored_and_replay_adds_nothing() {
+    let store = local_store("local-replay").await;
+    let readings = replay_adds_nothing(store.clone()).await;
+    assert_eq!(store.count().await.expect("count"), readings.len() as i64);
 }
 
 #[tokio::test]
 async fn range_query_pages_through_continuations_exactly_once() {
-    let store = store(&unique("raw"), 0).await;
+    range_query_pages(store(&unique("raw"), 0).await).await;
+}
+
+#[tokio::test]
+async fn local_store_range_query_pages_through_continuations_exactly_once() {
+    range_query_pages(local_store("local-pages").await).await;
+}
+
+/// The paging contract, run per backend.
+async fn range_query_pages(store: Arc<dyn RawStore>) {
     let dl = MemoryLog::new(1, 1000);
     let h = handler(store.clone(), &dl, 3);
     // 40 readings one minute apart for dev-q, and noise on another device.

@@ -18,7 +18,8 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// PostgreSQL connection URL.
+    /// Results store URL: PostgreSQL (`postgres://…`), or an SQLite file
+    /// (`sqlite://PATH`) for a single-node setup.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub database_url: String,
 

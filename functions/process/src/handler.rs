@@ -1,5 +1,5 @@
 //! The batch handler the consumer runner drives: decode, validate, write to
-//! PostgreSQL in one transaction, dead-letter poison, refresh the cache.
+//! the results store in one transaction, dead-letter poison, refresh the cache.
 //!
 //! Guarantees: `Ok` is returned (and so offsets are committed) only after the
 //! transaction committed and every poison record is in the dead-letter topic;
@@ -10,14 +10,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 use tributary_shared::eventlog::runner::{Handler, HandlerError};
 use tributary_shared::eventlog::{Message, Publisher, Record};
 use tributary_shared::records::{Aggregate, Alert};
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::store::{self, StoreError};
+use crate::store::{ResultStore, StoreError};
 
 /// What a record turned out to be.
 enum Decoded {
@@ -62,7 +61,7 @@ fn validate_alert(a: &Alert) -> Result<(), String> {
 
 /// Writes `telemetry.aggregates` and `telemetry.alerts` batches.
 pub struct ProcessHandler {
-    pool: PgPool,
+    store: Arc<dyn ResultStore>,
     cache: Arc<Cache>,
     deadletter: Arc<dyn Publisher>,
     aggregates_topic: String,
@@ -72,10 +71,10 @@ pub struct ProcessHandler {
 }
 
 impl ProcessHandler {
-    /// A handler writing to `pool`, caching in `cache`, dead-lettering through `deadletter`.
-    pub fn new(cfg: &crate::Config, pool: PgPool, cache: Arc<Cache>, deadletter: Arc<dyn Publisher>, metrics: Metrics) -> Self {
+    /// A handler writing to `store`, caching in `cache`, dead-lettering through `deadletter`.
+    pub fn new(cfg: &crate::Config, store: Arc<dyn ResultStore>, cache: Arc<Cache>, deadletter: Arc<dyn Publisher>, metrics: Metrics) -> Self {
         Self {
-            pool,
+            store,
             cache,
             deadletter,
             aggregates_topic: cfg.aggregates_topic.clone(),
@@ -135,7 +134,7 @@ impl Handler for ProcessHandler {
             }
         }
 
-        match store::write_batch(&self.pool, &aggs, &alerts).await {
+        match self.store.write_batch(&aggs, &alerts).await {
             Ok(()) => {}
             Err(StoreError::Rejected(reason)) => {
                 // Something passed validation but the database refuses it: find the rows one by one.
@@ -143,7 +142,7 @@ impl Handler for ProcessHandler {
                 let (mut ok_aggs, mut ok_alerts) = (Vec::new(), Vec::new());
                 for a in aggs.drain(..) {
                     let m = sources.remove(0);
-                    match store::write_batch(&self.pool, std::slice::from_ref(&a), &[]).await {
+                    match self.store.write_batch(std::slice::from_ref(&a), &[]).await {
                         Ok(()) => ok_aggs.push(a),
                         Err(StoreError::Rejected(r)) => poison.push((m, r)),
                         Err(e) => return Err(HandlerError(e.to_string())),
@@ -151,7 +150,7 @@ impl Handler for ProcessHandler {
                 }
                 for a in alerts.drain(..) {
                     let m = sources.remove(0);
-                    match store::write_batch(&self.pool, &[], std::slice::from_ref(&a)).await {
+                    match self.store.write_batch(&[], std::slice::from_ref(&a)).await {
                         Ok(()) => ok_alerts.push(a),
                         Err(StoreError::Rejected(r)) => poison.push((m, r)),
                         Err(e) => return Err(HandlerError(e.to_string())),
@@ -171,9 +170,9 @@ impl Handler for ProcessHandler {
 
         let devices: Vec<String> = aggs.iter().map(|a| a.device_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let alert_ids: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        if let Err(e) = self.cache.after_commit(&self.pool, &devices, &alert_ids).await {
+        if let Err(e) = self.cache.after_commit(self.store.as_ref(), &devices, &alert_ids).await {
             self.metrics.cache_error();
-            tracing::warn!(error = %e, "cache update failed; it will be rebuilt from PostgreSQL when Redis is back");
+            tracing::warn!(error = %e, "cache update failed; it will be rebuilt from the store when the cache is back");
         }
         Ok(())
     }

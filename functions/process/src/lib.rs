@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 use tributary_shared::ops::Readiness;
+use tributary_shared::results::ResultStore;
 
 pub mod cache;
 pub mod config;
@@ -24,23 +24,24 @@ pub mod store;
 
 pub use config::Config;
 
-/// `/readyz` for process: PostgreSQL must answer (Redis is optional by design).
-pub struct DbReadiness(pub PgPool);
+/// `/readyz` for process (and the dashboard): the results store must answer
+/// (the cache is optional by design).
+pub struct StoreReadiness(pub Arc<dyn ResultStore>);
 
 #[async_trait]
-impl Readiness for DbReadiness {
+impl Readiness for StoreReadiness {
     async fn check(&self) -> Result<(), String> {
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.0))
+        let backend = self.0.backend();
+        tokio::time::timeout(Duration::from_secs(2), self.0.ping())
             .await
-            .map_err(|_| "PostgreSQL timed out".to_owned())?
-            .map(|_| ())
-            .map_err(|e| format!("PostgreSQL: {e}"))
+            .map_err(|_| format!("{backend} timed out"))?
+            .map_err(|e| format!("{backend}: {e}"))
     }
 }
 
 /// Background upkeep until `shutdown`: rebuild a stale cache every few
 /// seconds and apply retention hourly.
-pub async fn upkeep(pool: PgPool, cache: Arc<cache::Cache>, retention_days: u32, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn upkeep(store: Arc<dyn ResultStore>, cache: Arc<cache::Cache>, retention_days: u32, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_retention: Option<tokio::time::Instant> = None;
@@ -50,14 +51,14 @@ pub async fn upkeep(pool: PgPool, cache: Arc<cache::Cache>, retention_days: u32,
             _ = tick.tick() => {}
         }
         if cache.is_stale() {
-            if let Err(e) = cache.rebuild(&pool).await {
+            if let Err(e) = cache.rebuild(store.as_ref()).await {
                 tracing::debug!(error = %e, "cache still stale");
             }
         }
         if retention_days > 0 && last_retention.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
             last_retention = Some(tokio::time::Instant::now());
             let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
-            match store::delete_aggregates_before(&pool, cutoff).await {
+            match store.delete_aggregates_before(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "retention removed old windows"),
                 Err(e) => tracing::warn!(error = %e, "retention failed"),

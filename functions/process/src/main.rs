@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use sqlx::postgres::PgPoolOptions;
-use tributary_process::{Config, DbReadiness, cache::Cache, handler::ProcessHandler, metrics::Metrics, store, upkeep};
+use tributary_process::{Config, StoreReadiness, cache::Cache, handler::ProcessHandler, metrics::Metrics, store, upkeep};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::runner::{RunnerConfig, run_consumer};
@@ -16,16 +15,12 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     tributary_shared::telemetry::init(&cfg.log.filter, cfg.log.format);
 
-    let pool = PgPoolOptions::new()
-        .max_connections(cfg.database_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy(&cfg.database_url)
-        .context("DATABASE_URL")?;
+    let store = store::open(&cfg.database_url, cfg.database_max_connections).await.context("DATABASE_URL")?;
     if cfg.migrate {
-        store::migrate(&pool).await.context("running migrations")?;
+        store.migrate().await.context("running migrations")?;
     }
-    let cache = Arc::new(Cache::new(&cfg.redis_url, cfg.cache_ttl_secs, cfg.recent_alerts).context("REDIS_URL")?);
-    if let Err(e) = cache.rebuild(&pool).await {
+    let cache = Arc::new(Cache::redis(&cfg.redis_url, cfg.cache_ttl_secs, cfg.recent_alerts).context("REDIS_URL")?);
+    if let Err(e) = cache.rebuild(store.as_ref()).await {
         tracing::warn!(error = %e, "cache warm-up failed; retrying in the background");
     }
 
@@ -39,15 +34,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut registry = prometheus_client::registry::Registry::default();
-    let handler = ProcessHandler::new(&cfg, pool.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
-    let ops = Ops::new(Arc::new(registry), Arc::new(DbReadiness(pool.clone())));
+    let handler = ProcessHandler::new(&cfg, store.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
+    let ops = Ops::new(Arc::new(registry), Arc::new(StoreReadiness(store.clone())));
     let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port)).await.with_context(|| format!("binding port {}", cfg.port))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let server = tokio::spawn(axum::serve(listener, ops.router()).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
-    let upkeep_task = tokio::spawn(upkeep(pool.clone(), cache.clone(), cfg.retention_days, stopped(stop_rx.clone())));
+    let upkeep_task = tokio::spawn(upkeep(store.clone(), cache.clone(), cfg.retention_days, stopped(stop_rx.clone())));
 
     let sub = log.subscribe(&cfg.group, &topics).await.context("joining the consumer group")?;
     tracing::info!(group = %cfg.group, topics = ?topics, "process consuming");

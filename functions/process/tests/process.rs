@@ -15,7 +15,8 @@ use sqlx::PgPool;
 use tributary_process::cache::{self, Cache};
 use tributary_process::handler::ProcessHandler;
 use tributary_process::metrics::Metrics;
-use tributary_process::{Config, store};
+use tributary_process::Config;
+use tributary_process::store::{PgStore, ResultStore};
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::eventlog::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
 use tributary_shared::eventlog::{Event, EventLog, Message, Record};
@@ -130,10 +131,10 @@ struct Setup {
 
 fn setup(pool: &PgPool, redis_url: &str) -> Setup {
     let cfg = Config::defaults();
-    let cache = Arc::new(Cache::new(redis_url, 3600, 100).expect("redis url"));
+    let cache = Arc::new(Cache::redis(redis_url, 3600, 100).expect("redis url"));
     let log = MemoryLog::new(1, 10_000);
     let mut registry = prometheus_client::registry::Registry::default();
-    let handler = ProcessHandler::new(&cfg, pool.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
+    let handler = ProcessHandler::new(&cfg, Arc::new(PgStore::new(pool.clone())), cache.clone(), log.publisher(), Metrics::new(&mut registry));
     Setup { handler, cache, log }
 }
 
@@ -353,7 +354,7 @@ async fn retention_deletes_only_old_windows(pool: PgPool) {
     old.window_start = Utc::now() - chrono::Duration::days(40);
     old.window_end = old.window_start + chrono::Duration::seconds(10);
     s.handler.handle(&batch(&[old, agg("d", "temp", 0, 2.0)], &[])).await.expect("written");
-    let deleted = store::delete_aggregates_before(&pool, Utc::now() - chrono::Duration::days(30)).await.expect("retention");
+    let deleted = PgStore::new(pool.clone()).delete_aggregates_before(Utc::now() - chrono::Duration::days(30)).await.expect("retention");
     assert_eq!(deleted, 1);
     let (aggs, _, _) = snapshot(&pool).await;
     assert_eq!(aggs.len(), 1);

@@ -101,7 +101,7 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
     };
 
     // Migrate once up front so instances starting together do not race on it.
-    tributary_process::store::migrate(&pool).await.expect("migrate");
+    tributary_process::store::ResultStore::migrate(&tributary_process::store::PgStore::new(pool.clone())).await.expect("migrate");
     let spawn = || -> Child {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         Command::new(env!("CARGO_BIN_EXE_tributary-process"))

@@ -87,6 +87,49 @@ impl MemoryLog {
     pub fn is_empty(&self, topic: &str) -> bool {
         self.len(topic) == 0
     }
+
+    /// Records ever published to `topic` (the sum of its partitions' end offsets).
+    pub fn end_offsets_total(&self, topic: &str) -> i64 {
+        self.shared.lock().topics.get(topic).map(|p| p.iter().map(|l| l.base + l.records.len() as i64).sum()).unwrap_or(0)
+    }
+
+    /// Records of `topic` that `group` has not committed yet (its lag).
+    pub fn lag(&self, group: &str, topic: &str) -> i64 {
+        let st = self.shared.lock();
+        let Some(parts) = st.topics.get(topic) else { return 0 };
+        let committed = st.groups.get(group).map(|g| &g.committed);
+        parts
+            .iter()
+            .enumerate()
+            .map(|(p, l)| {
+                let end = l.base + l.records.len() as i64;
+                let from = committed.and_then(|c| c.get(&TopicPartition::new(topic, p as i32))).map(|c| c.0).unwrap_or(0).max(l.base);
+                (end - from).max(0)
+            })
+            .sum()
+    }
+
+    /// The records of `topic` at or after the lowest committed offset of any
+    /// of `groups`, partition by partition: what a restart must replay so no
+    /// group misses anything (the all-in-one mode saves these at shutdown).
+    pub fn uncommitted(&self, groups: &[&str], topic: &str) -> Vec<Message> {
+        let st = self.shared.lock();
+        let Some(parts) = st.topics.get(topic) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (p, log) in parts.iter().enumerate() {
+            let tp = TopicPartition::new(topic, p as i32);
+            let from = groups
+                .iter()
+                .map(|g| st.groups.get(*g).and_then(|g| g.committed.get(&tp)).map(|c| c.0).unwrap_or(0))
+                .min()
+                .unwrap_or(0)
+                .max(log.base);
+            for (i, (r, ts)) in log.records.iter().enumerate().skip((from - log.base) as usize) {
+                out.push(to_message(topic, p as i32, log.base + i as i64, r, *ts));
+            }
+        }
+        out
+    }
 }
 
 impl Default for MemoryLog {

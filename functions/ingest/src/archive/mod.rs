@@ -1,5 +1,7 @@
 //! The raw archive: every reading of `telemetry.raw` kept in Azure Cosmos DB
-//! (NoSQL API), one document per reading, partitioned by `/deviceId`.
+//! (NoSQL API), one document per reading, partitioned by `/deviceId`; in the
+//! all-in-one mode, in a local SQLite file ([`local::LocalRawStore`]) behind
+//! the same [`RawStore`] trait.
 //!
 //! Guarantees:
 //! - the document id is the reading id and the partition key its device, and
@@ -23,10 +25,12 @@ pub mod bench;
 pub mod config;
 pub mod cosmos;
 pub mod handler;
+pub mod local;
 
 pub use config::{ArchiveConfig, CosmosAuth};
 pub use cosmos::CosmosStore;
 pub use handler::ArchiveHandler;
+pub use local::LocalRawStore;
 
 /// Why a store call failed, in the terms the handler acts on.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,0 +1,364 @@
+//! The results store: window aggregates, alerts and device summaries written
+//! by the process function and read by the dashboard.
+//!
+//! One small trait, [`ResultStore`], with two backends that pass the same
+//! contract tests ([`contract`]):
+//! - [`postgres::PgStore`], the production store (tables in `shared/migrations`);
+//! - [`sqlite::SqliteStore`], the embedded store of the all-in-one mode
+//!   (`shared/migrations-sqlite`), a file in the data directory.
+//!
+//! Guarantees of every backend: a batch is written entirely or not at all;
+//! writing the same records again leaves the store unchanged (upserts on the
+//! record identities, and an alert only moves forward in event time); an
+//! operator's acknowledgement survives later updates of the incident until it
+//! resolves. Callers pass "now" in, so no query depends on the server's clock.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::records::{Aggregate, Alert, AlertState};
+
+pub mod contract;
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of a results store, in the terms a caller acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store refused the data itself (a constraint or a bad value):
+    /// retrying the same rows will fail again.
+    #[error("rejected by the database: {0}")]
+    Rejected(String),
+    /// The store is unreachable or failed: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => {
+                // Constraint violations (any backend) and PostgreSQL's data exceptions (SQLSTATE
+                // class 22) are about the rows; everything else (busy, connection, I/O) is transient.
+                let pg_data_exception = db.code().is_some_and(|c| c.len() == 5 && c.starts_with("22"));
+                if !matches!(db.kind(), sqlx::error::ErrorKind::Other) || pg_data_exception {
+                    Self::Rejected(db.message().to_owned())
+                } else {
+                    Self::Unavailable(db.message().to_owned())
+                }
+            }
+            _ => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Unavailable(format!("migrations: {e}"))
+    }
+}
+
+/// Latest state of one device, as cached.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceState {
+    /// Device id.
+    pub device_id: String,
+    /// Start of its first window.
+    pub first_seen: DateTime<Utc>,
+    /// End of its latest window.
+    pub last_seen: DateTime<Utc>,
+    /// Metric to its latest window's summary
+    /// (`{"value", "windowStart", "windowSeconds", "anomalyScore"}`).
+    pub last_values: Value,
+}
+
+/// A device in the fleet list, with its open alerts and whether it is online.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceListing {
+    /// Device id.
+    pub device_id: String,
+    /// Start of its first window.
+    pub first_seen: DateTime<Utc>,
+    /// End of its latest window.
+    pub last_seen: DateTime<Utc>,
+    /// As in [`DeviceState::last_values`].
+    pub last_values: Value,
+    /// Alerts of this device not resolved.
+    pub open_alerts: i64,
+    /// Whether its latest window ended after the caller's "online since".
+    pub online: bool,
+}
+
+/// An alert as stored (with the operator's acknowledgement).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAlert {
+    /// Deterministic id.
+    pub id: String,
+    /// Device.
+    pub device_id: String,
+    /// Metric.
+    pub metric: String,
+    /// Model that raised it.
+    pub model: String,
+    /// Latest score.
+    pub score: f64,
+    /// Latest value.
+    pub value: f64,
+    /// Reason.
+    pub reason: String,
+    /// open, acknowledged or resolved.
+    pub state: String,
+    /// When the incident began (event time).
+    pub opened_at: DateTime<Utc>,
+    /// Latest change (event time).
+    pub updated_at: DateTime<Utc>,
+    /// When it resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// When an operator acknowledged it.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+}
+
+/// Fleet-wide counts for the overview.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSummary {
+    /// Devices ever seen.
+    pub devices: i64,
+    /// Devices with a window ending after the caller's "online since".
+    pub devices_online: i64,
+    /// Alerts not resolved.
+    pub alerts_open: i64,
+}
+
+/// One window of a series.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesPoint {
+    /// Window start.
+    pub window_start: DateTime<Utc>,
+    /// Readings in the window.
+    pub count: i64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub stddev: f64,
+    /// Median (sketch).
+    pub p50: f64,
+    /// 95th percentile (sketch).
+    pub p95: f64,
+    /// 99th percentile (sketch).
+    pub p99: f64,
+    /// Highest anomaly score in the window.
+    pub anomaly_score: f64,
+    /// Model that gave it.
+    pub model: String,
+}
+
+/// One metric of one device over a time range.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Series {
+    /// Windows of the requested size with `from <= start < to`, oldest first (at most 10,000).
+    pub points: Vec<SeriesPoint>,
+    /// Window sizes stored for this metric since `from`, ascending.
+    pub available_windows: Vec<u32>,
+    /// Alerts of this metric overlapping the range, oldest first.
+    pub alerts: Vec<StoredAlert>,
+}
+
+/// Which alerts a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFilter {
+    /// Open or acknowledged.
+    Unresolved,
+    /// Open only.
+    Open,
+    /// Acknowledged only.
+    Acknowledged,
+    /// Resolved only.
+    Resolved,
+    /// Every state.
+    All,
+}
+
+impl AlertFilter {
+    /// The stored states this filter admits.
+    pub fn states(self) -> &'static [&'static str] {
+        match self {
+            Self::Unresolved => &["open", "acknowledged"],
+            Self::Open => &["open"],
+            Self::Acknowledged => &["acknowledged"],
+            Self::Resolved => &["resolved"],
+            Self::All => &["open", "acknowledged", "resolved"],
+        }
+    }
+}
+
+impl std::str::FromStr for AlertFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "unresolved" => Self::Unresolved,
+            "open" => Self::Open,
+            "acknowledged" => Self::Acknowledged,
+            "resolved" => Self::Resolved,
+            "all" => Self::All,
+            other => return Err(format!("'{other}' is not one of unresolved, open, acknowledged, resolved, all")),
+        })
+    }
+}
+
+/// An operator's action on an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// open -> acknowledged.
+    Acknowledge,
+    /// open or acknowledged -> resolved.
+    Resolve,
+}
+
+/// What an operator's action did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    /// Done; the alert as it is now.
+    Done(StoredAlert),
+    /// No alert has that id.
+    NotFound,
+    /// The alert's state does not allow it (the state is given).
+    Conflict(String),
+}
+
+/// Where results live. Every method is one short transaction.
+#[async_trait]
+pub trait ResultStore: Send + Sync + 'static {
+    /// `"postgres"` or `"sqlite"` (for logs and the API's `source` fields).
+    fn backend(&self) -> &'static str;
+
+    /// Create or upgrade the tables.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Write one batch in one transaction (idempotent; see the module header).
+    async fn write_batch(&self, aggs: &[Aggregate], alerts: &[Alert]) -> Result<(), StoreError>;
+
+    /// Delete windows that started before `cutoff`; returns how many.
+    async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Devices by id.
+    async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError>;
+
+    /// Devices seen since `since`, newest first, at most `limit`.
+    async fn recent_devices(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<DeviceState>, StoreError>;
+
+    /// The fleet list: devices, most recently seen first, at most `limit`.
+    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError>;
+
+    /// Alerts by id.
+    async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// The latest `limit` alerts of every state.
+    async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Alerts in `filter`'s states (and of `device` when given), newest first.
+    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Fleet-wide counts.
+    async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError>;
+
+    /// Metric values per second over the minute before `now`, from the
+    /// smallest window size written in the last ten minutes.
+    async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError>;
+
+    /// One metric of one device: windows of `window_seconds` in `[from, to)`.
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError>;
+
+    /// Apply an operator's action, recording `who` and `now`.
+    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError>;
+}
+
+/// Open the store a URL names: `postgres://…` (lazily connecting, so the
+/// database may be down at start) or `sqlite://PATH` (created if missing).
+pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn ResultStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect_lazy(url, max_connections)?))
+    } else {
+        let scheme = url.split(':').next().unwrap_or("");
+        Err(StoreError::Unavailable(format!("unsupported database URL scheme '{scheme}' (want postgres:// or sqlite://)")))
+    }
+}
+
+/// Keep the last record per identity: one statement may not upsert a row twice.
+pub(crate) fn dedup_aggregates(aggs: &[Aggregate]) -> Vec<&Aggregate> {
+    let mut m: BTreeMap<(&str, &str, u32, i64), &Aggregate> = BTreeMap::new();
+    for a in aggs {
+        m.insert((&a.device_id, &a.metric, a.window_seconds, a.window_start.timestamp_millis()), a);
+    }
+    m.into_values().collect()
+}
+
+/// Keep the newest record per alert id.
+pub(crate) fn dedup_alerts(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut m: BTreeMap<&str, &Alert> = BTreeMap::new();
+    for a in alerts {
+        match m.get(a.id.as_str()) {
+            Some(prev) if prev.updated_at > a.updated_at => {}
+            _ => {
+                m.insert(&a.id, a);
+            }
+        }
+    }
+    m.into_values().collect()
+}
+
+/// The stored state of an alert record.
+pub(crate) fn state_str(s: AlertState) -> &'static str {
+    match s {
+        AlertState::Opened | AlertState::Updated => "open",
+        AlertState::Resolved => "resolved",
+    }
+}
+
+/// Per device in a batch: first window start, last window end, and per
+/// metric its newest window's summary (`last_values`).
+pub(crate) fn device_updates<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, DateTime<Utc>, DateTime<Utc>, Value)> {
+    let mut devices: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, BTreeMap<&str, &Aggregate>)> = BTreeMap::new();
+    for a in aggs {
+        let e = devices.entry(&a.device_id).or_insert((a.window_start, a.window_end, BTreeMap::new()));
+        e.0 = e.0.min(a.window_start);
+        e.1 = e.1.max(a.window_end);
+        let newest = e.2.entry(&a.metric).or_insert(a);
+        if a.window_end > newest.window_end {
+            *newest = a;
+        }
+    }
+    devices
+        .into_iter()
+        .map(|(id, (first, last, metrics))| {
+            let v: serde_json::Map<String, Value> = metrics
+                .into_iter()
+                .map(|(m, a)| {
+                    (m.to_owned(), serde_json::json!({"value": a.mean, "windowStart": crate::model::fmt_millis(&a.window_start), "windowSeconds": a.window_seconds, "anomalyScore": a.anomaly_score}))
+                })
+                .collect();
+            (id, first, last, Value::Object(v))
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+//! The PostgreSQL backend of [`ResultStore`]: batched upserts with `UNNEST`
+//! (one statement per table per batch), one transaction per batch.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::{
+    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome,
+    dedup_aggregates, dedup_alerts, device_updates, state_str,
+};
+use crate::records::{Aggregate, Alert, AlertState};
+
+const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
+
+/// Results in PostgreSQL (`shared/migrations`).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A store on a lazily connecting pool of at most `max_connections`
+    /// (PostgreSQL may be down at start; calls fail with
+    /// [`StoreError::Unavailable`] until it answers).
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy(url)
+            .map_err(|e| StoreError::Unavailable(format!("database URL: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The pool (for tests and benchmarks that inspect the tables).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+type DeviceRow = (String, DateTime<Utc>, DateTime<Utc>, Value);
+
+fn device_state((device_id, first_seen, last_seen, last_values): DeviceRow) -> DeviceState {
+    DeviceState { device_id, first_seen, last_seen, last_values }
+}
+
+#[async_trait]
+impl ResultStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write_batch(&self, aggs: &[Aggregate], alerts: &[Alert]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let aggs = dedup_aggregates(aggs);
+        if !aggs.is_empty() {
+            sqlx::query(
+                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
+                                      $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[])
+                 ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
+                   window_end = EXCLUDED.window_end, count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
+                   stddev = EXCLUDED.stddev, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
+                   anomaly_score = EXCLUDED.anomaly_score, model = EXCLUDED.model, written_at = now()",
+            )
+            .bind(aggs.iter().map(|a| a.device_id.clone()).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.metric.clone()).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.window_seconds as i32).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.window_start).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.window_end).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.count as i64).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.min).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.max).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.mean).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.stddev).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.p50).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.p95).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.p99).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.anomaly_score).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.model.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+
+            let updates = device_updates(&aggs);
+            sqlx::query(
+                "INSERT INTO devices (device_id, first_seen, last_seen, last_values)
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::jsonb[])
+                 ON CONFLICT (device_id) DO UPDATE SET
+                   first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen),
+                   last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen),
+                   -- Newer data wins per metric; older data only fills metrics not seen yet.
+                   last_values = CASE WHEN EXCLUDED.last_seen >= devices.last_seen
+                                      THEN devices.last_values || EXCLUDED.last_values
+                                      ELSE EXCLUDED.last_values || devices.last_values END",
+            )
+            .bind(updates.iter().map(|u| u.0.to_owned()).collect::<Vec<_>>())
+            .bind(updates.iter().map(|u| u.1).collect::<Vec<_>>())
+            .bind(updates.iter().map(|u| u.2).collect::<Vec<_>>())
+            .bind(updates.into_iter().map(|u| u.3).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let alerts = dedup_alerts(alerts);
+        if !alerts.is_empty() {
+            sqlx::query(
+                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[],
+                                      $9::timestamptz[], $10::timestamptz[], $11::timestamptz[])
+                 ON CONFLICT (id) DO UPDATE SET
+                   score = EXCLUDED.score, value = EXCLUDED.value, reason = EXCLUDED.reason,
+                   state = CASE WHEN EXCLUDED.state = 'resolved' THEN 'resolved'
+                                WHEN alerts.state = 'acknowledged' THEN 'acknowledged'
+                                ELSE EXCLUDED.state END,
+                   updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at
+                 -- An alert only moves forward: a replayed older record changes nothing.
+                 WHERE EXCLUDED.updated_at >= alerts.updated_at",
+            )
+            .bind(alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.device_id.clone()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.metric.clone()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.model.clone()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.score).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.value).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.reason.clone()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| state_str(a.state).to_owned()).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.opened_at).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.updated_at).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| (a.state == AlertState::Resolved).then_some(a.updated_at)).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        // In chunks, so no statement holds locks long.
+        let mut total = 0;
+        loop {
+            let n = sqlx::query("DELETE FROM aggregates WHERE ctid IN (SELECT ctid FROM aggregates WHERE window_start < $1 LIMIT 10000)")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
+        let rows: Vec<DeviceRow> = sqlx::query_as("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id = ANY($1)").bind(ids).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(device_state).collect())
+    }
+
+    async fn recent_devices(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<DeviceState>, StoreError> {
+        let rows: Vec<DeviceRow> = sqlx::query_as("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE last_seen >= $1 ORDER BY last_seen DESC, device_id LIMIT $2")
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(device_state).collect())
+    }
+
+    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Value, i64)> = sqlx::query_as(
+            "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values,
+                    (SELECT count(*) FROM alerts a WHERE a.device_id = d.device_id AND a.state <> 'resolved')
+             FROM devices d ORDER BY d.last_seen DESC, d.device_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(device_id, first_seen, last_seen, last_values, open_alerts)| DeviceListing { online: last_seen > online_since, device_id, first_seen, last_seen, last_values, open_alerts })
+            .collect())
+    }
+
+    async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ANY($1) ORDER BY id")).bind(ids).fetch_all(&self.pool).await?)
+    }
+
+    async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT $1")).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE state = ANY($1) AND ($2::text IS NULL OR device_id = $2) ORDER BY updated_at DESC, id LIMIT $3"))
+            .bind(filter.states().iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .bind(device)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
+        let (devices, devices_online): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE last_seen > $1) FROM devices").bind(online_since).fetch_one(&self.pool).await?;
+        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
+        Ok(FleetSummary { devices, devices_online, alerts_open })
+    }
+
+    async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
+        let (rate,): (f64,) = sqlx::query_as(
+            "WITH w AS (SELECT min(window_seconds) AS s FROM aggregates WHERE window_start > $1 - interval '10 minutes')
+             SELECT coalesce(sum(count), 0)::float8 / 60.0 FROM aggregates, w
+             WHERE window_seconds = w.s AND window_end > $1 - interval '1 minute' AND window_end <= $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(rate)
+    }
+
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError> {
+        let points: Vec<SeriesPoint> = sqlx::query_as(
+            "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+             WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
+             ORDER BY window_start LIMIT 10000",
+        )
+        .bind(device)
+        .bind(metric)
+        .bind(window_seconds as i32)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let windows: Vec<(i32,)> = sqlx::query_as("SELECT DISTINCT window_seconds FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_start >= $3 ORDER BY 1")
+            .bind(device)
+            .bind(metric)
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await?;
+        let alerts: Vec<StoredAlert> = sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = $1 AND metric = $2 AND opened_at < $4 AND coalesce(resolved_at, updated_at) >= $3 ORDER BY opened_at, id"
+        ))
+        .bind(device)
+        .bind(metric)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Series { points, available_windows: windows.into_iter().map(|w| w.0 as u32).collect(), alerts })
+    }
+
+    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError> {
+        let sql = match action {
+            Transition::Acknowledge => format!(
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $3, acknowledged_by = $2 WHERE id = $1 AND state = 'open' RETURNING {ALERT_COLUMNS}"
+            ),
+            Transition::Resolve => format!(
+                "UPDATE alerts SET state = 'resolved', resolved_at = $3, acknowledged_by = coalesce(acknowledged_by, $2) WHERE id = $1 AND state <> 'resolved' RETURNING {ALERT_COLUMNS}"
+            ),
+        };
+        let updated: Option<StoredAlert> = sqlx::query_as(&sql).bind(id).bind(who).bind(now).fetch_optional(&self.pool).await?;
+        if let Some(a) = updated {
+            return Ok(TransitionOutcome::Done(a));
+        }
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(match state {
+            None => TransitionOutcome::NotFound,
+            Some((s,)) => TransitionOutcome::Conflict(s),
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! The SQLite backend of [`ResultStore`]: the embedded store of the
+//! all-in-one mode, one file (WAL journal) in the data directory.
+//!
+//! Same contract as PostgreSQL (the same tests run on both). Times are stored
+//! as integer milliseconds; a batch is one `IMMEDIATE`-style transaction of
+//! multi-row upserts in chunks that stay under SQLite's bind limit.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{
+    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome,
+    dedup_aggregates, dedup_alerts, device_updates, state_str,
+};
+use crate::records::{Aggregate, Alert, AlertState};
+
+const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
+/// Rows per statement: 16 binds a row keeps a statement under SQLite's 32,766 bind limit.
+const CHUNK: usize = 1000;
+
+/// Results in an SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or(Value::Null)
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("database URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed batch survives a process crash (not a power cut).
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool (for tests).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn alert_from_row(r: &SqliteRow) -> Result<StoredAlert, sqlx::Error> {
+    Ok(StoredAlert {
+        id: r.try_get("id")?,
+        device_id: r.try_get("device_id")?,
+        metric: r.try_get("metric")?,
+        model: r.try_get("model")?,
+        score: r.try_get("score")?,
+        value: r.try_get("value")?,
+        reason: r.try_get("reason")?,
+        state: r.try_get("state")?,
+        opened_at: time(r.try_get("opened_at")?),
+        updated_at: time(r.try_get("updated_at")?),
+        resolved_at: r.try_get::<Option<i64>, _>("resolved_at")?.map(time),
+        acknowledged_at: r.try_get::<Option<i64>, _>("acknowledged_at")?.map(time),
+        acknowledged_by: r.try_get("acknowledged_by")?,
+    })
+}
+
+fn alerts_from_rows(rows: Vec<SqliteRow>) -> Result<Vec<StoredAlert>, StoreError> {
+    Ok(rows.iter().map(alert_from_row).collect::<Result<_, _>>()?)
+}
+
+fn device_from_row(r: &SqliteRow) -> Result<DeviceState, sqlx::Error> {
+    Ok(DeviceState {
+        device_id: r.try_get("device_id")?,
+        first_seen: time(r.try_get("first_seen")?),
+        last_seen: time(r.try_get("last_seen")?),
+        last_values: json(r.try_get::<&str, _>("last_values")?),
+    })
+}
+
+/// `?, ?, ...` for an `IN` list.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[async_trait]
+impl ResultStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations-sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write_batch(&self, aggs: &[Aggregate], alerts: &[Alert]) -> Result<(), StoreError> {
+        let aggs = dedup_aggregates(aggs);
+        let alerts = dedup_alerts(alerts);
+        if aggs.is_empty() && alerts.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        for chunk in aggs.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, written_at) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(&a.device_id)
+                    .push_bind(&a.metric)
+                    .push_bind(i64::from(a.window_seconds))
+                    .push_bind(ms(a.window_start))
+                    .push_bind(ms(a.window_end))
+                    .push_bind(a.count as i64)
+                    .push_bind(a.min)
+                    .push_bind(a.max)
+                    .push_bind(a.mean)
+                    .push_bind(a.stddev)
+                    .push_bind(a.p50)
+                    .push_bind(a.p95)
+                    .push_bind(a.p99)
+                    .push_bind(a.anomaly_score)
+                    .push_bind(&a.model)
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
+                   window_end = excluded.window_end, count = excluded.count, min = excluded.min, max = excluded.max, mean = excluded.mean,
+                   stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, p99 = excluded.p99,
+                   anomaly_score = excluded.anomaly_score, model = excluded.model, written_at = excluded.written_at",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let updates = device_updates(&aggs);
+        for chunk in updates.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO devices (device_id, first_seen, last_seen, last_values) ");
+            q.push_values(chunk, |mut b, (id, first, last, values)| {
+                b.push_bind(*id).push_bind(ms(*first)).push_bind(ms(*last)).push_bind(values.to_string());
+            });
+            // json_patch merges per metric like PostgreSQL's `||` (each metric's summary is replaced whole).
+            q.push(
+                " ON CONFLICT (device_id) DO UPDATE SET
+                   first_seen = min(devices.first_seen, excluded.first_seen),
+                   last_seen = max(devices.last_seen, excluded.last_seen),
+                   last_values = CASE WHEN excluded.last_seen >= devices.last_seen
+                                      THEN json_patch(devices.last_values, excluded.last_values)
+                                      ELSE json_patch(excluded.last_values, devices.last_values) END",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in alerts.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at) ");
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(&a.id)
+                    .push_bind(&a.device_id)
+                    .push_bind(&a.metric)
+                    .push_bind(&a.model)
+                    .push_bind(a.score)
+                    .push_bind(a.value)
+                    .push_bind(&a.reason)
+                    .push_bind(state_str(a.state))
+                    .push_bind(ms(a.opened_at))
+                    .push_bind(ms(a.updated_at))
+                    .push_bind((a.state == AlertState::Resolved).then_some(ms(a.updated_at)));
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET
+                   score = excluded.score, value = excluded.value, reason = excluded.reason,
+                   state = CASE WHEN excluded.state = 'resolved' THEN 'resolved'
+                                WHEN alerts.state = 'acknowledged' THEN 'acknowledged'
+                                ELSE excluded.state END,
+                   updated_at = excluded.updated_at, resolved_at = excluded.resolved_at
+                 WHERE excluded.updated_at >= alerts.updated_at",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM aggregates WHERE window_start < ?").bind(ms(cutoff)).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id IN ({})", placeholders(chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(device_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn recent_devices(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<DeviceState>, StoreError> {
+        let rows = sqlx::query("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE last_seen >= ? ORDER BY last_seen DESC, device_id LIMIT ?")
+            .bind(ms(since))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values,
+                    (SELECT count(*) FROM alerts a WHERE a.device_id = d.device_id AND a.state <> 'resolved') AS open_alerts
+             FROM devices d ORDER BY d.last_seen DESC, d.device_id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = device_from_row(r)?;
+            out.push(DeviceListing {
+                online: d.last_seen > online_since,
+                open_alerts: r.try_get("open_alerts")?,
+                device_id: d.device_id,
+                first_seen: d.first_seen,
+                last_seen: d.last_seen,
+                last_values: d.last_values,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN ({}) ORDER BY id", placeholders(chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(alerts_from_rows(q.fetch_all(&self.pool).await?)?);
+        }
+        Ok(out)
+    }
+
+    async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+        alerts_from_rows(sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT ?")).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+        let states = filter.states();
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE state IN ({}) AND (? IS NULL OR device_id = ?) ORDER BY updated_at DESC, id LIMIT ?",
+            placeholders(states.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for s in states {
+            q = q.bind(*s);
+        }
+        alerts_from_rows(q.bind(device).bind(device).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
+        let (devices, devices_online): (i64, i64) =
+            sqlx::query_as("SELECT count(*), coalesce(sum(last_seen > ?), 0) FROM devices").bind(ms(online_since)).fetch_one(&self.pool).await?;
+        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
+        Ok(FleetSummary { devices, devices_online, alerts_open })
+    }
+
+    async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
+        let now = ms(now);
+        let (rate,): (f64,) = sqlx::query_as(
+            "SELECT coalesce(sum(count), 0) / 60.0 FROM aggregates
+             WHERE window_seconds = (SELECT min(window_seconds) FROM aggregates WHERE window_start > ?1 - 600000)
+               AND window_end > ?1 - 60000 AND window_end <= ?1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(rate)
+    }
+
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError> {
+        let rows = sqlx::query(
+            "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+             WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
+             ORDER BY window_start LIMIT 10000",
+        )
+        .bind(device)
+        .bind(metric)
+        .bind(i64::from(window_seconds))
+        .bind(ms(from))
+        .bind(ms(to))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut points = Vec::with_capacity(rows.len());
+        for r in &rows {
+            points.push(SeriesPoint {
+                window_start: time(r.try_get("window_start")?),
+                count: r.try_get("count")?,
+                min: r.try_get("min")?,
+                max: r.try_get("max")?,
+                mean: r.try_get("mean")?,
+                stddev: r.try_get("stddev")?,
+                p50: r.try_get("p50")?,
+                p95: r.try_get("p95")?,
+                p99: r.try_get("p99")?,
+                anomaly_score: r.try_get("anomaly_score")?,
+                model: r.try_get("model")?,
+            });
+        }
+        let windows: Vec<(i64,)> = sqlx::query_as("SELECT DISTINCT window_seconds FROM aggregates WHERE device_id = ? AND metric = ? AND window_start >= ? ORDER BY 1")
+            .bind(device)
+            .bind(metric)
+            .bind(ms(from))
+            .fetch_all(&self.pool)
+            .await?;
+        let alerts = alerts_from_rows(
+            sqlx::query(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = ? AND metric = ? AND opened_at < ? AND coalesce(resolved_at, updated_at) >= ? ORDER BY opened_at, id"
+            ))
+            .bind(device)
+            .bind(metric)
+            .bind(ms(to))
+            .bind(ms(from))
+            .fetch_all(&self.pool)
+            .await?,
+        )?;
+        Ok(Series { points, available_windows: windows.into_iter().map(|w| w.0 as u32).collect(), alerts })
+    }
+
+    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError> {
+        let sql = match action {
+            Transition::Acknowledge => {
+                format!("UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?3, acknowledged_by = ?2 WHERE id = ?1 AND state = 'open' RETURNING {ALERT_COLUMNS}")
+            }
+            Transition::Resolve => format!(
+                "UPDATE alerts SET state = 'resolved', resolved_at = ?3, acknowledged_by = coalesce(acknowledged_by, ?2) WHERE id = ?1 AND state <> 'resolved' RETURNING {ALERT_COLUMNS}"
+            ),
+        };
+        if let Some(r) = sqlx::query(&sql).bind(id).bind(who).bind(ms(now)).fetch_optional(&self.pool).await? {
+            return Ok(TransitionOutcome::Done(alert_from_row(&r)?));
+        }
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(match state {
+            None => TransitionOutcome::NotFound,
+            Some((s,)) => TransitionOutcome::Conflict(s),
+        })
+    }
+}
