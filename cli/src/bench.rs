@@ -31,6 +31,8 @@ pub enum Bench {
     Analyze(AnalyzeArgs),
     /// Archive: documents/s into the Cosmos DB endpoint at several concurrencies.
     Archive(ArchiveArgs),
+    /// The all-in-one process end to end: ready time, readings/s, drain time, RSS, clean stop.
+    Dev(crate::bench_dev::DevArgs),
 }
 
 /// Arguments of `bench analyze`.
@@ -99,6 +101,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest(a).await,
         Bench::Process(a) => crate::bench_process::run(a).await,
         Bench::Analyze(a) => analyze(a),
+        Bench::Dev(a) => crate::bench_dev::run(a).await,
         Bench::Archive(a) => {
             let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
             println!("{report}");
@@ -156,11 +159,13 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn rss_peak_mb(pid: u32) -> f64 {
+/// Peak resident memory of process `pid` (VmHWM), in MB.
+pub fn rss_peak_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
