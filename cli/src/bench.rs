@@ -31,6 +31,8 @@ pub enum Bench {
     Analyze(AnalyzeArgs),
     /// Archive: documents/s into the Cosmos DB endpoint at several concurrencies.
     Archive(ArchiveArgs),
+    /// Dashboard API latency under concurrent load: fleet overview and a 24 h series.
+    Dashboard(crate::bench_dashboard::DashboardArgs),
     /// The all-in-one process end to end: ready time, readings/s, drain time, RSS, clean stop.
     Dev(crate::bench_dev::DevArgs),
 }
@@ -102,6 +104,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Process(a) => crate::bench_process::run(a).await,
         Bench::Analyze(a) => analyze(a),
         Bench::Dev(a) => crate::bench_dev::run(a).await,
+        Bench::Dashboard(a) => crate::bench_dashboard::run(a).await,
         Bench::Archive(a) => {
             let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
             println!("{report}");

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_dashboard;
 mod bench_dev;
 mod bench_process;
 mod dev;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
-use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome};
+use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, SeriesPoint, StoredAlert, Transition, TransitionOutcome};
 
 use crate::{ApiError, Dashboard};
 
@@ -99,6 +99,46 @@ pub struct SeriesParams {
     window: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    #[serde(rename = "maxPoints")]
+    max_points: Option<String>,
+}
+
+/// Merge consecutive windows so at most `max` points remain (as Grafana's
+/// `maxDataPoints`): counts add, min/max are exact, the mean is
+/// count-weighted, the standard deviation is pooled (within plus between
+/// windows), the anomaly score and model are the highest window's, and the
+/// percentiles are the count-weighted mean of the windows' (p50) or their
+/// highest (p95, p99): approximations, as the sketches are not stored.
+/// Returns the points and how many windows each merged point covers.
+pub fn downsample(points: Vec<SeriesPoint>, max: usize) -> (Vec<SeriesPoint>, usize) {
+    if points.len() <= max || max == 0 {
+        return (points, 1);
+    }
+    let k = points.len().div_ceil(max);
+    let merged = points
+        .chunks(k)
+        .map(|c| {
+            let n: i64 = c.iter().map(|p| p.count).sum();
+            let w = |p: &SeriesPoint| p.count as f64 / n.max(1) as f64;
+            let mean: f64 = c.iter().map(|p| w(p) * p.mean).sum();
+            let var: f64 = c.iter().map(|p| w(p) * (p.stddev * p.stddev + (p.mean - mean).powi(2))).sum();
+            let top = c.iter().max_by(|a, b| a.anomaly_score.total_cmp(&b.anomaly_score)).unwrap_or(&c[0]);
+            SeriesPoint {
+                window_start: c[0].window_start,
+                count: n,
+                min: c.iter().map(|p| p.min).fold(f64::INFINITY, f64::min),
+                max: c.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
+                mean,
+                stddev: var.max(0.0).sqrt(),
+                p50: c.iter().map(|p| w(p) * p.p50).sum(),
+                p95: c.iter().map(|p| p.p95).fold(f64::NEG_INFINITY, f64::max),
+                p99: c.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max),
+                anomaly_score: top.anomaly_score,
+                model: top.model.clone(),
+            }
+        })
+        .collect();
+    (merged, k)
 }
 
 /// Parse a time: RFC 3339, or a duration back from now such as `90m`, `24h`, `7d`.
@@ -142,12 +182,18 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
     if from >= to {
         return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
     }
+    let max_points: usize = match q.max_points.as_deref() {
+        None => 1500,
+        Some(m) => m.parse().ok().filter(|m| (10..=10_000).contains(m)).ok_or_else(|| ApiError::BadParam { param: "maxPoints", reason: format!("'{m}' is not an integer in 10..=10000") })?,
+    };
     let series = st.store.series(&id, &metric, window, from, to).await?;
+    let (points, merged) = downsample(series.points, max_points);
     Ok(Json(json!({
         "deviceId": id, "metric": metric, "windowSeconds": window,
         "from": tributary_shared::model::fmt_millis(&from), "to": tributary_shared::model::fmt_millis(&to),
         "availableWindows": series.available_windows,
-        "points": series.points, "alerts": series.alerts,
+        "windowsPerPoint": merged,
+        "points": points, "alerts": series.alerts,
     })))
 }
 
@@ -232,4 +278,47 @@ pub async fn events(State(st): State<Arc<Dashboard>>) -> Sse<impl Stream<Item = 
         Some((Ok(Event::default().event("change").data(data)), rx))
     });
     Sse::new(hello.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(i: i64, count: i64, mean: f64, score: f64) -> SeriesPoint {
+        SeriesPoint {
+            window_start: DateTime::from_timestamp(i * 10, 0).unwrap_or_default(),
+            count,
+            min: mean - 1.0,
+            max: mean + 1.0,
+            mean,
+            stddev: 0.0,
+            p50: mean,
+            p95: mean + 0.5,
+            p99: mean + 0.9,
+            anomaly_score: score,
+            model: format!("m{i}"),
+        }
+    }
+
+    #[test]
+    fn downsampling_keeps_counts_extremes_and_the_anomaly() {
+        let pts: Vec<SeriesPoint> = (0..100).map(|i| point(i, 1 + i % 3, i as f64, if i == 57 { 0.95 } else { 0.1 })).collect();
+        let total: i64 = pts.iter().map(|p| p.count).sum();
+        let (out, k) = downsample(pts.clone(), 30);
+        assert_eq!(k, 4);
+        assert_eq!(out.len(), 25);
+        assert_eq!(out.iter().map(|p| p.count).sum::<i64>(), total, "no reading lost or doubled");
+        assert_eq!((out[0].min, out[24].max), (-1.0, 100.0), "extremes are exact");
+        assert_eq!(out[0].window_start, pts[0].window_start);
+        let hot = &out[57 / 4];
+        assert_eq!((hot.anomaly_score, hot.model.as_str()), (0.95, "m57"), "the anomaly survives");
+        // Weighted mean of windows 0..4 with counts 1,2,3,1 and means 0,1,2,3.
+        assert!((out[0].mean - (0.0 + 2.0 + 6.0 + 3.0) / 7.0).abs() < 1e-12);
+        // Pooled deviation: the spread between the windows' means.
+        let m = out[0].mean;
+        let var = (1.0 * m * m + 2.0 * (1.0 - m).powi(2) + 3.0 * (2.0 - m).powi(2) + (3.0 - m).powi(2)) / 7.0;
+        assert!((out[0].stddev - var.sqrt()).abs() < 1e-12);
+        let (same, k) = downsample(pts.clone(), 100);
+        assert_eq!((same.len(), k), (100, 1), "under the cap nothing changes");
+    }
 }

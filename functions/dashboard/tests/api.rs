@@ -148,6 +148,7 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
         ("/api/devices/truck-1/series", "metric"),
         ("/api/devices/truck-1/series?metric=speed&window=abc", "window"),
         ("/api/devices/truck-1/series?metric=speed&window=0", "window"),
+        ("/api/devices/truck-1/series?metric=speed&maxPoints=5", "maxPoints"),
         ("/api/devices/truck-1/series?metric=speed&from=yesterday", "from"),
         ("/api/devices/truck-1/series?metric=speed&from=1h&to=2h", "from"),
         ("/api/devices/truck-1/series?metric=sp%20eed", "metric"),

@@ -223,7 +223,9 @@ impl ResultStore for PgStore {
         let (rate,): (f64,) = sqlx::query_as(
             "WITH w AS (SELECT min(window_seconds) AS s FROM aggregates WHERE window_start > $1 - interval '10 minutes')
              SELECT coalesce(sum(count), 0)::float8 / 60.0 FROM aggregates, w
-             WHERE window_seconds = w.s AND window_end > $1 - interval '1 minute' AND window_end <= $1",
+             WHERE window_seconds = w.s AND window_end > $1 - interval '1 minute' AND window_end <= $1
+               -- Implied by the window_end bound; lets the window_start index do the work.
+               AND window_start > $1 - interval '1 minute' - make_interval(secs => w.s)",
         )
         .bind(now)
         .fetch_one(&self.pool)

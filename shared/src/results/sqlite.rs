@@ -293,9 +293,11 @@ impl ResultStore for SqliteStore {
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
         let now = ms(now);
         let (rate,): (f64,) = sqlx::query_as(
-            "SELECT coalesce(sum(count), 0) / 60.0 FROM aggregates
-             WHERE window_seconds = (SELECT min(window_seconds) FROM aggregates WHERE window_start > ?1 - 600000)
-               AND window_end > ?1 - 60000 AND window_end <= ?1",
+            "WITH w AS (SELECT min(window_seconds) AS s FROM aggregates WHERE window_start > ?1 - 600000)
+             SELECT coalesce(sum(count), 0) / 60.0 FROM aggregates, w
+             WHERE window_seconds = w.s AND window_end > ?1 - 60000 AND window_end <= ?1
+               -- Implied by the window_end bound; lets the window_start index do the work.
+               AND window_start > ?1 - 60000 - w.s * 1000",
         )
         .bind(now)
         .fetch_one(&self.pool)

@@ -1,0 +1,192 @@
+//! `tributary bench dashboard`: the dashboard API's latency under concurrent
+//! load, for the fleet overview and a device's 24 h series.
+//!
+//! Seeds a results store (SQLite in a temporary directory, or the PostgreSQL
+//! `--database-url` names) with 24 h of 10 s and 60 s windows for one device's
+//! three metrics, a fleet of devices and alerts; starts `tributary dev` (this
+//! binary) on it with no simulated devices; then `--concurrency` keep-alive
+//! clients request each endpoint for `--seconds` over loopback and the
+//! latencies go into an HDR histogram. The clients run in this process and
+//! share the machine's 2 cores with the server.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use tributary_shared::records::{Aggregate, Alert, AlertState};
+
+use crate::bench::median;
+
+/// Arguments of `bench dashboard`.
+#[derive(clap::Args)]
+pub struct DashboardArgs {
+    /// Results store to seed and serve from (`postgres://…`; the database is emptied). Unset: SQLite in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per endpoint per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize) -> Aggregate {
+    let mean = 50.0 + (i as f64 / 30.0).sin() * 10.0;
+    Aggregate {
+        device_id: device.into(),
+        metric: metric.into(),
+        window_seconds: size,
+        window_start: start,
+        window_end: start + chrono::Duration::seconds(i64::from(size)),
+        count: 10,
+        min: mean - 2.0,
+        max: mean + 2.0,
+        mean,
+        stddev: 1.0,
+        p50: mean,
+        p95: mean + 1.5,
+        p99: mean + 1.9,
+        anomaly_score: if i % 500 == 0 { 0.9 } else { 0.05 },
+        model: "spike".into(),
+    }
+}
+
+async fn seed(url: &str) -> anyhow::Result<()> {
+    let store = tributary_shared::results::open(url, 4).await?;
+    store.migrate().await?;
+    let now = Utc::now().timestamp() / 60 * 60;
+    let mut batch = Vec::new();
+    for metric in ["speed", "rpm", "engine_temp"] {
+        for i in 0..8640usize {
+            let start = DateTime::from_timestamp(now - 86_400 + i as i64 * 10, 0).context("time")?;
+            batch.push(window("bench-truck-0", metric, 10, start, i));
+        }
+        for i in 0..1440usize {
+            let start = DateTime::from_timestamp(now - 86_400 + i as i64 * 60, 0).context("time")?;
+            batch.push(window("bench-truck-0", metric, 60, start, i));
+        }
+    }
+    for d in 1..200 {
+        let start = DateTime::from_timestamp(now - 60, 0).context("time")?;
+        batch.push(window(&format!("bench-truck-{d}"), "speed", 10, start, d));
+    }
+    for chunk in batch.chunks(5000) {
+        store.write_batch(chunk, &[]).await?;
+    }
+    let alerts: Vec<Alert> = (0..50)
+        .map(|i| {
+            let at = DateTime::from_timestamp(now - 3600 + i * 60, 0).unwrap_or_default();
+            Alert {
+                id: format!("bench-alert-{i}"),
+                device_id: format!("bench-truck-{}", i % 10),
+                metric: "speed".into(),
+                model: "threshold".into(),
+                score: 0.9,
+                value: 130.0,
+                reason: "speed > 120 for 30s".into(),
+                state: if i % 3 == 0 { AlertState::Resolved } else { AlertState::Opened },
+                opened_at: at,
+                updated_at: at + chrono::Duration::seconds(30),
+            }
+        })
+        .collect();
+    store.write_batch(&[], &alerts).await?;
+    Ok(())
+}
+
+/// Requests/s, p50 and p99 (ms) of `url` under `concurrency` clients for `seconds`.
+async fn load(url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, hist) = (client.clone(), url.to_owned(), hist.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let resp = client.get(&url).send().await?;
+                anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+                resp.bytes().await?;
+                local.record(t.elapsed().as_micros().max(1) as u64)?;
+            }
+            hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.add(&local)?;
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok((h.len() as f64 / seconds as f64, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+}
+
+/// Run the benchmark.
+pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("tributary-bench-dashboard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let url = match &a.database_url {
+        Some(u) => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(u).await.context("connecting to PostgreSQL")?;
+            sqlx::query("DROP TABLE IF EXISTS aggregates, alerts, devices, _sqlx_migrations").execute(&mut conn).await?;
+            u.clone()
+        }
+        None => format!("sqlite://{}", dir.join("results.db").display()),
+    };
+    seed(&url).await.context("seeding the results store")?;
+    let port = crate::bench::free_port()?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["dev", "--devices", "0", "--status-secs", "0", "--listen", &format!("127.0.0.1:{}", crate::bench::free_port()?), "--dashboard", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &url])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("REDIS_URL")
+        .env_remove("TRIBUTARY_KAFKA_BROKERS")
+        .env_remove("TRIBUTARY_COSMOS_ENDPOINT")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    while !reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "dashboard not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let series: serde_json::Value = reqwest::get(format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")).await?.json().await?;
+    let points = series["points"].as_array().map(Vec::len).unwrap_or(0);
+    anyhow::ensure!(points >= 8000, "the 24 h series has {points} points; seeding failed");
+    let backend = if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" };
+    println!("bench dashboard: {backend}, {} clients, {} s per endpoint, {} runs; the 24 h series is {points} windows", a.concurrency, a.seconds, a.runs);
+    let endpoints = [("fleet overview  /api/fleet", format!("{base}/api/fleet")), ("24 h series     /api/devices/{id}/series", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")), ("device list     /api/devices", format!("{base}/api/devices"))];
+    let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); endpoints.len()];
+    for run in 0..a.runs {
+        for (i, (name, url)) in endpoints.iter().enumerate() {
+            let f = load(url, a.concurrency, a.seconds).await?;
+            println!("run {}: {name}: {:>7.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms", run + 1, f.0, f.1, f.2);
+            figures[i].push(f);
+        }
+    }
+    println!("\nmedians over {} runs:", a.runs);
+    for (i, (name, _)) in endpoints.iter().enumerate() {
+        let f = &figures[i];
+        println!(
+            "  {name}: {:>7.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            median(f.iter().map(|x| x.0).collect()),
+            median(f.iter().map(|x| x.1).collect()),
+            median(f.iter().map(|x| x.2).collect())
+        );
+    }
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
