@@ -110,6 +110,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub allowed_lateness_secs: i64,
 
+    /// Threshold rules for analyze, `;`-separated, e.g. `engine_temp > 110 for 30s; vibration >= 2`.
+    #[arg(long, default_value = "")]
+    pub rules: String,
+
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 5)]
     pub status_secs: u64,
@@ -122,6 +126,10 @@ pub struct Args {
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     pub log: String,
 }
+
+/// Partitions of the in-process log's topics: one process, and fewer idle
+/// partitions hold fewer windows open.
+pub const DEV_PARTITIONS: i32 = 4;
 
 /// Readings analyze still needed at the last clean shutdown, replayed at start.
 const PENDING_FILE: &str = "pending-raw.ndjson";
@@ -237,8 +245,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Log { log: Arc::new(kafka), memory: None }
         }
         None => {
-            // Small partitions count: one process, and fewer idle partitions hold windows open.
-            let m = MemoryLog::new(4, 2_000_000);
+            let m = MemoryLog::new(DEV_PARTITIONS, 2_000_000);
             Log { log: Arc::new(m.clone()), memory: Some(m) }
         }
     };
@@ -294,6 +301,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut analyze_cfg = tributary_analyze::config::Config::defaults();
     analyze_cfg.windows = a.windows.clone();
     analyze_cfg.allowed_lateness_secs = a.allowed_lateness_secs;
+    analyze_cfg.rules = a.rules.clone();
     let analyzer = Analyzer::new(analyze_cfg.analyzer().map_err(anyhow::Error::msg)?);
     let outputs = Outputs { aggregates: topics::AGGREGATES.into(), alerts: topics::ALERTS.into(), deadletter: topics::DEADLETTER.into() };
     let analyze = AnalyzeHandler::new(analyzer, publisher.clone(), outputs, None, tributary_analyze::metrics::Metrics::new(&mut registry));

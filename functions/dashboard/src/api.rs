@@ -186,7 +186,15 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
         None => 1500,
         Some(m) => m.parse().ok().filter(|m| (10..=10_000).contains(m)).ok_or_else(|| ApiError::BadParam { param: "maxPoints", reason: format!("'{m}' is not an integer in 10..=10000") })?,
     };
-    let series = st.store.series(&id, &metric, window, from, to).await?;
+    let mut series = st.store.series(&id, &metric, window, from, to).await?;
+    let mut window = window;
+    // No size asked for and none of the default: show the smallest size there is.
+    if q.window.is_none() && series.points.is_empty() {
+        if let Some(&w) = series.available_windows.first().filter(|&&w| w != window) {
+            window = w;
+            series = st.store.series(&id, &metric, window, from, to).await?;
+        }
+    }
     let (points, merged) = downsample(series.points, max_points);
     Ok(Json(json!({
         "deviceId": id, "metric": metric, "windowSeconds": window,

@@ -209,7 +209,7 @@ pub trait EventLog: Send + Sync + 'static {
 }
 
 /// Stable partition choice for the in-process backend (FNV-1a of the key).
-pub(crate) fn partition_for(key: &[u8], partitions: i32) -> i32 {
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in key {
         h ^= u32::from(*b);
