@@ -101,10 +101,10 @@ def test_aks_has_keda_workload_identity_and_the_istio_mesh():
     assert aks["oidcIssuerProfile"]["enabled"] is True
     assert aks["serviceMeshProfile"]["mode"] == "Istio"
     revisions = aks["serviceMeshProfile"]["istio"]["revisions"]
-    ns = next(d for d in yaml.safe_load_all((ROOT / "keda" / "namespace.yaml").read_text()) if d and d["kind"] == "Namespace")
+    ns = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "namespace.yaml").read_text()) if d and d["kind"] == "Namespace")
     assert ns["metadata"]["labels"]["istio.io/rev"] in revisions, "the namespace label must name a revision the cluster runs"
     fed = resource(module("aks"), "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials")["properties"]
-    sa = next(d for d in yaml.safe_load_all((ROOT / "keda" / "namespace.yaml").read_text()) if d and d["kind"] == "ServiceAccount")
+    sa = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "namespace.yaml").read_text()) if d and d["kind"] == "ServiceAccount")
     assert fed["subject"].strip("'") == "system:serviceaccount:${namespace}:${serviceAccount}"
     main = parse(BICEP / "main.bicep")
     assert re.search(r"var namespace = '(\w+)'", (BICEP / "main.bicep").read_text()).group(1) == sa["metadata"]["namespace"]

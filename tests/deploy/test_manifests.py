@@ -1,4 +1,5 @@
-"""Offline validation of the Kubernetes/KEDA manifests in keda/.
+"""Offline validation of the Kubernetes/KEDA manifests in keda/base/ (the
+overlays in keda/overlays/ are rendered and checked in test_kustomize.py).
 
 What is checked here (no cluster, no network):
 - core objects (Deployment, Service, ConfigMap, ...) against the Kubernetes
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-KEDA_DIR = ROOT / "keda"
+KEDA_DIR = ROOT / "keda" / "base"
 PARTITIONS = 12
 
 FUNCTIONS = {
@@ -135,7 +136,7 @@ def test_core_validation_catches_a_misspelt_field():
 @pytest.mark.parametrize("kind", sorted(CRDS))
 def test_keda_objects_match_their_crds(kind):
     objs = of_kind(kind)
-    assert objs, f"no {kind} in keda/"
+    assert objs, f"no {kind} in keda/base/"
     v = crd_validator(CRDS[kind])
     for o in objs:
         errors = sorted(v.iter_errors(o), key=str)

