@@ -20,9 +20,8 @@ async fn main() -> anyhow::Result<()> {
         store.migrate().await.context("running migrations")?;
     }
     let cache = Arc::new(Cache::redis(&cfg.redis_url, cfg.cache_ttl_secs, cfg.recent_alerts).context("REDIS_URL")?);
-    if let Err(e) = cache.rebuild(store.as_ref()).await {
-        tracing::warn!(error = %e, "cache warm-up failed; retrying in the background");
-    }
+    // No warm-up here: the cache starts stale and the upkeep task rebuilds it at
+    // once, so a database that is down at start never delays /healthz.
 
     let log = KafkaLog::connect(&cfg.kafka, "tributary-process").context("connecting to Kafka")?;
     let topics = vec![cfg.aggregates_topic.clone(), cfg.alerts_topic.clone()];
