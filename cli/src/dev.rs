@@ -304,7 +304,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     analyze_cfg.rules = a.rules.clone();
     let analyzer = Analyzer::new(analyze_cfg.analyzer().map_err(anyhow::Error::msg)?);
     let outputs = Outputs { aggregates: topics::AGGREGATES.into(), alerts: topics::ALERTS.into(), deadletter: topics::DEADLETTER.into() };
-    let analyze = AnalyzeHandler::new(analyzer, publisher.clone(), outputs, None, tributary_analyze::metrics::Metrics::new(&mut registry));
+    let analyze = Arc::new(AnalyzeHandler::new(analyzer, publisher.clone(), outputs, None, tributary_analyze::metrics::Metrics::new(&mut registry)));
 
     let process_cfg = tributary_process::Config::defaults();
     let cache = Arc::new(Cache::new(kv.clone(), process_cfg.cache_ttl_secs, process_cfg.recent_alerts));
@@ -331,7 +331,20 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     let raw_topic = vec![topics::RAW.to_owned()];
     let archive_task = spawn_consumer(log.log.clone(), topics::GROUP_ARCHIVE, raw_topic.clone(), archive, 500, stop_rx.clone());
-    let analyze_task = spawn_consumer(log.log.clone(), topics::GROUP_ANALYZE, raw_topic, analyze, 1000, stop_rx.clone());
+    let analyze_task = {
+        let (log, mut stop) = (log.log.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let sub = log.subscribe(topics::GROUP_ANALYZE, &raw_topic).await.context("joining consumer group tributary-analyze")?;
+            // Ticks between polls: closes the windows of quiet partitions (and commits them), evicts idle series.
+            let sub = tributary_analyze::handler::Ticking::wrap(sub, analyze.clone());
+            let cfg = RunnerConfig { max_batch: 1000, ..RunnerConfig::default() };
+            run_consumer(sub, &*analyze, &cfg, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("consumer tributary-analyze")
+        })
+    };
     let process_task =
         spawn_consumer(log.log.clone(), topics::GROUP_PROCESS, vec![topics::AGGREGATES.into(), topics::ALERTS.into()], process, 1000, stop_rx.clone());
     let upkeep = tokio::spawn(tributary_process::upkeep(store.clone(), cache.clone(), process_cfg.retention_days, {

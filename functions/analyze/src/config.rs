@@ -51,6 +51,28 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_ALLOWED_LATENESS_SECS", default_value_t = 5)]
     pub allowed_lateness_secs: i64,
 
+    /// Seconds a partition must be quiet (time spent polling without a record
+    /// from it) before its windows close anyway: its event clock then runs on
+    /// from its newest event time at wall-clock speed, and windows that
+    /// watermark passes are published and their offsets committed. Readings
+    /// arriving later for those windows count as late. 0 turns this off
+    /// (quiet partitions keep their last windows open until data comes).
+    #[arg(long, env = "TRIBUTARY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds of event time without a reading after which a (device, metric)
+    /// series' model and alert state is evicted (its windows have closed by
+    /// then); a returning device starts with cold models. 0: never evict for
+    /// idleness.
+    #[arg(long, env = "TRIBUTARY_SERIES_IDLE_SECS", default_value_t = 3600)]
+    pub series_idle_secs: u64,
+
+    /// Most (device, metric) series with model state (about 35 KiB each);
+    /// beyond it the least recently updated are evicted, counted in
+    /// `tributary_analyze_series_evicted_total{reason="cap"}` and logged. 0: no cap.
+    #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = 100_000)]
+    pub max_series: usize,
+
     /// Threshold rules, `;`-separated, e.g. `temperature > 90 for 30s; vibration >= 2`.
     #[arg(long, env = "TRIBUTARY_RULES", default_value = "")]
     pub rules: String,
@@ -95,6 +117,9 @@ impl Config {
         let mut a = crate::engine::AnalyzerConfig::default();
         a.windows.sizes_seconds = self.windows.clone();
         a.windows.allowed_lateness = chrono::Duration::seconds(self.allowed_lateness_secs.max(0));
+        a.idle_timeout = (self.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.idle_timeout_secs));
+        a.series.idle = chrono::Duration::seconds(i64::try_from(self.series_idle_secs).unwrap_or(i64::MAX / 1000).min(i64::MAX / 1000));
+        a.series.max = self.max_series;
         for text in self.rules.split(';').map(str::trim).filter(|t| !t.is_empty()) {
             let rule = crate::detect::rules::Rule::parse(text).map_err(|e| e.to_string())?;
             a.detectors.rules.push(rule);

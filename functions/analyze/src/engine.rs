@@ -11,6 +11,34 @@
 //! a rebalance the models of a series start cold from the committed offset;
 //! aggregates are re-emitted with the same identity (an overwrite), but their
 //! anomaly scores may differ from the first run's until the models warm up.
+//!
+//! # Bounded memory: series eviction
+//!
+//! The model state of a (device, metric) series (about 35 KiB with the
+//! default models, see [`crate::detect`]) is dropped when the series is idle
+//! or when there are too many, so devices that come and go do not grow the
+//! process without bound ([`SeriesLimits`]):
+//! - **idle**: a series whose partition's watermark is `idle` (and at least
+//!   the largest window) past the series' newest event time is evicted by
+//!   [`Analyzer::evict_idle_series`] (called periodically by the handler);
+//!   all its windows have closed by then. Independently of when that sweep
+//!   runs, a reading that comes `idle` or more of event time after its
+//!   series' previous newest one always starts from fresh model state, so the
+//!   scores do not depend on sweep timing.
+//! - **cap**: when a new series would exceed `max`, the least recently
+//!   updated series (processing order) are evicted, 1/64 of the cap at a
+//!   time so the scan is amortised; counted separately, logged by the handler.
+//!
+//! Eviction frees model and alert state only: open windows live in the
+//! [`Windower`] and complete normally. A returning device loses its
+//! detectors' warm-up (spike, change-point and seasonal history and the
+//! per-series calibration): its scores are 0 until the models have seen
+//! enough values again, so an anomaly right after its return can go
+//! unalerted. An incident still open when its series is evicted is resolved
+//! (an `resolved` record with a reason saying why) so a returning device does
+//! not leave a second, never-resolved incident behind. Devices that report
+//! less often than `idle` therefore never warm up: raise
+//! `TRIBUTARY_SERIES_IDLE_SECS` for such fleets.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +50,7 @@ use crate::records::{Aggregate, Alert};
 use crate::window::{Scored, WindowConfig, Windower};
 
 /// Everything the analyze function can be configured with.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AnalyzerConfig {
     /// Window sizes and lateness.
     pub windows: WindowConfig,
@@ -30,6 +58,51 @@ pub struct AnalyzerConfig {
     pub detectors: DetectorConfig,
     /// Alerting.
     pub alerts: AlertConfig,
+    /// The idle rule (see [`crate::idle`]): how long a partition must be quiet
+    /// (processing time spent polling) before its event clock follows the
+    /// wall clock. `None` turns the rule off. Used by the handler, not here.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Series eviction.
+    pub series: SeriesLimits,
+}
+
+impl Default for AnalyzerConfig {
+    fn default() -> Self {
+        Self {
+            windows: WindowConfig::default(),
+            detectors: DetectorConfig::default(),
+            alerts: AlertConfig::default(),
+            idle_timeout: Some(std::time::Duration::from_secs(30)),
+            series: SeriesLimits::default(),
+        }
+    }
+}
+
+/// When per-series model state is dropped (see the module docs).
+#[derive(Clone, Debug)]
+pub struct SeriesLimits {
+    /// Event time without a reading after which a series is evicted; zero
+    /// turns idle eviction off.
+    pub idle: chrono::Duration,
+    /// Most series kept; 0 means no cap.
+    pub max: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self { idle: chrono::Duration::hours(1), max: 100_000 }
+    }
+}
+
+/// Series evicted since start, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// Idle for longer than [`SeriesLimits::idle`].
+    pub idle: u64,
+    /// Forced by [`SeriesLimits::max`].
+    pub cap: u64,
+    /// How many times the cap forced an eviction round.
+    pub cap_rounds: u64,
 }
 
 /// What one reading produced, in deterministic order.
@@ -44,8 +117,22 @@ pub struct Output {
 #[derive(Clone, Debug)]
 struct Series {
     partition: i32,
+    /// Newest event time of the series (epoch ms).
+    newest_ms: i64,
+    /// Processing order of the last update (unique), for the cap's LRU.
+    used: u64,
+    /// Last value, for the record that resolves an incident on eviction.
+    last_value: f64,
     model: SeriesModel,
     alerts: AlertTracker,
+}
+
+impl Series {
+    /// Drop this series' state: the record resolving its open incident, if any.
+    fn evict(&mut self, key: &(String, String), why: &str) -> Option<Alert> {
+        let t = chrono::DateTime::from_timestamp_millis(self.newest_ms).unwrap_or_default();
+        self.alerts.evict(&key.0, &key.1, t, self.last_value, why)
+    }
 }
 
 /// Windows, models and alert state for the partitions one consumer owns.
@@ -54,28 +141,62 @@ pub struct Analyzer {
     config: AnalyzerConfig,
     windower: Windower,
     series: BTreeMap<(String, String), Series>,
+    used: u64,
+    evictions: Evictions,
 }
 
 impl Analyzer {
     /// An analyzer with no state.
     pub fn new(config: AnalyzerConfig) -> Self {
-        Self { windower: Windower::new(config.windows.clone()), config, series: BTreeMap::new() }
+        Self { windower: Windower::new(config.windows.clone()), config, series: BTreeMap::new(), used: 0, evictions: Evictions::default() }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &AnalyzerConfig {
+        &self.config
     }
 
     /// Handle one reading read from `partition` at `offset`.
     pub fn process(&mut self, partition: i32, offset: i64, reading: &Reading) -> Output {
         let mut scores = BTreeMap::new();
         let mut alerts = Vec::new();
+        let t = reading.event_time.timestamp_millis();
+        let idle_ms = self.config.series.idle.num_milliseconds();
         for (metric, &x) in &reading.metrics {
             if !x.is_finite() {
                 continue;
             }
-            let s = self.series.entry((reading.device_id.clone(), metric.clone())).or_insert_with(|| Series {
-                partition,
-                model: SeriesModel::new(&self.config.detectors, metric),
-                alerts: AlertTracker::new(),
-            });
+            let key = (reading.device_id.clone(), metric.clone());
+            // A series silent for `idle` of event time starts fresh, whether or not a sweep evicted it yet.
+            let known = match self.series.get_mut(&key) {
+                Some(s) if idle_ms > 0 && t - s.newest_ms >= idle_ms => {
+                    alerts.extend(s.evict(&key, &format!("no readings for at least {} s of event time; series state evicted", idle_ms / 1000)));
+                    self.evictions.idle += 1;
+                    false
+                }
+                Some(_) => true,
+                None => {
+                    self.make_room(&mut alerts);
+                    false
+                }
+            };
+            if !known {
+                let fresh = Series {
+                    partition,
+                    newest_ms: t,
+                    used: 0,
+                    last_value: x,
+                    model: SeriesModel::new(&self.config.detectors, metric),
+                    alerts: AlertTracker::new(),
+                };
+                self.series.insert(key.clone(), fresh);
+            }
+            self.used += 1;
+            let Some(s) = self.series.get_mut(&key) else { continue };
             s.partition = partition;
+            s.newest_ms = s.newest_ms.max(t);
+            s.used = self.used;
+            s.last_value = x;
             let v = s.model.update(reading.event_time, x);
             if let Some(a) = s.alerts.observe(&self.config.alerts, &reading.device_id, metric, reading.event_time, x, v.score, v.model, &v.reason) {
                 alerts.push(a);
@@ -105,6 +226,77 @@ impl Analyzer {
             }
             None => false,
         }
+    }
+
+    /// Before adding a series: if the cap is reached, evict the least recently
+    /// updated 1/64 of the cap (at least one).
+    fn make_room(&mut self, alerts: &mut Vec<Alert>) {
+        let max = self.config.series.max;
+        if max == 0 || self.series.len() < max {
+            return;
+        }
+        let n = self.series.len() + 1 - max + (max / 64);
+        let n = n.min(self.series.len());
+        let mut used: Vec<u64> = self.series.values().map(|s| s.used).collect();
+        let threshold = *used.select_nth_unstable(n - 1).1;
+        let before = self.series.len();
+        self.series.retain(|k, s| {
+            if s.used > threshold {
+                return true;
+            }
+            alerts.extend(s.evict(k, "series cap reached; series state evicted"));
+            false
+        });
+        self.evictions.cap += (before - self.series.len()) as u64;
+        self.evictions.cap_rounds += 1;
+    }
+
+    /// Evict every series whose partition's watermark is past its newest event
+    /// time by the idle limit (and by the largest window, so its windows have
+    /// closed). Returns the records resolving incidents that were still open.
+    pub fn evict_idle_series(&mut self) -> Vec<Alert> {
+        let idle_ms = self.config.series.idle.num_milliseconds();
+        if idle_ms <= 0 {
+            return Vec::new();
+        }
+        let horizon = idle_ms.max(self.windower.max_size_ms());
+        let windower = &self.windower;
+        let mut alerts = Vec::new();
+        let before = self.series.len();
+        self.series.retain(|k, s| {
+            if windower.watermark_ms(s.partition).is_none_or(|w| w - s.newest_ms < horizon) {
+                return true;
+            }
+            alerts.extend(s.evict(k, &format!("no readings for at least {} s of event time; series state evicted", idle_ms / 1000)));
+            false
+        });
+        self.evictions.idle += (before - self.series.len()) as u64;
+        alerts
+    }
+
+    /// The idle rule for one partition (see [`crate::idle`]): it has been quiet
+    /// for `quiet`, so its event clock moves to its newest event time plus
+    /// `quiet`; returns the windows that closed. No-op for an unknown partition.
+    pub fn advance_idle(&mut self, partition: i32, quiet: chrono::Duration) -> Vec<Aggregate> {
+        match self.windower.newest_event_ms(partition) {
+            Some(newest) => self.windower.advance_clock(partition, newest.saturating_add(quiet.num_milliseconds())),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether [`Analyzer::advance_idle`] would close a window now.
+    pub fn idle_would_close(&self, partition: i32, quiet: chrono::Duration) -> bool {
+        self.windower.newest_event_ms(partition).is_some_and(|n| self.windower.would_close(partition, n.saturating_add(quiet.num_milliseconds())))
+    }
+
+    /// Series evicted since start.
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    /// Number of open windows (memory is proportional to it).
+    pub fn open_windows(&self) -> usize {
+        self.windower.open_windows()
     }
 
     /// Drop all state of a revoked partition.
@@ -197,5 +389,153 @@ mod tests {
         let mut c = Analyzer::new(AnalyzerConfig::default());
         c.process(0, 100, &reading("d", 5, 9.0));
         assert_eq!(c.late_values(), 0);
+    }
+    fn limits(idle_s: i64, max: usize) -> AnalyzerConfig {
+        AnalyzerConfig { series: SeriesLimits { idle: chrono::Duration::seconds(idle_s), max }, ..AnalyzerConfig::default() }
+    }
+
+    fn reading_of(device: &str, s: i64, metrics: &[(&str, f64)]) -> Reading {
+        let mut r = reading(device, s, 0.0);
+        r.metrics = metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        r
+    }
+
+    #[test]
+    fn an_idle_partition_closes_from_its_newest_event_plus_the_quiet_time() {
+        let mut a = Analyzer::new(AnalyzerConfig::default()); // windows 10 s and 60 s, lateness 5 s
+        // Readings at +1 s .. +7 s of a minute-aligned base (1_800_000_000 is a multiple of 60).
+        for s in 1..=7 {
+            assert!(a.process(0, s, &reading("d", s, 1.0)).aggregates.is_empty());
+        }
+        let q = chrono::Duration::seconds;
+        // Newest event at +7 s: the 10 s window [0,10) needs the clock at 15 s, i.e. 8 s of quiet.
+        assert!(!a.idle_would_close(0, q(7)));
+        assert!(a.advance_idle(0, q(7)).is_empty());
+        let out = a.advance_idle(0, q(8));
+        assert_eq!(out.iter().map(|g| (g.window_seconds, g.count)).collect::<Vec<_>>(), vec![(10, 7)]);
+        // The minute window needs 65 s: the clock is computed from the newest event, not compounded.
+        assert!(a.advance_idle(0, q(57)).is_empty());
+        assert_eq!(a.advance_idle(0, q(58)).iter().map(|g| (g.window_seconds, g.count)).collect::<Vec<_>>(), vec![(60, 7)]);
+        assert_eq!(a.committable_offset(0), Some(8));
+        assert!(!a.idle_would_close(1, q(1_000_000)) && a.advance_idle(1, q(1_000_000)).is_empty(), "unknown partition");
+        // The checkpoint carries the advanced clock (newest 7 s + 58 s).
+        assert_eq!(a.checkpoint(0), Some(format!("maxEvent={}", reading("d", 65, 0.0).event_time.timestamp_millis())));
+        // A late reading after the idle close is counted late, not added.
+        let late_before = a.late_values();
+        assert!(a.process(0, 8, &reading("d", 9, 5.0)).aggregates.is_empty());
+        assert_eq!(a.late_values() - late_before, 2);
+        assert_eq!(a.open_windows(), 0);
+    }
+
+    #[test]
+    fn idle_series_are_evicted_once_the_watermark_is_far_enough_past_them() {
+        let mut a = Analyzer::new(limits(120, 0));
+        a.process(0, 0, &reading_of("quiet", 0, &[("temp", 1.0), ("rpm", 2.0)]));
+        a.process(1, 0, &reading_of("other-partition", 0, &[("temp", 1.0)]));
+        for s in 1..=124 {
+            a.process(0, s, &reading_of("busy", s, &[("temp", 1.0)]));
+        }
+        // Watermark of partition 0 is 124 - 5 = 119 s < 0 + 120 s: not yet.
+        assert!(a.evict_idle_series().is_empty());
+        assert_eq!((a.series_count(), a.evictions().idle), (4, 0));
+        a.process(0, 125, &reading_of("busy", 125, &[("temp", 1.0)]));
+        a.evict_idle_series();
+        // "quiet" (2 series) goes; partition 1's watermark has not moved, so its series stays.
+        assert_eq!((a.series_count(), a.evictions().idle), (2, 2));
+        assert!(a.series.contains_key(&("other-partition".to_owned(), "temp".to_owned())));
+        // An idle advance moves the quiet partition's watermark, and its series goes too.
+        a.advance_idle(1, chrono::Duration::seconds(125));
+        a.evict_idle_series();
+        assert_eq!((a.series_count(), a.evictions().idle), (1, 3));
+        // Off when the limit is zero.
+        let mut off = Analyzer::new(limits(0, 0));
+        off.process(0, 0, &reading_of("x", 0, &[("temp", 1.0)]));
+        off.process(0, 1, &reading_of("y", 100_000, &[("temp", 1.0)]));
+        assert!(off.evict_idle_series().is_empty());
+        assert_eq!(off.series_count(), 2);
+    }
+
+    #[test]
+    fn a_series_back_after_the_idle_limit_starts_cold_and_its_open_incident_is_resolved() {
+        let mut rng = Rng::new(4);
+        let mut a = Analyzer::new(limits(600, 0));
+        let mut alerts = Vec::new();
+        for s in 0..1500 {
+            alerts.extend(a.process(0, s, &reading("d", s, 20.0 + rng.normal())).alerts);
+        }
+        alerts.extend(a.process(0, 1500, &reading("d", 1500, 90.0)).alerts);
+        let opened = alerts.iter().find(|x| x.state == AlertState::Opened).expect("the spike opened an incident").clone();
+        // Silent for 10 minutes of event time: the next reading finds the series evicted.
+        let out = a.process(0, 2100, &reading("d", 2100, 20.0));
+        let resolved: Vec<_> = out.alerts.iter().filter(|x| x.state == AlertState::Resolved).collect();
+        assert_eq!(resolved.len(), 1, "{:?}", out.alerts);
+        assert_eq!((&resolved[0].id, resolved[0].updated_at), (&opened.id, input_time(1500)));
+        assert!(resolved[0].reason.contains("evicted"), "{}", resolved[0].reason);
+        assert_eq!(a.evictions().idle, 1);
+        // Cold: the same spike right after the return scores nothing (the models need their warm-up again).
+        let cold = a.process(0, 2101, &reading("d", 2101, 90.0));
+        assert!(cold.alerts.is_empty());
+        // Within the limit the series is kept (and would have scored the spike).
+        let mut b = Analyzer::new(limits(600, 0));
+        for s in 0..1500 {
+            b.process(0, s, &reading("d", s, 20.0 + rng.normal()));
+        }
+        b.process(0, 2000, &reading("d", 2000, 20.0));
+        assert_eq!(b.evictions().idle, 0);
+    }
+
+    fn input_time(s: i64) -> chrono::DateTime<Utc> {
+        reading("d", s, 0.0).event_time
+    }
+
+    #[test]
+    fn the_cap_evicts_the_least_recently_updated_series_and_frees_their_state() {
+        let max = 128; // evicts max / 64 + 1 = 3 at a time
+        let mut a = Analyzer::new(limits(0, max));
+        let mut ten_s_counts = 0;
+        let mut run = |a: &mut Analyzer, o: i64, r: &Reading| {
+            ten_s_counts += a.process(0, o, r).aggregates.iter().filter(|g| g.window_seconds == 10).map(|g| g.count).sum::<u64>();
+        };
+        for d in 0..max {
+            run(&mut a, d as i64, &reading(&format!("d{d}"), d as i64, 1.0));
+        }
+        assert_eq!((a.series_count(), a.evictions()), (max, Evictions::default()));
+        // Touch d0 and d1 again: now d2, d3, d4 are the least recently updated.
+        run(&mut a, 200, &reading("d0", 200, 1.0));
+        run(&mut a, 201, &reading("d1", 201, 1.0));
+        run(&mut a, 202, &reading("new", 202, 1.0));
+        assert_eq!(a.series_count(), max - 2);
+        assert_eq!(a.evictions(), Evictions { idle: 0, cap: 3, cap_rounds: 1 });
+        for gone in ["d2", "d3", "d4"] {
+            assert!(!a.series.contains_key(&(gone.to_owned(), "temp".to_owned())), "{gone}");
+        }
+        for kept in ["d0", "d1", "d5", "new"] {
+            assert!(a.series.contains_key(&(kept.to_owned(), "temp".to_owned())), "{kept}");
+        }
+        // Never above the cap however many devices come and go.
+        for d in 0..10_000 {
+            run(&mut a, 300 + d, &reading(&format!("churn{d}"), 300 + d, 1.0));
+            assert!(a.series_count() <= max);
+        }
+        assert!(a.evictions().cap >= 10_000);
+        // Windows are not model state: every window still completes with all its values.
+        ten_s_counts += a.flush().iter().filter(|g| g.window_seconds == 10).map(|g| g.count).sum::<u64>();
+        assert_eq!((ten_s_counts, a.late_values()), (max as u64 + 3 + 10_000, 0));
+    }
+
+    #[test]
+    fn the_cap_resolves_an_open_incident_of_an_evicted_series() {
+        let mut rng = Rng::new(8);
+        let mut a = Analyzer::new(limits(0, 2));
+        let mut alerts = Vec::new();
+        for s in 0..1500 {
+            alerts.extend(a.process(0, s, &reading("d", s, 20.0 + rng.normal())).alerts);
+        }
+        alerts.extend(a.process(0, 1500, &reading("d", 1500, 90.0)).alerts);
+        assert!(alerts.iter().any(|x| x.state == AlertState::Opened));
+        a.process(0, 1501, &reading("e", 1501, 1.0));
+        let out = a.process(0, 1502, &reading("f", 1502, 1.0));
+        assert_eq!(out.alerts.iter().map(|x| (x.device_id.as_str(), x.state)).collect::<Vec<_>>(), vec![("d", AlertState::Resolved)]);
+        assert!(out.alerts[0].reason.contains("cap"));
     }
 }

@@ -3,30 +3,45 @@
 //! Guarantees (no reading lost, none counted twice in an emitted aggregate,
 //! across crash, restart, scale-out and scale-in):
 //! - offsets are committed only up to the earliest reading still inside an
-//!   open window ([`Handler::committable`]), with the partition's newest event
-//!   time as commit metadata; a new owner restores it and rebuilds the open
+//!   open window ([`Handler::committable`]), with the partition's event clock
+//!   as commit metadata; a new owner restores it and rebuilds the open
 //!   windows by re-reading from the committed offset, so re-emitted windows are
 //!   identical and keyed by (device, metric, size, start): an overwrite downstream;
 //! - outputs are published (aggregates, alerts, dead letters, Splunk when
 //!   configured) before the handler returns `Ok`; if publishing fails, the
 //!   outputs are kept and retried, and readings already applied to the windows
-//!   are not applied again.
+//!   are not applied again;
+//! - with the subscription wrapped in [`Ticking`] (the analyze binary does),
+//!   the idle rule closes the windows of quiet partitions and their offsets
+//!   are committed between batches once those windows are published (see
+//!   [`crate::idle`]), and idle series are evicted periodically (see
+//!   [`crate::engine`]).
+//!
 //! Limit: model and alert state is rebuilt only from the replayed readings, so
 //! anomaly scores right after a rebalance can differ until models warm up.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tributary_shared::eventlog::runner::{Handler, HandlerError};
-use tributary_shared::eventlog::{Committed, Message, Publisher, Record, TopicPartition};
+use tributary_shared::eventlog::{Committed, Event, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
 
-use crate::engine::Analyzer;
+use crate::engine::{Analyzer, Evictions};
+use crate::idle::IdleClock;
 use crate::metrics::Metrics;
+
+/// How often [`AnalyzeHandler::tick`] sweeps idle series.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// A successful broker check lets idle advances go ahead for this long.
+const BROKER_CHECK_VALID: Duration = Duration::from_secs(5);
+/// Least time between two log lines about the series cap.
+const CAP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Pending {
@@ -40,6 +55,17 @@ struct State {
     /// Per partition, the next offset not yet applied to the windows.
     applied: HashMap<TopicPartition, i64>,
     pending: Pending,
+    /// Quiet time per owned partition (the idle rule).
+    idle: IdleClock,
+    /// Per partition, the offset last committed (by the runner or a tick).
+    committed: HashMap<TopicPartition, i64>,
+    last_sweep: Instant,
+    /// The idle rule closed windows whose offsets a tick has not committed yet.
+    commit_due: bool,
+    broker_ok_at: Option<Instant>,
+    /// Evictions already counted in the metrics.
+    reported: Evictions,
+    cap_logged_at: Option<Instant>,
 }
 
 /// Topics the handler writes to.
@@ -56,6 +82,9 @@ pub struct Outputs {
 /// Analyze's batch handler.
 pub struct AnalyzeHandler {
     state: Mutex<State>,
+    /// Held while applying and publishing (batches and ticks), so outputs are
+    /// published and cleared by one caller at a time.
+    gate: tokio::sync::Mutex<()>,
     publisher: Arc<dyn Publisher>,
     outputs: Outputs,
     splunk: Option<HecClient>,
@@ -63,9 +92,23 @@ pub struct AnalyzeHandler {
 }
 
 impl AnalyzeHandler {
-    /// A handler with a fresh analyzer.
+    /// A handler with a fresh analyzer. The idle rule's timeout comes from
+    /// the analyzer's configuration ([`crate::engine::AnalyzerConfig::idle_timeout`]).
     pub fn new(analyzer: Analyzer, publisher: Arc<dyn Publisher>, outputs: Outputs, splunk: Option<HecClient>, metrics: Metrics) -> Self {
-        Self { state: Mutex::new(State { analyzer, applied: HashMap::new(), pending: Pending::default() }), publisher, outputs, splunk, metrics }
+        let idle = IdleClock::new(analyzer.config().idle_timeout);
+        let state = State {
+            analyzer,
+            applied: HashMap::new(),
+            pending: Pending::default(),
+            idle,
+            committed: HashMap::new(),
+            last_sweep: Instant::now(),
+            commit_due: false,
+            broker_ok_at: None,
+            reported: Evictions::default(),
+            cap_logged_at: None,
+        };
+        Self { state: Mutex::new(state), gate: tokio::sync::Mutex::new(()), publisher, outputs, splunk, metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -81,6 +124,7 @@ impl AnalyzeHandler {
             if st.applied.get(&tp).is_some_and(|&next| m.offset < next) {
                 continue; // applied in an earlier attempt of this batch
             }
+            st.idle.active(&tp);
             st.applied.insert(tp, m.offset + 1);
             match serde_json::from_slice::<Reading>(&m.value) {
                 Ok(r) => {
@@ -93,6 +137,139 @@ impl AnalyzeHandler {
             }
         }
         self.metrics.readings(readings, st.analyzer.late_values());
+        self.report_series(st);
+    }
+
+    /// Series metrics, and a log line (at most one a minute) when the cap evicted.
+    fn report_series(&self, st: &mut State) {
+        let now = st.analyzer.evictions();
+        let (idle, cap) = (now.idle - st.reported.idle, now.cap - st.reported.cap);
+        self.metrics.series(st.analyzer.series_count(), idle, cap);
+        if cap > 0 && st.cap_logged_at.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
+            tracing::warn!(
+                evicted_total = now.cap,
+                rounds = now.cap_rounds,
+                max_series = st.analyzer.config().series.max,
+                series = st.analyzer.series_count(),
+                "series cap reached: evicted the least recently updated series (their models start cold if they return); raise TRIBUTARY_MAX_SERIES or add instances"
+            );
+            st.cap_logged_at = Some(Instant::now());
+        }
+        st.reported = now;
+    }
+
+    /// Publish everything pending; on success it is cleared, on failure kept
+    /// for the next attempt. Call with the gate held.
+    async fn publish_pending(&self) -> Result<(), HandlerError> {
+        let (aggs, alerts, dead) = {
+            let st = self.lock();
+            (st.pending.aggregates.clone(), st.pending.alerts.clone(), st.pending.dead.clone())
+        };
+        if aggs.is_empty() && alerts.is_empty() && dead.is_empty() {
+            return Ok(());
+        }
+        let to_record = |device: &str, v: Vec<u8>| Record::new(device.to_owned(), v);
+        self.publish_all(&self.outputs.aggregates, aggs.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
+        self.publish_all(&self.outputs.alerts, alerts.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
+        self.publish_all(&self.outputs.deadletter, dead.clone()).await?;
+        if let Some(hec) = &self.splunk {
+            hec.send(&hec_events(&aggs, &alerts)).await.map_err(|e| HandlerError(e.to_string()))?;
+        }
+        self.metrics.published(aggs.len(), alerts.len(), dead.len());
+        // Only the gate holder appends, so what was cloned is a prefix of what is pending.
+        let mut st = self.lock();
+        st.pending.aggregates.drain(..aggs.len());
+        st.pending.alerts.drain(..alerts.len());
+        st.pending.dead.drain(..dead.len());
+        Ok(())
+    }
+
+    /// The consumer waited `waited` for records (the idle rule's clock; see [`Ticking`]).
+    pub fn polled(&self, waited: Duration) {
+        self.lock().idle.polled(waited);
+    }
+
+    /// `offsets` were committed (to know what a tick still needs to commit).
+    pub fn committed(&self, offsets: &[(TopicPartition, i64, String)]) {
+        let mut st = self.lock();
+        for (tp, off, _) in offsets {
+            st.committed.insert(tp.clone(), *off);
+        }
+    }
+
+    /// Work between batches (see [`crate::idle`]): apply the idle rule to
+    /// quiet partitions, sweep idle series every few seconds, publish what
+    /// that produced (and anything still pending), and return the offsets to
+    /// commit now with their metadata: each partition whose safe offset moved
+    /// past its last commit. Returns nothing if publishing failed (the
+    /// outputs stay pending and go out with the next tick or batch).
+    /// Must not run concurrently with [`Handler::handle`] on the same
+    /// partitions' commits; [`Ticking`] calls it from the runner's poll.
+    pub async fn tick(&self) -> Vec<(TopicPartition, i64, String)> {
+        let _gate = self.gate.lock().await;
+        let quiet: Vec<(TopicPartition, chrono::Duration)> = {
+            let st = self.lock();
+            st.idle.quiet().into_iter().map(|(tp, q)| (tp, chrono::Duration::from_std(q).unwrap_or(chrono::Duration::MAX))).collect()
+        };
+        let mut advance = !quiet.is_empty();
+        let needs_broker = {
+            let st = self.lock();
+            let fresh = st.broker_ok_at.is_some_and(|t| t.elapsed() < BROKER_CHECK_VALID);
+            !fresh && quiet.iter().any(|(tp, q)| st.analyzer.idle_would_close(tp.partition, *q))
+        };
+        if needs_broker {
+            match self.publisher.check_ready().await {
+                Ok(()) => self.lock().broker_ok_at = Some(Instant::now()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "broker unreachable: quiet partitions keep their windows open for now");
+                    advance = false;
+                }
+            }
+        }
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            if advance {
+                let mut closed = 0;
+                for (tp, q) in &quiet {
+                    let out = st.analyzer.advance_idle(tp.partition, *q);
+                    if !out.is_empty() {
+                        tracing::debug!(partition = tp.partition, windows = out.len(), quiet_ms = q.num_milliseconds(), "idle partition: closed its windows");
+                    }
+                    closed += out.len();
+                    st.pending.aggregates.extend(out);
+                }
+                self.metrics.idle_closed(closed);
+                st.commit_due |= closed > 0;
+            }
+            if st.last_sweep.elapsed() >= SWEEP_EVERY {
+                st.last_sweep = Instant::now();
+                let resolved = st.analyzer.evict_idle_series();
+                st.pending.alerts.extend(resolved);
+                self.report_series(st);
+            }
+        }
+        if let Err(e) = self.publish_pending().await {
+            tracing::warn!(error = %e, "publishing between batches failed; kept for the next attempt");
+            return Vec::new();
+        }
+        let mut st = self.lock();
+        if !st.commit_due {
+            return Vec::new(); // batches commit their own partitions; only idle closes need one here
+        }
+        let offsets: Vec<_> = st
+            .idle
+            .partitions()
+            .filter_map(|tp| {
+                let next = *st.applied.get(tp)?;
+                let safe = st.analyzer.committable_offset(tp.partition)?.min(next);
+                let moved = st.committed.get(tp).is_none_or(|&c| safe > c);
+                moved.then(|| (tp.clone(), safe, st.analyzer.checkpoint(tp.partition).unwrap_or_default()))
+            })
+            .collect();
+        // Stays due until a tick finds nothing left to commit (i.e. after a successful commit).
+        st.commit_due = !offsets.is_empty();
+        offsets
     }
 
     async fn publish_all(&self, topic: &str, records: Vec<Record>) -> Result<(), HandlerError> {
@@ -117,22 +294,9 @@ fn hec_events(aggs: &[Aggregate], alerts: &[Alert]) -> Vec<HecEvent> {
 #[async_trait]
 impl Handler for AnalyzeHandler {
     async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
+        let _gate = self.gate.lock().await;
         self.apply(batch);
-        let (aggs, alerts, dead) = {
-            let st = self.lock();
-            (st.pending.aggregates.clone(), st.pending.alerts.clone(), st.pending.dead.clone())
-        };
-        let to_record = |device: &str, v: Vec<u8>| Record::new(device.to_owned(), v);
-        self.publish_all(&self.outputs.aggregates, aggs.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
-        self.publish_all(&self.outputs.alerts, alerts.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
-        self.publish_all(&self.outputs.deadletter, dead.clone()).await?;
-        if let Some(hec) = &self.splunk {
-            hec.send(&hec_events(&aggs, &alerts)).await.map_err(|e| HandlerError(e.to_string()))?;
-        }
-        self.metrics.published(aggs.len(), alerts.len(), dead.len());
-        // Everything pending when we started is out; outputs of this batch only ever come from apply above.
-        self.lock().pending = Pending::default();
-        Ok(())
+        self.publish_pending().await
     }
 
     fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {
@@ -147,10 +311,17 @@ impl Handler for AnalyzeHandler {
         self.lock().analyzer.checkpoint(partition.partition).unwrap_or_default()
     }
 
-    async fn on_assigned(&self, _partitions: &[TopicPartition], committed: &[Committed]) {
+    async fn on_assigned(&self, partitions: &[TopicPartition], committed: &[Committed]) {
         let mut st = self.lock();
+        for tp in partitions {
+            st.idle.active(tp);
+        }
         for c in committed {
             st.applied.remove(&c.tp);
+            match c.offset {
+                Some(o) => st.committed.insert(c.tp.clone(), o),
+                None => st.committed.remove(&c.tp),
+            };
             if st.analyzer.restore(c.tp.partition, &c.metadata) {
                 tracing::info!(partition = c.tp.partition, checkpoint = %c.metadata, "restored the partition's watermark");
             }
@@ -162,6 +333,68 @@ impl Handler for AnalyzeHandler {
         for tp in partitions {
             st.analyzer.revoke(tp.partition);
             st.applied.remove(tp);
+            st.idle.forget(tp);
+            st.committed.remove(tp);
         }
+    }
+}
+
+/// The analyze consumer's subscription, wrapped so the handler's
+/// [`AnalyzeHandler::tick`] runs even when no records arrive: before each
+/// poll it ticks and commits what the tick returned; it measures the time
+/// spent in each poll for the idle rule ([`AnalyzeHandler::polled`]); and it
+/// tells the handler what got committed (by the runner or by itself).
+///
+/// The runner calls `next`, `handle` and `commit` one after the other, so a
+/// tick never overlaps a batch. Use:
+///
+/// ```text
+/// let handler = Arc::new(AnalyzeHandler::new(analyzer, publisher, outputs, splunk, metrics));
+/// let sub = Ticking::wrap(log.subscribe(group, &topics).await?, handler.clone());
+/// run_consumer(sub, &*handler, &runner_cfg, shutdown).await?;
+/// ```
+pub struct Ticking {
+    inner: Box<dyn Subscription>,
+    handler: Arc<AnalyzeHandler>,
+}
+
+impl Ticking {
+    /// Wrap `inner` for `handler` (the same handler passed to `run_consumer`).
+    pub fn wrap(inner: Box<dyn Subscription>, handler: Arc<AnalyzeHandler>) -> Box<dyn Subscription> {
+        Box::new(Self { inner, handler })
+    }
+}
+
+#[async_trait]
+impl Subscription for Ticking {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError> {
+        let offsets = self.handler.tick().await;
+        if !offsets.is_empty() {
+            match self.inner.commit(&offsets).await {
+                Ok(()) => {
+                    tracing::debug!(?offsets, "committed offsets released between batches");
+                    self.handler.committed(&offsets);
+                }
+                Err(e) => tracing::warn!(error = %e, "offset commit between batches failed; retried at the next tick"),
+            }
+        }
+        let started = Instant::now();
+        let ev = self.inner.next(max, wait).await;
+        self.handler.polled(started.elapsed());
+        ev
+    }
+
+    async fn commit(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
+        self.inner.commit(offsets).await?;
+        self.handler.committed(offsets);
+        Ok(())
+    }
+
+    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
+        self.inner.committed(partitions).await
+    }
+
+    async fn close(self: Box<Self>) {
+        self.inner.close().await;
     }
 }

@@ -1,18 +1,21 @@
 //! Tributary's analyze function, pure logic: event-time tumbling windows with
 //! mergeable statistics ([`window`], [`sketch`]), online anomaly models, the
 //! combiner and the alert state machine ([`detect`]), the published records
-//! ([`records`]), the wiring of all of it per consumer ([`engine`]) and an
-//! evaluation on the Numenta Anomaly Benchmark ([`nab`]).
+//! ([`records`]), the wiring of all of it per consumer ([`engine`]), the rule
+//! that closes the windows of quiet partitions ([`idle`]) and an evaluation on
+//! the Numenta Anomaly Benchmark ([`nab`]).
 //!
 //! Nothing here does I/O except [`nab::evaluate`] (which reads CSV files and
-//! writes results): a Kafka consumer runner feeds readings in, publishes what
-//! comes out and commits the offsets [`engine::Analyzer`] says are safe.
+//! writes results) and [`handler`] (the consumer side): a Kafka consumer
+//! runner feeds readings in, publishes what comes out and commits the offsets
+//! [`engine::Analyzer`] says are safe.
 //! Everything is deterministic: the same input gives the same output.
 
 pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod handler;
+pub mod idle;
 pub mod metrics;
 pub mod nab;
 /// The records analyze publishes: the contract lives in the shared crate.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tributary_analyze::config::Config;
 use tributary_analyze::engine::Analyzer;
-use tributary_analyze::handler::{AnalyzeHandler, Outputs};
+use tributary_analyze::handler::{AnalyzeHandler, Outputs, Ticking};
 use tributary_analyze::metrics::Metrics;
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let outputs = Outputs { aggregates: cfg.aggregates_topic.clone(), alerts: cfg.alerts_topic.clone(), deadletter: cfg.deadletter_topic.clone() };
-    let handler = AnalyzeHandler::new(analyzer, log.publisher(), outputs, splunk, Metrics::new(&mut registry));
+    let handler = Arc::new(AnalyzeHandler::new(analyzer, log.publisher(), outputs, splunk, Metrics::new(&mut registry)));
     let ops = Ops::new(Arc::new(registry), Arc::new(KafkaReady(log.publisher())));
     let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port)).await.with_context(|| format!("binding port {}", cfg.port))?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -54,10 +54,20 @@ async fn main() -> anyhow::Result<()> {
     }).into_future());
 
     let sub = log.subscribe(&cfg.group, std::slice::from_ref(&cfg.raw_topic)).await.context("joining the consumer group")?;
-    tracing::info!(group = %cfg.group, topic = %cfg.raw_topic, windows = ?cfg.windows, "analyze consuming");
+    // Ticks between polls: closes the windows of quiet partitions and evicts idle series.
+    let sub = Ticking::wrap(sub, handler.clone());
+    tracing::info!(
+        group = %cfg.group,
+        topic = %cfg.raw_topic,
+        windows = ?cfg.windows,
+        idle_timeout_secs = cfg.idle_timeout_secs,
+        series_idle_secs = cfg.series_idle_secs,
+        max_series = cfg.max_series,
+        "analyze consuming"
+    );
     let runner_cfg = RunnerConfig { max_batch: cfg.batch_max, ..RunnerConfig::default() };
     let draining = ops.clone();
-    run_consumer(sub, &handler, &runner_cfg, async move {
+    run_consumer(sub, &*handler, &runner_cfg, async move {
         tributary_shared::shutdown::signal().await;
         draining.start_draining();
     })

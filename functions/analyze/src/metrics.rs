@@ -1,6 +1,7 @@
 //! Prometheus metrics of the analyze function, counted per batch.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -12,6 +13,9 @@ pub struct Metrics {
     alerts: Counter,
     deadletter: Counter,
     late: Gauge,
+    idle_closed: Counter,
+    series: Gauge,
+    evicted: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -23,12 +27,32 @@ impl Metrics {
         registry.register("tributary_analyze_alerts", "Alert records published", m.alerts.clone());
         registry.register("tributary_analyze_deadletter_records", "Records that were not readings", m.deadletter.clone());
         registry.register("tributary_analyze_late_values", "Values dropped because their window had closed, since start", m.late.clone());
+        registry.register("tributary_analyze_idle_closed_windows", "Windows closed by the idle rule (their partition had gone quiet)", m.idle_closed.clone());
+        registry.register("tributary_analyze_series", "(device, metric) series with model state", m.series.clone());
+        registry.register(
+            "tributary_analyze_series_evicted",
+            "Series whose model state was evicted, by reason (idle: no readings for TRIBUTARY_SERIES_IDLE_SECS; cap: TRIBUTARY_MAX_SERIES reached)",
+            m.evicted.clone(),
+        );
         m
     }
 
     pub(crate) fn readings(&self, n: u64, late_total: u64) {
         self.readings.inc_by(n);
         self.late.set(late_total as i64);
+    }
+
+    pub(crate) fn idle_closed(&self, windows: usize) {
+        self.idle_closed.inc_by(windows as u64);
+    }
+
+    pub(crate) fn series(&self, count: usize, evicted_idle: u64, evicted_cap: u64) {
+        self.series.set(count as i64);
+        for (reason, n) in [("idle", evicted_idle), ("cap", evicted_cap)] {
+            if n > 0 {
+                self.evicted.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc_by(n);
+            }
+        }
     }
 
     pub(crate) fn published(&self, aggregates: usize, alerts: usize, dead: usize) {

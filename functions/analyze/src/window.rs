@@ -8,8 +8,11 @@
 //! sketch are exact).
 //!
 //! [`Windower`] guarantees:
-//! - The watermark of a partition is the largest event time seen on it minus
-//!   the allowed lateness; it never goes back.
+//! - The watermark of a partition is its *event clock* minus the allowed
+//!   lateness; it never goes back. The event clock is the largest event time
+//!   seen on the partition, or further ahead where the idle rule moved it
+//!   ([`Windower::advance_clock`], driven by [`crate::idle`] when the partition
+//!   has been quiet).
 //! - A window `[start, start + size)` closes once `end <= watermark` and is
 //!   emitted exactly once as an [`Aggregate`], in a deterministic order
 //!   (window end, size, device, metric): replaying the same readings in the
@@ -20,6 +23,9 @@
 //!   to an open window (or one past the last offset seen when none is open):
 //!   committing it means a restart re-reads everything an open window needs.
 //! - [`Windower::revoke`] drops every trace of a partition.
+//! - A window closed by an idle advance is closed like any other: it holds
+//!   exactly the values accepted before the advance, and a value for it that
+//!   arrives later is late.
 
 use std::collections::BTreeMap;
 
@@ -133,9 +139,22 @@ struct Open {
 
 #[derive(Clone, Debug, Default)]
 struct Partition {
+    /// Newest event time seen (or restored from a checkpoint).
     max_event_ms: Option<i64>,
+    /// Where the idle rule moved the event clock, if it did.
+    idle_clock_ms: Option<i64>,
     last_offset: Option<i64>,
     open: BTreeMap<Key, Open>,
+}
+
+impl Partition {
+    /// The event clock: the newest event time, or the idle advance if further.
+    fn clock(&self) -> Option<i64> {
+        match (self.max_event_ms, self.idle_clock_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Tumbling windows for every partition this consumer owns.
@@ -194,7 +213,7 @@ impl Windower {
         let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
         let p = self.partitions.entry(partition).or_default();
         p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
-        let watermark_before = p.max_event_ms.map(|m| m - lateness);
+        let watermark_before = p.clock().map(|m| m - lateness);
         for &size in &self.config.sizes_seconds {
             let size_ms = i64::from(size) * 1000;
             let end_ms = t.div_euclid(size_ms) * size_ms + size_ms;
@@ -218,8 +237,36 @@ impl Windower {
             }
         }
         p.max_event_ms = Some(p.max_event_ms.map_or(t, |m| m.max(t)));
-        let watermark = p.max_event_ms.map_or(i64::MIN, |m| m - lateness);
+        let watermark = p.clock().map_or(i64::MIN, |m| m - lateness);
         Self::close(p, watermark)
+    }
+
+    /// Move a partition's event clock forward to `to_ms` (never back) and
+    /// return the windows that closed, in the same order as [`Windower::push`].
+    /// This is how the idle rule ([`crate::idle`]) closes the windows of a
+    /// quiet partition; a partition never seen (nor restored) is left alone.
+    pub fn advance_clock(&mut self, partition: i32, to_ms: i64) -> Vec<Aggregate> {
+        let lateness = self.lateness_ms();
+        let Some(p) = self.partitions.get_mut(&partition) else { return Vec::new() };
+        p.idle_clock_ms = Some(p.idle_clock_ms.map_or(to_ms, |c| c.max(to_ms)));
+        let watermark = p.clock().map_or(i64::MIN, |m| m - lateness);
+        Self::close(p, watermark)
+    }
+
+    /// Whether [`Windower::advance_clock`] to `to_ms` would close a window.
+    pub fn would_close(&self, partition: i32, to_ms: i64) -> bool {
+        let Some(p) = self.partitions.get(&partition) else { return false };
+        let watermark = p.clock().map_or(to_ms, |c| c.max(to_ms)) - self.lateness_ms();
+        p.open.first_key_value().is_some_and(|(k, _)| k.end_ms <= watermark)
+    }
+
+    fn lateness_ms(&self) -> i64 {
+        self.config.allowed_lateness.num_milliseconds().max(0)
+    }
+
+    /// The largest window size, in milliseconds (0 without windows).
+    pub fn max_size_ms(&self) -> i64 {
+        self.config.sizes_seconds.last().map_or(0, |&s| i64::from(s) * 1000)
     }
 
     fn close(p: &mut Partition, watermark: i64) -> Vec<Aggregate> {
@@ -242,8 +289,12 @@ impl Windower {
 
     /// The current watermark of a partition, if it has seen anything.
     pub fn watermark(&self, partition: i32) -> Option<DateTime<Utc>> {
-        let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
-        self.partitions.get(&partition)?.max_event_ms.map(|m| time(m - lateness))
+        self.watermark_ms(partition).map(time)
+    }
+
+    /// [`Windower::watermark`] in epoch milliseconds.
+    pub fn watermark_ms(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.clock().map(|m| m - self.lateness_ms())
     }
 
     /// The offset safe to commit for `partition` (Kafka semantics: the next
@@ -254,9 +305,17 @@ impl Windower {
         p.open.values().map(|o| o.min_offset).min().or(p.last_offset.map(|o| o + 1))
     }
 
-    /// The newest event time seen on a partition (epoch ms): the watermark's
-    /// source, committed with the offset so a new owner restores it.
+    /// A partition's event clock (epoch ms): the newest event time seen on it,
+    /// or the idle advance if that is further. The watermark's source,
+    /// committed with the offset so a new owner restores it (and a window
+    /// closed by idleness stays closed on a replay from that commit).
     pub fn max_event_ms(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.clock()
+    }
+
+    /// The newest event time actually seen on (or restored for) a partition,
+    /// ignoring idle advances: the base the idle rule counts quiet time from.
+    pub fn newest_event_ms(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition)?.max_event_ms
     }
 
@@ -455,6 +514,76 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].count, 2);
         assert_eq!(w.committable_offset(0), Some(105));
+    }
+
+    #[test]
+    fn an_idle_advance_closes_exactly_the_windows_the_watermark_passes() {
+        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) });
+        let none = BTreeMap::new();
+        for (o, ms) in [(0, 51_000), (1, 58_000), (2, 52_000)] {
+            assert!(w.push(0, o, &reading("d", ms, &[("x", o as f64)]), &none).is_empty());
+        }
+        // Another partition with an old open window: an advance of partition 0 leaves it alone.
+        w.push(1, 0, &reading("e", 1_000, &[("x", 1.0)]), &none);
+        assert_eq!((w.open_windows(), w.watermark_ms(0)), (4, Some(53_000)));
+        // [50,60) and [0,60) end at 60 s: a clock of 64.999 s (watermark 59.999 s) closes nothing.
+        assert!(!w.would_close(0, 64_999));
+        assert!(w.advance_clock(0, 64_999).is_empty());
+        assert!(w.would_close(0, 65_000));
+        let out = w.advance_clock(0, 65_000);
+        let got: Vec<_> = out.iter().map(|a| (a.window_seconds, a.window_start.timestamp_millis(), a.count)).collect();
+        assert_eq!(got, vec![(10, 50_000, 3), (60, 0, 3)], "both windows, in (end, size) order, with every value accepted before");
+        assert_eq!(w.open_windows(), 2, "partition 1's two windows untouched");
+        assert_eq!(w.committable_offset(0), Some(3), "everything read on partition 0 may be committed");
+        assert_eq!(w.committable_offset(1), Some(0));
+        // The clock never goes back, and the checkpoint carries the advance; the newest event does not move.
+        assert!(w.advance_clock(0, 10_000).is_empty());
+        assert_eq!((w.max_event_ms(0), w.newest_event_ms(0), w.watermark_ms(0)), (Some(65_000), Some(58_000), Some(60_000)));
+        // A value for a window closed by idleness is late, like any other; a newer one opens a new window.
+        assert!(w.push(0, 3, &reading("d", 59_000, &[("x", 9.0)]), &none).is_empty());
+        assert_eq!((w.late_values(), w.open_windows()), (2, 2), "late in both window sizes, nothing reopened");
+        assert!(w.push(0, 4, &reading("d", 61_000, &[("x", 9.0)]), &none).is_empty());
+        assert_eq!((w.late_values(), w.open_windows()), (2, 4));
+        assert_eq!(w.committable_offset(0), Some(4));
+        // A partition never seen is not created by an advance.
+        assert!(w.advance_clock(7, i64::MAX / 2).is_empty());
+        assert_eq!((w.committable_offset(7), w.watermark_ms(7)), (None, None));
+        // A new owner restoring the checkpoint keeps the idle-closed windows closed on replay.
+        let mut fresh = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) });
+        fresh.restore_max_event(0, w.max_event_ms(0).expect("clock"));
+        assert!(fresh.push(0, 3, &reading("d", 59_000, &[("x", 9.0)]), &none).is_empty());
+        assert_eq!((fresh.late_values(), fresh.open_windows()), (2, 0));
+    }
+
+    #[test]
+    fn what_an_idle_advance_emits_does_not_depend_on_the_order_the_values_came_in() {
+        let mut rng = Rng::new(21);
+        let base: Vec<(i64, f64)> = (0..60).map(|_| (100_000 + rng.below(20_000) as i64, (rng.normal() * 10.0).round())).collect();
+        let run = |order: &[(i64, f64)]| {
+            // Lateness covers the spread, so every value is accepted whatever the order.
+            let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(30) });
+            for (o, (ms, x)) in order.iter().enumerate() {
+                assert!(w.push(0, o as i64, &reading("d", *ms, &[("x", *x)]), &BTreeMap::new()).is_empty());
+            }
+            let newest = w.newest_event_ms(0).expect("seen");
+            let out = w.advance_clock(0, newest + 120_000);
+            assert_eq!((w.open_windows(), w.late_values()), (0, 0));
+            out
+        };
+        let a = run(&base);
+        for _ in 0..10 {
+            let mut shuffled = base.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let b = run(&shuffled);
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!((&x.device_id, x.window_seconds, x.window_start, x.count, x.min, x.max), (&y.device_id, y.window_seconds, y.window_start, y.count, y.min, y.max));
+                assert_eq!((x.p50, x.p95, x.p99), (y.p50, y.p95, y.p99));
+                assert!(close(x.mean, y.mean) && close(x.stddev, y.stddev));
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   `resolve_below` for `resolve_after`.
 //! - Every record of an incident carries the same id, a hash of device,
 //!   metric, model and the opening event time, so replays overwrite.
+//! - When the series' state is evicted ([`AlertTracker::evict`], see
+//!   [`crate::engine`]) an open incident is resolved with a reason saying so,
+//!   rather than left open forever.
 //!
 //! Memory per series: a few timestamps and the model name.
 
@@ -131,6 +134,28 @@ impl AlertTracker {
                 None
             }
         }
+    }
+}
+
+impl AlertTracker {
+    /// The series' state is being dropped: resolve the open incident, if any,
+    /// at `t` (the series' newest event time) with score 0, the last `value`
+    /// and `why` as the reason.
+    pub fn evict(&mut self, device: &str, metric: &str, t: DateTime<Utc>, value: f64, why: &str) -> Option<Alert> {
+        let inc = self.open.take()?;
+        self.resolved_at = Some(t);
+        Some(Alert {
+            id: inc.id,
+            device_id: device.to_owned(),
+            metric: metric.to_owned(),
+            model: inc.model,
+            score: 0.0,
+            value,
+            reason: why.to_owned(),
+            state: AlertState::Resolved,
+            opened_at: inc.opened_at,
+            updated_at: t.max(inc.opened_at),
+        })
     }
 }
 
