@@ -56,8 +56,17 @@ fn base_config(args: &KafkaArgs, client_id: &str) -> Result<ClientConfig, EventL
     Ok(cfg)
 }
 
+/// Where TLS clients find the CA bundle: the path the images ship and Debian
+/// uses. Vendored OpenSSL would look in `/usr/local/ssl` otherwise.
+/// `SSL_CERT_FILE` overrides it, and so does an explicit `ssl.ca.location` option.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 fn apply_base(cfg: &mut ClientConfig, args: &KafkaArgs, client_id: &str) -> Result<(), EventLogError> {
     cfg.set("bootstrap.servers", &args.brokers).set("client.id", client_id);
+    let ca = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| CA_BUNDLE.to_owned());
+    if std::path::Path::new(&ca).exists() {
+        cfg.set("ssl.ca.location", ca);
+    }
     for opt in &args.options {
         let opt = opt.trim();
         if opt.is_empty() {
@@ -391,5 +400,28 @@ impl EventLog for KafkaLog {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_and_sasl_clients_can_be_created_as_for_event_hubs() {
+        // Event Hubs' Kafka endpoint: SASL_SSL with PLAIN. A build without TLS
+        // support fails right here ("OpenSSL not available at build time").
+        let args = KafkaArgs {
+            brokers: "example.servicebus.windows.net:9093".into(),
+            options: vec!["security.protocol=SASL_SSL".into(), "sasl.mechanism=PLAIN".into(), "sasl.username=$ConnectionString".into()],
+            sasl_password: Some("Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x".into()),
+            ..KafkaArgs::default()
+        };
+        let log = KafkaLog::connect(&args, "tls-test");
+        assert!(log.is_ok(), "{:?}", log.err());
+        let cfg = base_config(&args, "tls-test").expect("config");
+        if std::path::Path::new(CA_BUNDLE).exists() && std::env::var_os("SSL_CERT_FILE").is_none() {
+            assert_eq!(cfg.get("ssl.ca.location"), Some(CA_BUNDLE), "the system CA bundle, not vendored OpenSSL's /usr/local/ssl");
+        }
     }
 }
