@@ -162,12 +162,17 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
         anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "dashboard not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let series: serde_json::Value = reqwest::get(format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")).await?.json().await?;
+    let series: serde_json::Value = reqwest::get(format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000")).await?.json().await?;
     let points = series["points"].as_array().map(Vec::len).unwrap_or(0);
     anyhow::ensure!(points >= 8000, "the 24 h series has {points} points; seeding failed");
     let backend = if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!("bench dashboard: {backend}, {} clients, {} s per endpoint, {} runs; the 24 h series is {points} windows", a.concurrency, a.seconds, a.runs);
-    let endpoints = [("fleet overview  /api/fleet", format!("{base}/api/fleet")), ("24 h series     /api/devices/{id}/series", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")), ("device list     /api/devices", format!("{base}/api/devices"))];
+    let endpoints = [
+        ("fleet overview       /api/fleet", format!("{base}/api/fleet")),
+        ("24 h series (page)   .../series?from=24h", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")),
+        ("24 h series, full    ...&maxPoints=10000", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000")),
+        ("device list          /api/devices", format!("{base}/api/devices")),
+    ];
     let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); endpoints.len()];
     for run in 0..a.runs {
         for (i, (name, url)) in endpoints.iter().enumerate() {
