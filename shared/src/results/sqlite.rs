@@ -61,6 +61,20 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Rows of `{select} (?, ...) {tail}` for every id, in chunks under the bind limit.
+    async fn fetch_in(&self, select: &str, tail: &str, ids: &[String]) -> Result<Vec<SqliteRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!("{select} ({}) {tail}", placeholders(chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
 }
 
 fn alert_from_row(r: &SqliteRow) -> Result<StoredAlert, sqlx::Error> {
@@ -206,18 +220,8 @@ impl ResultStore for SqliteStore {
     }
 
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id IN ({})", placeholders(chunk.len()));
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(device_from_row(&r)?);
-            }
-        }
-        Ok(out)
+        let rows = self.fetch_in("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id IN", "", ids).await?;
+        Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn recent_devices(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<DeviceState>, StoreError> {
@@ -254,16 +258,7 @@ impl ResultStore for SqliteStore {
     }
 
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN ({}) ORDER BY id", placeholders(chunk.len()));
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            out.extend(alerts_from_rows(q.fetch_all(&self.pool).await?)?);
-        }
-        Ok(out)
+        alerts_from_rows(self.fetch_in(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN"), "ORDER BY id", ids).await?)
     }
 
     async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
