@@ -144,6 +144,11 @@ pub fn parse_reading(item: &Value, device: Option<&str>, now: DateTime<Utc>, lim
     let obj = item
         .as_object()
         .ok_or_else(|| ItemError::new("", format!("expected a JSON object, got {}", type_name(item))))?;
+    // An empty key cannot be named by a field path (`""` means the whole item),
+    // so it is reported on the item with a reason that says so.
+    if obj.contains_key("") {
+        return Err(ItemError::new("", "has a field with an empty name; field names must not be empty"));
+    }
     if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(ItemError::new(unknown.clone(), "unknown field (schema version 1 has schemaVersion, id, deviceId, timestamp, metrics, tags, location; put extra labels in tags)"));
     }
@@ -409,12 +414,15 @@ mod tests {
             (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "id": ""}), "id"),
             (json!({"timestamp": 1864072000000i64, "metrics": {"x": 1}}), "timestamp"),
             (json!([1, 2]), ""),
+            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "": 1}), ""),
         ];
         for (input, field) in cases {
             let err = parse(input.clone()).expect_err(&format!("{input} must be rejected"));
             assert_eq!(err.field, field, "{input}: {err}");
             assert!(!err.reason.is_empty());
         }
+        let empty_key = parse(json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "": 1})).expect_err("empty key");
+        assert!(empty_key.reason.contains("empty name"), "{empty_key}");
     }
 
     #[test]

@@ -43,10 +43,11 @@ pub fn check_error_names_a_field(item: &Value, e: &ItemError) {
         assert_eq!(e.field, "", "a non-object item is rejected as a whole: {e:?}");
         return;
     };
-    // Known ambiguity (found by this target): an unknown top-level key that is
-    // the empty string is reported as field "", which otherwise means "the
-    // item as a whole". The reason still says "unknown field".
-    if e.field.is_empty() && obj.contains_key("") && e.reason.starts_with("unknown field") {
+    // An empty top-level key cannot be named by a path, so it is reported on
+    // the item as a whole, with a reason saying so (found by this target).
+    if obj.contains_key("") {
+        assert_eq!(e.field, "", "an empty key is reported on the item: {e:?}");
+        assert!(e.reason.contains("empty name"), "the reason names the empty key: {e:?}");
         return;
     }
     assert!(!e.field.is_empty(), "an object item's error must name a field: {e:?} for {item}");
