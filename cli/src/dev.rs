@@ -26,7 +26,7 @@ use anyhow::Context;
 use tributary_analyze::engine::Analyzer;
 use tributary_analyze::handler::{AnalyzeHandler, Outputs};
 use tributary_dashboard::{Dashboard, StoreReadiness, live::Live};
-use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
+use tributary_ingest::archive::cosmos::CosmosStore;
 use tributary_ingest::archive::handler::ArchiveMetrics;
 use tributary_ingest::archive::{ArchiveConfig, ArchiveHandler, LocalRawStore, RawStore};
 use tributary_ingest::{Ingest, LogReadiness};
@@ -263,7 +263,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 args.extend(["--cosmos-key".into(), k.clone()]);
             }
             let cfg = <ArchiveConfig as clap::Parser>::try_parse_from(args).context("Cosmos DB settings")?;
-            Arc::new(CosmosStore::connect(CosmosSettings::from_config(&cfg)?, true).await.context("connecting to Cosmos DB")?)
+            Arc::new(CosmosStore::connect(cfg.cosmos_settings()?, true).await.context("connecting to Cosmos DB")?)
         }
         None => Arc::new(LocalRawStore::open(&sqlite_url(&data_dir, "raw.db")).await.context("opening the local raw archive")?),
     };
@@ -320,6 +320,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let dashboard = Arc::new(Dashboard {
         store: store.clone(),
         cache: Some(kv.clone()),
+        raw: Some(raw.clone()),
         live,
         operator_token: Some(operator_token.clone()),
         offline_after_secs: dashboard_cfg.offline_after_secs,

@@ -105,6 +105,8 @@ async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
         .arg(TOKEN)
         .arg(&probe)
         .env("CHROMIUM", &chromium)
+        // The all-in-one mode archives raw readings locally: the chart must draw them.
+        .env("EXPECT_RAW", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -18,6 +18,7 @@ pub mod config;
 pub mod eventlog;
 pub mod model;
 pub mod ops;
+pub mod raw;
 pub mod records;
 pub mod results;
 pub mod shutdown;

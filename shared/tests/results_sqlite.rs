@@ -57,3 +57,8 @@ async fn the_store_persists_across_reopen() {
     s.migrate().await.expect("migrations are idempotent");
     assert_eq!(s.devices(&["d".into()]).await.expect("devices").len(), 1, "a restart keeps history");
 }
+
+#[tokio::test]
+async fn merged_series_match_the_reference() {
+    contract::merged_series_match_the_reference(&store("merged").await).await;
+}

@@ -1,6 +1,7 @@
 // Drives the dashboard in headless Chromium for the browser test
 // (functions/dashboard/tests/browser.rs runs it and feeds it data).
 // Usage: node dashboard.mjs <dashboard url> <screenshot dir> <operator token> <device id>
+// EXPECT_RAW=1: the device chart must also draw raw readings (a raw store is configured).
 // Protocol on stdout/stdin: prints "OVERVIEW-OK", then waits for a line "ALERT-SENT"
 // before expecting a live alert to appear without a reload.
 import { chromium } from "playwright-core";
@@ -56,8 +57,15 @@ try {
   if (!(Number(points) > 10)) await fail(`chart has ${points} points`, page);
   const anomalies = await page.locator("svg.plot .anom").count();
   if (anomalies < 1) await fail("no anomaly marked on the chart", page);
+  const raw = Number(await page.getAttribute("[data-testid=chart]", "data-raw"));
+  if (process.env.EXPECT_RAW === "1") {
+    // The probe's raw readings, from the raw archive, drawn as dots under the aggregates.
+    if (!(raw > 10)) await fail(`chart has ${raw} raw readings`, page);
+    const note = await page.textContent("[data-testid=raw-note]");
+    if (!/raw readings from/.test(note || "")) await fail(`raw note says "${note}"`, page);
+  }
   await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
-  console.log(`CHART-OK ${points} points, ${anomalies} anomalies`);
+  console.log(`CHART-OK ${points} points, ${anomalies} anomalies, ${raw} raw readings`);
 
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(url);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
-use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, SeriesPoint, StoredAlert, Transition, TransitionOutcome};
+use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome, windows_per_point};
 
 use crate::{ApiError, Dashboard};
 
@@ -103,44 +103,6 @@ pub struct SeriesParams {
     max_points: Option<String>,
 }
 
-/// Merge consecutive windows so at most `max` points remain (as Grafana's
-/// `maxDataPoints`): counts add, min/max are exact, the mean is
-/// count-weighted, the standard deviation is pooled (within plus between
-/// windows), the anomaly score and model are the highest window's, and the
-/// percentiles are the count-weighted mean of the windows' (p50) or their
-/// highest (p95, p99): approximations, as the sketches are not stored.
-/// Returns the points and how many windows each merged point covers.
-pub fn downsample(points: Vec<SeriesPoint>, max: usize) -> (Vec<SeriesPoint>, usize) {
-    if points.len() <= max || max == 0 {
-        return (points, 1);
-    }
-    let k = points.len().div_ceil(max);
-    let merged = points
-        .chunks(k)
-        .map(|c| {
-            let n: i64 = c.iter().map(|p| p.count).sum();
-            let w = |p: &SeriesPoint| p.count as f64 / n.max(1) as f64;
-            let mean: f64 = c.iter().map(|p| w(p) * p.mean).sum();
-            let var: f64 = c.iter().map(|p| w(p) * (p.stddev * p.stddev + (p.mean - mean).powi(2))).sum();
-            let top = c.iter().max_by(|a, b| a.anomaly_score.total_cmp(&b.anomaly_score)).unwrap_or(&c[0]);
-            SeriesPoint {
-                window_start: c[0].window_start,
-                count: n,
-                min: c.iter().map(|p| p.min).fold(f64::INFINITY, f64::min),
-                max: c.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
-                mean,
-                stddev: var.max(0.0).sqrt(),
-                p50: c.iter().map(|p| w(p) * p.p50).sum(),
-                p95: c.iter().map(|p| p.p95).fold(f64::NEG_INFINITY, f64::max),
-                p99: c.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max),
-                anomaly_score: top.anomaly_score,
-                model: top.model.clone(),
-            }
-        })
-        .collect();
-    (merged, k)
-}
-
 /// Parse a time: RFC 3339, or a duration back from now such as `90m`, `24h`, `7d`.
 pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -166,9 +128,7 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
 pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<SeriesParams>) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
     let metric = q.metric.ok_or(ApiError::BadParam { param: "metric", reason: "required".into() })?;
-    if metric.is_empty() || metric.len() > 64 || !metric.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(ApiError::BadParam { param: "metric", reason: "must be 1-64 characters of A-Z a-z 0-9 . _ -".into() });
-    }
+    check_metric("metric", &metric)?;
     let window: u32 = match q.window.as_deref() {
         None => 10,
         Some(w) => w.parse().ok().filter(|w| (1..=86_400).contains(w)).ok_or_else(|| ApiError::BadParam { param: "window", reason: format!("'{w}' is not a window size in seconds (1..=86400)") })?,
@@ -182,26 +142,104 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
     if from >= to {
         return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
     }
-    let max_points: usize = match q.max_points.as_deref() {
+    let max_points: u32 = match q.max_points.as_deref() {
         None => 1500,
         Some(m) => m.parse().ok().filter(|m| (10..=10_000).contains(m)).ok_or_else(|| ApiError::BadParam { param: "maxPoints", reason: format!("'{m}' is not an integer in 10..=10000") })?,
     };
-    let mut series = st.store.series(&id, &metric, window, from, to).await?;
+    // The store merges windows into at most `max_points` points (one row per point, not per window).
+    let mut per_point = windows_per_point(window, from, to, max_points);
+    let mut series = st.store.series(&id, &metric, window, from, to, per_point).await?;
     let mut window = window;
     // No size asked for and none of the default: show the smallest size there is.
     if q.window.is_none() && series.points.is_empty() {
         if let Some(&w) = series.available_windows.first().filter(|&&w| w != window) {
             window = w;
-            series = st.store.series(&id, &metric, window, from, to).await?;
+            per_point = windows_per_point(window, from, to, max_points);
+            series = st.store.series(&id, &metric, window, from, to, per_point).await?;
         }
     }
-    let (points, merged) = downsample(series.points, max_points);
     Ok(Json(json!({
         "deviceId": id, "metric": metric, "windowSeconds": window,
         "from": tributary_shared::model::fmt_millis(&from), "to": tributary_shared::model::fmt_millis(&to),
         "availableWindows": series.available_windows,
-        "windowsPerPoint": merged,
-        "points": points, "alerts": series.alerts,
+        "windowsPerPoint": per_point,
+        "points": series.points, "alerts": series.alerts,
+    })))
+}
+
+/// Query parameters of the raw readings.
+#[derive(Deserialize)]
+pub struct RawParams {
+    metric: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// Longest range of raw readings one request may ask for.
+const RAW_MAX_RANGE_HOURS: i64 = 24;
+/// Readings per store page: Cosmos DB's sensible page size, and SQLite's.
+const RAW_PAGE: u32 = 1000;
+
+fn check_metric(param: &'static str, metric: &str) -> Result<(), ApiError> {
+    if metric.is_empty() || metric.len() > 64 || !metric.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(ApiError::BadParam { param, reason: "must be 1-64 characters of A-Z a-z 0-9 . _ -".into() });
+    }
+    Ok(())
+}
+
+/// `GET /api/devices/{id}/raw?metric=&from=&to=&limit=`: the device's raw
+/// readings as archived, oldest first, with only `metric` when given (then
+/// readings without it are skipped). At most `limit` (default 2000, up to
+/// 10,000) readings; `truncated` says when the range held more. The range is
+/// at most 24 h: longer ranges are what the aggregates are for.
+pub async fn raw(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<RawParams>) -> Result<Json<Value>, ApiError> {
+    check_id("deviceId", &id)?;
+    if let Some(m) = &q.metric {
+        check_metric("metric", m)?;
+    }
+    let limit = parse_limit(q.limit.as_deref(), 2000, 10_000)? as usize;
+    let now = Utc::now();
+    let from = parse_time("from", q.from.as_deref().unwrap_or("1h"), now)?;
+    let to = match q.to.as_deref() {
+        None => now,
+        Some(t) => parse_time("to", t, now)?,
+    };
+    if from >= to {
+        return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
+    }
+    if to - from > chrono::Duration::hours(RAW_MAX_RANGE_HOURS) {
+        return Err(ApiError::BadParam { param: "from", reason: format!("raw readings cover at most {RAW_MAX_RANGE_HOURS} h per request; use the series API for longer ranges") });
+    }
+    let store = st.raw.as_ref().ok_or(ApiError::NotConfigured("raw readings are not available: this dashboard has no raw store configured (TRIBUTARY_COSMOS_ENDPOINT)"))?;
+    let mut readings = Vec::new();
+    let mut continuation = None;
+    let mut truncated = false;
+    loop {
+        let page = store.query_device_range(&id, from, to, RAW_PAGE, continuation.take()).await?;
+        for r in page.items {
+            let metrics: serde_json::Map<String, Value> = match &q.metric {
+                Some(m) => match r.metrics.get(m) {
+                    Some(v) => std::iter::once((m.clone(), json!(v))).collect(),
+                    None => continue,
+                },
+                None => r.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
+            };
+            if readings.len() == limit {
+                truncated = true;
+                break;
+            }
+            readings.push(json!({"id": r.id, "eventTime": tributary_shared::model::fmt_millis(&r.event_time), "metrics": metrics}));
+        }
+        match page.continuation {
+            Some(c) if !truncated => continuation = Some(c),
+            _ => break,
+        }
+    }
+    Ok(Json(json!({
+        "deviceId": id, "metric": q.metric,
+        "from": tributary_shared::model::fmt_millis(&from), "to": tributary_shared::model::fmt_millis(&to),
+        "source": store.backend(), "truncated": truncated, "readings": readings,
     })))
 }
 
@@ -290,11 +328,12 @@ pub async fn events(State(st): State<Arc<Dashboard>>) -> Sse<impl Stream<Item = 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use chrono::TimeZone;
+    use tributary_shared::results::{SeriesPoint, merge_points, windows_per_point};
 
     fn point(i: i64, count: i64, mean: f64, score: f64) -> SeriesPoint {
         SeriesPoint {
-            window_start: DateTime::from_timestamp(i * 10, 0).unwrap_or_default(),
+            window_start: chrono::DateTime::from_timestamp(i * 10, 0).unwrap_or_default(),
             count,
             min: mean - 1.0,
             max: mean + 1.0,
@@ -309,24 +348,33 @@ mod tests {
     }
 
     #[test]
-    fn downsampling_keeps_counts_extremes_and_the_anomaly() {
-        let pts: Vec<SeriesPoint> = (0..100).map(|i| point(i, 1 + i % 3, i as f64, if i == 57 { 0.95 } else { 0.1 })).collect();
-        let total: i64 = pts.iter().map(|p| p.count).sum();
-        let (out, k) = downsample(pts.clone(), 30);
-        assert_eq!(k, 4);
-        assert_eq!(out.len(), 25);
-        assert_eq!(out.iter().map(|p| p.count).sum::<i64>(), total, "no reading lost or doubled");
-        assert_eq!((out[0].min, out[24].max), (-1.0, 100.0), "extremes are exact");
-        assert_eq!(out[0].window_start, pts[0].window_start);
-        let hot = &out[57 / 4];
-        assert_eq!((hot.anomaly_score, hot.model.as_str()), (0.95, "m57"), "the anomaly survives");
+    fn merging_keeps_counts_extremes_and_the_anomaly() {
+        let pts: Vec<SeriesPoint> = (0..8).map(|i| point(i, 1 + i % 3, i as f64, if i == 5 { 0.95 } else { 0.1 })).collect();
+        let m = merge_points(&pts[0..4]).expect("merged");
+        assert_eq!(m.count, 1 + 2 + 3 + 1, "counts add");
+        assert_eq!((m.min, m.max, m.window_start), (-1.0, 4.0, pts[0].window_start), "extremes are exact; the start is the first window's");
         // Weighted mean of windows 0..4 with counts 1,2,3,1 and means 0,1,2,3.
-        assert!((out[0].mean - (0.0 + 2.0 + 6.0 + 3.0) / 7.0).abs() < 1e-12);
+        assert!((m.mean - (0.0 + 2.0 + 6.0 + 3.0) / 7.0).abs() < 1e-12);
         // Pooled deviation: the spread between the windows' means.
-        let m = out[0].mean;
-        let var = (1.0 * m * m + 2.0 * (1.0 - m).powi(2) + 3.0 * (2.0 - m).powi(2) + (3.0 - m).powi(2)) / 7.0;
-        assert!((out[0].stddev - var.sqrt()).abs() < 1e-12);
-        let (same, k) = downsample(pts.clone(), 100);
-        assert_eq!((same.len(), k), (100, 1), "under the cap nothing changes");
+        let var = (1.0 * m.mean.powi(2) + 2.0 * (1.0 - m.mean).powi(2) + 3.0 * (2.0 - m.mean).powi(2) + (3.0 - m.mean).powi(2)) / 7.0;
+        assert!((m.stddev - var.sqrt()).abs() < 1e-12);
+        let hot = merge_points(&pts[4..8]).expect("merged");
+        assert_eq!((hot.anomaly_score, hot.model.as_str()), (0.95, "m5"), "the anomaly survives");
+        assert!(merge_points(&[]).is_none());
+    }
+
+    #[test]
+    fn points_per_range_stay_under_the_cap() {
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 7).single().expect("time");
+        let day = t0 + chrono::Duration::hours(24);
+        assert_eq!(windows_per_point(10, t0, t0 + chrono::Duration::minutes(10), 1500), 1, "a short range is not merged");
+        for (window, max) in [(10u32, 1500u32), (10, 10), (60, 1000), (1, 10_000)] {
+            let k = windows_per_point(window, t0, day, max);
+            let slot = i64::from(window * k);
+            // Epoch-aligned slots the range touches: never more than the cap.
+            let touched = (day.timestamp() - 1).div_euclid(slot) - t0.timestamp().div_euclid(slot) + 1;
+            assert!(touched <= i64::from(max), "{window} s windows, cap {max}: {k} per point touches {touched} slots");
+            assert!(k == 1 || i64::from(window * (k - 1)) * i64::from(max - 1) < 86_400, "{k} per point is the least that fits");
+        }
     }
 }

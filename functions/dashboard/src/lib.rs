@@ -4,7 +4,8 @@
 //! the process function keeps (Redis; in-process in the all-in-one mode), with
 //! the results store as the fallback when the cache is down; history (a
 //! device's window aggregates, alerts) comes from the results store
-//! (PostgreSQL; SQLite in the all-in-one mode). Changes are pushed to browsers
+//! (PostgreSQL; SQLite in the all-in-one mode); raw readings come from the
+//! raw archive (Cosmos DB; SQLite in the all-in-one mode). Changes are pushed to browsers
 //! as server-sent events fed by the process function's cache notifications
 //! (`/api/events`).
 //!
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tributary_shared::cache::KvCache;
+use tributary_shared::raw::RawStore;
 use tributary_shared::results::{ResultStore, StoreError};
 
 pub mod api;
@@ -35,6 +37,9 @@ pub struct Dashboard {
     pub store: Arc<dyn ResultStore>,
     /// Hot data and change notifications (`None`: read everything from the store).
     pub cache: Option<Arc<dyn KvCache>>,
+    /// Raw readings as archived (Cosmos DB; SQLite in the all-in-one mode).
+    /// `None`: the raw-points API answers 501 and the page shows aggregates only.
+    pub raw: Option<Arc<dyn RawStore>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
     /// Operator token for write actions.
@@ -69,6 +74,16 @@ pub enum ApiError {
     /// A store failed.
     #[error("the data store is unavailable; try again shortly")]
     Unavailable,
+    /// The feature needs a store this instance was not configured with.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+}
+
+impl From<tributary_shared::raw::StoreError> for ApiError {
+    fn from(e: tributary_shared::raw::StoreError) -> Self {
+        tracing::warn!(error = %e, "raw store query failed");
+        Self::Unavailable
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -87,6 +102,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ReadOnly => (StatusCode::FORBIDDEN, "read_only"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
         };
         let mut body = json!({"error": {"code": code, "message": self.to_string()}});
         if let Self::BadParam { param, .. } = &self {
@@ -116,6 +132,7 @@ pub fn app(state: Arc<Dashboard>, ops: &tributary_shared::ops::Ops) -> Router {
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}", get(api::device))
         .route("/api/devices/{id}/series", get(api::series))
+        .route("/api/devices/{id}/raw", get(api::raw))
         .route("/api/alerts", get(api::alerts))
         .route("/api/alerts/{id}/ack", post(api::acknowledge))
         .route("/api/alerts/{id}/resolve", post(api::resolve))

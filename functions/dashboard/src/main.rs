@@ -7,6 +7,8 @@ use clap::Parser;
 use tributary_dashboard::{Config, Dashboard, StoreReadiness, app, live::Live};
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::ops::Ops;
+use tributary_shared::raw::RawStore;
+use tributary_shared::raw::cosmos::LazyCosmosStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,7 +21,15 @@ async fn main() -> anyhow::Result<()> {
     if cfg.operator_token.is_none() {
         tracing::info!("no operator token configured: the dashboard is read-only");
     }
-    let state = Arc::new(Dashboard { store: store.clone(), cache: Some(cache), live, operator_token: cfg.operator_token.clone(), offline_after_secs: cfg.offline_after_secs });
+    // Connected on first use, so a Cosmos DB outage only costs the raw points.
+    let raw: Option<Arc<dyn RawStore>> = match cfg.cosmos_settings().context("Cosmos DB settings")? {
+        Some(settings) => Some(Arc::new(LazyCosmosStore::new(settings))),
+        None => {
+            tracing::info!("no Cosmos DB endpoint configured: charts show window aggregates only");
+            None
+        }
+    };
+    let state = Arc::new(Dashboard { store: store.clone(), cache: Some(cache), raw, live, operator_token: cfg.operator_token.clone(), offline_after_secs: cfg.offline_after_secs });
     let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(store)));
     let router = app(state, &ops);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {

@@ -69,19 +69,22 @@ async function overview() {
 // ---- device ----------------------------------------------------------------
 
 const ranges = ["1h", "6h", "24h", "7d"];
-const state = { range: "1h", window: null };
+// Raw readings are drawn for ranges up to this (longer ones are what the aggregates are for).
+const rawRanges = ["1h", "6h"];
+const RAW_LIMIT = 5000;
+const state = { range: "1h", window: null, raw: true };
 
-function chart(series) {
+function chart(series, raw) {
   const W = 800, H = 220, L = 48, R = 10, T = 10, B = 26;
   const pts = series.points;
-  if (!pts.length) return `<div class="empty">No windows in this range.</div>`;
+  if (!pts.length && !raw.length) return `<div class="empty">No windows in this range.</div>`;
   const t0 = Date.parse(series.from), t1 = Date.parse(series.to);
-  let lo = Math.min(...pts.map((p) => p.min)), hi = Math.max(...pts.map((p) => p.max));
+  let lo = Math.min(...pts.map((p) => p.min), ...raw.map((r) => r[1])), hi = Math.max(...pts.map((p) => p.max), ...raw.map((r) => r[1]));
   if (hi === lo) { hi += 1; lo -= 1; }
   const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-  const tx = pts.map((p) => x(Date.parse(p.windowStart) + series.windowSeconds * 500));
+  const tx = pts.map((p) => x(Date.parse(p.windowStart) + series.windowSeconds * (series.windowsPerPoint || 1) * 500));
   const band = pts.map((p, i) => `${tx[i]},${y(p.max)}`).concat(pts.map((p, i) => `${tx[i]},${y(p.min)}`).reverse()).join(" ");
   const line = pts.map((p, i) => `${i ? "L" : "M"}${tx[i].toFixed(1)},${y(p.mean).toFixed(1)}`).join("");
   const anoms = pts.map((p, i) => (p.anomalyScore >= 0.7 ? `<circle class="anom" cx="${tx[i]}" cy="${y(p.max)}" r="4"><title>${esc(p.model)} score ${fmtNum(p.anomalyScore)}</title></circle>` : "")).join("");
@@ -96,24 +99,37 @@ function chart(series) {
     return `<text x="${x(t)}" y="${H - 8}" text-anchor="${anchor}">${lbl}</text>`;
   }).join("");
   const vt = [lo + pad, (lo + hi) / 2, hi - pad].map((v) => `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${fmtNum(v)}</text>`).join("");
-  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}">
+  const dots = raw.map(([t, v]) => `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="1.6"/>`).join("");
+  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}" data-raw="${raw.length}">
     ${spans}<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/><polygon class="band" points="${band}"/>
-    <path class="line" d="${line}"/>${anoms}${ticks}${vt}</svg>`;
+    <g class="raw">${dots}</g><path class="line" d="${line}"/>${anoms}${ticks}${vt}</svg>`;
 }
 
 async function device(id) {
   const d = await api(`/api/devices/${encodeURIComponent(id)}`);
   const metrics = Object.keys(d.lastValues || {}).sort();
-  const all = await Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}${state.window ? `&window=${state.window}` : ""}`)));
+  const rawWanted = state.raw && rawRanges.includes(state.range);
+  // Raw readings are optional: no raw store (501) or an outage only hides the dots.
+  const rawReq = rawWanted ? api(`/api/devices/${encodeURIComponent(id)}/raw?from=${state.range}&limit=${RAW_LIMIT}`).catch((e) => ({ error: e.message })) : Promise.resolve(null);
+  const [all, rawRes] = await Promise.all([
+    Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}${state.window ? `&window=${state.window}` : ""}`))),
+    rawReq,
+  ]);
+  const rawOf = (m) => (rawRes && rawRes.readings ? rawRes.readings.filter((r) => m in r.metrics).map((r) => [Date.parse(r.eventTime), r.metrics[m]]) : []);
+  const rawNote = !rawWanted ? "" : rawRes && rawRes.readings
+    ? `<span class="note" data-testid="raw-note">dots: ${rawRes.readings.length}${rawRes.truncated ? ` (the first ${RAW_LIMIT})` : ""} raw readings from ${rawRes.source === "cosmos" ? "Cosmos DB" : "the local archive"}</span>`
+    : `<span class="note">raw readings unavailable</span>`;
   const windows = [...new Set(all.flatMap((s) => s.availableWindows))].sort((a, b) => a - b);
   const controls = `<div class="controls">${ranges.map((r) => `<button data-range="${r}" class="${r === state.range ? "sel" : ""}">${r}</button>`).join("")}
-    <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (state.window || all[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label></div>`;
-  const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s)}</section>`).join("");
+    <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (state.window || all[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label>
+    ${rawRanges.includes(state.range) ? `<label><input type="checkbox" id="raw" ${state.raw ? "checked" : ""}> raw readings</label>` : ""}${rawNote}</div>`;
+  const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s, rawOf(s.metric))}</section>`).join("");
   $("#view").innerHTML = `<div class="head"><a href="#/">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
     <span><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
     ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>`;
   document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { state.range = b.dataset.range; render(); }));
   $("#win").addEventListener("change", (e) => { state.window = Number(e.target.value); render(); });
+  $("#raw")?.addEventListener("change", (e) => { state.raw = e.target.checked; render(); });
 }
 
 // ---- routing, actions, live ------------------------------------------------

@@ -80,6 +80,7 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
     let state = Arc::new(Dashboard {
         store: Arc::new(PgStore::new(pool.clone())),
         cache: redis.map(|r| Arc::new(RedisCache::new(&r.url()).expect("client")) as Arc<dyn KvCache>),
+        raw: None,
         live: live.clone(),
         operator_token: token.map(str::to_owned),
         offline_after_secs: 300,
@@ -127,8 +128,9 @@ async fn fleet_devices_and_series(pool: PgPool) {
     assert_eq!(dev["lastValues"]["speed"]["value"], 80.5);
     assert_eq!(get(&r, "/api/devices/nobody").await.0, StatusCode::NOT_FOUND);
 
-    let (s, series) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h").await;
+    let (s, series) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h&maxPoints=10000").await;
     assert_eq!(s, StatusCode::OK, "{series}");
+    assert_eq!(series["windowsPerPoint"], 1, "8,640 windows fit in 10,000 points: none merged");
     let pts = series["points"].as_array().expect("points");
     assert_eq!(pts.len(), 30);
     let starts: Vec<&str> = pts.iter().map(|p| p["windowStart"].as_str().expect("t")).collect();
@@ -139,6 +141,16 @@ async fn fleet_devices_and_series(pool: PgPool) {
     assert_eq!(series["availableWindows"], serde_json::json!([10]));
     let alert_ids: Vec<&str> = series["alerts"].as_array().expect("alerts").iter().map(|a| a["id"].as_str().expect("id")).collect();
     assert_eq!(alert_ids, vec!["al-2", "al-1"]);
+
+    // The page's default: at most 1,500 points, so a day of 10 s windows is merged
+    // 6 to a point by the database, in minute slots (the seeded windows are minute-aligned).
+    let (_, merged) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h").await;
+    assert_eq!(merged["windowsPerPoint"], 6, "{merged}");
+    let mpts = merged["points"].as_array().expect("points");
+    assert_eq!(mpts.len(), 5, "30 windows, 6 per point");
+    assert!(mpts.iter().all(|p| p["count"] == 30), "counts add: {merged}");
+    assert_eq!(mpts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(), 1, "the anomaly survives the merge");
+    assert!(mpts.iter().all(|p| p["min"] == 70.0 && p["max"] == 90.0), "extremes are exact");
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -242,7 +254,7 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
     let url = redis.url();
     drop(redis);
     let live = Live::new();
-    let state = Arc::new(Dashboard { store: Arc::new(PgStore::new(pool.clone())), cache: Some(Arc::new(RedisCache::new(&url).expect("client"))), live, operator_token: None, offline_after_secs: 300 });
+    let state = Arc::new(Dashboard { store: Arc::new(PgStore::new(pool.clone())), cache: Some(Arc::new(RedisCache::new(&url).expect("client"))), raw: None, live, operator_token: None, offline_after_secs: 300 });
     let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))));
     let r = app(state, &ops);
     let (s, fleet) = get(&r, "/api/fleet").await;

@@ -1,4 +1,5 @@
-//! The Cosmos DB backend of [`RawStore`](super::RawStore), on `azure_data_cosmos`.
+//! The Cosmos DB backend of [`RawStore`](super::RawStore), on `azure_data_cosmos`
+//! (feature `cosmos`).
 //!
 //! Guarantees:
 //! - documents are the reading's own camelCase JSON plus `ttl` (when a TTL is
@@ -33,10 +34,9 @@ use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosClient, CosmosE
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tributary_shared::model::Reading;
+use crate::model::Reading;
 
-use super::config::{ArchiveConfig, CosmosAuth};
-use super::{Page, RawStore, StoreError};
+use super::{CosmosAuth, Page, RawStore, StoreError};
 
 /// Partition key path of the raw container.
 pub const PARTITION_KEY_PATH: &str = "/deviceId";
@@ -94,47 +94,32 @@ impl CosmosSettings {
             region: "South Central US".into(),
         }
     }
+}
 
-    /// Settings from the function's config; builds the identity credential when asked for.
-    pub fn from_config(cfg: &ArchiveConfig) -> anyhow::Result<Self> {
-        let credential = match cfg.cosmos_auth {
-            CosmosAuth::Key => Credential::Key(
-                cfg.cosmos_key.clone().filter(|k| !k.is_empty()).ok_or_else(|| anyhow::anyhow!("TRIBUTARY_COSMOS_KEY is required with TRIBUTARY_COSMOS_AUTH=key"))?,
-            ),
-            CosmosAuth::Identity => {
-                // The SDK's control-plane calls (create database/container) need key auth.
-                anyhow::ensure!(
-                    !cfg.cosmos_create,
-                    "TRIBUTARY_COSMOS_AUTH=identity cannot create the database and container: provision them in the deployment and set TRIBUTARY_COSMOS_CREATE=false"
-                );
-                Credential::Token(identity_credential(cfg.azure_client_id.clone())?)
-            }
-        };
-        Ok(Self {
-            endpoint: cfg.cosmos_endpoint.clone(),
-            credential,
-            database: cfg.cosmos_database.clone(),
-            container: cfg.cosmos_container.clone(),
-            ttl_secs: cfg.cosmos_ttl_secs,
-            concurrency: cfg.cosmos_concurrency.max(1),
-            timeout: Duration::from_millis(cfg.cosmos_timeout_ms.max(1)),
-            region: cfg.cosmos_region.clone(),
-        })
+/// The credential a function's settings ask for: the account key (required
+/// with [`CosmosAuth::Key`]), or the workload or managed identity.
+pub fn credential(auth: CosmosAuth, key: Option<String>, azure_client_id: Option<String>) -> Result<Credential, StoreError> {
+    match auth {
+        CosmosAuth::Key => Ok(Credential::Key(
+            key.filter(|k| !k.is_empty()).ok_or_else(|| StoreError::Permanent("TRIBUTARY_COSMOS_KEY is required with TRIBUTARY_COSMOS_AUTH=key".into()))?,
+        )),
+        CosmosAuth::Identity => Ok(Credential::Token(identity_credential(azure_client_id)?)),
     }
 }
 
 /// Workload identity (AKS: `AZURE_FEDERATED_TOKEN_FILE` set) or managed identity
 /// (system-assigned, or user-assigned when `client_id` is given).
-fn identity_credential(client_id: Option<String>) -> anyhow::Result<Arc<dyn TokenCredential>> {
+pub fn identity_credential(client_id: Option<String>) -> Result<Arc<dyn TokenCredential>, StoreError> {
+    let failed = |e: azure_core::Error| StoreError::Permanent(format!("Azure identity: {e}"));
     if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-        let cred = azure_identity::WorkloadIdentityCredential::new(None)?;
+        let cred = azure_identity::WorkloadIdentityCredential::new(None).map_err(failed)?;
         return Ok(cred);
     }
     let options = azure_identity::ManagedIdentityCredentialOptions {
         user_assigned_id: client_id.map(azure_identity::UserAssignedId::ClientId),
         ..Default::default()
     };
-    Ok(azure_identity::ManagedIdentityCredential::new(Some(options))?)
+    Ok(azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(failed)?)
 }
 
 /// A reading as stored: its own fields plus the per-document TTL.
@@ -334,6 +319,10 @@ impl RawStore for CosmosStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.timed(self.container.read(None)).await.map(|_| ())
     }
+
+    fn backend(&self) -> &'static str {
+        "cosmos"
+    }
 }
 
 impl std::fmt::Debug for CosmosStore {
@@ -346,5 +335,52 @@ impl CosmosStore {
     /// The account endpoint the client talks to.
     pub fn endpoint(&self) -> &str {
         self.client.endpoint().as_str()
+    }
+}
+
+/// A [`CosmosStore`] connected on first use (and again after a failed
+/// attempt), for readers such as the dashboard that must start, and serve
+/// everything else, while Cosmos DB is unreachable. Never creates anything.
+pub struct LazyCosmosStore {
+    settings: CosmosSettings,
+    store: tokio::sync::OnceCell<CosmosStore>,
+}
+
+impl LazyCosmosStore {
+    /// A store that connects with `settings` when first asked.
+    pub fn new(settings: CosmosSettings) -> Self {
+        Self { settings, store: tokio::sync::OnceCell::new() }
+    }
+
+    async fn get(&self) -> Result<&CosmosStore, StoreError> {
+        self.store.get_or_try_init(|| CosmosStore::connect(self.settings.clone(), false)).await
+    }
+}
+
+impl std::fmt::Debug for LazyCosmosStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyCosmosStore").field("endpoint", &self.settings.endpoint).field("connected", &self.store.initialized()).finish()
+    }
+}
+
+#[async_trait]
+impl RawStore for LazyCosmosStore {
+    async fn upsert_batch(&self, readings: &[Reading]) -> Vec<Result<(), StoreError>> {
+        match self.get().await {
+            Ok(s) => s.upsert_batch(readings).await,
+            Err(e) => readings.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn query_device_range(&self, device: &str, from: DateTime<Utc>, to: DateTime<Utc>, page_size: u32, continuation: Option<String>) -> Result<Page, StoreError> {
+        self.get().await?.query_device_range(device, from, to, page_size, continuation).await
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.get().await?.check_ready().await
+    }
+
+    fn backend(&self) -> &'static str {
+        "cosmos"
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use tributary_shared::model::Reading;
+use crate::model::Reading;
 
 use super::{Page, RawStore, StoreError};
 
@@ -122,5 +122,9 @@ impl RawStore for LocalRawStore {
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 }

@@ -60,7 +60,7 @@ async fn view(s: &dyn ResultStore) -> String {
     let mut series = Vec::new();
     for d in &devices {
         for m in ["temp", "speed"] {
-            series.push(format!("{:?}", s.series(&d.device_id, m, 10, t(-600), now()).await.expect("series").points));
+            series.push(format!("{:?}", s.series(&d.device_id, m, 10, t(-600), now(), 1).await.expect("series").points));
         }
     }
     format!("{devices:?}\n{alerts:?}\n{series:?}")
@@ -76,14 +76,14 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     s.write_batch(&aggs, &alerts).await.expect("write");
     let first = view(s).await;
 
-    let series = s.series("truck-1", "temp", 10, t(0), t(30)).await.expect("series");
+    let series = s.series("truck-1", "temp", 10, t(0), t(30), 1).await.expect("series");
     assert_eq!(series.points.len(), 3, "one point per window in [from, to)");
     assert_eq!(series.points.iter().map(|p| p.mean).collect::<Vec<_>>(), vec![20.0, 21.0, 22.0], "oldest first");
     assert_eq!(series.points[0].window_start, t(0), "times round-trip to the millisecond");
     assert_eq!(series.available_windows, vec![10]);
     assert_eq!(series.alerts.len(), 1, "the alert overlaps the range");
     assert_eq!(series.alerts[0].updated_at, t(25), "the newest record of a batch wins");
-    assert!(s.series("truck-1", "temp", 10, t(10), t(20)).await.expect("series").points.len() == 1, "'to' is exclusive");
+    assert!(s.series("truck-1", "temp", 10, t(10), t(20), 1).await.expect("series").points.len() == 1, "'to' is exclusive");
 
     let devices = s.devices(&["truck-1".into(), "nobody".into()]).await.expect("devices");
     assert_eq!(devices.len(), 1);
@@ -174,7 +174,7 @@ pub async fn bad_rows_are_rejected_and_the_batch_is_atomic(s: &dyn ResultStore) 
 pub async fn retention_deletes_old_windows(s: &dyn ResultStore) {
     s.write_batch(&(0..5).map(|i| agg("d", "temp", i * 10, 1.0)).collect::<Vec<_>>(), &[]).await.expect("write");
     assert_eq!(s.delete_aggregates_before(t(20)).await.expect("delete"), 2);
-    assert_eq!(s.series("d", "temp", 10, t(-600), now()).await.expect("series").points.len(), 3);
+    assert_eq!(s.series("d", "temp", 10, t(-600), now(), 1).await.expect("series").points.len(), 3);
     s.ping().await.expect("ping");
 }
 
@@ -184,6 +184,64 @@ pub async fn large_batches_are_written(s: &dyn ResultStore) {
     s.write_batch(&aggs, &[]).await.expect("write");
     let listing = s.device_listing(1000, now()).await.expect("listing");
     assert_eq!(listing.len(), 50);
-    let series = s.series("dev-7", "temp", 10, t(-600), now()).await.expect("series");
+    let series = s.series("dev-7", "temp", 10, t(-600), now(), 1).await.expect("series");
     assert_eq!(series.points.len(), 50);
+}
+
+/// Merged points (`per_point` > 1) are exactly [`merge_points`](super::merge_points)
+/// over the epoch-aligned slots, computed by the database; the sizes on offer
+/// are listed whatever size is asked for.
+pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
+    // Large means with a small spread: a one-pass E[x²] - E[x]² would lose the deviation.
+    let windows: Vec<Aggregate> = (0..120i64)
+        .map(|i| {
+            let mut a = agg("dev-m", "temp", i * 10, 1.0e6 + (i % 5) as f64);
+            a.count = 1 + (i % 7) as u64;
+            a.stddev = 0.25 * (i % 3) as f64;
+            a.min = a.mean - 2.0 - (i % 4) as f64;
+            a.max = a.mean + 1.0 + (i % 6) as f64;
+            a.p50 = a.mean + 0.1 * (i % 2) as f64;
+            a.p95 = a.mean + 0.5 + 0.01 * i as f64;
+            a.p99 = a.mean + 0.9 + 0.02 * (i % 9) as f64;
+            a.anomaly_score = ((i * 37) % 120) as f64 / 200.0; // distinct: no ties for the model
+            a.model = format!("m{i}");
+            a
+        })
+        .collect();
+    let mut minute = agg("dev-m", "temp", 0, 5.0);
+    minute.window_seconds = 60;
+    minute.window_end = t(60);
+    s.write_batch(&windows, &[]).await.expect("write");
+    s.write_batch(&[minute], &[]).await.expect("write");
+    let stored: Vec<_> = s.series("dev-m", "temp", 10, t(0), t(1200), 1).await.expect("series").points;
+    assert_eq!(stored.len(), 120);
+    for per_point in [6u32, 7, 200] {
+        let got = s.series("dev-m", "temp", 10, t(0), t(1200), per_point).await.expect("merged series");
+        assert_eq!(got.available_windows, vec![10, 60], "sizes on offer");
+        let slot = |p: &super::SeriesPoint| p.window_start.timestamp() / (10 * i64::from(per_point));
+        let mut expected = Vec::new();
+        let mut i = 0;
+        while i < stored.len() {
+            let j = stored[i..].iter().position(|p| slot(p) != slot(&stored[i])).map_or(stored.len(), |k| i + k);
+            expected.push(super::merge_points(&stored[i..j]).expect("non-empty"));
+            i = j;
+        }
+        assert_eq!(got.points.len(), expected.len(), "one point per epoch-aligned slot of {per_point} windows");
+        assert_eq!(got.points.iter().map(|p| p.count).sum::<i64>(), stored.iter().map(|p| p.count).sum::<i64>(), "no reading lost or doubled");
+        for (g, e) in got.points.iter().zip(&expected) {
+            let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{what}: {a} vs {b} (per_point {per_point}, slot at {})", e.window_start);
+            assert_eq!((g.window_start, g.count), (e.window_start, e.count));
+            assert_eq!((g.min, g.max), (e.min, e.max), "extremes are exact");
+            close(g.mean, e.mean, "mean");
+            close(g.stddev, e.stddev, "pooled deviation");
+            close(g.p50, e.p50, "p50");
+            assert_eq!((g.p95, g.p99), (e.p95, e.p99));
+            assert_eq!((g.anomaly_score, g.model.as_str()), (e.anomaly_score, e.model.as_str()), "the top window's score and model");
+        }
+    }
+    assert!(stored.iter().any(|p| p.stddev > 0.0));
+    let merged = s.series("dev-m", "temp", 10, t(0), t(1200), 6).await.expect("series");
+    assert!(merged.points.iter().any(|p| p.stddev > 1.0), "between-window spread is in the pooled deviation");
+    let empty = s.series("dev-m", "temp", 10, t(5000), t(6000), 6).await.expect("series");
+    assert!(empty.points.is_empty() && empty.available_windows.is_empty(), "nothing stored since 'from'");
 }

@@ -169,10 +169,50 @@ pub struct SeriesPoint {
     pub model: String,
 }
 
+/// Merge consecutive windows into one point (the reference semantics of
+/// [`ResultStore::series`] with `per_point` > 1, as Grafana's
+/// `maxDataPoints`): the start is the first window's; counts add; min and max
+/// are exact; the mean is count-weighted; the standard deviation is pooled
+/// (within plus between windows, population form, as the windows' own); p50
+/// is the count-weighted mean of the windows' medians and p95/p99 the highest
+/// of theirs (approximations: the sketches are not stored); the anomaly score
+/// and model are those of the highest-scoring window. `None` for no windows.
+pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
+    let first = windows.first()?;
+    let n: i64 = windows.iter().map(|p| p.count).sum();
+    let w = |p: &SeriesPoint| p.count as f64 / n.max(1) as f64;
+    let mean: f64 = windows.iter().map(|p| w(p) * p.mean).sum();
+    let var: f64 = windows.iter().map(|p| w(p) * (p.stddev * p.stddev + (p.mean - mean).powi(2))).sum();
+    let top = windows.iter().fold(first, |top, p| if p.anomaly_score > top.anomaly_score { p } else { top });
+    Some(SeriesPoint {
+        window_start: first.window_start,
+        count: n,
+        min: windows.iter().map(|p| p.min).fold(f64::INFINITY, f64::min),
+        max: windows.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
+        mean,
+        stddev: var.max(0.0).sqrt(),
+        p50: windows.iter().map(|p| w(p) * p.p50).sum(),
+        p95: windows.iter().map(|p| p.p95).fold(f64::NEG_INFINITY, f64::max),
+        p99: windows.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max),
+        anomaly_score: top.anomaly_score,
+        model: top.model.clone(),
+    })
+}
+
+/// How many windows of `window_seconds` each point must merge so that a
+/// range `[from, to)` yields at most `max_points` epoch-aligned points (an
+/// unaligned range can touch one slot more than it spans, hence `max - 1`).
+pub fn windows_per_point(window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, max_points: u32) -> u32 {
+    let span_ms = (to - from).num_milliseconds().max(0) as u128;
+    let slot_ms = u128::from(window_seconds.max(1)) * 1000 * u128::from(max_points.saturating_sub(1).max(1));
+    span_ms.div_ceil(slot_ms).clamp(1, u128::from(u32::MAX)) as u32
+}
+
 /// One metric of one device over a time range.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
-    /// Windows of the requested size with `from <= start < to`, oldest first (at most 10,000).
+    /// Windows of the requested size with `from <= start < to`, oldest first
+    /// (at most 10,000), merged `per_point` at a time when asked.
     pub points: Vec<SeriesPoint>,
     /// Window sizes stored for this metric since `from`, ascending.
     pub available_windows: Vec<u32>,
@@ -286,7 +326,13 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError>;
 
     /// One metric of one device: windows of `window_seconds` in `[from, to)`.
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError>;
+    ///
+    /// With `per_point` above 1 the store merges the windows of each
+    /// `per_point * window_seconds` slot (slots aligned to the Unix epoch, so
+    /// a refreshing chart keeps its buckets) into one point, with exactly the
+    /// semantics of [`merge_points`]: the merge happens in the database, so a
+    /// long range costs one row per point, not one per window.
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError>;
 
     /// Apply an operator's action, recording `who` and `now`.
     async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError>;

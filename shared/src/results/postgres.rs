@@ -233,25 +233,66 @@ impl ResultStore for PgStore {
         Ok(rate)
     }
 
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError> {
-        let points: Vec<SeriesPoint> = sqlx::query_as(
-            "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
-             WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
-             ORDER BY window_start LIMIT 10000",
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
+        let points: Vec<SeriesPoint> = if per_point <= 1 {
+            sqlx::query_as(
+                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+                 WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
+                 ORDER BY window_start LIMIT 10000",
+            )
+            .bind(device)
+            .bind(metric)
+            .bind(window_seconds as i32)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            // The merge of `merge_points`, in SQL: the inner query gives each
+            // window its epoch-aligned slot and the slot's weighted mean, so the
+            // pooled variance is summed around that mean (no E[x²] - E[x]²
+            // cancellation).
+            sqlx::query_as(
+                "SELECT min(window_start) AS window_start, sum(count)::bigint AS count, min(min) AS min, max(max) AS max,
+                        max(slot_mean) AS mean,
+                        sqrt(greatest(sum(count * (stddev * stddev + (mean - slot_mean) * (mean - slot_mean))) / sum(count)::float8, 0)) AS stddev,
+                        sum(count * p50) / sum(count)::float8 AS p50, max(p95) AS p95, max(p99) AS p99,
+                        max(anomaly_score) AS anomaly_score,
+                        (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model
+                 FROM (SELECT *, floor(extract(epoch FROM window_start) / $6) AS slot,
+                              sum(count * mean) OVER w / sum(count) OVER w AS slot_mean
+                       FROM aggregates
+                       WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
+                       WINDOW w AS (PARTITION BY floor(extract(epoch FROM window_start) / $6))) a
+                 GROUP BY slot ORDER BY slot LIMIT 10000",
+            )
+            .bind(device)
+            .bind(metric)
+            .bind(window_seconds as i32)
+            .bind(from)
+            .bind(to)
+            .bind(f64::from(window_seconds) * f64::from(per_point))
+            .fetch_all(&self.pool)
+            .await?
+        };
+        // The sizes stored since `from`, by a loose index scan over the
+        // primary key (one probe per size) rather than reading every window.
+        let windows: Vec<(i32,)> = sqlx::query_as(
+            "WITH RECURSIVE sizes(s) AS (
+                 SELECT (SELECT min(window_seconds) FROM aggregates WHERE device_id = $1 AND metric = $2)
+                 UNION ALL
+                 SELECT (SELECT min(window_seconds) FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_seconds > s)
+                 FROM sizes WHERE s IS NOT NULL
+             )
+             SELECT s FROM sizes
+             WHERE s IS NOT NULL AND EXISTS (SELECT 1 FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_seconds = s AND window_start >= $3)
+             ORDER BY s",
         )
         .bind(device)
         .bind(metric)
-        .bind(window_seconds as i32)
         .bind(from)
-        .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        let windows: Vec<(i32,)> = sqlx::query_as("SELECT DISTINCT window_seconds FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_start >= $3 ORDER BY 1")
-            .bind(device)
-            .bind(metric)
-            .bind(from)
-            .fetch_all(&self.pool)
-            .await?;
         let alerts: Vec<StoredAlert> = sqlx::query_as(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = $1 AND metric = $2 AND opened_at < $4 AND coalesce(resolved_at, updated_at) >= $3 ORDER BY opened_at, id"
         ))

@@ -300,19 +300,48 @@ impl ResultStore for SqliteStore {
         Ok(rate)
     }
 
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Series, StoreError> {
-        let rows = sqlx::query(
-            "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
-             WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
-             ORDER BY window_start LIMIT 10000",
-        )
-        .bind(device)
-        .bind(metric)
-        .bind(i64::from(window_seconds))
-        .bind(ms(from))
-        .bind(ms(to))
-        .fetch_all(&self.pool)
-        .await?;
+    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
+        let rows = if per_point <= 1 {
+            sqlx::query(
+                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+                 WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
+                 ORDER BY window_start LIMIT 10000",
+            )
+            .bind(device)
+            .bind(metric)
+            .bind(i64::from(window_seconds))
+            .bind(ms(from))
+            .bind(ms(to))
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            // The merge of `merge_points`, in SQL: the inner query gives each
+            // window its slot and the slot's weighted mean, so the pooled
+            // variance is summed around that mean (no E[x²] - E[x]²
+            // cancellation); the model is the top-scoring window's (a
+            // fixed-width score prefix makes max() pick it).
+            sqlx::query(
+                "SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
+                        max(slot_mean) AS mean,
+                        sum(count * (stddev * stddev + (mean - slot_mean) * (mean - slot_mean))) / sum(count) AS variance,
+                        sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
+                        max(anomaly_score) AS anomaly_score,
+                        substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
+                 FROM (SELECT *, window_start / ?6 AS slot,
+                              sum(count * mean) OVER (PARTITION BY window_start / ?6) / sum(count) OVER (PARTITION BY window_start / ?6) AS slot_mean
+                       FROM aggregates
+                       WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5)
+                 GROUP BY slot ORDER BY slot LIMIT 10000",
+            )
+            .bind(device)
+            .bind(metric)
+            .bind(i64::from(window_seconds))
+            .bind(ms(from))
+            .bind(ms(to))
+            .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
+            .fetch_all(&self.pool)
+            .await?
+        };
         let mut points = Vec::with_capacity(rows.len());
         for r in &rows {
             points.push(SeriesPoint {
@@ -321,7 +350,7 @@ impl ResultStore for SqliteStore {
                 min: r.try_get("min")?,
                 max: r.try_get("max")?,
                 mean: r.try_get("mean")?,
-                stddev: r.try_get("stddev")?,
+                stddev: if per_point <= 1 { r.try_get("stddev")? } else { r.try_get::<f64, _>("variance")?.max(0.0).sqrt() },
                 p50: r.try_get("p50")?,
                 p95: r.try_get("p95")?,
                 p99: r.try_get("p99")?,
@@ -329,12 +358,24 @@ impl ResultStore for SqliteStore {
                 model: r.try_get("model")?,
             });
         }
-        let windows: Vec<(i64,)> = sqlx::query_as("SELECT DISTINCT window_seconds FROM aggregates WHERE device_id = ? AND metric = ? AND window_start >= ? ORDER BY 1")
-            .bind(device)
-            .bind(metric)
-            .bind(ms(from))
-            .fetch_all(&self.pool)
-            .await?;
+        // The sizes stored since `from`, by a loose index scan over the
+        // primary key (one probe per size) rather than reading every window.
+        let windows: Vec<(i64,)> = sqlx::query_as(
+            "WITH RECURSIVE sizes(s) AS (
+                 SELECT (SELECT min(window_seconds) FROM aggregates WHERE device_id = ?1 AND metric = ?2)
+                 UNION ALL
+                 SELECT (SELECT min(window_seconds) FROM aggregates WHERE device_id = ?1 AND metric = ?2 AND window_seconds > s)
+                 FROM sizes WHERE s IS NOT NULL
+             )
+             SELECT s FROM sizes
+             WHERE s IS NOT NULL AND EXISTS (SELECT 1 FROM aggregates WHERE device_id = ?1 AND metric = ?2 AND window_seconds = s AND window_start >= ?3)
+             ORDER BY s",
+        )
+        .bind(device)
+        .bind(metric)
+        .bind(ms(from))
+        .fetch_all(&self.pool)
+        .await?;
         let alerts = alerts_from_rows(
             sqlx::query(&format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = ? AND metric = ? AND opened_at < ? AND coalesce(resolved_at, updated_at) >= ? ORDER BY opened_at, id"

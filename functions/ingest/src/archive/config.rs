@@ -5,20 +5,11 @@
 
 use std::net::IpAddr;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser};
+pub use tributary_shared::raw::CosmosAuth;
+use tributary_shared::raw::cosmos::{CosmosSettings, credential};
 use tributary_shared::config::{KafkaArgs, LogArgs};
 use tributary_shared::topics;
-
-/// How the function authenticates to Cosmos DB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CosmosAuth {
-    /// Account key (`TRIBUTARY_COSMOS_KEY`): the emulator and local use.
-    Key,
-    /// Microsoft Entra ID: workload identity when `AZURE_FEDERATED_TOKEN_FILE`
-    /// is set (AKS), managed identity otherwise. Data-plane only: the
-    /// database and container must exist (set `TRIBUTARY_COSMOS_CREATE=false`).
-    Identity,
-}
 
 /// Configuration of the archive function (`tributary-archive`).
 #[derive(Parser, Clone, Debug)]
@@ -106,4 +97,26 @@ pub struct ArchiveConfig {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl ArchiveConfig {
+    /// The Cosmos DB settings this config names; builds the identity
+    /// credential when asked for.
+    pub fn cosmos_settings(&self) -> anyhow::Result<CosmosSettings> {
+        // The SDK's control-plane calls (create database/container) need key auth.
+        anyhow::ensure!(
+            !(self.cosmos_auth == CosmosAuth::Identity && self.cosmos_create),
+            "TRIBUTARY_COSMOS_AUTH=identity cannot create the database and container: provision them in the deployment and set TRIBUTARY_COSMOS_CREATE=false"
+        );
+        Ok(CosmosSettings {
+            endpoint: self.cosmos_endpoint.clone(),
+            credential: credential(self.cosmos_auth, self.cosmos_key.clone(), self.azure_client_id.clone())?,
+            database: self.cosmos_database.clone(),
+            container: self.cosmos_container.clone(),
+            ttl_secs: self.cosmos_ttl_secs,
+            concurrency: self.cosmos_concurrency.max(1),
+            timeout: std::time::Duration::from_millis(self.cosmos_timeout_ms.max(1)),
+            region: self.cosmos_region.clone(),
+        })
+    }
 }

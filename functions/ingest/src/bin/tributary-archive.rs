@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use clap::Parser;
-use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
+use tributary_ingest::archive::cosmos::CosmosStore;
 use tributary_ingest::archive::handler::ArchiveMetrics;
 use tributary_ingest::archive::{ArchiveConfig, ArchiveHandler, RawStore, StoreError};
 use tributary_shared::eventlog::EventLog;
@@ -36,7 +36,7 @@ impl Readiness for CosmosReadiness {
 async fn main() -> anyhow::Result<()> {
     let cfg = ArchiveConfig::parse();
     tributary_shared::telemetry::init(&cfg.log.filter, cfg.log.format);
-    let settings = CosmosSettings::from_config(&cfg).context("Cosmos DB settings")?;
+    let settings = cfg.cosmos_settings().context("Cosmos DB settings")?;
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ArchiveMetrics::new(&mut registry);
