@@ -57,7 +57,8 @@ pub struct Args {
     /// Random seed (same seed, same fleet).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Append every acknowledged reading (id, device, eventTime) here as JSON lines.
+    /// Append every acknowledged reading (id, deviceId, timestamp in epoch ms,
+    /// metric names) here as JSON lines, for `tributary verify`.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
     /// Print a progress line every this many seconds (0: never).
@@ -323,9 +324,15 @@ async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8], cou
                     c.rejected.fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
                 }
                 if let (Some(rec), Some(items)) = (record, v["items"].as_array()) {
+                    // What `tributary verify` reconciles: the id, and the event time and
+                    // metric names of the reading the item index points at.
+                    let sent: Vec<Value> = serde_json::from_slice(body).unwrap_or_default();
                     if let Ok(mut w) = rec.lock() {
                         for it in items.iter().filter(|i| i["status"] == "accepted") {
-                            let _ = writeln!(w, "{}", json!({"id": it["id"], "deviceId": device}));
+                            let item = it["index"].as_u64().and_then(|i| sent.get(i as usize));
+                            let metrics: Vec<&str> = item.and_then(|r| r["metrics"].as_object()).map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                            let ts = item.map_or(Value::Null, |r| r["timestamp"].clone());
+                            let _ = writeln!(w, "{}", json!({"id": it["id"], "deviceId": device, "timestamp": ts, "metrics": metrics}));
                         }
                     }
                 }

@@ -143,12 +143,13 @@ pub struct Analyzer {
     series: BTreeMap<(String, String), Series>,
     used: u64,
     evictions: Evictions,
+    duplicates: u64,
 }
 
 impl Analyzer {
     /// An analyzer with no state.
     pub fn new(config: AnalyzerConfig) -> Self {
-        Self { windower: Windower::new(config.windows.clone()), config, series: BTreeMap::new(), used: 0, evictions: Evictions::default() }
+        Self { windower: Windower::new(config.windows.clone()), config, series: BTreeMap::new(), used: 0, evictions: Evictions::default(), duplicates: 0 }
     }
 
     /// The configuration it runs with.
@@ -158,6 +159,12 @@ impl Analyzer {
 
     /// Handle one reading read from `partition` at `offset`.
     pub fn process(&mut self, partition: i32, offset: i64, reading: &Reading) -> Output {
+        // A resend of a reading already counted (same device, id, event time)
+        // changes nothing: not the windows, not the models.
+        if !self.windower.first_sighting(partition, offset, reading) {
+            self.duplicates += 1;
+            return Output::default();
+        }
         let mut scores = BTreeMap::new();
         let mut alerts = Vec::new();
         let t = reading.event_time.timestamp_millis();
@@ -205,6 +212,16 @@ impl Analyzer {
         }
         let aggregates = self.windower.push(partition, offset, reading, &scores);
         Output { aggregates, alerts }
+    }
+
+    /// Resent readings recognised and skipped since start (see [`Windower::first_sighting`]).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Readings remembered for recognising resends (memory is proportional to it).
+    pub fn remembered(&self) -> usize {
+        self.windower.remembered()
     }
 
     /// The offset safe to commit for `partition` (see [`Windower::committable_offset`]).
@@ -346,6 +363,48 @@ mod tests {
         let mut a = Analyzer::new(AnalyzerConfig::default());
         let out = input.iter().enumerate().map(|(o, (p, r))| a.process(*p, o as i64, r)).collect();
         (out, a)
+    }
+
+    /// Every aggregate of 10 s windows for `device`, after a flush.
+    fn counts(a: &mut Analyzer, out: &[Output], device: &str) -> (u64, Vec<f64>) {
+        let aggs: Vec<Aggregate> = out.iter().flat_map(|o| o.aggregates.clone()).chain(a.flush()).filter(|g| g.device_id == device && g.window_seconds == 10).collect();
+        (aggs.iter().map(|g| g.count).sum(), aggs.iter().map(|g| g.max).collect())
+    }
+
+    #[test]
+    fn a_resent_reading_is_counted_once() {
+        let mut input: Vec<(i32, Reading)> = (0..30).map(|s| (0, reading("d", s, s as f64))).collect();
+        // A duplicate send right away, a retry a little later (still inside open windows), and a
+        // different reading at the same instant (another id): only the last one counts.
+        input.insert(5, (0, reading("d", 4, 4.0)));
+        input.insert(12, (0, reading("d", 7, 7.0)));
+        let mut other = reading("d", 7, 100.0);
+        other.id = "d-7-second-sensor".into();
+        input.insert(13, (0, other));
+        let (out, mut a) = run(&input);
+        assert_eq!(a.duplicates(), 2, "both resends recognised");
+        let (n, maxes) = counts(&mut a, &out, "d");
+        assert_eq!(n, 31, "30 readings and one distinct reading at the same instant, each once");
+        assert!(maxes.contains(&100.0));
+        // The same id on another device is another reading.
+        let (_, b) = run(&[(0, reading("d", 1, 1.0)), (0, Reading { device_id: "e".into(), ..reading("d", 1, 1.0) })]);
+        assert_eq!(b.duplicates(), 0);
+    }
+
+    #[test]
+    fn resends_are_remembered_only_while_a_window_can_take_them() {
+        let mut a = Analyzer::new(AnalyzerConfig::default());
+        for s in 0..600 {
+            a.process(0, s, &reading("d", s, 1.0));
+        }
+        // Lateness 5 s, sizes 10 s and 60 s: only readings of the last open 60 s window stay.
+        assert!(a.remembered() <= 65, "{} remembered", a.remembered());
+        let late_before = a.late_values();
+        a.process(0, 600, &reading("d", 3, 1.0));
+        assert_eq!((a.duplicates(), a.late_values() - late_before), (0, 2), "an old resend is late for both sizes, not remembered");
+        a.process(0, 601, &reading("d", 590, 1.0));
+        assert_eq!(a.duplicates(), 1, "a recent resend is recognised");
+        assert_eq!(a.committable_offset(0).map(|o| o <= 601), Some(true));
     }
 
     #[test]

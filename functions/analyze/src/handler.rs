@@ -136,7 +136,7 @@ impl AnalyzeHandler {
                 Err(e) => st.pending.dead.push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
             }
         }
-        self.metrics.readings(readings, st.analyzer.late_values());
+        self.metrics.readings(readings, st.analyzer.late_values(), st.analyzer.duplicates(), st.analyzer.remembered());
         self.report_series(st);
     }
 

@@ -13,6 +13,8 @@ pub struct Metrics {
     alerts: Counter,
     deadletter: Counter,
     late: Gauge,
+    resent: Gauge,
+    remembered: Gauge,
     idle_closed: Counter,
     series: Gauge,
     evicted: Family<Vec<(String, String)>, Counter>,
@@ -27,6 +29,12 @@ impl Metrics {
         registry.register("tributary_analyze_alerts", "Alert records published", m.alerts.clone());
         registry.register("tributary_analyze_deadletter_records", "Records that were not readings", m.deadletter.clone());
         registry.register("tributary_analyze_late_values", "Values dropped because their window had closed, since start", m.late.clone());
+        registry.register(
+            "tributary_analyze_resent_readings",
+            "Readings skipped as resends of one already counted (same device, id and event time), since start",
+            m.resent.clone(),
+        );
+        registry.register("tributary_analyze_remembered_readings", "Readings remembered to recognise resends (those that can still join a window)", m.remembered.clone());
         registry.register("tributary_analyze_idle_closed_windows", "Windows closed by the idle rule (their partition had gone quiet)", m.idle_closed.clone());
         registry.register("tributary_analyze_series", "(device, metric) series with model state", m.series.clone());
         registry.register(
@@ -37,9 +45,11 @@ impl Metrics {
         m
     }
 
-    pub(crate) fn readings(&self, n: u64, late_total: u64) {
+    pub(crate) fn readings(&self, n: u64, late_total: u64, resent_total: u64, remembered: usize) {
         self.readings.inc_by(n);
         self.late.set(late_total as i64);
+        self.resent.set(resent_total as i64);
+        self.remembered.set(remembered as i64);
     }
 
     pub(crate) fn idle_closed(&self, windows: usize) {

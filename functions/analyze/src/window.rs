@@ -23,11 +23,20 @@
 //!   to an open window (or one past the last offset seen when none is open):
 //!   committing it means a restart re-reads everything an open window needs.
 //! - [`Windower::revoke`] drops every trace of a partition.
+//! - A device's resend of a reading (same device, id and event time, e.g. a
+//!   retry after an ambiguous 503, or a duplicate send) is recognised by
+//!   [`Windower::first_sighting`] while any window it belongs to can still
+//!   take it, so it is counted once. The memory this needs is bounded: a
+//!   reading is remembered until it would be late for every window size.
+//!   After a rebalance the new owner re-reads from the committed offset, which
+//!   is at or before every reading still in an open window, so it remembers
+//!   the same readings.
 //! - A window closed by an idle advance is closed like any other: it holds
 //!   exactly the values accepted before the advance, and a value for it that
 //!   arrives later is late.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, TimeZone, Utc};
 use tributary_shared::model::Reading;
@@ -145,6 +154,9 @@ struct Partition {
     idle_clock_ms: Option<i64>,
     last_offset: Option<i64>,
     open: BTreeMap<Key, Open>,
+    /// (event time, hash of device and id) of the readings that can still join
+    /// a window, oldest first, for recognising resends.
+    seen: BTreeSet<(i64, u64)>,
 }
 
 impl Partition {
@@ -191,6 +203,13 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
     }
 }
 
+/// The earliest event time some window size can still take at `watermark`:
+/// a value at `t` is late for size `S` when `S`'s window holding `t` ends at
+/// or before the watermark, i.e. when `t < floor(watermark / S) * S`.
+fn horizon(watermark: i64, sizes_seconds: &[u32]) -> i64 {
+    sizes_seconds.iter().map(|&s| i64::from(s) * 1000).filter(|&s| s > 0).map(|s| watermark.div_euclid(s).saturating_mul(s)).min().unwrap_or(watermark)
+}
+
 /// Keep the higher score; on a tie the model name decides, so the result
 /// does not depend on arrival order.
 fn better(a: &Scored, b: &Scored) -> bool {
@@ -204,6 +223,36 @@ impl Windower {
         config.sizes_seconds.sort_unstable();
         config.sizes_seconds.dedup();
         Self { config, partitions: BTreeMap::new(), late: 0 }
+    }
+
+    /// Whether this is the first time `reading` (device, id, event time) is
+    /// pushed into `partition` while some window can still take it; records
+    /// it. `false` means a resend: skip it (it is counted already). A reading
+    /// too late for every window is never remembered (it is late either way).
+    /// The reading's `offset` counts as read either way (for
+    /// [`Windower::committable_offset`]).
+    pub fn first_sighting(&mut self, partition: i32, offset: i64, reading: &Reading) -> bool {
+        let t = reading.event_time.timestamp_millis();
+        let horizon = self.seen_horizon(partition);
+        let mut h = std::hash::DefaultHasher::new();
+        reading.device_id.hash(&mut h);
+        reading.id.hash(&mut h);
+        let p = self.partitions.entry(partition).or_default();
+        p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
+        if horizon.is_some_and(|w| t < w) {
+            return true;
+        }
+        p.seen.insert((t, h.finish()))
+    }
+
+    /// Event times before this are late for every window size of the partition.
+    fn seen_horizon(&self, partition: i32) -> Option<i64> {
+        Some(horizon(self.watermark_ms(partition)?, &self.config.sizes_seconds))
+    }
+
+    /// Readings remembered for recognising resends, over all partitions.
+    pub fn remembered(&self) -> usize {
+        self.partitions.values().map(|p| p.seen.len()).sum()
     }
 
     /// Add a reading read from `partition` at `offset`, with optional scores
@@ -238,7 +287,7 @@ impl Windower {
         }
         p.max_event_ms = Some(p.max_event_ms.map_or(t, |m| m.max(t)));
         let watermark = p.clock().map_or(i64::MIN, |m| m - lateness);
-        Self::close(p, watermark)
+        Self::close(p, watermark, &self.config.sizes_seconds)
     }
 
     /// Move a partition's event clock forward to `to_ms` (never back) and
@@ -250,7 +299,7 @@ impl Windower {
         let Some(p) = self.partitions.get_mut(&partition) else { return Vec::new() };
         p.idle_clock_ms = Some(p.idle_clock_ms.map_or(to_ms, |c| c.max(to_ms)));
         let watermark = p.clock().map_or(i64::MIN, |m| m - lateness);
-        Self::close(p, watermark)
+        Self::close(p, watermark, &self.config.sizes_seconds)
     }
 
     /// Whether [`Windower::advance_clock`] to `to_ms` would close a window.
@@ -269,7 +318,12 @@ impl Windower {
         self.config.sizes_seconds.last().map_or(0, |&s| i64::from(s) * 1000)
     }
 
-    fn close(p: &mut Partition, watermark: i64) -> Vec<Aggregate> {
+    fn close(p: &mut Partition, watermark: i64, sizes_seconds: &[u32]) -> Vec<Aggregate> {
+        // Readings late for every size need not be remembered for resends any more.
+        let horizon = horizon(watermark, sizes_seconds);
+        while p.seen.first().is_some_and(|&(t, _)| t < horizon) {
+            p.seen.pop_first();
+        }
         let mut out = Vec::new();
         while let Some(entry) = p.open.first_entry() {
             if entry.key().end_ms > watermark {
@@ -284,7 +338,7 @@ impl Windower {
     /// Close every open window of every partition (e.g. at the end of a
     /// bounded input), in deterministic order (partition, then window order).
     pub fn flush(&mut self) -> Vec<Aggregate> {
-        self.partitions.values_mut().flat_map(|p| Self::close(p, i64::MAX)).collect()
+        self.partitions.values_mut().flat_map(|p| Self::close(p, i64::MAX, &[])).collect()
     }
 
     /// The current watermark of a partition, if it has seen anything.

@@ -199,6 +199,9 @@ fn partition(device: &str) -> i32 {
 /// One generated reading: device index, event time, and one or both metrics.
 #[derive(Clone, Debug)]
 struct Gen {
+    /// Position in the generated input: two readings may share a device and
+    /// an instant, but each is a reading of its own (its own id).
+    n: usize,
     device: usize,
     ms: i64,
     metrics: Vec<(usize, f64)>,
@@ -207,7 +210,7 @@ struct Gen {
 impl Gen {
     fn reading(&self) -> Reading {
         let m: Vec<(&str, f64)> = self.metrics.iter().map(|&(i, x)| (METRICS[i], x)).collect();
-        reading(DEVICES[self.device], self.ms, &m)
+        Reading { id: format!("{}-{}-{}", DEVICES[self.device], self.ms, self.n), ..reading(DEVICES[self.device], self.ms, &m) }
     }
 }
 
@@ -219,9 +222,10 @@ fn readings(max_len: usize) -> impl Strategy<Value = Vec<Gen>> {
         let mut t = start;
         steps
             .into_iter()
-            .map(|(device, step, jitter, ms, temp, rpm)| {
+            .enumerate()
+            .map(|(n, (device, step, jitter, ms, temp, rpm))| {
                 t += step;
-                Gen { device, ms: t - jitter, metrics: ms.into_iter().map(|i| (i, if i == 0 { (temp * 10.0).round() / 10.0 } else { rpm })).collect() }
+                Gen { n, device, ms: t - jitter, metrics: ms.into_iter().map(|i| (i, if i == 0 { (temp * 10.0).round() / 10.0 } else { rpm })).collect() }
             })
             .collect()
     })
