@@ -19,6 +19,9 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
     let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db name");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
+    // Passwords in the connection strings (trust auth ignores this one): none may reach the logs.
+    let url = url.replacen("://postgres@", "://postgres:pg-s3cret-pw@", 1);
+    assert!(url.contains("pg-s3cret-pw"), "DATABASE_URL is expected as postgres://postgres@host/db: {base}");
 
     let brokers = test_brokers();
     let (aggs_topic, alerts_topic, dead_topic) = (unique_topic("p-aggs"), unique_topic("p-alerts"), unique_topic("p-dead"));
@@ -73,13 +76,14 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         .env("TRIBUTARY_BIND", "127.0.0.1")
         .env("DATABASE_URL", &url)
         // No Redis there: the function must still write to PostgreSQL.
-        .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+        .env("REDIS_URL", format!("redis://:redis-s3cret-pw@127.0.0.1:{redis_port}"))
         .env("TRIBUTARY_KAFKA_BROKERS", &brokers)
         .env("TRIBUTARY_AGGREGATES_TOPIC", &aggs_topic)
         .env("TRIBUTARY_ALERTS_TOPIC", &alerts_topic)
         .env("TRIBUTARY_DEADLETTER_TOPIC", &dead_topic)
         .env("TRIBUTARY_CONSUMER_GROUP", unique_topic("p-group"))
-        .env("RUST_LOG", "info")
+        // Debug for Tributary's own crates: the most a support case would turn on.
+        .env("RUST_LOG", "info,tributary_process=debug,tributary_shared=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -114,5 +118,10 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("process stopped"));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("postgres://"), "no connection strings in logs");
+    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!logs.contains("postgres://"), "no connection strings in logs");
+    assert!(logs.contains("redis") || logs.contains("cache"), "the Redis outage was logged: {logs}");
+    for secret in ["pg-s3cret-pw", "redis-s3cret-pw"] {
+        assert!(!logs.contains(secret), "a password reached the logs: {secret}");
+    }
 }
