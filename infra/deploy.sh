@@ -1,18 +1,76 @@
 #!/usr/bin/env bash
-# Deploy one environment: Bicep, then the manifests with Bicep's outputs wired in.
+# Deploy one environment: Bicep, then the images into the environment's own
+# registry, then the manifests with Bicep's outputs wired in.
 #   infra/deploy.sh <dev|prod> <image tag>
-# Runs inside `az` login (the pipeline's AzureCLI task). The manifests are the
-# environment's overlay keda/overlays/<env> when there is one (prod), else
-# keda/base (dev); a kustomization in a temporary directory puts the pushed
-# images (the pipeline's tag) and Bicep's outputs on top and is applied.
+# Runs inside `az` login (the pipeline's AzureCLI task) with buildah on PATH.
+# - images: the oci-archives scripts/images exports,
+#   $TRIBUTARY_IMAGES_DIR/tributary-<function>.oci.tar (default target/images;
+#   the pipeline downloads the Build stage's artifact `images`), each pushed
+#   after the Bicep deployment (which creates the registry on a first run) to
+#   <acrLoginServer>/tributary-<function>:<tag>;
+# - secrets: Bicep's secure parameters come from the environment (the
+#   pipeline maps its secret variables), see SECRET_PARAMS; Bicep writes them
+#   and the secrets it derives into Key Vault, the SecretProviderClass syncs
+#   them into the cluster;
+# - manifests: the environment's overlay keda/overlays/<env> when there is one
+#   (prod), else keda/base (dev); a kustomization in a temporary directory
+#   puts the pushed images and Bicep's outputs on top and is applied.
 set -euo pipefail
 env=${1:?environment}; tag=${2:?image tag}
 rg="tributary-$env"
 cd "$(dirname "$0")/.."
+FUNCTIONS=(ingest archive analyze process dashboard)
+# Bicep parameter = environment variable holding its value.
+SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
+fail() { echo "infra/deploy.sh: $*" >&2; exit 1; }
+
+# Everything this needs, checked before anything is deployed.
+images=${TRIBUTARY_IMAGES_DIR:-target/images}
+for fn in "${FUNCTIONS[@]}"; do
+  [ -f "$images/tributary-$fn.oci.tar" ] \
+    || fail "$images/tributary-$fn.oci.tar is missing (set TRIBUTARY_IMAGES_DIR to the directory scripts/images exported the oci-archives to)"
+done
+command -v buildah >/dev/null || fail "buildah is not installed (it pushes the images)"
+for p in "${SECRET_PARAMS[@]}"; do
+  var=${p#*=}
+  value=${!var:-}
+  [ -n "$value" ] || fail "$var is not set (Bicep parameter ${p%%=*}; the pipeline maps it from a secret variable)"
+  # An Azure Pipelines macro left as is: the secret variable does not exist.
+  [[ $value != \$\(*\) ]] || fail "$var is the unexpanded macro $value: define that secret variable"
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(
+  umask 077
+  python3 - "${SECRET_PARAMS[@]}" >"$work/secrets.parameters.json" <<'PY'
+import json, os, sys
+params = {p.split("=", 1)[0]: {"value": os.environ[p.split("=", 1)[1]]} for p in sys.argv[1:]}
+json.dump({"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+           "contentVersion": "1.0.0.0", "parameters": params}, sys.stdout)
+PY
+)
+
 out=$(az deployment group create --resource-group "$rg" --name "tributary-$tag" \
   --template-file infra/bicep/main.bicep --parameters "@infra/bicep/params/$env.parameters.json" \
+  --parameters "@$work/secrets.parameters.json" \
   --query properties.outputs -o json)
+rm -f "$work/secrets.parameters.json"
 get() { echo "$out" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1']['value'])"; }
+registry=$(get acrLoginServer)
+
+# The images into this environment's registry (Bicep created it if it is new).
+B=(buildah --storage-driver vfs)
+az acr login --name "${registry%%.*}" --expose-token --output tsv --query accessToken \
+  | "${B[@]}" login --username 00000000-0000-0000-0000-000000000000 --password-stdin "$registry"
+for fn in "${FUNCTIONS[@]}"; do
+  # buildah pushes from its local storage: load the archive, push it by image id.
+  id=$("${B[@]}" pull --quiet "oci-archive:$images/tributary-$fn.oci.tar" | tail -n1)
+  [ -n "$id" ] || fail "buildah pull of $images/tributary-$fn.oci.tar gave no image id"
+  "${B[@]}" push --quiet "$id" "docker://$registry/tributary-$fn:$tag"
+  echo "pushed $registry/tributary-$fn:$tag"
+done
+
 az aks get-credentials --resource-group "$rg" --name "$(get aksName)" --overwrite-existing
 
 src=keda/base
@@ -20,11 +78,9 @@ src=keda/base
 # The registry the source names its images with: the overlay's newName, else the base's.
 from=$(sed -nE 's#.*newName: *([^/ ]+)/tributary-ingest[ ,}].*#\1#p' "$src/kustomization.yaml" | head -n1)
 from=${from:-tributary.azurecr.io}
-registry=$(get acrLoginServer)
 client_id=$(get workloadClientId)
 kafka=$(get kafkaBootstrap)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cosmos=$(get cosmosEndpoint)
 cp -r keda "$work/"  # Kustomize takes relative paths only
 mkdir "$work/apply"
 {
@@ -35,7 +91,7 @@ resources:
   - ../$src
 images:
 YAML
-  for fn in ingest archive analyze process dashboard; do
+  for fn in "${FUNCTIONS[@]}"; do
     echo "  - {name: $from/tributary-$fn, newName: $registry/tributary-$fn, newTag: \"$tag\"}"
   done
   cat <<YAML
@@ -43,6 +99,11 @@ patches:
   - target: {kind: ServiceAccount, name: tributary}
     patch: |-
       - {op: replace, path: /metadata/annotations/azure.workload.identity~1client-id, value: "$client_id"}
+  - target: {kind: SecretProviderClass, name: tributary-secrets}
+    patch: |-
+      - {op: replace, path: /spec/parameters/clientID, value: "$client_id"}
+      - {op: replace, path: /spec/parameters/keyvaultName, value: "$(get keyVaultName)"}
+      - {op: replace, path: /spec/parameters/tenantId, value: "$(get tenantId)"}
   - target: {kind: ConfigMap, name: tributary-config}
     patch: |-
       - {op: replace, path: /data/TRIBUTARY_KAFKA_BROKERS, value: "$kafka"}
@@ -57,11 +118,15 @@ patches:
     patch: |-
       - {op: replace, path: /spec/triggers/0/metadata/bootstrapServers, value: "$kafka"}
       - {op: replace, path: /spec/triggers/1/metadata/bootstrapServers, value: "$kafka"}
+YAML
+  for fn in archive dashboard; do
+    cat <<YAML
   - patch: |-
       apiVersion: apps/v1
       kind: Deployment
-      metadata: {name: archive, namespace: tributary}
-      spec: {template: {spec: {containers: [{name: archive, env: [{name: TRIBUTARY_COSMOS_ENDPOINT, value: "$(get cosmosEndpoint)"}]}]}}}
+      metadata: {name: $fn, namespace: tributary}
+      spec: {template: {spec: {containers: [{name: $fn, env: [{name: TRIBUTARY_COSMOS_ENDPOINT, value: "$cosmos"}]}]}}}
 YAML
+  done
 } >"$work/apply/kustomization.yaml"
 kubectl apply -k "$work/apply"

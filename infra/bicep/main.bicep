@@ -48,6 +48,18 @@ param ingestRateLimitPerMinute int = 6000
 @description('PostgreSQL administrator password (kept in Key Vault).')
 param postgresAdminPassword string
 
+@secure()
+@description('Password of the read-only PostgreSQL role tributary_readonly (the dashboard); the pipeline passes it from a secret variable.')
+param postgresReadonlyPassword string
+
+@secure()
+@description('Fleet key that device tokens are derived from (ingest); the pipeline passes it from a secret variable.')
+param fleetKey string
+
+@secure()
+@description('Bearer token operators acknowledge alerts with (dashboard); the pipeline passes it from a secret variable.')
+param operatorToken string
+
 var prefix = 'tributary-${environment}'
 var namespace = 'tributary'
 var serviceAccount = 'tributary'
@@ -120,6 +132,25 @@ module keyvault 'modules/keyvault.bicep' = {
   params: { name: '${prefix}-kv', location: location, principalId: identity.outputs.principalId }
 }
 
+// Every secret the functions read, in Key Vault (synced into the cluster by
+// the SecretProviderClass in keda/base/secrets.yaml).
+module secrets 'modules/secrets.bicep' = {
+  name: 'secrets'
+  params: {
+    vaultName: keyvault.outputs.name
+    redisName: redis.outputs.name
+    eventHubsName: eventhubs.outputs.name
+    eventHubsRuleName: eventhubs.outputs.kafkaRuleName
+    postgresHost: postgres.outputs.host
+    postgresAdminLogin: postgres.outputs.adminLogin
+    postgresAdminPassword: postgresAdminPassword
+    postgresReadonlyLogin: 'tributary_readonly'
+    postgresReadonlyPassword: postgresReadonlyPassword
+    fleetKey: fleetKey
+    operatorToken: operatorToken
+  }
+}
+
 module apim 'modules/apim.bicep' = {
   name: 'apim'
   params: {
@@ -132,7 +163,8 @@ module apim 'modules/apim.bicep' = {
   }
 }
 
-// Wired into keda/ by the pipeline (ConfigMap, ServiceAccount annotation, images).
+// Wired into keda/ by infra/deploy.sh (images pushed to the registry, ConfigMap,
+// ServiceAccount annotation, SecretProviderClass, Cosmos DB endpoint).
 output acrLoginServer string = acr.outputs.loginServer
 output aksName string = aks.outputs.name
 output workloadClientId string = identity.outputs.clientId
@@ -141,4 +173,6 @@ output cosmosEndpoint string = cosmos.outputs.endpoint
 output postgresHost string = postgres.outputs.host
 output redisHost string = redis.outputs.host
 output keyVaultUri string = keyvault.outputs.uri
+output keyVaultName string = keyvault.outputs.name
+output tenantId string = tenant().tenantId
 output ingestGatewayUrl string = apim.outputs.gatewayUrl

@@ -161,11 +161,64 @@ def test_identities_are_least_privilege():
     assert resource(module("redis"), "Microsoft.Cache/redis")["properties"]["enableNonSslPort"] is False
 
 
+def deploy_secret_params():
+    """Bicep parameter -> environment variable, the secure parameters infra/deploy.sh passes from the pipeline's secrets."""
+    script = (ROOT / "infra" / "deploy.sh").read_text()
+    return dict(p.split("=") for p in re.search(r"^SECRET_PARAMS=\(([^)]*)\)", script, re.M).group(1).split())
+
+
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_parameter_files_name_only_declared_parameters(env):
     doc = json.loads((BICEP / "params" / f"{env}.parameters.json").read_text())
     declared = parse(BICEP / "main.bicep")["params"]
     assert set(doc["parameters"]) <= set(declared), set(doc["parameters"]) - set(declared)
+    passed = set(deploy_secret_params())
+    assert not passed & set(doc["parameters"]), "a secret is in a file in the repository or passed twice"
     required = {n for n, src in declared.items() if "=" not in src}
-    assert required <= set(doc["parameters"]), f"{env} lacks {required - set(doc['parameters'])}"
+    assert required <= set(doc["parameters"]) | passed, f"{env} lacks {required - set(doc['parameters']) - passed}"
     assert "reference" in doc["parameters"]["postgresAdminPassword"], "the password comes from Key Vault, not the file"
+
+
+def secure_params(path):
+    """The parameters a file declares with the @secure() decorator (decorators precede the declaration)."""
+    kids = PARSER.parse(path.read_bytes()).root_node.named_children
+    return {c.named_children[0].text.decode() for prev, c in zip([None] + kids, kids)
+            if c.type == "parameter_declaration" and prev is not None and prev.type == "decorators"
+            and any(d.text.decode() == "@secure()" for d in prev.named_children)}
+
+
+def test_secrets_from_the_pipeline_are_secure_parameters():
+    secure = secure_params(BICEP / "main.bicep")
+    assert "postgresAdminPassword" in secure
+    for name in deploy_secret_params():
+        assert name in secure, f"{name} must be a @secure() parameter of main.bicep"
+    declared, secure = parse(BICEP / "modules" / "secrets.bicep")["params"], secure_params(BICEP / "modules" / "secrets.bicep")
+    for name in declared:
+        if re.search(r"password|key|token", name, re.I) and not name.endswith("Name"):
+            assert name in secure, f"secrets.bicep: {name} must be @secure()"
+
+
+def test_every_key_vault_secret_the_cluster_reads_is_written_by_bicep():
+    """The SecretProviderClass's objects and the TriggerAuthentication's secrets are Key Vault secrets that a
+    Microsoft.KeyVault/vaults/secrets resource writes (none is left to be set by hand)."""
+    written = {}
+    for f in BICEP.rglob("*.bicep"):
+        for r in parse(f)["resources"]:
+            if r["type"].startswith("Microsoft.KeyVault/vaults/secrets@"):
+                written[r["body"]["name"]] = r["body"]
+    docs = [d for f in (ROOT / "keda" / "base").glob("*.yaml") if f.name != "kustomization.yaml" for d in yaml.safe_load_all(f.read_text()) if d]
+    read = set()
+    for spc in (d for d in docs if d["kind"] == "SecretProviderClass"):
+        for item in yaml.safe_load(spc["spec"]["parameters"]["objects"])["array"]:
+            read.add(yaml.safe_load(item)["objectName"])
+    for ta in (d for d in docs if d["kind"] == "TriggerAuthentication"):
+        read |= {s["name"] for s in ta["spec"]["azureKeyVault"]["secrets"]}
+    assert read >= {"fleet-key", "eventhubs-connection-string", "redis-url", "database-url"}
+    assert read <= set(written), f"no Bicep resource writes {read - set(written)}"
+    # Derived from the resources, not typed in: Redis's access key, Event Hubs' connection string (TLS endpoints).
+    assert "listKeys()" in written["redis-url"]["properties"]["value"] and written["redis-url"]["properties"]["value"].startswith("'rediss://")
+    assert "listKeys().primaryConnectionString" in written["eventhubs-connection-string"]["properties"]["value"]
+    for url in ("database-url", "database-url-readonly"):
+        assert "sslmode=require" in written[url]["properties"]["value"], "PostgreSQL requires TLS (require_secure_transport)"
+    rule = resource(module("eventhubs"), "Microsoft.EventHub/namespaces/authorizationRules")["properties"]
+    assert sorted(rule["rights"]) == ["Listen", "Send"], "send and listen, not manage"

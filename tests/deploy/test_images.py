@@ -49,11 +49,13 @@ def test_scripts_images_builds_every_function():
     assert "target-feature=+crt-static" in script and "MAX_BYTES=20000000" in script
 
 
-def test_pipeline_builds_with_scripts_images_and_pushes_every_function():
+def test_pipeline_builds_with_scripts_images_and_deploy_pushes_every_function():
     doc = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
     steps = next(s for s in doc["stages"] if s["stage"] == "Build")["jobs"][0]["steps"]
     assert any(s.get("script") == "scripts/images" for s in steps)
-    push = next(s for s in steps if s.get("task") == "AzureCLI@2")["inputs"]["inlineScript"]
-    pushed = set(re.search(r"for fn in ([^;]+);", push).group(1).split())
-    assert pushed == set(FUNCTIONS)
-    assert "localhost/tributary-$fn:dev" in push, "push what scripts/images built and checked"
+    assert next(s for s in steps if s.get("task") == "CopyFiles@2")["inputs"]["Contents"] == "tributary-*.oci.tar"
+    # infra/deploy.sh pushes the archives scripts/images exported and checked, one per function.
+    deploy = (ROOT / "infra" / "deploy.sh").read_text()
+    assert set(re.search(r"^FUNCTIONS=\(([^)]*)\)", deploy, re.M).group(1).split()) == set(FUNCTIONS)
+    assert '"oci-archive:$images/tributary-$fn.oci.tar"' in deploy
+    assert '"docker://$registry/tributary-$fn:$tag"' in deploy

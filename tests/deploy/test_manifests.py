@@ -9,7 +9,10 @@ What is checked here (no cluster, no network):
 - the kafka trigger's free-form metadata (known keys, string values);
 - the manifests against the code: every env var set is one the function
   reads (from the binaries' --help), the required ones are set, ports and
-  probe paths match, topics and consumer groups equal the code's defaults.
+  probe paths match, topics and consumer groups equal the code's defaults;
+- the SecretProviderClass (no schema here: structural checks) against the
+  Deployments: every secretKeyRef key is synced from a Key Vault object, and
+  every Deployment reading the Secret mounts the CSI volume that syncs it.
 What only a real cluster checks: the Istio PeerAuthentication (no schema
 here), that images exist, that identities and Key Vault secrets resolve.
 
@@ -97,6 +100,84 @@ CRDS = {
     "TriggerAuthentication": "keda/keda.sh_triggerauthentications.yaml",
     "HTTPScaledObject": "keda-http-add-on/http.keda.sh_httpscaledobjects.yaml",
 }
+
+
+SPC_API = "secrets-store.csi.x-k8s.io/v1"
+CSI_DRIVER = "secrets-store.csi.k8s.io"
+# The Azure Key Vault provider's parameters (secrets-store-csi-driver-provider-azure).
+AZURE_SPC_PARAMETERS = {"usePodIdentity", "useVMManagedIdentity", "userAssignedIdentityID", "clientID", "keyvaultName",
+                        "cloudName", "cloudEnvFileName", "objects", "tenantId"}
+AZURE_OBJECT_KEYS = {"objectName", "objectType", "objectVersion", "objectAlias", "objectEncoding", "objectFormat", "filePermission"}
+
+
+def spc_objects(spc):
+    """The Key Vault objects a SecretProviderClass reads: its `objects` parameter, YAML in YAML."""
+    outer = yaml.safe_load(spc["spec"]["parameters"]["objects"])
+    assert set(outer) == {"array"} and isinstance(outer["array"], list), "objects: an `array:` of YAML strings"
+    objects = []
+    for item in outer["array"]:
+        assert isinstance(item, str), f"each object is a YAML string: {item!r}"
+        o = yaml.safe_load(item)
+        assert set(o) <= AZURE_OBJECT_KEYS, f"unknown object keys {set(o) - AZURE_OBJECT_KEYS}"
+        assert o["objectType"] in ("secret", "key", "cert") and o["objectName"], o
+        objects.append(o)
+    return objects
+
+
+def check_secret_provider_classes(docs):
+    """Structural checks of every SecretProviderClass against the Deployments in `docs`; returns the Key Vault
+    secret names read. secretKeyRefs to a Secret no SecretProviderClass syncs are left to the caller."""
+    spcs = [d for d in docs if d["kind"] == "SecretProviderClass"]
+    synced = {}  # Secret name -> (SecretProviderClass name, its keys)
+    vault_secrets = set()
+    for spc in spcs:
+        name = spc["metadata"]["name"]
+        assert spc["apiVersion"] == SPC_API, f"{name}: {spc['apiVersion']}"
+        assert set(spc) == {"apiVersion", "kind", "metadata", "spec"}
+        spec = spc["spec"]
+        assert set(spec) <= {"provider", "parameters", "secretObjects"}, set(spec)
+        assert spec["provider"] == "azure"
+        params = spec["parameters"]
+        assert set(params) <= AZURE_SPC_PARAMETERS, f"{name}: unknown parameters {set(params) - AZURE_SPC_PARAMETERS}"
+        assert all(isinstance(v, str) for v in params.values()), "parameters are strings"
+        assert params.get("usePodIdentity", "false") == "false" and "useVMManagedIdentity" not in params, "workload identity"
+        for k in ("clientID", "keyvaultName", "tenantId", "objects"):
+            assert params.get(k), f"{name}: {k} missing"
+        objects = spc_objects(spc)
+        readable = {o.get("objectAlias", o["objectName"]) for o in objects}
+        vault_secrets |= {o["objectName"] for o in objects if o["objectType"] == "secret"}
+        for so in spec.get("secretObjects", []):
+            assert set(so) <= {"secretName", "type", "data", "labels", "annotations"}, set(so)
+            keys = set()
+            for item in so["data"]:
+                assert set(item) == {"objectName", "key"}, item
+                assert item["objectName"] in readable, f"{name}: syncs {item['objectName']}, not in objects"
+                keys.add(item["key"])
+            assert so["secretName"] not in synced, f"{so['secretName']} synced twice"
+            synced[so["secretName"]] = (name, keys)
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+        used = {r["name"] for r in refs if r["name"] in synced}
+        for r in refs:
+            if r["name"] in synced:
+                assert r["key"] in synced[r["name"]][1], f"{dep['metadata']['name']}: key {r['key']} is not synced into {r['name']}"
+        for secret in used:
+            spc_name = synced[secret][0]
+            vols = [v["name"] for v in pod.get("volumes", [])
+                    if v.get("csi", {}).get("driver") == CSI_DRIVER and v["csi"].get("readOnly") is True
+                    and v["csi"].get("volumeAttributes", {}).get("secretProviderClass") == spc_name]
+            assert vols, f"{dep['metadata']['name']}: reads {secret} but mounts no read-only CSI volume of {spc_name} (the sync needs a mount)"
+            assert any(m["name"] in vols and m.get("readOnly") is True for m in c.get("volumeMounts", [])), \
+                f"{dep['metadata']['name']}: the container must mount {vols[0]} read-only"
+    return vault_secrets
+
+
+def secret_key_refs(docs):
+    return {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for d in docs if d["kind"] == "Deployment"
+            for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
 
 
 def help_env(binary):
@@ -233,3 +314,34 @@ def test_namespace_is_meshed_with_strict_mtls():
     assert any(k in ns["metadata"]["labels"] for k in ("istio.io/rev", "istio-injection"))
     pa = of_kind("PeerAuthentication")
     assert pa and pa[0]["spec"]["mtls"]["mode"] == "STRICT"
+
+
+def test_secret_provider_class_syncs_every_key_the_deployments_read():
+    docs = manifests()
+    spcs = of_kind("SecretProviderClass")
+    assert [s["metadata"]["name"] for s in spcs] == ["tributary-secrets"]
+    refs = secret_key_refs(docs)
+    assert {n for n, _ in refs} == {"tributary-secrets"}
+    assert {k for _, k in refs} >= {"fleet-key", "database-url", "database-url-readonly", "redis-url", "operator-token", "eventhubs-connection-string"}
+    check_secret_provider_classes(docs)
+    synced = {d["key"] for so in spcs[0]["spec"]["secretObjects"] for d in so["data"]}
+    assert synced == {k for _, k in refs}, "sync exactly the keys read"
+    # Every Deployment reads the Secret, so every one keeps the sync alive.
+    assert all(any(v.get("csi") for v in d["spec"]["template"]["spec"].get("volumes", [])) for d in of_kind("Deployment"))
+
+
+def test_secret_provider_class_checks_catch_mistakes():
+    docs = manifests()
+    spc = next(d for d in docs if d["kind"] == "SecretProviderClass")
+    broken = copy.deepcopy(spc)
+    broken["spec"]["secretObjects"][0]["data"] = [d for d in broken["spec"]["secretObjects"][0]["data"] if d["key"] != "redis-url"]
+    with pytest.raises(AssertionError, match="redis-url"):
+        check_secret_provider_classes([broken if d is spc else d for d in docs])
+    broken = copy.deepcopy(spc)
+    broken["spec"]["parameters"]["objects"] = broken["spec"]["parameters"]["objects"].replace("objectName: redis-url", "objectName: redis")
+    with pytest.raises(AssertionError, match="not in objects"):
+        check_secret_provider_classes([broken if d is spc else d for d in docs])
+    unmounted = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment"))
+    del unmounted["spec"]["template"]["spec"]["volumes"]
+    with pytest.raises(AssertionError, match="CSI volume"):
+        check_secret_provider_classes([spc, unmounted])

@@ -1,8 +1,12 @@
 """azure-pipelines.yml against Microsoft's own schema (check-jsonschema,
-offline, schema from TRIBUTARY_SCHEMAS_DIR) and the stages it must have."""
+offline, schema from TRIBUTARY_SCHEMAS_DIR), the stages it must have, and how
+images travel: Build publishes the archives scripts/images exports and pushes
+nothing; each deploy stage downloads them and infra/deploy.sh pushes them to
+that environment's registry."""
 
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -55,3 +59,45 @@ def test_stages_test_build_then_deploy_with_approvals():
         assert (ROOT / args["scriptPath"]).exists()
         assert (ROOT / "infra" / "bicep" / "params" / f"{args['arguments'].split()[0]}.parameters.json").exists()
     assert "refs/heads/main" in stages["DeployProd"]["condition"]
+
+
+def stages():
+    return {s["stage"]: s for s in yaml.safe_load(PIPELINE.read_text())["stages"]}
+
+
+def deploy_steps(stage):
+    return stage["jobs"][0]["strategy"]["runOnce"]["deploy"]["steps"]
+
+
+def test_build_publishes_the_image_archives_and_pushes_nothing():
+    steps = stages()["Build"]["jobs"][0]["steps"]
+    images = next(i for i, s in enumerate(steps) if s.get("script") == "scripts/images")
+    # scripts/images exports $root/target/images/tributary-<fn>.oci.tar, root being the checkout.
+    script = (ROOT / "scripts" / "images").read_text()
+    assert "out=$root/target/images" in script and 'archive=$out/tributary-$fn.oci.tar' in script
+    copy = next(s for s in steps if s.get("task") == "CopyFiles@2")["inputs"]
+    assert copy["SourceFolder"] == "$(Build.SourcesDirectory)/target/images" and copy["Contents"] == "tributary-*.oci.tar"
+    publish = next(s for s in steps if "publish" in s)
+    assert publish["artifact"] == "images" and publish["publish"] == copy["TargetFolder"]
+    assert images < steps.index(publish)
+    text = yaml.safe_dump(steps).lower()
+    assert "push" not in text.replace("publish", "") and not any(s.get("task", "").startswith("AzureCLI") for s in steps), \
+        "Build pushes nothing: the registry of each environment gets the images in its deploy stage"
+
+
+def test_each_deploy_stage_downloads_the_images_and_hands_them_and_its_secrets_to_deploy_sh():
+    script = (ROOT / "infra" / "deploy.sh").read_text()
+    secret_params = dict(p.split("=") for p in re.search(r"^SECRET_PARAMS=\(([^)]*)\)", script, re.M).group(1).split())
+    assert "TRIBUTARY_IMAGES_DIR" in script and 'buildah --storage-driver vfs' in script
+    for name in ("DeployDev", "DeployProd"):
+        stage = stages()[name]
+        steps = deploy_steps(stage)
+        download = next(i for i, s in enumerate(steps) if s.get("download") == "current" and s.get("artifact") == "images")
+        deploy = steps[-1]
+        assert deploy["inputs"]["scriptPath"] == "infra/deploy.sh" and download < len(steps) - 1
+        env = deploy["env"]
+        assert env["TRIBUTARY_IMAGES_DIR"] == "$(Pipeline.Workspace)/images", "where download puts artifact `images`"
+        for param, var in secret_params.items():
+            assert env[var] == f"$({param})", f"{name}: {var} from the secret variable {param}"
+        groups = [v["group"] for v in stage["variables"] if "group" in v]
+        assert groups == [f"tributary-{name[len('Deploy'):].lower()}-secrets"], "each environment its own secrets"

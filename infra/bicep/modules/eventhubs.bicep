@@ -51,4 +51,16 @@ resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The Kafka endpoint's SASL PLAIN login is a connection string (user
+// $ConnectionString): a namespace rule that may only send and listen, not
+// manage. Its connection string goes to Key Vault (secrets.bicep) for the
+// functions and KEDA's kafka scaler.
+resource kafkaRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = {
+  parent: ns
+  name: 'tributary-kafka'
+  properties: { rights: ['Listen', 'Send'] }
+}
+
+output name string = ns.name
+output kafkaRuleName string = kafkaRule.name
 output bootstrap string = '${name}.servicebus.windows.net:9093'

@@ -28,4 +28,5 @@ resource reader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+output name string = vault.name
 output uri string = vault.properties.vaultUri

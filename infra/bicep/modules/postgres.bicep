@@ -32,3 +32,4 @@ resource requireTls 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@20
 }
 
 output host string = server.properties.fullyQualifiedDomainName
+output adminLogin string = server.properties.administratorLogin

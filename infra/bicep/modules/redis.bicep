@@ -13,4 +13,5 @@ resource cache 'Microsoft.Cache/redis@2024-03-01' = {
   }
 }
 
+output name string = cache.name
 output host string = cache.properties.hostName
