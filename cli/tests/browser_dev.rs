@@ -90,7 +90,7 @@ async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
     send(&ingest, &probe, &history).await;
     let start = Instant::now();
     loop {
-        let v: Value = reqwest::get(format!("{dashboard}/api/devices/{probe}/series?metric=probe&window=2&from=1h")).await.expect("GET").json().await.expect("json");
+        let v: Value = reqwest::get(format!("{dashboard}/api/devices/{probe}/series?metric=probe&window=2&from=1h&maxPoints=10000")).await.expect("GET").json().await.expect("json");
         if v["points"].as_array().is_some_and(|p| p.len() >= 40) {
             break;
         }
