@@ -301,6 +301,7 @@ impl ResultStore for SqliteStore {
     }
 
     async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
+        let mut reference_mean = None;
         let rows = if per_point <= 1 {
             sqlx::query(
                 "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
@@ -315,32 +316,49 @@ impl ResultStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?
         } else {
-            // The merge of `merge_points`, in SQL: the inner query gives each
-            // window its slot and the slot's weighted mean, so the pooled
-            // variance is summed around that mean (no E[x²] - E[x]²
-            // cancellation); the model is the top-scoring window's (a
-            // fixed-width score prefix makes max() pick it).
-            sqlx::query(
-                "SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
-                        max(slot_mean) AS mean,
-                        sum(count * (stddev * stddev + (mean - slot_mean) * (mean - slot_mean))) / sum(count) AS variance,
-                        sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
-                        max(anomaly_score) AS anomaly_score,
-                        substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
-                 FROM (SELECT *, window_start / ?6 AS slot,
-                              sum(count * mean) OVER (PARTITION BY window_start / ?6) / sum(count) OVER (PARTITION BY window_start / ?6) AS slot_mean
-                       FROM aggregates
-                       WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5)
-                 GROUP BY slot ORDER BY slot LIMIT 10000",
+            // The merge of `merge_points`, in SQL, one pass: the pooled variance is
+            // E[(x - r)²] - (mean - r)² around a reference r near the values (the
+            // range's first window mean), which keeps E[x²] - E[x]²'s cancellation
+            // away from metrics with a large mean and a small spread; the model is
+            // the top-scoring window's (a fixed-width score prefix makes max() pick it).
+            let reference: Option<(f64,)> = sqlx::query_as(
+                "SELECT mean FROM aggregates
+                 WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
+                 ORDER BY window_start LIMIT 1",
             )
             .bind(device)
             .bind(metric)
             .bind(i64::from(window_seconds))
             .bind(ms(from))
             .bind(ms(to))
-            .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
-            .fetch_all(&self.pool)
-            .await?
+            .fetch_optional(&self.pool)
+            .await?;
+            reference_mean = reference.map(|r| r.0);
+            match reference_mean {
+                None => Vec::new(),
+                Some(r) => {
+                    sqlx::query(
+                        "SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
+                                sum(count * mean) / sum(count) AS mean,
+                                sum(count * (stddev * stddev + (mean - ?7) * (mean - ?7))) / sum(count) AS ex2,
+                                sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
+                                max(anomaly_score) AS anomaly_score,
+                                substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
+                         FROM aggregates
+                         WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
+                         GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000",
+                    )
+                    .bind(device)
+                    .bind(metric)
+                    .bind(i64::from(window_seconds))
+                    .bind(ms(from))
+                    .bind(ms(to))
+                    .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
+                    .bind(r)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            }
         };
         let mut points = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -350,7 +368,13 @@ impl ResultStore for SqliteStore {
                 min: r.try_get("min")?,
                 max: r.try_get("max")?,
                 mean: r.try_get("mean")?,
-                stddev: if per_point <= 1 { r.try_get("stddev")? } else { r.try_get::<f64, _>("variance")?.max(0.0).sqrt() },
+                stddev: match reference_mean {
+                    None => r.try_get("stddev")?,
+                    Some(reference) => {
+                        let mean: f64 = r.try_get("mean")?;
+                        (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2)).max(0.0).sqrt()
+                    }
+                },
                 p50: r.try_get("p50")?,
                 p95: r.try_get("p95")?,
                 p99: r.try_get("p99")?,
