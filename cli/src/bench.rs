@@ -35,6 +35,10 @@ pub enum Bench {
     Dashboard(crate::bench_dashboard::DashboardArgs),
     /// The all-in-one process end to end: ready time, readings/s, drain time, RSS, clean stop.
     Dev(crate::bench_dev::DevArgs),
+    /// Analyze through a Kafka broker, pinned to one CPU, vs. a bare librdkafka consumer on it.
+    AnalyzeKafka(crate::bench_analyze_kafka::AnalyzeKafkaArgs),
+    /// Each function binary: start to /healthz and /readyz, RSS when idle, SIGTERM to exit.
+    Start(crate::bench_start::StartArgs),
 }
 
 /// Arguments of `bench analyze`.
@@ -104,6 +108,8 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Process(a) => crate::bench_process::run(a).await,
         Bench::Analyze(a) => analyze(a),
         Bench::Dev(a) => crate::bench_dev::run(a).await,
+        Bench::AnalyzeKafka(a) => crate::bench_analyze_kafka::run(a).await,
+        Bench::Start(a) => crate::bench_start::run(a).await,
         Bench::Dashboard(a) => crate::bench_dashboard::run(a).await,
         Bench::Archive(a) => {
             let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
@@ -339,7 +345,7 @@ fn rss_mb_self() -> f64 {
 }
 
 /// Readings for `series` series (devices with 4 metrics each), one second apart per device.
-fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
+pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
     use chrono::TimeZone;
     let devices = (series / 4).max(1);
     let base = 1_795_000_000_000i64;

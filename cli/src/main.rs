@@ -4,12 +4,15 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_dashboard;
+mod bench_analyze_kafka;
 mod bench_dev;
 mod bench_process;
+mod bench_start;
 mod dev;
 mod eval;
 mod simulate;
 mod token;
+mod verify;
 
 #[derive(Parser)]
 #[command(name = "tributary", version, about = "Tributary telemetry pipeline: operator commands")]
@@ -32,6 +35,8 @@ enum Command {
     /// Benchmarks (figures from real runs, medians of several).
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Reconcile a simulator's record of acknowledged readings with the raw archive and the aggregates.
+    Verify(verify::Args),
 }
 
 #[tokio::main]
@@ -48,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b).await,
+        Command::Verify(a) => verify::run(a).await,
     }
 }
