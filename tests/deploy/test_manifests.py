@@ -313,7 +313,14 @@ def test_namespace_is_meshed_with_strict_mtls():
     ns = of_kind("Namespace")[0]
     assert any(k in ns["metadata"]["labels"] for k in ("istio.io/rev", "istio-injection"))
     pa = of_kind("PeerAuthentication")
-    assert pa and pa[0]["spec"]["mtls"]["mode"] == "STRICT"
+    assert pa and pa[0]["metadata"]["name"] == "default" and "selector" not in pa[0]["spec"] and pa[0]["spec"]["mtls"]["mode"] == "STRICT"
+    # The only exceptions: the HTTP port the KEDA interceptor (outside the mesh) calls on each HTTP function.
+    for p in pa[1:]:
+        app = p["spec"]["selector"]["matchLabels"]["app"]
+        dep = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == app)
+        assert p["spec"]["mtls"]["mode"] == "STRICT"
+        assert p["spec"]["portLevelMtls"] == {str(deployment_env(dep)["PORT"]): {"mode": "PERMISSIVE"}}, p
+        assert app in {h["spec"]["scaleTargetRef"]["name"] for h in of_kind("HTTPScaledObject")}, f"{app} is not behind the interceptor"
 
 
 def test_secret_provider_class_syncs_every_key_the_deployments_read():
