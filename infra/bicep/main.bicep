@@ -41,6 +41,9 @@ param apimSku string = 'Developer'
 @description('Publisher e-mail shown by API Management.')
 param publisherEmail string
 
+@description('URL API Management forwards ingest requests to: the KEDA HTTP add-on interceptor\'s proxy Service (keda-add-ons-http-interceptor-proxy, port 8080) exposed outside the cluster, e.g. http://<internal load balancer IP>:8080 when API Management is in the cluster\'s VNet, else an HTTPS ingress or public load balancer address in front of it. Never a *.svc.cluster.local name: API Management runs outside the cluster and cannot resolve it.')
+param ingestBackendUrl string
+
 @description('Requests per minute one API subscription may send to ingest.')
 param ingestRateLimitPerMinute int = 6000
 
@@ -63,6 +66,8 @@ param operatorToken string
 var prefix = 'tributary-${environment}'
 var namespace = 'tributary'
 var serviceAccount = 'tributary'
+// The host the ingest HTTPScaledObject routes (keda/base/ingest.yaml): the interceptor routes by Host header.
+var ingestHost = 'ingest.${namespace}.example.com'
 
 module logs 'modules/logs.bicep' = {
   name: 'logs'
@@ -158,7 +163,8 @@ module apim 'modules/apim.bicep' = {
     location: location
     sku: apimSku
     publisherEmail: publisherEmail
-    ingestBackendUrl: 'http://ingest.${namespace}.svc.cluster.local:8080'
+    ingestBackendUrl: ingestBackendUrl
+    ingestHost: ingestHost
     rateLimitPerMinute: ingestRateLimitPerMinute
   }
 }

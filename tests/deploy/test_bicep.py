@@ -222,3 +222,54 @@ def test_every_key_vault_secret_the_cluster_reads_is_written_by_bicep():
         assert "sslmode=require" in written[url]["properties"]["value"], "PostgreSQL requires TLS (require_secure_transport)"
     rule = resource(module("eventhubs"), "Microsoft.EventHub/namespaces/authorizationRules")["properties"]
     assert sorted(rule["rights"]) == ["Listen", "Send"], "send and listen, not manage"
+
+
+def test_the_cluster_can_reach_postgres_redis_and_cosmos():
+    """AKS pods reach the data services over their public endpoints (no VNet
+    integration or private endpoints here), so each must accept them:
+    PostgreSQL through the "allow Azure services" firewall rule (0.0.0.0 to
+    0.0.0.0, the cluster's outbound address being an Azure address), Redis and
+    Cosmos DB with public network access on and no IP rules to shut it."""
+    pg = module("postgres")
+    server = resource(pg, "Microsoft.DBforPostgreSQL/flexibleServers")["properties"]
+    assert server["network"]["publicNetworkAccess"] == "Enabled"
+    assert "delegatedSubnetResourceId" not in server["network"], "private access would need the firewall rule gone and a VNet"
+    rules = [r for r in pg["resources"] if r["type"].startswith("Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@")]
+    assert rules, "no firewall rule: nothing can reach the server"
+    assert any(r["body"]["properties"] == {"startIpAddress": "0.0.0.0", "endIpAddress": "0.0.0.0"} for r in rules), \
+        "the cluster reaches PostgreSQL through Azure's allow-Azure-services rule"
+    assert all(r["body"]["parent"] == "server" for r in rules)
+    redis = resource(module("redis"), "Microsoft.Cache/redis")["properties"]
+    assert redis["publicNetworkAccess"] == "Enabled"
+    assert not [r for r in module("redis")["resources"] if r["type"].startswith("Microsoft.Cache/redis/firewallRules@")], \
+        "a Redis firewall rule admits only its range: it would have to name the cluster's outbound address"
+    cosmos = resource(module("cosmos"), "Microsoft.DocumentDB/databaseAccounts")["properties"]
+    assert cosmos["publicNetworkAccess"] == "Enabled"
+    assert cosmos["isVirtualNetworkFilterEnabled"] is False and not cosmos.get("ipRules"), "no rule shuts the cluster out"
+
+
+def test_api_management_forwards_ingest_to_an_address_it_can_reach():
+    """API Management runs outside the cluster: its ingest backend is a parameter (the KEDA HTTP
+    add-on interceptor's proxy exposed by a load balancer or ingress), never a cluster-internal
+    *.svc.cluster.local name, and it sends the Host the interceptor routes ingest by."""
+    main = parse(BICEP / "main.bicep")
+    assert "ingestBackendUrl" in main["params"], "the backend URL is a parameter of main.bicep"
+    assert "@description(" in (BICEP / "main.bicep").read_text().split("param ingestBackendUrl")[0].rsplit("\nparam ", 1)[-1], \
+        "ingestBackendUrl says what address it wants"
+    passed = main["modules"]["apim"]["body"]["params"]
+    assert passed["ingestBackendUrl"] == "ingestBackendUrl", "the module gets the parameter, not a hard-coded name"
+    for f in BICEP.rglob("*.bicep"):
+        assert ".svc.cluster.local" not in re.sub(r"@description\('(?:[^'\\]|\\.)*'\)", "", f.read_text()), \
+            f"{f.name}: API Management cannot resolve cluster-internal names"
+    for env in ("dev", "prod"):
+        url = json.loads((BICEP / "params" / f"{env}.parameters.json").read_text())["parameters"]["ingestBackendUrl"]["value"]
+        assert re.match(r"https?://", url) and ".svc.cluster.local" not in url and ".cluster.local" not in url
+    apim = module("apim")
+    assert resource(apim, "Microsoft.ApiManagement/service/apis")["properties"]["serviceUrl"] == "ingestBackendUrl"
+    policy = resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"]["value"]
+    assert '<set-header name="Host" exists-action="override"><value>${ingestHost}</value></set-header>' in policy
+    hso = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "ingest.yaml").read_text()) if d and d["kind"] == "HTTPScaledObject")
+    host = re.search(r"var ingestHost = '([^']*)'", (BICEP / "main.bicep").read_text()).group(1)
+    ns = re.search(r"var namespace = '(\w+)'", (BICEP / "main.bicep").read_text()).group(1)
+    assert host.replace("${namespace}", ns) in hso["spec"]["hosts"], "the interceptor routes the Host API Management sends"
+    assert passed["ingestHost"] == "ingestHost"

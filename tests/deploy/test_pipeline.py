@@ -101,3 +101,16 @@ def test_each_deploy_stage_downloads_the_images_and_hands_them_and_its_secrets_t
             assert env[var] == f"$({param})", f"{name}: {var} from the secret variable {param}"
         groups = [v["group"] for v in stage["variables"] if "group" in v]
         assert groups == [f"tributary-{name[len('Deploy'):].lower()}-secrets"], "each environment its own secrets"
+
+
+def test_pull_request_builds_never_deploy():
+    """A PR build runs Test and Build only: each deploy stage (and so its secret
+    variable group) is conditioned on a non-PR build of main, on top of the
+    previous stage having succeeded."""
+    for name in ("DeployDev", "DeployProd"):
+        cond = re.sub(r"\s+", "", stages()[name].get("condition", ""))
+        assert cond.startswith("and(succeeded(),"), f"{name}: runs only after the previous stage succeeded"
+        assert "ne(variables['Build.Reason'],'PullRequest')" in cond, f"{name}: never for pull-request builds"
+        assert "eq(variables['Build.SourceBranch'],'refs/heads/main')" in cond, f"{name}: only for main"
+    for name in ("Test", "Build"):
+        assert "condition" not in stages()[name], f"{name} still validates pull requests"

@@ -4,7 +4,10 @@ param name string
 param location string
 param sku string
 param publisherEmail string
+@description('Address of the KEDA HTTP add-on interceptor reachable from API Management (not a cluster-internal DNS name).')
 param ingestBackendUrl string
+@description('Host header the interceptor routes to ingest by (the HTTPScaledObject\'s hosts).')
+param ingestHost string
 param rateLimitPerMinute int
 
 resource service 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
@@ -44,7 +47,7 @@ resource policy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-previe
   name: 'policy'
   properties: {
     format: 'rawxml'
-    value: '<policies><inbound><base /><rate-limit-by-key calls="${rateLimitPerMinute}" renewal-period="60" counter-key="@(context.Subscription.Id)" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+    value: '<policies><inbound><base /><rate-limit-by-key calls="${rateLimitPerMinute}" renewal-period="60" counter-key="@(context.Subscription.Id)" /><set-header name="Host" exists-action="override"><value>${ingestHost}</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
   }
 }
 

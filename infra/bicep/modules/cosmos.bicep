@@ -13,6 +13,10 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
   properties: {
     databaseAccountOfferType: 'Standard'
     disableLocalAuth: true
+    // Reached by the AKS pods over the public endpoint (Entra ID tokens only);
+    // no IP or VNet rules. Stated, not left to the default.
+    publicNetworkAccess: 'Enabled'
+    isVirtualNetworkFilterEnabled: false
     consistencyPolicy: { defaultConsistencyLevel: 'Session' }
     locations: [{ locationName: location, failoverPriority: 0 }]
   }

@@ -10,6 +10,9 @@ resource cache 'Microsoft.Cache/redis@2024-03-01' = {
     sku: sku
     enableNonSslPort: false
     minimumTlsVersion: '1.2'
+    // Reached by the AKS pods over the public endpoint (TLS and the access key);
+    // no firewall rules, so any address may connect. Stated, not left to the default.
+    publicNetworkAccess: 'Enabled'
   }
 }
 
