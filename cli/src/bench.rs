@@ -268,17 +268,22 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
     Ok(RunFigures { start_to_first_202_ms, per_batch, rss_peak_mb: rss, baseline_per_s })
 }
 
-/// librdkafka alone: the same serialized readings, keys and producer settings
-/// as ingest, produced as fast as the producer takes them.
-async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyhow::Result<f64> {
-    let producer: FutureProducer = ClientConfig::new()
+/// A producer with ingest's settings (idempotent, acks=all, lz4, 5 ms linger).
+pub fn bench_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "100000")
-        .create()?;
+        .create()?)
+}
+
+/// librdkafka alone: the same serialized readings, keys and producer settings
+/// as ingest, produced as fast as the producer takes them.
+async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyhow::Result<f64> {
+    let producer = bench_producer(brokers)?;
     // The topic must exist before producing, as ingest's does (tansu does not auto-create).
     let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
         &tributary_shared::config::KafkaArgs { brokers: brokers.to_owned(), ..Default::default() },

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 use crate::bench::{free_port, median, rss_peak_mb};
 
@@ -115,13 +115,7 @@ async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions
     let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(&tributary_shared::config::KafkaArgs { brokers: brokers.to_owned(), ..Default::default() }, "tributary-bench")
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer = crate::bench::bench_producer(brokers)?;
     let input = crate::bench::analyze_input(n, series);
     let mut futs = Vec::with_capacity(10_000);
     for r in &input {

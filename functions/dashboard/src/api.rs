@@ -124,6 +124,20 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
     Ok(now - chrono::Duration::seconds(n * secs))
 }
 
+/// The `from` (default 1 h back) and `to` (default now) parameters, checked to be in order.
+fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let now = Utc::now();
+    let from = parse_time("from", from.unwrap_or("1h"), now)?;
+    let to = match to {
+        None => now,
+        Some(t) => parse_time("to", t, now)?,
+    };
+    if from >= to {
+        return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
+    }
+    Ok((from, to))
+}
+
 /// `GET /api/devices/{id}/series?metric=&window=&from=&to=`: window aggregates of one metric.
 pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<SeriesParams>) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
@@ -133,15 +147,7 @@ pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Qu
         None => 10,
         Some(w) => w.parse().ok().filter(|w| (1..=86_400).contains(w)).ok_or_else(|| ApiError::BadParam { param: "window", reason: format!("'{w}' is not a window size in seconds (1..=86400)") })?,
     };
-    let now = Utc::now();
-    let from = parse_time("from", q.from.as_deref().unwrap_or("1h"), now)?;
-    let to = match q.to.as_deref() {
-        None => now,
-        Some(t) => parse_time("to", t, now)?,
-    };
-    if from >= to {
-        return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
-    }
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let max_points: u32 = match q.max_points.as_deref() {
         None => 1500,
         Some(m) => m.parse().ok().filter(|m| (10..=10_000).contains(m)).ok_or_else(|| ApiError::BadParam { param: "maxPoints", reason: format!("'{m}' is not an integer in 10..=10000") })?,
@@ -199,15 +205,7 @@ pub async fn raw(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query
         check_metric("metric", m)?;
     }
     let limit = parse_limit(q.limit.as_deref(), 2000, 10_000)? as usize;
-    let now = Utc::now();
-    let from = parse_time("from", q.from.as_deref().unwrap_or("1h"), now)?;
-    let to = match q.to.as_deref() {
-        None => now,
-        Some(t) => parse_time("to", t, now)?,
-    };
-    if from >= to {
-        return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
-    }
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     if to - from > chrono::Duration::hours(RAW_MAX_RANGE_HOURS) {
         return Err(ApiError::BadParam { param: "from", reason: format!("raw readings cover at most {RAW_MAX_RANGE_HOURS} h per request; use the series API for longer ranges") });
     }
