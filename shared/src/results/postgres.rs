@@ -250,48 +250,36 @@ impl ResultStore for PgStore {
         } else {
             // The merge of `merge_points`, in SQL, one pass: the pooled variance is
             // E[(x - r)²] - (mean - r)² around a reference r near the values (the
-            // range's first window mean), which keeps E[x²] - E[x]²'s cancellation
-            // away from metrics with a large mean and a small spread.
-            let reference: Option<(f64,)> = sqlx::query_as(
-                "SELECT mean FROM aggregates
-                 WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
-                 ORDER BY window_start LIMIT 1",
+            // range's first window mean, materialised once: inlined, the planner
+            // re-ran it per row), which keeps E[x²] - E[x]²'s cancellation away
+            // from metrics with a large mean and a small spread.
+            sqlx::query_as(
+                "WITH ref AS MATERIALIZED (
+                     SELECT mean AS r FROM aggregates
+                     WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
+                     ORDER BY window_start LIMIT 1
+                 )
+                 SELECT window_start, count, min, max, mean, sqrt(greatest(ex2 - (mean - r) * (mean - r), 0)) AS stddev,
+                        p50, p95, p99, anomaly_score, model
+                 FROM (SELECT min(window_start) AS window_start, sum(count)::bigint AS count, min(min) AS min, max(max) AS max,
+                              sum(count * mean) / sum(count)::float8 AS mean,
+                              sum(count * (stddev * stddev + (mean - ref.r) * (mean - ref.r))) / sum(count)::float8 AS ex2, max(ref.r) AS r,
+                              sum(count * p50) / sum(count)::float8 AS p50, max(p95) AS p95, max(p99) AS p99,
+                              max(anomaly_score) AS anomaly_score,
+                              (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model
+                       FROM aggregates CROSS JOIN ref
+                       WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
+                       GROUP BY floor(date_part('epoch', window_start) / $6)) slots
+                 ORDER BY window_start LIMIT 10000",
             )
             .bind(device)
             .bind(metric)
             .bind(window_seconds as i32)
             .bind(from)
             .bind(to)
-            .fetch_optional(&self.pool)
-            .await?;
-            match reference {
-                None => Vec::new(),
-                Some((r,)) => {
-                    sqlx::query_as(
-                        "SELECT window_start, count, min, max, mean, sqrt(greatest(ex2 - (mean - $7) * (mean - $7), 0)) AS stddev,
-                                p50, p95, p99, anomaly_score, model
-                         FROM (SELECT min(window_start) AS window_start, sum(count)::bigint AS count, min(min) AS min, max(max) AS max,
-                                      sum(count * mean) / sum(count)::float8 AS mean,
-                                      sum(count * (stddev * stddev + (mean - $7) * (mean - $7))) / sum(count)::float8 AS ex2,
-                                      sum(count * p50) / sum(count)::float8 AS p50, max(p95) AS p95, max(p99) AS p99,
-                                      max(anomaly_score) AS anomaly_score,
-                                      (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model
-                               FROM aggregates
-                               WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
-                               GROUP BY floor(date_part('epoch', window_start) / $6)) slots
-                         ORDER BY window_start LIMIT 10000",
-                    )
-                    .bind(device)
-                    .bind(metric)
-                    .bind(window_seconds as i32)
-                    .bind(from)
-                    .bind(to)
-                    .bind(f64::from(window_seconds) * f64::from(per_point))
-                    .bind(r)
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-            }
+            .bind(f64::from(window_seconds) * f64::from(per_point))
+            .fetch_all(&self.pool)
+            .await?
         };
         // The sizes stored since `from`, by a loose index scan over the
         // primary key (one probe per size) rather than reading every window.

@@ -301,8 +301,8 @@ impl ResultStore for SqliteStore {
     }
 
     async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
-        let mut reference_mean = None;
-        let rows = if per_point <= 1 {
+        let merged = per_point > 1;
+        let rows = if !merged {
             sqlx::query(
                 "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
                  WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
@@ -318,47 +318,33 @@ impl ResultStore for SqliteStore {
         } else {
             // The merge of `merge_points`, in SQL, one pass: the pooled variance is
             // E[(x - r)²] - (mean - r)² around a reference r near the values (the
-            // range's first window mean), which keeps E[x²] - E[x]²'s cancellation
+            // range's first window mean, materialised once), which keeps E[x²] - E[x]²'s cancellation
             // away from metrics with a large mean and a small spread; the model is
             // the top-scoring window's (a fixed-width score prefix makes max() pick it).
-            let reference: Option<(f64,)> = sqlx::query_as(
-                "SELECT mean FROM aggregates
-                 WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
-                 ORDER BY window_start LIMIT 1",
+            sqlx::query(
+                "WITH ref AS MATERIALIZED (
+                     SELECT mean AS r FROM aggregates
+                     WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
+                     ORDER BY window_start LIMIT 1
+                 )
+                 SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
+                        sum(count * mean) / sum(count) AS mean,
+                        sum(count * (stddev * stddev + (mean - ref.r) * (mean - ref.r))) / sum(count) AS ex2, max(ref.r) AS r,
+                        sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
+                        max(anomaly_score) AS anomaly_score,
+                        substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
+                 FROM aggregates CROSS JOIN ref
+                 WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
+                 GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000",
             )
             .bind(device)
             .bind(metric)
             .bind(i64::from(window_seconds))
             .bind(ms(from))
             .bind(ms(to))
-            .fetch_optional(&self.pool)
-            .await?;
-            reference_mean = reference.map(|r| r.0);
-            match reference_mean {
-                None => Vec::new(),
-                Some(r) => {
-                    sqlx::query(
-                        "SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
-                                sum(count * mean) / sum(count) AS mean,
-                                sum(count * (stddev * stddev + (mean - ?7) * (mean - ?7))) / sum(count) AS ex2,
-                                sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
-                                max(anomaly_score) AS anomaly_score,
-                                substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
-                         FROM aggregates
-                         WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
-                         GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000",
-                    )
-                    .bind(device)
-                    .bind(metric)
-                    .bind(i64::from(window_seconds))
-                    .bind(ms(from))
-                    .bind(ms(to))
-                    .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
-                    .bind(r)
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-            }
+            .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
+            .fetch_all(&self.pool)
+            .await?
         };
         let mut points = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -368,12 +354,11 @@ impl ResultStore for SqliteStore {
                 min: r.try_get("min")?,
                 max: r.try_get("max")?,
                 mean: r.try_get("mean")?,
-                stddev: match reference_mean {
-                    None => r.try_get("stddev")?,
-                    Some(reference) => {
-                        let mean: f64 = r.try_get("mean")?;
-                        (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2)).max(0.0).sqrt()
-                    }
+                stddev: if merged {
+                    let (mean, reference): (f64, f64) = (r.try_get("mean")?, r.try_get("r")?);
+                    (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2)).max(0.0).sqrt()
+                } else {
+                    r.try_get("stddev")?
                 },
                 p50: r.try_get("p50")?,
                 p95: r.try_get("p95")?,
