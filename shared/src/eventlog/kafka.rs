@@ -81,6 +81,13 @@ fn apply_base(cfg: &mut ClientConfig, args: &KafkaArgs, client_id: &str) -> Resu
     Ok(())
 }
 
+/// A consumer-queue error that only reports a lost or refused broker
+/// connection, which librdkafka retries on its own.
+fn reconnecting(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(e, KafkaError::MessageConsumption(C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::OperationTimedOut))
+}
+
 fn map_err(e: &KafkaError) -> EventLogError {
     use RDKafkaErrorCode as C;
     match e.rdkafka_error_code() {
@@ -292,6 +299,15 @@ impl Subscription for KafkaSubscription {
                     if batch.len() == 1 {
                         deadline = deadline.min(tokio::time::Instant::now() + BATCH_LINGER);
                     }
+                }
+                Ok(Err(e)) if reconnecting(&e) => {
+                    // librdkafka puts every failed (re)connect on the consumer queue and
+                    // reconnects by itself: a report, not a failed poll. Returned as an
+                    // error, each queued report cost the runner a back-off (doubling up to
+                    // 30 s), so consumers stalled for minutes after a broker restart while
+                    // records waited (found by cli/tests/faults.rs).
+                    tracing::debug!(error = %e, "broker connection lost; librdkafka reconnects");
+                    continue;
                 }
                 Ok(Err(e)) if batch.is_empty() => return Err(map_err(&e)),
                 Ok(Err(_)) => break,
