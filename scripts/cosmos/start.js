@@ -10,11 +10,12 @@
 //   3. a transactional batch gets the partition key on every operation (the SDK
 //      sends it only in the x-ms-documentdb-partitionkey header);
 //   4. the account document advertises http:// (the server always says https://,
-//      and the SDK follows what the account document says).
+//      and the SDK follows what the account document says), or the endpoint
+//      given with --advertise (a proxy in front, for the fault test).
 // Not fixed (server limits): TTL is stored but never enforced; aggregates and
 // some ORDER BY forms fail; `value` is a reserved word.
 //
-// Usage: node start.js [--port N] [--host 127.0.0.1]   (port 0 = any free port)
+// Usage: node start.js [--port N] [--host 127.0.0.1] [--advertise http://HOST:PORT/]   (port 0 = any free port)
 // Prints "cosmosdb-server listening on http://HOST:PORT" once it accepts connections.
 "use strict";
 
@@ -31,8 +32,9 @@ function parseArgs(argv) {
     const a = argv[i];
     if (a === "--port" || a === "-p") args.port = parseInt(argv[++i], 10);
     else if (a === "--host") args.host = argv[++i];
+    else if (a === "--advertise") args.advertise = argv[++i];
     else if (a === "--help" || a === "-h") {
-      process.stdout.write("usage: node start.js [--port N] [--host 127.0.0.1]\n");
+      process.stdout.write("usage: node start.js [--port N] [--host 127.0.0.1] [--advertise http://HOST:PORT/]\n");
       process.exit(0);
     } else {
       process.stderr.write(`unknown argument: ${a}\n`);
@@ -51,7 +53,8 @@ const origRead = account.default.prototype.read;
 account.default.prototype.read = function read(...a) {
   const doc = origRead.apply(this, a);
   if (!doc || typeof doc !== "object") return doc;
-  const fix = (locs) => (locs || []).map((l) => ({ ...l, databaseAccountEndpoint: String(l.databaseAccountEndpoint).replace(/^https:/, "http:") }));
+  const advertised = (l) => args.advertise || String(l.databaseAccountEndpoint).replace(/^https:/, "http:");
+  const fix = (locs) => (locs || []).map((l) => ({ ...l, databaseAccountEndpoint: advertised(l) }));
   return { ...doc, writableLocations: fix(doc.writableLocations), readableLocations: fix(doc.readableLocations) };
 };
 
