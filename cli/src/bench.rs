@@ -39,6 +39,8 @@ pub enum Bench {
     AnalyzeKafka(crate::bench_analyze_kafka::AnalyzeKafkaArgs),
     /// Each function binary: start to /healthz and /readyz, RSS when idle, SIGTERM to exit.
     Start(crate::bench_start::StartArgs),
+    /// The function binaries at a fixed load for minutes: throughput, POST and end-to-end latency, RSS over time, reconciliation.
+    Soak(crate::bench_soak::SoakArgs),
 }
 
 /// Arguments of `bench analyze`.
@@ -110,6 +112,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Dev(a) => crate::bench_dev::run(a).await,
         Bench::AnalyzeKafka(a) => crate::bench_analyze_kafka::run(a).await,
         Bench::Start(a) => crate::bench_start::run(a).await,
+        Bench::Soak(a) => crate::bench_soak::run(a).await,
         Bench::Dashboard(a) => crate::bench_dashboard::run(a).await,
         Bench::Archive(a) => {
             let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;

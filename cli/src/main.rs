@@ -7,6 +7,7 @@ mod bench_dashboard;
 mod bench_analyze_kafka;
 mod bench_dev;
 mod bench_process;
+mod bench_soak;
 mod bench_start;
 mod dev;
 mod eval;

@@ -81,6 +81,10 @@ pub struct Totals {
     pub duplicates: u64,
     /// Anomalies injected.
     pub anomalies: u64,
+    /// Median latency of an acknowledged request (the attempt that got the 2xx), ms.
+    pub post_p50_ms: f64,
+    /// 99th percentile of the same, ms.
+    pub post_p99_ms: f64,
 }
 
 #[derive(Default)]
@@ -91,6 +95,21 @@ struct Counters {
     retries: AtomicU64,
     duplicates: AtomicU64,
     anomalies: AtomicU64,
+    /// Microseconds per acknowledged request.
+    latency_us: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Counters {
+    fn record_latency(&self, d: Duration) {
+        if let Ok(mut h) = self.latency_us.lock() {
+            let h = h.get_or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"));
+            let _ = h.record((d.as_micros() as u64).clamp(1, 600_000_000));
+        }
+    }
+
+    fn latency_ms(&self, q: f64) -> f64 {
+        self.latency_us.lock().ok().and_then(|h| h.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0)).unwrap_or(f64::NAN)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -306,6 +325,8 @@ pub async fn run(a: Args, stop: impl std::future::Future<Output = ()>) -> anyhow
         retries: counters.retries.load(Ordering::Relaxed),
         duplicates: counters.duplicates.load(Ordering::Relaxed),
         anomalies: counters.anomalies.load(Ordering::Relaxed),
+        post_p50_ms: counters.latency_ms(0.5),
+        post_p99_ms: counters.latency_ms(0.99),
     })
 }
 
@@ -315,11 +336,13 @@ type Record = std::sync::Mutex<std::io::BufWriter<std::fs::File>>;
 async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8], counters: Option<&Counters>, record: Option<&Record>, device: &str) {
     let mut delay = Duration::from_millis(200);
     for _ in 0..20 {
+        let sent_at = Instant::now();
         let resp = client.post(url).header("authorization", token).header("content-type", "application/json").body(body.to_vec()).send().await;
         match resp {
             Ok(r) if r.status().is_success() || r.status().as_u16() == 422 || r.status().as_u16() == 403 => {
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 if let Some(c) = counters {
+                    c.record_latency(sent_at.elapsed());
                     c.accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
                     c.rejected.fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
                 }
