@@ -14,7 +14,13 @@
 #   them into the cluster;
 # - manifests: the environment's overlay keda/overlays/<env> when there is one
 #   (prod), else keda/base (dev); a kustomization in a temporary directory
-#   puts the pushed images and Bicep's outputs on top and is applied.
+#   puts the pushed images and Bicep's outputs on top and is applied: each
+#   function's identity (<function>ClientId) on its ServiceAccount and its
+#   SecretProviderClass, KEDA's (kedaClientId) on the TriggerAuthentication,
+#   and the interceptor load balancer's address (ingestBackendIp, the one API
+#   Management forwards to) and allowed sources (apimSubnetPrefix).
+#   Prerequisite: the KEDA HTTP add-on (Helm chart keda-add-ons-http) in
+#   namespace keda, which the load balancer Service joins.
 set -euo pipefail
 env=${1:?environment}; tag=${2:?image tag}
 rg="tributary-$env"
@@ -78,7 +84,6 @@ src=keda/base
 # The registry the source names its images with: the overlay's newName, else the base's.
 from=$(sed -nE 's#.*newName: *([^/ ]+)/tributary-ingest[ ,}].*#\1#p' "$src/kustomization.yaml" | head -n1)
 from=${from:-tributary.azurecr.io}
-client_id=$(get workloadClientId)
 kafka=$(get kafkaBootstrap)
 cosmos=$(get cosmosEndpoint)
 cp -r keda "$work/"  # Kustomize takes relative paths only
@@ -96,21 +101,36 @@ YAML
   done
   cat <<YAML
 patches:
-  - target: {kind: ServiceAccount, name: tributary}
+  - target: {kind: SecretProviderClass}
     patch: |-
-      - {op: replace, path: /metadata/annotations/azure.workload.identity~1client-id, value: "$client_id"}
-  - target: {kind: SecretProviderClass, name: tributary-secrets}
-    patch: |-
-      - {op: replace, path: /spec/parameters/clientID, value: "$client_id"}
       - {op: replace, path: /spec/parameters/keyvaultName, value: "$(get keyVaultName)"}
       - {op: replace, path: /spec/parameters/tenantId, value: "$(get tenantId)"}
+YAML
+  # Each function runs as its own identity: the ServiceAccount its pods use and
+  # the SecretProviderClass they mount carry the same client id.
+  for fn in "${FUNCTIONS[@]}"; do
+    client_id=$(get "${fn}ClientId")
+    cat <<YAML
+  - target: {kind: ServiceAccount, name: $fn}
+    patch: |-
+      - {op: replace, path: /metadata/annotations/azure.workload.identity~1client-id, value: "$client_id"}
+  - target: {kind: SecretProviderClass, name: $fn-secrets}
+    patch: |-
+      - {op: replace, path: /spec/parameters/clientID, value: "$client_id"}
+YAML
+  done
+  cat <<YAML
+  - target: {kind: Service, name: tributary-interceptor-ilb}
+    patch: |-
+      - {op: replace, path: /metadata/annotations/service.beta.kubernetes.io~1azure-load-balancer-ipv4, value: "$(get ingestBackendIp)"}
+      - {op: replace, path: /spec/loadBalancerSourceRanges, value: ["$(get apimSubnetPrefix)"]}
   - target: {kind: ConfigMap, name: tributary-config}
     patch: |-
       - {op: replace, path: /data/TRIBUTARY_KAFKA_BROKERS, value: "$kafka"}
   - target: {kind: TriggerAuthentication, name: eventhubs}
     patch: |-
       - {op: replace, path: /spec/azureKeyVault/vaultUri, value: "$(get keyVaultUri)"}
-      - {op: replace, path: /spec/azureKeyVault/podIdentity/identityId, value: "$client_id"}
+      - {op: replace, path: /spec/azureKeyVault/podIdentity/identityId, value: "$(get kedaClientId)"}
   - target: {kind: ScaledObject, name: "analyze|archive"}
     patch: |-
       - {op: replace, path: /spec/triggers/0/metadata/bootstrapServers, value: "$kafka"}

@@ -2,6 +2,8 @@
 // AKS (KEDA add-on, workload identity, Istio mesh) runs the functions; Event
 // Hubs is the Kafka endpoint; Cosmos DB keeps raw readings; PostgreSQL and
 // Redis hold results; API Management fronts ingest; Key Vault holds secrets.
+// One virtual network holds the nodes, API Management, and the only ways into
+// PostgreSQL and Redis; every workload runs as an identity of its own.
 targetScope = 'resourceGroup'
 
 @description('Environment name, used in resource names (dev, prod).')
@@ -35,14 +37,12 @@ param postgresSku object = { name: 'Standard_B2s', tier: 'Burstable' }
 @description('Azure Cache for Redis SKU.')
 param redisSku object = { name: 'Basic', family: 'C', capacity: 0 }
 
-@description('API Management SKU.')
+@description('API Management SKU: Developer (no SLA; dev) or Premium, the two tiers that can be injected into a virtual network, which is how API Management reaches ingest.')
+@allowed(['Developer', 'Premium'])
 param apimSku string = 'Developer'
 
 @description('Publisher e-mail shown by API Management.')
 param publisherEmail string
-
-@description('URL API Management forwards ingest requests to: the KEDA HTTP add-on interceptor\'s proxy Service (keda-add-ons-http-interceptor-proxy, port 8080) exposed outside the cluster, e.g. http://<internal load balancer IP>:8080 when API Management is in the cluster\'s VNet, else an HTTPS ingress or public load balancer address in front of it. Never a *.svc.cluster.local name: API Management runs outside the cluster and cannot resolve it.')
-param ingestBackendUrl string
 
 @description('Requests per minute one API subscription may send to ingest.')
 param ingestRateLimitPerMinute int = 6000
@@ -65,18 +65,81 @@ param operatorToken string
 
 var prefix = 'tributary-${environment}'
 var namespace = 'tributary'
-var serviceAccount = 'tributary'
 // The host the ingest HTTPScaledObject routes (keda/base/ingest.yaml): the interceptor routes by Host header.
 var ingestHost = 'ingest.${namespace}.example.com'
+
+// The virtual network's address plan (each environment has its own network,
+// so they share it). AKS's service range (aks.bicep, 10.0.0.0/16) is outside it.
+var addressPlan = {
+  vnet: '10.40.0.0/16'
+  nodes: '10.40.0.0/22'
+  interceptor: '10.40.4.0/24'
+  apim: '10.40.5.0/24'
+  postgres: '10.40.6.0/24'
+  endpoints: '10.40.7.0/24'
+}
+// The fixed private address of the internal load balancer in front of the
+// KEDA HTTP add-on interceptor (keda/base/interceptor.yaml; infra/deploy.sh
+// sets it there from the output below): API Management forwards ingest to it.
+var ingestBackendIp = '10.40.4.10'
+// The interceptor's proxy port (the HTTP add-on chart's default).
+var interceptorPort = 8080
 
 module logs 'modules/logs.bicep' = {
   name: 'logs'
   params: { name: '${prefix}-logs', location: location }
 }
 
-module identity 'modules/identity.bicep' = {
-  name: 'identity'
-  params: { name: '${prefix}-workload', location: location }
+module network 'modules/network.bicep' = {
+  name: 'network'
+  params: {
+    name: '${prefix}-vnet'
+    location: location
+    addressPrefix: addressPlan.vnet
+    subnetPrefixes: {
+      nodes: addressPlan.nodes
+      interceptor: addressPlan.interceptor
+      apim: addressPlan.apim
+      postgres: addressPlan.postgres
+      endpoints: addressPlan.endpoints
+    }
+  }
+}
+
+// One identity per workload, so that each holds only what it uses: the
+// Key Vault secrets in `readers` below (the same ones its SecretProviderClass
+// syncs, keda/base/secrets.yaml), and the Cosmos DB role for archive (write)
+// and dashboard (read). Each is federated with its own service account
+// (keda/base/namespace.yaml); KEDA's kafka scaler runs as the KEDA add-on's
+// keda-operator in kube-system.
+module ingestIdentity 'modules/identity.bicep' = {
+  name: 'identity-ingest'
+  params: { name: '${prefix}-ingest', location: location }
+}
+
+module archiveIdentity 'modules/identity.bicep' = {
+  name: 'identity-archive'
+  params: { name: '${prefix}-archive', location: location }
+}
+
+module analyzeIdentity 'modules/identity.bicep' = {
+  name: 'identity-analyze'
+  params: { name: '${prefix}-analyze', location: location }
+}
+
+module processIdentity 'modules/identity.bicep' = {
+  name: 'identity-process'
+  params: { name: '${prefix}-process', location: location }
+}
+
+module dashboardIdentity 'modules/identity.bicep' = {
+  name: 'identity-dashboard'
+  params: { name: '${prefix}-dashboard', location: location }
+}
+
+module kedaIdentity 'modules/identity.bicep' = {
+  name: 'identity-keda'
+  params: { name: '${prefix}-keda', location: location }
 }
 
 module acr 'modules/acr.bicep' = {
@@ -94,10 +157,16 @@ module aks 'modules/aks.bicep' = {
     nodeCount: nodeCount
     logAnalyticsId: logs.outputs.id
     acrId: acr.outputs.id
-    workloadIdentityId: identity.outputs.id
-    workloadIdentityName: identity.outputs.name
-    namespace: namespace
-    serviceAccount: serviceAccount
+    nodeSubnetId: network.outputs.nodesSubnetId
+    interceptorSubnetId: network.outputs.interceptorSubnetId
+    federatedServiceAccounts: [
+      { identityName: ingestIdentity.outputs.name, namespace: namespace, serviceAccount: 'ingest' }
+      { identityName: archiveIdentity.outputs.name, namespace: namespace, serviceAccount: 'archive' }
+      { identityName: analyzeIdentity.outputs.name, namespace: namespace, serviceAccount: 'analyze' }
+      { identityName: processIdentity.outputs.name, namespace: namespace, serviceAccount: 'process' }
+      { identityName: dashboardIdentity.outputs.name, namespace: namespace, serviceAccount: 'dashboard' }
+      { identityName: kedaIdentity.outputs.name, namespace: 'kube-system', serviceAccount: 'keda-operator' }
+    ]
   }
 }
 
@@ -108,7 +177,6 @@ module eventhubs 'modules/eventhubs.bicep' = {
     location: location
     sku: eventHubsSku
     partitions: partitions
-    principalId: identity.outputs.principalId
   }
 }
 
@@ -118,27 +186,41 @@ module cosmos 'modules/cosmos.bicep' = {
     name: '${prefix}-cosmos'
     location: location
     defaultTtlSeconds: rawRetentionDays * 86400
-    principalId: identity.outputs.principalId
+    writerPrincipalId: archiveIdentity.outputs.principalId
+    readerPrincipalId: dashboardIdentity.outputs.principalId
   }
 }
 
 module postgres 'modules/postgres.bicep' = {
   name: 'postgres'
-  params: { name: '${prefix}-pg', location: location, sku: postgresSku, adminPassword: postgresAdminPassword }
+  params: {
+    name: '${prefix}-pg'
+    location: location
+    sku: postgresSku
+    adminPassword: postgresAdminPassword
+    vnetId: network.outputs.id
+    delegatedSubnetId: network.outputs.postgresSubnetId
+  }
 }
 
 module redis 'modules/redis.bicep' = {
   name: 'redis'
-  params: { name: '${prefix}-redis', location: location, sku: redisSku }
+  params: {
+    name: '${prefix}-redis'
+    location: location
+    sku: redisSku
+    vnetId: network.outputs.id
+    endpointSubnetId: network.outputs.endpointsSubnetId
+  }
 }
 
 module keyvault 'modules/keyvault.bicep' = {
   name: 'keyvault'
-  params: { name: '${prefix}-kv', location: location, principalId: identity.outputs.principalId }
+  params: { name: '${prefix}-kv', location: location }
 }
 
-// Every secret the functions read, in Key Vault (synced into the cluster by
-// the SecretProviderClass in keda/base/secrets.yaml).
+// Every secret the workloads read, in Key Vault (synced into the cluster by
+// the SecretProviderClasses in keda/base/secrets.yaml), and who may read it.
 module secrets 'modules/secrets.bicep' = {
   name: 'secrets'
   params: {
@@ -153,6 +235,21 @@ module secrets 'modules/secrets.bicep' = {
     postgresReadonlyPassword: postgresReadonlyPassword
     fleetKey: fleetKey
     operatorToken: operatorToken
+    // Exactly what each workload reads: its SecretProviderClass's objects, and
+    // for KEDA its TriggerAuthentication's (keda/base/auth.yaml).
+    readers: [
+      { secret: 'fleet-key', principalId: ingestIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: ingestIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: archiveIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: analyzeIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: processIdentity.outputs.principalId }
+      { secret: 'database-url', principalId: processIdentity.outputs.principalId }
+      { secret: 'redis-url', principalId: processIdentity.outputs.principalId }
+      { secret: 'database-url-readonly', principalId: dashboardIdentity.outputs.principalId }
+      { secret: 'redis-url', principalId: dashboardIdentity.outputs.principalId }
+      { secret: 'operator-token', principalId: dashboardIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: kedaIdentity.outputs.principalId }
+    ]
   }
 }
 
@@ -163,17 +260,26 @@ module apim 'modules/apim.bicep' = {
     location: location
     sku: apimSku
     publisherEmail: publisherEmail
-    ingestBackendUrl: ingestBackendUrl
+    subnetId: network.outputs.apimSubnetId
+    ingestBackendUrl: 'http://${ingestBackendIp}:${interceptorPort}'
     ingestHost: ingestHost
     rateLimitPerMinute: ingestRateLimitPerMinute
   }
 }
 
 // Wired into keda/ by infra/deploy.sh (images pushed to the registry, ConfigMap,
-// ServiceAccount annotation, SecretProviderClass, Cosmos DB endpoint).
+// each ServiceAccount's and SecretProviderClass's client id, the scaler's
+// identity, the interceptor's load balancer address, Cosmos DB endpoint).
 output acrLoginServer string = acr.outputs.loginServer
 output aksName string = aks.outputs.name
-output workloadClientId string = identity.outputs.clientId
+output ingestClientId string = ingestIdentity.outputs.clientId
+output archiveClientId string = archiveIdentity.outputs.clientId
+output analyzeClientId string = analyzeIdentity.outputs.clientId
+output processClientId string = processIdentity.outputs.clientId
+output dashboardClientId string = dashboardIdentity.outputs.clientId
+output kedaClientId string = kedaIdentity.outputs.clientId
+output ingestBackendIp string = ingestBackendIp
+output apimSubnetPrefix string = addressPlan.apim
 output kafkaBootstrap string = eventhubs.outputs.bootstrap
 output cosmosEndpoint string = cosmos.outputs.endpoint
 output postgresHost string = postgres.outputs.host

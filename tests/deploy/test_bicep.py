@@ -1,11 +1,17 @@
 """Offline checks of infra/bicep: every file parses (tree-sitter-bicep), the
-modules are wired consistently, and the properties that matter are set.
+modules are wired consistently, and the properties that matter are set: one
+identity per workload holding only what it uses (per-secret Key Vault reads
+equal to its SecretProviderClass, Cosmos DB read-only for the dashboard),
+private access to PostgreSQL and Redis in one virtual network, and API
+Management in that network forwarding to the interceptor's internal load
+balancer at the address keda/base/interceptor.yaml gives it.
 
 No Bicep compiler runs offline, so what only `az deployment` checks is left to
 a real deployment: API versions and property names Azure accepts, SKU
 availability per region, role ids resolving, quota.
 """
 
+import ipaddress
 import json
 import pathlib
 import re
@@ -50,11 +56,13 @@ def value(node):
 def parse(path):
     tree = PARSER.parse(path.read_bytes())
     assert not tree.root_node.has_error, f"{path} does not parse"
-    params, resources, modules, outputs = {}, [], {}, {}
+    params, resources, modules, outputs, variables = {}, [], {}, {}, {}
     for c in tree.root_node.named_children:
         kids = c.named_children
         if c.type == "parameter_declaration":
             params[kids[0].text.decode()] = c.text.decode()
+        elif c.type == "variable_declaration":
+            variables[kids[0].text.decode()] = value(kids[-1])
         elif c.type == "resource_declaration":
             body = next(k for k in kids if k.type in ("object", "for_statement"))
             resources.append({"symbol": kids[0].text.decode(), "type": value(kids[1]), "body": value(body)})
@@ -63,7 +71,7 @@ def parse(path):
             modules[kids[0].text.decode()] = {"path": value(kids[1]), "body": value(body)}
         elif c.type == "output_declaration":
             outputs[kids[0].text.decode()] = c.text.decode()
-    return {"params": params, "resources": resources, "modules": modules, "outputs": outputs}
+    return {"params": params, "resources": resources, "modules": modules, "outputs": outputs, "variables": variables}
 
 
 def resource(parsed, type_prefix):
@@ -74,6 +82,27 @@ def resource(parsed, type_prefix):
 
 def module(name):
     return parse(BICEP / "modules" / f"{name}.bicep")
+
+
+def base_docs(file):
+    return [d for d in yaml.safe_load_all((ROOT / "keda" / "base" / file).read_text()) if d]
+
+
+def output_expr(parsed, name):
+    """The expression an output returns (`output <name> <type> = <expr>`)."""
+    return parsed["outputs"][name].split("=", 1)[1].strip()
+
+
+def decorated(path):
+    """Parameter name -> the text of its decorators (the node just before the declaration)."""
+    kids = PARSER.parse(path.read_bytes()).root_node.named_children
+    return {c.named_children[0].text.decode(): (prev.text.decode() if prev is not None and prev.type == "decorators" else "")
+            for prev, c in zip([None] + kids, kids) if c.type == "parameter_declaration"}
+
+
+WORKLOADS = ["ingest", "archive", "analyze", "process", "dashboard"]  # the functions, one identity each
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+COSMOS_READER, COSMOS_CONTRIBUTOR = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
 
 
 def test_every_bicep_file_parses():
@@ -103,13 +132,132 @@ def test_aks_has_keda_workload_identity_and_the_istio_mesh():
     revisions = aks["serviceMeshProfile"]["istio"]["revisions"]
     ns = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "namespace.yaml").read_text()) if d and d["kind"] == "Namespace")
     assert ns["metadata"]["labels"]["istio.io/rev"] in revisions, "the namespace label must name a revision the cluster runs"
-    fed = resource(module("aks"), "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials")["properties"]
-    sa = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "namespace.yaml").read_text()) if d and d["kind"] == "ServiceAccount")
-    assert fed["subject"].strip("'") == "system:serviceaccount:${namespace}:${serviceAccount}"
+    fed = resource(module("aks"), "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials")
+    assert fed["properties"]["subject"].strip("'") == "system:serviceaccount:${f.namespace}:${f.serviceAccount}"
+    assert fed["parent"] == "identities[i]", "each federation on its own identity"
     main = parse(BICEP / "main.bicep")
-    assert re.search(r"var namespace = '(\w+)'", (BICEP / "main.bicep").read_text()).group(1) == sa["metadata"]["namespace"]
-    assert re.search(r"var serviceAccount = '(\w+)'", (BICEP / "main.bicep").read_text()).group(1) == sa["metadata"]["name"]
+    assert main["variables"]["namespace"] == "tributary" == ns["metadata"]["name"]
     assert "aks" in main["modules"]
+
+
+def federations():
+    """identity module symbol -> (namespace, service account), from what main.bicep hands aks.bicep."""
+    main = parse(BICEP / "main.bicep")
+    out = {}
+    for f in main["modules"]["aks"]["body"]["params"]["federatedServiceAccounts"]:
+        symbol = re.fullmatch(r"(\w+)\.outputs\.name", f["identityName"]).group(1)
+        ns = main["variables"]["namespace"] if f["namespace"] == "namespace" else f["namespace"]
+        assert symbol not in out, f"{symbol} federated twice"
+        out[symbol] = (ns, f["serviceAccount"])
+    return out
+
+
+def test_each_workload_runs_as_its_own_identity():
+    """One user-assigned identity per function and one for KEDA's scaler, each federated with exactly one service
+    account: the function's own (its Deployment runs as it), KEDA's the add-on's keda-operator. Each identity's
+    client id is an output infra/deploy.sh puts on that account (checked in test_kustomize.py)."""
+    main = parse(BICEP / "main.bicep")
+    identities = {s: m for s, m in main["modules"].items() if m["path"] == "modules/identity.bicep"}
+    assert set(identities) == {f"{w}Identity" for w in WORKLOADS} | {"kedaIdentity"}
+    names = [m["body"]["params"]["name"] for m in identities.values()]
+    assert len(set(names)) == len(names)
+    assert federations() == {**{f"{w}Identity": ("tributary", w) for w in WORKLOADS}, "kedaIdentity": ("kube-system", "keda-operator")}
+    accounts = {d["metadata"]["name"]: d for d in base_docs("namespace.yaml") if d["kind"] == "ServiceAccount"}
+    assert set(accounts) == set(WORKLOADS)
+    for w in WORKLOADS:
+        dep = next(d for d in base_docs(f"{w}.yaml") if d["kind"] == "Deployment")
+        assert dep["spec"]["template"]["spec"]["serviceAccountName"] == w, f"{w} runs as its own service account"
+        assert accounts[w]["metadata"]["namespace"] == "tributary"
+        assert output_expr(main, f"{w}ClientId") == f"{w}Identity.outputs.clientId"
+    assert output_expr(main, "kedaClientId") == "kedaIdentity.outputs.clientId"
+    assert not [o for o in main["outputs"] if o == "workloadClientId"], "no shared identity any more"
+
+
+def principal_uses():
+    """identity module symbol -> {(module, parameter)} wherever main.bicep passes its principal id."""
+    main = parse(BICEP / "main.bicep")
+    uses = {}
+
+    def walk(node, mod, param):
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v, mod, param)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, mod, param)
+        elif isinstance(node, str):
+            for symbol in re.findall(r"(\w+)\.outputs\.principalId", node):
+                uses.setdefault(symbol, set()).add((mod, param))
+
+    for mod, m in main["modules"].items():
+        for param, v in m["body"].get("params", {}).items():
+            walk(v, mod, param)
+    return uses
+
+
+def test_identities_get_only_the_roles_their_workload_uses():
+    """Where each identity's principal id goes: every one may read some Key Vault secrets; archive also writes
+    Cosmos DB, the dashboard only reads it; nothing else (no Event Hubs role: everyone logs in with the
+    send-and-listen rule's connection string)."""
+    expected = {f"{w}Identity": {("secrets", "readers")} for w in WORKLOADS} | {"kedaIdentity": {("secrets", "readers")}}
+    expected["archiveIdentity"].add(("cosmos", "writerPrincipalId"))
+    expected["dashboardIdentity"].add(("cosmos", "readerPrincipalId"))
+    assert principal_uses() == expected
+    cosmos = module("cosmos")
+    roles = {r["body"]["properties"]["roleDefinitionId"].strip("'").rsplit("/", 1)[-1]: r["body"]["properties"]["principalId"]
+             for r in cosmos["resources"] if r["type"].startswith("Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@")}
+    assert roles == {COSMOS_CONTRIBUTOR: "writerPrincipalId", COSMOS_READER: "readerPrincipalId"}, \
+        "the dashboard (reader) gets Data Reader, not Data Contributor"
+    assert not [r for r in module("eventhubs")["resources"] if r["type"].startswith("Microsoft.Authorization/roleAssignments@")]
+    assert not [r for r in module("keyvault")["resources"] if r["type"].startswith("Microsoft.Authorization/roleAssignments@")], \
+        "no role on the vault: reads are granted per secret"
+
+
+def spc_objects(name):
+    spc = next(d for d in base_docs("secrets.yaml") if d["metadata"]["name"] == name)
+    return {yaml.safe_load(o)["objectName"] for o in yaml.safe_load(spc["spec"]["parameters"]["objects"])["array"]}
+
+
+def test_key_vault_reads_are_granted_per_secret_and_match_the_secret_provider_classes():
+    """Each identity may read exactly the Key Vault secrets its workload's SecretProviderClass syncs (KEDA's: what
+    its TriggerAuthentication reads), by a Key Vault Secrets User assignment on each secret, never on the vault."""
+    main = parse(BICEP / "main.bicep")
+    grants = {}
+    for g in main["modules"]["secrets"]["body"]["params"]["readers"]:
+        symbol = re.fullmatch(r"(\w+)\.outputs\.principalId", g["principalId"]).group(1)
+        assert g["secret"] not in grants.get(symbol, set()), f"{symbol} granted {g['secret']} twice"
+        grants.setdefault(symbol, set()).add(g["secret"])
+    for w in WORKLOADS:
+        assert grants.get(f"{w}Identity", set()) == spc_objects(f"{w}-secrets"), w
+    ta = next(d for d in base_docs("auth.yaml") if d["kind"] == "TriggerAuthentication")
+    assert grants["kedaIdentity"] == {s["name"] for s in ta["spec"]["azureKeyVault"]["secrets"]}
+    assert set(grants) == {f"{w}Identity" for w in WORKLOADS} | {"kedaIdentity"}
+    assert grants["dashboardIdentity"] == {"database-url-readonly", "redis-url", "operator-token"}
+    assert grants["ingestIdentity"] == {"fleet-key", "eventhubs-connection-string"}, "ingest needs no database, cache or Cosmos DB"
+    secrets = module("secrets")
+    written = {r["body"]["name"] for r in secrets["resources"] if r["type"].startswith("Microsoft.KeyVault/vaults/secrets@") and r["body"].get("properties")}
+    assert set().union(*grants.values()) <= written
+    assignments = [r for r in secrets["resources"] if r["type"].startswith("Microsoft.Authorization/roleAssignments@")]
+    assert len(assignments) == 1
+    body = assignments[0]["body"]
+    scope = re.fullmatch(r"(\w+)\[i\]", body["scope"]).group(1)
+    scoped = next(r for r in secrets["resources"] if r["symbol"] == scope)
+    assert scoped["type"].startswith("Microsoft.KeyVault/vaults/secrets@"), "scoped to a secret, not the vault"
+    assert scoped["body"]["name"] == "g.secret" and body["properties"]["principalId"] == "g.principalId"
+    assert secrets["variables"]["secretsUser"] == SECRETS_USER and "'Microsoft.Authorization/roleDefinitions', secretsUser" in body["properties"]["roleDefinitionId"]
+    assert sorted(body["dependsOn"]) == sorted(r["symbol"] for r in secrets["resources"]
+                                                if r["type"].startswith("Microsoft.KeyVault/vaults/secrets@") and r["body"].get("properties")), \
+        "the secrets exist before roles are assigned on them"
+    # Anywhere: Key Vault Secrets User is only ever assigned on a secret.
+    for f in BICEP.rglob("*.bicep"):
+        parsed = parse(f)
+        ids = {n for n, v in parsed["variables"].items() if v == SECRETS_USER} | {f"'{SECRETS_USER}'"}
+        types = {r["symbol"]: r["type"].split("@")[0] for r in parsed["resources"]}
+        for r in parsed["resources"]:
+            role = r["body"].get("properties", {}).get("roleDefinitionId", "") if r["type"].startswith("Microsoft.Authorization/roleAssignments@") else ""
+            if any(f", {i})" in role for i in ids):
+                target = types.get(re.sub(r"\[i\]$", "", r["body"]["scope"]))
+                assert target == "Microsoft.KeyVault/vaults/secrets", f"{f.name}: Key Vault Secrets User on {target or r['body']['scope']}"
 
 
 def test_cosmos_container_is_partitioned_by_device_with_a_ttl_and_no_keys():
@@ -224,52 +372,152 @@ def test_every_key_vault_secret_the_cluster_reads_is_written_by_bicep():
     assert sorted(rule["rights"]) == ["Listen", "Send"], "send and listen, not manage"
 
 
-def test_the_cluster_can_reach_postgres_redis_and_cosmos():
-    """AKS pods reach the data services over their public endpoints (no VNet
-    integration or private endpoints here), so each must accept them:
-    PostgreSQL through the "allow Azure services" firewall rule (0.0.0.0 to
-    0.0.0.0, the cluster's outbound address being an Azure address), Redis and
-    Cosmos DB with public network access on and no IP rules to shut it."""
-    pg = module("postgres")
-    server = resource(pg, "Microsoft.DBforPostgreSQL/flexibleServers")["properties"]
-    assert server["network"]["publicNetworkAccess"] == "Enabled"
-    assert "delegatedSubnetResourceId" not in server["network"], "private access would need the firewall rule gone and a VNet"
-    rules = [r for r in pg["resources"] if r["type"].startswith("Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@")]
-    assert rules, "no firewall rule: nothing can reach the server"
-    assert any(r["body"]["properties"] == {"startIpAddress": "0.0.0.0", "endIpAddress": "0.0.0.0"} for r in rules), \
-        "the cluster reaches PostgreSQL through Azure's allow-Azure-services rule"
-    assert all(r["body"]["parent"] == "server" for r in rules)
-    redis = resource(module("redis"), "Microsoft.Cache/redis")["properties"]
-    assert redis["publicNetworkAccess"] == "Enabled"
-    assert not [r for r in module("redis")["resources"] if r["type"].startswith("Microsoft.Cache/redis/firewallRules@")], \
-        "a Redis firewall rule admits only its range: it would have to name the cluster's outbound address"
-    cosmos = resource(module("cosmos"), "Microsoft.DocumentDB/databaseAccounts")["properties"]
-    assert cosmos["publicNetworkAccess"] == "Enabled"
-    assert cosmos["isVirtualNetworkFilterEnabled"] is False and not cosmos.get("ipRules"), "no rule shuts the cluster out"
+def subnet_by_output(output):
+    """The subnet (name, properties) a network.bicep output names."""
+    net = module("network")
+    name = re.search(r"'Microsoft.Network/virtualNetworks/subnets', vnet.name, '([\w-]+)'", output_expr(net, output)).group(1)
+    vnet = resource(net, "Microsoft.Network/virtualNetworks")
+    return name, next(s["properties"] for s in vnet["properties"]["subnets"] if s["name"] == name)
 
 
-def test_api_management_forwards_ingest_to_an_address_it_can_reach():
-    """API Management runs outside the cluster: its ingest backend is a parameter (the KEDA HTTP
-    add-on interceptor's proxy exposed by a load balancer or ingress), never a cluster-internal
-    *.svc.cluster.local name, and it sends the Host the interceptor routes ingest by."""
+def address_plan():
     main = parse(BICEP / "main.bicep")
-    assert "ingestBackendUrl" in main["params"], "the backend URL is a parameter of main.bicep"
-    assert "@description(" in (BICEP / "main.bicep").read_text().split("param ingestBackendUrl")[0].rsplit("\nparam ", 1)[-1], \
-        "ingestBackendUrl says what address it wants"
+    plan = main["variables"]["addressPlan"]
+    passed = main["modules"]["network"]["body"]["params"]
+    assert passed["addressPrefix"] == "addressPlan.vnet"
+    assert passed["subnetPrefixes"] == {k: f"addressPlan.{k}" for k in plan if k != "vnet"}
+    return plan
+
+
+def test_one_virtual_network_without_overlaps():
+    plan = address_plan()
+    vnet = ipaddress.ip_network(plan["vnet"])
+    subnets = [ipaddress.ip_network(v) for k, v in plan.items() if k != "vnet"]
+    for i, a in enumerate(subnets):
+        assert a.subnet_of(vnet)
+        assert not any(a.overlaps(b) for b in subnets[i + 1:]), f"{a} overlaps another subnet"
+    net = module("network")
+    prefixes = {s["name"]: s["properties"]["addressPrefix"] for s in resource(net, "Microsoft.Network/virtualNetworks")["properties"]["subnets"]}
+    assert sorted(prefixes.values()) == sorted(f"subnetPrefixes.{k}" for k in plan if k != "vnet")
+    # AKS: nodes in the node subnet, its service range outside the network.
+    aks = resource(module("aks"), "Microsoft.ContainerService/managedClusters")["properties"]
+    assert aks["agentPoolProfiles"][0]["vnetSubnetID"] == "nodeSubnetId"
+    assert parse(BICEP / "main.bicep")["modules"]["aks"]["body"]["params"]["nodeSubnetId"] == "network.outputs.nodesSubnetId"
+    assert subnet_by_output("nodesSubnetId")[1]["addressPrefix"] == "subnetPrefixes.nodes"
+    assert not ipaddress.ip_network(aks["networkProfile"]["serviceCidr"]).overlaps(vnet)
+    assert ipaddress.ip_address(aks["networkProfile"]["dnsServiceIP"]) in ipaddress.ip_network(aks["networkProfile"]["serviceCidr"])
+    # The cluster's identity may use the node and load balancer subnets, and nothing wider.
+    aks_mod = module("aks")
+    assert aks_mod["variables"]["networkContributor"] == "4d97b98b-1d4f-4787-a291-c67834d212e7"
+    scopes = {r["body"]["scope"] for r in aks_mod["resources"] if r["type"].startswith("Microsoft.Authorization/roleAssignments@")
+              and "networkContributor" in r["body"]["properties"]["roleDefinitionId"]}
+    assert scopes == {"nodeSubnet", "interceptorSubnet"}
+    assert {r["type"].split("@")[0] for r in aks_mod["resources"] if r["symbol"] in scopes} == {"Microsoft.Network/virtualNetworks/subnets"}
+
+
+def test_postgres_is_reachable_only_from_the_virtual_network():
+    """Private access: a subnet delegated to PostgreSQL, a private DNS zone linked to the network, no public
+    endpoint, and no firewall rule (in particular not 0.0.0.0, which admits every Azure tenant's address)."""
+    pg = module("postgres")
+    assert not [r for r in pg["resources"] if "firewallRules" in r["type"]], "no firewall rules: private access only"
+    for f in BICEP.rglob("*.bicep"):
+        assert not re.search(r"(?<![\d.])0\.0\.0\.0(?![\d/])", f.read_text()), f"{f.name}: an allow-all-Azure rule"
+    server = resource(pg, "Microsoft.DBforPostgreSQL/flexibleServers")
+    net = server["properties"]["network"]
+    assert net["publicNetworkAccess"] == "Disabled"
+    assert net["delegatedSubnetResourceId"] == "delegatedSubnetId"
+    assert net["privateDnsZoneArmResourceId"] == "zone.id"
+    zone = next(r for r in pg["resources"] if r["symbol"] == "zone")
+    assert zone["type"].startswith("Microsoft.Network/privateDnsZones@")
+    assert zone["body"]["name"].endswith(".postgres.database.azure.com'"), "a PostgreSQL private zone name"
+    link = resource(pg, "Microsoft.Network/privateDnsZones/virtualNetworkLinks")
+    assert link["parent"] == "zone" and link["properties"]["virtualNetwork"]["id"] == "vnetId"
+    assert "zoneLink" in server["dependsOn"], "the zone is linked before the server registers in it"
+    passed = parse(BICEP / "main.bicep")["modules"]["postgres"]["body"]["params"]
+    assert (passed["delegatedSubnetId"], passed["vnetId"]) == ("network.outputs.postgresSubnetId", "network.outputs.id")
+    _, subnet = subnet_by_output("postgresSubnetId")
+    assert [d["properties"]["serviceName"] for d in subnet["delegations"]] == ["Microsoft.DBforPostgreSQL/flexibleServers"]
+    assert output_expr(module("network"), "id") == "vnet.id"
+
+
+def test_redis_is_reachable_only_through_its_private_endpoint():
+    redis = module("redis")
+    cache = resource(redis, "Microsoft.Cache/redis")["properties"]
+    assert cache["publicNetworkAccess"] == "Disabled" and cache["enableNonSslPort"] is False
+    assert not [r for r in redis["resources"] if "firewallRules" in r["type"]]
+    pe = resource(redis, "Microsoft.Network/privateEndpoints")["properties"]
+    assert pe["subnet"]["id"] == "endpointSubnetId"
+    conn = pe["privateLinkServiceConnections"][0]["properties"]
+    assert (conn["privateLinkServiceId"], conn["groupIds"]) == ("cache.id", ["redisCache"])
+    zone = next(r for r in redis["resources"] if r["symbol"] == "zone")
+    assert zone["body"]["name"] == "privatelink.redis.cache.windows.net"
+    assert resource(redis, "Microsoft.Network/privateDnsZones/virtualNetworkLinks")["properties"]["virtualNetwork"]["id"] == "vnetId"
+    group = resource(redis, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")
+    assert group["parent"] == "endpoint" and group["properties"]["privateDnsZoneConfigs"][0]["properties"]["privateDnsZoneId"] == "zone.id"
+    passed = parse(BICEP / "main.bicep")["modules"]["redis"]["body"]["params"]
+    assert (passed["endpointSubnetId"], passed["vnetId"]) == ("network.outputs.endpointsSubnetId", "network.outputs.id")
+    cosmos = resource(module("cosmos"), "Microsoft.DocumentDB/databaseAccounts")["properties"]
+    assert cosmos["disableLocalAuth"] is True, "Cosmos DB stays public: Entra ID tokens only"
+
+
+def test_api_management_forwards_ingest_to_the_interceptors_internal_load_balancer():
+    """API Management is injected into the network (External: public gateway) and forwards ingest to the fixed
+    private address of the internal load balancer in front of the KEDA HTTP add-on interceptor
+    (keda/base/interceptor.yaml), with the Host the interceptor routes ingest by. No placeholder to fill in."""
+    main = parse(BICEP / "main.bicep")
+    text = (BICEP / "main.bicep").read_text()
+    assert "ingestBackendUrl" not in main["params"], "the backend comes from the address plan, not a parameter to fill in"
+    for f in [*BICEP.rglob("*.json"), *BICEP.rglob("*.bicep")]:
+        assert "INTERCEPTOR-LOAD-BALANCER-ADDRESS" not in f.read_text(), f.name
+    ip, port, plan = main["variables"]["ingestBackendIp"], main["variables"]["interceptorPort"], address_plan()
     passed = main["modules"]["apim"]["body"]["params"]
-    assert passed["ingestBackendUrl"] == "ingestBackendUrl", "the module gets the parameter, not a hard-coded name"
+    assert passed["ingestBackendUrl"] == "'http://${ingestBackendIp}:${interceptorPort}'"
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(plan["interceptor"])
+    assert output_expr(main, "ingestBackendIp") == "ingestBackendIp" and output_expr(main, "apimSubnetPrefix") == "addressPlan.apim"
+
+    # The load balancer: internal, at that address, in the interceptor subnet, from API Management only.
+    svc = next(d for d in base_docs("interceptor.yaml") if d["kind"] == "Service")
+    ann = svc["metadata"]["annotations"]
+    assert ann["service.beta.kubernetes.io/azure-load-balancer-internal"] == "true"
+    assert ann["service.beta.kubernetes.io/azure-load-balancer-ipv4"] == ip, "the address Bicep gives API Management"
+    subnet, props = subnet_by_output("interceptorSubnetId")
+    assert ann["service.beta.kubernetes.io/azure-load-balancer-internal-subnet"] == subnet and props["addressPrefix"] == "subnetPrefixes.interceptor"
+    assert main["modules"]["aks"]["body"]["params"]["interceptorSubnetId"] == "network.outputs.interceptorSubnetId"
+    assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["ports"][0]["port"] == port
+    assert svc["spec"]["loadBalancerSourceRanges"] == [plan["apim"]]
+    assert svc["metadata"]["namespace"] == "keda" and svc["spec"]["selector"]["app.kubernetes.io/component"] == "interceptor"
+
+    # API Management in the network: its subnet, the rules it requires, a tier that can be injected.
+    apim = module("apim")
+    service = resource(apim, "Microsoft.ApiManagement/service")["properties"]
+    assert service["virtualNetworkType"] == "External"
+    assert service["virtualNetworkConfiguration"] == {"subnetResourceId": "subnetId"}
+    assert passed["subnetId"] == "network.outputs.apimSubnetId"
+    _, apim_subnet = subnet_by_output("apimSubnetId")
+    assert apim_subnet["addressPrefix"] == "subnetPrefixes.apim" and apim_subnet["networkSecurityGroup"] == {"id": "apimNsg.id"}
+    rules = [r["properties"] for r in resource(module("network"), "Microsoft.Network/networkSecurityGroups")["properties"]["securityRules"]]
+    inbound = {(r["sourceAddressPrefix"], r["destinationPortRange"]) for r in rules if r["direction"] == "Inbound" and r["access"] == "Allow"}
+    assert {("ApiManagement", "3443"), ("AzureLoadBalancer", "6390")} <= inbound
+    for path in (BICEP / "main.bicep", BICEP / "modules" / "apim.bicep"):
+        sku = "apimSku" if path.name == "main.bicep" else "sku"
+        assert "@allowed(['Developer', 'Premium'])" in decorated(path)[sku], f"{path.name}: only tiers that can be injected"
+    for env in ("dev", "prod"):
+        assert json.loads((BICEP / "params" / f"{env}.parameters.json").read_text())["parameters"]["apimSku"]["value"] in ("Developer", "Premium")
+
+    # What API Management sends and where: never a cluster-internal name, the Host the interceptor routes.
     for f in BICEP.rglob("*.bicep"):
         assert ".svc.cluster.local" not in re.sub(r"@description\('(?:[^'\\]|\\.)*'\)", "", f.read_text()), \
             f"{f.name}: API Management cannot resolve cluster-internal names"
-    for env in ("dev", "prod"):
-        url = json.loads((BICEP / "params" / f"{env}.parameters.json").read_text())["parameters"]["ingestBackendUrl"]["value"]
-        assert re.match(r"https?://", url) and ".svc.cluster.local" not in url and ".cluster.local" not in url
-    apim = module("apim")
     assert resource(apim, "Microsoft.ApiManagement/service/apis")["properties"]["serviceUrl"] == "ingestBackendUrl"
     policy = resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"]["value"]
     assert '<set-header name="Host" exists-action="override"><value>${ingestHost}</value></set-header>' in policy
-    hso = next(d for d in yaml.safe_load_all((ROOT / "keda" / "base" / "ingest.yaml").read_text()) if d and d["kind"] == "HTTPScaledObject")
-    host = re.search(r"var ingestHost = '([^']*)'", (BICEP / "main.bicep").read_text()).group(1)
-    ns = re.search(r"var namespace = '(\w+)'", (BICEP / "main.bicep").read_text()).group(1)
-    assert host.replace("${namespace}", ns) in hso["spec"]["hosts"], "the interceptor routes the Host API Management sends"
+    hso = next(d for d in base_docs("ingest.yaml") if d["kind"] == "HTTPScaledObject")
+    host = re.search(r"var ingestHost = '([^']*)'", text).group(1)
+    assert host.replace("${namespace}", main["variables"]["namespace"]) in hso["spec"]["hosts"], "the interceptor routes the Host API Management sends"
     assert passed["ingestHost"] == "ingestHost"
+
+
+def test_every_parameter_is_described():
+    for f in BICEP.rglob("*.bicep"):
+        for name, decorators in decorated(f).items():
+            assert "@description(" in decorators, f"{f.relative_to(BICEP)}: parameter {name} has no @description"

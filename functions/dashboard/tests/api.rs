@@ -262,3 +262,56 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
     let (s, dev) = get(&r, "/api/devices/truck-1").await;
     assert_eq!((s, dev["deviceId"].as_str()), (StatusCode::OK, Some("truck-1")));
 }
+
+/// The dashboard's least-privilege PostgreSQL role, created exactly as the
+/// README tells operators to (the SQL block is read from README.md), serves
+/// every endpoint, acknowledging and resolving included, and may not write
+/// results.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn the_readme_read_only_role_serves_every_endpoint_and_writes_no_results(pool: PgPool) {
+    seed(&pool).await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
+    let start = readme.find("CREATE ROLE tributary_readonly").expect("README gives the dashboard role's SQL");
+    let block = &readme[start..start + readme[start..].find("```").expect("end of the SQL block")];
+    let role = format!("tributary_ro_{}", std::process::id());
+    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    // Roles are per cluster: drop a leftover of an interrupted run of this process id.
+    let _ = sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await;
+    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(&pool).await;
+    for stmt in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let stmt = stmt.replace("tributary_readonly", &role).replace("'<postgresReadonlyPassword>'", "'test-only'");
+        sqlx::query(&stmt).execute(&pool).await.unwrap_or_else(|e| panic!("README SQL `{stmt}`: {e}"));
+    }
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let host = base.split_once('@').map(|(_, h)| h).and_then(|h| h.rsplit_once('/')).map(|(h, _)| h).expect("DATABASE_URL is postgres://user@host:port/db");
+    let ro = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&format!("postgres://{role}:test-only@{host}/{}", db.0)).await.expect("connect as the dashboard role");
+
+    let (r, _) = router(&ro, None, Some("op-secret"));
+    for uri in ["/api/fleet", "/api/devices", "/api/devices/truck-1", "/api/devices/truck-1/series?metric=speed&from=24h", "/api/alerts", "/api/alerts?state=open"] {
+        let (s, body) = get(&r, uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri} as {role}: {body}");
+    }
+    let (_, fleet) = get(&r, "/api/fleet").await;
+    assert_eq!(fleet["devices"], 2, "{fleet}");
+    let post = |uri: &str| Request::post(uri).header(header::AUTHORIZATION, "Bearer op-secret").body(Body::empty()).expect("request");
+    let (s, body) = call(&r, post("/api/alerts/al-1/ack")).await;
+    assert_eq!((s, body["state"].as_str()), (StatusCode::OK, Some("acknowledged")), "{body}");
+    let (s, body) = call(&r, post("/api/alerts/al-1/resolve")).await;
+    assert_eq!((s, body["state"].as_str()), (StatusCode::OK, Some("resolved")), "{body}");
+    let readyz = r.clone().oneshot(Request::get("/readyz").body(Body::empty()).expect("request")).await.expect("infallible");
+    assert_eq!(readyz.status(), StatusCode::OK);
+
+    // And it is read-only where it matters: no results written, no alert rewritten.
+    for stmt in [
+        "INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('x', now(), now())",
+        "UPDATE aggregates SET mean = 0",
+        "UPDATE alerts SET reason = 'tampered'",
+        "DELETE FROM alerts",
+    ] {
+        let err = sqlx::query(stmt).execute(&ro).await.expect_err(stmt);
+        assert!(err.to_string().contains("permission denied"), "{stmt}: {err}");
+    }
+    ro.close().await;
+    sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.expect("drop owned");
+    sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.expect("drop role");
+}

@@ -1,5 +1,7 @@
 // Container registry for the function images (admin user off: AKS pulls with its kubelet identity).
+@description('Registry name (alphanumeric).')
 param name string
+@description('Azure region.')
 param location string
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {

@@ -1,18 +1,36 @@
 // AKS with the managed KEDA add-on, workload identity (OIDC issuer), the
-// Istio-based service mesh add-on and Container Insights; the kubelet may pull
-// from the registry, and the functions' service account is federated with the
-// workload identity.
+// Istio-based service mesh add-on and Container Insights, its nodes in the
+// environment's virtual network; the kubelet may pull from the registry, and
+// each workload identity is federated with exactly one service account.
+@description('Cluster name.')
 param name string
+
+@description('Azure region.')
 param location string
+
+@description('Kubernetes version of the cluster.')
 param kubernetesVersion string
+
+@description('VM size of the node pool.')
 param nodeVmSize string
+
+@description('Nodes at start (the autoscaler goes up to five times as many).')
 param nodeCount int
+
+@description('Log Analytics workspace of Container Insights.')
 param logAnalyticsId string
+
+@description('Registry the kubelet pulls the function images from (AcrPull on it alone).')
 param acrId string
-param workloadIdentityId string
-param workloadIdentityName string
-param namespace string
-param serviceAccount string
+
+@description('Subnet of the nodes; with Azure CNI (not overlay) the pods take their addresses from it too.')
+param nodeSubnetId string
+
+@description('Subnet the internal load balancer in front of the KEDA HTTP add-on interceptor takes its fixed address from (keda/base/interceptor.yaml).')
+param interceptorSubnetId string
+
+@description('The federations: one {identityName, namespace, serviceAccount} per workload identity; each identity trusts tokens of that one service account from this cluster.')
+param federatedServiceAccounts array
 
 resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
   name: name
@@ -31,6 +49,7 @@ resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
         minCount: nodeCount
         maxCount: nodeCount * 5
         osType: 'Linux'
+        vnetSubnetID: nodeSubnetId
       }
     ]
     oidcIssuerProfile: { enabled: true }
@@ -44,7 +63,15 @@ resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
       omsagent: { enabled: true, config: { logAnalyticsWorkspaceResourceID: logAnalyticsId } }
       azureKeyvaultSecretsProvider: { enabled: true }
     }
-    networkProfile: { networkPlugin: 'azure', networkPolicy: 'azure' }
+    // Service addresses are cluster-internal and must not overlap the virtual
+    // network (main.bicep: addressPlan), or pods could not reach what is there.
+    networkProfile: {
+      networkPlugin: 'azure'
+      networkPolicy: 'azure'
+      loadBalancerSku: 'standard'
+      serviceCidr: '10.0.0.0/16'
+      dnsServiceIP: '10.0.0.10'
+    }
   }
 }
 
@@ -63,19 +90,62 @@ resource acrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource workload 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
-  name: workloadIdentityName
+// In a virtual network of its own the cluster's identity must be allowed to
+// use the subnets (the Azure CLI grants this when it creates such a cluster,
+// a template has to): Network Contributor on the node subnet and on the
+// interceptor's load balancer subnet only, not on the network.
+var networkContributor = '4d97b98b-1d4f-4787-a291-c67834d212e7'
+
+resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' existing = {
+  name: split(nodeSubnetId, '/')[8]
 }
 
-resource federation 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials@2023-01-31' = {
-  parent: workload
-  name: 'aks-${namespace}-${serviceAccount}'
+resource nodeSubnet 'Microsoft.Network/virtualNetworks/subnets@2023-11-01' existing = {
+  parent: vnet
+  name: last(split(nodeSubnetId, '/'))
+}
+
+resource interceptorSubnet 'Microsoft.Network/virtualNetworks/subnets@2023-11-01' existing = {
+  parent: vnet
+  name: last(split(interceptorSubnetId, '/'))
+}
+
+resource nodeSubnetAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(nodeSubnetId, aks.id, networkContributor)
+  scope: nodeSubnet
   properties: {
-    issuer: aks.properties.oidcIssuerProfile.issuerURL
-    subject: 'system:serviceaccount:${namespace}:${serviceAccount}'
-    audiences: ['api://AzureADTokenExchange']
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', networkContributor)
+    principalId: aks.identity.principalId
+    principalType: 'ServicePrincipal'
   }
 }
 
+resource interceptorSubnetAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(interceptorSubnetId, aks.id, networkContributor)
+  scope: interceptorSubnet
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', networkContributor)
+    principalId: aks.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource identities 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = [for f in federatedServiceAccounts: {
+  name: f.identityName
+}]
+
+// Token exchange: a pod running as system:serviceaccount:<namespace>:<name>
+// gets tokens for that one identity. One at a time: Azure refuses concurrent
+// federated credential writes.
+@batchSize(1)
+resource federation 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials@2023-01-31' = [for (f, i) in federatedServiceAccounts: {
+  parent: identities[i]
+  name: 'aks-${f.namespace}-${f.serviceAccount}'
+  properties: {
+    issuer: aks.properties.oidcIssuerProfile.issuerURL
+    subject: 'system:serviceaccount:${f.namespace}:${f.serviceAccount}'
+    audiences: ['api://AzureADTokenExchange']
+  }
+}]
+
 output name string = aks.name
-output workloadIdentity string = workloadIdentityId

@@ -1,10 +1,19 @@
 // Event Hubs namespace with the Kafka endpoint: one event hub per topic, each
-// with `partitions` partitions, and the workload identity as sender/receiver.
+// with `partitions` partitions. The functions and KEDA's kafka scaler log in
+// with the connection string of a send-and-listen rule (SASL PLAIN), not with
+// Entra ID, so no identity gets an Event Hubs data-plane role: it would be a
+// second, unused way in.
+@description('Namespace name.')
 param name string
+
+@description('Azure region.')
 param location string
+
+@description('Standard or Premium (both have the Kafka endpoint).')
 param sku string
+
+@description('Partitions of every event hub (topic).')
 param partitions int
-param principalId string
 
 var topics = ['telemetry.raw', 'telemetry.aggregates', 'telemetry.alerts', 'telemetry.deadletter']
 
@@ -26,30 +35,6 @@ resource hubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [for t in t
     messageRetentionInDays: 7
   }
 }]
-
-// Azure Event Hubs Data Owner is not needed: send and receive are enough.
-var dataSender = '2b629674-e913-4c01-ae53-ef4638d8f975'
-var dataReceiver = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
-
-resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(ns.id, principalId, dataSender)
-  scope: ns
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataSender)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(ns.id, principalId, dataReceiver)
-  scope: ns
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataReceiver)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
 
 // The Kafka endpoint's SASL PLAIN login is a connection string (user
 // $ConnectionString): a namespace rule that may only send and listen, not

@@ -1,6 +1,11 @@
-// The user-assigned identity the functions run as (workload identity): it gets
-// only the data-plane roles it needs, on the resources it needs.
+// One user-assigned identity a workload runs as (workload identity). main.bicep
+// creates one per function and one for KEDA's kafka scaler; aks.bicep federates
+// each with exactly one service account, and each gets only the data-plane
+// roles its workload needs, on the resources it needs (main.bicep).
+@description('Identity name.')
 param name string
+
+@description('Azure region.')
 param location string
 
 resource id 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {

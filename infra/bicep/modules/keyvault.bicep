@@ -1,8 +1,12 @@
-// Key Vault for the fleet key and connection strings; RBAC authorisation, and
-// the workload identity may only read secrets.
+// Key Vault for the fleet key and connection strings, with RBAC authorisation.
+// Nobody gets a role on the vault itself: each workload identity may read only
+// the secrets its workload uses, by a role assignment on each of those secrets
+// (secrets.bicep).
+@description('Vault name.')
 param name string
+
+@description('Azure region.')
 param location string
-param principalId string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -13,18 +17,6 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     enablePurgeProtection: true
-  }
-}
-
-var secretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
-
-resource reader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, principalId, secretsUser)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUser)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
   }
 }
 

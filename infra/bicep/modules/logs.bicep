@@ -1,5 +1,7 @@
 // Log Analytics workspace for AKS (Container Insights) and diagnostics.
+@description('Workspace name.')
 param name string
+@description('Azure region.')
 param location string
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {

@@ -1,9 +1,47 @@
-// PostgreSQL flexible server for aggregates, alerts and devices.
+// PostgreSQL flexible server for aggregates, alerts and devices, with private
+// access only: the server sits in a subnet delegated to it, its name resolves
+// through a private DNS zone linked to the environment's virtual network, and
+// it has no public endpoint and no firewall rules. Only what is in that
+// network (the AKS nodes and pods) reaches it. The network mode is fixed when
+// a server is created: a server made with public access must be replaced
+// (dump and restore) to get here.
+@description('Server name.')
 param name string
+
+@description('Azure region.')
 param location string
+
+@description('SKU name and tier.')
 param sku object
+
 @secure()
+@description('Administrator password (the bootstrap Key Vault reference in the parameter files).')
 param adminPassword string
+
+@description('Virtual network the private DNS zone is linked to (the one holding the AKS nodes).')
+param vnetId string
+
+@description('Subnet delegated to Microsoft.DBforPostgreSQL/flexibleServers that the server is placed in.')
+param delegatedSubnetId string
+
+// The zone the server registers its private address in. Its name must end in
+// .postgres.database.azure.com; the server's usual name
+// (<name>.postgres.database.azure.com) then resolves to the private address
+// inside the linked network.
+resource zone 'Microsoft.Network/privateDnsZones@2020-06-01' = {
+  name: '${name}.private.postgres.database.azure.com'
+  location: 'global'
+}
+
+resource zoneLink 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = {
+  parent: zone
+  name: 'vnet'
+  location: 'global'
+  properties: {
+    virtualNetwork: { id: vnetId }
+    registrationEnabled: false
+  }
+}
 
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2023-12-01-preview' = {
   name: name
@@ -16,22 +54,14 @@ resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2023-12-01-preview' =
     storage: { storageSizeGB: 64 }
     backup: { backupRetentionDays: 7, geoRedundantBackup: 'Disabled' }
     highAvailability: { mode: 'Disabled' }
-    // Public access (no delegated subnet): reached through the firewall rule below.
-    network: { publicNetworkAccess: 'Enabled' }
+    network: {
+      delegatedSubnetResourceId: delegatedSubnetId
+      privateDnsZoneArmResourceId: zone.id
+      publicNetworkAccess: 'Disabled'
+    }
   }
-}
-
-// Network path for the AKS pods: the cluster reaches the server from its
-// outbound (load balancer) address, an Azure address. Start and end 0.0.0.0 is
-// Azure's documented "allow public access from any Azure service" rule. It
-// admits any Azure-hosted client to the login prompt, not to the data:
-// passwords and TLS (require_secure_transport) still apply. Private access
-// (VNet integration) needs a delegated subnet, a private DNS zone and AKS in a
-// custom VNet, and the server's network mode is fixed at creation.
-resource allowAzureServices 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2023-12-01-preview' = {
-  parent: server
-  name: 'AllowAllAzureServicesAndResourcesWithinAzureIps'
-  properties: { startIpAddress: '0.0.0.0', endIpAddress: '0.0.0.0' }
+  // The zone must be linked before the server registers its address in it.
+  dependsOn: [zoneLink]
 }
 
 resource db 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2023-12-01-preview' = {

@@ -1,25 +1,49 @@
-// The Key Vault secrets the functions read: the SecretProviderClass in
-// keda/base/secrets.yaml syncs each one, under the same name, into the
-// Kubernetes Secret tributary-secrets. Values Azure knows come from the
-// resources (Redis access key, Event Hubs connection string); the rest are
-// secure parameters the pipeline passes from its secret variables
-// (infra/deploy.sh).
+// The Key Vault secrets the workloads read, and who may read each one. Each
+// function's SecretProviderClass (keda/base/secrets.yaml) syncs the ones it
+// uses, under the same names, into that function's own Kubernetes Secret;
+// KEDA's TriggerAuthentication reads the Event Hubs connection string. Values
+// Azure knows come from the resources (Redis access key, Event Hubs
+// connection string); the rest are secure parameters the pipeline passes from
+// its secret variables (infra/deploy.sh).
+@description('Key Vault the secrets are written to.')
 param vaultName string
+
+@description('Cache whose access key goes into redis-url.')
 param redisName string
+
+@description('Event Hubs namespace of the Kafka endpoint.')
 param eventHubsName string
+
+@description('Its send-and-listen rule, whose connection string is the SASL password.')
 param eventHubsRuleName string
+
+@description('PostgreSQL host name (resolves privately inside the virtual network).')
 param postgresHost string
+
+@description('PostgreSQL administrator login (process).')
 param postgresAdminLogin string
+
 @secure()
+@description('PostgreSQL administrator password.')
 param postgresAdminPassword string
+
 @description('Login of the read-only PostgreSQL role the dashboard uses (created in the database, see README).')
 param postgresReadonlyLogin string
+
 @secure()
+@description('Password of that role.')
 param postgresReadonlyPassword string
+
 @secure()
+@description('Fleet key device keys are derived from (ingest).')
 param fleetKey string
+
 @secure()
+@description('Token operators acknowledge alerts with (dashboard).')
 param operatorToken string
+
+@description('Who may read what: one {secret, principalId} per grant of Key Vault Secrets User on that one secret (nobody gets a role on the vault itself).')
+param readers array
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: vaultName
@@ -77,3 +101,24 @@ resource redisUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: 'redis-url'
   properties: { value: 'rediss://:${uriComponent(cache.listKeys().primaryKey)}@${cache.properties.hostName}:${cache.properties.sslPort}' }
 }
+
+// Read access per secret, not per vault: one role assignment for each
+// (secret, reader) pair in `readers`.
+var secretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+
+resource readable 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for g in readers: {
+  parent: vault
+  name: g.secret
+}]
+
+resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (g, i) in readers: {
+  name: guid(vault.id, g.secret, g.principalId, secretsUser)
+  scope: readable[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUser)
+    principalId: g.principalId
+    principalType: 'ServicePrincipal'
+  }
+  // A secret must exist before a role can be assigned on it.
+  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, redisUrlSecret]
+}]
