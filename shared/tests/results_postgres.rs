@@ -38,3 +38,25 @@ async fn large_batches_are_written(pool: PgPool) {
 async fn merged_series_match_the_reference(pool: PgPool) {
     contract::merged_series_match_the_reference(&PgStore::new(pool)).await;
 }
+
+/// `sslmode=require` gives an encrypted session (the machine's PostgreSQL has
+/// `ssl = on`, as Azure's flexible server requires TLS).
+#[tokio::test]
+async fn tls_is_used_when_the_url_asks_for_it() {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test sets it)");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = PgStore::connect_lazy(&format!("{base}{sep}sslmode=require"), 1).expect("store");
+    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .expect("PostgreSQL with ssl = on (scripts/test's PostgreSQL)");
+    assert!(ssl, "the session is encrypted");
+    let plain = PgStore::connect_lazy(&format!("{base}{sep}sslmode=disable"), 1).expect("store");
+    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(plain.pool()).await.expect("query");
+    assert!(!ssl, "and only then");
+    // verify-full checks the certificate against the trusted roots: the machine's
+    // self-signed snakeoil certificate is not among them, so the connect fails.
+    let strict = PgStore::connect_lazy(&format!("{base}{sep}sslmode=verify-full"), 1).expect("store");
+    let refused = sqlx::query("SELECT 1").execute(strict.pool()).await.expect_err("an untrusted certificate must be refused");
+    assert!(refused.to_string().to_lowercase().contains("certificate") || refused.to_string().contains("UnknownIssuer"), "{refused}");
+}
