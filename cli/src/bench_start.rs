@@ -48,7 +48,8 @@ struct Run {
     stop_ms: f64,
 }
 
-fn rss_now_mb(pid: u32) -> f64 {
+/// Current resident memory of process `pid` (VmRSS), in MB; NaN once it is gone.
+pub fn rss_now_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))

@@ -52,6 +52,10 @@ pub struct Args {
     /// Cosmos DB container.
     #[arg(long, env = "TRIBUTARY_COSMOS_CONTAINER", default_value = "raw")]
     cosmos_container: String,
+    /// Longest wait for one Cosmos DB query, milliseconds (a reconciliation reads
+    /// whole device histories; the local stand-in needs many seconds for large ones).
+    #[arg(long, default_value_t = 60_000)]
+    cosmos_timeout_ms: u64,
     /// Window size (seconds) whose aggregates are reconciled.
     #[arg(long, default_value_t = 10)]
     window: u32,
@@ -87,7 +91,8 @@ async fn stores(a: &Args) -> anyhow::Result<(Arc<dyn ResultStore>, Arc<dyn RawSt
     let raw: Arc<dyn RawStore> = match (&a.cosmos_endpoint, in_dir("raw.db")) {
         (Some(endpoint), _) => {
             let key = a.cosmos_key.clone().context("--cosmos-key (TRIBUTARY_COSMOS_KEY) is required with --cosmos-endpoint")?;
-            let settings = tributary_shared::raw::cosmos::CosmosSettings::with_key(endpoint.clone(), key, a.cosmos_database.clone(), a.cosmos_container.clone());
+            let mut settings = tributary_shared::raw::cosmos::CosmosSettings::with_key(endpoint.clone(), key, a.cosmos_database.clone(), a.cosmos_container.clone());
+            settings.timeout = std::time::Duration::from_millis(a.cosmos_timeout_ms);
             Arc::new(tributary_shared::raw::cosmos::CosmosStore::connect(settings, false).await.context("connecting to Cosmos DB")?)
         }
         (None, Some(url)) => Arc::new(tributary_shared::raw::LocalRawStore::open(&url).await.context("opening the local raw archive")?),

@@ -75,9 +75,12 @@ fn simulator_readings_reach_the_dev_ingest_and_are_recorded() {
     assert_eq!(summary["acknowledged"].as_u64(), Some(accepted), "{summary}");
     assert_eq!(summary["raw"]["missing"], 0, "every acknowledged reading is archived: {stdout}");
     assert_eq!(summary["aggregates"]["countedTwice"], 0, "no reading counted twice: {stdout}");
-    // Known and unexplained (see the session note): on the loaded CI machine one value
-    // in several hundred is sometimes missing from a closed window (late, or lost).
-    // Tolerated up to 1% here, and reported by verify, which then exits non-zero.
+    // Late values are not counted, by design. The shortfall of one value in several
+    // hundred seen here before was late data: the simulator held a device's buffered
+    // readings through a dropout (`bench soak` showed the missing values equal to
+    // analyze's late count); it now sends them first. A send delayed past the allowed
+    // lateness on a loaded machine is still late, so up to 1% is tolerated, and
+    // verify, which cannot tell late from lost, then exits non-zero.
     let lost = summary["aggregates"]["lost"].as_i64().expect("lost");
     let checked = summary["aggregates"]["valuesChecked"].as_i64().expect("checked");
     assert!(lost * 100 <= checked, "more than 1% of the checked values missing from the aggregates: {stdout}");
