@@ -101,6 +101,10 @@ pub struct IngestArgs {
     /// The ingest binary (default: next to this one).
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
+    /// The broker's process id, to report its CPU time per reading too
+    /// (scripts/bench passes it).
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 /// Run one benchmark.
@@ -122,9 +126,21 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
     }
 }
 
+/// CPU time (user + system) per reading, in microseconds, of the three
+/// processes sharing the machine during one batch size's load.
+#[derive(Clone, Copy)]
+struct CpuPerReading {
+    ingest_us: f64,
+    broker_us: f64,
+    load_us: f64,
+}
+
 struct RunFigures {
     start_to_first_202_ms: f64,
     per_batch: Vec<(usize, f64, f64, f64)>,
+    cpu: Vec<CpuPerReading>,
+    /// CPU µs per record of the broker and the producer in the baseline.
+    baseline_cpu: (f64, f64),
     rss_peak_mb: f64,
     baseline_per_s: f64,
 }
@@ -151,9 +167,20 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for run in 0..a.runs {
         let f = one_run(&a, &bin, run).await?;
-        println!("run {}: start->first 202 {:.1} ms, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s", run + 1, f.start_to_first_202_ms, f.rss_peak_mb, f.baseline_per_s);
-        for (b, rps, p50, p99) in &f.per_batch {
-            println!("  batch {b:>5}: {rps:>10.0} readings/s  p50 {p50:>8.2} ms  p99 {p99:>8.2} ms");
+        println!(
+            "run {}: start->first 202 {:.1} ms, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s (CPU per record: producer {:.2} us, broker {:.2} us)",
+            run + 1,
+            f.start_to_first_202_ms,
+            f.rss_peak_mb,
+            f.baseline_per_s,
+            f.baseline_cpu.1,
+            f.baseline_cpu.0
+        );
+        for ((b, rps, p50, p99), c) in f.per_batch.iter().zip(&f.cpu) {
+            println!(
+                "  batch {b:>5}: {rps:>10.0} readings/s  p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  CPU per reading: ingest {:.2} us, broker {:.2} us, load generator {:.2} us",
+                c.ingest_us, c.broker_us, c.load_us
+            );
         }
         runs.push(f);
     }
@@ -168,7 +195,33 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         let p99 = median(runs.iter().map(|r| r.per_batch[i].3).collect());
         println!("  batch {b:>5}: {rps:>10.0} readings/s ({:>5.1}% of librdkafka)  p50 {p50:.2} ms  p99 {p99:.2} ms", 100.0 * rps / base);
     }
+    println!("  CPU per reading (user + system, us):");
+    println!(
+        "    librdkafka alone:      producer {:.2}, broker {:.2}",
+        median(runs.iter().map(|r| r.baseline_cpu.1).collect()),
+        median(runs.iter().map(|r| r.baseline_cpu.0).collect())
+    );
+    for (i, b) in a.batches.iter().enumerate() {
+        println!(
+            "    batch {b:>5}:           ingest {:.2}, broker {:.2}, load generator {:.2}",
+            median(runs.iter().map(|r| r.cpu[i].ingest_us).collect()),
+            median(runs.iter().map(|r| r.cpu[i].broker_us).collect()),
+            median(runs.iter().map(|r| r.cpu[i].load_us).collect())
+        );
+    }
     Ok(())
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds; 0 when unknown.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        let rest = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    });
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks.map_or(0.0, |t| t as f64 / 100.0)
 }
 
 /// A free TCP port on loopback.
@@ -224,6 +277,8 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
     };
 
     let mut per_batch = Vec::new();
+    let mut cpu = Vec::new();
+    let me = std::process::id();
     for &batch in &a.batches {
         let accepted = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(a.seconds);
@@ -255,20 +310,31 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
             }));
         }
         let t0 = Instant::now();
+        let cpu0 = (cpu_seconds(pid), a.broker_pid.map_or(0.0, cpu_seconds), cpu_seconds(me));
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
         for t in tasks {
             hist.add(t.await??).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let secs = t0.elapsed().as_secs_f64();
-        let rps = accepted.load(Ordering::Relaxed) as f64 / secs;
+        let n = accepted.load(Ordering::Relaxed) as f64;
+        let per = |before: f64, after: f64| if n > 0.0 { (after - before) * 1e6 / n } else { f64::NAN };
+        cpu.push(CpuPerReading {
+            ingest_us: per(cpu0.0, cpu_seconds(pid)),
+            broker_us: if a.broker_pid.is_some() { per(cpu0.1, a.broker_pid.map_or(0.0, cpu_seconds)) } else { f64::NAN },
+            load_us: per(cpu0.2, cpu_seconds(me)),
+        });
+        let rps = n / secs;
         per_batch.push((batch, rps, hist.value_at_quantile(0.5) as f64 / 1000.0, hist.value_at_quantile(0.99) as f64 / 1000.0));
     }
     let rss = rss_peak_mb(pid);
     let _ = child.start_kill();
     let _ = child.wait().await;
 
+    let (b0, p0) = (a.broker_pid.map_or(f64::NAN, cpu_seconds), cpu_seconds(me));
     let baseline_per_s = baseline(&a.brokers, &format!("bench.baseline.{stamp}.{run}"), a.baseline_records, a.concurrency).await?;
-    Ok(RunFigures { start_to_first_202_ms, per_batch, rss_peak_mb: rss, baseline_per_s })
+    let n = a.baseline_records as f64;
+    let baseline_cpu = ((a.broker_pid.map_or(f64::NAN, cpu_seconds) - b0) * 1e6 / n, (cpu_seconds(me) - p0) * 1e6 / n);
+    Ok(RunFigures { start_to_first_202_ms, per_batch, cpu, baseline_cpu, rss_peak_mb: rss, baseline_per_s })
 }
 
 /// A producer with ingest's settings (idempotent, acks=all, lz4, 5 ms linger).

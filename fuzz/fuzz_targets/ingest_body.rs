@@ -17,7 +17,9 @@
 //! PayloadTooLarge, with a message; JSON yields one item per array element
 //! (or one object), NDJSON one per non-blank line, within the batch limit and
 //! never zero; re-sending a JSON array as NDJSON yields the same items; every
-//! item is then a valid reading or an error naming a field (see `common`).
+//! item is then encoded exactly as the general path (`parse_reading` on a
+//! `Value`, then serde) would, or rejected with its error, naming a field
+//! (see `common`).
 #![no_main]
 
 use std::io::Write;
@@ -26,6 +28,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tributary_ingest::body::{self, Format};
 use tributary_ingest::error::ApiError;
+use tributary_shared::model;
 
 mod common;
 
@@ -69,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(matches!(got, Err(ApiError::PayloadTooLarge(_))), "an over-cap gzip body was not refused as too large");
             return;
         }
-        body.to_vec()
+        std::borrow::Cow::Borrowed(body)
     } else if flags & 4 == 4 {
         // Arbitrary bytes claimed to be gzip: never more than the cap, never a panic.
         match body::decode(Some("x-gzip"), body, max_decoded) {
@@ -116,39 +119,46 @@ fuzz_target!(|data: &[u8]| {
     match fmt {
         Format::Json => {
             let whole: Value = serde_json::from_slice(&decoded).expect("items() accepted it, so it is JSON");
+            let parsed: Vec<Value> = items.iter().map(|i| serde_json::from_slice(i).expect("a JSON body's items are JSON")).collect();
             match &whole {
-                Value::Array(v) => assert_eq!(items.iter().map(|i| i.as_ref().ok()).collect::<Vec<_>>(), v.iter().map(Some).collect::<Vec<_>>()),
-                Value::Object(_) => assert_eq!(items, vec![Ok(whole.clone())]),
+                Value::Array(v) => assert_eq!(&parsed, v, "the items are not the array's elements"),
+                Value::Object(_) => assert_eq!(parsed, vec![whole.clone()]),
                 other => panic!("JSON {other} accepted as items"),
             }
             // The same readings sent as NDJSON give the same items.
-            let lines: Vec<String> = items.iter().map(|i| serde_json::to_string(i.as_ref().expect("JSON items are values")).expect("serialise")).collect();
+            let lines: Vec<String> = parsed.iter().map(|v| serde_json::to_string(v).expect("serialise")).collect();
             let nd = body::items(Format::NdJson, lines.join("\n").as_bytes(), max_items).expect("the same items as NDJSON");
-            assert_eq!(nd, items, "JSON array and NDJSON disagree");
+            let nd: Vec<Value> = nd.iter().map(|i| serde_json::from_slice(i).expect("JSON lines")).collect();
+            assert_eq!(nd, parsed, "JSON array and NDJSON disagree");
         }
-        Format::NdJson => {
-            let lines = nonblank_lines(&decoded);
-            assert_eq!(items.len(), lines.len(), "one item per non-blank line");
-            for (item, line) in items.iter().zip(lines) {
-                match item {
-                    Ok(v) => assert_eq!(Some(v), serde_json::from_slice::<Value>(line).ok().as_ref()),
-                    Err(reason) => assert!(!reason.is_empty() && serde_json::from_slice::<Value>(line).is_err()),
-                }
-            }
-        }
+        Format::NdJson => assert_eq!(items, nonblank_lines(&decoded), "one item per non-blank line, as sent"),
     }
 
-    // Each item, as the handler validates it: a reading or an error naming a field.
+    // Each item, as the handler validates and encodes it: exactly what the
+    // general path (parse_reading on a Value) gives, or its error.
+    let ctx = model::fast::ItemContext::new(Some(common::DEVICE), common::now(), &Default::default());
     for item in &items {
-        match item {
+        let got = model::fast::encode_item(item, &ctx);
+        match serde_json::from_slice::<Value>(item) {
             Ok(v) => {
-                let got = tributary_shared::model::parse_reading(v, Some(common::DEVICE), common::now(), &Default::default());
-                match &got {
-                    Ok(r) => common::check_reading(v, Some(common::DEVICE), &Default::default(), r),
-                    Err(e) => common::check_error_names_a_field(v, e),
+                let general = model::parse_reading(&v, Some(common::DEVICE), common::now(), &Default::default());
+                match (&got, &general) {
+                    (Ok(enc), Ok(r)) => {
+                        common::check_reading(&v, Some(common::DEVICE), &Default::default(), r);
+                        assert_eq!(enc.bytes, serde_json::to_vec(r).expect("serialise"), "the record differs from the general path's");
+                        assert_eq!((&enc.id, &enc.device_id), (&r.id, &r.device_id));
+                    }
+                    (Err(e), Err(g)) => {
+                        assert_eq!(e, g, "a different error than the general path's");
+                        common::check_error_names_a_field(&v, e);
+                    }
+                    _ => panic!("encode_item {got:?} but the general path {general:?}"),
                 }
             }
-            Err(reason) => assert!(!reason.is_empty()),
+            Err(_) => {
+                let e = got.expect_err("bytes that are not JSON were accepted");
+                assert!(e.field.is_empty() && e.reason.starts_with("malformed JSON line"), "{e:?}");
+            }
         }
     }
 });

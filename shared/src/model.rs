@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub mod fast;
+
 /// The schema version this build writes and the highest it accepts.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -301,17 +303,39 @@ pub fn truncate_millis(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Format a time the way every record does: RFC 3339, UTC, milliseconds, `Z`.
 pub fn fmt_millis(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let mut buf = [0u8; 24];
+    match write_millis(t.timestamp_millis(), &mut buf) {
+        Some(s) => s.to_owned(),
+        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
 }
 
 /// The id ingest gives a reading that came without one: a UUID (version 8)
 /// from a SHA-256 of its content, so a device retrying the same reading gets
 /// the same id and downstream writes stay idempotent.
 pub fn derived_id(device: &str, t: &DateTime<Utc>, metrics: &BTreeMap<String, f64>, tags: &BTreeMap<String, String>, loc: Option<&Location>) -> String {
+    derived_id_of(
+        device,
+        t.timestamp_millis(),
+        metrics.iter().map(|(k, v)| (k.as_str(), *v)),
+        tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        loc,
+    )
+}
+
+/// [`derived_id`] over borrowed parts: `metrics` and `tags` must come in
+/// ascending key order (a `BTreeMap`'s), or the id changes.
+pub(crate) fn derived_id_of<'a>(
+    device: &str,
+    t_ms: i64,
+    metrics: impl Iterator<Item = (&'a str, f64)>,
+    tags: impl Iterator<Item = (&'a str, &'a str)>,
+    loc: Option<&Location>,
+) -> String {
     let mut h = Sha256::new();
     h.update(device.as_bytes());
     h.update([0]);
-    h.update(t.timestamp_millis().to_be_bytes());
+    h.update(t_ms.to_be_bytes());
     for (k, v) in metrics {
         h.update(k.as_bytes());
         h.update([0]);
@@ -332,7 +356,52 @@ pub fn derived_id(device: &str, t: &DateTime<Utc>, metrics: &BTreeMap<String, f6
     let digest = h.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
-    uuid::Uuid::new_v8(b).to_string()
+    let mut out = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v8(b).hyphenated().encode_lower(&mut out).to_owned()
+}
+
+/// Write epoch milliseconds `ms` as [`fmt_millis`] does
+/// (`2026-11-25T12:00:00.123Z`, always 24 bytes) into `out`, without chrono's
+/// general formatter: ingest stamps every reading it accepts twice. `None` for
+/// a year outside 0..=9999, which this fixed layout cannot hold.
+pub fn write_millis(ms: i64, out: &mut [u8; 24]) -> Option<&str> {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    let digits = |out: &mut [u8], mut v: i64| {
+        for b in out.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(&mut out[0..4], year);
+    out[4] = b'-';
+    digits(&mut out[5..7], month);
+    out[7] = b'-';
+    digits(&mut out[8..10], day);
+    out[10] = b'T';
+    digits(&mut out[11..13], h);
+    out[13] = b':';
+    digits(&mut out[14..16], m);
+    out[16] = b':';
+    digits(&mut out[17..19], s);
+    out[19] = b'.';
+    digits(&mut out[20..23], milli);
+    out[23] = b'Z';
+    std::str::from_utf8(out).ok()
 }
 
 /// Serde for times as RFC 3339 UTC with milliseconds (`2026-11-25T12:00:00.123Z`), used by every record.
@@ -341,7 +410,11 @@ pub(crate) mod millis_rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::fmt_millis(t))
+        let mut buf = [0u8; 24];
+        match super::write_millis(t.timestamp_millis(), &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&super::fmt_millis(t)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {

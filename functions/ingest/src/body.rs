@@ -5,9 +5,10 @@
 //! optionally `Content-Encoding: gzip`. The decoded size is capped separately
 //! from the sent size so a small gzip bomb cannot expand without bound.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
@@ -33,14 +34,15 @@ pub fn format(content_type: Option<&str>) -> Result<Format, ApiError> {
     }
 }
 
-/// Decode per `Content-Encoding`, refusing to produce more than `max_decoded` bytes.
-pub fn decode(encoding: Option<&str>, body: &[u8], max_decoded: usize) -> Result<Vec<u8>, ApiError> {
+/// Decode per `Content-Encoding`, refusing to produce more than `max_decoded`
+/// bytes. An unencoded body is borrowed, not copied.
+pub fn decode<'a>(encoding: Option<&str>, body: &'a [u8], max_decoded: usize) -> Result<Cow<'a, [u8]>, ApiError> {
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("identity") => {
             if body.len() > max_decoded {
                 return Err(ApiError::PayloadTooLarge(format!("body exceeds {max_decoded} bytes")));
             }
-            Ok(body.to_vec())
+            Ok(Cow::Borrowed(body))
         }
         Some("gzip") | Some("x-gzip") => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_decoded));
@@ -49,29 +51,20 @@ pub fn decode(encoding: Option<&str>, body: &[u8], max_decoded: usize) -> Result
             if out.len() > max_decoded {
                 return Err(ApiError::PayloadTooLarge(format!("decoded body exceeds {max_decoded} bytes")));
             }
-            Ok(out)
+            Ok(Cow::Owned(out))
         }
         Some(other) => Err(ApiError::UnsupportedMediaType(format!("Content-Encoding '{other}' is not supported (use gzip or none)"))),
     }
 }
 
-/// One item of the request: a parsed JSON value, or why its line did not parse.
-pub type Item = Result<Value, String>;
-
-/// Split a decoded body into items, refusing more than `max_items`.
-pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<Item>, ApiError> {
-    let items: Vec<Item> = match format {
-        Format::Json => match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Array(v)) => {
-                if v.len() > max_items {
-                    return Err(ApiError::PayloadTooLarge(format!("{} readings in one request, at most {max_items} allowed", v.len())));
-                }
-                v.into_iter().map(Ok).collect()
-            }
-            Ok(v @ Value::Object(_)) => vec![Ok(v)],
-            Ok(_) => return Err(ApiError::BadRequest("expected a JSON object or an array of objects".into())),
-            Err(e) => return Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
-        },
+/// Split a decoded body into its items' raw JSON, refusing more than
+/// `max_items`. Items are not parsed here: each goes to
+/// [`tributary_shared::model::fast::encode_item`], so a bad item is one
+/// rejected item and the others still count. An NDJSON line that is not JSON
+/// comes back as is and is rejected there as malformed.
+pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<&[u8]>, ApiError> {
+    let items: Vec<&[u8]> = match format {
+        Format::Json => json_items(body, max_items)?,
         Format::NdJson => {
             let mut v = Vec::new();
             for line in body.split(|b| *b == b'\n') {
@@ -82,8 +75,7 @@ pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<Item>,
                 if v.len() == max_items {
                     return Err(ApiError::PayloadTooLarge(format!("more than {max_items} readings in one request")));
                 }
-                // A bad line is one rejected item, not a failed request: the other lines still count.
-                v.push(serde_json::from_slice::<Value>(line).map_err(|e| format!("malformed JSON line: {e}")));
+                v.push(line);
             }
             v
         }
@@ -92,6 +84,37 @@ pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<Item>,
         return Err(ApiError::BadRequest("the request holds no readings".into()));
     }
     Ok(items)
+}
+
+/// A JSON body: one object, or an array whose elements are the items. The
+/// elements are only delimited (serde_json's `RawValue`), not parsed.
+fn json_items(body: &[u8], max_items: usize) -> Result<Vec<&[u8]>, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+            if elements.len() > max_items {
+                return Err(ApiError::PayloadTooLarge(format!("{} readings in one request, at most {max_items} allowed", elements.len())));
+            }
+            Ok(elements.into_iter().map(|e| e.get().as_bytes()).collect())
+        }
+        Some(b'{') => {
+            let whole: &RawValue = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+            Ok(vec![whole.get().as_bytes()])
+        }
+        _ => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(ApiError::BadRequest("expected a JSON object or an array of objects".into())),
+            Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
+        },
+    }
+}
+
+/// The error for a body that is not one JSON value, in serde_json's words.
+fn malformed(body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        // Valid JSON that a borrowed RawValue could not take (not expected).
+        Ok(_) => ApiError::BadRequest("malformed JSON".into()),
+    }
 }
 
 #[cfg(test)]
@@ -127,12 +150,24 @@ mod tests {
     #[test]
     fn ndjson_keeps_going_past_a_bad_line() {
         let got = items(Format::NdJson, b"{\"a\":1}\n\nnot json\r\n{\"b\":2}\n", 10).expect("items");
-        assert_eq!(got.len(), 3);
-        assert!(got[0].is_ok() && got[1].is_err() && got[2].is_ok());
+        assert_eq!(got, vec![&b"{\"a\":1}"[..], b"not json", b"{\"b\":2}"]);
         assert!(matches!(items(Format::NdJson, b"{}\n{}\n{}", 2), Err(ApiError::PayloadTooLarge(_))));
         assert!(matches!(items(Format::Json, b"[{},{},{}]", 2), Err(ApiError::PayloadTooLarge(_))));
         assert!(matches!(items(Format::Json, b"[]", 2), Err(ApiError::BadRequest(_))));
         assert!(matches!(items(Format::Json, b"{", 2), Err(ApiError::BadRequest(_))));
         assert!(matches!(items(Format::Json, b"42", 2), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn json_items_are_the_elements_raw() {
+        let got = items(Format::Json, b" [ {\"a\": [1, {\"b\": \"]\"}]} ,\n{\"c\":\"x\\\"y\"} ] ", 10).expect("items");
+        assert_eq!(got, vec![&b"{\"a\": [1, {\"b\": \"]\"}]}"[..], b"{\"c\":\"x\\\"y\"}"]);
+        assert_eq!(items(Format::Json, b"\n {\"a\":1} \n", 10).expect("one object"), vec![&b"{\"a\":1}"[..]]);
+        // A non-object element is an item (rejected later, by itself), not a failed request.
+        assert_eq!(items(Format::Json, b"[1,{}]", 10).expect("items"), vec![&b"1"[..], b"{}"]);
+        match items(Format::Json, b"[{\"a\":1},", 10) {
+            Err(ApiError::BadRequest(m)) => assert!(m.starts_with("malformed JSON: ") && m.contains("line 1"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

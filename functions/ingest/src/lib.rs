@@ -201,25 +201,18 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
         .check(&device, items.len(), Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { device: device.clone(), retry_after })?;
 
-    let now = chrono::Utc::now();
+    let ctx = model::fast::ItemContext::new(Some(&device), chrono::Utc::now(), &st.limits);
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
-    let mut records = Vec::new();
-    let mut record_index = Vec::new();
+    let mut records = Vec::with_capacity(items.len());
+    let mut record_index = Vec::with_capacity(items.len());
     let mut forbidden = 0usize;
-    for (index, item) in items.iter().enumerate() {
-        let parsed = match item {
-            Ok(v) => model::parse_reading(v, Some(&device), now, &st.limits),
-            Err(reason) => Err(model::ItemError::new("", reason.clone())),
-        };
-        match parsed {
-            Ok(reading) => match serde_json::to_vec(&reading) {
-                Ok(bytes) => {
-                    record_index.push((index, reading.id));
-                    records.push(Record::new(reading.device_id, bytes));
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(ItemResult::Rejected { index, field: String::new(), reason: format!("cannot encode: {e}") })),
-            },
+    for (index, raw) in items.iter().enumerate() {
+        match model::fast::encode_item(raw, &ctx) {
+            Ok(enc) => {
+                record_index.push((index, enc.id));
+                records.push(Record::new(enc.device_id, enc.bytes));
+                results.push(None);
+            }
             Err(e) => {
                 if e.field == "deviceId" && e.reason.starts_with("the token was issued") {
                     forbidden += 1;
