@@ -381,26 +381,16 @@ pub fn write_millis(ms: i64, out: &mut [u8; 24]) -> Option<&str> {
         return None;
     }
     let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
-    let digits = |out: &mut [u8], mut v: i64| {
-        for b in out.iter_mut().rev() {
+    // Each field right-aligned in its slot, zero-padded, then its separator.
+    let fields = [(0..4, year, b'-'), (5..7, month, b'-'), (8..10, day, b'T'), (11..13, h, b':'), (14..16, m, b':'), (17..19, s, b'.'), (20..23, milli, b'Z')];
+    for (slot, mut v, sep) in fields {
+        let end = slot.end;
+        for b in out[slot].iter_mut().rev() {
             *b = b'0' + (v % 10) as u8;
             v /= 10;
         }
-    };
-    digits(&mut out[0..4], year);
-    out[4] = b'-';
-    digits(&mut out[5..7], month);
-    out[7] = b'-';
-    digits(&mut out[8..10], day);
-    out[10] = b'T';
-    digits(&mut out[11..13], h);
-    out[13] = b':';
-    digits(&mut out[14..16], m);
-    out[16] = b':';
-    digits(&mut out[17..19], s);
-    out[19] = b'.';
-    digits(&mut out[20..23], milli);
-    out[23] = b'Z';
+        out[end] = sep;
+    }
     std::str::from_utf8(out).ok()
 }
 

@@ -91,29 +91,26 @@ pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<&[u8]>
 fn json_items(body: &[u8], max_items: usize) -> Result<Vec<&[u8]>, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => {
-            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| not_items(body))?;
             if elements.len() > max_items {
                 return Err(ApiError::PayloadTooLarge(format!("{} readings in one request, at most {max_items} allowed", elements.len())));
             }
             Ok(elements.into_iter().map(|e| e.get().as_bytes()).collect())
         }
         Some(b'{') => {
-            let whole: &RawValue = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+            let whole: &RawValue = serde_json::from_slice(body).map_err(|_| not_items(body))?;
             Ok(vec![whole.get().as_bytes()])
         }
-        _ => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => Err(ApiError::BadRequest("expected a JSON object or an array of objects".into())),
-            Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
-        },
+        _ => Err(not_items(body)),
     }
 }
 
-/// The error for a body that is not one JSON value, in serde_json's words.
-fn malformed(body: &[u8]) -> ApiError {
+/// Why a body is not an object or an array of objects, in serde_json's words
+/// when it is not JSON at all.
+fn not_items(body: &[u8]) -> ApiError {
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => ApiError::BadRequest("expected a JSON object or an array of objects".into()),
         Err(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
-        // Valid JSON that a borrowed RawValue could not take (not expected).
-        Ok(_) => ApiError::BadRequest("malformed JSON".into()),
     }
 }
 

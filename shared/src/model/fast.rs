@@ -146,27 +146,14 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
     out.extend_from_slice(b"\",\"receivedTime\":\"");
     out.extend_from_slice(&ctx.received);
     out.extend_from_slice(b"\",\"metrics\":{");
-    for (i, (k, v)) in metrics.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b"\":");
-        write_f64(&mut out, *v);
-    }
+    write_members(&mut out, &metrics, |out, v| {
+        write_f64(out, *v);
+        Some(())
+    })?;
     out.push(b'}');
     if !tags.is_empty() {
         out.extend_from_slice(b",\"tags\":{");
-        for (i, (k, v)) in tags.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            serde_json::to_writer(&mut out, v.0.as_ref()).ok()?;
-        }
+        write_members(&mut out, &tags, |out, v| serde_json::to_writer(out, v.0.as_ref()).ok())?;
         out.push(b'}');
     }
     if let Some(l) = &location {
@@ -182,6 +169,21 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
     }
     out.push(b'}');
     Some(Encoded { id: id.into_owned(), device_id: device_id.to_owned(), bytes: out })
+}
+
+/// An object's members `"name":value`, comma-separated; the names were
+/// validated to need no escaping.
+fn write_members<V>(out: &mut Vec<u8>, pairs: &[(Cow<'_, str>, V)], mut value: impl FnMut(&mut Vec<u8>, &V) -> Option<()>) -> Option<()> {
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+        value(out, v)?;
+    }
+    Some(())
 }
 
 /// A finite f64 exactly as serde_json writes it, through its own formatter
