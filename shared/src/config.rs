@@ -44,7 +44,19 @@ pub struct KafkaArgs {
     /// Replication factor of topics created on start.
     #[arg(long = "kafka-replication", env = "TRIBUTARY_KAFKA_REPLICATION", default_value_t = 1)]
     pub replication: i32,
+
+    /// Prefix of the topics that keep offset-commit metadata (a consumer's
+    /// checkpoint, such as analyze's watermark) on brokers that drop it
+    /// (tansu 0.6): one single-partition compacted topic per consumer group,
+    /// `<prefix><group>`, created and written only after a commit's metadata
+    /// did not come back from the broker. Apache Kafka and Event Hubs keep the
+    /// metadata themselves and never need it.
+    #[arg(long = "kafka-metadata-topic-prefix", env = "TRIBUTARY_KAFKA_METADATA_TOPIC_PREFIX", default_value = DEFAULT_METADATA_TOPIC_PREFIX)]
+    pub metadata_topic_prefix: String,
 }
+
+/// Default of [`KafkaArgs::metadata_topic_prefix`].
+pub const DEFAULT_METADATA_TOPIC_PREFIX: &str = "tributary.offset-metadata.";
 
 impl Default for KafkaArgs {
     fn default() -> Self {
@@ -57,6 +69,7 @@ impl Default for KafkaArgs {
             create_topics: true,
             partitions: crate::topics::DEFAULT_PARTITIONS,
             replication: 1,
+            metadata_topic_prefix: DEFAULT_METADATA_TOPIC_PREFIX.into(),
         }
     }
 }

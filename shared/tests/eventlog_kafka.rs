@@ -32,8 +32,8 @@ async fn uncommitted_records_are_redelivered() {
 
 #[tokio::test]
 async fn committed_offsets_round_trip() {
-    // Metadata is not checked: tansu 0.6 returns it empty (see the contract's doc).
-    contract::committed_offsets_round_trip(&log(), &unique_topic("metadata"), false).await;
+    // tansu 0.6 returns the metadata empty; the backend's mirror topic brings it back.
+    contract::committed_offsets_round_trip(&log(), &unique_topic("metadata"), true).await;
 }
 
 #[tokio::test]
@@ -56,4 +56,9 @@ async fn unreachable_broker_is_reported_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(p.check_ready().await.is_err());
     assert!(res[0].as_ref().err().is_some_and(EventLogError::is_retryable));
+}
+
+#[tokio::test]
+async fn committed_metadata_belongs_to_the_latest_commit() {
+    contract::committed_metadata_belongs_to_the_latest_commit(&log(), &unique_topic("metadata-latest")).await;
 }

@@ -45,3 +45,8 @@ async fn retention_drops_the_oldest_records() {
     assert_eq!(kept[0].offset, 15);
     assert_eq!(kept[0].value, b"15");
 }
+
+#[tokio::test]
+async fn committed_metadata_belongs_to_the_latest_commit() {
+    contract::committed_metadata_belongs_to_the_latest_commit(&MemoryLog::default(), &unique_topic("metadata-latest")).await;
+}

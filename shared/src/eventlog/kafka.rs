@@ -5,8 +5,28 @@
 //! in-sync replica and a retried send is never written twice. Its queue is
 //! bounded (`queue.buffering.max.messages`) and a full queue is reported, not
 //! waited on. Consumers never auto-commit; [`super::runner`] commits.
+//!
+//! # Commit metadata on brokers that drop it
+//!
+//! Kafka stores the metadata string committed with an offset and returns it
+//! to the partition's next owner; analyze keeps its watermark there, and
+//! without it a new owner re-reading from the committed offset can reopen a
+//! window that was already emitted and emit it again with only the readings
+//! it re-read, overwriting the complete one downstream. tansu 0.6 accepts the
+//! metadata and answers OffsetFetch with it empty. So the first commit of a
+//! subscription that carries metadata is read back; if the broker dropped
+//! it, the subscription from then on first writes each commit's metadata to
+//! a mirror topic (`<TRIBUTARY_KAFKA_METADATA_TOPIC_PREFIX><group>`, one
+//! partition, compacted; key `topic/partition`, value `offset` and the
+//! metadata) and commits only once that write is acknowledged. When the
+//! broker returns an offset with empty metadata, [`Subscription::committed`]
+//! takes the newest mirror entry for that partition *with the same offset*
+//! (an entry for another offset is never used: its checkpoint belongs to a
+//! different position). Left open: a process that dies between the first
+//! metadata commit and the read-back leaves that one commit without a mirror
+//! entry, which costs what it cost before (no checkpoint for that position).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -259,6 +279,157 @@ struct KafkaSubscription {
     /// Records received in the same poll as a rebalance: handed out after the
     /// rebalance event, so a handler always hears of an assignment before its records.
     held: Vec<Message>,
+    mirror: MetadataMirror,
+}
+
+/// Where a subscription's commit metadata is kept (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MetadataStore {
+    /// Not known yet: no commit with metadata was read back.
+    Unknown,
+    /// The broker returns what was committed.
+    Broker,
+    /// The broker drops it: the mirror topic keeps it.
+    Mirror,
+}
+
+/// The mirror of a group's commit metadata, for brokers that drop it.
+struct MetadataMirror {
+    topic: String,
+    log: KafkaLog,
+    store: MetadataStore,
+}
+
+/// Entries scanned per step when looking for a partition's newest mirror entry.
+const MIRROR_SCAN_CHUNK: i64 = 2_000;
+/// Longest a mirror lookup may take before giving up (the partition then starts without a checkpoint).
+const MIRROR_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The mirror topic of `group`: Kafka topic names allow `[a-zA-Z0-9._-]`.
+fn mirror_topic(prefix: &str, group: &str) -> String {
+    let safe: String = group.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    format!("{prefix}{safe}")
+}
+
+fn mirror_key(tp: &TopicPartition) -> String {
+    format!("{}/{}", tp.topic, tp.partition)
+}
+
+fn mirror_value(offset: i64, metadata: &str) -> String {
+    format!("{offset}\n{metadata}")
+}
+
+fn parse_mirror_value(v: &[u8]) -> Option<(i64, String)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (offset, metadata) = s.split_once('\n')?;
+    Some((offset.parse().ok()?, metadata.to_owned()))
+}
+
+impl MetadataMirror {
+    /// Write the metadata of `offsets` (those that carry any) to the mirror;
+    /// `Ok` once the broker acknowledged every entry.
+    async fn write(&self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
+        let records: Vec<Record> = offsets.iter().filter(|(_, _, m)| !m.is_empty()).map(|(tp, off, m)| Record::new(mirror_key(tp), mirror_value(*off, m))).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in self.log.publisher.publish(&self.topic, records).await {
+            r.map_err(|e| EventLogError::Unavailable(format!("recording commit metadata in {}: {e}", self.topic)))?;
+        }
+        Ok(())
+    }
+
+    /// Create the mirror topic (one partition, compacted) if it is missing.
+    async fn ensure_topic(&self) -> Result<(), EventLogError> {
+        if !self.log.args.create_topics {
+            return Ok(()); // the deployment creates topics; a missing one fails the first write, loudly
+        }
+        let cfg = base_config(&self.log.args, &self.log.client_id)?;
+        let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(self.log.args.replication)).set("cleanup.policy", "compact");
+        for r in admin.create_topics([&topic], &opts).await.map_err(|e| map_err(&e))? {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(EventLogError::Unavailable(format!("creating topic {t}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// For each `(partition, committed offset)`, the metadata of the newest
+    /// mirror entry with exactly that offset, if any. A missing mirror topic
+    /// means no entries.
+    async fn lookup(&self, wanted: Vec<(TopicPartition, i64)>) -> Result<HashMap<TopicPartition, String>, EventLogError> {
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut cfg = base_config(&self.log.args, &self.log.client_id)?;
+        // Assigned, never subscribed: the group id is only required by librdkafka, nothing is committed.
+        cfg.set("group.id", format!("{}-reader", self.topic)).set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || scan_mirror(&cfg, &topic, wanted))
+            .await
+            .map_err(|e| EventLogError::Other(e.to_string()))?
+    }
+}
+
+/// Scan the mirror topic backwards, a chunk at a time, until every wanted
+/// partition's newest entry with the wanted offset was found or the topic's
+/// start was reached.
+fn scan_mirror(cfg: &ClientConfig, topic: &str, wanted: Vec<(TopicPartition, i64)>) -> Result<HashMap<TopicPartition, String>, EventLogError> {
+    let deadline = Instant::now() + MIRROR_LOOKUP_TIMEOUT;
+    let consumer: BaseConsumer = cfg.create().map_err(|e| EventLogError::Other(format!("creating mirror reader: {e}")))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).map_err(|e| map_err(&e))?;
+    let exists = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if !exists {
+        return Ok(HashMap::new());
+    }
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).map_err(|e| map_err(&e))?;
+    let mut wanted: HashMap<String, (TopicPartition, i64)> = wanted.into_iter().map(|(tp, off)| (mirror_key(&tp), (tp, off))).collect();
+    let mut found = HashMap::new();
+    let mut end = high;
+    while end > low && !wanted.is_empty() {
+        let start = (end - MIRROR_SCAN_CHUNK).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start)).map_err(|e| EventLogError::Other(e.to_string()))?;
+        consumer.assign(&tpl).map_err(|e| map_err(&e))?;
+        // Newest entry per key within this chunk (entries are read oldest first).
+        let mut newest: HashMap<String, String> = HashMap::new();
+        let mut next = start;
+        let mut idle_polls = 0;
+        while next < end && next < high {
+            if Instant::now() > deadline {
+                return Err(EventLogError::Unavailable(format!("reading commit metadata from {topic} took over {MIRROR_LOOKUP_TIMEOUT:?}")));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                // Compaction leaves gaps; a chunk that stays silent has nothing more.
+                None if idle_polls >= 10 => break,
+                None => idle_polls += 1,
+                Some(Err(e)) if reconnecting(&e) => {}
+                Some(Err(e)) => return Err(map_err(&e)),
+                Some(Ok(m)) => {
+                    idle_polls = 0;
+                    next = m.offset() + 1;
+                    if m.offset() >= end {
+                        break;
+                    }
+                    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                    let Some((tp_offset, metadata)) = m.payload().and_then(parse_mirror_value) else { continue };
+                    if wanted.get(key).is_some_and(|(_, want)| *want == tp_offset) {
+                        newest.insert(key.to_owned(), metadata);
+                    }
+                }
+            }
+        }
+        for (key, metadata) in newest {
+            if let Some((tp, _)) = wanted.remove(&key) {
+                found.insert(tp, metadata);
+            }
+        }
+        end = start;
+    }
+    Ok(found)
 }
 
 /// After the first record of a batch arrives, wait at most this long for more:
@@ -330,6 +501,77 @@ impl Subscription for KafkaSubscription {
         if offsets.is_empty() {
             return Ok(());
         }
+        let carries_metadata = offsets.iter().any(|(_, _, m)| !m.is_empty());
+        if carries_metadata && self.mirror.store == MetadataStore::Mirror {
+            // Mirror first: an offset committed without its checkpoint is what the mirror prevents.
+            self.mirror.write(offsets).await?;
+        }
+        self.commit_to_broker(offsets).await?;
+        if carries_metadata && self.mirror.store == MetadataStore::Unknown {
+            // The offsets are committed; if this fails the next commit with metadata tries again.
+            if let Err(e) = self.learn_metadata_store(offsets).await {
+                tracing::warn!(error = %e, mirror = %self.mirror.topic, "could not check whether the broker keeps commit metadata; checking at the next commit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
+        let mut got = self.committed_on_broker(partitions).await?;
+        if self.mirror.store != MetadataStore::Broker {
+            let wanted: Vec<(TopicPartition, i64)> = got.iter().filter(|c| c.metadata.is_empty()).filter_map(|c| Some((c.tp.clone(), c.offset?))).collect();
+            if !wanted.is_empty() {
+                let mut found = self.mirror.lookup(wanted).await?;
+                for c in &mut got {
+                    if let Some(m) = found.remove(&c.tp) {
+                        tracing::debug!(topic = %c.tp.topic, partition = c.tp.partition, mirror = %self.mirror.topic, "commit metadata restored from the mirror topic");
+                        c.metadata = m;
+                    }
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    async fn close(self: Box<Self>) {
+        let consumer = self.consumer;
+        // Leaving the group blocks on the network; keep it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+}
+
+impl KafkaSubscription {
+    /// After the first commit that carried metadata: read it back, and if the
+    /// broker dropped it, mirror it from now on (this commit included).
+    async fn learn_metadata_store(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
+        let parts: Vec<TopicPartition> = offsets.iter().filter(|(_, _, m)| !m.is_empty()).map(|(tp, _, _)| tp.clone()).collect();
+        let back = self.committed_on_broker(&parts).await?;
+        let mut dropped = false;
+        for (tp, off, meta) in offsets.iter().filter(|(_, _, m)| !m.is_empty()) {
+            // Another member may have committed meanwhile; only our own offset tells.
+            match back.iter().find(|c| &c.tp == tp && c.offset == Some(*off)) {
+                Some(c) if c.metadata == *meta => {
+                    self.mirror.store = MetadataStore::Broker;
+                    return Ok(());
+                }
+                Some(_) => dropped = true,
+                None => {}
+            }
+        }
+        if dropped {
+            tracing::warn!(mirror = %self.mirror.topic, "the broker does not keep offset commit metadata (tansu 0.6 drops it); keeping it in the mirror topic");
+            self.mirror.store = MetadataStore::Mirror;
+            self.mirror.ensure_topic().await?;
+            self.mirror.write(offsets).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_to_broker(&self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
         let mut tpl = TopicPartitionList::new();
         for (tp, off, meta) in offsets {
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off)).map_err(|e| EventLogError::Other(e.to_string()))?;
@@ -346,7 +588,7 @@ impl Subscription for KafkaSubscription {
             .map_err(|e| map_err(&e))
     }
 
-    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
+    async fn committed_on_broker(&self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
         let mut tpl = TopicPartitionList::new();
         for tp in partitions {
             tpl.add_partition(&tp.topic, tp.partition);
@@ -367,16 +609,6 @@ impl Subscription for KafkaSubscription {
                 Committed { tp: tp.clone(), offset, metadata: e.map(|e| e.metadata().to_owned()).unwrap_or_default() }
             })
             .collect())
-    }
-
-    async fn close(self: Box<Self>) {
-        let consumer = self.consumer;
-        // Leaving the group blocks on the network; keep it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || {
-            consumer.unsubscribe();
-            drop(consumer);
-        })
-        .await;
     }
 }
 
@@ -400,7 +632,8 @@ impl EventLog for KafkaLog {
         let consumer: StreamConsumer<RebalanceContext> = cfg.create_with_context(ctx).map_err(|e| EventLogError::Other(format!("creating consumer: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| map_err(&e))?;
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new() }))
+        let mirror = MetadataMirror { topic: mirror_topic(&self.args.metadata_topic_prefix, group), log: self.clone(), store: MetadataStore::Unknown };
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new(), mirror }))
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {

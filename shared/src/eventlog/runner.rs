@@ -4,7 +4,10 @@
 //! commits offsets only after the handler returned `Ok`. A failing handler is
 //! retried with exponential back-off on the same batch, never skipped: the
 //! handler decides what is poison and dead-letters it itself. Rebalances are
-//! passed to the handler's hooks before any record of the new assignment.
+//! passed to the handler's hooks before any record of the new assignment,
+//! with what the group committed for those partitions (offsets and
+//! metadata; read again until the broker answers, since a handler resuming
+//! without its checkpoint could emit wrong results).
 //!
 //! Delivery is therefore at-least-once: a crash between the handler's write
 //! and the commit replays the batch, and handlers write idempotently.
@@ -85,11 +88,25 @@ pub async fn run_consumer<H: Handler + ?Sized>(
         let batch = match ev {
             Ok(Event::Assigned(p)) => {
                 tracing::info!(partitions = ?p, "partitions assigned");
-                let committed = match sub.committed(&p).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading committed offsets failed");
-                        Vec::new()
+                // The handler's checkpoint (commit metadata) must be restored before it sees
+                // a record of these partitions: a handler that re-read from the committed
+                // offset without its watermark could re-emit a closed window with only part
+                // of its readings. So retry until the broker answers; no records flow meanwhile.
+                let mut attempt = 0u32;
+                let committed = loop {
+                    match sub.committed(&p).await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            attempt += 1;
+                            tracing::warn!(error = %e, attempt, "reading committed offsets failed; retrying before handling these partitions");
+                            tokio::select! {
+                                _ = &mut shutdown => {
+                                    sub.close().await;
+                                    return Ok(());
+                                }
+                                _ = tokio::time::sleep(retry_delay(cfg, attempt)) => {}
+                            }
+                        }
                     }
                 };
                 handler.on_assigned(&p, &committed).await;
