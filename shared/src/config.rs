@@ -48,9 +48,10 @@ pub struct KafkaArgs {
     /// Prefix of the topics that keep offset-commit metadata (a consumer's
     /// checkpoint, such as analyze's watermark) on brokers that drop it
     /// (tansu 0.6): one single-partition compacted topic per consumer group,
-    /// `<prefix><group>`, created and written only after a commit's metadata
-    /// did not come back from the broker. Apache Kafka and Event Hubs keep the
-    /// metadata themselves and never need it.
+    /// `<prefix><group>`, created (even with topic creation off) and written
+    /// only after a commit's metadata did not come back from the broker.
+    /// Apache Kafka and Event Hubs keep the metadata themselves and never
+    /// need it.
     #[arg(long = "kafka-metadata-topic-prefix", env = "TRIBUTARY_KAFKA_METADATA_TOPIC_PREFIX", default_value = DEFAULT_METADATA_TOPIC_PREFIX)]
     pub metadata_topic_prefix: String,
 }

@@ -18,7 +18,10 @@
 //! it, the subscription from then on first writes each commit's metadata to
 //! a mirror topic (`<TRIBUTARY_KAFKA_METADATA_TOPIC_PREFIX><group>`, one
 //! partition, compacted; key `topic/partition`, value `offset` and the
-//! metadata) and commits only once that write is acknowledged. When the
+//! metadata) and commits only once that write is acknowledged (the topic is
+//! the backend's own plumbing, created even with `TRIBUTARY_KAFKA_CREATE_TOPICS`
+//! off; if the broker refuses it, commits go on without it and an error says
+//! so, as stopping every commit would be worse). When the
 //! broker returns an offset with empty metadata, [`Subscription::committed`]
 //! takes the newest mirror entry for that partition *with the same offset*
 //! (an entry for another offset is never used: its checkpoint belongs to a
@@ -291,6 +294,9 @@ enum MetadataStore {
     Broker,
     /// The broker drops it: the mirror topic keeps it.
     Mirror,
+    /// The broker drops it and the mirror topic cannot be created or written
+    /// (refused, not unreachable): commits go on without it, as the broker allows.
+    Lost,
 }
 
 /// The mirror of a group's commit metadata, for brokers that drop it.
@@ -334,16 +340,25 @@ impl MetadataMirror {
             return Ok(());
         }
         for r in self.log.publisher.publish(&self.topic, records).await {
-            r.map_err(|e| EventLogError::Unavailable(format!("recording commit metadata in {}: {e}", self.topic)))?;
+            r.map_err(|e| match e {
+                EventLogError::Rejected(e) => EventLogError::Rejected(format!("recording commit metadata in {}: {e}", self.topic)),
+                e => EventLogError::Unavailable(format!("recording commit metadata in {}: {e}", self.topic)),
+            })?;
         }
         Ok(())
     }
 
+    /// The mirror cannot be used: commits go on without it.
+    fn lose(&mut self, error: &str) {
+        tracing::error!(error, mirror = %self.topic, "cannot keep commit metadata in the mirror topic; committing without it: a restart or rebalance may re-emit a closed window with part of its readings");
+        self.store = MetadataStore::Lost;
+    }
+
     /// Create the mirror topic (one partition, compacted) if it is missing.
+    /// Done even when `TRIBUTARY_KAFKA_CREATE_TOPICS` is off: like Kafka's own
+    /// `__consumer_offsets` it is the backend's plumbing, not a data topic the
+    /// deployment plans for, and only exists on brokers that need it.
     async fn ensure_topic(&self) -> Result<(), EventLogError> {
-        if !self.log.args.create_topics {
-            return Ok(()); // the deployment creates topics; a missing one fails the first write, loudly
-        }
         let cfg = base_config(&self.log.args, &self.log.client_id)?;
         let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
@@ -351,7 +366,12 @@ impl MetadataMirror {
         for r in admin.create_topics([&topic], &opts).await.map_err(|e| map_err(&e))? {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => return Err(EventLogError::Unavailable(format!("creating topic {t}: {code}"))),
+                Err((t, code)) => {
+                    use RDKafkaErrorCode as C;
+                    let msg = format!("creating topic {t}: {code}");
+                    let refused = matches!(code, C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::PolicyViolation | C::InvalidConfig | C::InvalidTopic | C::InvalidReplicationFactor);
+                    return Err(if refused { EventLogError::Rejected(msg) } else { EventLogError::Unavailable(msg) });
+                }
             }
         }
         Ok(())
@@ -504,7 +524,13 @@ impl Subscription for KafkaSubscription {
         let carries_metadata = offsets.iter().any(|(_, _, m)| !m.is_empty());
         if carries_metadata && self.mirror.store == MetadataStore::Mirror {
             // Mirror first: an offset committed without its checkpoint is what the mirror prevents.
-            self.mirror.write(offsets).await?;
+            match self.mirror.write(offsets).await {
+                Ok(()) => {}
+                // Refused for good (the topic was deleted, no ACL): stopping every commit
+                // would be worse (unbounded replays), so go on without the mirror, loudly.
+                Err(EventLogError::Rejected(e)) => self.mirror.lose(&e),
+                Err(e) => return Err(e),
+            }
         }
         self.commit_to_broker(offsets).await?;
         if carries_metadata && self.mirror.store == MetadataStore::Unknown {
@@ -565,8 +591,11 @@ impl KafkaSubscription {
         if dropped {
             tracing::warn!(mirror = %self.mirror.topic, "the broker does not keep offset commit metadata (tansu 0.6 drops it); keeping it in the mirror topic");
             self.mirror.store = MetadataStore::Mirror;
-            self.mirror.ensure_topic().await?;
-            self.mirror.write(offsets).await?;
+            match self.mirror.ensure_topic().await.and(self.mirror.write(offsets).await) {
+                Ok(()) => {}
+                Err(EventLogError::Rejected(e)) => self.mirror.lose(&e),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -655,6 +684,18 @@ impl EventLog for KafkaLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_names_and_entries() {
+        assert_eq!(mirror_topic("tributary.offset-metadata.", "tributary-analyze"), "tributary.offset-metadata.tributary-analyze");
+        assert_eq!(mirror_topic("m.", "a b/c:d"), "m.a_b_c_d", "only characters Kafka allows in topic names");
+        assert_eq!(mirror_key(&TopicPartition::new("telemetry.raw", 7)), "telemetry.raw/7");
+        let v = mirror_value(42, "maxEvent=1795000000000\nsecond line");
+        assert_eq!(parse_mirror_value(v.as_bytes()), Some((42, "maxEvent=1795000000000\nsecond line".to_owned())), "metadata may hold newlines");
+        assert_eq!(parse_mirror_value(b"42"), None);
+        assert_eq!(parse_mirror_value(b"x\nmeta"), None);
+        assert_eq!(parse_mirror_value(&[0xff, b'\n']), None);
+    }
 
     #[test]
     fn tls_and_sasl_clients_can_be_created_as_for_event_hubs() {
