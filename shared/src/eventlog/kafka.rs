@@ -279,9 +279,20 @@ fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 struct KafkaSubscription {
     consumer: Arc<StreamConsumer<RebalanceContext>>,
-    /// Records received in the same poll as a rebalance: handed out after the
-    /// rebalance event, so a handler always hears of an assignment before its records.
+    /// Records received before a rebalance: handed out after the rebalance
+    /// events (minus those of revoked partitions), so a handler always hears
+    /// of an assignment before its records.
     held: Vec<Message>,
+    /// The record whose poll ran the rebalance callbacks. librdkafka runs
+    /// them inside the same `recv` before returning it, so it comes *after*
+    /// the rebalance: when a partition is revoked and assigned again in one
+    /// poll (a session timeout after a broker restart does this), it is the
+    /// first record of the new assignment, and fetching goes on after it.
+    /// Dropping it with the revoked partition's older records lost it for
+    /// good (seen once in the fault matrix: one acknowledged reading never
+    /// reached the archive while its neighbours did). Handed out after
+    /// `held` if its partition is still assigned.
+    held_after: Option<Message>,
     mirror: MetadataMirror,
 }
 
@@ -466,8 +477,14 @@ impl Subscription for KafkaSubscription {
             }
             return Ok(ev);
         }
-        if !self.held.is_empty() {
-            return Ok(Event::Messages(std::mem::take(&mut self.held)));
+        if !self.held.is_empty() || self.held_after.is_some() {
+            let mut batch = std::mem::take(&mut self.held);
+            if let Some(m) = self.held_after.take()
+                && self.is_assigned(&m)
+            {
+                batch.push(m);
+            }
+            return Ok(Event::Messages(batch));
         }
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut batch = Vec::new();
@@ -505,6 +522,7 @@ impl Subscription for KafkaSubscription {
             }
             // A rebalance happened while collecting: announce it before these records.
             if self.consumer.context().has_pending() {
+                self.held_after = batch.pop();
                 self.held = batch;
                 return self.next(max, Duration::ZERO).await;
             }
@@ -571,6 +589,12 @@ impl Subscription for KafkaSubscription {
 }
 
 impl KafkaSubscription {
+    /// Whether `m`'s partition is in the current assignment (assumed so if
+    /// librdkafka cannot tell).
+    fn is_assigned(&self, m: &Message) -> bool {
+        self.consumer.assignment().map_or(true, |tpl| tpl.find_partition(&m.topic, m.partition).is_some())
+    }
+
     /// After the first commit that carried metadata: read it back, and if the
     /// broker dropped it, mirror it from now on (this commit included).
     async fn learn_metadata_store(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
@@ -662,7 +686,7 @@ impl EventLog for KafkaLog {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| map_err(&e))?;
         let mirror = MetadataMirror { topic: mirror_topic(&self.args.metadata_topic_prefix, group), log: self.clone(), store: MetadataStore::Unknown };
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new(), mirror }))
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new(), held_after: None, mirror }))
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
