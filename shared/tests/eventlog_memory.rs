@@ -25,7 +25,7 @@ async fn uncommitted_records_are_redelivered() {
 
 #[tokio::test]
 async fn committed_offsets_and_metadata_round_trip() {
-    contract::committed_offsets_round_trip(&MemoryLog::default(), &unique_topic("metadata"), true).await;
+    contract::committed_offsets_round_trip(&MemoryLog::default(), &unique_topic("metadata")).await;
 }
 
 #[tokio::test]

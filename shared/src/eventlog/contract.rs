@@ -227,9 +227,8 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
 /// metadata committed with them when `check_metadata` (handlers keep
 /// watermarks there across rebalances). tansu 0.6 answers OffsetFetch with
 /// empty metadata (tansu-broker's group administrator); the Kafka backend
-/// then keeps it in a mirror topic (see [`super::kafka`]), so both backends
-/// run this with the check.
-pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str, check_metadata: bool) {
+/// then keeps it in a mirror topic (see [`super::kafka`]).
+pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str) {
     log.ensure_topics(&[topic.to_owned()], 1).await.expect("create topic");
     let group = format!("{topic}-g");
     for r in log.publisher().publish(topic, records(1, 5)).await {
@@ -241,21 +240,9 @@ pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str, check
     sub.commit(&[(tp.clone(), got[2].offset + 1, "watermark=1795608000000".into())]).await.expect("commit");
     sub.close().await;
 
-    let mut sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("resubscribe");
-    let start = tokio::time::Instant::now();
-    loop {
-        assert!(start.elapsed() < DEADLINE, "never assigned");
-        if let Ok(Event::Assigned(parts)) = sub.next(100, Duration::from_millis(200)).await {
-            assert!(parts.contains(&tp));
-            let c = sub.committed(&parts).await.expect("committed");
-            let mine = c.iter().find(|c| c.tp == tp).expect("the partition");
-            assert_eq!(mine.offset, Some(got[2].offset + 1));
-            if check_metadata {
-                assert_eq!(mine.metadata, "watermark=1795608000000");
-            }
-            break;
-        }
-    }
+    let (mut sub, mine) = assigned_committed(log, &group, topic, &tp).await;
+    assert_eq!(mine.offset, Some(got[2].offset + 1));
+    assert_eq!(mine.metadata, "watermark=1795608000000");
     let rest = drain(&mut sub, 2).await;
     assert_eq!(rest[0].offset, got[3].offset, "resumes at the committed offset");
     sub.close().await;
@@ -272,19 +259,6 @@ pub async fn committed_metadata_belongs_to_the_latest_commit(log: &dyn EventLog,
         r.expect("acknowledged");
     }
     let tp = TopicPartition::new(topic, 0);
-    async fn assigned_committed(log: &dyn EventLog, group: &str, topic: &str, tp: &TopicPartition) -> (Box<dyn Subscription>, Committed) {
-        let mut sub = log.subscribe(group, &[topic.to_owned()]).await.expect("subscribe");
-        let start = tokio::time::Instant::now();
-        loop {
-            assert!(start.elapsed() < DEADLINE, "never assigned");
-            if let Ok(Event::Assigned(parts)) = sub.next(100, Duration::from_millis(200)).await {
-                assert!(parts.contains(tp));
-                let c = sub.committed(&parts).await.expect("committed");
-                let mine = c.into_iter().find(|c| &c.tp == tp).expect("the partition");
-                return (sub, mine);
-            }
-        }
-    }
     let (mut sub, first) = assigned_committed(log, &group, topic, &tp).await;
     assert_eq!((first.offset, first.metadata.as_str()), (None, ""), "a new group has committed nothing");
     sub.commit(&[(tp.clone(), 2, "a".into())]).await.expect("commit 2");
@@ -299,6 +273,22 @@ pub async fn committed_metadata_belongs_to_the_latest_commit(log: &dyn EventLog,
     let (sub, c) = assigned_committed(log, &group, topic, &tp).await;
     assert_eq!((c.offset, c.metadata.as_str()), (Some(4), ""), "the checkpoint of offset 3 is not offset 4's");
     sub.close().await;
+}
+
+/// Subscribe `group` to `topic`, wait for `tp` to be assigned, and return
+/// the subscription with what the group has committed for `tp`.
+async fn assigned_committed(log: &dyn EventLog, group: &str, topic: &str, tp: &TopicPartition) -> (Box<dyn Subscription>, Committed) {
+    let mut sub = log.subscribe(group, &[topic.to_owned()]).await.expect("subscribe");
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "never assigned");
+        if let Ok(Event::Assigned(parts)) = sub.next(100, Duration::from_millis(200)).await {
+            assert!(parts.contains(tp));
+            let c = sub.committed(&parts).await.expect("committed");
+            let mine = c.into_iter().find(|c| &c.tp == tp).expect("the partition");
+            return (sub, mine);
+        }
+    }
 }
 
 /// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.

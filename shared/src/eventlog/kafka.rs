@@ -359,10 +359,20 @@ impl MetadataMirror {
         Ok(())
     }
 
-    /// The mirror cannot be used: commits go on without it.
-    fn lose(&mut self, error: &str) {
-        tracing::error!(error, mirror = %self.topic, "cannot keep commit metadata in the mirror topic; committing without it: a restart or rebalance may re-emit a closed window with part of its readings");
-        self.store = MetadataStore::Lost;
+    /// [`MetadataMirror::write`] (after creating the topic when `create`),
+    /// except that a refusal for good (no ACL, topic deleted) switches the
+    /// mirror off and lets the commit go on, loudly: stopping every commit
+    /// would be worse (unbounded replays). An unreachable broker is an error.
+    async fn record(&mut self, offsets: &[(TopicPartition, i64, String)], create: bool) -> Result<(), EventLogError> {
+        let res = if create { self.ensure_topic().await.and(self.write(offsets).await) } else { self.write(offsets).await };
+        match res {
+            Err(EventLogError::Rejected(error)) => {
+                tracing::error!(error, mirror = %self.topic, "cannot keep commit metadata in the mirror topic; committing without it: a restart or rebalance may re-emit a closed window with part of its readings");
+                self.store = MetadataStore::Lost;
+                Ok(())
+            }
+            res => res,
+        }
     }
 
     /// Create the mirror topic (one partition, compacted) if it is missing.
@@ -370,22 +380,8 @@ impl MetadataMirror {
     /// `__consumer_offsets` it is the backend's plumbing, not a data topic the
     /// deployment plans for, and only exists on brokers that need it.
     async fn ensure_topic(&self) -> Result<(), EventLogError> {
-        let cfg = base_config(&self.log.args, &self.log.client_id)?;
-        let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
         let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(self.log.args.replication)).set("cleanup.policy", "compact");
-        for r in admin.create_topics([&topic], &opts).await.map_err(|e| map_err(&e))? {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    use RDKafkaErrorCode as C;
-                    let msg = format!("creating topic {t}: {code}");
-                    let refused = matches!(code, C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::PolicyViolation | C::InvalidConfig | C::InvalidTopic | C::InvalidReplicationFactor);
-                    return Err(if refused { EventLogError::Rejected(msg) } else { EventLogError::Unavailable(msg) });
-                }
-            }
-        }
-        Ok(())
+        create_topics(&self.log.args, &self.log.client_id, &[topic]).await
     }
 
     /// For each `(partition, committed offset)`, the metadata of the newest
@@ -542,13 +538,7 @@ impl Subscription for KafkaSubscription {
         let carries_metadata = offsets.iter().any(|(_, _, m)| !m.is_empty());
         if carries_metadata && self.mirror.store == MetadataStore::Mirror {
             // Mirror first: an offset committed without its checkpoint is what the mirror prevents.
-            match self.mirror.write(offsets).await {
-                Ok(()) => {}
-                // Refused for good (the topic was deleted, no ACL): stopping every commit
-                // would be worse (unbounded replays), so go on without the mirror, loudly.
-                Err(EventLogError::Rejected(e)) => self.mirror.lose(&e),
-                Err(e) => return Err(e),
-            }
+            self.mirror.record(offsets, false).await?;
         }
         self.commit_to_broker(offsets).await?;
         if carries_metadata && self.mirror.store == MetadataStore::Unknown {
@@ -615,11 +605,7 @@ impl KafkaSubscription {
         if dropped {
             tracing::warn!(mirror = %self.mirror.topic, "the broker does not keep offset commit metadata (tansu 0.6 drops it); keeping it in the mirror topic");
             self.mirror.store = MetadataStore::Mirror;
-            match self.mirror.ensure_topic().await.and(self.mirror.write(offsets).await) {
-                Ok(()) => {}
-                Err(EventLogError::Rejected(e)) => self.mirror.lose(&e),
-                Err(e) => return Err(e),
-            }
+            self.mirror.record(offsets, true).await?;
         }
         Ok(())
     }
@@ -690,19 +676,30 @@ impl EventLog for KafkaLog {
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
-        let cfg = base_config(&self.args, &self.client_id)?;
-        let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
         let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.args.replication))).collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics(new.iter(), &opts).await.map_err(|e| map_err(&e))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => return Err(EventLogError::Unavailable(format!("creating topic {t}: {code}"))),
+        create_topics(&self.args, &self.client_id, &new).await
+    }
+}
+
+/// Create `topics`; one that exists already is fine. A topic the cluster
+/// refuses for good (authorisation, policy, invalid settings) is
+/// [`EventLogError::Rejected`], anything else [`EventLogError::Unavailable`].
+async fn create_topics(args: &KafkaArgs, client_id: &str, topics: &[NewTopic<'_>]) -> Result<(), EventLogError> {
+    use RDKafkaErrorCode as C;
+    let cfg = base_config(args, client_id)?;
+    let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(topics, &opts).await.map_err(|e| map_err(&e))? {
+        match r {
+            Ok(_) | Err((_, C::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                let msg = format!("creating topic {t}: {code}");
+                let refused = matches!(code, C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::PolicyViolation | C::InvalidConfig | C::InvalidTopic | C::InvalidReplicationFactor);
+                return Err(if refused { EventLogError::Rejected(msg) } else { EventLogError::Unavailable(msg) });
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]
