@@ -224,8 +224,8 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
 }
 
 /// Committed offsets come back on the next assignment, and so does the
-/// metadata committed with them when `check_metadata` (handlers keep
-/// watermarks there across rebalances). tansu 0.6 answers OffsetFetch with
+/// metadata committed with them (handlers keep watermarks there across
+/// rebalances). tansu 0.6 answers OffsetFetch with
 /// empty metadata (tansu-broker's group administrator); the Kafka backend
 /// then keeps it in a mirror topic (see [`super::kafka`]).
 pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str) {
