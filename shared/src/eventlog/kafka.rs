@@ -30,7 +30,8 @@
 //! entry, which costs what it cost before (no checkpoint for that position).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -40,7 +41,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
@@ -67,7 +68,7 @@ impl KafkaLog {
             .set("queue.buffering.max.messages", args.queue_max_messages.to_string());
         // Operator options come last so they can override any default above.
         apply_base(&mut cfg, args, client_id)?;
-        let producer: FutureProducer = cfg.create().map_err(|e| EventLogError::Other(format!("creating producer: {e}")))?;
+        let producer = create_producer(&cfg).map_err(|e| EventLogError::Other(format!("creating producer: {e}")))?;
         let publisher = KafkaPublisher { config: cfg, current: RwLock::new(producer), last_rebuild: Mutex::new(Instant::now()) };
         Ok(Self { args: args.clone(), client_id: client_id.to_owned(), publisher: Arc::new(publisher) })
     }
@@ -131,19 +132,85 @@ fn map_err(e: &KafkaError) -> EventLogError {
 /// failed were already answered as retryable, so nothing acknowledged is lost.
 struct KafkaPublisher {
     config: ClientConfig,
-    current: RwLock<FutureProducer>,
+    current: RwLock<Arc<Producer_>>,
     last_rebuild: Mutex<Instant>,
+}
+
+/// librdkafka's producer with its own poll thread, reporting each delivery
+/// into the [`Batch`] of the `publish` call that sent it.
+type Producer_ = ThreadedProducer<BatchContext>;
+
+fn create_producer(cfg: &ClientConfig) -> Result<Arc<Producer_>, KafkaError> {
+    cfg.create_with_context(BatchContext).map(Arc::new)
 }
 
 const REBUILD_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The outcomes of one `publish` call: a slot per record, filled by the
+/// delivery callback on librdkafka's poll thread, and one wake-up for the
+/// caller when the last record is settled. This replaces a future (a channel,
+/// two allocations and a wake-up) per record.
+struct Batch {
+    slots: Vec<OnceLock<Result<Delivered, KafkaError>>>,
+    /// Records not settled yet, plus one held by `publish` while it is still sending.
+    unsettled: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+impl Batch {
+    fn settle_one(&self) {
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_one();
+        }
+    }
+}
+
+/// One record's claim on its batch, carried through librdkafka as the
+/// delivery opaque. However it ends (reported, refused at send, or dropped
+/// by a producer shut down first) it settles its slot exactly once: dropping
+/// it without a report records a failure, so a caller never waits forever.
+struct Pending {
+    batch: Arc<Batch>,
+    index: usize,
+}
+
+impl Pending {
+    fn report(self, result: Result<Delivered, KafkaError>) {
+        let _ = self.batch.slots[self.index].set(result);
+        // Drop settles it.
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = self.batch.slots[self.index].set(Err(KafkaError::Canceled));
+        self.batch.settle_one();
+    }
+}
+
+/// The producer's context: hands each delivery report to its [`Pending`].
+struct BatchContext;
+
+impl ClientContext for BatchContext {}
+
+impl ProducerContext for BatchContext {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        pending.report(match result {
+            Ok(m) => Ok(Delivered { partition: m.partition(), offset: m.offset() }),
+            Err((e, _)) => Err(e.clone()),
+        });
+    }
+}
+
 impl KafkaPublisher {
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Arc<Producer_> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether `e` means this producer's idempotence state is unusable.
-    fn needs_rebuild(&self, producer: &FutureProducer, e: &KafkaError) -> bool {
+    fn needs_rebuild(&self, producer: &Producer_, e: &KafkaError) -> bool {
         use RDKafkaErrorCode as C;
         producer.client().fatal_error().is_some()
             || matches!(
@@ -158,10 +225,10 @@ impl KafkaPublisher {
             return;
         }
         *last = Instant::now();
-        match self.config.create::<FutureProducer>() {
+        match create_producer(&self.config) {
             Ok(p) => {
                 tracing::warn!(error = %reason, "replacing the Kafka producer after an unrecoverable producer error");
-                // In-flight sends keep their clone of the old producer until they complete.
+                // In-flight sends keep their reference to the old producer until they complete.
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = p;
             }
             Err(e) => tracing::error!(error = %e, "could not create a replacement Kafka producer"),
@@ -173,43 +240,44 @@ impl KafkaPublisher {
 impl Publisher for KafkaPublisher {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Vec<Result<Delivered, EventLogError>> {
         let producer = self.producer();
-        let mut rebuild_for: Option<KafkaError> = None;
-        let mut pending = Vec::with_capacity(records.len());
-        for r in &records {
-            let mut fr = FutureRecord::to(topic).key(&r.key).payload(&r.value);
+        let batch = Arc::new(Batch {
+            slots: (0..records.len()).map(|_| OnceLock::new()).collect(),
+            unsettled: AtomicUsize::new(records.len() + 1),
+            settled: tokio::sync::Notify::new(),
+        });
+        for (index, r) in records.iter().enumerate() {
+            let pending = Box::new(Pending { batch: batch.clone(), index });
+            let mut br = BaseRecord::with_opaque_to(topic, pending).key(&r.key).payload(&r.value);
             if !r.headers.is_empty() {
                 let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
                 for (k, v) in &r.headers {
                     h = h.insert(Header { key: k, value: Some(v) });
                 }
-                fr = fr.headers(h);
+                br = br.headers(h);
             }
-            pending.push(match producer.send_result(fr) {
-                Ok(fut) => Ok(fut),
-                Err((e, _)) => {
-                    if self.needs_rebuild(&producer, &e) {
+            if let Err((e, br)) = producer.send(br) {
+                br.delivery_opaque.report(Err(e));
+            }
+        }
+        // Our own hold: whoever settles last wakes us (a permit is kept if that was before we wait).
+        if batch.unsettled.fetch_sub(1, Ordering::AcqRel) != 1 {
+            batch.settled.notified().await;
+        }
+        let mut rebuild_for: Option<KafkaError> = None;
+        let out = batch
+            .slots
+            .iter()
+            .map(|slot| match slot.get() {
+                Some(Ok(d)) => Ok(*d),
+                Some(Err(KafkaError::Canceled)) | None => Err(EventLogError::Unavailable("producer shut down before delivery".into())),
+                Some(Err(e)) => {
+                    if rebuild_for.is_none() && self.needs_rebuild(&producer, e) {
                         rebuild_for = Some(e.clone());
                     }
-                    Err(map_err(&e))
+                    Err(map_err(e))
                 }
-            });
-        }
-        let mut out = Vec::with_capacity(pending.len());
-        for p in pending {
-            out.push(match p {
-                Err(e) => Err(e),
-                Ok(fut) => match fut.await {
-                    Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-                    Ok(Err((e, _))) => {
-                        if self.needs_rebuild(&producer, &e) {
-                            rebuild_for = Some(e.clone());
-                        }
-                        Err(map_err(&e))
-                    }
-                    Err(_canceled) => Err(EventLogError::Unavailable("producer shut down before delivery".into())),
-                },
-            });
-        }
+            })
+            .collect();
         if let Some(e) = rebuild_for {
             self.rebuild(&e);
         }
