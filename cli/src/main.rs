@@ -40,6 +40,12 @@ enum Command {
     Verify(verify::Args),
 }
 
+/// The allocator ingest ships with (see `functions/ingest/src/main.rs`): the
+/// all-in-one mode runs ingest in this process, and `bench ingest` measures
+/// its librdkafka baseline with the same allocator ingest has.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -10,6 +10,12 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::ops::Ops;
 
+/// mimalloc instead of the C library's allocator: ingest allocates a few
+/// small buffers per reading on the request threads and frees some of them on
+/// librdkafka's, which glibc's arenas serve with locks (`scripts/bench ingest`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();

@@ -20,6 +20,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use super::{ItemError, Limits, Location, SCHEMA_VERSION, derived_id_of, parse_reading, truncate_millis, valid_id, valid_name, write_millis};
 
@@ -239,8 +240,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
     }
 }
 
-/// An object's entries in document order, names borrowed where unescaped.
-struct Pairs<'a, V>(Vec<(Cow<'a, str>, V)>);
+/// An object's entries in document order, names borrowed where unescaped;
+/// a typical reading's few metrics and tags stay on the stack.
+struct Pairs<'a, V>(SmallVec<[(Cow<'a, str>, V); 4]>);
 
 impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Pairs<'a, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -251,7 +253,7 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Pairs<'a, V> {
                 f.write_str("an object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4).min(16));
+                let mut out = SmallVec::new();
                 while let Some(BStr(k)) = m.next_key::<BStr<'a>>()? {
                     let v = m.next_value::<V>()?;
                     out.push((k, v));
