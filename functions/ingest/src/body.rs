@@ -91,7 +91,12 @@ pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<&[u8]>
 fn json_items(body: &[u8], max_items: usize) -> Result<Vec<&[u8]>, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => {
-            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| not_items(body))?;
+            // Checked as UTF-8 once here; from bytes, each element would be checked again.
+            let elements: Vec<&RawValue> = match std::str::from_utf8(body) {
+                Ok(text) => serde_json::from_str(text),
+                Err(_) => serde_json::from_slice(body),
+            }
+            .map_err(|_| not_items(body))?;
             if elements.len() > max_items {
                 return Err(ApiError::PayloadTooLarge(format!("{} readings in one request, at most {max_items} allowed", elements.len())));
             }

@@ -77,7 +77,11 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
     if !ctx.received_ok {
         return None;
     }
-    let w: Wire<'_> = serde_json::from_slice(raw).ok()?;
+    // One UTF-8 check for the whole item: parsing from bytes would check
+    // every string in it again, one call each (bytes that are not UTF-8 go to
+    // the general path, which names the error).
+    let text = std::str::from_utf8(raw).ok()?;
+    let w: Wire<'_> = serde_json::from_str(text).ok()?;
     let limits = ctx.limits;
     if w.schema_version.0.is_some_and(|n| n != u64::from(SCHEMA_VERSION)) {
         return None;
