@@ -379,7 +379,7 @@ fn hyphenated_lower(bytes: &[u8; 16]) -> String {
 }
 
 /// A SHA-256 fed through a stack buffer, so a short preimage is one
-/// `update`; a longer one (many metrics or tags) is hashed in 512-byte pieces.
+/// `update`; a longer one (many metrics or tags) takes a few.
 struct HashBuf {
     h: Sha256,
     buf: [u8; 512],
@@ -401,17 +401,18 @@ impl HashBuf {
         }
     }
 
+    /// `bytes` do not fit: hash what is buffered, then buffer `bytes` or,
+    /// if they would not fit an empty buffer either, hash them directly.
     #[cold]
-    fn spill(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.len == self.buf.len() {
-                self.h.update(self.buf);
-                self.len = 0;
+    fn spill(&mut self, bytes: &[u8]) {
+        self.h.update(&self.buf[..self.len]);
+        self.len = 0;
+        match self.buf.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len = bytes.len();
             }
-            let n = bytes.len().min(self.buf.len() - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
-            self.len += n;
-            bytes = &bytes[n..];
+            None => self.h.update(bytes),
         }
     }
 
@@ -489,8 +490,9 @@ mod tests {
 
     /// Derived ids are a contract: a device retrying after an upgrade must get
     /// the same id. The expected values come from an independent computation
-    /// (Python's hashlib and uuid over the documented preimage), including a
-    /// preimage longer than the hasher's stack buffer.
+    /// (Python's hashlib and uuid over the documented preimage), including
+    /// preimages longer than the hasher's stack buffer and a single part
+    /// longer than the buffer.
     #[test]
     fn derived_ids_match_an_independent_computation() {
         let t = |ms| Utc.timestamp_millis_opt(ms).single().expect("valid");
@@ -507,6 +509,8 @@ mod tests {
         let long = "a".repeat(100);
         let loc = Location { lat: 0.0, lon: -0.0, alt: Some(12.25) };
         assert_eq!(derived_id("truck-042", &t(-1), &many, &tags(&[("site", &long)]), Some(&loc)), "f60db30c-b573-8da5-bbb7-932812d2a198");
+        let huge = "b".repeat(700);
+        assert_eq!(derived_id("dev-1", &t(0), &map(&[("x", 2.0)]), &tags(&[("note", &huge)]), None), "5a7b2466-c5e7-8f68-ab21-3d9c3a24c3ab");
     }
 
     #[test]

@@ -132,15 +132,15 @@ fn map_err(e: &KafkaError) -> EventLogError {
 /// failed were already answered as retryable, so nothing acknowledged is lost.
 struct KafkaPublisher {
     config: ClientConfig,
-    current: RwLock<Arc<Producer_>>,
+    current: RwLock<Arc<BatchProducer>>,
     last_rebuild: Mutex<Instant>,
 }
 
 /// librdkafka's producer with its own poll thread, reporting each delivery
 /// into the [`Batch`] of the `publish` call that sent it.
-type Producer_ = ThreadedProducer<BatchContext>;
+type BatchProducer = ThreadedProducer<BatchContext>;
 
-fn create_producer(cfg: &ClientConfig) -> Result<Arc<Producer_>, KafkaError> {
+fn create_producer(cfg: &ClientConfig) -> Result<Arc<BatchProducer>, KafkaError> {
     cfg.create_with_context(BatchContext).map(Arc::new)
 }
 
@@ -205,12 +205,12 @@ impl ProducerContext for BatchContext {
 }
 
 impl KafkaPublisher {
-    fn producer(&self) -> Arc<Producer_> {
+    fn producer(&self) -> Arc<BatchProducer> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether `e` means this producer's idempotence state is unusable.
-    fn needs_rebuild(&self, producer: &Producer_, e: &KafkaError) -> bool {
+    fn needs_rebuild(&self, producer: &BatchProducer, e: &KafkaError) -> bool {
         use RDKafkaErrorCode as C;
         producer.client().fatal_error().is_some()
             || matches!(
