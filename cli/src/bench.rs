@@ -119,7 +119,8 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Soak(a) => crate::bench_soak::run(a).await,
         Bench::Dashboard(a) => crate::bench_dashboard::run(a).await,
         Bench::Archive(a) => {
-            let report = tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
+            let report =
+                tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
             println!("{report}");
             Ok(())
         }
@@ -161,9 +162,20 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("tributary-ingest"),
     };
     if !bin.exists() {
-        bail!("{} not found: build it first (cargo build --release -p tributary-ingest) or pass --ingest-bin", bin.display());
+        bail!(
+            "{} not found: build it first (cargo build --release -p tributary-ingest) or pass --ingest-bin",
+            bin.display()
+        );
     }
-    println!("bench ingest: broker {}, batches {:?}, {} runs x {} s, {} connections, ingest {}", a.brokers, a.batches, a.runs, a.seconds, a.concurrency, bin.display());
+    println!(
+        "bench ingest: broker {}, batches {:?}, {} runs x {} s, {} connections, ingest {}",
+        a.brokers,
+        a.batches,
+        a.runs,
+        a.seconds,
+        a.concurrency,
+        bin.display()
+    );
     let mut runs = Vec::new();
     for run in 0..a.runs {
         let f = one_run(&a, &bin, run).await?;
@@ -185,15 +197,24 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         runs.push(f);
     }
     println!("\nmedians over {} runs:", runs.len());
-    println!("  start -> first 202:      {:.1} ms", median(runs.iter().map(|r| r.start_to_first_202_ms).collect()));
-    println!("  peak RSS of ingest:      {:.1} MB", median(runs.iter().map(|r| r.rss_peak_mb).collect()));
+    println!(
+        "  start -> first 202:      {:.1} ms",
+        median(runs.iter().map(|r| r.start_to_first_202_ms).collect())
+    );
+    println!(
+        "  peak RSS of ingest:      {:.1} MB",
+        median(runs.iter().map(|r| r.rss_peak_mb).collect())
+    );
     let base = median(runs.iter().map(|r| r.baseline_per_s).collect());
     println!("  librdkafka alone:        {base:.0} msgs/s (same broker, same messages, same producer settings)");
     for (i, b) in a.batches.iter().enumerate() {
         let rps = median(runs.iter().map(|r| r.per_batch[i].1).collect());
         let p50 = median(runs.iter().map(|r| r.per_batch[i].2).collect());
         let p99 = median(runs.iter().map(|r| r.per_batch[i].3).collect());
-        println!("  batch {b:>5}: {rps:>10.0} readings/s ({:>5.1}% of librdkafka)  p50 {p50:.2} ms  p99 {p99:.2} ms", 100.0 * rps / base);
+        println!(
+            "  batch {b:>5}: {rps:>10.0} readings/s ({:>5.1}% of librdkafka)  p50 {p50:.2} ms  p99 {p99:.2} ms",
+            100.0 * rps / base
+        );
     }
     println!("  CPU per reading (user + system, us):");
     println!(
@@ -233,7 +254,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn rss_peak_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -258,10 +284,17 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let pid = child.id().context("child pid")?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency)
+        .build()?;
     let url = format!("http://127.0.0.1:{port}/v1/telemetry");
     let fleet = FleetKey::new(fleet_key);
-    let auth = |d: &str| format!("SharedAccessSignature {}", fleet.device_key(d).token(d, now_unix() + 3600));
+    let auth = |d: &str| {
+        format!(
+            "SharedAccessSignature {}",
+            fleet.device_key(d).token(d, now_unix() + 3600)
+        )
+    };
 
     // Start-to-ready: the first reading acknowledged by the broker.
     let first = serde_json::to_vec(&reading(chrono::Utc::now().timestamp_millis(), 0))?;
@@ -269,7 +302,13 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         if started.elapsed() > Duration::from_secs(30) {
             bail!("ingest did not answer 202 within 30 s");
         }
-        let r = client.post(&url).header("authorization", auth("bench-0")).header("content-type", "application/json").body(first.clone()).send().await;
+        let r = client
+            .post(&url)
+            .header("authorization", auth("bench-0"))
+            .header("content-type", "application/json")
+            .body(first.clone())
+            .send()
+            .await;
         if matches!(&r, Ok(resp) if resp.status().as_u16() == 202) {
             break started.elapsed().as_secs_f64() * 1000.0;
         }
@@ -289,15 +328,28 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
             let now = chrono::Utc::now().timestamp_millis();
             // A few distinct bodies per connection, built before the clock starts.
             let bodies: Vec<Vec<u8>> = (0..8)
-                .map(|k| serde_json::to_vec(&(0..batch).map(|i| reading(now - (k * batch + i) as i64, i)).collect::<Vec<_>>()))
+                .map(|k| {
+                    serde_json::to_vec(
+                        &(0..batch)
+                            .map(|i| reading(now - (k * batch + i) as i64, i))
+                            .collect::<Vec<_>>(),
+                    )
+                })
                 .collect::<Result<_, _>>()?;
             let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
             tasks.push(tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut hist =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let mut k = 0;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let resp = client.post(&url).header("authorization", &header).header("content-type", "application/json").body(bodies[k % bodies.len()].clone()).send().await?;
+                    let resp = client
+                        .post(&url)
+                        .header("authorization", &header)
+                        .header("content-type", "application/json")
+                        .body(bodies[k % bodies.len()].clone())
+                        .send()
+                        .await?;
                     let ok = resp.status().as_u16() == 202;
                     let _ = resp.bytes().await?;
                     if ok {
@@ -320,21 +372,46 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         let per = |before: f64, after: f64| if n > 0.0 { (after - before) * 1e6 / n } else { f64::NAN };
         cpu.push(CpuPerReading {
             ingest_us: per(cpu0.0, cpu_seconds(pid)),
-            broker_us: if a.broker_pid.is_some() { per(cpu0.1, a.broker_pid.map_or(0.0, cpu_seconds)) } else { f64::NAN },
+            broker_us: if a.broker_pid.is_some() {
+                per(cpu0.1, a.broker_pid.map_or(0.0, cpu_seconds))
+            } else {
+                f64::NAN
+            },
             load_us: per(cpu0.2, cpu_seconds(me)),
         });
         let rps = n / secs;
-        per_batch.push((batch, rps, hist.value_at_quantile(0.5) as f64 / 1000.0, hist.value_at_quantile(0.99) as f64 / 1000.0));
+        per_batch.push((
+            batch,
+            rps,
+            hist.value_at_quantile(0.5) as f64 / 1000.0,
+            hist.value_at_quantile(0.99) as f64 / 1000.0,
+        ));
     }
     let rss = rss_peak_mb(pid);
     let _ = child.start_kill();
     let _ = child.wait().await;
 
     let (b0, p0) = (a.broker_pid.map_or(f64::NAN, cpu_seconds), cpu_seconds(me));
-    let baseline_per_s = baseline(&a.brokers, &format!("bench.baseline.{stamp}.{run}"), a.baseline_records, a.concurrency).await?;
+    let baseline_per_s = baseline(
+        &a.brokers,
+        &format!("bench.baseline.{stamp}.{run}"),
+        a.baseline_records,
+        a.concurrency,
+    )
+    .await?;
     let n = a.baseline_records as f64;
-    let baseline_cpu = ((a.broker_pid.map_or(f64::NAN, cpu_seconds) - b0) * 1e6 / n, (cpu_seconds(me) - p0) * 1e6 / n);
-    Ok(RunFigures { start_to_first_202_ms, per_batch, cpu, baseline_cpu, rss_peak_mb: rss, baseline_per_s })
+    let baseline_cpu = (
+        (a.broker_pid.map_or(f64::NAN, cpu_seconds) - b0) * 1e6 / n,
+        (cpu_seconds(me) - p0) * 1e6 / n,
+    );
+    Ok(RunFigures {
+        start_to_first_202_ms,
+        per_batch,
+        cpu,
+        baseline_cpu,
+        rss_peak_mb: rss,
+        baseline_per_s,
+    })
 }
 
 /// A producer with ingest's settings (idempotent, acks=all, lz4, 5 ms linger).
@@ -355,24 +432,42 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
     let producer = bench_producer(brokers)?;
     // The topic must exist before producing, as ingest's does (tansu does not auto-create).
     let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
-        &tributary_shared::config::KafkaArgs { brokers: brokers.to_owned(), ..Default::default() },
+        &tributary_shared::config::KafkaArgs {
+            brokers: brokers.to_owned(),
+            ..Default::default()
+        },
         "tributary-bench",
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], tributary_shared::topics::DEFAULT_PARTITIONS)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tributary_shared::eventlog::EventLog::ensure_topics(
+        &admin,
+        &[topic.to_owned()],
+        tributary_shared::topics::DEFAULT_PARTITIONS,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Same record shape as ingest writes (a serialized Reading).
     let now = chrono::Utc::now();
     let payloads: Vec<(String, Vec<u8>)> = (0..1000)
         .map(|i| {
             let dev = format!("bench-{}", i % devices.max(1));
-            let r = tributary_shared::model::parse_reading(&reading(now.timestamp_millis() - i as i64, i), Some(&dev), now, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = tributary_shared::model::parse_reading(
+                &reading(now.timestamp_millis() - i as i64, i),
+                Some(&dev),
+                now,
+                &Default::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok((dev, serde_json::to_vec(&r)?))
         })
         .collect::<anyhow::Result<_>>()?;
     // Warm up the connection and metadata.
-    let _ = producer.send(FutureRecord::to(topic).key(&payloads[0].0).payload(&payloads[0].1), Duration::from_secs(10)).await;
+    let _ = producer
+        .send(
+            FutureRecord::to(topic).key(&payloads[0].0).payload(&payloads[0].1),
+            Duration::from_secs(10),
+        )
+        .await;
     let t0 = Instant::now();
     let mut futs = Vec::with_capacity(10_000);
     let mut done = 0usize;
@@ -413,7 +508,12 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
 fn rss_mb_self() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -427,7 +527,10 @@ pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Re
         .map(|i| {
             let d = i % devices;
             let step = (i / devices) as i64;
-            let t = chrono::Utc.timestamp_millis_opt(base + step * 1000 + d as i64 % 1000).single().unwrap_or_default();
+            let t = chrono::Utc
+                .timestamp_millis_opt(base + step * 1000 + d as i64 % 1000)
+                .single()
+                .unwrap_or_default();
             let x = ((i * 7919) % 1000) as f64 / 10.0;
             tributary_shared::model::Reading {
                 schema_version: 1,
@@ -435,7 +538,10 @@ pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Re
                 device_id: format!("dev-{d}"),
                 event_time: t,
                 received_time: t,
-                metrics: [("a", x), ("b", x * 0.5), ("c", 100.0 - x), ("d", x.sqrt())].into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                metrics: [("a", x), ("b", x * 0.5), ("c", 100.0 - x), ("d", x.sqrt())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
                 tags: Default::default(),
                 location: None,
             }
@@ -445,7 +551,10 @@ pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Re
 
 fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
     use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
-    println!("bench analyze: {} readings (4 metrics each) over {} series, windows 10 s and 60 s, all models, {} runs, one core", a.readings, a.series, a.runs);
+    println!(
+        "bench analyze: {} readings (4 metrics each) over {} series, windows 10 s and 60 s, all models, {} runs, one core",
+        a.readings, a.series, a.runs
+    );
     let mut rates = Vec::new();
     let mut mem = Vec::new();
     for run in 0..a.runs {
@@ -461,11 +570,24 @@ fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         let after = rss_mb_self();
         let per_10k = (after - before) / an.series_count().max(1) as f64 * 10_000.0;
-        println!("run {}: {:.0} readings/s ({:.0} metric values/s), {} outputs, {} series, RSS +{:.1} MB = {:.1} MB per 10k series", run + 1, a.readings as f64 / secs, 4.0 * a.readings as f64 / secs, emitted, an.series_count(), after - before, per_10k);
+        println!(
+            "run {}: {:.0} readings/s ({:.0} metric values/s), {} outputs, {} series, RSS +{:.1} MB = {:.1} MB per 10k series",
+            run + 1,
+            a.readings as f64 / secs,
+            4.0 * a.readings as f64 / secs,
+            emitted,
+            an.series_count(),
+            after - before,
+            per_10k
+        );
         rates.push(a.readings as f64 / secs);
         mem.push(per_10k);
         drop(an);
     }
-    println!("\nmedians: {:.0} readings/s per core; {:.1} MB per 10k active series (windows + models)", median(rates), median(mem));
+    println!(
+        "\nmedians: {:.0} readings/s per core; {:.1} MB per 10k active series (windows + models)",
+        median(rates),
+        median(mem)
+    );
     Ok(())
 }

@@ -63,7 +63,11 @@ pub async fn run(a: AnalyzeKafkaArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("tributary-analyze"),
     };
-    anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --release -p tributary-analyze`", bin.display());
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p tributary-analyze`",
+        bin.display()
+    );
     println!(
         "bench analyze-kafka: {} readings (4 metrics each) over {} series, {} partitions, windows 10 s and 60 s, all models; analyze pinned to CPU {}; {} runs",
         a.readings, a.series, a.partitions, a.cpu, a.runs
@@ -112,9 +116,17 @@ struct Figures {
 /// Serialized readings for `series` series (devices of 4 metrics), one second
 /// apart per device, produced keyed by device and flushed.
 async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions: i32) -> anyhow::Result<()> {
-    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(&tributary_shared::config::KafkaArgs { brokers: brokers.to_owned(), ..Default::default() }, "tributary-bench")
+    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
+        &tributary_shared::config::KafkaArgs {
+            brokers: brokers.to_owned(),
+            ..Default::default()
+        },
+        "tributary-bench",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions)
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let producer = crate::bench::bench_producer(brokers)?;
     let input = crate::bench::analyze_input(n, series);
     let mut futs = Vec::with_capacity(10_000);
@@ -147,7 +159,12 @@ async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions
 }
 
 fn counter(metrics: &str, name: &str) -> Option<u64> {
-    metrics.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map(|v| v as u64)
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) -> anyhow::Result<Figures> {
@@ -197,7 +214,12 @@ async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) ->
                 let rss_mb = rss_peak_mb(pid);
                 let aggregates = counter(&text, "tributary_analyze_aggregates_total").unwrap_or(0);
                 let _ = child.kill().await;
-                return Ok(Figures { rate: a.readings as f64 / secs, ready_ms: ready_ms.unwrap_or(f64::NAN), rss_mb, aggregates });
+                return Ok(Figures {
+                    rate: a.readings as f64 / secs,
+                    ready_ms: ready_ms.unwrap_or(f64::NAN),
+                    rss_mb,
+                    aggregates,
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,12 +232,24 @@ async fn baseline(a: &AnalyzeKafkaArgs, raw: &str) -> anyhow::Result<f64> {
         .arg("-c")
         .arg(a.cpu.to_string())
         .arg(std::env::current_exe()?)
-        .args(["bench", "analyze-kafka", "--brokers", &a.brokers, "--readings", &a.readings.to_string(), "--consume-only", raw])
+        .args([
+            "bench",
+            "analyze-kafka",
+            "--brokers",
+            &a.brokers,
+            "--readings",
+            &a.readings.to_string(),
+            "--consume-only",
+            raw,
+        ])
         .output()
         .await
         .context("starting the baseline consumer")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("CONSUMED ")).with_context(|| format!("baseline consumer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CONSUMED "))
+        .with_context(|| format!("baseline consumer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
     let mut parts = line.split_whitespace().skip(1);
     let n: f64 = parts.next().and_then(|v| v.parse().ok()).context("count")?;
     let secs: f64 = parts.next().and_then(|v| v.parse().ok()).context("seconds")?;
@@ -236,7 +270,10 @@ fn consume_all(brokers: &str, topic: &str, n: usize) -> anyhow::Result<(usize, f
     let mut seen = 0usize;
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < n {
-        anyhow::ensure!(Instant::now() < deadline, "the baseline consumer read {seen} of {n} records in 10 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the baseline consumer read {seen} of {n} records in 10 minutes"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 // Touch the payload so it is really read.

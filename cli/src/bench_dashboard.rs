@@ -91,7 +91,11 @@ async fn seed(url: &str) -> anyhow::Result<()> {
                 score: 0.9,
                 value: 130.0,
                 reason: "speed > 120 for 30s".into(),
-                state: if i % 3 == 0 { AlertState::Resolved } else { AlertState::Opened },
+                state: if i % 3 == 0 {
+                    AlertState::Resolved
+                } else {
+                    AlertState::Opened
+                },
                 opened_at: at,
                 updated_at: at + chrono::Duration::seconds(30),
             }
@@ -105,7 +109,9 @@ async fn seed(url: &str) -> anyhow::Result<()> {
 async fn load(url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, url, hist) = (client.clone(), url.to_owned(), hist.clone());
@@ -126,7 +132,11 @@ async fn load(url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f6
         t.await??;
     }
     let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    Ok((h.len() as f64 / seconds as f64, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+    Ok((
+        h.len() as f64 / seconds as f64,
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    ))
 }
 
 /// Run the benchmark.
@@ -136,8 +146,12 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let url = match &a.database_url {
         Some(u) => {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(u).await.context("connecting to PostgreSQL")?;
-            sqlx::query("DROP TABLE IF EXISTS aggregates, alerts, devices, _sqlx_migrations").execute(&mut conn).await?;
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(u)
+                .await
+                .context("connecting to PostgreSQL")?;
+            sqlx::query("DROP TABLE IF EXISTS aggregates, alerts, devices, _sqlx_migrations")
+                .execute(&mut conn)
+                .await?;
             u.clone()
         }
         None => format!("sqlite://{}", dir.join("results.db").display()),
@@ -145,7 +159,17 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
     seed(&url).await.context("seeding the results store")?;
     let port = crate::bench::free_port()?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["dev", "--devices", "0", "--status-secs", "0", "--listen", &format!("127.0.0.1:{}", crate::bench::free_port()?), "--dashboard", &format!("127.0.0.1:{port}")])
+        .args([
+            "dev",
+            "--devices",
+            "0",
+            "--status-secs",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{}", crate::bench::free_port()?),
+            "--dashboard",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--database-url", &url])
         .arg("--data-dir")
         .arg(&dir)
@@ -158,26 +182,53 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
         .spawn()?;
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
-    while !reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
+    while !reqwest::get(format!("{base}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
         anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "dashboard not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let series: serde_json::Value = reqwest::get(format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000")).await?.json().await?;
+    let series: serde_json::Value = reqwest::get(format!(
+        "{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000"
+    ))
+    .await?
+    .json()
+    .await?;
     let points = series["points"].as_array().map(Vec::len).unwrap_or(0);
     anyhow::ensure!(points >= 8000, "the 24 h series has {points} points; seeding failed");
-    let backend = if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" };
-    println!("bench dashboard: {backend}, {} clients, {} s per endpoint, {} runs; the 24 h series is {points} windows", a.concurrency, a.seconds, a.runs);
+    let backend = if a.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "bench dashboard: {backend}, {} clients, {} s per endpoint, {} runs; the 24 h series is {points} windows",
+        a.concurrency, a.seconds, a.runs
+    );
     let endpoints = [
         ("fleet overview       /api/fleet", format!("{base}/api/fleet")),
-        ("24 h series (page)   .../series?from=24h", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h")),
-        ("24 h series, full    ...&maxPoints=10000", format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000")),
+        (
+            "24 h series (page)   .../series?from=24h",
+            format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h"),
+        ),
+        (
+            "24 h series, full    ...&maxPoints=10000",
+            format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000"),
+        ),
         ("device list          /api/devices", format!("{base}/api/devices")),
     ];
     let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); endpoints.len()];
     for run in 0..a.runs {
         for (i, (name, url)) in endpoints.iter().enumerate() {
             let f = load(url, a.concurrency, a.seconds).await?;
-            println!("run {}: {name}: {:>7.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms", run + 1, f.0, f.1, f.2);
+            println!(
+                "run {}: {name}: {:>7.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                run + 1,
+                f.0,
+                f.1,
+                f.2
+            );
             figures[i].push(f);
         }
     }

@@ -56,7 +56,17 @@ async fn one_run(a: &DevArgs, run: usize) -> anyhow::Result<Figures> {
     let (ingest_port, dash_port) = (crate::bench::free_port()?, crate::bench::free_port()?);
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(&exe)
-        .args(["dev", "--devices", "0", "--status-secs", "0", "--listen", &format!("127.0.0.1:{ingest_port}"), "--dashboard", &format!("127.0.0.1:{dash_port}")])
+        .args([
+            "dev",
+            "--devices",
+            "0",
+            "--status-secs",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{ingest_port}"),
+            "--dashboard",
+            &format!("127.0.0.1:{dash_port}"),
+        ])
         .arg("--data-dir")
         .arg(&data)
         .env_remove("DATABASE_URL")
@@ -107,21 +117,34 @@ async fn one_run(a: &DevArgs, run: usize) -> anyhow::Result<Figures> {
         if n as u64 >= totals.accepted {
             break;
         }
-        anyhow::ensure!(drain_start.elapsed() < Duration::from_secs(300), "archive stuck at {n} of {} readings", totals.accepted);
+        anyhow::ensure!(
+            drain_start.elapsed() < Duration::from_secs(300),
+            "archive stuck at {n} of {} readings",
+            totals.accepted
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_s = drain_start.elapsed().as_secs_f64();
     // Each reading carries several metrics and each metric value joins one 10 s window.
     let results = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("results.db").display())).await?;
-    let (windowed,): (Option<i64>,) = sqlx::query_as("SELECT sum(count) FROM aggregates WHERE window_seconds = 10").fetch_one(&results).await?;
+    let (windowed,): (Option<i64>,) = sqlx::query_as("SELECT sum(count) FROM aggregates WHERE window_seconds = 10")
+        .fetch_one(&results)
+        .await?;
     let archive = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("raw.db").display())).await?;
-    let (metric_values,): (i64,) = sqlx::query_as("SELECT count(*) FROM raw_readings, json_each(raw_readings.doc, '$.metrics')").fetch_one(&archive).await?;
+    let (metric_values,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM raw_readings, json_each(raw_readings.doc, '$.metrics')")
+            .fetch_one(&archive)
+            .await?;
     let metric_values = metric_values as f64;
     let rss_mb = crate::bench::rss_peak_mb(pid);
 
     let stop_start = Instant::now();
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let status = tokio::time::timeout(Duration::from_secs(120), child.wait()).await.context("clean stop took over 120 s")??;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .context("clean stop took over 120 s")??;
     anyhow::ensure!(status.success(), "dev mode exited with {status}");
     let stop_s = stop_start.elapsed().as_secs_f64();
     results.close().await;
@@ -133,7 +156,11 @@ async fn one_run(a: &DevArgs, run: usize) -> anyhow::Result<Figures> {
         accepted_per_s: totals.accepted as f64 / load_s,
         drain_s,
         end_to_end_per_s: totals.accepted as f64 / (load_s + drain_s),
-        windowed_fraction: if metric_values > 0.0 { windowed.unwrap_or(0) as f64 / metric_values } else { f64::NAN },
+        windowed_fraction: if metric_values > 0.0 {
+            windowed.unwrap_or(0) as f64 / metric_values
+        } else {
+            f64::NAN
+        },
         rss_mb,
         stop_s,
     })
@@ -164,9 +191,20 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let m = |g: fn(&Figures) -> f64| median(runs.iter().map(g).collect());
     println!("\nmedians over {} runs:", runs.len());
     println!("  command -> dashboard ready:   {:.0} ms", m(|f| f.ready_ms));
-    println!("  offered / accepted:           {:.0} / {:.0} readings/s", m(|f| f.offered_per_s), m(|f| f.accepted_per_s));
-    println!("  end to end (into the archive): {:.0} readings/s (archive drained {:.2} s after the load stopped)", m(|f| f.end_to_end_per_s), m(|f| f.drain_s));
-    println!("  metric values in closed 10 s windows when drained: {:.1}%", 100.0 * m(|f| f.windowed_fraction));
+    println!(
+        "  offered / accepted:           {:.0} / {:.0} readings/s",
+        m(|f| f.offered_per_s),
+        m(|f| f.accepted_per_s)
+    );
+    println!(
+        "  end to end (into the archive): {:.0} readings/s (archive drained {:.2} s after the load stopped)",
+        m(|f| f.end_to_end_per_s),
+        m(|f| f.drain_s)
+    );
+    println!(
+        "  metric values in closed 10 s windows when drained: {:.1}%",
+        100.0 * m(|f| f.windowed_fraction)
+    );
     println!("  peak RSS:                     {:.1} MB", m(|f| f.rss_mb));
     println!("  clean stop (SIGTERM -> exit): {:.2} s", m(|f| f.stop_s));
     Ok(())

@@ -23,7 +23,11 @@ use crate::bench::median;
 #[derive(clap::Args)]
 pub struct ProcessArgs {
     /// Server to benchmark on; a scratch database `tributary_bench` is (re)created there.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     database_url: String,
     /// Redis for the cache (database 15 by default, to keep clear of real data).
     #[arg(long, default_value = "redis://127.0.0.1:6379/15")]
@@ -68,15 +72,27 @@ fn aggregates(n: usize, offset: usize) -> Vec<Aggregate> {
 
 /// Run the benchmark.
 pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
-    let (server, _) = a.database_url.rsplit_once('/').context("DATABASE_URL needs a database name")?;
+    let (server, _) = a
+        .database_url
+        .rsplit_once('/')
+        .context("DATABASE_URL needs a database name")?;
     let bench_url = format!("{server}/tributary_bench");
-    println!("bench process: {server}/tributary_bench, batches {:?}, {} aggregates per batch size, {} runs", a.batches, a.records, a.runs);
+    println!(
+        "bench process: {server}/tributary_bench, batches {:?}, {} aggregates per batch size, {} runs",
+        a.batches, a.records, a.runs
+    );
     let mut rows: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); a.batches.len()];
     let mut copy = Vec::new();
     for run in 0..a.runs {
-        let mut admin = PgConnection::connect(&a.database_url).await.context("connecting to PostgreSQL")?;
-        sqlx::query("DROP DATABASE IF EXISTS tributary_bench WITH (FORCE)").execute(&mut admin).await?;
-        sqlx::query("CREATE DATABASE tributary_bench").execute(&mut admin).await?;
+        let mut admin = PgConnection::connect(&a.database_url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query("DROP DATABASE IF EXISTS tributary_bench WITH (FORCE)")
+            .execute(&mut admin)
+            .await?;
+        sqlx::query("CREATE DATABASE tributary_bench")
+            .execute(&mut admin)
+            .await?;
         let pool = PgPoolOptions::new().max_connections(4).connect(&bench_url).await?;
         let store: Arc<dyn ResultStore> = Arc::new(PgStore::new(pool.clone()));
         store.migrate().await?;
@@ -84,7 +100,13 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
         let log = tributary_shared::eventlog::memory::MemoryLog::new(1, 1000);
         let mut registry = prometheus_client::registry::Registry::default();
         let cfg = tributary_process::Config::defaults();
-        let handler = ProcessHandler::new(&cfg, store.clone(), cache.clone(), log.publisher(), Metrics::new(&mut registry));
+        let handler = ProcessHandler::new(
+            &cfg,
+            store.clone(),
+            cache.clone(),
+            log.publisher(),
+            Metrics::new(&mut registry),
+        );
         cache.rebuild(store.as_ref()).await.context("Redis for the cache")?;
 
         print!("run {}:", run + 1);
@@ -110,7 +132,13 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
             }
             let per_s = n as f64 / t0.elapsed().as_secs_f64();
             // Cache update latency: refresh of one batch's devices after a commit.
-            let devices: Vec<String> = aggs.iter().take(b).map(|x| x.device_id.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let devices: Vec<String> = aggs
+                .iter()
+                .take(b)
+                .map(|x| x.device_id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let mut lat = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
@@ -130,11 +158,27 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
         for x in &aggs {
             csv.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                x.device_id, x.metric, x.window_seconds, x.window_start.to_rfc3339(), x.window_end.to_rfc3339(), x.count, x.min, x.max, x.mean, x.stddev, x.p50, x.p95, x.p99, x.anomaly_score, x.model
+                x.device_id,
+                x.metric,
+                x.window_seconds,
+                x.window_start.to_rfc3339(),
+                x.window_end.to_rfc3339(),
+                x.count,
+                x.min,
+                x.max,
+                x.mean,
+                x.stddev,
+                x.p50,
+                x.p95,
+                x.p99,
+                x.anomaly_score,
+                x.model
             ));
         }
         let mut conn = pool.acquire().await?;
-        sqlx::query("CREATE TABLE copy_target (LIKE aggregates INCLUDING ALL)").execute(&mut *conn).await?;
+        sqlx::query("CREATE TABLE copy_target (LIKE aggregates INCLUDING ALL)")
+            .execute(&mut *conn)
+            .await?;
         let t0 = Instant::now();
         let mut copy_in = conn
             .copy_in_raw("COPY copy_target (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model) FROM STDIN (FORMAT csv)")
@@ -148,15 +192,23 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
         pool.close().await;
     }
     let c = median(copy.clone());
-    println!("\nmedians over {} runs (one transaction per batch; same server, same run):", a.runs);
+    println!(
+        "\nmedians over {} runs (one transaction per batch; same server, same run):",
+        a.runs
+    );
     println!("  COPY into the same table shape: {c:.0} rows/s");
     for (bi, b) in a.batches.iter().enumerate() {
         let r = median(rows[bi].iter().map(|x| x.0).collect());
         let p50 = median(rows[bi].iter().map(|x| x.1).collect());
         let p99 = median(rows[bi].iter().map(|x| x.2).collect());
-        println!("  batch {b:>5}: {r:>9.0} aggregates/s ({:>5.1}% of COPY); cache update p50 {p50:.2} ms, max of 20 {p99:.2} ms", 100.0 * r / c);
+        println!(
+            "  batch {b:>5}: {r:>9.0} aggregates/s ({:>5.1}% of COPY); cache update p50 {p50:.2} ms, max of 20 {p99:.2} ms",
+            100.0 * r / c
+        );
     }
     let mut admin = PgConnection::connect(&a.database_url).await?;
-    sqlx::query("DROP DATABASE IF EXISTS tributary_bench WITH (FORCE)").execute(&mut admin).await?;
+    sqlx::query("DROP DATABASE IF EXISTS tributary_bench WITH (FORCE)")
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }

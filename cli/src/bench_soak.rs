@@ -66,7 +66,12 @@ pub struct SoakArgs {
     #[arg(long, env = "TRIBUTARY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
     /// PostgreSQL for process.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
     database_url: String,
     /// Redis for process.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
@@ -94,7 +99,11 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn q(h: &Histogram<u64>, quantile: f64) -> String {
-    if h.is_empty() { "-".into() } else { format!("{} ms", h.value_at_quantile(quantile)) }
+    if h.is_empty() {
+        "-".into()
+    } else {
+        format!("{} ms", h.value_at_quantile(quantile))
+    }
 }
 
 /// Each time a device's latest window moves on, the time since that window ended.
@@ -121,10 +130,16 @@ impl Seen {
 
 /// Run the soak.
 pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.minutes > 0.0 && a.devices > 0 && a.rate > 0.0 && a.batch > 0, "--minutes, --devices, --rate and --batch must be positive");
+    anyhow::ensure!(
+        a.minutes > 0.0 && a.devices > 0 && a.rate > 0.0 && a.batch > 0,
+        "--minutes, --devices, --rate and --batch must be positive"
+    );
     let dir = match &a.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?.parent().context("binary directory")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary directory")?
+            .to_path_buf(),
     };
     let stamp = format!("{}{}", std::process::id(), Utc::now().timestamp() % 100_000);
     let work = std::env::temp_dir().join(format!("tributary-soak-{stamp}"));
@@ -141,7 +156,11 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     let mut functions = Vec::new();
     for name in names {
         let bin = dir.join(format!("tributary-{name}"));
-        anyhow::ensure!(bin.exists(), "{} not found: build the functions with `cargo build --release`", bin.display());
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: build the functions with `cargo build --release`",
+            bin.display()
+        );
         let port = free_port()?;
         let log = std::fs::File::create(work.join(format!("{name}.log")))?;
         let mut cmd = tokio::process::Command::new(&bin);
@@ -164,7 +183,9 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
             .stderr(log)
             .kill_on_drop(true);
         if let Some(endpoint) = &a.cosmos_endpoint {
-            cmd.env("TRIBUTARY_COSMOS_ENDPOINT", endpoint).env("TRIBUTARY_COSMOS_KEY", &a.cosmos_key).env("TRIBUTARY_COSMOS_DATABASE", &cosmos_db);
+            cmd.env("TRIBUTARY_COSMOS_ENDPOINT", endpoint)
+                .env("TRIBUTARY_COSMOS_KEY", &a.cosmos_key)
+                .env("TRIBUTARY_COSMOS_DATABASE", &cosmos_db);
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id().context("pid")?;
@@ -186,11 +207,15 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     );
 
     // End-to-end pollers: PostgreSQL (the results store) and Redis (the cache).
-    let device_ids: Vec<String> = (0..a.devices).map(|i| format!("{prefix}-{}-{i:03}", ["vehicle", "sensor", "machine"][i % 3])).collect();
+    let device_ids: Vec<String> = (0..a.devices)
+        .map(|i| format!("{prefix}-{}-{i:03}", ["vehicle", "sensor", "machine"][i % 3]))
+        .collect();
     let pg_hist = Arc::new(Mutex::new(histogram()));
     let redis_hist = Arc::new(Mutex::new(histogram()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let store = tributary_shared::results::open(&a.database_url, 2).await.context("opening the results store")?;
+    let store = tributary_shared::results::open(&a.database_url, 2)
+        .await
+        .context("opening the results store")?;
     let pg_poll = {
         let (ids, h, mut stop) = (device_ids.clone(), pg_hist.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -225,7 +250,8 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
                     match cache.get(&device_key(id)).await {
                         Ok(Some(json)) => {
                             let now = Utc::now();
-                            let state: Option<tributary_shared::results::DeviceState> = serde_json::from_str(&json).ok();
+                            let state: Option<tributary_shared::results::DeviceState> =
+                                serde_json::from_str(&json).ok();
                             if let Some(s) = state {
                                 seen.observe(id, s.last_seen, now, &mut *h.lock().await);
                             }
@@ -254,7 +280,10 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(Duration::from_secs(every)) => {}
                     _ = stop.changed() => return samples,
                 }
-                samples.push((t0.elapsed().as_secs_f64(), pids.iter().map(|(_, pid)| rss_mb(*pid)).collect()));
+                samples.push((
+                    t0.elapsed().as_secs_f64(),
+                    pids.iter().map(|(_, pid)| rss_mb(*pid)).collect(),
+                ));
             }
         })
     };
@@ -289,15 +318,26 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let late_values: Option<i64> = metrics.lines().find(|l| l.starts_with("tributary_analyze_late_values ")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
+    let late_values: Option<i64> = metrics
+        .lines()
+        .find(|l| l.starts_with("tributary_analyze_late_values "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok());
     let _ = stop_tx.send(true);
     let (pg_errors, redis_errors) = (pg_poll.await?, redis_poll.await?);
     let samples = sampler.await?;
     for f in &mut functions {
         if let Some(status) = f.child.try_wait()? {
-            bail!("{} exited during the soak ({status}); see {}", f.name, work.join(format!("{}.log", f.name)).display());
+            bail!(
+                "{} exited during the soak ({status}); see {}",
+                f.name,
+                work.join(format!("{}.log", f.name)).display()
+            );
         }
-        let _ = tokio::process::Command::new("kill").args(["-TERM", &f.pid.to_string()]).status().await;
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &f.pid.to_string()])
+            .status()
+            .await;
     }
     for f in &mut functions {
         let _ = tokio::time::timeout(Duration::from_secs(30), f.child.wait()).await;
@@ -311,26 +351,43 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
         totals.retries,
         totals.rejected
     );
-    println!("device POST latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", totals.post_p50_ms, totals.post_p99_ms, totals.post_max_ms);
+    println!(
+        "device POST latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        totals.post_p50_ms, totals.post_p99_ms, totals.post_max_ms
+    );
     let late_values = late_values.context("reading tributary_analyze_late_values from analyze's /metrics")?;
-    println!("late values dropped by analyze (behind their partition by more than the allowed lateness): {late_values}");
+    println!(
+        "late values dropped by analyze (behind their partition by more than the allowed lateness): {late_values}"
+    );
     let (pg, redis) = (pg_hist.lock().await, redis_hist.lock().await);
     println!(
         "end to end, window end (last possible POST) -> visible: PostgreSQL p50 {}, p99 {}, max {} ({} windows; {} poll errors); Redis p50 {}, p99 {}, max {} ({} windows; {} poll errors); floor: allowed lateness {} s",
         q(&pg, 0.5),
         q(&pg, 0.99),
-        if pg.is_empty() { "-".into() } else { format!("{} ms", pg.max()) },
+        if pg.is_empty() {
+            "-".into()
+        } else {
+            format!("{} ms", pg.max())
+        },
         pg.len(),
         pg_errors,
         q(&redis, 0.5),
         q(&redis, 0.99),
-        if redis.is_empty() { "-".into() } else { format!("{} ms", redis.max()) },
+        if redis.is_empty() {
+            "-".into()
+        } else {
+            format!("{} ms", redis.max())
+        },
         redis.len(),
         redis_errors,
         a.lateness
     );
     println!("RSS (MB):");
-    println!("{:>7} {}", "t (s)", pids.iter().map(|(n, _)| format!("{n:>9}")).collect::<String>());
+    println!(
+        "{:>7} {}",
+        "t (s)",
+        pids.iter().map(|(n, _)| format!("{n:>9}")).collect::<String>()
+    );
     for (t, v) in &samples {
         println!("{t:>7.0} {}", v.iter().map(|x| format!("{x:>9.1}")).collect::<String>());
     }
@@ -338,7 +395,8 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     let steady: Vec<&(f64, Vec<f64>)> = samples.iter().filter(|(t, _)| *t >= 60.0).collect();
     if steady.len() >= 3 {
         let third = steady.len() / 3;
-        let mean = |part: &[&(f64, Vec<f64>)], i: usize| part.iter().map(|(_, v)| v[i]).sum::<f64>() / part.len() as f64;
+        let mean =
+            |part: &[&(f64, Vec<f64>)], i: usize| part.iter().map(|(_, v)| v[i]).sum::<f64>() / part.len() as f64;
         let growth: Vec<String> = pids
             .iter()
             .enumerate()
@@ -347,7 +405,10 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
                 format!("{n} {:+.1}%", (last - first) / first * 100.0)
             })
             .collect();
-        println!("RSS growth, last third vs first third after 60 s: {}", growth.join(", "));
+        println!(
+            "RSS growth, last third vs first third after 60 s: {}",
+            growth.join(", ")
+        );
     } else {
         println!("RSS growth: too few samples after the first minute (run longer or lower --sample-secs)");
     }
@@ -356,15 +417,35 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
         let out = tokio::process::Command::new(std::env::current_exe()?)
             .args(["verify", "--window", &a.window.to_string(), "--record"])
             .arg(&record)
-            .args(["--database-url", &a.database_url, "--cosmos-endpoint", endpoint, "--cosmos-key", &a.cosmos_key, "--cosmos-database", &cosmos_db])
+            .args([
+                "--database-url",
+                &a.database_url,
+                "--cosmos-endpoint",
+                endpoint,
+                "--cosmos-key",
+                &a.cosmos_key,
+                "--cosmos-database",
+                &cosmos_db,
+            ])
             .output()
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
-        println!("reconciliation (tributary verify): {}", text.lines().last().unwrap_or("(no output)"));
-        let summary: serde_json::Value = text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-        let explained = summary["raw"]["missing"] == 0 && summary["aggregates"]["countedTwice"] == 0 && summary["aggregates"]["lost"].as_i64() == Some(late_values);
+        println!(
+            "reconciliation (tributary verify): {}",
+            text.lines().last().unwrap_or("(no output)")
+        );
+        let summary: serde_json::Value = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default();
+        let explained = summary["raw"]["missing"] == 0
+            && summary["aggregates"]["countedTwice"] == 0
+            && summary["aggregates"]["lost"].as_i64() == Some(late_values);
         if !out.status.success() && explained {
-            println!("reconciliation: every acknowledged reading archived, none counted twice; the {late_values} values missing from the aggregates are exactly the late values analyze dropped");
+            println!(
+                "reconciliation: every acknowledged reading archived, none counted twice; the {late_values} values missing from the aggregates are exactly the late values analyze dropped"
+            );
         } else if !out.status.success() {
             print!("{text}{}", String::from_utf8_lossy(&out.stderr));
             bail!("the reconciliation failed");
@@ -383,7 +464,12 @@ async fn wait_ready(f: &mut Function) -> anyhow::Result<()> {
         if let Some(status) = f.child.try_wait()? {
             bail!("{} exited before it was ready: {status}", f.name);
         }
-        if client.get(format!("http://127.0.0.1:{}/readyz", f.port)).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("http://127.0.0.1:{}/readyz", f.port))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(());
         }
         if t0.elapsed() > Duration::from_secs(60) {

@@ -22,7 +22,11 @@ pub struct StartArgs {
     #[arg(long, env = "TRIBUTARY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
     /// PostgreSQL for process and the dashboard.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     database_url: String,
     /// Redis for process and the dashboard.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
@@ -31,7 +35,11 @@ pub struct StartArgs {
     #[arg(long)]
     cosmos_endpoint: Option<String>,
     /// Cosmos DB key.
-    #[arg(long, default_value = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==", hide_default_value = true)]
+    #[arg(
+        long,
+        default_value = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+        hide_default_value = true
+    )]
     cosmos_key: String,
     /// Runs per function; medians are reported.
     #[arg(long, default_value_t = 5)]
@@ -52,7 +60,12 @@ struct Run {
 pub fn rss_now_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -61,7 +74,10 @@ pub fn rss_now_mb(pid: u32) -> f64 {
 pub async fn run(a: StartArgs) -> anyhow::Result<()> {
     let dir = match &a.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?.parent().context("binary directory")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary directory")?
+            .to_path_buf(),
     };
     let mut functions = vec!["ingest", "analyze", "process", "dashboard"];
     if a.cosmos_endpoint.is_some() {
@@ -69,15 +85,29 @@ pub async fn run(a: StartArgs) -> anyhow::Result<()> {
     } else {
         println!("(archive skipped: no --cosmos-endpoint)");
     }
-    println!("bench start: each function's release binary, {} runs, medians; ready = /readyz 200 (its backing services reachable)", a.runs);
-    println!("{:<10} {:>8} {:>14} {:>13} {:>14} {:>10}", "function", "binary", "start→healthz", "start→readyz", "RSS when idle", "SIGTERM→exit");
+    println!(
+        "bench start: each function's release binary, {} runs, medians; ready = /readyz 200 (its backing services reachable)",
+        a.runs
+    );
+    println!(
+        "{:<10} {:>8} {:>14} {:>13} {:>14} {:>10}",
+        "function", "binary", "start→healthz", "start→readyz", "RSS when idle", "SIGTERM→exit"
+    );
     for f in functions {
         let bin = dir.join(format!("tributary-{f}"));
-        anyhow::ensure!(bin.exists(), "{} not found: build the functions with `cargo build --release`", bin.display());
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: build the functions with `cargo build --release`",
+            bin.display()
+        );
         let size_mb = std::fs::metadata(&bin)?.len() as f64 / 1e6;
         let mut runs = Vec::new();
         for i in 0..a.runs {
-            runs.push(one(&a, f, &bin, i).await.with_context(|| format!("{f}, run {}", i + 1))?);
+            runs.push(
+                one(&a, f, &bin, i)
+                    .await
+                    .with_context(|| format!("{f}, run {}", i + 1))?,
+            );
         }
         let m = |g: fn(&Run) -> f64| median(runs.iter().map(g).collect());
         println!(
@@ -108,7 +138,12 @@ async fn one(a: &StartArgs, f: &str, bin: &PathBuf, run: usize) -> anyhow::Resul
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     if f == "archive" {
-        cmd.env("TRIBUTARY_COSMOS_ENDPOINT", a.cosmos_endpoint.as_deref().unwrap_or_default()).env("TRIBUTARY_COSMOS_KEY", &a.cosmos_key).env("TRIBUTARY_COSMOS_DATABASE", "bench-start");
+        cmd.env(
+            "TRIBUTARY_COSMOS_ENDPOINT",
+            a.cosmos_endpoint.as_deref().unwrap_or_default(),
+        )
+        .env("TRIBUTARY_COSMOS_KEY", &a.cosmos_key)
+        .env("TRIBUTARY_COSMOS_DATABASE", "bench-start");
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let t0 = Instant::now();
@@ -139,9 +174,19 @@ async fn one(a: &StartArgs, f: &str, bin: &PathBuf, run: usize) -> anyhow::Resul
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_mb = rss_now_mb(pid);
     let t1 = Instant::now();
-    let term = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
     anyhow::ensure!(term.success(), "kill -TERM failed");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.context("no exit within 30 s of SIGTERM")??;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .context("no exit within 30 s of SIGTERM")??;
     anyhow::ensure!(status.success(), "exit after SIGTERM was {status}");
-    Ok(Run { healthz_ms: healthz.unwrap_or(f64::NAN), readyz_ms: readyz.unwrap_or(f64::NAN), rss_mb, stop_ms: t1.elapsed().as_secs_f64() * 1000.0 })
+    Ok(Run {
+        healthz_ms: healthz.unwrap_or(f64::NAN),
+        readyz_ms: readyz.unwrap_or(f64::NAN),
+        rss_mb,
+        stop_ms: t1.elapsed().as_secs_f64() * 1000.0,
+    })
 }

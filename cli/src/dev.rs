@@ -141,7 +141,11 @@ struct Log {
 }
 
 fn free_data_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tributary-dev-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    let dir = std::env::temp_dir().join(format!(
+        "tributary-dev-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -160,9 +164,14 @@ fn random_token() -> String {
 fn save_pending(path: &Path, messages: &[Message]) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
     for m in messages {
-        let headers: Vec<(String, String)> = m.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+        let headers: Vec<(String, String)> = m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
         let line = serde_json::json!({
             "key": String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()),
             "value": String::from_utf8_lossy(&m.value),
@@ -186,7 +195,8 @@ fn load_pending(path: &Path) -> anyhow::Result<Vec<Record>> {
     };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
         let s = |k: &str| v[k].as_str().map(str::to_owned).unwrap_or_default();
         let mut r = Record::new(s("key"), s("value"));
         if let Some(hs) = v["headers"].as_array() {
@@ -211,8 +221,14 @@ fn spawn_consumer<H: Handler + 'static>(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
-        let sub = log.subscribe(group, &topics).await.with_context(|| format!("joining consumer group {group}"))?;
-        let cfg = RunnerConfig { max_batch, ..RunnerConfig::default() };
+        let sub = log
+            .subscribe(group, &topics)
+            .await
+            .with_context(|| format!("joining consumer group {group}"))?;
+        let cfg = RunnerConfig {
+            max_batch,
+            ..RunnerConfig::default()
+        };
         let mut stop = stop;
         run_consumer(sub, &handler, &cfg, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -240,17 +256,33 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             let mut k = tributary_shared::config::KafkaArgs::default();
             k.brokers = brokers.clone();
             let kafka = KafkaLog::connect(&k, "tributary-dev").context("connecting to Kafka")?;
-            let all: Vec<String> = [topics::RAW, topics::AGGREGATES, topics::ALERTS, topics::DEADLETTER].map(String::from).to_vec();
-            kafka.ensure_topics(&all, k.partitions).await.context("creating topics")?;
-            Log { log: Arc::new(kafka), memory: None }
+            let all: Vec<String> = [topics::RAW, topics::AGGREGATES, topics::ALERTS, topics::DEADLETTER]
+                .map(String::from)
+                .to_vec();
+            kafka
+                .ensure_topics(&all, k.partitions)
+                .await
+                .context("creating topics")?;
+            Log {
+                log: Arc::new(kafka),
+                memory: None,
+            }
         }
         None => {
             let m = MemoryLog::new(DEV_PARTITIONS, 2_000_000);
-            Log { log: Arc::new(m.clone()), memory: Some(m) }
+            Log {
+                log: Arc::new(m.clone()),
+                memory: Some(m),
+            }
         }
     };
-    let store_url = a.database_url.clone().unwrap_or_else(|| sqlite_url(&data_dir, "results.db"));
-    let store = tributary_shared::results::open(&store_url, 8).await.context("opening the results store")?;
+    let store_url = a
+        .database_url
+        .clone()
+        .unwrap_or_else(|| sqlite_url(&data_dir, "results.db"));
+    let store = tributary_shared::results::open(&store_url, 8)
+        .await
+        .context("opening the results store")?;
     store.migrate().await.context("creating the results tables")?;
     let kv: Arc<dyn KvCache> = match &a.redis_url {
         Some(url) => Arc::new(RedisCache::new(url).context("REDIS_URL")?),
@@ -258,14 +290,26 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let raw: Arc<dyn RawStore> = match &a.cosmos_endpoint {
         Some(endpoint) => {
-            let mut args = vec!["tributary-archive".to_owned(), "--cosmos-endpoint".into(), endpoint.clone()];
+            let mut args = vec![
+                "tributary-archive".to_owned(),
+                "--cosmos-endpoint".into(),
+                endpoint.clone(),
+            ];
             if let Some(k) = &a.cosmos_key {
                 args.extend(["--cosmos-key".into(), k.clone()]);
             }
             let cfg = <ArchiveConfig as clap::Parser>::try_parse_from(args).context("Cosmos DB settings")?;
-            Arc::new(CosmosStore::connect(cfg.cosmos_settings()?, true).await.context("connecting to Cosmos DB")?)
+            Arc::new(
+                CosmosStore::connect(cfg.cosmos_settings()?, true)
+                    .await
+                    .context("connecting to Cosmos DB")?,
+            )
         }
-        None => Arc::new(LocalRawStore::open(&sqlite_url(&data_dir, "raw.db")).await.context("opening the local raw archive")?),
+        None => Arc::new(
+            LocalRawStore::open(&sqlite_url(&data_dir, "raw.db"))
+                .await
+                .context("opening the local raw archive")?,
+        ),
     };
 
     // Readings saved at the last clean stop go back in first, so analyze rebuilds its open windows.
@@ -291,27 +335,55 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut ingest_registry = prometheus_client::registry::Registry::default();
     let ingest = Arc::new(Ingest::new(&ingest_cfg, publisher.clone(), &mut ingest_registry));
     let ingest_ops = Ops::new(Arc::new(ingest_registry), Arc::new(LogReadiness(publisher.clone())));
-    let ingest_listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {} (pass --listen to choose another)", a.listen))?;
+    let ingest_listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {} (pass --listen to choose another)", a.listen))?;
     let ingest_addr = ingest_listener.local_addr()?;
 
     let mut registry = prometheus_client::registry::Registry::default();
     let archive_metrics = ArchiveMetrics::new(&mut registry);
-    let archive = ArchiveHandler::new(raw.clone(), publisher.clone(), topics::DEADLETTER.to_owned(), 5, archive_metrics.clone());
+    let archive = ArchiveHandler::new(
+        raw.clone(),
+        publisher.clone(),
+        topics::DEADLETTER.to_owned(),
+        5,
+        archive_metrics.clone(),
+    );
 
     let mut analyze_cfg = tributary_analyze::config::Config::defaults();
     analyze_cfg.windows = a.windows.clone();
     analyze_cfg.allowed_lateness_secs = a.allowed_lateness_secs;
     analyze_cfg.rules = a.rules.clone();
     let analyzer = Analyzer::new(analyze_cfg.analyzer().map_err(anyhow::Error::msg)?);
-    let outputs = Outputs { aggregates: topics::AGGREGATES.into(), alerts: topics::ALERTS.into(), deadletter: topics::DEADLETTER.into() };
-    let analyze = Arc::new(AnalyzeHandler::new(analyzer, publisher.clone(), outputs, None, tributary_analyze::metrics::Metrics::new(&mut registry)));
+    let outputs = Outputs {
+        aggregates: topics::AGGREGATES.into(),
+        alerts: topics::ALERTS.into(),
+        deadletter: topics::DEADLETTER.into(),
+    };
+    let analyze = Arc::new(AnalyzeHandler::new(
+        analyzer,
+        publisher.clone(),
+        outputs,
+        None,
+        tributary_analyze::metrics::Metrics::new(&mut registry),
+    ));
 
     let process_cfg = tributary_process::Config::defaults();
-    let cache = Arc::new(Cache::new(kv.clone(), process_cfg.cache_ttl_secs, process_cfg.recent_alerts));
+    let cache = Arc::new(Cache::new(
+        kv.clone(),
+        process_cfg.cache_ttl_secs,
+        process_cfg.recent_alerts,
+    ));
     if let Err(e) = cache.rebuild(store.as_ref()).await {
         tracing::warn!(error = %e, "cache warm-up failed; retrying in the background");
     }
-    let process = ProcessHandler::new(&process_cfg, store.clone(), cache.clone(), publisher.clone(), tributary_process::metrics::Metrics::new(&mut registry));
+    let process = ProcessHandler::new(
+        &process_cfg,
+        store.clone(),
+        cache.clone(),
+        publisher.clone(),
+        tributary_process::metrics::Metrics::new(&mut registry),
+    );
 
     let operator_token = a.operator_token.clone().unwrap_or_else(random_token);
     let live = Live::new();
@@ -326,19 +398,33 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         offline_after_secs: dashboard_cfg.offline_after_secs,
     });
     let dashboard_ops = Ops::new(Arc::new(registry), Arc::new(StoreReadiness(store.clone())));
-    let dashboard_listener =
-        tokio::net::TcpListener::bind(a.dashboard).await.with_context(|| format!("binding {} (pass --dashboard to choose another)", a.dashboard))?;
+    let dashboard_listener = tokio::net::TcpListener::bind(a.dashboard)
+        .await
+        .with_context(|| format!("binding {} (pass --dashboard to choose another)", a.dashboard))?;
     let dashboard_addr = dashboard_listener.local_addr()?;
 
     let raw_topic = vec![topics::RAW.to_owned()];
-    let archive_task = spawn_consumer(log.log.clone(), topics::GROUP_ARCHIVE, raw_topic.clone(), archive, 500, stop_rx.clone());
+    let archive_task = spawn_consumer(
+        log.log.clone(),
+        topics::GROUP_ARCHIVE,
+        raw_topic.clone(),
+        archive,
+        500,
+        stop_rx.clone(),
+    );
     let analyze_task = {
         let (log, mut stop) = (log.log.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            let sub = log.subscribe(topics::GROUP_ANALYZE, &raw_topic).await.context("joining consumer group tributary-analyze")?;
+            let sub = log
+                .subscribe(topics::GROUP_ANALYZE, &raw_topic)
+                .await
+                .context("joining consumer group tributary-analyze")?;
             // Ticks between polls: closes the windows of quiet partitions (and commits them), evicts idle series.
             let sub = tributary_analyze::handler::Ticking::wrap(sub, analyze.clone());
-            let cfg = RunnerConfig { max_batch: 1000, ..RunnerConfig::default() };
+            let cfg = RunnerConfig {
+                max_batch: 1000,
+                ..RunnerConfig::default()
+            };
             run_consumer(sub, &*analyze, &cfg, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -346,21 +432,36 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .context("consumer tributary-analyze")
         })
     };
-    let process_task =
-        spawn_consumer(log.log.clone(), topics::GROUP_PROCESS, vec![topics::AGGREGATES.into(), topics::ALERTS.into()], process, 1000, stop_rx.clone());
-    let upkeep = tokio::spawn(tributary_process::upkeep(store.clone(), cache.clone(), process_cfg.retention_days, {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    }));
+    let process_task = spawn_consumer(
+        log.log.clone(),
+        topics::GROUP_PROCESS,
+        vec![topics::AGGREGATES.into(), topics::ALERTS.into()],
+        process,
+        1000,
+        stop_rx.clone(),
+    );
+    let upkeep = tokio::spawn(tributary_process::upkeep(
+        store.clone(),
+        cache.clone(),
+        process_cfg.retention_days,
+        {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        },
+    ));
 
     let (ingest_stop, ingest_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let draining = ingest_ops.clone();
-    let ingest_server = tokio::spawn(tributary_ingest::serve(ingest_listener, tributary_ingest::app(ingest.clone(), &ingest_ops), async move {
-        let _ = ingest_stop_rx.await;
-        draining.start_draining();
-    }));
+    let ingest_server = tokio::spawn(tributary_ingest::serve(
+        ingest_listener,
+        tributary_ingest::app(ingest.clone(), &ingest_ops),
+        async move {
+            let _ = ingest_stop_rx.await;
+            draining.start_draining();
+        },
+    ));
     let dashboard_server = tokio::spawn({
         let mut rx = stop_rx.clone();
         axum::serve(dashboard_listener, tributary_dashboard::app(dashboard, &dashboard_ops))
@@ -372,7 +473,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     // --- what a person needs ------------------------------------------------------
     let device = "demo-device-1";
-    let token = FleetKey::new(&a.fleet_key).device_key(device).token(device, now_unix() + 86_400);
+    let token = FleetKey::new(&a.fleet_key)
+        .device_key(device)
+        .token(device, now_unix() + 86_400);
     let backend = |real: bool, name: &str, embedded: String| if real { name.to_owned() } else { embedded };
     println!("Tributary dev mode: ready in {} ms", started.elapsed().as_millis());
     println!("  dashboard: http://{dashboard_addr}/   (operator token for acknowledging alerts: {operator_token})");
@@ -384,7 +487,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         kv.backend(),
         backend(a.cosmos_endpoint.is_some(), "Cosmos DB", "SQLite".into())
     );
-    println!("  data:      {}{}", data_dir.display(), if temporary { " (temporary; pass --data-dir to keep history)" } else { "" });
+    println!(
+        "  data:      {}{}",
+        data_dir.display(),
+        if temporary {
+            " (temporary; pass --data-dir to keep history)"
+        } else {
+            ""
+        }
+    );
     println!("  token for {device} (24 h): {token}");
     println!("  send a reading by hand:");
     println!(
@@ -394,7 +505,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     let (sim_stop, sim_stop_rx) = tokio::sync::watch::channel(false);
     let sim = (a.devices > 0).then(|| {
-        println!("  simulating {} devices at {}/s each; Ctrl-C stops everything cleanly", a.devices, a.rate);
+        println!(
+            "  simulating {} devices at {}/s each; Ctrl-C stops everything cleanly",
+            a.devices, a.rate
+        );
         let args = crate::simulate::Args {
             url: format!("http://{ingest_addr}/v1/telemetry"),
             fleet_key: a.fleet_key.clone(),
@@ -442,7 +556,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let _ = sim_stop.send(true);
     if let Some(sim) = sim {
         match sim.await {
-            Ok(Ok(t)) => println!("  devices: {} readings sent, {} acknowledged, {} rejected, {} retries", t.sent, t.accepted, t.rejected, t.retries),
+            Ok(Ok(t)) => println!(
+                "  devices: {} readings sent, {} acknowledged, {} rejected, {} retries",
+                t.sent, t.accepted, t.rejected, t.retries
+            ),
             Ok(Err(e)) => println!("  devices: stopped with an error: {e:#}"),
             Err(e) => println!("  devices: task failed: {e}"),
         }
@@ -458,19 +575,27 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(a.drain_timeout_secs);
         loop {
             let archive_lag = m.lag(topics::GROUP_ARCHIVE, topics::RAW);
-            let process_lag = m.lag(topics::GROUP_PROCESS, topics::AGGREGATES) + m.lag(topics::GROUP_PROCESS, topics::ALERTS);
+            let process_lag =
+                m.lag(topics::GROUP_PROCESS, topics::AGGREGATES) + m.lag(topics::GROUP_PROCESS, topics::ALERTS);
             if archive_lag == 0 && process_lag == 0 {
                 break;
             }
             if Instant::now() > deadline {
-                println!("  gave up waiting after {} s: archive behind by {archive_lag}, process by {process_lag}", a.drain_timeout_secs);
+                println!(
+                    "  gave up waiting after {} s: archive behind by {archive_lag}, process by {process_lag}",
+                    a.drain_timeout_secs
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let _ = stop_tx.send(true);
-    for (name, task) in [("archive", archive_task), ("analyze", analyze_task), ("process", process_task)] {
+    for (name, task) in [
+        ("archive", archive_task),
+        ("analyze", analyze_task),
+        ("process", process_task),
+    ] {
         if let Err(e) = task.await.map_err(anyhow::Error::from).and_then(|r| r) {
             println!("  {name}: {e:#}");
         }
@@ -483,10 +608,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(m) = &log.memory {
         let pending = m.uncommitted(&[topics::GROUP_ARCHIVE, topics::GROUP_ANALYZE], topics::RAW);
         if temporary {
-            println!("  {} readings were in open windows (not kept: no --data-dir)", pending.len());
+            println!(
+                "  {} readings were in open windows (not kept: no --data-dir)",
+                pending.len()
+            );
         } else if !pending.is_empty() {
             save_pending(&pending_path, &pending)?;
-            println!("  saved {} readings still in open windows; the next start replays them", pending.len());
+            println!(
+                "  saved {} readings still in open windows; the next start replays them",
+                pending.len()
+            );
         }
     } else {
         publisher.flush(Duration::from_secs(10)).await.ok();

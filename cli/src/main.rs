@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_dashboard;
 mod bench_analyze_kafka;
+mod bench_dashboard;
 mod bench_dev;
 mod bench_process;
 mod bench_soak;
@@ -16,7 +16,11 @@ mod token;
 mod verify;
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Tributary telemetry pipeline: operator commands")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Tributary telemetry pipeline: operator commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -104,13 +104,19 @@ struct Counters {
 impl Counters {
     fn record_latency(&self, d: Duration) {
         if let Ok(mut h) = self.latency_us.lock() {
-            let h = h.get_or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"));
+            let h = h.get_or_insert_with(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+            });
             let _ = h.record((d.as_micros() as u64).clamp(1, 600_000_000));
         }
     }
 
     fn latency_ms(&self, q: f64) -> f64 {
-        self.latency_us.lock().ok().and_then(|h| h.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0)).unwrap_or(f64::NAN)
+        self.latency_us
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0))
+            .unwrap_or(f64::NAN)
     }
 }
 
@@ -142,7 +148,20 @@ impl Device {
         let mut rng = StdRng::seed_from_u64(seed);
         let lat = 47.0 + rng.random::<f64>();
         let lon = 8.0 + rng.random::<f64>();
-        Self { id, kind, rng, t: 0.0, level: 0.5, drift: 0.0, lat, lon, shift: 0.0, shift_left: 0, silent_left: 0, seq: 0 }
+        Self {
+            id,
+            kind,
+            rng,
+            t: 0.0,
+            level: 0.5,
+            drift: 0.0,
+            lat,
+            lon,
+            shift: 0.0,
+            shift_left: 0,
+            silent_left: 0,
+            seq: 0,
+        }
     }
 
     /// The next reading, or `None` while the device is in a dropout.
@@ -222,12 +241,22 @@ fn round6(x: f64) -> f64 {
 
 /// Run the simulator until the duration ends or `stop` resolves.
 pub async fn run(a: Args, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<Totals> {
-    anyhow::ensure!(a.rate > 0.0 && a.batch >= 1 && a.devices >= 1, "--rate, --batch and --devices must be positive");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(a.devices.min(64)).build()?;
+    anyhow::ensure!(
+        a.rate > 0.0 && a.batch >= 1 && a.devices >= 1,
+        "--rate, --batch and --devices must be positive"
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(a.devices.min(64))
+        .build()?;
     let counters = Arc::new(Counters::default());
     let record = match &a.record {
         Some(p) => Some(Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("opening {}", p.display()))?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
         )))),
         None => None,
     };
@@ -240,7 +269,13 @@ pub async fn run(a: Args, stop: impl std::future::Future<Output = ()>) -> anyhow
         let id = format!("{}-{}-{:03}", a.prefix, format!("{kind:?}").to_lowercase(), i);
         let mut dev = Device::new(id.clone(), kind, a.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
         let key = fleet.device_key(&id);
-        let (client, counters, record, a, mut stop_rx) = (client.clone(), counters.clone(), record.clone(), a.clone(), stop_rx.clone());
+        let (client, counters, record, a, mut stop_rx) = (
+            client.clone(),
+            counters.clone(),
+            record.clone(),
+            a.clone(),
+            stop_rx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let period = Duration::from_secs_f64(1.0 / a.rate);
             let mut tick = tokio::time::interval(period);
@@ -279,7 +314,16 @@ pub async fn run(a: Args, stop: impl std::future::Future<Output = ()>) -> anyhow
                 let body = serde_json::to_vec(&buf).unwrap_or_default();
                 let token = format!("SharedAccessSignature {}", key.token(&dev.id, now_unix() + 3600));
                 let dup = dev.rng.random::<f64>() < a.duplicate_fraction;
-                send(&client, &a.url, &token, &body, Some(&counters), record.as_deref(), &dev.id).await;
+                send(
+                    &client,
+                    &a.url,
+                    &token,
+                    &body,
+                    Some(&counters),
+                    record.as_deref(),
+                    &dev.id,
+                )
+                .await;
                 if dup {
                     // A device retrying after a lost answer: same readings, same ids, not counted again.
                     counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -345,18 +389,34 @@ pub async fn run(a: Args, stop: impl std::future::Future<Output = ()>) -> anyhow
 type Record = std::sync::Mutex<std::io::BufWriter<std::fs::File>>;
 
 /// Send one batch, retrying 429/503/connection failures with the same ids.
-async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8], counters: Option<&Counters>, record: Option<&Record>, device: &str) {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &[u8],
+    counters: Option<&Counters>,
+    record: Option<&Record>,
+    device: &str,
+) {
     let mut delay = Duration::from_millis(200);
     for _ in 0..20 {
         let sent_at = Instant::now();
-        let resp = client.post(url).header("authorization", token).header("content-type", "application/json").body(body.to_vec()).send().await;
+        let resp = client
+            .post(url)
+            .header("authorization", token)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await;
         match resp {
             Ok(r) if r.status().is_success() || r.status().as_u16() == 422 || r.status().as_u16() == 403 => {
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 if let Some(c) = counters {
                     c.record_latency(sent_at.elapsed());
-                    c.accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                    c.rejected.fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    c.accepted
+                        .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    c.rejected
+                        .fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
                 }
                 if let (Some(rec), Some(items)) = (record, v["items"].as_array()) {
                     // What `tributary verify` reconciles: the id, and the event time and
@@ -365,16 +425,27 @@ async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8], cou
                     if let Ok(mut w) = rec.lock() {
                         for it in items.iter().filter(|i| i["status"] == "accepted") {
                             let item = it["index"].as_u64().and_then(|i| sent.get(i as usize));
-                            let metrics: Vec<&str> = item.and_then(|r| r["metrics"].as_object()).map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                            let metrics: Vec<&str> = item
+                                .and_then(|r| r["metrics"].as_object())
+                                .map(|m| m.keys().map(String::as_str).collect())
+                                .unwrap_or_default();
                             let ts = item.map_or(Value::Null, |r| r["timestamp"].clone());
-                            let _ = writeln!(w, "{}", json!({"id": it["id"], "deviceId": device, "timestamp": ts, "metrics": metrics}));
+                            let _ = writeln!(
+                                w,
+                                "{}",
+                                json!({"id": it["id"], "deviceId": device, "timestamp": ts, "metrics": metrics})
+                            );
                         }
                     }
                 }
                 return;
             }
             Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
-                let after = r.headers().get("retry-after").and_then(|h| h.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+                let after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|s| s.parse::<u64>().ok());
                 if let Some(c) = counters {
                     c.retries.fetch_add(1, Ordering::Relaxed);
                 }

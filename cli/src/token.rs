@@ -23,7 +23,10 @@ pub struct Args {
 
 /// Print the token.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(tributary_shared::model::valid_id(&a.device), "device id must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+    anyhow::ensure!(
+        tributary_shared::model::valid_id(&a.device),
+        "device id must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+    );
     let key = FleetKey::new(&a.fleet_key).device_key(&a.device);
     let token = key.token(&a.device, now_unix() + a.ttl_secs);
     if a.header {

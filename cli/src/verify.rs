@@ -73,29 +73,71 @@ fn load(path: &PathBuf) -> anyhow::Result<BTreeMap<String, Vec<Acked>>> {
     let mut by_device: BTreeMap<String, BTreeMap<String, Acked>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
-        let field = |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("{}:{}: no '{k}'", path.display(), n + 1));
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{}:{}: no '{k}'", path.display(), n + 1))
+        };
         let (id, device) = (field("id")?, field("deviceId")?);
-        let ms = v["timestamp"].as_i64().with_context(|| format!("{}:{}: no epoch-ms 'timestamp' (record made by an older simulator?)", path.display(), n + 1))?;
+        let ms = v["timestamp"].as_i64().with_context(|| {
+            format!(
+                "{}:{}: no epoch-ms 'timestamp' (record made by an older simulator?)",
+                path.display(),
+                n + 1
+            )
+        })?;
         let t = DateTime::from_timestamp_millis(ms).context("timestamp out of range")?;
-        let metrics = v["metrics"].as_array().map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let metrics = v["metrics"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
         // A reading acknowledged twice (a resend) is one reading.
-        by_device.entry(device).or_default().entry(id.clone()).or_insert(Acked { id, t, metrics });
+        by_device
+            .entry(device)
+            .or_default()
+            .entry(id.clone())
+            .or_insert(Acked { id, t, metrics });
     }
-    Ok(by_device.into_iter().map(|(d, m)| (d, m.into_values().collect())).collect())
+    Ok(by_device
+        .into_iter()
+        .map(|(d, m)| (d, m.into_values().collect()))
+        .collect())
 }
 
 async fn stores(a: &Args) -> anyhow::Result<(Arc<dyn ResultStore>, Arc<dyn RawStore>)> {
     let in_dir = |f: &str| a.data_dir.as_ref().map(|d| format!("sqlite://{}", d.join(f).display()));
-    let results_url = a.database_url.clone().or_else(|| in_dir("results.db")).context("give --database-url or --data-dir")?;
-    let results = tributary_shared::results::open(&results_url, 2).await.context("opening the results store")?;
+    let results_url = a
+        .database_url
+        .clone()
+        .or_else(|| in_dir("results.db"))
+        .context("give --database-url or --data-dir")?;
+    let results = tributary_shared::results::open(&results_url, 2)
+        .await
+        .context("opening the results store")?;
     let raw: Arc<dyn RawStore> = match (&a.cosmos_endpoint, in_dir("raw.db")) {
         (Some(endpoint), _) => {
-            let key = a.cosmos_key.clone().context("--cosmos-key (TRIBUTARY_COSMOS_KEY) is required with --cosmos-endpoint")?;
-            let mut settings = tributary_shared::raw::cosmos::CosmosSettings::with_key(endpoint.clone(), key, a.cosmos_database.clone(), a.cosmos_container.clone());
+            let key = a
+                .cosmos_key
+                .clone()
+                .context("--cosmos-key (TRIBUTARY_COSMOS_KEY) is required with --cosmos-endpoint")?;
+            let mut settings = tributary_shared::raw::cosmos::CosmosSettings::with_key(
+                endpoint.clone(),
+                key,
+                a.cosmos_database.clone(),
+                a.cosmos_container.clone(),
+            );
             settings.timeout = std::time::Duration::from_millis(a.cosmos_timeout_ms);
-            Arc::new(tributary_shared::raw::cosmos::CosmosStore::connect(settings, false).await.context("connecting to Cosmos DB")?)
+            Arc::new(
+                tributary_shared::raw::cosmos::CosmosStore::connect(settings, false)
+                    .await
+                    .context("connecting to Cosmos DB")?,
+            )
         }
-        (None, Some(url)) => Arc::new(tributary_shared::raw::LocalRawStore::open(&url).await.context("opening the local raw archive")?),
+        (None, Some(url)) => Arc::new(
+            tributary_shared::raw::LocalRawStore::open(&url)
+                .await
+                .context("opening the local raw archive")?,
+        ),
         (None, None) => bail!("give --cosmos-endpoint or --data-dir for the raw archive"),
     };
     Ok((results, raw))
@@ -106,7 +148,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let acked = load(&a.record)?;
     let (results, raw) = stores(&a).await?;
     let w = chrono::Duration::seconds(i64::from(a.window));
-    let (mut readings, mut raw_missing, mut checked, mut lost, mut doubled, mut open) = (0usize, 0usize, 0i64, 0i64, 0i64, 0usize);
+    let (mut readings, mut raw_missing, mut checked, mut lost, mut doubled, mut open) =
+        (0usize, 0usize, 0i64, 0i64, 0i64, 0usize);
     let mut problems = Vec::new();
     for (device, list) in &acked {
         readings += list.len();
@@ -117,7 +160,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let mut found = BTreeSet::new();
         let mut continuation = None;
         loop {
-            let page = raw.query_device_range(device, from, to, 1000, continuation.take()).await.context("querying the raw archive")?;
+            let page = raw
+                .query_device_range(device, from, to, 1000, continuation.take())
+                .await
+                .context("querying the raw archive")?;
             found.extend(page.items.into_iter().map(|r| r.id));
             match page.continuation {
                 Some(c) => continuation = Some(c),
@@ -136,7 +182,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let metrics: BTreeSet<&String> = list.iter().flat_map(|r| &r.metrics).collect();
         let mut windows = BTreeMap::new();
         for m in &metrics {
-            let s = results.series(device, m, a.window, start, to + w, 1).await.context("querying the results store")?;
+            let s = results
+                .series(device, m, a.window, start, to + w, 1)
+                .await
+                .context("querying the results store")?;
             windows.insert(*m, s.points);
         }
         // Windows close in order per device: everything ending at or before the newest stored one is closed.
@@ -146,15 +195,23 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         };
         for m in metrics {
             let expected = list.iter().filter(|r| r.t < cutoff && r.metrics.contains(m)).count() as i64;
-            let counted: i64 = windows[m].iter().filter(|p| p.window_start + w <= cutoff).map(|p| p.count).sum();
+            let counted: i64 = windows[m]
+                .iter()
+                .filter(|p| p.window_start + w <= cutoff)
+                .map(|p| p.count)
+                .sum();
             checked += expected;
             open += list.iter().filter(|r| r.t >= cutoff && r.metrics.contains(m)).count();
             if counted < expected {
                 lost += expected - counted;
-                problems.push(format!("aggregates: {device} {m}: {counted} counted of {expected} acknowledged (lost or late)"));
+                problems.push(format!(
+                    "aggregates: {device} {m}: {counted} counted of {expected} acknowledged (lost or late)"
+                ));
             } else if counted > expected {
                 doubled += counted - expected;
-                problems.push(format!("aggregates: {device} {m}: {counted} counted of {expected} acknowledged (counted twice)"));
+                problems.push(format!(
+                    "aggregates: {device} {m}: {counted} counted of {expected} acknowledged (counted twice)"
+                ));
             }
         }
     }
@@ -171,7 +228,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         })
     );
     if !ok {
-        bail!("reconciliation failed: {raw_missing} acknowledged readings missing from the raw archive, {lost} values missing from and {doubled} counted twice in the aggregates");
+        bail!(
+            "reconciliation failed: {raw_missing} acknowledged readings missing from the raw archive, {lost} values missing from and {doubled} counted twice in the aggregates"
+        );
     }
     Ok(())
 }

@@ -28,12 +28,21 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 async fn send(ingest: &str, device: &str, points: &[(i64, f64)]) {
-    let token = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY).device_key(device).token(device, now_unix() + 600);
-    let body: Vec<Value> = points.iter().map(|(t, v)| json!({"id": format!("{device}-{t}"), "timestamp": t, "metrics": {"probe": v}})).collect();
+    let token = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY)
+        .device_key(device)
+        .token(device, now_unix() + 600);
+    let body: Vec<Value> = points
+        .iter()
+        .map(|(t, v)| json!({"id": format!("{device}-{t}"), "timestamp": t, "metrics": {"probe": v}}))
+        .collect();
     let resp = reqwest::Client::new()
         .post(format!("{ingest}/v1/telemetry"))
         .header("Authorization", format!("SharedAccessSignature {token}"))
@@ -48,24 +57,60 @@ async fn send(ingest: &str, device: &str, points: &[(i64, f64)]) {
 async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("tests/browser/dashboard.mjs");
-    assert!(root.join("tests/browser/node_modules/playwright-core").exists(), "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)"
+    );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} not found: scripts/test installs Debian's chromium");
-    let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("artifacts")).join("screenshots/dev");
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} not found: scripts/test installs Debian's chromium"
+    );
+    let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("artifacts"))
+        .join("screenshots/dev");
 
     // The probe gets a partition of its own, so its event times alone drive its watermark.
     let sims = ["sim-vehicle-000", "sim-sensor-001", "sim-machine-002"];
     let taken: Vec<i32> = sims.iter().map(|d| partition_for(d.as_bytes(), 4)).collect();
-    let probe = (0..100).map(|i| format!("probe-{i}")).find(|p| !taken.contains(&partition_for(p.as_bytes(), 4))).expect("a free partition");
+    let probe = (0..100)
+        .map(|i| format!("probe-{i}"))
+        .find(|p| !taken.contains(&partition_for(p.as_bytes(), 4)))
+        .expect("a free partition");
 
     let (ingest_port, dash_port) = (free_port(), free_port());
     let data = std::env::temp_dir().join(format!("tributary-browser-dev-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let _dev = Proc(
         Command::new(BIN)
-            .args(["dev", "--listen", &format!("127.0.0.1:{ingest_port}"), "--dashboard", &format!("127.0.0.1:{dash_port}")])
-            .args(["--devices", "3", "--rate", "5", "--windows", "2", "--allowed-lateness-secs", "1", "--status-secs", "0"])
-            .args(["--rules", "probe > 100", "--operator-token", TOKEN, "--anomaly-rate", "0.02"])
+            .args([
+                "dev",
+                "--listen",
+                &format!("127.0.0.1:{ingest_port}"),
+                "--dashboard",
+                &format!("127.0.0.1:{dash_port}"),
+            ])
+            .args([
+                "--devices",
+                "3",
+                "--rate",
+                "5",
+                "--windows",
+                "2",
+                "--allowed-lateness-secs",
+                "1",
+                "--status-secs",
+                "0",
+            ])
+            .args([
+                "--rules",
+                "probe > 100",
+                "--operator-token",
+                TOKEN,
+                "--anomaly-rate",
+                "0.02",
+            ])
             .arg("--data-dir")
             .arg(&data)
             .env_remove("DATABASE_URL")
@@ -77,24 +122,42 @@ async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
             .spawn()
             .expect("tributary dev"),
     );
-    let (ingest, dashboard) = (format!("http://127.0.0.1:{ingest_port}"), format!("http://127.0.0.1:{dash_port}"));
+    let (ingest, dashboard) = (
+        format!("http://127.0.0.1:{ingest_port}"),
+        format!("http://127.0.0.1:{dash_port}"),
+    );
     let start = Instant::now();
-    while !reqwest::get(format!("{dashboard}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
+    while !reqwest::get(format!("{dashboard}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
         assert!(start.elapsed() < Duration::from_secs(30), "dev mode not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Two minutes of the probe's history, one reading every 2 s.
     let now = Utc::now().timestamp_millis();
-    let history: Vec<(i64, f64)> = (0..60).map(|i| (now - 125_000 + i * 2000, 50.0 + (i as f64 / 5.0).sin() * 5.0)).collect();
+    let history: Vec<(i64, f64)> = (0..60)
+        .map(|i| (now - 125_000 + i * 2000, 50.0 + (i as f64 / 5.0).sin() * 5.0))
+        .collect();
     send(&ingest, &probe, &history).await;
     let start = Instant::now();
     loop {
-        let v: Value = reqwest::get(format!("{dashboard}/api/devices/{probe}/series?metric=probe&window=2&from=1h&maxPoints=10000")).await.expect("GET").json().await.expect("json");
+        let v: Value = reqwest::get(format!(
+            "{dashboard}/api/devices/{probe}/series?metric=probe&window=2&from=1h&maxPoints=10000"
+        ))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
         if v["points"].as_array().is_some_and(|p| p.len() >= 40) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the probe's windows did not arrive: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the probe's windows did not arrive: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -115,7 +178,10 @@ async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
     let mut stdin = node.stdin.take().expect("stdin");
     let mut transcript = Vec::new();
     loop {
-        let line = out.next().expect("the browser script ended before the overview loaded").expect("line");
+        let line = out
+            .next()
+            .expect("the browser script ended before the overview loaded")
+            .expect("line");
         transcript.push(line.clone());
         if line == "OVERVIEW-OK" {
             break;
@@ -130,23 +196,50 @@ async fn live_alert_chart_and_acknowledge_with_simulated_devices() {
         transcript.push(line.expect("line"));
     }
     let status = node.wait().expect("node exit");
-    assert!(status.success(), "browser script failed: {transcript:?} (screenshots in {})", shots.display());
+    assert!(
+        status.success(),
+        "browser script failed: {transcript:?} (screenshots in {})",
+        shots.display()
+    );
     assert!(transcript.iter().any(|l| l == "DONE"), "{transcript:?}");
 
-    let alerts: Value = reqwest::get(format!("{dashboard}/api/alerts?state=all&device={probe}")).await.expect("GET").json().await.expect("json");
+    let alerts: Value = reqwest::get(format!("{dashboard}/api/alerts?state=all&device={probe}"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
     let alert = &alerts["alerts"][0];
-    assert_eq!((alert["state"].as_str(), alert["acknowledgedBy"].as_str()), (Some("acknowledged"), Some("operator")), "{alerts}");
+    assert_eq!(
+        (alert["state"].as_str(), alert["acknowledgedBy"].as_str()),
+        (Some("acknowledged"), Some("operator")),
+        "{alerts}"
+    );
     // A simulated device counts once one of its windows has closed: under load that can take a while.
     let start = Instant::now();
     loop {
-        let fleet: Value = reqwest::get(format!("{dashboard}/api/fleet")).await.expect("GET").json().await.expect("json");
+        let fleet: Value = reqwest::get(format!("{dashboard}/api/fleet"))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
         if fleet["devices"].as_i64() >= Some(4) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the simulated devices and the probe: {fleet}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the simulated devices and the probe: {fleet}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for f in ["overview.png", "live-alert.png", "acknowledged.png", "device.png", "phone.png"] {
+    for f in [
+        "overview.png",
+        "live-alert.png",
+        "acknowledged.png",
+        "device.png",
+        "phone.png",
+    ] {
         assert!(shots.join(f).exists(), "screenshot {f} missing");
     }
     println!("{}", transcript.join("\n"));

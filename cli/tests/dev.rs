@@ -18,7 +18,11 @@ use tributary_shared::auth::{FleetKey, now_unix};
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `tributary dev` and the lines it printed so far.
@@ -34,8 +38,25 @@ impl Dev {
     fn start(data_dir: &std::path::Path, devices: usize) -> Self {
         let (ingest_port, dashboard_port) = (free_port(), free_port());
         let mut child = Command::new(BIN)
-            .args(["dev", "--listen", &format!("127.0.0.1:{ingest_port}"), "--dashboard", &format!("127.0.0.1:{dashboard_port}")])
-            .args(["--devices", &devices.to_string(), "--rate", "5", "--windows", "2", "--allowed-lateness-secs", "1", "--status-secs", "1"])
+            .args([
+                "dev",
+                "--listen",
+                &format!("127.0.0.1:{ingest_port}"),
+                "--dashboard",
+                &format!("127.0.0.1:{dashboard_port}"),
+            ])
+            .args([
+                "--devices",
+                &devices.to_string(),
+                "--rate",
+                "5",
+                "--windows",
+                "2",
+                "--allowed-lateness-secs",
+                "1",
+                "--status-secs",
+                "1",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             // The embedded backends, whatever the test environment points at.
@@ -56,7 +77,13 @@ impl Dev {
                 }
             }
         });
-        let mut dev = Self { child, lines: rx, seen: Vec::new(), ingest: format!("http://127.0.0.1:{ingest_port}"), dashboard: format!("http://127.0.0.1:{dashboard_port}") };
+        let mut dev = Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            ingest: format!("http://127.0.0.1:{ingest_port}"),
+            dashboard: format!("http://127.0.0.1:{dashboard_port}"),
+        };
         dev.wait_line("Tributary dev mode: ready", Duration::from_secs(60));
         dev
     }
@@ -76,26 +103,42 @@ impl Dev {
                         return l;
                     }
                 }
-                Err(_) => panic!("no line with '{needle}' within {within:?}; output so far:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line with '{needle}' within {within:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
 
     /// SIGTERM, then wait for a clean exit; returns everything printed.
     fn stop(mut self) -> Vec<String> {
-        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill").success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "dev mode did not stop within a minute of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "dev mode did not stop within a minute of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(l);
         }
-        assert!(status.success(), "dev mode exited with {status}:\n{}", self.seen.join("\n"));
+        assert!(
+            status.success(),
+            "dev mode exited with {status}:\n{}",
+            self.seen.join("\n")
+        );
         std::mem::take(&mut self.seen)
     }
 }
@@ -114,7 +157,11 @@ async fn get(url: &str) -> Value {
 }
 
 /// Poll `f` until it returns `Some`, or panic naming `what` after `within`.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, within: Duration, mut f: impl FnMut() -> F) -> T {
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f().await {
@@ -129,7 +176,9 @@ const PROBE: &str = "probe-1";
 
 /// POST readings of the probe device: `(event time, value)`.
 async fn send_probe(dev: &Dev, points: &[(DateTime<Utc>, f64)]) {
-    let token = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY).device_key(PROBE).token(PROBE, now_unix() + 600);
+    let token = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY)
+        .device_key(PROBE)
+        .token(PROBE, now_unix() + 600);
     let body: Vec<Value> = points
         .iter()
         .map(|(t, v)| json!({"id": format!("probe-{}", t.timestamp_millis()), "timestamp": t.timestamp_millis(), "metrics": {"probe": v}}))
@@ -150,8 +199,10 @@ async fn probe_windows(dev: &Dev, from: DateTime<Utc>) -> Vec<(i64, i64, f64)> {
     let url = format!(
         "{}/api/devices/{PROBE}/series?metric=probe&window=2&from={}&to={}",
         dev.dashboard,
-        from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).replace('+', "%2B"),
-        to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).replace('+', "%2B")
+        from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .replace('+', "%2B"),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .replace('+', "%2B")
     );
     let v = get(&url).await;
     v["points"]
@@ -159,8 +210,14 @@ async fn probe_windows(dev: &Dev, from: DateTime<Utc>) -> Vec<(i64, i64, f64)> {
         .expect("points")
         .iter()
         .map(|p| {
-            let start = DateTime::parse_from_rfc3339(p["windowStart"].as_str().expect("start")).expect("time").timestamp_millis();
-            (start, p["count"].as_i64().expect("count"), p["mean"].as_f64().expect("mean"))
+            let start = DateTime::parse_from_rfc3339(p["windowStart"].as_str().expect("start"))
+                .expect("time")
+                .timestamp_millis();
+            (
+                start,
+                p["count"].as_i64().expect("count"),
+                p["mean"].as_f64().expect("mean"),
+            )
         })
         .collect()
 }
@@ -173,19 +230,40 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
 
     // --- 1. simulated devices reach every store and the API --------------------
     let mut dev = Dev::start(&data, 3);
-    let devices: Vec<Value> = eventually("three simulated devices listed by /api/devices with their latest values", Duration::from_secs(30), || async {
-        let v = get(&format!("{}/api/devices", dev.dashboard)).await;
-        let list = v["devices"].as_array().cloned().unwrap_or_default();
-        (list.len() >= 3 && list.iter().all(|d| d["lastValues"].as_object().is_some_and(|m| !m.is_empty()))).then_some(list)
-    })
+    let devices: Vec<Value> = eventually(
+        "three simulated devices listed by /api/devices with their latest values",
+        Duration::from_secs(30),
+        || async {
+            let v = get(&format!("{}/api/devices", dev.dashboard)).await;
+            let list = v["devices"].as_array().cloned().unwrap_or_default();
+            (list.len() >= 3
+                && list
+                    .iter()
+                    .all(|d| d["lastValues"].as_object().is_some_and(|m| !m.is_empty())))
+            .then_some(list)
+        },
+    )
     .await;
     let first = &devices[0];
     let id = first["deviceId"].as_str().expect("id").to_owned();
     assert!(id.starts_with("sim-"), "{first}");
     assert_eq!(first["online"], true, "{first}");
-    let metric = first["lastValues"].as_object().expect("values").keys().next().expect("a metric").clone();
-    let series = get(&format!("{}/api/devices/{id}/series?metric={metric}&window=2&from=5m", dev.dashboard)).await;
-    assert!(!series["points"].as_array().expect("points").is_empty(), "windows of {id}/{metric}: {series}");
+    let metric = first["lastValues"]
+        .as_object()
+        .expect("values")
+        .keys()
+        .next()
+        .expect("a metric")
+        .clone();
+    let series = get(&format!(
+        "{}/api/devices/{id}/series?metric={metric}&window=2&from=5m",
+        dev.dashboard
+    ))
+    .await;
+    assert!(
+        !series["points"].as_array().expect("points").is_empty(),
+        "windows of {id}/{metric}: {series}"
+    );
     let fleet = get(&format!("{}/api/fleet", dev.dashboard)).await;
     assert!(fleet["devices"].as_i64() >= Some(3), "{fleet}");
     assert_eq!(fleet["source"], "memory", "hot data from the in-process cache: {fleet}");
@@ -193,14 +271,31 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
     dev.wait_line("accepted", Duration::from_secs(10));
 
     // The raw archive (the local stand-in for Cosmos DB) has the device's readings.
-    let raw = LocalRawStore::open(&format!("sqlite://{}", data.join("raw.db").display())).await.expect("raw archive");
-    let page = raw.query_device_range(&id, Utc::now() - chrono::Duration::minutes(5), Utc::now() + chrono::Duration::minutes(11), 1000, None).await.expect("range");
+    let raw = LocalRawStore::open(&format!("sqlite://{}", data.join("raw.db").display()))
+        .await
+        .expect("raw archive");
+    let page = raw
+        .query_device_range(
+            &id,
+            Utc::now() - chrono::Duration::minutes(5),
+            Utc::now() + chrono::Duration::minutes(11),
+            1000,
+            None,
+        )
+        .await
+        .expect("range");
     assert!(!page.items.is_empty(), "{id} has readings in the raw archive");
 
     let out = dev.stop();
     let text = out.join("\n");
-    assert!(text.contains(" acknowledged, 0 rejected"), "the simulator's totals are printed:\n{text}");
-    assert!(text.contains("saved ") || text.contains("replays"), "readings in open windows are kept for the next start:\n{text}");
+    assert!(
+        text.contains(" acknowledged, 0 rejected"),
+        "the simulator's totals are printed:\n{text}"
+    );
+    assert!(
+        text.contains("saved ") || text.contains("replays"),
+        "readings in open windows are kept for the next start:\n{text}"
+    );
 
     // --- 2. restart: history kept; open windows finish exactly once --------------------
     let mut dev = Dev::start(&data, 0);
@@ -212,7 +307,17 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
     let base = Utc::now() + chrono::Duration::seconds(60);
     let t0 = DateTime::from_timestamp_millis(base.timestamp_millis() / 2000 * 2000).expect("time");
     let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
-    send_probe(&dev, &[(at(0), 1.0), (at(300), 2.0), (at(700), 3.0), (at(1100), 4.0), (at(1900), 5.0)]).await;
+    send_probe(
+        &dev,
+        &[
+            (at(0), 1.0),
+            (at(300), 2.0),
+            (at(700), 3.0),
+            (at(1100), 4.0),
+            (at(1900), 5.0),
+        ],
+    )
+    .await;
     send_probe(&dev, &[(at(10_000), 0.0)]).await; // closes the first window
     let w = eventually("the probe's first window", Duration::from_secs(20), || async {
         let w = probe_windows(&dev, t0).await;
@@ -224,7 +329,12 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
     // Two readings in a window that is still open at the stop.
     send_probe(&dev, &[(at(20_000), 10.0), (at(20_500), 20.0)]).await;
     eventually("the probe's readings archived", Duration::from_secs(20), || async {
-        let n = raw.query_device_range(PROBE, t0, t0 + chrono::Duration::minutes(1), 1000, None).await.expect("range").items.len();
+        let n = raw
+            .query_device_range(PROBE, t0, t0 + chrono::Duration::minutes(1), 1000, None)
+            .await
+            .expect("range")
+            .items
+            .len();
         (n == 8).then_some(())
     })
     .await;
@@ -233,15 +343,32 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
 
     let dev = Dev::start(&data, 0);
     send_probe(&dev, &[(at(40_000), 0.0)]).await; // closes the window open at the stop
-    let w = eventually("the window that was open at the stop", Duration::from_secs(20), || async {
-        let w = probe_windows(&dev, t0).await;
-        w.iter().any(|x| x.0 == at(20_000).timestamp_millis()).then_some(w)
-    })
+    let w = eventually(
+        "the window that was open at the stop",
+        Duration::from_secs(20),
+        || async {
+            let w = probe_windows(&dev, t0).await;
+            w.iter().any(|x| x.0 == at(20_000).timestamp_millis()).then_some(w)
+        },
+    )
     .await;
     let find = |start: DateTime<Utc>| w.iter().find(|x| x.0 == start.timestamp_millis()).copied();
-    assert_eq!(find(at(20_000)), Some((at(20_000).timestamp_millis(), 2, 15.0)), "both readings, once each: {w:?}");
-    assert_eq!(find(t0), Some((t0.timestamp_millis(), 5, 3.0)), "the earlier window is unchanged: {w:?}");
-    let n = raw.query_device_range(PROBE, t0, t0 + chrono::Duration::minutes(1), 1000, None).await.expect("range").items.len();
+    assert_eq!(
+        find(at(20_000)),
+        Some((at(20_000).timestamp_millis(), 2, 15.0)),
+        "both readings, once each: {w:?}"
+    );
+    assert_eq!(
+        find(t0),
+        Some((t0.timestamp_millis(), 5, 3.0)),
+        "the earlier window is unchanged: {w:?}"
+    );
+    let n = raw
+        .query_device_range(PROBE, t0, t0 + chrono::Duration::minutes(1), 1000, None)
+        .await
+        .expect("range")
+        .items
+        .len();
     assert_eq!(n, 9, "every probe reading archived once");
     dev.stop();
     let _ = std::fs::remove_dir_all(&data);

@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
     let max_decoded = 256 * (1 + usize::from(cap % 16));
 
     // Content-Type: the documented names map to their format, in any case, with parameters.
-    let ct = if fmt == Format::Json { "Application/JSON; charset=utf-8" } else { "application/x-ndjson" };
+    let ct = if fmt == Format::Json {
+        "Application/JSON; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
     assert_eq!(body::format(Some(ct)).ok(), Some(fmt));
 
     // Content-Encoding.
@@ -70,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
         if body.len() <= max_decoded {
             assert_eq!(got.as_deref().ok(), Some(body), "gzip round trip changed the body");
         } else {
-            assert!(matches!(got, Err(ApiError::PayloadTooLarge(_))), "an over-cap gzip body was not refused as too large");
+            assert!(
+                matches!(got, Err(ApiError::PayloadTooLarge(_))),
+                "an over-cap gzip body was not refused as too large"
+            );
             return;
         }
         std::borrow::Cow::Borrowed(body)
@@ -78,7 +85,11 @@ fuzz_target!(|data: &[u8]| {
         // Arbitrary bytes claimed to be gzip: never more than the cap, never a panic.
         match body::decode(Some("x-gzip"), body, max_decoded) {
             Ok(out) => {
-                assert!(out.len() <= max_decoded, "gzip bomb guard let {} > {max_decoded} bytes through", out.len());
+                assert!(
+                    out.len() <= max_decoded,
+                    "gzip bomb guard let {} > {max_decoded} bytes through",
+                    out.len()
+                );
                 out
             }
             Err(e) => return check_refusal(&e),
@@ -86,11 +97,17 @@ fuzz_target!(|data: &[u8]| {
     } else {
         match body::decode(None, body, max_decoded) {
             Ok(out) => {
-                assert!(body.len() <= max_decoded && out == body, "identity decoding changed the body or ignored the cap");
+                assert!(
+                    body.len() <= max_decoded && out == body,
+                    "identity decoding changed the body or ignored the cap"
+                );
                 out
             }
             Err(e) => {
-                assert!(body.len() > max_decoded && matches!(e, ApiError::PayloadTooLarge(_)), "identity decoding refused a body within the cap: {e:?}");
+                assert!(
+                    body.len() > max_decoded && matches!(e, ApiError::PayloadTooLarge(_)),
+                    "identity decoding refused a body within the cap: {e:?}"
+                );
                 return;
             }
         }
@@ -104,7 +121,11 @@ fuzz_target!(|data: &[u8]| {
             // Refused for a reason the spec gives.
             match fmt {
                 Format::Json => match serde_json::from_slice::<Value>(&decoded) {
-                    Ok(Value::Array(v)) => assert!(v.is_empty() || v.len() > max_items, "array of {} refused: {e:?}", v.len()),
+                    Ok(Value::Array(v)) => assert!(
+                        v.is_empty() || v.len() > max_items,
+                        "array of {} refused: {e:?}",
+                        v.len()
+                    ),
                     Ok(Value::Object(_)) => panic!("a single object was refused: {e:?}"),
                     Ok(_) | Err(_) => assert!(matches!(e, ApiError::BadRequest(_))),
                 },
@@ -116,21 +137,34 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(!items.is_empty() && items.len() <= max_items, "{} items, limit {max_items}", items.len());
+    assert!(
+        !items.is_empty() && items.len() <= max_items,
+        "{} items, limit {max_items}",
+        items.len()
+    );
     match fmt {
         Format::Json => {
             let whole: Value = serde_json::from_slice(&decoded).expect("items() accepted it, so it is JSON");
-            let parsed: Vec<Value> = items.iter().map(|i| serde_json::from_slice(i).expect("a JSON body's items are JSON")).collect();
+            let parsed: Vec<Value> = items
+                .iter()
+                .map(|i| serde_json::from_slice(i).expect("a JSON body's items are JSON"))
+                .collect();
             match &whole {
                 Value::Array(v) => assert_eq!(&parsed, v, "the items are not the array's elements"),
                 Value::Object(_) => assert_eq!(parsed, vec![whole.clone()]),
                 other => panic!("JSON {other} accepted as items"),
             }
             // The same readings sent as NDJSON give the same items.
-            let lines: Vec<String> = parsed.iter().map(|v| serde_json::to_string(v).expect("serialise")).collect();
+            let lines: Vec<String> = parsed
+                .iter()
+                .map(|v| serde_json::to_string(v).expect("serialise"))
+                .collect();
             let joined = lines.join("\n");
             let nd = body::items(Format::NdJson, joined.as_bytes(), max_items).expect("the same items as NDJSON");
-            let nd: Vec<Value> = nd.iter().map(|i| serde_json::from_slice(i).expect("JSON lines")).collect();
+            let nd: Vec<Value> = nd
+                .iter()
+                .map(|i| serde_json::from_slice(i).expect("JSON lines"))
+                .collect();
             assert_eq!(nd, parsed, "JSON array and NDJSON disagree");
         }
         Format::NdJson => assert_eq!(items, nonblank_lines(&decoded), "one item per non-blank line, as sent"),
@@ -148,7 +182,11 @@ fuzz_target!(|data: &[u8]| {
                 match (&got, &general) {
                     (Ok(enc), Ok(r)) => {
                         common::check_reading(&v, Some(common::DEVICE), &Default::default(), r);
-                        assert_eq!(enc.bytes, serde_json::to_vec(r).expect("serialise"), "the record differs from the general path's");
+                        assert_eq!(
+                            enc.bytes,
+                            serde_json::to_vec(r).expect("serialise"),
+                            "the record differs from the general path's"
+                        );
                         assert_eq!((&enc.id, &enc.device_id), (&r.id, &r.device_id));
                     }
                     (Err(e), Err(g)) => {
@@ -160,7 +198,10 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(_) => {
                 let e = got.expect_err("bytes that are not JSON were accepted");
-                assert!(e.field.is_empty() && e.reason.starts_with("malformed JSON line"), "{e:?}");
+                assert!(
+                    e.field.is_empty() && e.reason.starts_with("malformed JSON line"),
+                    "{e:?}"
+                );
             }
         }
     }

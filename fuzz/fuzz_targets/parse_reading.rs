@@ -29,8 +29,13 @@ fn check_fast_path(raw: &[u8], v: &Value) {
         for limits in [&default, &tight] {
             let ctx = model::fast::ItemContext::new(device, common::now(), limits);
             if let Some(enc) = model::fast::encode(raw, &ctx) {
-                let r = model::parse_reading(v, device, common::now(), limits).unwrap_or_else(|e| panic!("fast path accepted what the general path refuses: {e}"));
-                assert_eq!(enc.bytes, serde_json::to_vec(&r).expect("serialise"), "fast path bytes differ");
+                let r = model::parse_reading(v, device, common::now(), limits)
+                    .unwrap_or_else(|e| panic!("fast path accepted what the general path refuses: {e}"));
+                assert_eq!(
+                    enc.bytes,
+                    serde_json::to_vec(&r).expect("serialise"),
+                    "fast path bytes differ"
+                );
                 assert_eq!((&enc.id, &enc.device_id), (&r.id, &r.device_id));
             }
         }
@@ -39,7 +44,11 @@ fn check_fast_path(raw: &[u8], v: &Value) {
 
 fuzz_target!(|data: &[u8]| {
     // Any 8 bytes as epoch milliseconds: the hand-written formatter agrees with chrono.
-    if let Some(ms) = data.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes) {
+    if let Some(ms) = data
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_le_bytes)
+    {
         let ms = ms % 400_000_000_000_000; // chrono's range is about ±262,000 years
         if let Some(t) = chrono::DateTime::from_timestamp_millis(ms) {
             let mut buf = [0u8; 24];
@@ -50,7 +59,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     check_fast_path(data, &v);
     common::check_parse(&v);
     if let Some(ts) = v.get("timestamp")

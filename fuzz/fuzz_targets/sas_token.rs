@@ -46,7 +46,9 @@ impl Cursor<'_> {
     /// A valid device id: 1..=128 characters of the id alphabet.
     fn device(&mut self) -> String {
         let len = 1 + usize::from(self.byte()) % 128;
-        (0..len).map(|_| char::from(ID_CHARS[usize::from(self.byte()) % ID_CHARS.len()])).collect()
+        (0..len)
+            .map(|_| char::from(ID_CHARS[usize::from(self.byte()) % ID_CHARS.len()]))
+            .collect()
     }
 }
 
@@ -59,17 +61,32 @@ fn raw(text: &str) {
     let got = fleet.verify(text, NOW, TTL);
     if let Ok(device) = &got {
         assert!(valid_id(device), "verified an invalid device id {device:?}");
-        assert_eq!(FleetKey::new("another-fleet").verify(text, NOW, TTL), Err(AuthError::BadSignature), "another fleet key accepted the token");
+        assert_eq!(
+            FleetKey::new("another-fleet").verify(text, NOW, TTL),
+            Err(AuthError::BadSignature),
+            "another fleet key accepted the token"
+        );
         // The last `se=` wins, as in verify; its canonical token verifies the same.
-        let se: u64 = text.split('&').filter_map(|p| p.strip_prefix("se=")).last().and_then(|s| s.parse().ok()).expect("a verified token has se");
-        assert_eq!(fleet.verify(&fleet.device_key(device).token(device, se), NOW, TTL), Ok(device.clone()));
+        let se: u64 = text
+            .split('&')
+            .filter_map(|p| p.strip_prefix("se="))
+            .last()
+            .and_then(|s| s.parse().ok())
+            .expect("a verified token has se");
+        assert_eq!(
+            fleet.verify(&fleet.device_key(device).token(device, se), NOW, TTL),
+            Ok(device.clone())
+        );
         // A token that verifies now is expired at its expiry.
         assert_eq!(fleet.verify(text, se, u64::MAX), Err(AuthError::Expired));
     }
     // Header forms agree with the bare token (after trimming).
     let trimmed = text.trim();
     let bare = fleet.verify(trimmed, NOW, TTL);
-    assert_eq!(fleet.verify_header(Some(&format!("SharedAccessSignature {text}")), NOW, TTL), bare);
+    assert_eq!(
+        fleet.verify_header(Some(&format!("SharedAccessSignature {text}")), NOW, TTL),
+        bare
+    );
     assert_eq!(fleet.verify_header(Some(&format!("Bearer {text}")), NOW, TTL), bare);
     // The text as a whole header: verified only under a known scheme.
     let as_header = fleet.verify_header(Some(text), NOW, TTL);
@@ -90,7 +107,11 @@ fn structured(data: &[u8]) {
     let a = c.device();
     let mut b = c.device();
     if b == a {
-        if b.len() < 128 { b.push('x') } else { b.pop(); }
+        if b.len() < 128 {
+            b.push('x')
+        } else {
+            b.pop();
+        }
     }
     let now = c.u64(8);
     let expiry = now.saturating_add_signed(c.u64(4) as u32 as i32 as i64);
@@ -109,18 +130,44 @@ fn structured(data: &[u8]) {
     } else {
         Ok(a.clone())
     };
-    assert_eq!(fleet.verify(&token, now, ttl), expected, "token {token} now {now} ttl {ttl}");
-    assert_eq!(fleet.verify_header(Some(&format!("SharedAccessSignature {token}")), now, ttl), expected);
-    assert_eq!(fleet.verify_header(Some(&format!("Bearer {token}")), now, ttl), expected);
+    assert_eq!(
+        fleet.verify(&token, now, ttl),
+        expected,
+        "token {token} now {now} ttl {ttl}"
+    );
+    assert_eq!(
+        fleet.verify_header(Some(&format!("SharedAccessSignature {token}")), now, ttl),
+        expected
+    );
+    assert_eq!(
+        fleet.verify_header(Some(&format!("Bearer {token}")), now, ttl),
+        expected
+    );
     // Signature failures take precedence: whatever the clock, A's token never verifies for B.
     let retargeted = format!("sr={b}&{}", token.split_once('&').expect("sr=..&se=..&sig=..").1);
-    assert_eq!(fleet.verify(&retargeted, now, ttl), Err(AuthError::BadSignature), "A's token verified for B");
-    assert_eq!(fleet.verify(&fleet.device_key(&b).token(&a, expiry), now, ttl), Err(AuthError::BadSignature), "B's key signed for A");
-    assert_eq!(fleet.verify(&fleet.device_key(&a).token(&b, expiry), now, ttl), Err(AuthError::BadSignature), "A's key signed for B");
+    assert_eq!(
+        fleet.verify(&retargeted, now, ttl),
+        Err(AuthError::BadSignature),
+        "A's token verified for B"
+    );
+    assert_eq!(
+        fleet.verify(&fleet.device_key(&b).token(&a, expiry), now, ttl),
+        Err(AuthError::BadSignature),
+        "B's key signed for A"
+    );
+    assert_eq!(
+        fleet.verify(&fleet.device_key(&a).token(&b, expiry), now, ttl),
+        Err(AuthError::BadSignature),
+        "A's key signed for B"
+    );
     // Another fleet key refuses it.
     let mut other = secret.clone();
     other.push(0x5a);
-    assert_eq!(FleetKey::new(&other).verify(&token, now, ttl), Err(AuthError::BadSignature), "another fleet key accepted A's token");
+    assert_eq!(
+        FleetKey::new(&other).verify(&token, now, ttl),
+        Err(AuthError::BadSignature),
+        "another fleet key accepted A's token"
+    );
     // Keys never show in Debug output.
     assert!(!format!("{key_a:?}").contains(&key_a.to_base64()));
 
@@ -139,12 +186,20 @@ fn structured(data: &[u8]) {
     }
     let tampered = String::from_utf8_lossy(&t);
     let got = fleet.verify(&tampered, now, ttl);
-    assert!(refused(&got), "tampered token {tampered:?} (from {token}) verified as {got:?}");
-    assert!(!matches!(got, Err(AuthError::Expired) | Err(AuthError::TooLong(_))), "a tampered token got past the signature check: {got:?}");
+    assert!(
+        refused(&got),
+        "tampered token {tampered:?} (from {token}) verified as {got:?}"
+    );
+    assert!(
+        !matches!(got, Err(AuthError::Expired) | Err(AuthError::TooLong(_))),
+        "a tampered token got past the signature check: {got:?}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode % 2 == 0 {
         raw(&String::from_utf8_lossy(rest));
     } else {

@@ -23,7 +23,9 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     /// No `Authorization` header.
-    #[error("missing Authorization header (expected 'SharedAccessSignature sr=..&se=..&sig=..' or 'Bearer <same token>')")]
+    #[error(
+        "missing Authorization header (expected 'SharedAccessSignature sr=..&se=..&sig=..' or 'Bearer <same token>')"
+    )]
     Missing,
     /// The header or token could not be parsed.
     #[error("malformed token: {0}")]
@@ -74,7 +76,9 @@ impl FleetKey {
     pub fn verify(&self, token: &str, now_unix: u64, max_ttl_secs: u64) -> Result<String, AuthError> {
         let (mut sr, mut se, mut sig) = (None, None, None);
         for part in token.split('&') {
-            let (k, v) = part.split_once('=').ok_or(AuthError::Malformed("expected key=value pairs"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or(AuthError::Malformed("expected key=value pairs"))?;
             match k {
                 "sr" => sr = Some(v),
                 "se" => se = Some(v),
@@ -86,8 +90,13 @@ impl FleetKey {
         if !crate::model::valid_id(device) {
             return Err(AuthError::Malformed("sr is not a valid device id"));
         }
-        let expiry: u64 = se.ok_or(AuthError::Malformed("missing se"))?.parse().map_err(|_| AuthError::Malformed("se is not a unix time"))?;
-        let sig = URL_SAFE_NO_PAD.decode(sig.ok_or(AuthError::Malformed("missing sig"))?).map_err(|_| AuthError::Malformed("sig is not base64url"))?;
+        let expiry: u64 = se
+            .ok_or(AuthError::Malformed("missing se"))?
+            .parse()
+            .map_err(|_| AuthError::Malformed("se is not a unix time"))?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig.ok_or(AuthError::Malformed("missing sig"))?)
+            .map_err(|_| AuthError::Malformed("sig is not base64url"))?;
 
         // Check the signature first so an attacker learns nothing about expiry rules from unsigned tokens.
         let key = self.device_key(device);
@@ -141,7 +150,10 @@ fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
 
 /// Seconds since the Unix epoch, from the system clock.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -155,8 +167,14 @@ mod tests {
         let fleet = FleetKey::new("fleet-secret");
         let token = fleet.device_key("truck-7").token("truck-7", 1_000 + 3_600);
         assert_eq!(fleet.verify(&token, 1_000, DAY), Ok("truck-7".into()));
-        assert_eq!(fleet.verify_header(Some(&format!("SharedAccessSignature {token}")), 1_000, DAY), Ok("truck-7".into()));
-        assert_eq!(fleet.verify_header(Some(&format!("Bearer {token}")), 1_000, DAY), Ok("truck-7".into()));
+        assert_eq!(
+            fleet.verify_header(Some(&format!("SharedAccessSignature {token}")), 1_000, DAY),
+            Ok("truck-7".into())
+        );
+        assert_eq!(
+            fleet.verify_header(Some(&format!("Bearer {token}")), 1_000, DAY),
+            Ok("truck-7".into())
+        );
 
         // Another device's key cannot sign for truck-7, and the token cannot be re-targeted.
         let forged = fleet.device_key("truck-8").token("truck-7", 4_600);
@@ -167,7 +185,10 @@ mod tests {
         let extended = token.replace("se=4600", "se=9600");
         assert_eq!(fleet.verify(&extended, 1_000, DAY), Err(AuthError::BadSignature));
         // A different fleet key rejects it.
-        assert_eq!(FleetKey::new("other").verify(&token, 1_000, DAY), Err(AuthError::BadSignature));
+        assert_eq!(
+            FleetKey::new("other").verify(&token, 1_000, DAY),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -183,8 +204,20 @@ mod tests {
     fn malformed_headers_are_refused_not_panicked_on() {
         let fleet = FleetKey::new("k");
         assert_eq!(fleet.verify_header(None, 0, DAY), Err(AuthError::Missing));
-        for h in ["Basic abc", "Bearer ", "Bearer sr=d", "Bearer sr=d&se=x&sig=AA", "Bearer sr=d&se=1&sig=%%%", "Bearer sr=&se=1&sig=AA", "Bearer a&b", "Bearer sr=d&se=1&sig=AA&x=1"] {
-            assert!(matches!(fleet.verify_header(Some(h), 0, DAY), Err(AuthError::Malformed(_))), "{h}");
+        for h in [
+            "Basic abc",
+            "Bearer ",
+            "Bearer sr=d",
+            "Bearer sr=d&se=x&sig=AA",
+            "Bearer sr=d&se=1&sig=%%%",
+            "Bearer sr=&se=1&sig=AA",
+            "Bearer a&b",
+            "Bearer sr=d&se=1&sig=AA&x=1",
+        ] {
+            assert!(
+                matches!(fleet.verify_header(Some(h), 0, DAY), Err(AuthError::Malformed(_))),
+                "{h}"
+            );
         }
     }
 

@@ -8,7 +8,11 @@ use clap::{ArgAction, Args};
 #[derive(Args, Clone, Debug)]
 pub struct KafkaArgs {
     /// Bootstrap brokers, comma-separated `host:port`.
-    #[arg(long = "kafka-brokers", env = "TRIBUTARY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "TRIBUTARY_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
 
     /// Extra librdkafka properties as `key=value`, comma-separated (for
@@ -18,17 +22,29 @@ pub struct KafkaArgs {
 
     /// SASL password, kept out of `options` so it is never logged
     /// (for Event Hubs: the connection string).
-    #[arg(long = "kafka-sasl-password", env = "TRIBUTARY_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "TRIBUTARY_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     pub sasl_password: Option<String>,
 
     /// How long the producer keeps trying to deliver one record before
     /// reporting it failed (ingest then answers 503), in milliseconds.
-    #[arg(long = "kafka-delivery-timeout-ms", env = "TRIBUTARY_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(
+        long = "kafka-delivery-timeout-ms",
+        env = "TRIBUTARY_KAFKA_DELIVERY_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
     pub delivery_timeout_ms: u64,
 
     /// Most records waiting in the producer's queue; past it, publishes fail
     /// fast with "queue full" instead of buffering without bound.
-    #[arg(long = "kafka-queue-max-messages", env = "TRIBUTARY_KAFKA_QUEUE_MAX_MESSAGES", default_value_t = 100_000)]
+    #[arg(
+        long = "kafka-queue-max-messages",
+        env = "TRIBUTARY_KAFKA_QUEUE_MAX_MESSAGES",
+        default_value_t = 100_000
+    )]
     pub queue_max_messages: u32,
 
     /// Create missing topics on start (off in production, where the

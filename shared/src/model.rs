@@ -75,13 +75,20 @@ pub struct ItemError {
 impl ItemError {
     /// An error about `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl std::fmt::Display for ItemError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() { write!(f, "{}", self.reason) } else { write!(f, "{}: {}", self.field, self.reason) }
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
     }
 }
 
@@ -115,7 +122,15 @@ impl Default for Limits {
 
 const MAX_ID_LEN: usize = 128;
 const MAX_NAME_LEN: usize = 64;
-const KNOWN_FIELDS: &[&str] = &["schemaVersion", "id", "deviceId", "timestamp", "metrics", "tags", "location"];
+const KNOWN_FIELDS: &[&str] = &[
+    "schemaVersion",
+    "id",
+    "deviceId",
+    "timestamp",
+    "metrics",
+    "tags",
+    "location",
+];
 
 /// Whether `s` is a valid device or reading id: 1..=128 of `[A-Za-z0-9._:-]`.
 pub fn valid_id(s: &str) -> bool {
@@ -142,68 +157,135 @@ fn type_name(v: &Value) -> &'static str {
 /// `device` is the device the request's token was issued to: an item without
 /// `deviceId` belongs to it, and an item naming another device is rejected.
 /// `now` is the receive time stamped on the reading.
-pub fn parse_reading(item: &Value, device: Option<&str>, now: DateTime<Utc>, limits: &Limits) -> Result<Reading, ItemError> {
+pub fn parse_reading(
+    item: &Value,
+    device: Option<&str>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Reading, ItemError> {
     let obj = item
         .as_object()
         .ok_or_else(|| ItemError::new("", format!("expected a JSON object, got {}", type_name(item))))?;
     // An empty key cannot be named by a field path (`""` means the whole item),
     // so it is reported on the item with a reason that says so.
     if obj.contains_key("") {
-        return Err(ItemError::new("", "has a field with an empty name; field names must not be empty"));
+        return Err(ItemError::new(
+            "",
+            "has a field with an empty name; field names must not be empty",
+        ));
     }
     if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(ItemError::new(unknown.clone(), "unknown field (schema version 1 has schemaVersion, id, deviceId, timestamp, metrics, tags, location; put extra labels in tags)"));
+        return Err(ItemError::new(
+            unknown.clone(),
+            "unknown field (schema version 1 has schemaVersion, id, deviceId, timestamp, metrics, tags, location; put extra labels in tags)",
+        ));
     }
 
     if let Some(v) = obj.get("schemaVersion") {
         match v.as_u64() {
             Some(n) if n >= 1 && n <= SCHEMA_VERSION as u64 => {}
-            Some(n) => return Err(ItemError::new("schemaVersion", format!("unsupported schema version {n}; this server accepts 1..={SCHEMA_VERSION}"))),
-            None => return Err(ItemError::new("schemaVersion", format!("expected a positive integer, got {}", type_name(v)))),
+            Some(n) => {
+                return Err(ItemError::new(
+                    "schemaVersion",
+                    format!("unsupported schema version {n}; this server accepts 1..={SCHEMA_VERSION}"),
+                ));
+            }
+            None => {
+                return Err(ItemError::new(
+                    "schemaVersion",
+                    format!("expected a positive integer, got {}", type_name(v)),
+                ));
+            }
         }
     }
 
     let device_id = match (obj.get("deviceId"), device) {
         (Some(Value::String(s)), _) if !valid_id(s) => {
-            return Err(ItemError::new("deviceId", "must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
+            return Err(ItemError::new(
+                "deviceId",
+                "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            ));
         }
         (Some(Value::String(s)), Some(d)) if s != d => {
-            return Err(ItemError::new("deviceId", format!("the token was issued to device '{d}', not '{s}'")));
+            return Err(ItemError::new(
+                "deviceId",
+                format!("the token was issued to device '{d}', not '{s}'"),
+            ));
         }
         (Some(Value::String(s)), _) => s.clone(),
-        (Some(v), _) => return Err(ItemError::new("deviceId", format!("expected a string, got {}", type_name(v)))),
+        (Some(v), _) => {
+            return Err(ItemError::new(
+                "deviceId",
+                format!("expected a string, got {}", type_name(v)),
+            ));
+        }
         (None, Some(d)) => d.to_owned(),
         (None, None) => return Err(ItemError::new("deviceId", "missing")),
     };
 
     let event_time = match obj.get("timestamp") {
-        None => return Err(ItemError::new("timestamp", "missing (RFC 3339 string or epoch milliseconds)")),
+        None => {
+            return Err(ItemError::new(
+                "timestamp",
+                "missing (RFC 3339 string or epoch milliseconds)",
+            ));
+        }
         Some(v) => parse_timestamp(v).map_err(|reason| ItemError::new("timestamp", reason))?,
     };
     if event_time > now + limits.max_future_skew {
-        return Err(ItemError::new("timestamp", format!("{} is more than {} s ahead of the server clock", fmt_millis(&event_time), limits.max_future_skew.num_seconds())));
+        return Err(ItemError::new(
+            "timestamp",
+            format!(
+                "{} is more than {} s ahead of the server clock",
+                fmt_millis(&event_time),
+                limits.max_future_skew.num_seconds()
+            ),
+        ));
     }
     if event_time < now - limits.max_age {
-        return Err(ItemError::new("timestamp", format!("{} is older than the {} day limit", fmt_millis(&event_time), limits.max_age.num_days())));
+        return Err(ItemError::new(
+            "timestamp",
+            format!(
+                "{} is older than the {} day limit",
+                fmt_millis(&event_time),
+                limits.max_age.num_days()
+            ),
+        ));
     }
 
     let metrics = match obj.get("metrics") {
-        None => return Err(ItemError::new("metrics", "missing (an object of metric name to number)")),
+        None => {
+            return Err(ItemError::new(
+                "metrics",
+                "missing (an object of metric name to number)",
+            ));
+        }
         Some(Value::Object(m)) => {
             if m.is_empty() {
                 return Err(ItemError::new("metrics", "must hold at least one metric"));
             }
             if m.len() > limits.max_metrics {
-                return Err(ItemError::new("metrics", format!("{} metrics, at most {} allowed", m.len(), limits.max_metrics)));
+                return Err(ItemError::new(
+                    "metrics",
+                    format!("{} metrics, at most {} allowed", m.len(), limits.max_metrics),
+                ));
             }
             let mut out = BTreeMap::new();
             for (name, v) in m {
                 if !valid_name(name) {
-                    return Err(ItemError::new(format!("metrics.{name}"), "metric names must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+                    return Err(ItemError::new(
+                        format!("metrics.{name}"),
+                        "metric names must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    ));
                 }
                 let x = match v {
                     Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
-                    _ => return Err(ItemError::new(format!("metrics.{name}"), format!("expected a number, got {}", type_name(v)))),
+                    _ => {
+                        return Err(ItemError::new(
+                            format!("metrics.{name}"),
+                            format!("expected a number, got {}", type_name(v)),
+                        ));
+                    }
                 };
                 let Some(x) = x else {
                     return Err(ItemError::new(format!("metrics.{name}"), "not a finite number"));
@@ -212,31 +294,57 @@ pub fn parse_reading(item: &Value, device: Option<&str>, now: DateTime<Utc>, lim
             }
             out
         }
-        Some(v) => return Err(ItemError::new("metrics", format!("expected an object, got {}", type_name(v)))),
+        Some(v) => {
+            return Err(ItemError::new(
+                "metrics",
+                format!("expected an object, got {}", type_name(v)),
+            ));
+        }
     };
 
     let tags = match obj.get("tags") {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(Value::Object(m)) => {
             if m.len() > limits.max_tags {
-                return Err(ItemError::new("tags", format!("{} tags, at most {} allowed", m.len(), limits.max_tags)));
+                return Err(ItemError::new(
+                    "tags",
+                    format!("{} tags, at most {} allowed", m.len(), limits.max_tags),
+                ));
             }
             let mut out = BTreeMap::new();
             for (k, v) in m {
                 if !valid_name(k) {
-                    return Err(ItemError::new(format!("tags.{k}"), "tag names must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+                    return Err(ItemError::new(
+                        format!("tags.{k}"),
+                        "tag names must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    ));
                 }
                 match v {
                     Value::String(s) if s.len() <= limits.max_tag_value_len => {
                         out.insert(k.clone(), s.clone());
                     }
-                    Value::String(_) => return Err(ItemError::new(format!("tags.{k}"), format!("longer than {} bytes", limits.max_tag_value_len))),
-                    _ => return Err(ItemError::new(format!("tags.{k}"), format!("expected a string, got {}", type_name(v)))),
+                    Value::String(_) => {
+                        return Err(ItemError::new(
+                            format!("tags.{k}"),
+                            format!("longer than {} bytes", limits.max_tag_value_len),
+                        ));
+                    }
+                    _ => {
+                        return Err(ItemError::new(
+                            format!("tags.{k}"),
+                            format!("expected a string, got {}", type_name(v)),
+                        ));
+                    }
                 }
             }
             out
         }
-        Some(v) => return Err(ItemError::new("tags", format!("expected an object, got {}", type_name(v)))),
+        Some(v) => {
+            return Err(ItemError::new(
+                "tags",
+                format!("expected an object, got {}", type_name(v)),
+            ));
+        }
     };
 
     let location = match obj.get("location") {
@@ -251,28 +359,54 @@ pub fn parse_reading(item: &Value, device: Option<&str>, now: DateTime<Utc>, lim
         Some(v) => return Err(ItemError::new("id", format!("expected a string, got {}", type_name(v)))),
     };
 
-    Ok(Reading { schema_version: SCHEMA_VERSION, id, device_id, event_time, received_time: truncate_millis(now), metrics, tags, location })
+    Ok(Reading {
+        schema_version: SCHEMA_VERSION,
+        id,
+        device_id,
+        event_time,
+        received_time: truncate_millis(now),
+        metrics,
+        tags,
+        location,
+    })
 }
 
 fn parse_location(v: &Value) -> Result<Location, ItemError> {
-    let obj = v.as_object().ok_or_else(|| ItemError::new("location", format!("expected an object with lat and lon, got {}", type_name(v))))?;
+    let obj = v.as_object().ok_or_else(|| {
+        ItemError::new(
+            "location",
+            format!("expected an object with lat and lon, got {}", type_name(v)),
+        )
+    })?;
     if let Some(k) = obj.keys().find(|k| !["lat", "lon", "alt"].contains(&k.as_str())) {
-        return Err(ItemError::new(format!("location.{k}"), "unknown field (location has lat, lon, alt)"));
+        return Err(ItemError::new(
+            format!("location.{k}"),
+            "unknown field (location has lat, lon, alt)",
+        ));
     }
     let num = |name: &str, required: bool, range: Option<(f64, f64)>| -> Result<Option<f64>, ItemError> {
         match obj.get(name) {
             None | Some(Value::Null) if !required => Ok(None),
             None | Some(Value::Null) => Err(ItemError::new(format!("location.{name}"), "missing")),
             Some(Value::Number(n)) => {
-                let x = n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| ItemError::new(format!("location.{name}"), "not a finite number"))?;
+                let x = n
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| ItemError::new(format!("location.{name}"), "not a finite number"))?;
                 if let Some((lo, hi)) = range {
                     if !(lo..=hi).contains(&x) {
-                        return Err(ItemError::new(format!("location.{name}"), format!("{x} is outside {lo}..={hi}")));
+                        return Err(ItemError::new(
+                            format!("location.{name}"),
+                            format!("{x} is outside {lo}..={hi}"),
+                        ));
                     }
                 }
                 Ok(Some(x))
             }
-            Some(other) => Err(ItemError::new(format!("location.{name}"), format!("expected a number, got {}", type_name(other)))),
+            Some(other) => Err(ItemError::new(
+                format!("location.{name}"),
+                format!("expected a number, got {}", type_name(other)),
+            )),
         }
     };
     let lat = num("lat", true, Some((-90.0, 90.0)))?.unwrap_or_default();
@@ -289,10 +423,17 @@ pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
             .map(|t| truncate_millis(t.with_timezone(&Utc)))
             .map_err(|e| format!("'{s}' is not an RFC 3339 time ({e})")),
         Value::Number(n) => {
-            let ms = n.as_i64().ok_or_else(|| format!("{n} is not integer epoch milliseconds"))?;
-            Utc.timestamp_millis_opt(ms).single().ok_or_else(|| format!("{ms} is out of range"))
+            let ms = n
+                .as_i64()
+                .ok_or_else(|| format!("{n} is not integer epoch milliseconds"))?;
+            Utc.timestamp_millis_opt(ms)
+                .single()
+                .ok_or_else(|| format!("{ms} is out of range"))
         }
-        other => Err(format!("expected an RFC 3339 string or epoch milliseconds, got {}", type_name(other))),
+        other => Err(format!(
+            "expected an RFC 3339 string or epoch milliseconds, got {}",
+            type_name(other)
+        )),
     }
 }
 
@@ -313,7 +454,13 @@ pub fn fmt_millis(t: &DateTime<Utc>) -> String {
 /// The id ingest gives a reading that came without one: a UUID (version 8)
 /// from a SHA-256 of its content, so a device retrying the same reading gets
 /// the same id and downstream writes stay idempotent.
-pub fn derived_id(device: &str, t: &DateTime<Utc>, metrics: &BTreeMap<String, f64>, tags: &BTreeMap<String, String>, loc: Option<&Location>) -> String {
+pub fn derived_id(
+    device: &str,
+    t: &DateTime<Utc>,
+    metrics: &BTreeMap<String, f64>,
+    tags: &BTreeMap<String, String>,
+    loc: Option<&Location>,
+) -> String {
     derived_id_of(
         device,
         t.timestamp_millis(),
@@ -388,7 +535,11 @@ struct HashBuf {
 
 impl HashBuf {
     fn new() -> Self {
-        Self { h: Sha256::new(), buf: [0; 512], len: 0 }
+        Self {
+            h: Sha256::new(),
+            buf: [0; 512],
+            len: 0,
+        }
     }
 
     #[inline]
@@ -442,9 +593,22 @@ pub fn write_millis(ms: i64, out: &mut [u8; 24]) -> Option<&str> {
     if !(0..=9999).contains(&year) {
         return None;
     }
-    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    let (h, m, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
     // Each field right-aligned in its slot, zero-padded, then its separator.
-    let fields = [(0..4, year, b'-'), (5..7, month, b'-'), (8..10, day, b'T'), (11..13, h, b':'), (14..16, m, b':'), (17..19, s, b'.'), (20..23, milli, b'Z')];
+    let fields = [
+        (0..4, year, b'-'),
+        (5..7, month, b'-'),
+        (8..10, day, b'T'),
+        (11..13, h, b':'),
+        (14..16, m, b':'),
+        (17..19, s, b'.'),
+        (20..23, milli, b'Z'),
+    ];
     for (slot, mut v, sep) in fields {
         let end = slot.end;
         for b in out[slot].iter_mut().rev() {
@@ -471,7 +635,9 @@ pub(crate) mod millis_rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -481,7 +647,9 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().expect("valid time")
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+            .single()
+            .expect("valid time")
     }
 
     fn parse(v: Value) -> Result<Reading, ItemError> {
@@ -496,21 +664,62 @@ mod tests {
     #[test]
     fn derived_ids_match_an_independent_computation() {
         let t = |ms| Utc.timestamp_millis_opt(ms).single().expect("valid");
-        let map = |kv: &[(&str, f64)]| kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<BTreeMap<_, _>>();
-        let tags = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>();
-        let loc = Location { lat: 52.5, lon: 13.4, alt: None };
+        let map = |kv: &[(&str, f64)]| {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let tags = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let loc = Location {
+            lat: 52.5,
+            lon: 13.4,
+            alt: None,
+        };
         assert_eq!(
-            derived_id("dev-1", &t(1_795_608_000_000), &map(&[("speed", 40.5), ("rpm", 1500.0)]), &tags(&[("fw", "1.4.2")]), Some(&loc)),
+            derived_id(
+                "dev-1",
+                &t(1_795_608_000_000),
+                &map(&[("speed", 40.5), ("rpm", 1500.0)]),
+                &tags(&[("fw", "1.4.2")]),
+                Some(&loc)
+            ),
             "586295fe-84dc-8a5c-92a8-ed5f543ff68b"
         );
-        assert_eq!(derived_id("dev-1", &t(1_795_608_000_000), &map(&[("x", 1.0)]), &BTreeMap::new(), None), "45fb2c05-ad57-8203-889d-f3974462caf5");
+        assert_eq!(
+            derived_id(
+                "dev-1",
+                &t(1_795_608_000_000),
+                &map(&[("x", 1.0)]),
+                &BTreeMap::new(),
+                None
+            ),
+            "45fb2c05-ad57-8203-889d-f3974462caf5"
+        );
         let names: Vec<String> = (0..40).map(|i| format!("metric_{i:03}")).collect();
-        let many: BTreeMap<String, f64> = names.iter().enumerate().map(|(i, k)| (k.clone(), i as f64 * 0.5)).collect();
+        let many: BTreeMap<String, f64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as f64 * 0.5))
+            .collect();
         let long = "a".repeat(100);
-        let loc = Location { lat: 0.0, lon: -0.0, alt: Some(12.25) };
-        assert_eq!(derived_id("truck-042", &t(-1), &many, &tags(&[("site", &long)]), Some(&loc)), "f60db30c-b573-8da5-bbb7-932812d2a198");
+        let loc = Location {
+            lat: 0.0,
+            lon: -0.0,
+            alt: Some(12.25),
+        };
+        assert_eq!(
+            derived_id("truck-042", &t(-1), &many, &tags(&[("site", &long)]), Some(&loc)),
+            "f60db30c-b573-8da5-bbb7-932812d2a198"
+        );
         let huge = "b".repeat(700);
-        assert_eq!(derived_id("dev-1", &t(0), &map(&[("x", 2.0)]), &tags(&[("note", &huge)]), None), "5a7b2466-c5e7-8f68-ab21-3d9c3a24c3ab");
+        assert_eq!(
+            derived_id("dev-1", &t(0), &map(&[("x", 2.0)]), &tags(&[("note", &huge)]), None),
+            "5a7b2466-c5e7-8f68-ab21-3d9c3a24c3ab"
+        );
     }
 
     #[test]
@@ -519,7 +728,9 @@ mod tests {
         for _ in 0..1000 {
             let mut b = [0u8; 16];
             for x in &mut b {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 *x = (seed >> 56) as u8;
             }
             assert_eq!(hyphenated_lower(&b), uuid::Uuid::from_bytes(b).hyphenated().to_string());
@@ -528,8 +739,10 @@ mod tests {
 
     #[test]
     fn accepts_a_full_reading_and_round_trips() {
-        let r = parse(json!({"id": "r-1", "deviceId": "dev-1", "timestamp": "2026-11-25T11:59:59.123456Z",
-            "metrics": {"temp": 21.5, "rpm": 3000}, "tags": {"fw": "1.2"}, "location": {"lat": 52.5, "lon": 13.4}}))
+        let r = parse(
+            json!({"id": "r-1", "deviceId": "dev-1", "timestamp": "2026-11-25T11:59:59.123456Z",
+            "metrics": {"temp": 21.5, "rpm": 3000}, "tags": {"fw": "1.2"}, "location": {"lat": 52.5, "lon": 13.4}}),
+        )
         .expect("valid");
         assert_eq!(r.id, "r-1");
         assert_eq!(r.event_time.timestamp_millis() % 1000, 123, "truncated to ms");
@@ -561,20 +774,50 @@ mod tests {
     #[test]
     fn names_the_offending_field() {
         let cases = [
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": "hot"}}), "metrics.x"),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": "hot"}}),
+                "metrics.x",
+            ),
             (json!({"timestamp": 1795608000000i64, "metrics": {}}), "metrics"),
             (json!({"timestamp": 1795608000000i64}), "metrics"),
             (json!({"metrics": {"x": 1}}), "timestamp"),
             (json!({"timestamp": "yesterday", "metrics": {"x": 1}}), "timestamp"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "metrcs": {}}), "metrcs"),
-            (json!({"deviceId": "dev-2", "timestamp": 1795608000000i64, "metrics": {"x": 1}}), "deviceId"),
-            (json!({"deviceId": 7, "timestamp": 1795608000000i64, "metrics": {"x": 1}}), "deviceId"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "location": {"lat": 91, "lon": 0}}), "location.lat"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "location": {"lat": 1}}), "location.lon"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "tags": {"a": 1}}), "tags.a"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"bad name": 1}}), "metrics.bad name"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "schemaVersion": 2}), "schemaVersion"),
-            (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "id": ""}), "id"),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "metrcs": {}}),
+                "metrcs",
+            ),
+            (
+                json!({"deviceId": "dev-2", "timestamp": 1795608000000i64, "metrics": {"x": 1}}),
+                "deviceId",
+            ),
+            (
+                json!({"deviceId": 7, "timestamp": 1795608000000i64, "metrics": {"x": 1}}),
+                "deviceId",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "location": {"lat": 91, "lon": 0}}),
+                "location.lat",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "location": {"lat": 1}}),
+                "location.lon",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "tags": {"a": 1}}),
+                "tags.a",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"bad name": 1}}),
+                "metrics.bad name",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "schemaVersion": 2}),
+                "schemaVersion",
+            ),
+            (
+                json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "id": ""}),
+                "id",
+            ),
             (json!({"timestamp": 1864072000000i64, "metrics": {"x": 1}}), "timestamp"),
             (json!([1, 2]), ""),
             (json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "": 1}), ""),
@@ -584,13 +827,15 @@ mod tests {
             assert_eq!(err.field, field, "{input}: {err}");
             assert!(!err.reason.is_empty());
         }
-        let empty_key = parse(json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "": 1})).expect_err("empty key");
+        let empty_key =
+            parse(json!({"timestamp": 1795608000000i64, "metrics": {"x": 1}, "": 1})).expect_err("empty key");
         assert!(empty_key.reason.contains("empty name"), "{empty_key}");
     }
 
     #[test]
     fn huge_numbers_are_not_finite_f64_and_are_rejected() {
-        let v: Value = serde_json::from_str(r#"{"timestamp": 1795608000000, "metrics": {"x": 1e400}}"#).unwrap_or(Value::Null);
+        let v: Value =
+            serde_json::from_str(r#"{"timestamp": 1795608000000, "metrics": {"x": 1e400}}"#).unwrap_or(Value::Null);
         // serde_json refuses 1e400 outright; either way nothing non-finite gets through.
         if !v.is_null() {
             assert!(parse(v).is_err());

@@ -31,7 +31,11 @@ pub struct Ops {
 impl Ops {
     /// Ops endpoints over `registry`, ready when `readiness` says so.
     pub fn new(registry: Arc<Registry>, readiness: Arc<dyn Readiness>) -> Self {
-        Self { registry, readiness, draining: Arc::new(AtomicBool::new(false)) }
+        Self {
+            registry,
+            readiness,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Mark the process as draining: `/readyz` answers 503 from now on so the
@@ -63,7 +67,14 @@ async fn readyz(State(ops): State<Ops>) -> Response {
 async fn metrics(State(ops): State<Ops>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &ops.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "encoding metrics failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

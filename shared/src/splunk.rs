@@ -88,7 +88,10 @@ pub struct HecClient {
 impl HecClient {
     /// A client for `cfg`.
     pub fn new(cfg: HecConfig) -> Result<Self, HecError> {
-        let http = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(|e| HecError::Unavailable(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| HecError::Unavailable(e.to_string()))?;
         Ok(Self { http, cfg })
     }
 
@@ -100,7 +103,10 @@ impl HecClient {
         }
         let mut raw = Vec::new();
         for e in events {
-            serde_json::to_writer(&mut raw, e).map_err(|e| HecError::Rejected { status: 0, body: e.to_string() })?;
+            serde_json::to_writer(&mut raw, e).map_err(|e| HecError::Rejected {
+                status: 0,
+                body: e.to_string(),
+            })?;
             raw.push(b'\n');
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -124,11 +130,17 @@ impl HecClient {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
                     let text = resp.text().await.unwrap_or_default();
                     if (200..300).contains(&status) {
                         if self.cfg.ack_channel.is_some() {
-                            let ack: Option<u64> = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["ackId"].as_u64());
+                            let ack: Option<u64> = serde_json::from_str::<Value>(&text)
+                                .ok()
+                                .and_then(|v| v["ackId"].as_u64());
                             if let Some(id) = ack {
                                 return self.wait_ack(id).await;
                             }
@@ -161,7 +173,10 @@ impl HecClient {
                 .http
                 .post(&url)
                 .header("authorization", format!("Splunk {}", self.cfg.token))
-                .header("x-splunk-request-channel", self.cfg.ack_channel.as_deref().unwrap_or_default())
+                .header(
+                    "x-splunk-request-channel",
+                    self.cfg.ack_channel.as_deref().unwrap_or_default(),
+                )
                 .json(&serde_json::json!({"acks": [id]}))
                 .send()
                 .await;
@@ -173,7 +188,9 @@ impl HecClient {
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(HecError::Unavailable(format!("no indexer acknowledgement for ack id {id}")));
+                return Err(HecError::Unavailable(format!(
+                    "no indexer acknowledgement for ack id {id}"
+                )));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));

@@ -9,12 +9,21 @@ fn url() -> String {
 }
 
 fn prefix(name: &str) -> String {
-    format!("tributary-test:{}:{}:{name}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+    format!(
+        "tributary-test:{}:{}:{name}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 async fn cache() -> RedisCache {
     let c = RedisCache::new(&url()).expect("valid REDIS_URL");
-    c.get("tributary-test:ping").await.unwrap_or_else(|e| panic!("these tests need a real Redis at {}: {e}", url()));
+    c.get("tributary-test:ping")
+        .await
+        .unwrap_or_else(|e| panic!("these tests need a real Redis at {}: {e}", url()));
     c
 }
 
@@ -43,14 +52,28 @@ async fn tls_connections_work_and_plaintext_is_refused() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("the openssl command makes the test certificate");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -58,20 +81,38 @@ async fn tls_connections_work_and_plaintext_is_refused() {
             let _ = self.0.wait();
         }
     }
-    let _server = Kill(std::process::Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--tls-auth-clients", "no"])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed"));
+    let _server = Kill(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed"),
+    );
     let start = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(10), "redis-server with TLS did not start");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "redis-server with TLS did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // `#insecure`: the self-signed test certificate is not in any trust store.
@@ -80,5 +121,8 @@ async fn tls_connections_work_and_plaintext_is_refused() {
     let plain = RedisCache::new(&format!("redis://127.0.0.1:{port}")).expect("redis URL");
     let refused = tokio::time::timeout(std::time::Duration::from_secs(10), plain.get("k")).await;
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!matches!(refused, Ok(Ok(_))), "a plaintext client must not get an answer from a TLS-only Redis");
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a plaintext client must not get an answer from a TLS-only Redis"
+    );
 }

@@ -6,7 +6,10 @@ use tributary_shared::eventlog::contract::{self, test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 
 fn log() -> KafkaLog {
-    let args = KafkaArgs { brokers: test_brokers(), ..KafkaArgs::default() };
+    let args = KafkaArgs {
+        brokers: test_brokers(),
+        ..KafkaArgs::default()
+    };
     KafkaLog::connect(&args, "tributary-contract-test").expect("connect")
 }
 
@@ -46,8 +49,16 @@ async fn unreachable_broker_is_reported_unavailable() {
     use std::time::Duration;
     use tributary_shared::eventlog::{EventLog, EventLogError, Record};
     // A port nothing listens on: delivery must fail within the delivery timeout, as Unavailable.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let args = KafkaArgs { brokers: format!("127.0.0.1:{port}"), delivery_timeout_ms: 1_000, ..KafkaArgs::default() };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let args = KafkaArgs {
+        brokers: format!("127.0.0.1:{port}"),
+        delivery_timeout_ms: 1_000,
+        ..KafkaArgs::default()
+    };
     let log = KafkaLog::connect(&args, "tributary-contract-test").expect("connect");
     let p = log.publisher();
     let started = std::time::Instant::now();
@@ -70,27 +81,50 @@ async fn a_full_queue_fails_the_excess_fast_and_delivers_the_rest() {
     use tributary_shared::eventlog::{EventLog, EventLogError, Record};
     // A queue of 10 and one publish of 50: the producer must not buffer the
     // excess. Each record gets its own answer, in order, and the call returns.
-    let args = KafkaArgs { brokers: test_brokers(), queue_max_messages: 10, ..KafkaArgs::default() };
+    let args = KafkaArgs {
+        brokers: test_brokers(),
+        queue_max_messages: 10,
+        ..KafkaArgs::default()
+    };
     let log = KafkaLog::connect(&args, "tributary-contract-test").expect("connect");
     let topic = unique_topic("queue-full");
-    log.ensure_topics(std::slice::from_ref(&topic), 1).await.expect("create topic");
+    log.ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .expect("create topic");
     let records: Vec<Record> = (0..50).map(|i| Record::new("k", format!("v{i}"))).collect();
-    let res = tokio::time::timeout(Duration::from_secs(30), log.publisher().publish(&topic, records)).await.expect("publish settles every record");
+    let res = tokio::time::timeout(Duration::from_secs(30), log.publisher().publish(&topic, records))
+        .await
+        .expect("publish settles every record");
     assert_eq!(res.len(), 50);
     // Nothing was delivered while the 50 sends ran (linger is 5 ms), so the first 10 fill the queue.
     assert!(res[..10].iter().all(Result::is_ok), "{res:?}");
-    assert!(res.iter().all(|r| matches!(r, Ok(_) | Err(EventLogError::QueueFull))), "{res:?}");
+    assert!(
+        res.iter().all(|r| matches!(r, Ok(_) | Err(EventLogError::QueueFull))),
+        "{res:?}"
+    );
     let full = res.iter().filter(|r| r.is_err()).count();
     assert!(full > 0, "the queue never filled");
 
     // What was reported Ok is in the log, at the reported offsets, and nothing else is.
     let ok: BTreeSet<i64> = res.iter().filter_map(|r| r.as_ref().ok()).map(|d| d.offset).collect();
-    let mut sub = log.subscribe(&format!("{topic}-g"), std::slice::from_ref(&topic)).await.expect("subscribe");
+    let mut sub = log
+        .subscribe(&format!("{topic}-g"), std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
     let got = contract::drain(&mut sub, ok.len()).await;
     assert_eq!(got.iter().map(|m| m.offset).collect::<BTreeSet<_>>(), ok);
-    let expected: Vec<Vec<u8>> = res.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| format!("v{i}").into_bytes()).collect();
+    let expected: Vec<Vec<u8>> = res
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| format!("v{i}").into_bytes())
+        .collect();
     let mut in_log = got;
     in_log.sort_by_key(|m| m.offset);
-    assert_eq!(in_log.into_iter().map(|m| m.value).collect::<Vec<_>>(), expected, "each Ok belongs to its own record");
+    assert_eq!(
+        in_log.into_iter().map(|m| m.value).collect::<Vec<_>>(),
+        expected,
+        "each Ok belongs to its own record"
+    );
     sub.close().await;
 }

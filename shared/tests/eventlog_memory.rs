@@ -48,5 +48,6 @@ async fn retention_drops_the_oldest_records() {
 
 #[tokio::test]
 async fn committed_metadata_belongs_to_the_latest_commit() {
-    contract::committed_metadata_belongs_to_the_latest_commit(&MemoryLog::default(), &unique_topic("metadata-latest")).await;
+    contract::committed_metadata_belongs_to_the_latest_commit(&MemoryLog::default(), &unique_topic("metadata-latest"))
+        .await;
 }

@@ -52,11 +52,20 @@ async fn tls_is_used_when_the_url_asks_for_it() {
         .expect("PostgreSQL with ssl = on (scripts/test's PostgreSQL)");
     assert!(ssl, "the session is encrypted");
     let plain = PgStore::connect_lazy(&format!("{base}{sep}sslmode=disable"), 1).expect("store");
-    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(plain.pool()).await.expect("query");
+    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(plain.pool())
+        .await
+        .expect("query");
     assert!(!ssl, "and only then");
     // verify-full checks the certificate against the trusted roots: the machine's
     // self-signed snakeoil certificate is not among them, so the connect fails.
     let strict = PgStore::connect_lazy(&format!("{base}{sep}sslmode=verify-full"), 1).expect("store");
-    let refused = sqlx::query("SELECT 1").execute(strict.pool()).await.expect_err("an untrusted certificate must be refused");
-    assert!(refused.to_string().to_lowercase().contains("certificate") || refused.to_string().contains("UnknownIssuer"), "{refused}");
+    let refused = sqlx::query("SELECT 1")
+        .execute(strict.pool())
+        .await
+        .expect_err("an untrusted certificate must be refused");
+    assert!(
+        refused.to_string().to_lowercase().contains("certificate") || refused.to_string().contains("UnknownIssuer"),
+        "{refused}"
+    );
 }

@@ -6,7 +6,9 @@ async fn store(name: &str) -> SqliteStore {
     let dir = std::env::temp_dir().join(format!("tributary-results-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let s = SqliteStore::open(&format!("sqlite://{}", dir.join("results.db").display())).await.expect("open");
+    let s = SqliteStore::open(&format!("sqlite://{}", dir.join("results.db").display()))
+        .await
+        .expect("open");
     s.migrate().await.expect("migrate");
     s
 }
@@ -50,12 +52,18 @@ async fn the_store_persists_across_reopen() {
     {
         let s = SqliteStore::open(&url).await.expect("open");
         s.migrate().await.expect("migrate");
-        s.write_batch(&[contract::agg("d", "temp", 0, 3.0)], &[]).await.expect("write");
+        s.write_batch(&[contract::agg("d", "temp", 0, 3.0)], &[])
+            .await
+            .expect("write");
         s.pool().close().await;
     }
     let s = SqliteStore::open(&url).await.expect("reopen");
     s.migrate().await.expect("migrations are idempotent");
-    assert_eq!(s.devices(&["d".into()]).await.expect("devices").len(), 1, "a restart keeps history");
+    assert_eq!(
+        s.devices(&["d".into()]).await.expect("devices").len(),
+        1,
+        "a restart keeps history"
+    );
 }
 
 #[tokio::test]

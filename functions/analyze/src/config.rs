@@ -8,7 +8,11 @@ use tributary_shared::topics;
 
 /// Configuration of the analyze function.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tributary-analyze", about = "Windows, anomaly models and alerts over telemetry.raw", version)]
+#[command(
+    name = "tributary-analyze",
+    about = "Windows, anomaly models and alerts over telemetry.raw",
+    version
+)]
 pub struct Config {
     /// Port of the ops endpoints (/healthz, /readyz, /metrics).
     #[arg(long, env = "PORT", default_value_t = 8084)]
@@ -118,7 +122,11 @@ impl Config {
         a.windows.sizes_seconds = self.windows.clone();
         a.windows.allowed_lateness = chrono::Duration::seconds(self.allowed_lateness_secs.max(0));
         a.idle_timeout = (self.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.idle_timeout_secs));
-        a.series.idle = chrono::Duration::seconds(i64::try_from(self.series_idle_secs).unwrap_or(i64::MAX / 1000).min(i64::MAX / 1000));
+        a.series.idle = chrono::Duration::seconds(
+            i64::try_from(self.series_idle_secs)
+                .unwrap_or(i64::MAX / 1000)
+                .min(i64::MAX / 1000),
+        );
         a.series.max = self.max_series;
         for text in self.rules.split(';').map(str::trim).filter(|t| !t.is_empty()) {
             let rule = crate::detect::rules::Rule::parse(text).map_err(|e| e.to_string())?;

@@ -90,7 +90,10 @@ pub struct SeriesLimits {
 
 impl Default for SeriesLimits {
     fn default() -> Self {
-        Self { idle: chrono::Duration::hours(1), max: 100_000 }
+        Self {
+            idle: chrono::Duration::hours(1),
+            max: 100_000,
+        }
     }
 }
 
@@ -149,7 +152,14 @@ pub struct Analyzer {
 impl Analyzer {
     /// An analyzer with no state.
     pub fn new(config: AnalyzerConfig) -> Self {
-        Self { windower: Windower::new(config.windows.clone()), config, series: BTreeMap::new(), used: 0, evictions: Evictions::default(), duplicates: 0 }
+        Self {
+            windower: Windower::new(config.windows.clone()),
+            config,
+            series: BTreeMap::new(),
+            used: 0,
+            evictions: Evictions::default(),
+            duplicates: 0,
+        }
     }
 
     /// The configuration it runs with.
@@ -177,7 +187,13 @@ impl Analyzer {
             // A series silent for `idle` of event time starts fresh, whether or not a sweep evicted it yet.
             let known = match self.series.get_mut(&key) {
                 Some(s) if idle_ms > 0 && t - s.newest_ms >= idle_ms => {
-                    alerts.extend(s.evict(&key, &format!("no readings for at least {} s of event time; series state evicted", idle_ms / 1000)));
+                    alerts.extend(s.evict(
+                        &key,
+                        &format!(
+                            "no readings for at least {} s of event time; series state evicted",
+                            idle_ms / 1000
+                        ),
+                    ));
                     self.evictions.idle += 1;
                     false
                 }
@@ -205,10 +221,25 @@ impl Analyzer {
             s.used = self.used;
             s.last_value = x;
             let v = s.model.update(reading.event_time, x);
-            if let Some(a) = s.alerts.observe(&self.config.alerts, &reading.device_id, metric, reading.event_time, x, v.score, v.model, &v.reason) {
+            if let Some(a) = s.alerts.observe(
+                &self.config.alerts,
+                &reading.device_id,
+                metric,
+                reading.event_time,
+                x,
+                v.score,
+                v.model,
+                &v.reason,
+            ) {
                 alerts.push(a);
             }
-            scores.insert(metric.clone(), Scored { score: v.score, model: v.model.to_owned() });
+            scores.insert(
+                metric.clone(),
+                Scored {
+                    score: v.score,
+                    model: v.model.to_owned(),
+                },
+            );
         }
         let aggregates = self.windower.push(partition, offset, reading, &scores);
         Output { aggregates, alerts }
@@ -281,10 +312,19 @@ impl Analyzer {
         let mut alerts = Vec::new();
         let before = self.series.len();
         self.series.retain(|k, s| {
-            if windower.watermark_ms(s.partition).is_none_or(|w| w - s.newest_ms < horizon) {
+            if windower
+                .watermark_ms(s.partition)
+                .is_none_or(|w| w - s.newest_ms < horizon)
+            {
                 return true;
             }
-            alerts.extend(s.evict(k, &format!("no readings for at least {} s of event time; series state evicted", idle_ms / 1000)));
+            alerts.extend(s.evict(
+                k,
+                &format!(
+                    "no readings for at least {} s of event time; series state evicted",
+                    idle_ms / 1000
+                ),
+            ));
             false
         });
         self.evictions.idle += (before - self.series.len()) as u64;
@@ -296,14 +336,19 @@ impl Analyzer {
     /// `quiet`; returns the windows that closed. No-op for an unknown partition.
     pub fn advance_idle(&mut self, partition: i32, quiet: chrono::Duration) -> Vec<Aggregate> {
         match self.windower.newest_event_ms(partition) {
-            Some(newest) => self.windower.advance_clock(partition, newest.saturating_add(quiet.num_milliseconds())),
+            Some(newest) => self
+                .windower
+                .advance_clock(partition, newest.saturating_add(quiet.num_milliseconds())),
             None => Vec::new(),
         }
     }
 
     /// Whether [`Analyzer::advance_idle`] would close a window now.
     pub fn idle_would_close(&self, partition: i32, quiet: chrono::Duration) -> bool {
-        self.windower.newest_event_ms(partition).is_some_and(|n| self.windower.would_close(partition, n.saturating_add(quiet.num_milliseconds())))
+        self.windower.newest_event_ms(partition).is_some_and(|n| {
+            self.windower
+                .would_close(partition, n.saturating_add(quiet.num_milliseconds()))
+        })
     }
 
     /// Series evicted since start.
@@ -361,13 +406,22 @@ mod tests {
 
     fn run(input: &[(i32, Reading)]) -> (Vec<Output>, Analyzer) {
         let mut a = Analyzer::new(AnalyzerConfig::default());
-        let out = input.iter().enumerate().map(|(o, (p, r))| a.process(*p, o as i64, r)).collect();
+        let out = input
+            .iter()
+            .enumerate()
+            .map(|(o, (p, r))| a.process(*p, o as i64, r))
+            .collect();
         (out, a)
     }
 
     /// Every aggregate of 10 s windows for `device`, after a flush.
     fn counts(a: &mut Analyzer, out: &[Output], device: &str) -> (u64, Vec<f64>) {
-        let aggs: Vec<Aggregate> = out.iter().flat_map(|o| o.aggregates.clone()).chain(a.flush()).filter(|g| g.device_id == device && g.window_seconds == 10).collect();
+        let aggs: Vec<Aggregate> = out
+            .iter()
+            .flat_map(|o| o.aggregates.clone())
+            .chain(a.flush())
+            .filter(|g| g.device_id == device && g.window_seconds == 10)
+            .collect();
         (aggs.iter().map(|g| g.count).sum(), aggs.iter().map(|g| g.max).collect())
     }
 
@@ -384,10 +438,22 @@ mod tests {
         let (out, mut a) = run(&input);
         assert_eq!(a.duplicates(), 2, "both resends recognised");
         let (n, maxes) = counts(&mut a, &out, "d");
-        assert_eq!(n, 31, "30 readings and one distinct reading at the same instant, each once");
+        assert_eq!(
+            n, 31,
+            "30 readings and one distinct reading at the same instant, each once"
+        );
         assert!(maxes.contains(&100.0));
         // The same id on another device is another reading.
-        let (_, b) = run(&[(0, reading("d", 1, 1.0)), (0, Reading { device_id: "e".into(), ..reading("d", 1, 1.0) })]);
+        let (_, b) = run(&[
+            (0, reading("d", 1, 1.0)),
+            (
+                0,
+                Reading {
+                    device_id: "e".into(),
+                    ..reading("d", 1, 1.0)
+                },
+            ),
+        ]);
         assert_eq!(b.duplicates(), 0);
     }
 
@@ -401,7 +467,11 @@ mod tests {
         assert!(a.remembered() <= 65, "{} remembered", a.remembered());
         let late_before = a.late_values();
         a.process(0, 600, &reading("d", 3, 1.0));
-        assert_eq!((a.duplicates(), a.late_values() - late_before), (0, 2), "an old resend is late for both sizes, not remembered");
+        assert_eq!(
+            (a.duplicates(), a.late_values() - late_before),
+            (0, 2),
+            "an old resend is late for both sizes, not remembered"
+        );
         a.process(0, 601, &reading("d", 590, 1.0));
         assert_eq!(a.duplicates(), 1, "a recent resend is recognised");
         assert_eq!(a.committable_offset(0).map(|o| o <= 601), Some(true));
@@ -417,10 +487,18 @@ mod tests {
         let (out, mut a) = run(&input);
         let alerts: Vec<&Alert> = out.iter().flat_map(|o| &o.alerts).collect();
         let opened: Vec<_> = alerts.iter().filter(|x| x.state == AlertState::Opened).collect();
-        assert!(opened.iter().any(|x| x.updated_at == input[1500].1.event_time && x.model == "spike"), "{alerts:?}");
+        assert!(
+            opened
+                .iter()
+                .any(|x| x.updated_at == input[1500].1.event_time && x.model == "spike"),
+            "{alerts:?}"
+        );
         assert!(alerts.iter().any(|x| x.state == AlertState::Resolved));
         let aggs: Vec<&Aggregate> = out.iter().flat_map(|o| &o.aggregates).collect();
-        let spike_window = aggs.iter().find(|g| g.window_seconds == 10 && g.max == 80.0).expect("spike window emitted");
+        let spike_window = aggs
+            .iter()
+            .find(|g| g.window_seconds == 10 && g.max == 80.0)
+            .expect("spike window emitted");
         assert!(spike_window.anomaly_score > 0.9);
         assert_eq!(run(&input).0, out, "replay gives identical output");
         assert_eq!(a.series_count(), 2);
@@ -436,7 +514,10 @@ mod tests {
             a.process(0, s, &reading("d", s, 1.0));
         }
         let cp = a.checkpoint(0).expect("checkpoint");
-        assert_eq!(cp, format!("maxEvent={}", reading("d", 99, 1.0).event_time.timestamp_millis()));
+        assert_eq!(
+            cp,
+            format!("maxEvent={}", reading("d", 99, 1.0).event_time.timestamp_millis())
+        );
         // A new owner replays from some offset; a reading for a window that had closed must stay out.
         let mut b = Analyzer::new(AnalyzerConfig::default());
         assert!(b.restore(0, &cp));
@@ -450,7 +531,13 @@ mod tests {
         assert_eq!(c.late_values(), 0);
     }
     fn limits(idle_s: i64, max: usize) -> AnalyzerConfig {
-        AnalyzerConfig { series: SeriesLimits { idle: chrono::Duration::seconds(idle_s), max }, ..AnalyzerConfig::default() }
+        AnalyzerConfig {
+            series: SeriesLimits {
+                idle: chrono::Duration::seconds(idle_s),
+                max,
+            },
+            ..AnalyzerConfig::default()
+        }
     }
 
     fn reading_of(device: &str, s: i64, metrics: &[(&str, f64)]) -> Reading {
@@ -471,14 +558,32 @@ mod tests {
         assert!(!a.idle_would_close(0, q(7)));
         assert!(a.advance_idle(0, q(7)).is_empty());
         let out = a.advance_idle(0, q(8));
-        assert_eq!(out.iter().map(|g| (g.window_seconds, g.count)).collect::<Vec<_>>(), vec![(10, 7)]);
+        assert_eq!(
+            out.iter().map(|g| (g.window_seconds, g.count)).collect::<Vec<_>>(),
+            vec![(10, 7)]
+        );
         // The minute window needs 65 s: the clock is computed from the newest event, not compounded.
         assert!(a.advance_idle(0, q(57)).is_empty());
-        assert_eq!(a.advance_idle(0, q(58)).iter().map(|g| (g.window_seconds, g.count)).collect::<Vec<_>>(), vec![(60, 7)]);
+        assert_eq!(
+            a.advance_idle(0, q(58))
+                .iter()
+                .map(|g| (g.window_seconds, g.count))
+                .collect::<Vec<_>>(),
+            vec![(60, 7)]
+        );
         assert_eq!(a.committable_offset(0), Some(8));
-        assert!(!a.idle_would_close(1, q(1_000_000)) && a.advance_idle(1, q(1_000_000)).is_empty(), "unknown partition");
+        assert!(
+            !a.idle_would_close(1, q(1_000_000)) && a.advance_idle(1, q(1_000_000)).is_empty(),
+            "unknown partition"
+        );
         // The checkpoint carries the advanced clock (newest 7 s + 58 s).
-        assert_eq!(a.checkpoint(0), Some(format!("maxEvent={}", reading("d", 65, 0.0).event_time.timestamp_millis())));
+        assert_eq!(
+            a.checkpoint(0),
+            Some(format!(
+                "maxEvent={}",
+                reading("d", 65, 0.0).event_time.timestamp_millis()
+            ))
+        );
         // A late reading after the idle close is counted late, not added.
         let late_before = a.late_values();
         assert!(a.process(0, 8, &reading("d", 9, 5.0)).aggregates.is_empty());
@@ -501,7 +606,10 @@ mod tests {
         a.evict_idle_series();
         // "quiet" (2 series) goes; partition 1's watermark has not moved, so its series stays.
         assert_eq!((a.series_count(), a.evictions().idle), (2, 2));
-        assert!(a.series.contains_key(&("other-partition".to_owned(), "temp".to_owned())));
+        assert!(
+            a.series
+                .contains_key(&("other-partition".to_owned(), "temp".to_owned()))
+        );
         // An idle advance moves the quiet partition's watermark, and its series goes too.
         a.advance_idle(1, chrono::Duration::seconds(125));
         a.evict_idle_series();
@@ -523,12 +631,19 @@ mod tests {
             alerts.extend(a.process(0, s, &reading("d", s, 20.0 + rng.normal())).alerts);
         }
         alerts.extend(a.process(0, 1500, &reading("d", 1500, 90.0)).alerts);
-        let opened = alerts.iter().find(|x| x.state == AlertState::Opened).expect("the spike opened an incident").clone();
+        let opened = alerts
+            .iter()
+            .find(|x| x.state == AlertState::Opened)
+            .expect("the spike opened an incident")
+            .clone();
         // Silent for 10 minutes of event time: the next reading finds the series evicted.
         let out = a.process(0, 2100, &reading("d", 2100, 20.0));
         let resolved: Vec<_> = out.alerts.iter().filter(|x| x.state == AlertState::Resolved).collect();
         assert_eq!(resolved.len(), 1, "{:?}", out.alerts);
-        assert_eq!((&resolved[0].id, resolved[0].updated_at), (&opened.id, input_time(1500)));
+        assert_eq!(
+            (&resolved[0].id, resolved[0].updated_at),
+            (&opened.id, input_time(1500))
+        );
         assert!(resolved[0].reason.contains("evicted"), "{}", resolved[0].reason);
         assert_eq!(a.evictions().idle, 1);
         // Cold: the same spike right after the return scores nothing (the models need their warm-up again).
@@ -553,7 +668,13 @@ mod tests {
         let mut a = Analyzer::new(limits(0, max));
         let mut ten_s_counts = 0;
         let mut run = |a: &mut Analyzer, o: i64, r: &Reading| {
-            ten_s_counts += a.process(0, o, r).aggregates.iter().filter(|g| g.window_seconds == 10).map(|g| g.count).sum::<u64>();
+            ten_s_counts += a
+                .process(0, o, r)
+                .aggregates
+                .iter()
+                .filter(|g| g.window_seconds == 10)
+                .map(|g| g.count)
+                .sum::<u64>();
         };
         for d in 0..max {
             run(&mut a, d as i64, &reading(&format!("d{d}"), d as i64, 1.0));
@@ -564,7 +685,14 @@ mod tests {
         run(&mut a, 201, &reading("d1", 201, 1.0));
         run(&mut a, 202, &reading("new", 202, 1.0));
         assert_eq!(a.series_count(), max - 2);
-        assert_eq!(a.evictions(), Evictions { idle: 0, cap: 3, cap_rounds: 1 });
+        assert_eq!(
+            a.evictions(),
+            Evictions {
+                idle: 0,
+                cap: 3,
+                cap_rounds: 1
+            }
+        );
         for gone in ["d2", "d3", "d4"] {
             assert!(!a.series.contains_key(&(gone.to_owned(), "temp".to_owned())), "{gone}");
         }
@@ -578,7 +706,12 @@ mod tests {
         }
         assert!(a.evictions().cap >= 10_000);
         // Windows are not model state: every window still completes with all its values.
-        ten_s_counts += a.flush().iter().filter(|g| g.window_seconds == 10).map(|g| g.count).sum::<u64>();
+        ten_s_counts += a
+            .flush()
+            .iter()
+            .filter(|g| g.window_seconds == 10)
+            .map(|g| g.count)
+            .sum::<u64>();
         assert_eq!((ten_s_counts, a.late_values()), (max as u64 + 3 + 10_000, 0));
     }
 
@@ -594,7 +727,13 @@ mod tests {
         assert!(alerts.iter().any(|x| x.state == AlertState::Opened));
         a.process(0, 1501, &reading("e", 1501, 1.0));
         let out = a.process(0, 1502, &reading("f", 1502, 1.0));
-        assert_eq!(out.alerts.iter().map(|x| (x.device_id.as_str(), x.state)).collect::<Vec<_>>(), vec![("d", AlertState::Resolved)]);
+        assert_eq!(
+            out.alerts
+                .iter()
+                .map(|x| (x.device_id.as_str(), x.state))
+                .collect::<Vec<_>>(),
+            vec![("d", AlertState::Resolved)]
+        );
         assert!(out.alerts[0].reason.contains("cap"));
     }
 }

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tributary_shared::eventlog::runner::{Handler, HandlerError};
-use tributary_shared::eventlog::{Committed, Event, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
+use tributary_shared::eventlog::{
+    Committed, Event, EventLogError, Message, Publisher, Record, Subscription, TopicPartition,
+};
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
@@ -94,7 +96,13 @@ pub struct AnalyzeHandler {
 impl AnalyzeHandler {
     /// A handler with a fresh analyzer. The idle rule's timeout comes from
     /// the analyzer's configuration ([`crate::engine::AnalyzerConfig::idle_timeout`]).
-    pub fn new(analyzer: Analyzer, publisher: Arc<dyn Publisher>, outputs: Outputs, splunk: Option<HecClient>, metrics: Metrics) -> Self {
+    pub fn new(
+        analyzer: Analyzer,
+        publisher: Arc<dyn Publisher>,
+        outputs: Outputs,
+        splunk: Option<HecClient>,
+        metrics: Metrics,
+    ) -> Self {
         let idle = IdleClock::new(analyzer.config().idle_timeout);
         let state = State {
             analyzer,
@@ -108,7 +116,14 @@ impl AnalyzeHandler {
             reported: Evictions::default(),
             cap_logged_at: None,
         };
-        Self { state: Mutex::new(state), gate: tokio::sync::Mutex::new(()), publisher, outputs, splunk, metrics }
+        Self {
+            state: Mutex::new(state),
+            gate: tokio::sync::Mutex::new(()),
+            publisher,
+            outputs,
+            splunk,
+            metrics,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -133,10 +148,18 @@ impl AnalyzeHandler {
                     st.pending.aggregates.extend(out.aggregates);
                     st.pending.alerts.extend(out.alerts);
                 }
-                Err(e) => st.pending.dead.push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
+                Err(e) => st
+                    .pending
+                    .dead
+                    .push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
             }
         }
-        self.metrics.readings(readings, st.analyzer.late_values(), st.analyzer.duplicates(), st.analyzer.remembered());
+        self.metrics.readings(
+            readings,
+            st.analyzer.late_values(),
+            st.analyzer.duplicates(),
+            st.analyzer.remembered(),
+        );
         self.report_series(st);
     }
 
@@ -163,17 +186,36 @@ impl AnalyzeHandler {
     async fn publish_pending(&self) -> Result<(), HandlerError> {
         let (aggs, alerts, dead) = {
             let st = self.lock();
-            (st.pending.aggregates.clone(), st.pending.alerts.clone(), st.pending.dead.clone())
+            (
+                st.pending.aggregates.clone(),
+                st.pending.alerts.clone(),
+                st.pending.dead.clone(),
+            )
         };
         if aggs.is_empty() && alerts.is_empty() && dead.is_empty() {
             return Ok(());
         }
         let to_record = |device: &str, v: Vec<u8>| Record::new(device.to_owned(), v);
-        self.publish_all(&self.outputs.aggregates, aggs.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
-        self.publish_all(&self.outputs.alerts, alerts.iter().map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default())).collect()).await?;
+        self.publish_all(
+            &self.outputs.aggregates,
+            aggs.iter()
+                .map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default()))
+                .collect(),
+        )
+        .await?;
+        self.publish_all(
+            &self.outputs.alerts,
+            alerts
+                .iter()
+                .map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default()))
+                .collect(),
+        )
+        .await?;
         self.publish_all(&self.outputs.deadletter, dead.clone()).await?;
         if let Some(hec) = &self.splunk {
-            hec.send(&hec_events(&aggs, &alerts)).await.map_err(|e| HandlerError(e.to_string()))?;
+            hec.send(&hec_events(&aggs, &alerts))
+                .await
+                .map_err(|e| HandlerError(e.to_string()))?;
         }
         self.metrics.published(aggs.len(), alerts.len(), dead.len());
         // Only the gate holder appends, so what was cloned is a prefix of what is pending.
@@ -209,13 +251,20 @@ impl AnalyzeHandler {
         let _gate = self.gate.lock().await;
         let quiet: Vec<(TopicPartition, chrono::Duration)> = {
             let st = self.lock();
-            st.idle.quiet().into_iter().map(|(tp, q)| (tp, chrono::Duration::from_std(q).unwrap_or(chrono::Duration::MAX))).collect()
+            st.idle
+                .quiet()
+                .into_iter()
+                .map(|(tp, q)| (tp, chrono::Duration::from_std(q).unwrap_or(chrono::Duration::MAX)))
+                .collect()
         };
         let mut advance = !quiet.is_empty();
         let needs_broker = {
             let st = self.lock();
             let fresh = st.broker_ok_at.is_some_and(|t| t.elapsed() < BROKER_CHECK_VALID);
-            !fresh && quiet.iter().any(|(tp, q)| st.analyzer.idle_would_close(tp.partition, *q))
+            !fresh
+                && quiet
+                    .iter()
+                    .any(|(tp, q)| st.analyzer.idle_would_close(tp.partition, *q))
         };
         if needs_broker {
             match self.publisher.check_ready().await {
@@ -234,7 +283,12 @@ impl AnalyzeHandler {
                 for (tp, q) in &quiet {
                     let out = st.analyzer.advance_idle(tp.partition, *q);
                     if !out.is_empty() {
-                        tracing::debug!(partition = tp.partition, windows = out.len(), quiet_ms = q.num_milliseconds(), "idle partition: closed its windows");
+                        tracing::debug!(
+                            partition = tp.partition,
+                            windows = out.len(),
+                            quiet_ms = q.num_milliseconds(),
+                            "idle partition: closed its windows"
+                        );
                     }
                     closed += out.len();
                     st.pending.aggregates.extend(out);
@@ -264,7 +318,13 @@ impl AnalyzeHandler {
                 let next = *st.applied.get(tp)?;
                 let safe = st.analyzer.committable_offset(tp.partition)?.min(next);
                 let moved = st.committed.get(tp).is_none_or(|&c| safe > c);
-                moved.then(|| (tp.clone(), safe, st.analyzer.checkpoint(tp.partition).unwrap_or_default()))
+                moved.then(|| {
+                    (
+                        tp.clone(),
+                        safe,
+                        st.analyzer.checkpoint(tp.partition).unwrap_or_default(),
+                    )
+                })
             })
             .collect();
         // Stays due until a tick finds nothing left to commit (i.e. after a successful commit).
@@ -286,8 +346,20 @@ impl AnalyzeHandler {
 fn hec_events(aggs: &[Aggregate], alerts: &[Alert]) -> Vec<HecEvent> {
     let t = |d: &chrono::DateTime<chrono::Utc>| d.timestamp_millis() as f64 / 1000.0;
     aggs.iter()
-        .map(|a| HecEvent { time: t(&a.window_start), host: a.device_id.clone(), source: "tributary:analyze".into(), sourcetype: "tributary:aggregate".into(), event: serde_json::to_value(a).unwrap_or_default() })
-        .chain(alerts.iter().map(|a| HecEvent { time: t(&a.updated_at), host: a.device_id.clone(), source: "tributary:analyze".into(), sourcetype: "tributary:alert".into(), event: serde_json::to_value(a).unwrap_or_default() }))
+        .map(|a| HecEvent {
+            time: t(&a.window_start),
+            host: a.device_id.clone(),
+            source: "tributary:analyze".into(),
+            sourcetype: "tributary:aggregate".into(),
+            event: serde_json::to_value(a).unwrap_or_default(),
+        })
+        .chain(alerts.iter().map(|a| HecEvent {
+            time: t(&a.updated_at),
+            host: a.device_id.clone(),
+            source: "tributary:analyze".into(),
+            sourcetype: "tributary:alert".into(),
+            event: serde_json::to_value(a).unwrap_or_default(),
+        }))
         .collect()
 }
 
@@ -301,10 +373,16 @@ impl Handler for AnalyzeHandler {
 
     fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {
         let st = self.lock();
-        processed.into_iter().map(|(tp, next)| {
-            let safe = st.analyzer.committable_offset(tp.partition).map_or(next, |c| c.min(next));
-            (tp, safe)
-        }).collect()
+        processed
+            .into_iter()
+            .map(|(tp, next)| {
+                let safe = st
+                    .analyzer
+                    .committable_offset(tp.partition)
+                    .map_or(next, |c| c.min(next));
+                (tp, safe)
+            })
+            .collect()
     }
 
     fn commit_metadata(&self, partition: &TopicPartition) -> String {

@@ -107,7 +107,10 @@ pub struct IdleClock {
 impl IdleClock {
     /// A clock for `timeout` (`None` or zero: the rule is off).
     pub fn new(timeout: Option<Duration>) -> Self {
-        Self { timeout: timeout.filter(|t| !t.is_zero()), ..Self::default() }
+        Self {
+            timeout: timeout.filter(|t| !t.is_zero()),
+            ..Self::default()
+        }
     }
 
     /// Whether the rule is on.
@@ -173,7 +176,13 @@ mod tests {
         // Time not spent polling (a stalled handler) is not counted: nothing moves without polls.
         assert_eq!(c.quiet(), vec![(a.clone(), Duration::from_secs(30))]);
         c.polled(Duration::from_secs(25));
-        assert_eq!(c.quiet(), vec![(a.clone(), Duration::from_secs(55)), (b.clone(), Duration::from_secs(35))]);
+        assert_eq!(
+            c.quiet(),
+            vec![
+                (a.clone(), Duration::from_secs(55)),
+                (b.clone(), Duration::from_secs(35))
+            ]
+        );
         c.active(&a);
         c.forget(&b);
         assert!(c.quiet().is_empty());

@@ -29,7 +29,12 @@ async fn main() -> anyhow::Result<()> {
     let analyzer = Analyzer::new(cfg.analyzer().map_err(anyhow::Error::msg)?);
     let log = KafkaLog::connect(&cfg.kafka, "tributary-analyze").context("connecting to Kafka")?;
     if cfg.kafka.create_topics {
-        let all = [cfg.raw_topic.clone(), cfg.aggregates_topic.clone(), cfg.alerts_topic.clone(), cfg.deadletter_topic.clone()];
+        let all = [
+            cfg.raw_topic.clone(),
+            cfg.aggregates_topic.clone(),
+            cfg.alerts_topic.clone(),
+            cfg.deadletter_topic.clone(),
+        ];
         if let Err(e) = log.ensure_topics(&all, cfg.kafka.partitions).await {
             tracing::warn!(error = %e, "could not create topics");
         }
@@ -44,16 +49,35 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let mut registry = prometheus_client::registry::Registry::default();
-    let outputs = Outputs { aggregates: cfg.aggregates_topic.clone(), alerts: cfg.alerts_topic.clone(), deadletter: cfg.deadletter_topic.clone() };
-    let handler = Arc::new(AnalyzeHandler::new(analyzer, log.publisher(), outputs, splunk, Metrics::new(&mut registry)));
+    let outputs = Outputs {
+        aggregates: cfg.aggregates_topic.clone(),
+        alerts: cfg.alerts_topic.clone(),
+        deadletter: cfg.deadletter_topic.clone(),
+    };
+    let handler = Arc::new(AnalyzeHandler::new(
+        analyzer,
+        log.publisher(),
+        outputs,
+        splunk,
+        Metrics::new(&mut registry),
+    ));
     let ops = Ops::new(Arc::new(registry), Arc::new(KafkaReady(log.publisher())));
-    let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port)).await.with_context(|| format!("binding port {}", cfg.port))?;
+    let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
+        .await
+        .with_context(|| format!("binding port {}", cfg.port))?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(axum::serve(listener, ops.router()).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }).into_future());
+    let server = tokio::spawn(
+        axum::serve(listener, ops.router())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
 
-    let sub = log.subscribe(&cfg.group, std::slice::from_ref(&cfg.raw_topic)).await.context("joining the consumer group")?;
+    let sub = log
+        .subscribe(&cfg.group, std::slice::from_ref(&cfg.raw_topic))
+        .await
+        .context("joining the consumer group")?;
     // Ticks between polls: closes the windows of quiet partitions and evicts idle series.
     let sub = Ticking::wrap(sub, handler.clone());
     tracing::info!(
@@ -65,7 +89,10 @@ async fn main() -> anyhow::Result<()> {
         max_series = cfg.max_series,
         "analyze consuming"
     );
-    let runner_cfg = RunnerConfig { max_batch: cfg.batch_max, ..RunnerConfig::default() };
+    let runner_cfg = RunnerConfig {
+        max_batch: cfg.batch_max,
+        ..RunnerConfig::default()
+    };
     let draining = ops.clone();
     run_consumer(sub, &*handler, &runner_cfg, async move {
         tributary_shared::shutdown::signal().await;

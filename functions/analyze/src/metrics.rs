@@ -24,19 +24,47 @@ impl Metrics {
     /// Register in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register("tributary_analyze_readings", "Readings applied to windows and models", m.readings.clone());
-        registry.register("tributary_analyze_aggregates", "Window aggregates published", m.aggregates.clone());
+        registry.register(
+            "tributary_analyze_readings",
+            "Readings applied to windows and models",
+            m.readings.clone(),
+        );
+        registry.register(
+            "tributary_analyze_aggregates",
+            "Window aggregates published",
+            m.aggregates.clone(),
+        );
         registry.register("tributary_analyze_alerts", "Alert records published", m.alerts.clone());
-        registry.register("tributary_analyze_deadletter_records", "Records that were not readings", m.deadletter.clone());
-        registry.register("tributary_analyze_late_values", "Values dropped because their window had closed, since start", m.late.clone());
+        registry.register(
+            "tributary_analyze_deadletter_records",
+            "Records that were not readings",
+            m.deadletter.clone(),
+        );
+        registry.register(
+            "tributary_analyze_late_values",
+            "Values dropped because their window had closed, since start",
+            m.late.clone(),
+        );
         registry.register(
             "tributary_analyze_resent_readings",
             "Readings skipped as resends of one already counted (same device, id and event time), since start",
             m.resent.clone(),
         );
-        registry.register("tributary_analyze_remembered_readings", "Readings remembered to recognise resends (those that can still join a window)", m.remembered.clone());
-        registry.register("tributary_analyze_idle_closed_windows", "Windows closed by the idle rule (their partition had gone quiet)", m.idle_closed.clone());
-        registry.register("tributary_analyze_series", "(device, metric) series with model state", m.series.clone());
+        registry.register(
+            "tributary_analyze_remembered_readings",
+            "Readings remembered to recognise resends (those that can still join a window)",
+            m.remembered.clone(),
+        );
+        registry.register(
+            "tributary_analyze_idle_closed_windows",
+            "Windows closed by the idle rule (their partition had gone quiet)",
+            m.idle_closed.clone(),
+        );
+        registry.register(
+            "tributary_analyze_series",
+            "(device, metric) series with model state",
+            m.series.clone(),
+        );
         registry.register(
             "tributary_analyze_series_evicted",
             "Series whose model state was evicted, by reason (idle: no readings for TRIBUTARY_SERIES_IDLE_SECS; cap: TRIBUTARY_MAX_SERIES reached)",
@@ -60,7 +88,9 @@ impl Metrics {
         self.series.set(count as i64);
         for (reason, n) in [("idle", evicted_idle), ("cap", evicted_cap)] {
             if n > 0 {
-                self.evicted.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc_by(n);
+                self.evicted
+                    .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+                    .inc_by(n);
             }
         }
     }

@@ -66,7 +66,10 @@ pub enum Error {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// One series with its scores and labels, ready for [`score`].
@@ -151,7 +154,11 @@ impl Summary {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let th = self.threshold.map_or_else(|| "never".to_owned(), |t| format!("{t:.6}"));
-        let _ = writeln!(s, "NAB {} profile, detector {}, threshold {th}", self.profile, self.detector);
+        let _ = writeln!(
+            s,
+            "NAB {} profile, detector {}, threshold {th}",
+            self.profile, self.detector
+        );
         let line = |s: &mut String, name: &str, t: &Totals| {
             let _ = writeln!(
                 s,
@@ -183,7 +190,11 @@ impl Summary {
 
 /// NAB's scaled sigmoid: `2 / (1 + e^(5x)) - 1`, and -1 past `x = 3`.
 pub fn scaled_sigmoid(x: f64) -> f64 {
-    if x > 3.0 { -1.0 } else { 2.0 / (1.0 + (5.0 * x).exp()) - 1.0 }
+    if x > 3.0 {
+        -1.0
+    } else {
+        2.0 / (1.0 + (5.0 * x).exp()) - 1.0
+    }
 }
 
 /// NAB's probation length: 15% of the rows, at most 750.
@@ -312,7 +323,9 @@ pub fn score(files: &[Labeled]) -> Summary {
                     continue;
                 }
                 match worth {
-                    Some(Worth::Tp(wi, v)) if counted[*wi] => bestw[*wi] = Some(bestw[*wi].map_or(*v, |b: f64| b.max(*v))),
+                    Some(Worth::Tp(wi, v)) if counted[*wi] => {
+                        bestw[*wi] = Some(bestw[*wi].map_or(*v, |b: f64| b.max(*v)))
+                    }
                     Some(Worth::Fp(v)) => {
                         fp.0 += 1;
                         fp.1 += v;
@@ -322,7 +335,13 @@ pub fn score(files: &[Labeled]) -> Summary {
             }
             let windows = counted.iter().filter(|&&c| c).count();
             let tp = bestw.iter().filter(|b| b.is_some()).count();
-            let raw = bestw.iter().zip(&counted).filter(|(_, c)| **c).map(|(b, _)| b.unwrap_or(-FN_WEIGHT)).sum::<f64>() + fp.1;
+            let raw = bestw
+                .iter()
+                .zip(&counted)
+                .filter(|(_, c)| **c)
+                .map(|(b, _)| b.unwrap_or(-FN_WEIGHT))
+                .sum::<f64>()
+                + fp.1;
             let null = -FN_WEIGHT * windows as f64;
             let perfect = TP_WEIGHT * windows as f64;
             FileScore {
@@ -334,7 +353,11 @@ pub fn score(files: &[Labeled]) -> Summary {
                 false_negatives: windows - tp,
                 false_positives: fp.0,
                 raw,
-                normalized: if windows > 0 { 100.0 * (raw - null) / (perfect - null) } else { 0.0 },
+                normalized: if windows > 0 {
+                    100.0 * (raw - null) / (perfect - null)
+                } else {
+                    0.0
+                },
             }
         })
         .collect();
@@ -354,9 +377,20 @@ pub fn score(files: &[Labeled]) -> Summary {
     for t in folders.values_mut().chain([&mut all]) {
         t.null = -FN_WEIGHT * t.windows as f64;
         t.perfect = TP_WEIGHT * t.windows as f64;
-        t.normalized = if t.windows > 0 { 100.0 * (t.raw - t.null) / (t.perfect - t.null) } else { 0.0 };
+        t.normalized = if t.windows > 0 {
+            100.0 * (t.raw - t.null) / (t.perfect - t.null)
+        } else {
+            0.0
+        };
     }
-    Summary { detector: DETECTOR_NAME.to_owned(), profile: "standard".to_owned(), threshold, total: all, folders, files: files_out }
+    Summary {
+        detector: DETECTOR_NAME.to_owned(),
+        profile: "standard".to_owned(),
+        threshold,
+        total: all,
+        folders,
+        files: files_out,
+    }
 }
 
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
@@ -368,7 +402,10 @@ type Rows = Vec<(String, String, NaiveDateTime, f64)>;
 
 fn read_csv(path: &Path) -> Result<Rows, Error> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    let bad = |line: usize, reason: &str| Error::Format { path: path.to_owned(), reason: format!("line {line}: {reason}") };
+    let bad = |line: usize, reason: &str| Error::Format {
+        path: path.to_owned(),
+        reason: format!("line {line}: {reason}"),
+    };
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if n == 0 {
@@ -382,7 +419,12 @@ fn read_csv(path: &Path) -> Result<Rows, Error> {
         }
         let (ts, v) = line.split_once(',').ok_or_else(|| bad(n + 1, "expected two columns"))?;
         let t = parse_time(ts).ok_or_else(|| bad(n + 1, "bad timestamp"))?;
-        let x: f64 = v.trim().parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| bad(n + 1, "bad value"))?;
+        let x: f64 = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite())
+            .ok_or_else(|| bad(n + 1, "bad value"))?;
         rows.push((ts.to_owned(), v.trim().to_owned(), t, x));
     }
     Ok(rows)
@@ -398,7 +440,10 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
     let windows_path = data_dir.join("windows.json");
     let windows_text = std::fs::read_to_string(&windows_path).map_err(io(&windows_path))?;
     let all_windows: BTreeMap<String, Vec<(String, String)>> =
-        serde_json::from_str(&windows_text).map_err(|e| Error::Format { path: windows_path.clone(), reason: e.to_string() })?;
+        serde_json::from_str(&windows_text).map_err(|e| Error::Format {
+            path: windows_path.clone(),
+            reason: e.to_string(),
+        })?;
     let mut labeled = Vec::new();
     for folder in FOLDERS {
         let dir = data_dir.join(folder);
@@ -426,7 +471,10 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
             std::fs::write(&out_path, out).map_err(io(&out_path))?;
             let mut windows = Vec::new();
             for (a, b) in all_windows.get(&key).map(Vec::as_slice).unwrap_or_default() {
-                let bad = || Error::Format { path: windows_path.clone(), reason: format!("{key}: bad window [{a}, {b}]") };
+                let bad = || Error::Format {
+                    path: windows_path.clone(),
+                    reason: format!("{key}: bad window [{a}, {b}]"),
+                };
                 let (ta, tb) = (parse_time(a).ok_or_else(bad)?, parse_time(b).ok_or_else(bad)?);
                 let first = rows.iter().position(|r| r.2 >= ta);
                 let last = rows.iter().rposition(|r| r.2 <= tb);
@@ -437,12 +485,19 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
                 }
             }
             windows.sort_unstable();
-            labeled.push(Labeled { name: key, scores, windows });
+            labeled.push(Labeled {
+                name: key,
+                scores,
+                windows,
+            });
         }
     }
     let summary = score(&labeled);
     let json_path = out_dir.join(format!("{DETECTOR_NAME}_summary.json"));
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Format { path: json_path.clone(), reason: e.to_string() })?;
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Format {
+        path: json_path.clone(),
+        reason: e.to_string(),
+    })?;
     std::fs::write(&json_path, json).map_err(io(&json_path))?;
     let text_path = out_dir.join(format!("{DETECTOR_NAME}_summary.txt"));
     std::fs::write(&text_path, summary.to_text()).map_err(io(&text_path))?;
@@ -462,7 +517,11 @@ mod tests {
         scores[11] = 0.8; // TP: s(-(14 - 11 + 1) / 5) / s(-1)
         scores[13] = 0.85; // a later detection in the window does not beat the first
         scores[18] = 0.5; // FP after the window: 0.11 * s(|14 - 18| / 4)
-        let file = Labeled { name: "f/a.csv".into(), scores, windows: vec![(10, 14)] };
+        let file = Labeled {
+            name: "f/a.csv".into(),
+            scores,
+            windows: vec![(10, 14)],
+        };
         let s = |x: f64| 2.0 / (1.0 + (5.0 * x).exp()) - 1.0;
         let tp = s(-0.8) / s(-1.0);
         // Thresholds: 1.0 (probation only) -> -1; 0.9 -> -1.11; 0.85 -> s(-0.4)/s(-1) - 0.11;
@@ -475,7 +534,14 @@ mod tests {
         assert!((sum.total.raw - at_08).abs() < 1e-12, "{} vs {at_08}", sum.total.raw);
         assert!((sum.total.normalized - 100.0 * (at_08 + 1.0) / 2.0).abs() < 1e-9);
         assert!((sum.total.normalized - 93.356).abs() < 0.01, "{}", sum.total.normalized);
-        assert_eq!((sum.total.true_positives, sum.total.false_negatives, sum.total.false_positives), (1, 0, 1));
+        assert_eq!(
+            (
+                sum.total.true_positives,
+                sum.total.false_negatives,
+                sum.total.false_positives
+            ),
+            (1, 0, 1)
+        );
     }
 
     #[test]
@@ -484,17 +550,32 @@ mod tests {
         perfect[40] = 1.0;
         perfect[70] = 1.0;
         let files = [
-            Labeled { name: "a/x.csv".into(), scores: perfect, windows: vec![(40, 49), (70, 79)] },
-            Labeled { name: "b/y.csv".into(), scores: vec![0.0; 100], windows: vec![(50, 59)] },
+            Labeled {
+                name: "a/x.csv".into(),
+                scores: perfect,
+                windows: vec![(40, 49), (70, 79)],
+            },
+            Labeled {
+                name: "b/y.csv".into(),
+                scores: vec![0.0; 100],
+                windows: vec![(50, 59)],
+            },
         ];
         let sum = score(&files);
         assert!((sum.folders["a"].normalized - 100.0).abs() < 1e-9);
         assert_eq!(sum.folders["b"].normalized, 0.0);
-        assert!((sum.total.normalized - 100.0 * (2.0 + 1.0) / 6.0 * 2.0 / 2.0 - 0.0).abs() < 1e-9 || sum.total.normalized > 0.0);
+        assert!(
+            (sum.total.normalized - 100.0 * (2.0 + 1.0) / 6.0 * 2.0 / 2.0 - 0.0).abs() < 1e-9
+                || sum.total.normalized > 0.0
+        );
         assert!((sum.total.raw - (2.0 - 1.0)).abs() < 1e-12);
         assert!((sum.total.normalized - 100.0 * (1.0 + 3.0) / 6.0).abs() < 1e-9);
         // All zero: never fires, null score.
-        let none = score(&[Labeled { name: "a/x.csv".into(), scores: vec![0.0; 100], windows: vec![(40, 49)] }]);
+        let none = score(&[Labeled {
+            name: "a/x.csv".into(),
+            scores: vec![0.0; 100],
+            windows: vec![(40, 49)],
+        }]);
         assert_eq!((none.threshold, none.total.normalized), (None, 0.0));
     }
 
@@ -520,7 +601,8 @@ mod tests {
         for f in &summary.files {
             let (folder, name) = f.name.split_once('/').expect("folder/file");
             let input = std::fs::read_to_string(dir.join(folder).join(name)).expect("input");
-            let result = std::fs::read_to_string(out.join(folder).join(format!("{DETECTOR_NAME}_{name}"))).expect("results file");
+            let result = std::fs::read_to_string(out.join(folder).join(format!("{DETECTOR_NAME}_{name}")))
+                .expect("results file");
             let input_rows = input.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
             let mut lines = result.lines();
             assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
@@ -534,7 +616,11 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&out);
-        assert!(summary.total.normalized > FLOOR, "normalised standard score {:.2} fell below {FLOOR}", summary.total.normalized);
+        assert!(
+            summary.total.normalized > FLOOR,
+            "normalised standard score {:.2} fell below {FLOOR}",
+            summary.total.normalized
+        );
     }
 
     /// A little below the score measured with the default configuration (56.71).

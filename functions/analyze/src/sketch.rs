@@ -213,7 +213,10 @@ mod tests {
             for q in [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0] {
                 let want = exact(&xs, q);
                 let got = s.quantile(q).expect("non-empty");
-                assert!((got - want).abs() <= s.alpha() * want.abs() + MIN_INDEXABLE, "trial {trial} q {q}: got {got}, exact {want}");
+                assert!(
+                    (got - want).abs() <= s.alpha() * want.abs() + MIN_INDEXABLE,
+                    "trial {trial} q {q}: got {got}, exact {want}"
+                );
             }
         }
     }
@@ -222,7 +225,9 @@ mod tests {
     fn merge_equals_the_sketch_of_the_concatenation_even_when_folding() {
         let mut rng = Rng::new(11);
         for cap in [8usize, 1024] {
-            let xs: Vec<f64> = (0..3000).map(|_| (rng.unit() - 0.3) * 10f64.powi(rng.below(12) as i32 - 4)).collect();
+            let xs: Vec<f64> = (0..3000)
+                .map(|_| (rng.unit() - 0.3) * 10f64.powi(rng.below(12) as i32 - 4))
+                .collect();
             let mut whole = QuantileSketch::new(0.01, cap);
             xs.iter().for_each(|&x| whole.insert(x));
             for split in [0usize, 1, 1500, 2999, 3000] {
@@ -259,7 +264,10 @@ mod tests {
         for q in [0.0, 0.99, 1.0] {
             let want = exact(&xs, q);
             let got = s.quantile(q).expect("non-empty");
-            assert!((got - want).abs() <= 0.01 * want.abs(), "q {q}: got {got}, exact {want}");
+            assert!(
+                (got - want).abs() <= 0.01 * want.abs(),
+                "q {q}: got {got}, exact {want}"
+            );
         }
     }
 

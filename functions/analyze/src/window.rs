@@ -63,7 +63,14 @@ pub struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Self { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, mean: 0.0, m2: 0.0, sketch: QuantileSketch::default() }
+        Self {
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            mean: 0.0,
+            m2: 0.0,
+            sketch: QuantileSketch::default(),
+        }
     }
 }
 
@@ -100,7 +107,11 @@ impl Stats {
 
     /// Population variance (0 when empty).
     pub fn variance(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { (self.m2 / self.count as f64).max(0.0) }
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.m2 / self.count as f64).max(0.0)
+        }
     }
 }
 
@@ -126,7 +137,10 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        Self { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) }
+        Self {
+            sizes_seconds: vec![10, 60],
+            allowed_lateness: chrono::Duration::seconds(5),
+        }
     }
 }
 
@@ -199,7 +213,10 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         p95: q(0.95),
         p99: q(0.99),
         anomaly_score: open.score.as_ref().map_or(0.0, |s| s.score),
-        model: open.score.as_ref().map_or_else(|| "none".to_owned(), |s| s.model.clone()),
+        model: open
+            .score
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |s| s.model.clone()),
     }
 }
 
@@ -207,7 +224,13 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
 /// a value at `t` is late for size `S` when `S`'s window holding `t` ends at
 /// or before the watermark, i.e. when `t < floor(watermark / S) * S`.
 fn horizon(watermark: i64, sizes_seconds: &[u32]) -> i64 {
-    sizes_seconds.iter().map(|&s| i64::from(s) * 1000).filter(|&s| s > 0).map(|s| watermark.div_euclid(s).saturating_mul(s)).min().unwrap_or(watermark)
+    sizes_seconds
+        .iter()
+        .map(|&s| i64::from(s) * 1000)
+        .filter(|&s| s > 0)
+        .map(|s| watermark.div_euclid(s).saturating_mul(s))
+        .min()
+        .unwrap_or(watermark)
 }
 
 /// Keep the higher score; on a tie the model name decides, so the result
@@ -222,7 +245,11 @@ impl Windower {
         config.sizes_seconds.retain(|&s| s > 0);
         config.sizes_seconds.sort_unstable();
         config.sizes_seconds.dedup();
-        Self { config, partitions: BTreeMap::new(), late: 0 }
+        Self {
+            config,
+            partitions: BTreeMap::new(),
+            late: 0,
+        }
     }
 
     /// Whether this is the first time `reading` (device, id, event time) is
@@ -257,7 +284,13 @@ impl Windower {
 
     /// Add a reading read from `partition` at `offset`, with optional scores
     /// per metric, and return the windows this closed (deterministic order).
-    pub fn push(&mut self, partition: i32, offset: i64, reading: &Reading, scores: &BTreeMap<String, Scored>) -> Vec<Aggregate> {
+    pub fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        reading: &Reading,
+        scores: &BTreeMap<String, Scored>,
+    ) -> Vec<Aggregate> {
         let t = reading.event_time.timestamp_millis();
         let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
         let p = self.partitions.entry(partition).or_default();
@@ -274,8 +307,17 @@ impl Windower {
                 if !x.is_finite() {
                     continue;
                 }
-                let key = Key { end_ms, size_s: size, device: reading.device_id.clone(), metric: metric.clone() };
-                let open = p.open.entry(key).or_insert_with(|| Open { stats: Stats::default(), score: None, min_offset: offset });
+                let key = Key {
+                    end_ms,
+                    size_s: size,
+                    device: reading.device_id.clone(),
+                    metric: metric.clone(),
+                };
+                let open = p.open.entry(key).or_insert_with(|| Open {
+                    stats: Stats::default(),
+                    score: None,
+                    min_offset: offset,
+                });
                 open.stats.push(x);
                 open.min_offset = open.min_offset.min(offset);
                 if let Some(s) = scores.get(metric)
@@ -296,7 +338,9 @@ impl Windower {
     /// quiet partition; a partition never seen (nor restored) is left alone.
     pub fn advance_clock(&mut self, partition: i32, to_ms: i64) -> Vec<Aggregate> {
         let lateness = self.lateness_ms();
-        let Some(p) = self.partitions.get_mut(&partition) else { return Vec::new() };
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return Vec::new();
+        };
         p.idle_clock_ms = Some(p.idle_clock_ms.map_or(to_ms, |c| c.max(to_ms)));
         let watermark = p.clock().map_or(i64::MIN, |m| m - lateness);
         Self::close(p, watermark, &self.config.sizes_seconds)
@@ -304,7 +348,9 @@ impl Windower {
 
     /// Whether [`Windower::advance_clock`] to `to_ms` would close a window.
     pub fn would_close(&self, partition: i32, to_ms: i64) -> bool {
-        let Some(p) = self.partitions.get(&partition) else { return false };
+        let Some(p) = self.partitions.get(&partition) else {
+            return false;
+        };
         let watermark = p.clock().map_or(to_ms, |c| c.max(to_ms)) - self.lateness_ms();
         p.open.first_key_value().is_some_and(|(k, _)| k.end_ms <= watermark)
     }
@@ -338,7 +384,10 @@ impl Windower {
     /// Close every open window of every partition (e.g. at the end of a
     /// bounded input), in deterministic order (partition, then window order).
     pub fn flush(&mut self) -> Vec<Aggregate> {
-        self.partitions.values_mut().flat_map(|p| Self::close(p, i64::MAX, &[])).collect()
+        self.partitions
+            .values_mut()
+            .flat_map(|p| Self::close(p, i64::MAX, &[]))
+            .collect()
     }
 
     /// The current watermark of a partition, if it has seen anything.
@@ -356,7 +405,11 @@ impl Windower {
     /// an open window, else one past the last offset seen; `None` if unseen.
     pub fn committable_offset(&self, partition: i32) -> Option<i64> {
         let p = self.partitions.get(&partition)?;
-        p.open.values().map(|o| o.min_offset).min().or(p.last_offset.map(|o| o + 1))
+        p.open
+            .values()
+            .map(|o| o.min_offset)
+            .min()
+            .or(p.last_offset.map(|o| o + 1))
     }
 
     /// A partition's event clock (epoch ms): the newest event time seen on it,
@@ -417,7 +470,10 @@ mod tests {
     }
 
     fn cfg(lateness_s: i64) -> WindowConfig {
-        WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(lateness_s) }
+        WindowConfig {
+            sizes_seconds: vec![10, 60],
+            allowed_lateness: chrono::Duration::seconds(lateness_s),
+        }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -444,11 +500,18 @@ mod tests {
             }
             assert_eq!((merged.count, merged.min, merged.max), (one.count, one.min, one.max));
             assert_eq!(merged.sketch, one.sketch);
-            assert!(close(merged.mean, one.mean) && close(merged.variance(), one.variance()), "{merged:?} vs {one:?}");
+            assert!(
+                close(merged.mean, one.mean) && close(merged.variance(), one.variance()),
+                "{merged:?} vs {one:?}"
+            );
             // And against brute force.
             let mean = xs.iter().sum::<f64>() / n as f64;
             let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
-            assert!(close(one.mean, mean) && (one.variance() - var).abs() <= 1e-6 * (1.0 + var), "{} vs {var}", one.variance());
+            assert!(
+                close(one.mean, mean) && (one.variance() - var).abs() <= 1e-6 * (1.0 + var),
+                "{} vs {var}",
+                one.variance()
+            );
             assert_eq!(one.min, xs.iter().copied().fold(f64::INFINITY, f64::min));
         }
     }
@@ -462,7 +525,14 @@ mod tests {
                 let jitter = rng.below(4000) as i64;
                 let dev = ["a", "b", "c"][rng.below(3) as usize];
                 let part = i32::from(dev != "a");
-                let r = reading(dev, t - jitter, &[("temp", (rng.normal() * 5.0 + 20.0).round()), ("rpm", rng.unit() * 3000.0)]);
+                let r = reading(
+                    dev,
+                    t - jitter,
+                    &[
+                        ("temp", (rng.normal() * 5.0 + 20.0).round()),
+                        ("rpm", rng.unit() * 3000.0),
+                    ],
+                );
                 (part, i as i64, r)
             })
             .collect()
@@ -500,7 +570,10 @@ mod tests {
                         continue;
                     }
                     for (m, &x) in &r.metrics {
-                        accepted.entry((r.device_id.clone(), m.clone(), size, start)).or_default().push(x);
+                        accepted
+                            .entry((r.device_id.clone(), m.clone(), size, start))
+                            .or_default()
+                            .push(x);
                     }
                 }
                 let e = seen_max.entry(*p).or_insert(t);
@@ -509,7 +582,12 @@ mod tests {
             assert_eq!(late, expected_late);
             assert_eq!(a.len(), accepted.len(), "each window emitted exactly once");
             for agg in &a {
-                let xs = &accepted[&(agg.device_id.clone(), agg.metric.clone(), agg.window_seconds, agg.window_start.timestamp_millis())];
+                let xs = &accepted[&(
+                    agg.device_id.clone(),
+                    agg.metric.clone(),
+                    agg.window_seconds,
+                    agg.window_start.timestamp_millis(),
+                )];
                 assert_eq!(agg.count, xs.len() as u64);
                 assert_eq!(agg.min, xs.iter().copied().fold(f64::INFINITY, f64::min));
                 assert_eq!(agg.max, xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
@@ -535,14 +613,20 @@ mod tests {
             xs[..split].iter().for_each(|&x| a.push(x));
             xs[split..].iter().for_each(|&x| b.push(x));
             b.merge(&a);
-            assert_eq!((b.count, b.min, b.max, &b.sketch), (one.count, one.min, one.max, &one.sketch));
+            assert_eq!(
+                (b.count, b.min, b.max, &b.sketch),
+                (one.count, one.min, one.max, &one.sketch)
+            );
             assert!(close(b.mean, one.mean) && close(b.variance(), one.variance()));
         }
     }
 
     #[test]
     fn watermark_closes_windows_counts_late_values_and_tracks_offsets() {
-        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10], allowed_lateness: chrono::Duration::seconds(5) });
+        let mut w = Windower::new(WindowConfig {
+            sizes_seconds: vec![10],
+            allowed_lateness: chrono::Duration::seconds(5),
+        });
         let none = BTreeMap::new();
         assert!(w.push(0, 100, &reading("d", 1_000, &[("x", 1.0)]), &none).is_empty());
         assert!(w.push(0, 101, &reading("d", 9_000, &[("x", 3.0)]), &none).is_empty());
@@ -552,9 +636,16 @@ mod tests {
         // 15 s: watermark 10 s closes [0,10).
         let out = w.push(0, 103, &reading("d", 15_000, &[("x", 7.0)]), &none);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].count, out[0].min, out[0].max, out[0].mean, out[0].stddev), (2, 1.0, 3.0, 2.0, 1.0));
+        assert_eq!(
+            (out[0].count, out[0].min, out[0].max, out[0].mean, out[0].stddev),
+            (2, 1.0, 3.0, 2.0, 1.0)
+        );
         assert_eq!(out[0].window_start.timestamp_millis(), 0);
-        assert_eq!(w.committable_offset(0), Some(102), "offsets 100, 101 are no longer needed");
+        assert_eq!(
+            w.committable_offset(0),
+            Some(102),
+            "offsets 100, 101 are no longer needed"
+        );
         // A value for the closed window is late and not added.
         assert!(w.push(0, 104, &reading("d", 2_000, &[("x", 100.0)]), &none).is_empty());
         assert_eq!(w.late_values(), 1);
@@ -572,7 +663,10 @@ mod tests {
 
     #[test]
     fn an_idle_advance_closes_exactly_the_windows_the_watermark_passes() {
-        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) });
+        let mut w = Windower::new(WindowConfig {
+            sizes_seconds: vec![10, 60],
+            allowed_lateness: chrono::Duration::seconds(5),
+        });
         let none = BTreeMap::new();
         for (o, ms) in [(0, 51_000), (1, 58_000), (2, 52_000)] {
             assert!(w.push(0, o, &reading("d", ms, &[("x", o as f64)]), &none).is_empty());
@@ -585,17 +679,35 @@ mod tests {
         assert!(w.advance_clock(0, 64_999).is_empty());
         assert!(w.would_close(0, 65_000));
         let out = w.advance_clock(0, 65_000);
-        let got: Vec<_> = out.iter().map(|a| (a.window_seconds, a.window_start.timestamp_millis(), a.count)).collect();
-        assert_eq!(got, vec![(10, 50_000, 3), (60, 0, 3)], "both windows, in (end, size) order, with every value accepted before");
+        let got: Vec<_> = out
+            .iter()
+            .map(|a| (a.window_seconds, a.window_start.timestamp_millis(), a.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(10, 50_000, 3), (60, 0, 3)],
+            "both windows, in (end, size) order, with every value accepted before"
+        );
         assert_eq!(w.open_windows(), 2, "partition 1's two windows untouched");
-        assert_eq!(w.committable_offset(0), Some(3), "everything read on partition 0 may be committed");
+        assert_eq!(
+            w.committable_offset(0),
+            Some(3),
+            "everything read on partition 0 may be committed"
+        );
         assert_eq!(w.committable_offset(1), Some(0));
         // The clock never goes back, and the checkpoint carries the advance; the newest event does not move.
         assert!(w.advance_clock(0, 10_000).is_empty());
-        assert_eq!((w.max_event_ms(0), w.newest_event_ms(0), w.watermark_ms(0)), (Some(65_000), Some(58_000), Some(60_000)));
+        assert_eq!(
+            (w.max_event_ms(0), w.newest_event_ms(0), w.watermark_ms(0)),
+            (Some(65_000), Some(58_000), Some(60_000))
+        );
         // A value for a window closed by idleness is late, like any other; a newer one opens a new window.
         assert!(w.push(0, 3, &reading("d", 59_000, &[("x", 9.0)]), &none).is_empty());
-        assert_eq!((w.late_values(), w.open_windows()), (2, 2), "late in both window sizes, nothing reopened");
+        assert_eq!(
+            (w.late_values(), w.open_windows()),
+            (2, 2),
+            "late in both window sizes, nothing reopened"
+        );
         assert!(w.push(0, 4, &reading("d", 61_000, &[("x", 9.0)]), &none).is_empty());
         assert_eq!((w.late_values(), w.open_windows()), (2, 4));
         assert_eq!(w.committable_offset(0), Some(4));
@@ -603,7 +715,10 @@ mod tests {
         assert!(w.advance_clock(7, i64::MAX / 2).is_empty());
         assert_eq!((w.committable_offset(7), w.watermark_ms(7)), (None, None));
         // A new owner restoring the checkpoint keeps the idle-closed windows closed on replay.
-        let mut fresh = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(5) });
+        let mut fresh = Windower::new(WindowConfig {
+            sizes_seconds: vec![10, 60],
+            allowed_lateness: chrono::Duration::seconds(5),
+        });
         fresh.restore_max_event(0, w.max_event_ms(0).expect("clock"));
         assert!(fresh.push(0, 3, &reading("d", 59_000, &[("x", 9.0)]), &none).is_empty());
         assert_eq!((fresh.late_values(), fresh.open_windows()), (2, 0));
@@ -612,12 +727,20 @@ mod tests {
     #[test]
     fn what_an_idle_advance_emits_does_not_depend_on_the_order_the_values_came_in() {
         let mut rng = Rng::new(21);
-        let base: Vec<(i64, f64)> = (0..60).map(|_| (100_000 + rng.below(20_000) as i64, (rng.normal() * 10.0).round())).collect();
+        let base: Vec<(i64, f64)> = (0..60)
+            .map(|_| (100_000 + rng.below(20_000) as i64, (rng.normal() * 10.0).round()))
+            .collect();
         let run = |order: &[(i64, f64)]| {
             // Lateness covers the spread, so every value is accepted whatever the order.
-            let mut w = Windower::new(WindowConfig { sizes_seconds: vec![10, 60], allowed_lateness: chrono::Duration::seconds(30) });
+            let mut w = Windower::new(WindowConfig {
+                sizes_seconds: vec![10, 60],
+                allowed_lateness: chrono::Duration::seconds(30),
+            });
             for (o, (ms, x)) in order.iter().enumerate() {
-                assert!(w.push(0, o as i64, &reading("d", *ms, &[("x", *x)]), &BTreeMap::new()).is_empty());
+                assert!(
+                    w.push(0, o as i64, &reading("d", *ms, &[("x", *x)]), &BTreeMap::new())
+                        .is_empty()
+                );
             }
             let newest = w.newest_event_ms(0).expect("seen");
             let out = w.advance_clock(0, newest + 120_000);
@@ -633,7 +756,10 @@ mod tests {
             let b = run(&shuffled);
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(&b) {
-                assert_eq!((&x.device_id, x.window_seconds, x.window_start, x.count, x.min, x.max), (&y.device_id, y.window_seconds, y.window_start, y.count, y.min, y.max));
+                assert_eq!(
+                    (&x.device_id, x.window_seconds, x.window_start, x.count, x.min, x.max),
+                    (&y.device_id, y.window_seconds, y.window_start, y.count, y.min, y.max)
+                );
                 assert_eq!((x.p50, x.p95, x.p99), (y.p50, y.p95, y.p99));
                 assert!(close(x.mean, y.mean) && close(x.stddev, y.stddev));
             }
@@ -642,8 +768,19 @@ mod tests {
 
     #[test]
     fn the_highest_score_is_kept_whatever_the_order() {
-        let mut w = Windower::new(WindowConfig { sizes_seconds: vec![60], allowed_lateness: chrono::Duration::zero() });
-        let sc = |s: f64, m: &str| BTreeMap::from([("x".to_owned(), Scored { score: s, model: m.to_owned() })]);
+        let mut w = Windower::new(WindowConfig {
+            sizes_seconds: vec![60],
+            allowed_lateness: chrono::Duration::zero(),
+        });
+        let sc = |s: f64, m: &str| {
+            BTreeMap::from([(
+                "x".to_owned(),
+                Scored {
+                    score: s,
+                    model: m.to_owned(),
+                },
+            )])
+        };
         w.push(0, 0, &reading("d", 1_000, &[("x", 1.0)]), &sc(0.2, "spike"));
         w.push(0, 1, &reading("d", 2_000, &[("x", 1.0)]), &sc(0.9, "changepoint"));
         w.push(0, 2, &reading("d", 3_000, &[("x", 1.0)]), &sc(0.9, "spike"));

@@ -50,16 +50,32 @@ struct Topics {
 
 fn handler(log: &KafkaLog, t: &Topics) -> AnalyzeHandler {
     let config = AnalyzerConfig {
-        windows: WindowConfig { sizes_seconds: vec![10], allowed_lateness: chrono::Duration::seconds(5) },
+        windows: WindowConfig {
+            sizes_seconds: vec![10],
+            allowed_lateness: chrono::Duration::seconds(5),
+        },
         idle_timeout: None,
         ..AnalyzerConfig::default()
     };
-    let outputs = Outputs { aggregates: t.aggs.clone(), alerts: unique_topic("ck-alerts"), deadletter: unique_topic("ck-dead") };
-    AnalyzeHandler::new(Analyzer::new(config), log.publisher(), outputs, None, Metrics::default())
+    let outputs = Outputs {
+        aggregates: t.aggs.clone(),
+        alerts: unique_topic("ck-alerts"),
+        deadletter: unique_topic("ck-dead"),
+    };
+    AnalyzeHandler::new(
+        Analyzer::new(config),
+        log.publisher(),
+        outputs,
+        None,
+        Metrics::default(),
+    )
 }
 
 async fn publish(log: &KafkaLog, topic: &str, ms: &[i64]) {
-    let recs: Vec<Record> = ms.iter().map(|&m| Record::new("dev-0", serde_json::to_vec(&reading(m)).expect("json"))).collect();
+    let recs: Vec<Record> = ms
+        .iter()
+        .map(|&m| Record::new("dev-0", serde_json::to_vec(&reading(m)).expect("json")))
+        .collect();
     for r in log.publisher().publish(topic, recs).await {
         r.expect("published");
     }
@@ -67,16 +83,26 @@ async fn publish(log: &KafkaLog, topic: &str, ms: &[i64]) {
 
 /// Every aggregate in `topic`, oldest first, once at least `min` arrived and none came for a second.
 async fn aggregates(log: &KafkaLog, topic: &str, min: usize) -> Vec<Aggregate> {
-    let mut sub = log.subscribe(&unique_topic("ck-reader"), &[topic.to_owned()]).await.expect("subscribe");
+    let mut sub = log
+        .subscribe(&unique_topic("ck-reader"), &[topic.to_owned()])
+        .await
+        .expect("subscribe");
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut quiet = 0;
     while got.len() < min || quiet < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "only {} of at least {min} aggregates arrived: {got:?}", got.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of at least {min} aggregates arrived: {got:?}",
+            got.len()
+        );
         match sub.next(100, Duration::from_millis(200)).await.expect("poll") {
             Event::Messages(b) if !b.is_empty() => {
                 quiet = 0;
-                got.extend(b.iter().map(|m| serde_json::from_slice::<Aggregate>(&m.value).expect("aggregate")));
+                got.extend(
+                    b.iter()
+                        .map(|m| serde_json::from_slice::<Aggregate>(&m.value).expect("aggregate")),
+                );
             }
             _ => quiet += 1,
         }
@@ -89,7 +115,11 @@ async fn aggregates(log: &KafkaLog, topic: &str, min: usize) -> Vec<Aggregate> {
 async fn run_owner(log: &KafkaLog, t: &Topics, until: usize) {
     let h = handler(log, t);
     let sub = log.subscribe(&t.group, &[t.raw.clone()]).await.expect("subscribe");
-    let cfg = RunnerConfig { max_batch: 500, max_wait: Duration::from_millis(100), ..RunnerConfig::default() };
+    let cfg = RunnerConfig {
+        max_batch: 500,
+        max_wait: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
     let stop = async {
         aggregates(log, &t.aggs, until).await;
     };
@@ -98,9 +128,22 @@ async fn run_owner(log: &KafkaLog, t: &Topics, until: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_closed_before_a_handover_is_not_emitted_again_with_part_of_its_readings() {
-    let log = KafkaLog::connect(&KafkaArgs { brokers: test_brokers(), ..KafkaArgs::default() }, "analyze-checkpoint-test").expect("connect");
-    let t = Topics { raw: unique_topic("ck-raw"), aggs: unique_topic("ck-aggs"), group: unique_topic("ck-group") };
-    log.ensure_topics(&[t.raw.clone(), t.aggs.clone()], 1).await.expect("topics");
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: test_brokers(),
+            ..KafkaArgs::default()
+        },
+        "analyze-checkpoint-test",
+    )
+    .expect("connect");
+    let t = Topics {
+        raw: unique_topic("ck-raw"),
+        aggs: unique_topic("ck-aggs"),
+        group: unique_topic("ck-group"),
+    };
+    log.ensure_topics(&[t.raw.clone(), t.aggs.clone()], 1)
+        .await
+        .expect("topics");
 
     // Windows of 10 s, lateness 5 s. Window [0, 10) gets a reading each second, then
     // window [10, 20) starts, then a reading for [0, 10) arrives late but allowed
@@ -119,9 +162,18 @@ async fn a_window_closed_before_a_handover_is_not_emitted_again_with_part_of_its
 
     // What an upserting store keeps: the last aggregate per window.
     let all = aggregates(&log, &t.aggs, 3).await;
-    let last: HashMap<i64, u64> = all.iter().map(|a| ((a.window_start.timestamp_millis() - BASE_MS) / 1000, a.count)).collect();
+    let last: HashMap<i64, u64> = all
+        .iter()
+        .map(|a| ((a.window_start.timestamp_millis() - BASE_MS) / 1000, a.count))
+        .collect();
     assert_eq!(last.get(&0), Some(&11), "window [0, 10) as stored downstream: {all:?}");
     assert_eq!(last.get(&10), Some(&10), "window [10, 20): {all:?}");
     assert_eq!(last.get(&20), Some(&10), "window [20, 30): {all:?}");
-    assert_eq!(all.iter().filter(|a| a.window_start.timestamp_millis() == BASE_MS).count(), 1, "[0, 10) was emitted once: {all:?}");
+    assert_eq!(
+        all.iter()
+            .filter(|a| a.window_start.timestamp_millis() == BASE_MS)
+            .count(),
+        1,
+        "[0, 10) was emitted once: {all:?}"
+    );
 }

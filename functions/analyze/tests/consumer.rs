@@ -16,22 +16,45 @@ use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::Aggregate;
 
 fn handler(log: &MemoryLog) -> AnalyzeHandler {
-    let outputs = Outputs { aggregates: "aggs".into(), alerts: "alerts".into(), deadletter: "dead".into() };
-    AnalyzeHandler::new(Analyzer::new(AnalyzerConfig::default()), log.publisher(), outputs, None, Metrics::default())
+    let outputs = Outputs {
+        aggregates: "aggs".into(),
+        alerts: "alerts".into(),
+        deadletter: "dead".into(),
+    };
+    AnalyzeHandler::new(
+        Analyzer::new(AnalyzerConfig::default()),
+        log.publisher(),
+        outputs,
+        None,
+        Metrics::default(),
+    )
 }
 
 fn emitted(log: &MemoryLog) -> Vec<Aggregate> {
-    log.snapshot("aggs").iter().map(|m| serde_json::from_slice(&m.value).expect("aggregate")).collect()
+    log.snapshot("aggs")
+        .iter()
+        .map(|m| serde_json::from_slice(&m.value).expect("aggregate"))
+        .collect()
 }
 
 async fn run_until(log: &MemoryLog, h: &AnalyzeHandler, stop: impl std::future::Future<Output = ()>) {
-    let sub = log.subscribe("tributary-analyze", &["raw".to_owned()]).await.expect("subscribe");
-    let cfg = RunnerConfig { max_batch: 97, max_wait: Duration::from_millis(50), ..RunnerConfig::default() };
+    let sub = log
+        .subscribe("tributary-analyze", &["raw".to_owned()])
+        .await
+        .expect("subscribe");
+    let cfg = RunnerConfig {
+        max_batch: 97,
+        max_wait: Duration::from_millis(50),
+        ..RunnerConfig::default()
+    };
     run_consumer(sub, h, &cfg, stop).await.expect("runner");
 }
 
 async fn publish(log: &MemoryLog, input: &[tributary_shared::model::Reading]) {
-    let recs: Vec<Record> = input.iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json"))).collect();
+    let recs: Vec<Record> = input
+        .iter()
+        .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json")))
+        .collect();
     for r in log.publisher().publish("raw", recs).await {
         r.expect("published");
     }
@@ -78,20 +101,31 @@ async fn a_fresh_consumer_takes_over_mid_stream_without_loss_or_double_counting(
 
     // A new instance with empty state (a restart, or the partitions moving to another pod).
     publish(&log, second).await;
-    log.publisher().publish("raw", vec![Record::new("dev-0", b"not a reading".to_vec())]).await.remove(0).expect("published");
+    log.publisher()
+        .publish("raw", vec![Record::new("dev-0", b"not a reading".to_vec())])
+        .await
+        .remove(0)
+        .expect("published");
     let b = handler(&log);
     run_until(&log, &b, wait_quiet(&log)).await;
-    common::check(&emitted(&log), &common::truth(&input, common::BASE_MS + 240_000 + 10_000));
-    assert_eq!(log.snapshot("dead").len(), 1, "the garbage record is dead-lettered once");
+    common::check(
+        &emitted(&log),
+        &common::truth(&input, common::BASE_MS + 240_000 + 10_000),
+    );
+    assert_eq!(
+        log.snapshot("dead").len(),
+        1,
+        "the garbage record is dead-lettered once"
+    );
 }
 
 /// Splunk forwarding: aggregates and alerts reach a HEC receiver, and while
 /// it fails the batch is retried (offsets not committed) rather than skipped.
 #[tokio::test]
 async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
+    use axum::routing::post;
     use std::io::Read;
     use std::sync::{Arc, Mutex};
-    use axum::routing::post;
 
     #[derive(Default)]
     struct Hec {
@@ -99,7 +133,10 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
         requests: usize,
         events: Vec<serde_json::Value>,
     }
-    let hec = Arc::new(Mutex::new(Hec { fail_first: 2, ..Default::default() }));
+    let hec = Arc::new(Mutex::new(Hec {
+        fail_first: 2,
+        ..Default::default()
+    }));
     let st = hec.clone();
     let app = axum::Router::new().route(
         "/services/collector/event",
@@ -108,13 +145,18 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
             async move {
                 let mut h = st.lock().expect("lock");
                 h.requests += 1;
-                assert_eq!(headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Splunk hec-token"));
+                assert_eq!(
+                    headers.get("authorization").and_then(|v| v.to_str().ok()),
+                    Some("Splunk hec-token")
+                );
                 if h.fail_first > 0 {
                     h.fail_first -= 1;
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned());
                 }
                 let mut raw = String::new();
-                flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut raw).expect("gzip");
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_string(&mut raw)
+                    .expect("gzip");
                 for v in serde_json::Deserializer::from_str(&raw).into_iter::<serde_json::Value>() {
                     h.events.push(v.expect("event"));
                 }
@@ -134,14 +176,36 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
     cfg.initial_backoff = Duration::from_millis(10);
     cfg.max_attempts = 1;
     let client = tributary_shared::splunk::HecClient::new(cfg).expect("client");
-    let outputs = Outputs { aggregates: "aggs".into(), alerts: "alerts".into(), deadletter: "dead".into() };
-    let h = AnalyzeHandler::new(Analyzer::new(AnalyzerConfig::default()), log.publisher(), outputs, Some(client), Metrics::default());
+    let outputs = Outputs {
+        aggregates: "aggs".into(),
+        alerts: "alerts".into(),
+        deadletter: "dead".into(),
+    };
+    let h = AnalyzeHandler::new(
+        Analyzer::new(AnalyzerConfig::default()),
+        log.publisher(),
+        outputs,
+        Some(client),
+        Metrics::default(),
+    );
     run_until(&log, &h, wait_quiet(&log)).await;
 
     let hec = hec.lock().expect("lock");
     assert!(hec.requests >= 3, "the failed sends were retried");
-    let aggregates: Vec<&serde_json::Value> = hec.events.iter().filter(|e| e["sourcetype"] == "tributary:aggregate").collect();
-    let mut keys: Vec<String> = aggregates.iter().map(|e| format!("{}|{}|{}|{}", e["event"]["deviceId"], e["event"]["metric"], e["event"]["windowSeconds"], e["event"]["windowStart"])).collect();
+    let aggregates: Vec<&serde_json::Value> = hec
+        .events
+        .iter()
+        .filter(|e| e["sourcetype"] == "tributary:aggregate")
+        .collect();
+    let mut keys: Vec<String> = aggregates
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}|{}|{}",
+                e["event"]["deviceId"], e["event"]["metric"], e["event"]["windowSeconds"], e["event"]["windowStart"]
+            )
+        })
+        .collect();
     let total = keys.len();
     keys.sort();
     keys.dedup();
@@ -150,11 +214,23 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
     // overwrite downstream); Splunk got each once, and every window reached both.
     let mut in_kafka: Vec<String> = emitted(&log)
         .iter()
-        .map(|a| format!("\"{}\"|\"{}\"|{}|\"{}\"", a.device_id, a.metric, a.window_seconds, tributary_shared::model::fmt_millis(&a.window_start)))
+        .map(|a| {
+            format!(
+                "\"{}\"|\"{}\"|{}|\"{}\"",
+                a.device_id,
+                a.metric,
+                a.window_seconds,
+                tributary_shared::model::fmt_millis(&a.window_start)
+            )
+        })
         .collect();
     in_kafka.sort();
     in_kafka.dedup();
     assert!(!in_kafka.is_empty());
     assert_eq!(keys, in_kafka, "every window published to Kafka also reached Splunk");
-    assert!(aggregates.iter().all(|e| e["host"].as_str().is_some_and(|h| h.starts_with("dev-")) && e["time"].is_number()));
+    assert!(
+        aggregates
+            .iter()
+            .all(|e| e["host"].as_str().is_some_and(|h| h.starts_with("dev-")) && e["time"].is_number())
+    );
 }

@@ -53,7 +53,11 @@ fn truth(readings: &[Reading], sizes: &[u32]) -> HashMap<Key, (u64, f64, f64)> {
         for &size in sizes {
             let start = t - t.rem_euclid(i64::from(size) * 1000);
             for (metric, &x) in &r.metrics {
-                let e = m.entry((r.device_id.clone(), metric.clone(), size, start)).or_insert((0u64, f64::INFINITY, f64::NEG_INFINITY));
+                let e = m.entry((r.device_id.clone(), metric.clone(), size, start)).or_insert((
+                    0u64,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                ));
                 e.0 += 1;
                 e.1 = e.1.min(x);
                 e.2 = e.2.max(x);
@@ -64,7 +68,12 @@ fn truth(readings: &[Reading], sizes: &[u32]) -> HashMap<Key, (u64, f64, f64)> {
 }
 
 fn key(a: &Aggregate) -> Key {
-    (a.device_id.clone(), a.metric.clone(), a.window_seconds, a.window_start.timestamp_millis())
+    (
+        a.device_id.clone(),
+        a.metric.clone(),
+        a.window_seconds,
+        a.window_start.timestamp_millis(),
+    )
 }
 
 /// Every window of `truth` emitted exactly once, with its values.
@@ -76,9 +85,19 @@ fn check_exactly_once(emitted: &[Aggregate], truth: &HashMap<Key, (u64, f64, f64
         }
     }
     for (k, &(count, min, max)) in truth {
-        let Some(a) = seen.get(k) else { return Err(format!("{k:?} never emitted ({} of {} emitted)", seen.len(), truth.len())) };
+        let Some(a) = seen.get(k) else {
+            return Err(format!(
+                "{k:?} never emitted ({} of {} emitted)",
+                seen.len(),
+                truth.len()
+            ));
+        };
         if (a.count, a.min, a.max) != (count, min, max) {
-            return Err(format!("{k:?}: {:?} vs truth {:?}", (a.count, a.min, a.max), (count, min, max)));
+            return Err(format!(
+                "{k:?}: {:?} vs truth {:?}",
+                (a.count, a.min, a.max),
+                (count, min, max)
+            ));
         }
     }
     if seen.len() != truth.len() {
@@ -88,22 +107,35 @@ fn check_exactly_once(emitted: &[Aggregate], truth: &HashMap<Key, (u64, f64, f64
 }
 
 fn aggregates(log: &MemoryLog) -> Vec<Aggregate> {
-    log.snapshot("aggs").iter().map(|m| serde_json::from_slice(&m.value).expect("aggregate")).collect()
+    log.snapshot("aggs")
+        .iter()
+        .map(|m| serde_json::from_slice(&m.value).expect("aggregate"))
+        .collect()
 }
 
 fn metric(registry: &prometheus_client::registry::Registry, name: &str) -> f64 {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// A consumer task with the ticking subscription, stopped by `stop`.
-fn spawn_ticking(log: &MemoryLog, handler: Arc<AnalyzeHandler>, stop: tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<()> {
+fn spawn_ticking(
+    log: &MemoryLog,
+    handler: Arc<AnalyzeHandler>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
     let log = log.clone();
     tokio::spawn(async move {
         let sub = log.subscribe("analyze", &["raw".to_owned()]).await.expect("subscribe");
         let sub = Ticking::wrap(sub, handler.clone());
-        let cfg = RunnerConfig { max_batch: 50, max_wait: Duration::from_millis(100), ..RunnerConfig::default() };
+        let cfg = RunnerConfig {
+            max_batch: 50,
+            max_wait: Duration::from_millis(100),
+            ..RunnerConfig::default()
+        };
         run_consumer(sub, &*handler, &cfg, async move {
             let _ = stop.await;
         })
@@ -121,9 +153,15 @@ async fn a_quiet_partition_closes_commits_and_later_values_are_late_on_the_in_pr
     // A multiple of 3 s, so the windows (aligned to the epoch) start at base.
     let base = Utc.timestamp_millis_opt(1_795_000_002_000).single().expect("time");
     let input: Vec<Reading> = (0..50)
-        .flat_map(|i| ["dev-a", "dev-b", "dev-c"].map(|d| reading(d, base + chrono::Duration::milliseconds(i * 100), (i % 7) as f64)))
+        .flat_map(|i| {
+            ["dev-a", "dev-b", "dev-c"]
+                .map(|d| reading(d, base + chrono::Duration::milliseconds(i * 100), (i % 7) as f64))
+        })
         .collect();
-    let recs: Vec<Record> = input.iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json"))).collect();
+    let recs: Vec<Record> = input
+        .iter()
+        .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json")))
+        .collect();
     for r in log.publisher().publish("raw", recs).await {
         r.expect("published");
     }
@@ -133,8 +171,18 @@ async fn a_quiet_partition_closes_commits_and_later_values_are_late_on_the_in_pr
     cfg.windows.allowed_lateness = chrono::Duration::seconds(1);
     cfg.idle_timeout = Some(Duration::from_secs(1));
     let mut registry = prometheus_client::registry::Registry::default();
-    let outputs = Outputs { aggregates: "aggs".into(), alerts: "alerts".into(), deadletter: "dead".into() };
-    let handler = Arc::new(AnalyzeHandler::new(Analyzer::new(cfg.clone()), log.publisher(), outputs.clone(), None, Metrics::new(&mut registry)));
+    let outputs = Outputs {
+        aggregates: "aggs".into(),
+        alerts: "alerts".into(),
+        deadletter: "dead".into(),
+    };
+    let handler = Arc::new(AnalyzeHandler::new(
+        Analyzer::new(cfg.clone()),
+        log.publisher(),
+        outputs.clone(),
+        None,
+        Metrics::new(&mut registry),
+    ));
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let task = spawn_ticking(&log, handler.clone(), stop_rx);
 
@@ -152,18 +200,32 @@ async fn a_quiet_partition_closes_commits_and_later_values_are_late_on_the_in_pr
         }
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(2000), "closed after {took:?}: before the quiet time the data allowed");
+    assert!(
+        took >= Duration::from_millis(2000),
+        "closed after {took:?}: before the quiet time the data allowed"
+    );
     assert!(metric(&registry, "tributary_analyze_idle_closed_windows_total") > 0.0);
     // The offsets were committed between batches: nothing of the topic is left uncommitted.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !log.uncommitted(&["analyze"], "raw").is_empty() {
-        assert!(Instant::now() < deadline, "{} records still uncommitted", log.uncommitted(&["analyze"], "raw").len());
+        assert!(
+            Instant::now() < deadline,
+            "{} records still uncommitted",
+            log.uncommitted(&["analyze"], "raw").len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // A reading for a window the idle rule closed is counted late (2 metrics x 2 sizes), not added.
     let late = reading("dev-a", base + chrono::Duration::milliseconds(4_000), 100.0);
-    log.publisher().publish("raw", vec![Record::new("dev-a", serde_json::to_vec(&late).expect("json"))]).await.remove(0).expect("published");
+    log.publisher()
+        .publish(
+            "raw",
+            vec![Record::new("dev-a", serde_json::to_vec(&late).expect("json"))],
+        )
+        .await
+        .remove(0)
+        .expect("published");
     let deadline = Instant::now() + Duration::from_secs(5);
     while metric(&registry, "tributary_analyze_late_values") < 4.0 {
         assert!(Instant::now() < deadline, "the late reading was not counted");
@@ -175,7 +237,13 @@ async fn a_quiet_partition_closes_commits_and_later_values_are_late_on_the_in_pr
     task.await.expect("consumer");
 
     // A fresh consumer (restart) finds everything committed and re-emits nothing.
-    let fresh = Arc::new(AnalyzeHandler::new(Analyzer::new(cfg), log.publisher(), outputs, None, Metrics::default()));
+    let fresh = Arc::new(AnalyzeHandler::new(
+        Analyzer::new(cfg),
+        log.publisher(),
+        outputs,
+        None,
+        Metrics::default(),
+    ));
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let task = spawn_ticking(&log, fresh, stop_rx);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -195,15 +263,34 @@ impl Drop for Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_through_kafka() {
     let brokers = test_brokers();
-    let (raw, aggs, alerts, dead, group) = (unique_topic("idle-raw"), unique_topic("idle-aggs"), unique_topic("idle-alerts"), unique_topic("idle-dead"), unique_topic("idle-group"));
-    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "analyze-idle-test").expect("kafka");
+    let (raw, aggs, alerts, dead, group) = (
+        unique_topic("idle-raw"),
+        unique_topic("idle-aggs"),
+        unique_topic("idle-alerts"),
+        unique_topic("idle-dead"),
+        unique_topic("idle-group"),
+    );
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: brokers.clone(),
+            ..KafkaArgs::default()
+        },
+        "analyze-idle-test",
+    )
+    .expect("kafka");
     log.ensure_topics(std::slice::from_ref(&raw), 2).await.expect("raw");
-    log.ensure_topics(&[aggs.clone(), alerts.clone(), dead.clone()], 1).await.expect("outputs");
+    log.ensure_topics(&[aggs.clone(), alerts.clone(), dead.clone()], 1)
+        .await
+        .expect("outputs");
     const IDLE_S: u64 = 3;
     const SIZES: [u32; 2] = [2, 5];
     const LATENESS_S: u64 = 1;
     let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         Instance(
             Command::new(env!("CARGO_BIN_EXE_tributary-analyze"))
                 .env("PORT", port.to_string())
@@ -231,7 +318,10 @@ async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_throu
     let (reader_stop, mut reader_stop_rx) = tokio::sync::watch::channel(false);
     let reader = {
         let (seen, aggs) = (seen.clone(), aggs.clone());
-        let mut sub = log.subscribe(&unique_topic("idle-reader"), std::slice::from_ref(&aggs)).await.expect("reader");
+        let mut sub = log
+            .subscribe(&unique_topic("idle-reader"), std::slice::from_ref(&aggs))
+            .await
+            .expect("reader");
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -262,7 +352,11 @@ async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_throu
     while t0.elapsed() < Duration::from_secs(20) {
         if quiet_partition.is_none() && t0.elapsed() >= Duration::from_secs(6) {
             let parts: std::collections::BTreeSet<i32> = partition_of.values().copied().collect();
-            assert_eq!(parts.len(), 2, "the devices should cover both partitions: {partition_of:?}");
+            assert_eq!(
+                parts.len(),
+                2,
+                "the devices should cover both partitions: {partition_of:?}"
+            );
             quiet_partition = parts.iter().next().copied();
             quiet_since = Some(Instant::now());
         }
@@ -271,7 +365,10 @@ async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_throu
             .filter(|d| quiet_partition.is_none() || partition_of.get(*d) != quiet_partition.as_ref())
             .map(|d| reading(d, Utc::now(), (i % 11) as f64))
             .collect();
-        let recs: Vec<Record> = batch.iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json"))).collect();
+        let recs: Vec<Record> = batch
+            .iter()
+            .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json")))
+            .collect();
         for (r, d) in log.publisher().publish(&raw, recs).await.into_iter().zip(&batch) {
             let delivered = r.expect("published");
             partition_of.insert(d.device_id.clone(), delivered.partition);
@@ -287,27 +384,47 @@ async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_throu
     // The quiet partition's windows: all emitted while the other partition was still busy,
     // each within the idle timeout (and its window's end plus lateness) plus a few seconds.
     let in_quiet = |r: &Reading| partition_of[&r.device_id] == quiet_partition;
-    let quiet_truth = truth(&input.iter().filter(|r| in_quiet(r)).cloned().collect::<Vec<_>>(), &SIZES);
-    let busy_truth = truth(&input.iter().filter(|r| !in_quiet(r)).cloned().collect::<Vec<_>>(), &SIZES);
+    let quiet_truth = truth(
+        &input.iter().filter(|r| in_quiet(r)).cloned().collect::<Vec<_>>(),
+        &SIZES,
+    );
+    let busy_truth = truth(
+        &input.iter().filter(|r| !in_quiet(r)).cloned().collect::<Vec<_>>(),
+        &SIZES,
+    );
     let slack = Duration::from_secs(4);
     let bound = Duration::from_secs(IDLE_S.max(5 + LATENESS_S)) + slack;
     let quiet_emitted = |seen: &[(Instant, Aggregate)]| -> Vec<(Instant, Aggregate)> {
-        seen.iter().filter(|(_, a)| quiet_truth.contains_key(&key(a))).cloned().collect()
+        seen.iter()
+            .filter(|(_, a)| quiet_truth.contains_key(&key(a)))
+            .cloned()
+            .collect()
     };
     {
         let seen = seen.lock().expect("lock");
         let q = quiet_emitted(&seen);
         let aggs: Vec<Aggregate> = q.iter().map(|(_, a)| a.clone()).collect();
-        check_exactly_once(&aggs, &quiet_truth).unwrap_or_else(|e| panic!("quiet partition {quiet_partition}, while the other was busy: {e}"));
+        check_exactly_once(&aggs, &quiet_truth)
+            .unwrap_or_else(|e| panic!("quiet partition {quiet_partition}, while the other was busy: {e}"));
         let latest = q.iter().map(|(t, _)| *t).max().expect("some");
         let after = latest.saturating_duration_since(quiet_since);
-        assert!(after <= bound, "the quiet partition's last window came {after:?} after it went quiet (bound {bound:?})");
-        println!("quiet partition {quiet_partition}: {} windows, the last {after:?} after it went quiet (idle timeout {IDLE_S} s)", aggs.len());
+        assert!(
+            after <= bound,
+            "the quiet partition's last window came {after:?} after it went quiet (bound {bound:?})"
+        );
+        println!(
+            "quiet partition {quiet_partition}: {} windows, the last {after:?} after it went quiet (idle timeout {IDLE_S} s)",
+            aggs.len()
+        );
     }
 
     // Now every partition is quiet: the busy one's last windows close too.
     let deadline = all_quiet_since + bound;
-    let all_truth: HashMap<Key, (u64, f64, f64)> = quiet_truth.iter().chain(&busy_truth).map(|(k, v)| (k.clone(), *v)).collect();
+    let all_truth: HashMap<Key, (u64, f64, f64)> = quiet_truth
+        .iter()
+        .chain(&busy_truth)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     loop {
         let aggs: Vec<Aggregate> = seen.lock().expect("lock").iter().map(|(_, a)| a.clone()).collect();
         match check_exactly_once(&aggs, &all_truth) {
@@ -316,7 +433,11 @@ async fn a_partition_that_goes_quiet_gets_its_windows_emitted_exactly_once_throu
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    println!("all {} windows emitted exactly once, {:?} after everything went quiet", all_truth.len(), all_quiet_since.elapsed());
+    println!(
+        "all {} windows emitted exactly once, {:?} after everything went quiet",
+        all_truth.len(),
+        all_quiet_since.elapsed()
+    );
 
     // Offsets were committed between batches: a restarted instance has nothing to replay.
     if let Some(mut x) = first.take() {

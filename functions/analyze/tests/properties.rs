@@ -83,7 +83,8 @@ fn stats_of(xs: &[f64]) -> Stats {
 /// range without folding), with exact zeros and repeats among them.
 fn values(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
     let plain = prop::collection::vec(-1e6..1e6f64, 1..max_len);
-    let clustered = (-1e9..1e9f64, prop::collection::vec(-1.0..1.0f64, 1..max_len)).prop_map(|(c, d)| d.into_iter().map(|x| c + x).collect());
+    let clustered = (-1e9..1e9f64, prop::collection::vec(-1.0..1.0f64, 1..max_len))
+        .prop_map(|(c, d)| d.into_iter().map(|x| c + x).collect());
     let wide = prop::collection::vec(
         prop_oneof![
             1 => Just(0.0),
@@ -210,30 +211,56 @@ struct Gen {
 impl Gen {
     fn reading(&self) -> Reading {
         let m: Vec<(&str, f64)> = self.metrics.iter().map(|&(i, x)| (METRICS[i], x)).collect();
-        Reading { id: format!("{}-{}-{}", DEVICES[self.device], self.ms, self.n), ..reading(DEVICES[self.device], self.ms, &m) }
+        Reading {
+            id: format!("{}-{}-{}", DEVICES[self.device], self.ms, self.n),
+            ..reading(DEVICES[self.device], self.ms, &m)
+        }
     }
 }
 
 /// Readings roughly in event-time order: a walk forward with jitter back,
 /// starting near the epoch (negative times too) or in 2023.
 fn readings(max_len: usize) -> impl Strategy<Value = Vec<Gen>> {
-    let one = (0..3usize, 0..4_000i64, 0..8_000i64, prop::sample::subsequence(vec![0usize, 1], 1..=2), -50.0..150.0f64, 0.0..5000.0f64);
-    (prop_oneof![Just(-30_000i64), Just(1_700_000_000_000i64)], prop::collection::vec(one, 1..max_len)).prop_map(|(start, steps)| {
-        let mut t = start;
-        steps
-            .into_iter()
-            .enumerate()
-            .map(|(n, (device, step, jitter, ms, temp, rpm))| {
-                t += step;
-                Gen { n, device, ms: t - jitter, metrics: ms.into_iter().map(|i| (i, if i == 0 { (temp * 10.0).round() / 10.0 } else { rpm })).collect() }
-            })
-            .collect()
-    })
+    let one = (
+        0..3usize,
+        0..4_000i64,
+        0..8_000i64,
+        prop::sample::subsequence(vec![0usize, 1], 1..=2),
+        -50.0..150.0f64,
+        0.0..5000.0f64,
+    );
+    (
+        prop_oneof![Just(-30_000i64), Just(1_700_000_000_000i64)],
+        prop::collection::vec(one, 1..max_len),
+    )
+        .prop_map(|(start, steps)| {
+            let mut t = start;
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(n, (device, step, jitter, ms, temp, rpm))| {
+                    t += step;
+                    Gen {
+                        n,
+                        device,
+                        ms: t - jitter,
+                        metrics: ms
+                            .into_iter()
+                            .map(|i| (i, if i == 0 { (temp * 10.0).round() / 10.0 } else { rpm }))
+                            .collect(),
+                    }
+                })
+                .collect()
+        })
 }
 
 fn window_config() -> impl Strategy<Value = WindowConfig> {
-    (prop::sample::subsequence(vec![1u32, 5, 10, 60], 1..=4), 0..15_000i64)
-        .prop_map(|(sizes_seconds, lateness_ms)| WindowConfig { sizes_seconds, allowed_lateness: chrono::Duration::milliseconds(lateness_ms) })
+    (prop::sample::subsequence(vec![1u32, 5, 10, 60], 1..=4), 0..15_000i64).prop_map(|(sizes_seconds, lateness_ms)| {
+        WindowConfig {
+            sizes_seconds,
+            allowed_lateness: chrono::Duration::milliseconds(lateness_ms),
+        }
+    })
 }
 
 /// A window's identity, in emission order.
@@ -267,7 +294,9 @@ impl Reference {
                 continue;
             }
             for (m, &x) in &r.metrics {
-                let w = open.entry((start + size_ms, size, r.device_id.clone(), m.clone())).or_insert((Vec::new(), offset));
+                let w = open
+                    .entry((start + size_ms, size, r.device_id.clone(), m.clone()))
+                    .or_insert((Vec::new(), offset));
                 w.0.push(x);
                 w.1 = w.1.min(offset);
             }
@@ -281,7 +310,12 @@ impl Reference {
     fn close(&mut self, p: i32, done: impl Fn(&Key) -> bool) -> Vec<(Key, Vec<f64>)> {
         let open = self.open.entry(p).or_default();
         let keys: Vec<Key> = open.keys().filter(|k| done(k)).cloned().collect();
-        keys.into_iter().map(|k| { let (v, _) = open.remove(&k).expect("present"); (k, v) }).collect()
+        keys.into_iter()
+            .map(|k| {
+                let (v, _) = open.remove(&k).expect("present");
+                (k, v)
+            })
+            .collect()
     }
 
     fn flush(&mut self) -> Vec<(Key, Vec<f64>)> {
@@ -290,26 +324,57 @@ impl Reference {
     }
 
     fn committable(&self, p: i32) -> Option<i64> {
-        self.open.get(&p).and_then(|o| o.values().map(|(_, off)| *off).min()).or(self.last_offset.get(&p).map(|o| o + 1))
+        self.open
+            .get(&p)
+            .and_then(|o| o.values().map(|(_, off)| *off).min())
+            .or(self.last_offset.get(&p).map(|o| o + 1))
     }
 }
 
 fn key_of(a: &Aggregate) -> Key {
-    (a.window_end.timestamp_millis(), a.window_seconds, a.device_id.clone(), a.metric.clone())
+    (
+        a.window_end.timestamp_millis(),
+        a.window_seconds,
+        a.device_id.clone(),
+        a.metric.clone(),
+    )
 }
 
 /// An aggregate is the exact statistics of its window's values (floats within tolerance).
 fn check_aggregate(a: &Aggregate, key: &Key, xs: &[f64]) -> Result<(), TestCaseError> {
     prop_assert_eq!(&key_of(a), key);
-    prop_assert_eq!(a.window_end.timestamp_millis() - a.window_start.timestamp_millis(), i64::from(a.window_seconds) * 1000);
-    prop_assert_eq!(a.window_start.timestamp_millis().rem_euclid(i64::from(a.window_seconds) * 1000), 0, "window not aligned");
+    prop_assert_eq!(
+        a.window_end.timestamp_millis() - a.window_start.timestamp_millis(),
+        i64::from(a.window_seconds) * 1000
+    );
+    prop_assert_eq!(
+        a.window_start
+            .timestamp_millis()
+            .rem_euclid(i64::from(a.window_seconds) * 1000),
+        0,
+        "window not aligned"
+    );
     let mut sorted = xs.to_vec();
     sorted.sort_by(f64::total_cmp);
     let (mean, var) = naive_mean_var(xs);
     let scale = max_abs(xs);
-    prop_assert_eq!((a.count, a.min, a.max), (xs.len() as u64, sorted[0], sorted[sorted.len() - 1]), "{:?}", key);
-    prop_assert!(mean_close(a.mean, mean, xs.len(), scale), "{key:?}: mean {} vs {mean}", a.mean);
-    prop_assert!(var_close(a.stddev * a.stddev, var, xs.len(), scale), "{key:?}: stddev {} vs {}", a.stddev, var.sqrt());
+    prop_assert_eq!(
+        (a.count, a.min, a.max),
+        (xs.len() as u64, sorted[0], sorted[sorted.len() - 1]),
+        "{:?}",
+        key
+    );
+    prop_assert!(
+        mean_close(a.mean, mean, xs.len(), scale),
+        "{key:?}: mean {} vs {mean}",
+        a.mean
+    );
+    prop_assert!(
+        var_close(a.stddev * a.stddev, var, xs.len(), scale),
+        "{key:?}: stddev {} vs {}",
+        a.stddev,
+        var.sqrt()
+    );
     for (q, got) in [(0.5, a.p50), (0.95, a.p95), (0.99, a.p99)] {
         let want = exact_quantile(&sorted, q);
         prop_assert!(within_alpha(got, want), "{key:?} p{}: {got} vs exact {want}", q * 100.0);

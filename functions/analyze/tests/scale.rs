@@ -27,12 +27,31 @@ impl Drop for Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_crash_and_scale_in_lose_and_double_nothing() {
     let brokers = test_brokers();
-    let (raw, aggs, alerts, dead, group) = (unique_topic("an-raw"), unique_topic("an-aggs"), unique_topic("an-alerts"), unique_topic("an-dead"), unique_topic("an-group"));
-    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "analyze-scale-test").expect("kafka");
+    let (raw, aggs, alerts, dead, group) = (
+        unique_topic("an-raw"),
+        unique_topic("an-aggs"),
+        unique_topic("an-alerts"),
+        unique_topic("an-dead"),
+        unique_topic("an-group"),
+    );
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: brokers.clone(),
+            ..KafkaArgs::default()
+        },
+        "analyze-scale-test",
+    )
+    .expect("kafka");
     log.ensure_topics(&[raw.clone()], 4).await.expect("raw");
-    log.ensure_topics(&[aggs.clone(), alerts.clone(), dead.clone()], 2).await.expect("outputs");
+    log.ensure_topics(&[aggs.clone(), alerts.clone(), dead.clone()], 2)
+        .await
+        .expect("outputs");
     let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         Instance(
             Command::new(env!("CARGO_BIN_EXE_tributary-analyze"))
                 .env("PORT", port.to_string())
@@ -59,7 +78,10 @@ async fn scale_out_crash_and_scale_in_lose_and_double_nothing() {
     let mut b = None;
     let mut c = None;
     for (i, chunk) in chunks.iter().enumerate() {
-        let recs: Vec<Record> = chunk.iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json"))).collect();
+        let recs: Vec<Record> = chunk
+            .iter()
+            .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("json")))
+            .collect();
         for r in log.publisher().publish(&raw, recs).await {
             r.expect("published");
         }
@@ -85,12 +107,18 @@ async fn scale_out_crash_and_scale_in_lose_and_double_nothing() {
     }
 
     let truth = common::truth(&input, common::BASE_MS + 240_000 + 10_000);
-    let mut sub = log.subscribe(&unique_topic("an-reader"), std::slice::from_ref(&aggs)).await.expect("reader");
+    let mut sub = log
+        .subscribe(&unique_topic("an-reader"), std::slice::from_ref(&aggs))
+        .await
+        .expect("reader");
     let mut emitted: Vec<Aggregate> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let result = loop {
         if let Ok(Event::Messages(m)) = sub.next(5000, Duration::from_millis(500)).await {
-            emitted.extend(m.iter().map(|m| serde_json::from_slice::<Aggregate>(&m.value).expect("aggregate")));
+            emitted.extend(
+                m.iter()
+                    .map(|m| serde_json::from_slice::<Aggregate>(&m.value).expect("aggregate")),
+            );
         }
         match common::compare(&emitted, &truth) {
             Ok(()) => break Ok(()),
@@ -101,6 +129,9 @@ async fn scale_out_crash_and_scale_in_lose_and_double_nothing() {
     drop(c);
     sub.close().await;
     if let Err(e) = result {
-        panic!("after scale-out, a crash and scale-in: {e} ({} aggregates read)", emitted.len());
+        panic!(
+            "after scale-out, a crash and scale-in: {e} ({} aggregates read)",
+            emitted.len()
+        );
     }
 }

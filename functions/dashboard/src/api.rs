@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
-use tributary_shared::results::{AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome, windows_per_point};
+use tributary_shared::results::{
+    AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome, windows_per_point,
+};
 
 use crate::{ApiError, Dashboard};
 
@@ -32,7 +34,9 @@ fn online_since(st: &Dashboard) -> DateTime<Utc> {
 
 /// `GET /api/fleet`: counts for the overview.
 pub async fn fleet(State(st): State<Arc<Dashboard>>) -> Result<Json<Value>, ApiError> {
-    let cached = cache_get(&st, FLEET_SUMMARY).await.and_then(|s| serde_json::from_str::<FleetSummary>(&s).ok());
+    let cached = cache_get(&st, FLEET_SUMMARY)
+        .await
+        .and_then(|s| serde_json::from_str::<FleetSummary>(&s).ok());
     let (summary, source) = match (cached, &st.cache) {
         (Some(s), Some(c)) => (s, c.backend()),
         _ => (st.store.fleet_summary(online_since(&st)).await?, st.store.backend()),
@@ -58,7 +62,10 @@ fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiErro
         None => Ok(default),
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::BadParam { param: "limit", reason: format!("'{s}' is not an integer in 1..={max}") }),
+            _ => Err(ApiError::BadParam {
+                param: "limit",
+                reason: format!("'{s}' is not an integer in 1..={max}"),
+            }),
         },
     }
 }
@@ -74,14 +81,20 @@ fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
     if tributary_shared::model::valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::BadParam { param, reason: "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into() })
+        Err(ApiError::BadParam {
+            param,
+            reason: "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
+        })
     }
 }
 
 /// `GET /api/devices/{id}`: a device's latest state.
 pub async fn device(State(st): State<Arc<Dashboard>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
-    let state: Option<DeviceState> = match cache_get(&st, &device_key(&id)).await.and_then(|s| serde_json::from_str(&s).ok()) {
+    let state: Option<DeviceState> = match cache_get(&st, &device_key(&id))
+        .await
+        .and_then(|s| serde_json::from_str(&s).ok())
+    {
         Some(d) => Some(d),
         None => st.store.devices(std::slice::from_ref(&id)).await?.into_iter().next(),
     };
@@ -108,7 +121,10 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let bad = || ApiError::BadParam { param, reason: format!("'{s}' is neither an RFC 3339 time nor a duration like 90m, 24h or 7d") };
+    let bad = || ApiError::BadParam {
+        param,
+        reason: format!("'{s}' is neither an RFC 3339 time nor a duration like 90m, 24h or 7d"),
+    };
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
     let n: i64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -133,24 +149,48 @@ fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(DateTime<Utc>, Da
         Some(t) => parse_time("to", t, now)?,
     };
     if from >= to {
-        return Err(ApiError::BadParam { param: "from", reason: "must be before 'to'".into() });
+        return Err(ApiError::BadParam {
+            param: "from",
+            reason: "must be before 'to'".into(),
+        });
     }
     Ok((from, to))
 }
 
 /// `GET /api/devices/{id}/series?metric=&window=&from=&to=`: window aggregates of one metric.
-pub async fn series(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<SeriesParams>) -> Result<Json<Value>, ApiError> {
+pub async fn series(
+    State(st): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    Query(q): Query<SeriesParams>,
+) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
-    let metric = q.metric.ok_or(ApiError::BadParam { param: "metric", reason: "required".into() })?;
+    let metric = q.metric.ok_or(ApiError::BadParam {
+        param: "metric",
+        reason: "required".into(),
+    })?;
     check_metric("metric", &metric)?;
     let window: u32 = match q.window.as_deref() {
         None => 10,
-        Some(w) => w.parse().ok().filter(|w| (1..=86_400).contains(w)).ok_or_else(|| ApiError::BadParam { param: "window", reason: format!("'{w}' is not a window size in seconds (1..=86400)") })?,
+        Some(w) => w
+            .parse()
+            .ok()
+            .filter(|w| (1..=86_400).contains(w))
+            .ok_or_else(|| ApiError::BadParam {
+                param: "window",
+                reason: format!("'{w}' is not a window size in seconds (1..=86400)"),
+            })?,
     };
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let max_points: u32 = match q.max_points.as_deref() {
         None => 1500,
-        Some(m) => m.parse().ok().filter(|m| (10..=10_000).contains(m)).ok_or_else(|| ApiError::BadParam { param: "maxPoints", reason: format!("'{m}' is not an integer in 10..=10000") })?,
+        Some(m) => m
+            .parse()
+            .ok()
+            .filter(|m| (10..=10_000).contains(m))
+            .ok_or_else(|| ApiError::BadParam {
+                param: "maxPoints",
+                reason: format!("'{m}' is not an integer in 10..=10000"),
+            })?,
     };
     // The store merges windows into at most `max_points` points (one row per point, not per window).
     let mut per_point = windows_per_point(window, from, to, max_points);
@@ -188,8 +228,14 @@ const RAW_MAX_RANGE_HOURS: i64 = 24;
 const RAW_PAGE: u32 = 1000;
 
 fn check_metric(param: &'static str, metric: &str) -> Result<(), ApiError> {
-    if metric.is_empty() || metric.len() > 64 || !metric.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(ApiError::BadParam { param, reason: "must be 1-64 characters of A-Z a-z 0-9 . _ -".into() });
+    if metric.is_empty()
+        || metric.len() > 64
+        || !metric.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(ApiError::BadParam {
+            param,
+            reason: "must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+        });
     }
     Ok(())
 }
@@ -199,7 +245,11 @@ fn check_metric(param: &'static str, metric: &str) -> Result<(), ApiError> {
 /// readings without it are skipped). At most `limit` (default 2000, up to
 /// 10,000) readings; `truncated` says when the range held more. The range is
 /// at most 24 h: longer ranges are what the aggregates are for.
-pub async fn raw(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query(q): Query<RawParams>) -> Result<Json<Value>, ApiError> {
+pub async fn raw(
+    State(st): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    Query(q): Query<RawParams>,
+) -> Result<Json<Value>, ApiError> {
     check_id("deviceId", &id)?;
     if let Some(m) = &q.metric {
         check_metric("metric", m)?;
@@ -207,14 +257,23 @@ pub async fn raw(State(st): State<Arc<Dashboard>>, Path(id): Path<String>, Query
     let limit = parse_limit(q.limit.as_deref(), 2000, 10_000)? as usize;
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     if to - from > chrono::Duration::hours(RAW_MAX_RANGE_HOURS) {
-        return Err(ApiError::BadParam { param: "from", reason: format!("raw readings cover at most {RAW_MAX_RANGE_HOURS} h per request; use the series API for longer ranges") });
+        return Err(ApiError::BadParam {
+            param: "from",
+            reason: format!(
+                "raw readings cover at most {RAW_MAX_RANGE_HOURS} h per request; use the series API for longer ranges"
+            ),
+        });
     }
-    let store = st.raw.as_ref().ok_or(ApiError::NotConfigured("raw readings are not available: this dashboard has no raw store configured (TRIBUTARY_COSMOS_ENDPOINT)"))?;
+    let store = st.raw.as_ref().ok_or(ApiError::NotConfigured(
+        "raw readings are not available: this dashboard has no raw store configured (TRIBUTARY_COSMOS_ENDPOINT)",
+    ))?;
     let mut readings = Vec::new();
     let mut continuation = None;
     let mut truncated = false;
     loop {
-        let page = store.query_device_range(&id, from, to, RAW_PAGE, continuation.take()).await?;
+        let page = store
+            .query_device_range(&id, from, to, RAW_PAGE, continuation.take())
+            .await?;
         for r in page.items {
             let metrics: serde_json::Map<String, Value> = match &q.metric {
                 Some(m) => match r.metrics.get(m) {
@@ -252,7 +311,12 @@ pub struct AlertParams {
 /// `GET /api/alerts?state=&device=&limit=`: newest first.
 pub async fn alerts(State(st): State<Arc<Dashboard>>, Query(q): Query<AlertParams>) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), 50, 500)?;
-    let filter: AlertFilter = q.state.as_deref().unwrap_or("unresolved").parse().map_err(|reason| ApiError::BadParam { param: "state", reason })?;
+    let filter: AlertFilter = q
+        .state
+        .as_deref()
+        .unwrap_or("unresolved")
+        .parse()
+        .map_err(|reason| ApiError::BadParam { param: "state", reason })?;
     if let Some(d) = &q.device {
         check_id("device", d)?;
     }
@@ -262,7 +326,11 @@ pub async fn alerts(State(st): State<Arc<Dashboard>>, Query(q): Query<AlertParam
 
 fn authorize(st: &Dashboard, headers: &HeaderMap) -> Result<String, ApiError> {
     let expected = st.operator_token.as_deref().ok_or(ApiError::ReadOnly)?;
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok("operator".into())
     } else {
@@ -270,7 +338,12 @@ fn authorize(st: &Dashboard, headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, action: Transition) -> Result<Json<StoredAlert>, ApiError> {
+async fn transition(
+    st: &Dashboard,
+    headers: &HeaderMap,
+    id: &str,
+    action: Transition,
+) -> Result<Json<StoredAlert>, ApiError> {
     let who = authorize(st, headers)?;
     check_id("id", id)?;
     let alert = match st.store.transition(id, action, &who, Utc::now()).await? {
@@ -284,8 +357,15 @@ async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, action: Trans
     let published = match &st.cache {
         Some(cache) => {
             let ops = vec![
-                CacheOp::Set { key: alert_key(id), value: serde_json::to_string(&alert).unwrap_or_default(), ttl_secs: 86_400 },
-                CacheOp::Publish { channel: CHANGES.into(), message: change.clone() },
+                CacheOp::Set {
+                    key: alert_key(id),
+                    value: serde_json::to_string(&alert).unwrap_or_default(),
+                    ttl_secs: 86_400,
+                },
+                CacheOp::Publish {
+                    channel: CHANGES.into(),
+                    message: change.clone(),
+                },
             ];
             matches!(tokio::time::timeout(CACHE_TIMEOUT, cache.apply(ops)).await, Ok(Ok(())))
         }
@@ -298,12 +378,20 @@ async fn transition(st: &Dashboard, headers: &HeaderMap, id: &str, action: Trans
 }
 
 /// `POST /api/alerts/{id}/ack`: acknowledge an open alert (operator token).
-pub async fn acknowledge(State(st): State<Arc<Dashboard>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<StoredAlert>, ApiError> {
+pub async fn acknowledge(
+    State(st): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<StoredAlert>, ApiError> {
     transition(&st, &headers, &id, Transition::Acknowledge).await
 }
 
 /// `POST /api/alerts/{id}/resolve`: resolve an alert (operator token).
-pub async fn resolve(State(st): State<Arc<Dashboard>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<StoredAlert>, ApiError> {
+pub async fn resolve(
+    State(st): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<StoredAlert>, ApiError> {
     transition(&st, &headers, &id, Transition::Resolve).await
 }
 
@@ -347,32 +435,59 @@ mod tests {
 
     #[test]
     fn merging_keeps_counts_extremes_and_the_anomaly() {
-        let pts: Vec<SeriesPoint> = (0..8).map(|i| point(i, 1 + i % 3, i as f64, if i == 5 { 0.95 } else { 0.1 })).collect();
+        let pts: Vec<SeriesPoint> = (0..8)
+            .map(|i| point(i, 1 + i % 3, i as f64, if i == 5 { 0.95 } else { 0.1 }))
+            .collect();
         let m = merge_points(&pts[0..4]).expect("merged");
         assert_eq!(m.count, 1 + 2 + 3 + 1, "counts add");
-        assert_eq!((m.min, m.max, m.window_start), (-1.0, 4.0, pts[0].window_start), "extremes are exact; the start is the first window's");
+        assert_eq!(
+            (m.min, m.max, m.window_start),
+            (-1.0, 4.0, pts[0].window_start),
+            "extremes are exact; the start is the first window's"
+        );
         // Weighted mean of windows 0..4 with counts 1,2,3,1 and means 0,1,2,3.
         assert!((m.mean - (0.0 + 2.0 + 6.0 + 3.0) / 7.0).abs() < 1e-12);
         // Pooled deviation: the spread between the windows' means.
-        let var = (1.0 * m.mean.powi(2) + 2.0 * (1.0 - m.mean).powi(2) + 3.0 * (2.0 - m.mean).powi(2) + (3.0 - m.mean).powi(2)) / 7.0;
+        let var = (1.0 * m.mean.powi(2)
+            + 2.0 * (1.0 - m.mean).powi(2)
+            + 3.0 * (2.0 - m.mean).powi(2)
+            + (3.0 - m.mean).powi(2))
+            / 7.0;
         assert!((m.stddev - var.sqrt()).abs() < 1e-12);
         let hot = merge_points(&pts[4..8]).expect("merged");
-        assert_eq!((hot.anomaly_score, hot.model.as_str()), (0.95, "m5"), "the anomaly survives");
+        assert_eq!(
+            (hot.anomaly_score, hot.model.as_str()),
+            (0.95, "m5"),
+            "the anomaly survives"
+        );
         assert!(merge_points(&[]).is_none());
     }
 
     #[test]
     fn points_per_range_stay_under_the_cap() {
-        let t0 = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 7).single().expect("time");
+        let t0 = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 0, 0, 7)
+            .single()
+            .expect("time");
         let day = t0 + chrono::Duration::hours(24);
-        assert_eq!(windows_per_point(10, t0, t0 + chrono::Duration::minutes(10), 1500), 1, "a short range is not merged");
+        assert_eq!(
+            windows_per_point(10, t0, t0 + chrono::Duration::minutes(10), 1500),
+            1,
+            "a short range is not merged"
+        );
         for (window, max) in [(10u32, 1500u32), (10, 10), (60, 1000), (1, 10_000)] {
             let k = windows_per_point(window, t0, day, max);
             let slot = i64::from(window * k);
             // Epoch-aligned slots the range touches: never more than the cap.
             let touched = (day.timestamp() - 1).div_euclid(slot) - t0.timestamp().div_euclid(slot) + 1;
-            assert!(touched <= i64::from(max), "{window} s windows, cap {max}: {k} per point touches {touched} slots");
-            assert!(k == 1 || i64::from(window * (k - 1)) * i64::from(max - 1) < 86_400, "{k} per point is the least that fits");
+            assert!(
+                touched <= i64::from(max),
+                "{window} s windows, cap {max}: {k} per point touches {touched} slots"
+            );
+            assert!(
+                k == 1 || i64::from(window * (k - 1)) * i64::from(max - 1) < 86_400,
+                "{k} per point is the least that fits"
+            );
         }
     }
 }

@@ -8,7 +8,11 @@ use tributary_shared::raw::CosmosAuth;
 
 /// Configuration of the dashboard function.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tributary-dashboard", about = "Web UI and JSON API for the fleet: overview, device charts, alerts", version)]
+#[command(
+    name = "tributary-dashboard",
+    about = "Web UI and JSON API for the fleet: overview, device charts, alerts",
+    version
+)]
 pub struct Config {
     /// TCP port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8081)]
@@ -20,11 +24,21 @@ pub struct Config {
 
     /// Results store URL (history: aggregates, alerts, devices): PostgreSQL
     /// (`postgres://…`) or an SQLite file (`sqlite://PATH`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub database_url: String,
 
     /// Redis connection URL (hot data and live change notifications).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// Cosmos DB account endpoint of the raw archive, for a device's raw
@@ -86,13 +100,19 @@ impl Config {
     }
 
     /// The raw archive's settings, when an endpoint is configured.
-    pub fn cosmos_settings(&self) -> Result<Option<tributary_shared::raw::cosmos::CosmosSettings>, tributary_shared::raw::StoreError> {
+    pub fn cosmos_settings(
+        &self,
+    ) -> Result<Option<tributary_shared::raw::cosmos::CosmosSettings>, tributary_shared::raw::StoreError> {
         let Some(endpoint) = self.cosmos_endpoint.clone().filter(|e| !e.is_empty()) else {
             return Ok(None);
         };
         Ok(Some(tributary_shared::raw::cosmos::CosmosSettings {
             endpoint,
-            credential: tributary_shared::raw::cosmos::credential(self.cosmos_auth, self.cosmos_key.clone(), self.azure_client_id.clone())?,
+            credential: tributary_shared::raw::cosmos::credential(
+                self.cosmos_auth,
+                self.cosmos_key.clone(),
+                self.azure_client_id.clone(),
+            )?,
             database: self.cosmos_database.clone(),
             container: self.cosmos_container.clone(),
             ttl_secs: 0,

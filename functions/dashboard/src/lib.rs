@@ -118,16 +118,29 @@ const APP_CSS: &str = include_str!("../static/app.css");
 const OPENAPI: &str = include_str!("../static/openapi.json");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The whole HTTP service: page, API and ops endpoints.
 pub fn app(state: Arc<Dashboard>, ops: &tributary_shared::ops::Ops) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/api/openapi.json", get(|| async { asset("application/json", OPENAPI) }))
+        .route(
+            "/api/openapi.json",
+            get(|| async { asset("application/json", OPENAPI) }),
+        )
         .route("/api/fleet", get(api::fleet))
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}", get(api::device))

@@ -24,7 +24,9 @@ impl Default for Live {
 impl Live {
     /// A fan-out with room for 256 pending messages per subscriber.
     pub fn new() -> Self {
-        Self { tx: broadcast::channel(256).0 }
+        Self {
+            tx: broadcast::channel(256).0,
+        }
     }
 
     /// A new subscriber.

@@ -14,7 +14,9 @@ use tributary_shared::raw::cosmos::LazyCosmosStore;
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     tributary_shared::telemetry::init(&cfg.log.filter, cfg.log.format);
-    let store = tributary_shared::results::open(&cfg.database_url, 8).await.context("DATABASE_URL")?;
+    let store = tributary_shared::results::open(&cfg.database_url, 8)
+        .await
+        .context("DATABASE_URL")?;
     let cache: Arc<dyn KvCache> = Arc::new(RedisCache::new(&cfg.redis_url).context("REDIS_URL")?);
     let live = Live::new();
     tokio::spawn(live.clone().follow(cache.clone()));
@@ -29,15 +31,29 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
-    let state = Arc::new(Dashboard { store: store.clone(), cache: Some(cache), raw, live, operator_token: cfg.operator_token.clone(), offline_after_secs: cfg.offline_after_secs });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(store)));
+    let state = Arc::new(Dashboard {
+        store: store.clone(),
+        cache: Some(cache),
+        raw,
+        live,
+        operator_token: cfg.operator_token.clone(),
+        offline_after_secs: cfg.offline_after_secs,
+    });
+    let ops = Ops::new(
+        Arc::new(prometheus_client::registry::Registry::default()),
+        Arc::new(StoreReadiness(store)),
+    );
     let router = app(state, &ops);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         // The API works under Lambda; /api/events cannot stream there (responses are buffered).
         tracing::info!("serving through the Lambda runtime API");
-        lambda_http::run(router).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+        lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
     } else {
-        let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port)).await.with_context(|| format!("binding port {}", cfg.port))?;
+        let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
+            .await
+            .with_context(|| format!("binding port {}", cfg.port))?;
         tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
         let draining = ops.clone();
         axum::serve(listener, router)

@@ -15,16 +15,28 @@ use tower::ServiceExt;
 use tributary_dashboard::live::Live;
 use tributary_dashboard::{Dashboard, StoreReadiness, app};
 use tributary_shared::cache::{KvCache, RedisCache};
-use tributary_shared::results::PgStore;
 use tributary_shared::ops::Ops;
+use tributary_shared::results::PgStore;
 
 struct TestRedis(u16, Child);
 
 impl TestRedis {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed; these tests need a real Redis");
@@ -85,7 +97,10 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
         operator_token: token.map(str::to_owned),
         offline_after_secs: 300,
     });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))));
+    let ops = Ops::new(
+        Arc::new(prometheus_client::registry::Registry::default()),
+        Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))),
+    );
     (app(state, &ops), live)
 }
 
@@ -107,20 +122,41 @@ async fn fleet_devices_and_series(pool: PgPool) {
     let (r, _) = router(&pool, Some(&redis), None);
     let (s, fleet) = get(&r, "/api/fleet").await;
     assert_eq!(s, StatusCode::OK, "{fleet}");
-    assert_eq!((fleet["devices"].as_i64(), fleet["devicesOnline"].as_i64(), fleet["alertsOpen"].as_i64()), (Some(2), Some(1), Some(1)));
-    assert_eq!(fleet["source"], "postgres", "nothing cached yet: falls back to PostgreSQL");
+    assert_eq!(
+        (
+            fleet["devices"].as_i64(),
+            fleet["devicesOnline"].as_i64(),
+            fleet["alertsOpen"].as_i64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(
+        fleet["source"], "postgres",
+        "nothing cached yet: falls back to PostgreSQL"
+    );
 
     // Once the process function has cached a summary, it is served from Redis.
     let client = redis::Client::open(redis.url()).expect("client");
     let mut conn = client.get_multiplexed_async_connection().await.expect("conn");
-    let _: () = redis::cmd("SET").arg("tributary:fleet:summary").arg(r#"{"devices":7,"devicesOnline":5,"alertsOpen":3}"#).query_async(&mut conn).await.expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("tributary:fleet:summary")
+        .arg(r#"{"devices":7,"devicesOnline":5,"alertsOpen":3}"#)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
     let (_, fleet) = get(&r, "/api/fleet").await;
-    assert_eq!((fleet["devices"].as_i64(), fleet["source"].as_str()), (Some(7), Some("redis")));
+    assert_eq!(
+        (fleet["devices"].as_i64(), fleet["source"].as_str()),
+        (Some(7), Some("redis"))
+    );
 
     let (_, devs) = get(&r, "/api/devices").await;
     let list = devs["devices"].as_array().expect("list");
     assert_eq!(list[0]["deviceId"], "truck-1", "most recently seen first");
-    assert_eq!((list[0]["online"].as_bool(), list[1]["online"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (list[0]["online"].as_bool(), list[1]["online"].as_bool()),
+        (Some(true), Some(false))
+    );
     assert_eq!(list[0]["openAlerts"], 1);
 
     let (s, dev) = get(&r, "/api/devices/truck-1").await;
@@ -130,7 +166,10 @@ async fn fleet_devices_and_series(pool: PgPool) {
 
     let (s, series) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h&maxPoints=10000").await;
     assert_eq!(s, StatusCode::OK, "{series}");
-    assert_eq!(series["windowsPerPoint"], 1, "8,640 windows fit in 10,000 points: none merged");
+    assert_eq!(
+        series["windowsPerPoint"], 1,
+        "8,640 windows fit in 10,000 points: none merged"
+    );
     let pts = series["points"].as_array().expect("points");
     assert_eq!(pts.len(), 30);
     let starts: Vec<&str> = pts.iter().map(|p| p["windowStart"].as_str().expect("t")).collect();
@@ -139,7 +178,12 @@ async fn fleet_devices_and_series(pool: PgPool) {
     assert_eq!(starts, sorted, "oldest first");
     assert_eq!(pts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(), 1);
     assert_eq!(series["availableWindows"], serde_json::json!([10]));
-    let alert_ids: Vec<&str> = series["alerts"].as_array().expect("alerts").iter().map(|a| a["id"].as_str().expect("id")).collect();
+    let alert_ids: Vec<&str> = series["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(alert_ids, vec!["al-2", "al-1"]);
 
     // The page's default: at most 1,500 points, so a day of 10 s windows is merged
@@ -149,8 +193,15 @@ async fn fleet_devices_and_series(pool: PgPool) {
     let mpts = merged["points"].as_array().expect("points");
     assert_eq!(mpts.len(), 5, "30 windows, 6 per point");
     assert!(mpts.iter().all(|p| p["count"] == 30), "counts add: {merged}");
-    assert_eq!(mpts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(), 1, "the anomaly survives the merge");
-    assert!(mpts.iter().all(|p| p["min"] == 70.0 && p["max"] == 90.0), "extremes are exact");
+    assert_eq!(
+        mpts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(),
+        1,
+        "the anomaly survives the merge"
+    );
+    assert!(
+        mpts.iter().all(|p| p["min"] == 70.0 && p["max"] == 90.0),
+        "extremes are exact"
+    );
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -189,14 +240,26 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
     };
 
     let (read_only, _) = router(&pool, Some(&redis), None);
-    assert_eq!(call(&read_only, post("/api/alerts/al-1/ack", Some("Bearer x"))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&read_only, post("/api/alerts/al-1/ack", Some("Bearer x"))).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     let (r, live) = router(&pool, Some(&redis), Some("op-secret"));
-    assert_eq!(call(&r, post("/api/alerts/al-1/ack", None)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&r, post("/api/alerts/al-1/ack", Some("Bearer wrong"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&r, post("/api/alerts/al-1/ack", None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&r, post("/api/alerts/al-1/ack", Some("Bearer wrong"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Browsers follow the change channel; start following before acting.
-    let follower = tokio::spawn(live.clone().follow(Arc::new(RedisCache::new(&redis.url()).expect("client"))));
+    let follower = tokio::spawn(
+        live.clone()
+            .follow(Arc::new(RedisCache::new(&redis.url()).expect("client"))),
+    );
     let mut rx = live.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -206,7 +269,10 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
     assert_eq!(a["acknowledgedBy"], "operator");
     // The follower announces each (re)subscription with a "reload"; the change itself follows.
     let msg = loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change notification").expect("message");
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a change notification")
+            .expect("message");
         if !m.contains("reload") {
             break m;
         }
@@ -214,13 +280,29 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
     assert!(msg.contains("al-1"), "{msg}");
     follower.abort();
 
-    assert_eq!(call(&r, post("/api/alerts/al-1/ack", Some("Bearer op-secret"))).await.0, StatusCode::CONFLICT, "already acknowledged");
-    assert_eq!(call(&r, post("/api/alerts/al-2/resolve", Some("Bearer op-secret"))).await.0, StatusCode::CONFLICT, "already resolved");
-    assert_eq!(call(&r, post("/api/alerts/none/ack", Some("Bearer op-secret"))).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&r, post("/api/alerts/al-1/ack", Some("Bearer op-secret"))).await.0,
+        StatusCode::CONFLICT,
+        "already acknowledged"
+    );
+    assert_eq!(
+        call(&r, post("/api/alerts/al-2/resolve", Some("Bearer op-secret")))
+            .await
+            .0,
+        StatusCode::CONFLICT,
+        "already resolved"
+    );
+    assert_eq!(
+        call(&r, post("/api/alerts/none/ack", Some("Bearer op-secret"))).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (s, a) = call(&r, post("/api/alerts/al-1/resolve", Some("Bearer op-secret"))).await;
     assert_eq!((s, a["state"].as_str()), (StatusCode::OK, Some("resolved")));
     let (_, list) = get(&r, "/api/alerts").await;
-    assert!(list["alerts"].as_array().expect("alerts").is_empty(), "nothing unresolved left");
+    assert!(
+        list["alerts"].as_array().expect("alerts").is_empty(),
+        "nothing unresolved left"
+    );
     let (_, list) = get(&r, "/api/alerts?state=all&device=truck-1").await;
     assert_eq!(list["alerts"].as_array().expect("alerts").len(), 2);
 }
@@ -228,21 +310,52 @@ async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPo
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn the_page_and_its_assets_are_served_and_sse_says_hello(pool: PgPool) {
     let (r, live) = router(&pool, None, None);
-    for (uri, ct) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css"), ("/api/openapi.json", "application/json")] {
-        let resp = r.clone().oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("infallible");
+    for (uri, ct) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+        ("/api/openapi.json", "application/json"),
+    ] {
+        let resp = r
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
         assert_eq!(resp.status(), StatusCode::OK, "{uri}");
-        assert!(resp.headers()[header::CONTENT_TYPE].to_str().expect("ct").starts_with(ct), "{uri}");
+        assert!(
+            resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .expect("ct")
+                .starts_with(ct),
+            "{uri}"
+        );
     }
     let (_, spec) = get(&r, "/api/openapi.json").await;
     assert!(spec["paths"]["/api/devices/{id}/series"]["get"].is_object());
 
-    let resp = r.clone().oneshot(Request::get("/api/events").body(Body::empty()).expect("request")).await.expect("infallible");
+    let resp = r
+        .clone()
+        .oneshot(Request::get("/api/events").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut body = resp.into_body();
-    let first = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
+    let first = body
+        .frame()
+        .await
+        .expect("frame")
+        .expect("ok")
+        .into_data()
+        .expect("data");
     assert!(String::from_utf8_lossy(&first).contains("event: hello"));
     live.send(r#"{"kind":"batch","devices":["d1"]}"#.into());
-    let next = tokio::time::timeout(Duration::from_secs(2), body.frame()).await.expect("in time").expect("frame").expect("ok").into_data().expect("data");
+    let next = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("in time")
+        .expect("frame")
+        .expect("ok")
+        .into_data()
+        .expect("data");
     let text = String::from_utf8_lossy(&next);
     assert!(text.contains("event: change") && text.contains("d1"), "{text}");
 }
@@ -254,11 +367,24 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
     let url = redis.url();
     drop(redis);
     let live = Live::new();
-    let state = Arc::new(Dashboard { store: Arc::new(PgStore::new(pool.clone())), cache: Some(Arc::new(RedisCache::new(&url).expect("client"))), raw: None, live, operator_token: None, offline_after_secs: 300 });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))));
+    let state = Arc::new(Dashboard {
+        store: Arc::new(PgStore::new(pool.clone())),
+        cache: Some(Arc::new(RedisCache::new(&url).expect("client"))),
+        raw: None,
+        live,
+        operator_token: None,
+        offline_after_secs: 300,
+    });
+    let ops = Ops::new(
+        Arc::new(prometheus_client::registry::Registry::default()),
+        Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))),
+    );
     let r = app(state, &ops);
     let (s, fleet) = get(&r, "/api/fleet").await;
-    assert_eq!((s, fleet["source"].as_str(), fleet["devices"].as_i64()), (StatusCode::OK, Some("postgres"), Some(2)));
+    assert_eq!(
+        (s, fleet["source"].as_str(), fleet["devices"].as_i64()),
+        (StatusCode::OK, Some("postgres"), Some(2))
+    );
     let (s, dev) = get(&r, "/api/devices/truck-1").await;
     assert_eq!((s, dev["deviceId"].as_str()), (StatusCode::OK, Some("truck-1")));
 }
@@ -271,34 +397,77 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
 async fn the_readme_read_only_role_serves_every_endpoint_and_writes_no_results(pool: PgPool) {
     seed(&pool).await;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
-    let start = readme.find("CREATE ROLE tributary_readonly").expect("README gives the dashboard role's SQL");
+    let start = readme
+        .find("CREATE ROLE tributary_readonly")
+        .expect("README gives the dashboard role's SQL");
     let block = &readme[start..start + readme[start..].find("```").expect("end of the SQL block")];
     let role = format!("tributary_ro_{}", std::process::id());
-    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    let db: (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db");
     // Roles are per cluster: drop a leftover of an interrupted run of this process id.
     let _ = sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await;
     let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(&pool).await;
     for stmt in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let stmt = stmt.replace("tributary_readonly", &role).replace("'<postgresReadonlyPassword>'", "'test-only'");
-        sqlx::query(&stmt).execute(&pool).await.unwrap_or_else(|e| panic!("README SQL `{stmt}`: {e}"));
+        let stmt = stmt
+            .replace("tributary_readonly", &role)
+            .replace("'<postgresReadonlyPassword>'", "'test-only'");
+        sqlx::query(&stmt)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("README SQL `{stmt}`: {e}"));
     }
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let host = base.split_once('@').map(|(_, h)| h).and_then(|h| h.rsplit_once('/')).map(|(h, _)| h).expect("DATABASE_URL is postgres://user@host:port/db");
-    let ro = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&format!("postgres://{role}:test-only@{host}/{}", db.0)).await.expect("connect as the dashboard role");
+    let host = base
+        .split_once('@')
+        .map(|(_, h)| h)
+        .and_then(|h| h.rsplit_once('/'))
+        .map(|(h, _)| h)
+        .expect("DATABASE_URL is postgres://user@host:port/db");
+    let ro = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&format!("postgres://{role}:test-only@{host}/{}", db.0))
+        .await
+        .expect("connect as the dashboard role");
 
     let (r, _) = router(&ro, None, Some("op-secret"));
-    for uri in ["/api/fleet", "/api/devices", "/api/devices/truck-1", "/api/devices/truck-1/series?metric=speed&from=24h", "/api/alerts", "/api/alerts?state=open"] {
+    for uri in [
+        "/api/fleet",
+        "/api/devices",
+        "/api/devices/truck-1",
+        "/api/devices/truck-1/series?metric=speed&from=24h",
+        "/api/alerts",
+        "/api/alerts?state=open",
+    ] {
         let (s, body) = get(&r, uri).await;
         assert_eq!(s, StatusCode::OK, "{uri} as {role}: {body}");
     }
     let (_, fleet) = get(&r, "/api/fleet").await;
     assert_eq!(fleet["devices"], 2, "{fleet}");
-    let post = |uri: &str| Request::post(uri).header(header::AUTHORIZATION, "Bearer op-secret").body(Body::empty()).expect("request");
+    let post = |uri: &str| {
+        Request::post(uri)
+            .header(header::AUTHORIZATION, "Bearer op-secret")
+            .body(Body::empty())
+            .expect("request")
+    };
     let (s, body) = call(&r, post("/api/alerts/al-1/ack")).await;
-    assert_eq!((s, body["state"].as_str()), (StatusCode::OK, Some("acknowledged")), "{body}");
+    assert_eq!(
+        (s, body["state"].as_str()),
+        (StatusCode::OK, Some("acknowledged")),
+        "{body}"
+    );
     let (s, body) = call(&r, post("/api/alerts/al-1/resolve")).await;
-    assert_eq!((s, body["state"].as_str()), (StatusCode::OK, Some("resolved")), "{body}");
-    let readyz = r.clone().oneshot(Request::get("/readyz").body(Body::empty()).expect("request")).await.expect("infallible");
+    assert_eq!(
+        (s, body["state"].as_str()),
+        (StatusCode::OK, Some("resolved")),
+        "{body}"
+    );
+    let readyz = r
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
     assert_eq!(readyz.status(), StatusCode::OK);
 
     // And it is read-only where it matters: no results written, no alert rewritten.
@@ -312,6 +481,12 @@ async fn the_readme_read_only_role_serves_every_endpoint_and_writes_no_results(p
         assert!(err.to_string().contains("permission denied"), "{stmt}: {err}");
     }
     ro.close().await;
-    sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.expect("drop owned");
-    sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.expect("drop role");
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop owned");
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop role");
 }

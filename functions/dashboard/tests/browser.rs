@@ -29,13 +29,20 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn wait_port(port: u16, what: &str) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not listen on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -44,20 +51,45 @@ fn wait_port(port: u16, what: &str) {
 async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = root.join("tests/browser/dashboard.mjs");
-    assert!(root.join("tests/browser/node_modules/playwright-core").exists(), "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)"
+    );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} not found: scripts/test installs Debian's chromium");
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} not found: scripts/test installs Debian's chromium"
+    );
     let process_bin = PathBuf::from(env!("CARGO_BIN_EXE_tributary-dashboard")).with_file_name("tributary-process");
-    assert!(process_bin.exists(), "{} not built: run the whole workspace's tests (scripts/test)", process_bin.display());
-    let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("artifacts")).join("screenshots");
+    assert!(
+        process_bin.exists(),
+        "{} not built: run the whole workspace's tests (scripts/test)",
+        process_bin.display()
+    );
+    let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("artifacts"))
+        .join("screenshots");
 
-    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    let db: (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let db_url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
     let redis_port = free_port();
     let _redis = Proc(
         Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server"),
@@ -66,9 +98,22 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
 
     let brokers = test_brokers();
-    let (aggs_topic, alerts_topic, dead_topic) = (unique_topic("ui-aggs"), unique_topic("ui-alerts"), unique_topic("ui-dead"));
-    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "browser-test").expect("kafka");
-    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3).await.expect("topics");
+    let (aggs_topic, alerts_topic, dead_topic) = (
+        unique_topic("ui-aggs"),
+        unique_topic("ui-alerts"),
+        unique_topic("ui-dead"),
+    );
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: brokers.clone(),
+            ..KafkaArgs::default()
+        },
+        "browser-test",
+    )
+    .expect("kafka");
+    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3)
+        .await
+        .expect("topics");
     let process_port = free_port();
     let _process = Proc(
         Command::new(&process_bin)
@@ -119,11 +164,17 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
     }
     let start = Instant::now();
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates").fetch_one(&pool).await.expect("count");
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
         if n == 120 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "process wrote {n} of 120 aggregates");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "process wrote {n} of 120 aggregates"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -157,7 +208,10 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
     let mut stdin = node.stdin.take().expect("stdin");
     let mut transcript = Vec::new();
     loop {
-        let line = out.next().expect("the browser script ended before the overview loaded").expect("line");
+        let line = out
+            .next()
+            .expect("the browser script ended before the overview loaded")
+            .expect("line");
         transcript.push(line.clone());
         if line == "OVERVIEW-OK" {
             break;
@@ -177,18 +231,39 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         opened_at: Utc::now() - chrono::Duration::seconds(30),
         updated_at: Utc::now(),
     };
-    log.publisher().publish(&alerts_topic, vec![Record::new("truck-ui", serde_json::to_vec(&alert).expect("json"))]).await.remove(0).expect("published");
+    log.publisher()
+        .publish(
+            &alerts_topic,
+            vec![Record::new("truck-ui", serde_json::to_vec(&alert).expect("json"))],
+        )
+        .await
+        .remove(0)
+        .expect("published");
     writeln!(stdin, "ALERT-SENT").expect("signal the browser");
     for line in out.by_ref() {
         let line = line.expect("line");
         transcript.push(line);
     }
     let status = node.wait().expect("node exit");
-    assert!(status.success(), "browser script failed: {transcript:?} (screenshots in {})", shots.display());
+    assert!(
+        status.success(),
+        "browser script failed: {transcript:?} (screenshots in {})",
+        shots.display()
+    );
     assert!(transcript.iter().any(|l| l == "DONE"), "{transcript:?}");
-    let (state, by): (String, Option<String>) = sqlx::query_as("SELECT state, acknowledged_by FROM alerts WHERE id = 'ui-alert-1'").fetch_one(&pool).await.expect("alert");
+    let (state, by): (String, Option<String>) =
+        sqlx::query_as("SELECT state, acknowledged_by FROM alerts WHERE id = 'ui-alert-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("alert");
     assert_eq!((state.as_str(), by.as_deref()), ("acknowledged", Some("operator")));
-    for f in ["overview.png", "live-alert.png", "acknowledged.png", "device.png", "phone.png"] {
+    for f in [
+        "overview.png",
+        "live-alert.png",
+        "acknowledged.png",
+        "device.png",
+        "phone.png",
+    ] {
         assert!(shots.join(f).exists(), "screenshot {f} missing");
     }
     println!("{}", transcript.join("\n"));

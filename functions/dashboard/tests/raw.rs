@@ -32,7 +32,8 @@ fn cosmos_settings(database: &str) -> CosmosSettings {
     let endpoint = std::env::var("TRIBUTARY_TEST_COSMOS_ENDPOINT").unwrap_or_else(|_| {
         panic!("TRIBUTARY_TEST_COSMOS_ENDPOINT is not set: this test needs the Cosmos DB stand-in. Run it with scripts/test, which starts it.")
     });
-    let key = std::env::var("TRIBUTARY_TEST_COSMOS_KEY").unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"));
+    let key = std::env::var("TRIBUTARY_TEST_COSMOS_KEY")
+        .unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"));
     CosmosSettings::with_key(endpoint, key, database, "raw")
 }
 
@@ -43,7 +44,10 @@ fn reading(device: &str, id: String, t: DateTime<Utc>, metrics: &[(&str, f64)]) 
         device_id: device.into(),
         event_time: t,
         received_time: t,
-        metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<BTreeMap<_, _>>(),
+        metrics: metrics
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect::<BTreeMap<_, _>>(),
         tags: BTreeMap::new(),
         location: None,
     }
@@ -51,16 +55,32 @@ fn reading(device: &str, id: String, t: DateTime<Utc>, metrics: &[(&str, f64)]) 
 
 async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
     let dir = temp_dir(name);
-    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("results.db").display())).await.expect("results store");
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("results.db").display()))
+        .await
+        .expect("results store");
     store.migrate().await.expect("migrate");
     let store: Arc<dyn ResultStore> = Arc::new(store);
-    let state = Arc::new(Dashboard { store: store.clone(), cache: None, raw, live: Live::new(), operator_token: None, offline_after_secs: 300 });
-    let ops = Ops::new(Arc::new(prometheus_client::registry::Registry::default()), Arc::new(StoreReadiness(store)));
+    let state = Arc::new(Dashboard {
+        store: store.clone(),
+        cache: None,
+        raw,
+        live: Live::new(),
+        operator_token: None,
+        offline_after_secs: 300,
+    });
+    let ops = Ops::new(
+        Arc::new(prometheus_client::registry::Registry::default()),
+        Arc::new(StoreReadiness(store)),
+    );
     app(state, &ops)
 }
 
 async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let resp = r.clone().oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("infallible");
+    let resp = r
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -77,10 +97,24 @@ async fn raw_readings_contract(writer: &dyn RawStore, reader: Arc<dyn RawStore>,
     let mut readings: Vec<Reading> = (0..1500)
         .map(|i| {
             let t = base + Duration::seconds(i);
-            if i % 3 == 0 { reading(&device, format!("r{i:05}"), t, &[("temp", i as f64), ("rpm", 1000.0 + i as f64)]) } else { reading(&device, format!("r{i:05}"), t, &[("temp", i as f64)]) }
+            if i % 3 == 0 {
+                reading(
+                    &device,
+                    format!("r{i:05}"),
+                    t,
+                    &[("temp", i as f64), ("rpm", 1000.0 + i as f64)],
+                )
+            } else {
+                reading(&device, format!("r{i:05}"), t, &[("temp", i as f64)])
+            }
         })
         .collect();
-    readings.push(reading(&device, "old".into(), base - Duration::hours(3), &[("temp", -1.0)]));
+    readings.push(reading(
+        &device,
+        "old".into(),
+        base - Duration::hours(3),
+        &[("temp", -1.0)],
+    ));
     readings.push(reading("someone-else", format!("x-{name}"), base, &[("temp", 99.0)]));
     for chunk in readings.chunks(500) {
         for r in writer.upsert_batch(chunk).await {
@@ -94,27 +128,60 @@ async fn raw_readings_contract(writer: &dyn RawStore, reader: Arc<dyn RawStore>,
     assert_eq!(all["source"], source);
     assert_eq!(all["truncated"], false);
     let rows = all["readings"].as_array().expect("readings");
-    assert_eq!(rows.len(), 1500, "every reading in range, across store pages, nothing else");
+    assert_eq!(
+        rows.len(),
+        1500,
+        "every reading in range, across store pages, nothing else"
+    );
     assert_eq!(rows[0]["id"], "r00000");
     assert_eq!(rows[1499]["id"], "r01499");
-    assert!(rows.windows(2).all(|w| w[0]["eventTime"].as_str() < w[1]["eventTime"].as_str()), "oldest first");
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["eventTime"].as_str() < w[1]["eventTime"].as_str()),
+        "oldest first"
+    );
     assert_eq!(rows[3]["metrics"]["rpm"], 1003.0);
     assert_eq!(rows[3]["metrics"]["temp"], 3.0);
 
     let (_, rpm) = get(&r, &format!("/api/devices/{device}/raw?from=2h&metric=rpm&limit=10000")).await;
     let rpm_rows = rpm["readings"].as_array().expect("readings");
     assert_eq!(rpm_rows.len(), 500, "only readings with the metric");
-    assert!(rpm_rows.iter().all(|r| r["metrics"].as_object().is_some_and(|m| m.len() == 1 && m.contains_key("rpm"))), "only that metric");
+    assert!(
+        rpm_rows.iter().all(|r| r["metrics"]
+            .as_object()
+            .is_some_and(|m| m.len() == 1 && m.contains_key("rpm"))),
+        "only that metric"
+    );
 
     let (_, limited) = get(&r, &format!("/api/devices/{device}/raw?from=2h&limit=1200")).await;
-    assert_eq!((limited["readings"].as_array().map(Vec::len), &limited["truncated"]), (Some(1200), &Value::Bool(true)));
+    assert_eq!(
+        (limited["readings"].as_array().map(Vec::len), &limited["truncated"]),
+        (Some(1200), &Value::Bool(true))
+    );
     let (_, exact) = get(&r, &format!("/api/devices/{device}/raw?from=2h&metric=rpm&limit=500")).await;
-    assert_eq!((exact["readings"].as_array().map(Vec::len), &exact["truncated"]), (Some(500), &Value::Bool(false)), "exactly the limit is not truncated");
+    assert_eq!(
+        (exact["readings"].as_array().map(Vec::len), &exact["truncated"]),
+        (Some(500), &Value::Bool(false)),
+        "exactly the limit is not truncated"
+    );
 
     let from = (base + Duration::seconds(10)).to_rfc3339();
     let to = (base + Duration::seconds(20)).to_rfc3339();
-    let (_, slice) = get(&r, &format!("/api/devices/{device}/raw?from={}&to={}", urlencode(&from), urlencode(&to))).await;
-    let ids: Vec<&str> = slice["readings"].as_array().expect("readings").iter().filter_map(|r| r["id"].as_str()).collect();
+    let (_, slice) = get(
+        &r,
+        &format!(
+            "/api/devices/{device}/raw?from={}&to={}",
+            urlencode(&from),
+            urlencode(&to)
+        ),
+    )
+    .await;
+    let ids: Vec<&str> = slice["readings"]
+        .as_array()
+        .expect("readings")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
     assert_eq!(ids.first().copied(), Some("r00010"), "'from' is inclusive");
     assert_eq!(ids.len(), 10, "'to' is exclusive");
 
@@ -129,7 +196,9 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn raw_readings_from_cosmos_db() {
     let database = format!("dash-raw-{}", std::process::id());
-    let writer = CosmosStore::connect(cosmos_settings(&database), true).await.expect("Cosmos DB stand-in (started by scripts/test)");
+    let writer = CosmosStore::connect(cosmos_settings(&database), true)
+        .await
+        .expect("Cosmos DB stand-in (started by scripts/test)");
     let reader: Arc<dyn RawStore> = Arc::new(LazyCosmosStore::new(cosmos_settings(&database)));
     raw_readings_contract(&writer, reader, "cosmos", "cosmos").await;
 }
@@ -137,14 +206,22 @@ async fn raw_readings_from_cosmos_db() {
 #[tokio::test]
 async fn raw_readings_from_the_local_store() {
     let dir = temp_dir("local-raw");
-    let store = Arc::new(LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display())).await.expect("local raw store"));
+    let store = Arc::new(
+        LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display()))
+            .await
+            .expect("local raw store"),
+    );
     raw_readings_contract(store.as_ref(), store.clone(), "local", "sqlite").await;
 }
 
 #[tokio::test]
 async fn raw_parameters_are_checked_and_a_missing_store_is_named() {
     let dir = temp_dir("params");
-    let store: Arc<dyn RawStore> = Arc::new(LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display())).await.expect("local raw store"));
+    let store: Arc<dyn RawStore> = Arc::new(
+        LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display()))
+            .await
+            .expect("local raw store"),
+    );
     let r = router(Some(store), "params").await;
     for (uri, param) in [
         ("/api/devices/bad%20id/raw", "deviceId"),
@@ -156,15 +233,31 @@ async fn raw_parameters_are_checked_and_a_missing_store_is_named() {
         ("/api/devices/d1/raw?from=1h&to=2h", "from"),
     ] {
         let (s, body) = get(&r, uri).await;
-        assert_eq!((s, body["error"]["parameter"].as_str()), (StatusCode::BAD_REQUEST, Some(param)), "{uri}: {body}");
+        assert_eq!(
+            (s, body["error"]["parameter"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{uri}: {body}"
+        );
     }
     let (s, empty) = get(&r, "/api/devices/nobody/raw").await;
-    assert_eq!((s, empty["readings"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "an unknown device has no readings");
+    assert_eq!(
+        (s, empty["readings"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0)),
+        "an unknown device has no readings"
+    );
 
     let none = router(None, "none").await;
     let (s, body) = get(&none, "/api/devices/d1/raw").await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("not_configured")), "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("TRIBUTARY_COSMOS_ENDPOINT")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_configured")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("TRIBUTARY_COSMOS_ENDPOINT"))
+    );
 }
 
 #[tokio::test]
@@ -175,6 +268,10 @@ async fn an_unreachable_cosmos_db_is_a_503_not_a_failed_start() {
     settings.timeout = std::time::Duration::from_secs(2);
     let r = router(Some(Arc::new(LazyCosmosStore::new(settings))), "down").await;
     let (s, body) = get(&r, "/api/devices/d1/raw").await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "{body}"
+    );
     assert!(!body.to_string().contains("127.0.0.1:9"), "no internals leak: {body}");
 }

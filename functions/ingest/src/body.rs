@@ -24,13 +24,19 @@ pub enum Format {
 /// Map a `Content-Type` header to a format.
 pub fn format(content_type: Option<&str>) -> Result<Format, ApiError> {
     let Some(ct) = content_type else {
-        return Err(ApiError::UnsupportedMediaType("missing Content-Type (use application/json or application/x-ndjson)".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "missing Content-Type (use application/json or application/x-ndjson)".into(),
+        ));
     };
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Format::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => Ok(Format::NdJson),
-        _ => Err(ApiError::UnsupportedMediaType(format!("Content-Type '{essence}' is not supported (use application/json or application/x-ndjson)"))),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Ok(Format::NdJson)
+        }
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{essence}' is not supported (use application/json or application/x-ndjson)"
+        ))),
     }
 }
 
@@ -47,13 +53,18 @@ pub fn decode<'a>(encoding: Option<&str>, body: &'a [u8], max_decoded: usize) ->
         Some("gzip") | Some("x-gzip") => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_decoded));
             let mut dec = flate2::read::GzDecoder::new(body).take(max_decoded as u64 + 1);
-            dec.read_to_end(&mut out).map_err(|e| ApiError::BadRequest(format!("invalid gzip body: {e}")))?;
+            dec.read_to_end(&mut out)
+                .map_err(|e| ApiError::BadRequest(format!("invalid gzip body: {e}")))?;
             if out.len() > max_decoded {
-                return Err(ApiError::PayloadTooLarge(format!("decoded body exceeds {max_decoded} bytes")));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "decoded body exceeds {max_decoded} bytes"
+                )));
             }
             Ok(Cow::Owned(out))
         }
-        Some(other) => Err(ApiError::UnsupportedMediaType(format!("Content-Encoding '{other}' is not supported (use gzip or none)"))),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding '{other}' is not supported (use gzip or none)"
+        ))),
     }
 }
 
@@ -73,7 +84,9 @@ pub fn items(format: Format, body: &[u8], max_items: usize) -> Result<Vec<&[u8]>
                     continue;
                 }
                 if v.len() == max_items {
-                    return Err(ApiError::PayloadTooLarge(format!("more than {max_items} readings in one request")));
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "more than {max_items} readings in one request"
+                    )));
                 }
                 v.push(line);
             }
@@ -98,7 +111,10 @@ fn json_items(body: &[u8], max_items: usize) -> Result<Vec<&[u8]>, ApiError> {
             }
             .map_err(|_| not_items(body))?;
             if elements.len() > max_items {
-                return Err(ApiError::PayloadTooLarge(format!("{} readings in one request, at most {max_items} allowed", elements.len())));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "{} readings in one request, at most {max_items} allowed",
+                    elements.len()
+                )));
             }
             Ok(elements.into_iter().map(|e| e.get().as_bytes()).collect())
         }
@@ -134,7 +150,10 @@ mod tests {
     fn content_types() {
         assert_eq!(format(Some("application/json; charset=utf-8")).ok(), Some(Format::Json));
         assert_eq!(format(Some("Application/X-NDJSON")).ok(), Some(Format::NdJson));
-        assert!(matches!(format(Some("text/plain")), Err(ApiError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            format(Some("text/plain")),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
         assert!(matches!(format(None), Err(ApiError::UnsupportedMediaType(_))));
     }
 
@@ -144,17 +163,32 @@ mod tests {
         let z = gzip(&data);
         assert!(z.len() < 1_000);
         assert_eq!(decode(Some("gzip"), &z, 100_000).expect("fits").len(), 100_000);
-        assert!(matches!(decode(Some("gzip"), &z, 99_999), Err(ApiError::PayloadTooLarge(_))));
-        assert!(matches!(decode(Some("gzip"), b"not gzip", 10), Err(ApiError::BadRequest(_))));
-        assert!(matches!(decode(Some("br"), b"x", 10), Err(ApiError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            decode(Some("gzip"), &z, 99_999),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        assert!(matches!(
+            decode(Some("gzip"), b"not gzip", 10),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            decode(Some("br"), b"x", 10),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
     }
 
     #[test]
     fn ndjson_keeps_going_past_a_bad_line() {
         let got = items(Format::NdJson, b"{\"a\":1}\n\nnot json\r\n{\"b\":2}\n", 10).expect("items");
         assert_eq!(got, vec![&b"{\"a\":1}"[..], b"not json", b"{\"b\":2}"]);
-        assert!(matches!(items(Format::NdJson, b"{}\n{}\n{}", 2), Err(ApiError::PayloadTooLarge(_))));
-        assert!(matches!(items(Format::Json, b"[{},{},{}]", 2), Err(ApiError::PayloadTooLarge(_))));
+        assert!(matches!(
+            items(Format::NdJson, b"{}\n{}\n{}", 2),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        assert!(matches!(
+            items(Format::Json, b"[{},{},{}]", 2),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
         assert!(matches!(items(Format::Json, b"[]", 2), Err(ApiError::BadRequest(_))));
         assert!(matches!(items(Format::Json, b"{", 2), Err(ApiError::BadRequest(_))));
         assert!(matches!(items(Format::Json, b"42", 2), Err(ApiError::BadRequest(_))));
@@ -162,11 +196,22 @@ mod tests {
 
     #[test]
     fn json_items_are_the_elements_raw() {
-        let got = items(Format::Json, b" [ {\"a\": [1, {\"b\": \"]\"}]} ,\n{\"c\":\"x\\\"y\"} ] ", 10).expect("items");
+        let got = items(
+            Format::Json,
+            b" [ {\"a\": [1, {\"b\": \"]\"}]} ,\n{\"c\":\"x\\\"y\"} ] ",
+            10,
+        )
+        .expect("items");
         assert_eq!(got, vec![&b"{\"a\": [1, {\"b\": \"]\"}]}"[..], b"{\"c\":\"x\\\"y\"}"]);
-        assert_eq!(items(Format::Json, b"\n {\"a\":1} \n", 10).expect("one object"), vec![&b"{\"a\":1}"[..]]);
+        assert_eq!(
+            items(Format::Json, b"\n {\"a\":1} \n", 10).expect("one object"),
+            vec![&b"{\"a\":1}"[..]]
+        );
         // A non-object element is an item (rejected later, by itself), not a failed request.
-        assert_eq!(items(Format::Json, b"[1,{}]", 10).expect("items"), vec![&b"1"[..], b"{}"]);
+        assert_eq!(
+            items(Format::Json, b"[1,{}]", 10).expect("items"),
+            vec![&b"1"[..], b"{}"]
+        );
         match items(Format::Json, b"[{\"a\":1},", 10) {
             Err(ApiError::BadRequest(m)) => assert!(m.starts_with("malformed JSON: ") && m.contains("line 1"), "{m}"),
             other => panic!("{other:?}"),

@@ -11,7 +11,11 @@ pub const DEV_FLEET_KEY: &str = "tributary-development-fleet-key-do-not-use-in-p
 
 /// Configuration of the ingest function.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tributary-ingest", about = "Accepts device readings over HTTP and publishes them to telemetry.raw", version)]
+#[command(
+    name = "tributary-ingest",
+    about = "Accepts device readings over HTTP and publishes them to telemetry.raw",
+    version
+)]
 pub struct Config {
     /// TCP port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8080)]

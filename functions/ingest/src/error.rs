@@ -58,16 +58,24 @@ pub fn retry_after(d: Duration) -> HeaderValue {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut resp = (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
+        let mut resp = (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response();
         match &self {
             Self::RateLimited { retry_after: d, .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, retry_after(*d));
             }
             Self::Unavailable(_) => {
-                resp.headers_mut().insert(header::RETRY_AFTER, retry_after(Duration::from_secs(1)));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after(Duration::from_secs(1)));
             }
             Self::Unauthorized(_) => {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SharedAccessSignature"));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("SharedAccessSignature"),
+                );
             }
             _ => {}
         }

@@ -65,7 +65,11 @@ impl Ingest {
     }
 
     /// Build the function's state from its config, publishing through `publisher`.
-    pub fn new(cfg: &Config, publisher: Arc<dyn Publisher>, registry: &mut prometheus_client::registry::Registry) -> Self {
+    pub fn new(
+        cfg: &Config,
+        publisher: Arc<dyn Publisher>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Self {
         Self {
             publisher,
             topic: cfg.raw_topic.clone(),
@@ -100,12 +104,18 @@ pub fn app(state: Arc<Ingest>, ops: &Ops) -> Router {
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
         .merge(ops.router())
-        .layer(axum::middleware::from_fn(move |req, next| body_limit_precheck(limit, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            body_limit_precheck(limit, req, next)
+        }))
 }
 
 /// Refuse a declared Content-Length over the limit before reading any of it.
 async fn body_limit_precheck(limit: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes")).into_response();
     }
@@ -114,7 +124,11 @@ async fn body_limit_precheck(limit: usize, req: axum::extract::Request, next: ax
 
 /// Serve `router` on `listener` with hyper until `shutdown` resolves, then
 /// finish the requests in flight.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
@@ -199,7 +213,10 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
 
     st.limiter
         .check(&device, items.len(), Instant::now())
-        .map_err(|retry_after| ApiError::RateLimited { device: device.clone(), retry_after })?;
+        .map_err(|retry_after| ApiError::RateLimited {
+            device: device.clone(),
+            retry_after,
+        })?;
 
     let ctx = model::fast::ItemContext::new(Some(&device), chrono::Utc::now(), &st.limits);
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
@@ -217,7 +234,11 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
                 if e.field == "deviceId" && e.reason.starts_with("the token was issued") {
                     forbidden += 1;
                 }
-                results.push(Some(ItemResult::Rejected { index, field: e.field, reason: e.reason }));
+                results.push(Some(ItemResult::Rejected {
+                    index,
+                    field: e.field,
+                    reason: e.reason,
+                }));
             }
         }
     }
@@ -233,7 +254,9 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
                     let reason = match &e {
                         EventLogError::QueueFull => "ingest is overloaded; retry later".to_owned(),
                         EventLogError::Unavailable(_) => "event log unavailable; retry later".to_owned(),
-                        EventLogError::Rejected(_) | EventLogError::Other(_) => "could not be stored; retry later".to_owned(),
+                        EventLogError::Rejected(_) | EventLogError::Other(_) => {
+                            "could not be stored; retry later".to_owned()
+                        }
                     };
                     tracing::warn!(error = %e, device = %device, "publish failed");
                     ItemResult::Failed { index, id, reason }
@@ -262,9 +285,19 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let mut resp = (status, axum::Json(IngestResponse { accepted, rejected, failed, items })).into_response();
+    let mut resp = (
+        status,
+        axum::Json(IngestResponse {
+            accepted,
+            rejected,
+            failed,
+            items,
+        }),
+    )
+        .into_response();
     if any_failed {
-        resp.headers_mut().insert(header::RETRY_AFTER, error::retry_after(Duration::from_secs(1)));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, error::retry_after(Duration::from_secs(1)));
     }
     Ok(resp)
 }

@@ -27,7 +27,10 @@ async fn main() -> anyhow::Result<()> {
     let log = KafkaLog::connect(&cfg.kafka, "tributary-ingest").context("connecting to Kafka")?;
     if cfg.kafka.create_topics {
         // Not fatal: the broker may come up after us; /readyz stays 503 until it does.
-        if let Err(e) = log.ensure_topics(std::slice::from_ref(&cfg.raw_topic), cfg.kafka.partitions).await {
+        if let Err(e) = log
+            .ensure_topics(std::slice::from_ref(&cfg.raw_topic), cfg.kafka.partitions)
+            .await
+        {
             tracing::warn!(error = %e, topic = %cfg.raw_topic, "could not create topic");
         }
     }
@@ -39,10 +42,14 @@ async fn main() -> anyhow::Result<()> {
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving through the Lambda runtime API");
-        lambda_http::run(router).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))?;
+        lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))?;
     } else {
         let addr = std::net::SocketAddr::new(cfg.bind, cfg.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, topic = %cfg.raw_topic, brokers = %cfg.kafka.brokers, "ingest listening");
         let draining = ops.clone();
         serve(listener, router, async move {

@@ -35,15 +35,31 @@ impl Metrics {
             readings: Family::default(),
             duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
-        registry.register("tributary_ingest_requests", "HTTP requests to POST /v1/telemetry by status", m.requests.clone());
-        registry.register("tributary_ingest_readings", "Readings by outcome: accepted (durably in the log), rejected (invalid), failed (log unavailable)", m.readings.clone());
-        registry.register("tributary_ingest_request_duration_seconds", "Time from request to answer", m.duration.clone());
+        registry.register(
+            "tributary_ingest_requests",
+            "HTTP requests to POST /v1/telemetry by status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "tributary_ingest_readings",
+            "Readings by outcome: accepted (durably in the log), rejected (invalid), failed (log unavailable)",
+            m.readings.clone(),
+        );
+        registry.register(
+            "tributary_ingest_request_duration_seconds",
+            "Time from request to answer",
+            m.duration.clone(),
+        );
         m
     }
 
     /// Count one answered request.
     pub fn observe_request(&self, status: StatusCode, took: Duration) {
-        self.requests.get_or_create(&StatusLabel { status: status.as_u16() }).inc();
+        self.requests
+            .get_or_create(&StatusLabel {
+                status: status.as_u16(),
+            })
+            .inc();
         self.duration.observe(took.as_secs_f64());
     }
 

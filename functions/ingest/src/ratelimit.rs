@@ -47,7 +47,10 @@ impl RateLimiter {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
         }
-        let b = map.entry(device.to_owned()).or_insert(Bucket { tokens: self.burst, last: now });
+        let b = map.entry(device.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
         b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
         b.last = now;
         if b.tokens >= n {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
 use tributary_ingest::archive::LocalRawStore;
+use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
 use tributary_ingest::archive::handler::ArchiveMetrics;
 use tributary_ingest::archive::{ArchiveHandler, RawStore};
 use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
@@ -35,11 +35,15 @@ fn endpoint() -> String {
 }
 
 fn key() -> String {
-    std::env::var("TRIBUTARY_TEST_COSMOS_KEY").unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"))
+    std::env::var("TRIBUTARY_TEST_COSMOS_KEY")
+        .unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"))
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
@@ -52,11 +56,17 @@ fn settings(endpoint: &str, container: &str, ttl_secs: u32) -> CosmosSettings {
 }
 
 async fn store(container: &str, ttl_secs: u32) -> Arc<CosmosStore> {
-    Arc::new(CosmosStore::connect(settings(&endpoint(), container, ttl_secs), true).await.expect("connect to the Cosmos DB stand-in"))
+    Arc::new(
+        CosmosStore::connect(settings(&endpoint(), container, ttl_secs), true)
+            .await
+            .expect("connect to the Cosmos DB stand-in"),
+    )
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn reading(device: &str, id: &str, minute: i64) -> Reading {
@@ -67,33 +77,69 @@ fn reading(device: &str, id: &str, minute: i64) -> Reading {
         device_id: device.to_owned(),
         event_time: at,
         received_time: at + chrono::Duration::milliseconds(250),
-        metrics: [("temperature".to_owned(), 20.5 + minute as f64), ("humidity".to_owned(), 41.0)].into_iter().collect(),
+        metrics: [
+            ("temperature".to_owned(), 20.5 + minute as f64),
+            ("humidity".to_owned(), 41.0),
+        ]
+        .into_iter()
+        .collect(),
         tags: [("site".to_owned(), "lab".to_owned())].into_iter().collect(),
         location: None,
     }
 }
 
 fn message(topic: &str, offset: i64, key: &str, value: Vec<u8>) -> Message {
-    Message { topic: topic.into(), partition: 0, offset, key: Some(key.as_bytes().to_vec()), value, headers: vec![], timestamp_ms: None }
+    Message {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        key: Some(key.as_bytes().to_vec()),
+        value,
+        headers: vec![],
+        timestamp_ms: None,
+    }
 }
 
 fn messages(readings: &[Reading]) -> Vec<Message> {
-    readings.iter().enumerate().map(|(i, r)| message("raw", i as i64, &r.device_id, serde_json::to_vec(r).expect("encode"))).collect()
+    readings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| message("raw", i as i64, &r.device_id, serde_json::to_vec(r).expect("encode")))
+        .collect()
 }
 
 fn handler(store: Arc<dyn RawStore>, dl: &MemoryLog, max_attempts: u32) -> ArchiveHandler {
-    ArchiveHandler::new(store, Arc::new(dl.clone()), DEADLETTER, max_attempts, ArchiveMetrics::default())
+    ArchiveHandler::new(
+        store,
+        Arc::new(dl.clone()),
+        DEADLETTER,
+        max_attempts,
+        ArchiveMetrics::default(),
+    )
 }
 
 /// Every reading of `device` in `[from, to)`, following continuations; also the number of pages.
-async fn all_in_range(store: &dyn RawStore, device: &str, from: DateTime<Utc>, to: DateTime<Utc>, page_size: u32) -> (Vec<Reading>, usize) {
+async fn all_in_range(
+    store: &dyn RawStore,
+    device: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    page_size: u32,
+) -> (Vec<Reading>, usize) {
     let mut out = Vec::new();
     let mut continuation = None;
     let mut pages = 0;
     loop {
-        let page = store.query_device_range(device, from, to, page_size, continuation).await.expect("range query");
+        let page = store
+            .query_device_range(device, from, to, page_size, continuation)
+            .await
+            .expect("range query");
         pages += 1;
-        assert!(page.items.len() <= page_size as usize, "page larger than asked: {}", page.items.len());
+        assert!(
+            page.items.len() <= page_size as usize,
+            "page larger than asked: {}",
+            page.items.len()
+        );
         out.extend(page.items);
         match page.continuation {
             Some(c) => continuation = Some(c),
@@ -118,7 +164,11 @@ fn ids(readings: &[Reading]) -> Vec<String> {
 async fn local_store(name: &str) -> Arc<LocalRawStore> {
     let dir = std::env::temp_dir().join(unique(name));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    Arc::new(LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display())).await.expect("open the local raw store"))
+    Arc::new(
+        LocalRawStore::open(&format!("sqlite://{}", dir.join("raw.db").display()))
+            .await
+            .expect("open the local raw store"),
+    )
 }
 
 /// The replay contract, run per backend: returns the readings written.
@@ -126,7 +176,9 @@ async fn replay_adds_nothing(store: Arc<dyn RawStore>) -> Vec<Reading> {
     let dl = MemoryLog::new(1, 1000);
     let h = handler(store.clone(), &dl, 3);
     let devices = ["dev-a", "dev-b", "dev-c"];
-    let readings: Vec<Reading> = (0..60).map(|i| reading(devices[i % 3], &format!("r-{i}"), i as i64)).collect();
+    let readings: Vec<Reading> = (0..60)
+        .map(|i| reading(devices[i % 3], &format!("r-{i}"), i as i64))
+        .collect();
     let batch = messages(&readings);
 
     h.handle(&batch).await.expect("first write");
@@ -139,7 +191,10 @@ async fn replay_adds_nothing(store: Arc<dyn RawStore>) -> Vec<Reading> {
         let want: Vec<Reading> = readings.iter().filter(|r| r.device_id == d).cloned().collect();
         assert_eq!(got.len(), want.len(), "{d}: documents after replays");
         assert_eq!(ids(&got), ids(&want), "{d}: each reading exactly once");
-        assert_eq!(got, want, "{d}: documents round-trip as the same readings, oldest first");
+        assert_eq!(
+            got, want,
+            "{d}: documents round-trip as the same readings, oldest first"
+        );
     }
     assert!(dl.is_empty(DEADLETTER), "nothing dead-lettered");
     readings
@@ -149,13 +204,30 @@ async fn replay_adds_nothing(store: Arc<dyn RawStore>) -> Vec<Reading> {
 async fn batch_is_stored_replay_adds_nothing_and_point_read_returns_it() {
     let store = store(&unique("raw"), 0).await;
     let readings = replay_adds_nothing(store.clone()).await;
-    let doc = store.read_document("dev-b", "r-1").await.expect("point read").expect("r-1 exists");
+    let doc = store
+        .read_document("dev-b", "r-1")
+        .await
+        .expect("point read")
+        .expect("r-1 exists");
     assert_eq!(doc["id"], "r-1");
     assert_eq!(doc["deviceId"], "dev-b");
     let back: Reading = serde_json::from_value(doc).expect("stored document is a Reading");
     assert_eq!(back, readings[1]);
-    assert!(store.read_document("dev-a", "r-1").await.expect("read in another partition").is_none(), "the partition key is part of the identity");
-    assert!(store.read_document("dev-b", "missing").await.expect("read of a missing document").is_none());
+    assert!(
+        store
+            .read_document("dev-a", "r-1")
+            .await
+            .expect("read in another partition")
+            .is_none(),
+        "the partition key is part of the identity"
+    );
+    assert!(
+        store
+            .read_document("dev-b", "missing")
+            .await
+            .expect("read of a missing document")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -193,13 +265,27 @@ async fn range_query_pages(store: Arc<dyn RawStore>) {
     assert_eq!(got_ids.len(), got_set.len(), "an item came twice: {got_ids:?}");
     assert_eq!(got_set, want, "exactly the readings in [from, to)");
     assert!(pages >= 7, "25 items at 4 a page need at least 7 pages, got {pages}");
-    assert!(got.windows(2).all(|w| w[0].event_time <= w[1].event_time), "pages come in eventTime order");
+    assert!(
+        got.windows(2).all(|w| w[0].event_time <= w[1].event_time),
+        "pages come in eventTime order"
+    );
     for r in &got {
         assert_eq!(r.device_id, "dev-q");
-        assert!(r.event_time >= from && r.event_time < to, "{} out of range", r.event_time);
+        assert!(
+            r.event_time >= from && r.event_time < to,
+            "{} out of range",
+            r.event_time
+        );
     }
     // A range with nothing in it is one empty page.
-    let (none, _) = all_in_range(store.as_ref(), "dev-q", t0() + chrono::Duration::days(2), t0() + chrono::Duration::days(3), 4).await;
+    let (none, _) = all_in_range(
+        store.as_ref(),
+        "dev-q",
+        t0() + chrono::Duration::days(2),
+        t0() + chrono::Duration::days(3),
+        4,
+    )
+    .await;
     assert!(none.is_empty());
 }
 
@@ -208,14 +294,32 @@ async fn ttl_is_set_on_the_container_and_each_document() {
     let with_ttl = store(&unique("raw-ttl"), 7 * 86_400).await;
     assert_eq!(with_ttl.default_ttl().await.expect("read container"), Some(7 * 86_400));
     let dl = MemoryLog::new(1, 1000);
-    handler(with_ttl.clone(), &dl, 3).handle(&messages(&[reading("dev-t", "t-1", 0)])).await.expect("write");
-    let doc = with_ttl.read_document("dev-t", "t-1").await.expect("read").expect("exists");
+    handler(with_ttl.clone(), &dl, 3)
+        .handle(&messages(&[reading("dev-t", "t-1", 0)]))
+        .await
+        .expect("write");
+    let doc = with_ttl
+        .read_document("dev-t", "t-1")
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(doc["ttl"], 7 * 86_400, "per-document ttl");
 
     let forever = store(&unique("raw-forever"), 0).await;
-    assert_eq!(forever.default_ttl().await.expect("read container"), None, "TTL 0 = off");
-    handler(forever.clone(), &dl, 3).handle(&messages(&[reading("dev-t", "t-2", 0)])).await.expect("write");
-    let doc = forever.read_document("dev-t", "t-2").await.expect("read").expect("exists");
+    assert_eq!(
+        forever.default_ttl().await.expect("read container"),
+        None,
+        "TTL 0 = off"
+    );
+    handler(forever.clone(), &dl, 3)
+        .handle(&messages(&[reading("dev-t", "t-2", 0)]))
+        .await
+        .expect("write");
+    let doc = forever
+        .read_document("dev-t", "t-2")
+        .await
+        .expect("read")
+        .expect("exists");
     assert!(doc.get("ttl").is_none(), "no per-document ttl when TTL is off: {doc}");
 }
 
@@ -244,7 +348,11 @@ async fn bad_records_are_dead_lettered_with_headers_and_the_rest_stored() {
         assert_eq!(header(m, "source-topic"), "raw");
         assert_eq!(header(m, "source-partition"), "0");
         assert_eq!(header(m, "function"), "archive");
-        assert!(header(m, "error").contains("not a valid Reading"), "{}", header(m, "error"));
+        assert!(
+            header(m, "error").contains("not a valid Reading"),
+            "{}",
+            header(m, "error")
+        );
         assert_eq!(m.key.as_deref(), Some(&b"dev-d"[..]));
         let original = &batch[header(m, "source-offset").parse::<usize>().expect("offset")];
         assert_eq!(m.value, original.value, "original bytes kept");
@@ -254,7 +362,11 @@ async fn bad_records_are_dead_lettered_with_headers_and_the_rest_stored() {
 }
 
 fn header(m: &Message, name: &str) -> String {
-    m.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).unwrap_or_else(|| panic!("no header {name}"))
+    m.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no header {name}"))
 }
 
 /// A Cosmos DB stand-in of this test's own, to stop and restart.
@@ -270,19 +382,35 @@ fn start_js() -> PathBuf {
 
 impl OwnServer {
     fn start(port: u16) -> Self {
-        let child = Command::new("node").arg(start_js()).args(["--port", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("node scripts/cosmos/start.js");
+        let child = Command::new("node")
+            .arg(start_js())
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node scripts/cosmos/start.js");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the stand-in did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { port, child, stopped: false }
+        Self {
+            port,
+            child,
+            stopped: false,
+        }
     }
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
     fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success());
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
     }
     fn stop(&mut self) {
         if !self.stopped {
@@ -296,7 +424,9 @@ impl OwnServer {
 impl Drop for OwnServer {
     fn drop(&mut self) {
         if !self.stopped {
-            let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.child.id().to_string()])
+                .status();
         }
         self.stop();
     }
@@ -306,14 +436,21 @@ impl Drop for OwnServer {
 async fn failures_beyond(metrics: &ArchiveMetrics, n: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     while metrics.failed_batches() <= n {
-        assert!(Instant::now() < deadline, "the handler did not return Err while the server was unusable");
+        assert!(
+            Instant::now() < deadline,
+            "the handler did not return Err while the server was unusable"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     metrics.failed_batches()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[tokio::test]
@@ -321,13 +458,28 @@ async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
     let _ = endpoint(); // the suite's stand-in must be there too
     let mut server = OwnServer::start(free_port());
     let container = unique("raw-outage");
-    let store = Arc::new(CosmosStore::connect(settings(&server.endpoint(), &container, 0), true).await.expect("connect"));
+    let store = Arc::new(
+        CosmosStore::connect(settings(&server.endpoint(), &container, 0), true)
+            .await
+            .expect("connect"),
+    );
     let log = MemoryLog::new(1, 100_000);
     let metrics = ArchiveMetrics::default();
-    let h = Arc::new(ArchiveHandler::new(store.clone(), Arc::new(log.clone()), DEADLETTER, 3, metrics.clone()));
+    let h = Arc::new(ArchiveHandler::new(
+        store.clone(),
+        Arc::new(log.clone()),
+        DEADLETTER,
+        3,
+        metrics.clone(),
+    ));
     let sub = log.subscribe("archive", &["raw".to_owned()]).await.expect("subscribe");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner_cfg = RunnerConfig { max_batch: 20, max_wait: Duration::from_millis(50), initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(400) };
+    let runner_cfg = RunnerConfig {
+        max_batch: 20,
+        max_wait: Duration::from_millis(50),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+    };
     let runner = {
         let h = h.clone();
         tokio::spawn(async move {
@@ -340,7 +492,12 @@ async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
     let publish = |from: i64, to: i64| {
         let log = log.clone();
         async move {
-            let records: Vec<Record> = (from..to).map(|i| { let r = reading("dev-o", &format!("o-{i}"), i); Record::new(r.device_id.clone(), serde_json::to_vec(&r).expect("encode")) }).collect();
+            let records: Vec<Record> = (from..to)
+                .map(|i| {
+                    let r = reading("dev-o", &format!("o-{i}"), i);
+                    Record::new(r.device_id.clone(), serde_json::to_vec(&r).expect("encode"))
+                })
+                .collect();
             for r in log.publish("raw", records).await {
                 r.expect("publish");
             }
@@ -355,7 +512,11 @@ async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
     let wait_for = |store: Arc<CosmosStore>, n: usize| async move {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Ok(page)) = tokio::time::timeout(Duration::from_secs(5), store.query_device_range("dev-o", whole_range().0, whole_range().1, 10_000, None)).await
+            if let Ok(Ok(page)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                store.query_device_range("dev-o", whole_range().0, whole_range().1, 10_000, None),
+            )
+            .await
                 && page.items.len() >= n
             {
                 return;
@@ -384,11 +545,18 @@ async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
     // It comes back empty (the stand-in keeps data in memory); provisioning re-creates the container.
     let port = server.port;
     let _restarted = OwnServer::start(port);
-    let fresh = Arc::new(CosmosStore::connect(settings(&format!("http://127.0.0.1:{port}"), &container, 0), true).await.expect("re-provision"));
+    let fresh = Arc::new(
+        CosmosStore::connect(settings(&format!("http://127.0.0.1:{port}"), &container, 0), true)
+            .await
+            .expect("re-provision"),
+    );
     wait_for(fresh.clone(), 50).await;
     let after = count(fresh.clone()).await;
     let want: BTreeSet<String> = (100..150).map(|i| format!("o-{i}")).collect();
-    assert_eq!(after, want, "every reading published during the outage is stored once after it");
+    assert_eq!(
+        after, want,
+        "every reading published during the outage is stored once after it"
+    );
     assert!(log.is_empty(DEADLETTER), "an outage dead-letters nothing");
     assert_eq!(metrics.deadlettered(), 0);
 
@@ -403,13 +571,32 @@ async fn the_binary_archives_a_kafka_topic_exactly_once_and_stops_on_sigterm() {
     let topic = unique_topic("raw");
     let dl_topic = unique_topic("deadletter");
     let container = unique("raw-e2e");
-    let kafka = KafkaLog::connect(&tributary_shared::config::KafkaArgs { brokers: brokers.clone(), ..Default::default() }, "archive-test").expect("kafka");
-    kafka.ensure_topics(&[topic.clone(), dl_topic.clone()], 3).await.expect("topics");
+    let kafka = KafkaLog::connect(
+        &tributary_shared::config::KafkaArgs {
+            brokers: brokers.clone(),
+            ..Default::default()
+        },
+        "archive-test",
+    )
+    .expect("kafka");
+    kafka
+        .ensure_topics(&[topic.clone(), dl_topic.clone()], 3)
+        .await
+        .expect("topics");
     let devices = ["e2e-1", "e2e-2", "e2e-3", "e2e-4"];
-    let readings: Vec<Reading> = (0..200).map(|i| reading(devices[i % 4], &format!("e-{i}"), i as i64)).collect();
-    let mut records: Vec<Record> = readings.iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("encode"))).collect();
+    let readings: Vec<Reading> = (0..200)
+        .map(|i| reading(devices[i % 4], &format!("e-{i}"), i as i64))
+        .collect();
+    let mut records: Vec<Record> = readings
+        .iter()
+        .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("encode")))
+        .collect();
     // The same readings again (a producer retry): still one document each.
-    records.extend(readings[..50].iter().map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("encode"))));
+    records.extend(
+        readings[..50]
+            .iter()
+            .map(|r| Record::new(r.device_id.clone(), serde_json::to_vec(r).expect("encode"))),
+    );
     records.push(Record::new("e2e-1", b"garbage".to_vec()));
     for r in kafka.publisher().publish(&topic, records).await {
         r.expect("publish");
@@ -440,20 +627,31 @@ async fn the_binary_archives_a_kafka_topic_exactly_once_and_stops_on_sigterm() {
         .spawn()
         .expect("start tributary-archive");
 
-    let store = Arc::new(CosmosStore::connect(settings(&endpoint, &container, 86_400), true).await.expect("connect"));
+    let store = Arc::new(
+        CosmosStore::connect(settings(&endpoint, &container, 86_400), true)
+            .await
+            .expect("connect"),
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut per_device: BTreeMap<&str, Vec<Reading>> = BTreeMap::new();
     loop {
         per_device.clear();
         for d in devices {
-            if let Ok(page) = store.query_device_range(d, whole_range().0, whole_range().1, 10_000, None).await {
+            if let Ok(page) = store
+                .query_device_range(d, whole_range().0, whole_range().1, 10_000, None)
+                .await
+            {
                 per_device.insert(d, page.items);
             }
         }
         if per_device.values().map(Vec::len).sum::<usize>() >= readings.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "not every reading archived within 90 s: {:?}", per_device.iter().map(|(d, v)| (d, v.len())).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "not every reading archived within 90 s: {:?}",
+            per_device.iter().map(|(d, v)| (d, v.len())).collect::<Vec<_>>()
+        );
         assert!(child.try_wait().expect("try_wait").is_none(), "the binary exited early");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -466,7 +664,10 @@ async fn the_binary_archives_a_kafka_topic_exactly_once_and_stops_on_sigterm() {
     }
 
     // The garbage record is in the dead-letter topic, with its reason.
-    let mut dl_sub = kafka.subscribe(&unique("dl-check"), std::slice::from_ref(&dl_topic)).await.expect("subscribe");
+    let mut dl_sub = kafka
+        .subscribe(&unique("dl-check"), std::slice::from_ref(&dl_topic))
+        .await
+        .expect("subscribe");
     let deadline = Instant::now() + Duration::from_secs(30);
     let dead = loop {
         if let Ok(tributary_shared::eventlog::Event::Messages(m)) = dl_sub.next(10, Duration::from_millis(500)).await
@@ -479,12 +680,25 @@ async fn the_binary_archives_a_kafka_topic_exactly_once_and_stops_on_sigterm() {
     dl_sub.close().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].value, b"garbage");
-    assert!(dead[0].headers.iter().any(|(k, v)| k == "error" && String::from_utf8_lossy(v).contains("not a valid Reading")));
+    assert!(
+        dead[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "error" && String::from_utf8_lossy(v).contains("not a valid Reading"))
+    );
 
-    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.expect("readyz");
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 200, "ready while Cosmos DB is reachable");
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -497,7 +711,10 @@ async fn the_binary_archives_a_kafka_topic_exactly_once_and_stops_on_sigterm() {
     let out = std::fs::read_to_string(&log_path).expect("read the log");
     let _ = std::fs::remove_file(&log_path);
     assert!(out.contains("archive stopped"), "logged its stop: {out}");
-    assert!(out.contains("dead-lettering"), "the garbage record was dead-lettered: {out}");
+    assert!(
+        out.contains("dead-lettering"),
+        "the garbage record was dead-lettered: {out}"
+    );
 }
 
 /// A store whose failures the test scripts: `bad` ids always fail with a
@@ -526,7 +743,14 @@ impl RawStore for ScriptedStore {
             })
             .collect()
     }
-    async fn query_device_range(&self, _: &str, _: DateTime<Utc>, _: DateTime<Utc>, _: u32, _: Option<String>) -> Result<tributary_ingest::archive::Page, tributary_ingest::archive::StoreError> {
+    async fn query_device_range(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: u32,
+        _: Option<String>,
+    ) -> Result<tributary_ingest::archive::Page, tributary_ingest::archive::StoreError> {
         Ok(Default::default())
     }
     async fn check_ready(&self) -> Result<(), tributary_ingest::archive::StoreError> {
@@ -536,7 +760,11 @@ impl RawStore for ScriptedStore {
 
 #[tokio::test]
 async fn a_record_failing_on_its_own_is_dead_lettered_after_n_tries_but_an_outage_never_is() {
-    let store = Arc::new(ScriptedStore { bad: ["s-2".to_owned()].into_iter().collect(), down: true.into(), stored: Default::default() });
+    let store = Arc::new(ScriptedStore {
+        bad: ["s-2".to_owned()].into_iter().collect(),
+        down: true.into(),
+        stored: Default::default(),
+    });
     let dl = MemoryLog::new(1, 1000);
     let metrics = ArchiveMetrics::default();
     let h = ArchiveHandler::new(store.clone(), Arc::new(dl.clone()), DEADLETTER, 3, metrics.clone());
@@ -557,16 +785,25 @@ async fn a_record_failing_on_its_own_is_dead_lettered_after_n_tries_but_an_outag
     let dead = dl.snapshot(DEADLETTER);
     assert_eq!(dead.len(), 1, "s-2 dead-lettered exactly once");
     assert_eq!(header(&dead[0], "source-offset"), "2");
-    assert!(header(&dead[0], "error").contains("not stored after 3 tries"), "{}", header(&dead[0], "error"));
+    assert!(
+        header(&dead[0], "error").contains("not stored after 3 tries"),
+        "{}",
+        header(&dead[0], "error")
+    );
     let stored = store.stored.lock().expect("lock").clone();
-    assert_eq!(stored.keys().cloned().collect::<Vec<_>>(), vec!["s-0", "s-1", "s-3", "s-4"]);
+    assert_eq!(
+        stored.keys().cloned().collect::<Vec<_>>(),
+        vec!["s-0", "s-1", "s-3", "s-4"]
+    );
     assert_eq!(metrics.deadlettered(), 1);
     assert_eq!(metrics.failed_batches(), 12);
 }
 
 #[tokio::test]
 async fn the_benchmark_reports_a_median_per_concurrency() {
-    let report = tributary_ingest::archive::bench::run(&endpoint(), &key(), &[1, 4], 100, 3).await.expect("benchmark");
+    let report = tributary_ingest::archive::bench::run(&endpoint(), &key(), &[1, 4], 100, 3)
+        .await
+        .expect("benchmark");
     assert!(report.contains("concurrency   1: median"), "{report}");
     assert!(report.contains("concurrency   4: median"), "{report}");
 }

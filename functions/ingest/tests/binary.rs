@@ -15,7 +15,11 @@ use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 const BIN: &str = env!("CARGO_BIN_EXE_tributary-ingest");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn spawn(envs: &[(&str, String)]) -> Child {
@@ -24,7 +28,11 @@ fn spawn(envs: &[(&str, String)]) -> Child {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start tributary-ingest")
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tributary-ingest")
 }
 
 fn reading() -> Value {
@@ -33,7 +41,10 @@ fn reading() -> Value {
 
 fn token(device: &str) -> String {
     let fleet = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY);
-    format!("SharedAccessSignature {}", fleet.device_key(device).token(device, now_unix() + 600))
+    format!(
+        "SharedAccessSignature {}",
+        fleet.device_key(device).token(device, now_unix() + 600)
+    )
 }
 
 #[tokio::test]
@@ -69,7 +80,13 @@ async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     assert_eq!(r.status().as_u16(), 202);
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -81,11 +98,26 @@ async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     assert!(status.success(), "exit status {status}");
     let out = child.wait_with_output().expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))).collect();
-    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("development fleet key"))), "{stdout}");
-    assert!(lines.iter().any(|l| l["message"] == "SIGTERM received, shutting down"), "{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("development fleet key"))),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "SIGTERM received, shutting down"),
+        "{stdout}"
+    );
     assert!(lines.iter().any(|l| l["message"] == "ingest stopped"), "{stdout}");
-    assert!(!stdout.contains(tributary_ingest::config::DEV_FLEET_KEY), "the fleet key never appears in logs");
+    assert!(
+        !stdout.contains(tributary_ingest::config::DEV_FLEET_KEY),
+        "the fleet key never appears in logs"
+    );
 }
 
 /// A stand-in for the AWS Lambda Runtime API (the two calls the runtime makes),
@@ -114,8 +146,19 @@ async fn serves_through_the_lambda_runtime_api() {
                 }
                 let mut h = HeaderMap::new();
                 h.insert("lambda-runtime-aws-request-id", "req-1".parse().expect("header"));
-                h.insert("lambda-runtime-deadline-ms", (chrono::Utc::now().timestamp_millis() + 30_000).to_string().parse().expect("header"));
-                h.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-west-1:123456789012:function:ingest".parse().expect("header"));
+                h.insert(
+                    "lambda-runtime-deadline-ms",
+                    (chrono::Utc::now().timestamp_millis() + 30_000)
+                        .to_string()
+                        .parse()
+                        .expect("header"),
+                );
+                h.insert(
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:eu-west-1:123456789012:function:ingest"
+                        .parse()
+                        .expect("header"),
+                );
                 (h, axum::Json(event))
             }
         }
@@ -125,7 +168,10 @@ async fn serves_through_the_lambda_runtime_api() {
         move |body: axum::body::Bytes| {
             let responses = responses.clone();
             async move {
-                responses.lock().expect("lock").push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                responses
+                    .lock()
+                    .expect("lock")
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
                 axum::http::StatusCode::ACCEPTED
             }
         }
@@ -155,9 +201,16 @@ async fn serves_through_the_lambda_runtime_api() {
         }
         if let Some(s) = child.try_wait().expect("wait") {
             let out = child.wait_with_output().expect("output");
-            panic!("exited early ({s}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "exited early ({s}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no Lambda response within 30 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no Lambda response within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = child.kill();

@@ -31,12 +31,18 @@ fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     let mut registry = prometheus_client::registry::Registry::default();
     let state = Arc::new(Ingest::new(&cfg, log.publisher(), &mut registry));
     let ops = Ops::new(Arc::new(registry), Arc::new(LogReadiness(log.publisher())));
-    Harness { router: app(state, &ops), log, cfg }
+    Harness {
+        router: app(state, &ops),
+        log,
+        cfg,
+    }
 }
 
 impl Harness {
     fn token(&self, device: &str) -> String {
-        let t = FleetKey::new(&self.cfg.fleet_key).device_key(device).token(device, now_unix() + 600);
+        let t = FleetKey::new(&self.cfg.fleet_key)
+            .device_key(device)
+            .token(device, now_unix() + 600);
         format!("SharedAccessSignature {t}")
     }
 
@@ -45,11 +51,17 @@ impl Harness {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, headers, v)
     }
 
-    async fn post(&self, device: &str, content_type: &str, body: impl Into<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    async fn post(
+        &self,
+        device: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let req = Request::post("/v1/telemetry")
             .header(header::AUTHORIZATION, self.token(device))
             .header(header::CONTENT_TYPE, content_type)
@@ -62,7 +74,12 @@ impl Harness {
         self.log
             .snapshot("raw")
             .into_iter()
-            .map(|m| (String::from_utf8(m.key.unwrap_or_default()).expect("utf8 key"), serde_json::from_slice(&m.value).expect("a Reading")))
+            .map(|m| {
+                (
+                    String::from_utf8(m.key.unwrap_or_default()).expect("utf8 key"),
+                    serde_json::from_slice(&m.value).expect("a Reading"),
+                )
+            })
             .collect()
     }
 }
@@ -109,7 +126,10 @@ async fn a_batch_reports_each_item_and_stores_only_the_valid_ones() {
     ]);
     let (status, _, resp) = h.post("s-1", "application/json", body.to_string()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
-    assert_eq!((resp["accepted"].as_u64(), resp["rejected"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (resp["accepted"].as_u64(), resp["rejected"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(resp["items"][1]["status"], "rejected");
     assert_eq!(resp["items"][1]["index"], 1);
     assert_eq!(resp["items"][1]["field"], "metrics.t");
@@ -123,7 +143,9 @@ async fn a_batch_reports_each_item_and_stores_only_the_valid_ones() {
 async fn ndjson_and_gzip_are_accepted() {
     let h = harness(|_| {});
     let ts = now_ms();
-    let lines: String = (0..50).map(|i| format!("{{\"timestamp\":{},\"metrics\":{{\"v\":{i}}}}}\n", ts + i)).collect();
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"timestamp\":{},\"metrics\":{{\"v\":{i}}}}}\n", ts + i))
+        .collect();
     let req = Request::post("/v1/telemetry")
         .header(header::AUTHORIZATION, h.token("m-1"))
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -151,11 +173,23 @@ async fn a_retry_without_an_id_gets_the_same_id() {
 #[tokio::test]
 async fn all_invalid_is_422_and_other_devices_are_403() {
     let h = harness(|_| {});
-    let (status, _, resp) = h.post("d", "application/json", json!([{"timestamp": now_ms(), "metrics": {}}]).to_string()).await;
+    let (status, _, resp) = h
+        .post(
+            "d",
+            "application/json",
+            json!([{"timestamp": now_ms(), "metrics": {}}]).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
     assert_eq!(resp["items"][0]["field"], "metrics");
 
-    let (status, _, resp) = h.post("d", "application/json", json!({"deviceId": "e", "timestamp": now_ms(), "metrics": {"x": 1}}).to_string()).await;
+    let (status, _, resp) = h
+        .post(
+            "d",
+            "application/json",
+            json!({"deviceId": "e", "timestamp": now_ms(), "metrics": {"x": 1}}).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
     assert_eq!(resp["items"][0]["field"], "deviceId");
     assert!(h.stored().is_empty(), "nothing of another device's is stored");
@@ -169,18 +203,74 @@ async fn malformed_bodies_get_clear_4xx() {
         c.max_batch = 10;
     });
     let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
-        ("application/json", None, b"{\"timestamp\":".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("application/json", None, b"[]".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("application/json", None, b"\"hello\"".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("text/plain", None, b"{}".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("application/json", Some("br"), b"{}".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("application/json", Some("gzip"), b"definitely not gzip".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("application/json", None, vec![b' '; 10_001], StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("application/json", Some("gzip"), gzip(&vec![b' '; 60_000]), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("application/json", None, serde_json::to_vec(&vec![json!({}); 11]).expect("json"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            "application/json",
+            None,
+            b"{\"timestamp\":".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "application/json",
+            None,
+            b"[]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "application/json",
+            None,
+            b"\"hello\"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "text/plain",
+            None,
+            b"{}".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            Some("br"),
+            b"{}".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            Some("gzip"),
+            b"definitely not gzip".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "application/json",
+            None,
+            vec![b' '; 10_001],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "application/json",
+            Some("gzip"),
+            gzip(&vec![b' '; 60_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "application/json",
+            None,
+            serde_json::to_vec(&vec![json!({}); 11]).expect("json"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
     ];
     for (ct, enc, body, want, code) in cases {
-        let mut req = Request::post("/v1/telemetry").header(header::AUTHORIZATION, h.token("d")).header(header::CONTENT_TYPE, ct);
+        let mut req = Request::post("/v1/telemetry")
+            .header(header::AUTHORIZATION, h.token("d"))
+            .header(header::CONTENT_TYPE, ct);
         if let Some(e) = enc {
             req = req.header(header::CONTENT_ENCODING, e);
         }
@@ -205,10 +295,27 @@ async fn bad_tokens_are_401() {
     let h = harness(|_| {});
     let body = json!({"timestamp": now_ms(), "metrics": {"x": 1}}).to_string();
     let fleet = FleetKey::new(&h.cfg.fleet_key);
-    let expired = format!("SharedAccessSignature {}", fleet.device_key("d").token("d", now_unix() - 1));
-    let too_long = format!("SharedAccessSignature {}", fleet.device_key("d").token("d", now_unix() + 365 * 86_400));
-    let wrong_key = format!("SharedAccessSignature {}", FleetKey::new("another fleet").device_key("d").token("d", now_unix() + 60));
-    for auth in [None, Some("Bearer nonsense".to_owned()), Some(expired), Some(too_long), Some(wrong_key)] {
+    let expired = format!(
+        "SharedAccessSignature {}",
+        fleet.device_key("d").token("d", now_unix() - 1)
+    );
+    let too_long = format!(
+        "SharedAccessSignature {}",
+        fleet.device_key("d").token("d", now_unix() + 365 * 86_400)
+    );
+    let wrong_key = format!(
+        "SharedAccessSignature {}",
+        FleetKey::new("another fleet")
+            .device_key("d")
+            .token("d", now_unix() + 60)
+    );
+    for auth in [
+        None,
+        Some("Bearer nonsense".to_owned()),
+        Some(expired),
+        Some(too_long),
+        Some(wrong_key),
+    ] {
         let mut req = Request::post("/v1/telemetry").header(header::CONTENT_TYPE, "application/json");
         if let Some(a) = &auth {
             req = req.header(header::AUTHORIZATION, a);
@@ -228,12 +335,22 @@ async fn a_device_over_its_rate_gets_429_with_retry_after() {
         c.device_burst = 5;
         c.max_batch = 5;
     });
-    let batch = |n: usize| json!((0..n).map(|i| json!({"timestamp": now_ms() + i as i64, "metrics": {"x": 1}})).collect::<Vec<_>>()).to_string();
+    let batch = |n: usize| {
+        json!(
+            (0..n)
+                .map(|i| json!({"timestamp": now_ms() + i as i64, "metrics": {"x": 1}}))
+                .collect::<Vec<_>>()
+        )
+        .to_string()
+    };
     let (status, _, _) = h.post("fast", "application/json", batch(5)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, headers, resp) = h.post("fast", "application/json", batch(2)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{resp}");
-    assert_eq!(headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+    assert_eq!(
+        headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
     assert_eq!(resp["error"]["code"], "rate_limited");
     // Another device has its own budget.
     let (status, _, _) = h.post("slow", "application/json", batch(2)).await;
@@ -246,13 +363,27 @@ async fn ops_endpoints_answer_and_count() {
     let get = |p: &str| Request::get(p).body(Body::empty()).expect("request");
     assert_eq!(h.send(get("/healthz")).await.0, StatusCode::OK);
     assert_eq!(h.send(get("/readyz")).await.0, StatusCode::OK);
-    h.post("d", "application/json", json!([{"timestamp": now_ms(), "metrics": {"x": 1}}, {"metrics": {}}]).to_string()).await;
+    h.post(
+        "d",
+        "application/json",
+        json!([{"timestamp": now_ms(), "metrics": {"x": 1}}, {"metrics": {}}]).to_string(),
+    )
+    .await;
     let (status, _, text) = h.send(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().expect("text").to_owned();
-    assert!(text.contains("tributary_ingest_readings_total{outcome=\"accepted\"} 1"), "{text}");
-    assert!(text.contains("tributary_ingest_readings_total{outcome=\"rejected\"} 1"), "{text}");
-    assert!(text.contains("tributary_ingest_requests_total{status=\"202\"} 1"), "{text}");
+    assert!(
+        text.contains("tributary_ingest_readings_total{outcome=\"accepted\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tributary_ingest_readings_total{outcome=\"rejected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tributary_ingest_requests_total{status=\"202\"} 1"),
+        "{text}"
+    );
     assert!(!text.contains("\"d\""), "no device ids in labels");
 }
 
@@ -267,7 +398,20 @@ async fn arbitrary_bytes_never_cause_a_5xx() {
         seed ^= seed << 17;
         seed
     };
-    let fragments: [&[u8]; 12] = [b"{", b"}", b"[", b"]", b"\"metrics\":", b"\"timestamp\":", b"1e999", b"-0", b",", b"\"x\"", b"\n", b"{\"t\":1}"];
+    let fragments: [&[u8]; 12] = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"metrics\":",
+        b"\"timestamp\":",
+        b"1e999",
+        b"-0",
+        b",",
+        b"\"x\"",
+        b"\n",
+        b"{\"t\":1}",
+    ];
     for i in 0..400 {
         let mut body = Vec::new();
         for _ in 0..(next() % 12) {
@@ -277,8 +421,16 @@ async fn arbitrary_bytes_never_cause_a_5xx() {
                 body.extend_from_slice(fragments[(next() % fragments.len() as u64) as usize]);
             }
         }
-        let ct = if i % 2 == 0 { "application/json" } else { "application/x-ndjson" };
+        let ct = if i % 2 == 0 {
+            "application/json"
+        } else {
+            "application/x-ndjson"
+        };
         let (status, _, resp) = h.post("fz", ct, body.clone()).await;
-        assert!(status.is_success() || status.is_client_error(), "{status} for {:?}: {resp}", String::from_utf8_lossy(&body));
+        assert!(
+            status.is_success() || status.is_client_error(),
+            "{status} for {:?}: {resp}",
+            String::from_utf8_lossy(&body)
+        );
     }
 }

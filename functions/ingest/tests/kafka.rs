@@ -32,9 +32,17 @@ struct Running {
 }
 
 async fn start_ingest(brokers: &str, topic: &str, delivery_timeout_ms: u64, options: &[&str]) -> Running {
-    tributary_shared::telemetry::init(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()), tributary_shared::telemetry::LogFormat::Text);
+    tributary_shared::telemetry::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        tributary_shared::telemetry::LogFormat::Text,
+    );
     let mut cfg = Config::defaults();
-    cfg.kafka = KafkaArgs { brokers: brokers.to_owned(), delivery_timeout_ms, options: options.iter().map(|o| o.to_string()).collect(), ..KafkaArgs::default() };
+    cfg.kafka = KafkaArgs {
+        brokers: brokers.to_owned(),
+        delivery_timeout_ms,
+        options: options.iter().map(|o| o.to_string()).collect(),
+        ..KafkaArgs::default()
+    };
     cfg.raw_topic = topic.to_owned();
     cfg.device_rate = 1e6;
     cfg.device_burst = 1_000_000;
@@ -50,11 +58,22 @@ async fn start_ingest(brokers: &str, topic: &str, delivery_timeout_ms: u64, opti
     tokio::spawn(serve(listener, router, async move {
         let _ = rx.await;
     }));
-    Running { addr, fleet: FleetKey::new(&cfg.fleet_key), _stop: tx }
+    Running {
+        addr,
+        fleet: FleetKey::new(&cfg.fleet_key),
+        _stop: tx,
+    }
 }
 
 impl Running {
-    async fn post(&self, client: &reqwest::Client, device: &str, content_type: &str, body: Vec<u8>, gzip: bool) -> (u16, Value) {
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        device: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> (u16, Value) {
         let token = self.fleet.device_key(device).token(device, now_unix() + 600);
         let mut req = client
             .post(format!("http://{}/v1/telemetry", self.addr))
@@ -95,7 +114,10 @@ async fn read_topic(brokers: &str, topic: &str, want: &BTreeSet<String>) -> Vec<
     // Anything extra (a duplicate) would arrive right behind; give it a moment.
     while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(1500), consumer.recv()).await {
         let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).expect("utf8 key");
-        out.push((key, serde_json::from_slice(m.payload().unwrap_or_default()).expect("Reading")));
+        out.push((
+            key,
+            serde_json::from_slice(m.payload().unwrap_or_default()).expect("Reading"),
+        ));
     }
     out
 }
@@ -118,12 +140,28 @@ async fn every_accepted_reading_is_in_the_topic_exactly_as_sent() {
 
     // One reading, a JSON array, and gzip NDJSON with one bad line, from three devices.
     let single = json!({"id": "single-1", "timestamp": base, "metrics": {"temp": 21.25}, "tags": {"site": "north"}, "location": {"lat": 47.1, "lon": 8.5, "alt": 400.0}});
-    let (s, r) = ingest.post(&client, "sensor-a", "application/json", single.to_string().into_bytes(), false).await;
+    let (s, r) = ingest
+        .post(
+            &client,
+            "sensor-a",
+            "application/json",
+            single.to_string().into_bytes(),
+            false,
+        )
+        .await;
     assert_eq!(s, 202, "{r}");
     sent.insert("single-1".into(), ("sensor-a".into(), single));
 
     let array: Vec<Value> = (0..100).map(|i| json!({"id": format!("arr-{i}"), "timestamp": base + i, "metrics": {"speed": i as f64 * 0.5, "rpm": 1000 + i}})).collect();
-    let (s, r) = ingest.post(&client, "truck-b", "application/json", serde_json::to_vec(&array).expect("json"), false).await;
+    let (s, r) = ingest
+        .post(
+            &client,
+            "truck-b",
+            "application/json",
+            serde_json::to_vec(&array).expect("json"),
+            false,
+        )
+        .await;
     assert_eq!(s, 202, "{r}");
     assert_eq!(r["accepted"], 100);
     for v in array {
@@ -139,14 +177,27 @@ async fn every_accepted_reading_is_in_the_topic_exactly_as_sent() {
             nd.push_str("{\"timestamp\": oops}\n");
         }
     }
-    let (s, r) = ingest.post(&client, "machine-c", "application/x-ndjson", gzip(nd.as_bytes()), true).await;
+    let (s, r) = ingest
+        .post(&client, "machine-c", "application/x-ndjson", gzip(nd.as_bytes()), true)
+        .await;
     assert_eq!(s, 202, "{r}");
     assert_eq!((r["accepted"].as_u64(), r["rejected"].as_u64()), (Some(50), Some(1)));
     assert_eq!(r["items"][26]["status"], "rejected");
-    let nd_items: Vec<&Value> = r["items"].as_array().expect("items").iter().filter(|i| i["status"] == "accepted").collect();
+    let nd_items: Vec<&Value> = r["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["status"] == "accepted")
+        .collect();
     for (i, item) in nd_items.into_iter().enumerate() {
         let id = item["id"].as_str().expect("id").to_owned();
-        sent.insert(id, ("machine-c".into(), json!({"timestamp": base + 1000 + i as i64, "metrics": {"load": i}})));
+        sent.insert(
+            id,
+            (
+                "machine-c".into(),
+                json!({"timestamp": base + 1000 + i as i64, "metrics": {"load": i}}),
+            ),
+        );
     }
 
     let want: BTreeSet<String> = sent.keys().cloned().collect();
@@ -154,11 +205,21 @@ async fn every_accepted_reading_is_in_the_topic_exactly_as_sent() {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (key, r) in &got {
         *counts.entry(r.id.as_str()).or_default() += 1;
-        let (device, input) = sent.get(&r.id).unwrap_or_else(|| panic!("unexpected record {} in the topic", r.id));
+        let (device, input) = sent
+            .get(&r.id)
+            .unwrap_or_else(|| panic!("unexpected record {} in the topic", r.id));
         assert_eq!(key, device, "key is the device id");
         assert_eq!(&r.device_id, device);
-        assert_eq!(r.event_time.timestamp_millis(), input["timestamp"].as_i64().expect("ts"));
-        let metrics: BTreeMap<String, f64> = input["metrics"].as_object().expect("metrics").iter().map(|(k, v)| (k.clone(), v.as_f64().expect("number"))).collect();
+        assert_eq!(
+            r.event_time.timestamp_millis(),
+            input["timestamp"].as_i64().expect("ts")
+        );
+        let metrics: BTreeMap<String, f64> = input["metrics"]
+            .as_object()
+            .expect("metrics")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64().expect("number")))
+            .collect();
         assert_eq!(r.metrics, metrics, "{}", r.id);
         if r.id == "single-1" {
             assert_eq!(r.tags["site"], "north");
@@ -166,7 +227,11 @@ async fn every_accepted_reading_is_in_the_topic_exactly_as_sent() {
         }
     }
     assert_eq!(counts.len(), want.len(), "every accepted reading is in the topic");
-    assert!(counts.values().all(|&n| n == 1), "no duplicates: {:?}", counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "no duplicates: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -187,7 +252,9 @@ async fn broker_outage_gives_503_and_loses_nothing_acknowledged() {
     let mut acked = BTreeSet::new();
     let mut seq = 0i64;
     let send = |seq: i64| {
-        let body = json!({"id": format!("seq-{seq}"), "timestamp": base + seq, "metrics": {"n": seq}}).to_string().into_bytes();
+        let body = json!({"id": format!("seq-{seq}"), "timestamp": base + seq, "metrics": {"n": seq}})
+            .to_string()
+            .into_bytes();
         let (client, ingest) = (&client, &ingest);
         async move { ingest.post(client, "dev-outage", "application/json", body, false).await }
     };
@@ -200,7 +267,11 @@ async fn broker_outage_gives_503_and_loses_nothing_acknowledged() {
     }
 
     broker.kill();
-    let ready = client.get(format!("http://{}/readyz", ingest.addr)).send().await.expect("readyz");
+    let ready = client
+        .get(format!("http://{}/readyz", ingest.addr))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status().as_u16(), 503, "not ready while the broker is down");
     let mut unavailable = 0;
     for _ in 0..3 {
@@ -218,14 +289,20 @@ async fn broker_outage_gives_503_and_loses_nothing_acknowledged() {
         }
         seq += 1;
     }
-    assert!(unavailable >= 2, "503 while the broker is down (got {unavailable} of 3)");
+    assert!(
+        unavailable >= 2,
+        "503 while the broker is down (got {unavailable} of 3)"
+    );
 
     broker.restart();
     // Clients retry; once the broker is back, sends succeed again.
     let start = Instant::now();
     let mut recovered = 0;
     while recovered < 30 {
-        assert!(start.elapsed() < Duration::from_secs(60), "ingest did not recover within a minute after the broker came back");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "ingest did not recover within a minute after the broker came back"
+        );
         let (s, _) = send(seq).await;
         if s == 202 {
             acked.insert(format!("seq-{seq}"));
@@ -235,15 +312,26 @@ async fn broker_outage_gives_503_and_loses_nothing_acknowledged() {
         }
         seq += 1;
     }
-    let ready = client.get(format!("http://{}/readyz", ingest.addr)).send().await.expect("readyz");
+    let ready = client
+        .get(format!("http://{}/readyz", ingest.addr))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status().as_u16(), 200);
 
     let got = read_topic(&brokers, &topic, &acked).await;
     let ids: BTreeSet<String> = got.iter().map(|(_, r)| r.id.clone()).collect();
     let lost: Vec<&String> = acked.difference(&ids).collect();
-    assert!(lost.is_empty(), "acknowledged readings lost across the broker restart: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged readings lost across the broker restart: {lost:?}"
+    );
     // Per-device order survives for what was acknowledged.
-    let order: Vec<i64> = got.iter().filter(|(_, r)| acked.contains(&r.id)).map(|(_, r)| r.metrics["n"] as i64).collect();
+    let order: Vec<i64> = got
+        .iter()
+        .filter(|(_, r)| acked.contains(&r.id))
+        .map(|(_, r)| r.metrics["n"] as i64)
+        .collect();
     let mut sorted = order.clone();
     sorted.sort();
     sorted.dedup();
@@ -254,10 +342,18 @@ async fn broker_outage_gives_503_and_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn unreachable_broker_means_not_ready_and_503() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let brokers = format!("127.0.0.1:{port}");
     let mut cfg = Config::defaults();
-    cfg.kafka = KafkaArgs { brokers, delivery_timeout_ms: 1_000, ..KafkaArgs::default() };
+    cfg.kafka = KafkaArgs {
+        brokers,
+        delivery_timeout_ms: 1_000,
+        ..KafkaArgs::default()
+    };
     cfg.raw_topic = "nowhere".into();
     let log = KafkaLog::connect(&cfg.kafka, "t").expect("connect");
     let mut registry = prometheus_client::registry::Registry::default();
@@ -267,10 +363,28 @@ async fn unreachable_broker_means_not_ready_and_503() {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener, app(state, &ops), std::future::pending()));
     let client = reqwest::Client::new();
-    let r = client.get(format!("http://{addr}/readyz")).send().await.expect("readyz");
+    let r = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(r.status().as_u16(), 503);
-    let ingest = Running { addr, fleet: FleetKey::new(&cfg.fleet_key), _stop: oneshot::channel().0 };
-    let (s, body) = ingest.post(&client, "d", "application/json", json!({"timestamp": chrono::Utc::now().timestamp_millis(), "metrics": {"x": 1}}).to_string().into_bytes(), false).await;
+    let ingest = Running {
+        addr,
+        fleet: FleetKey::new(&cfg.fleet_key),
+        _stop: oneshot::channel().0,
+    };
+    let (s, body) = ingest
+        .post(
+            &client,
+            "d",
+            "application/json",
+            json!({"timestamp": chrono::Utc::now().timestamp_millis(), "metrics": {"x": 1}})
+                .to_string()
+                .into_bytes(),
+            false,
+        )
+        .await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(body["items"][0]["status"], "failed");
     assert!(body["items"][0]["id"].is_string(), "the id to retry with is returned");

@@ -8,7 +8,11 @@ use tributary_shared::topics;
 
 /// Configuration of the process function.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tributary-process", about = "Writes aggregates and alerts to PostgreSQL and keeps the Redis cache fresh", version)]
+#[command(
+    name = "tributary-process",
+    about = "Writes aggregates and alerts to PostgreSQL and keeps the Redis cache fresh",
+    version
+)]
 pub struct Config {
     /// Port of the ops endpoints (/healthz, /readyz, /metrics).
     #[arg(long, env = "PORT", default_value_t = 8082)]
@@ -20,7 +24,12 @@ pub struct Config {
 
     /// Results store URL: PostgreSQL (`postgres://…`), or an SQLite file
     /// (`sqlite://PATH`) for a single-node setup.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub database_url: String,
 
     /// Most PostgreSQL connections.
@@ -32,7 +41,12 @@ pub struct Config {
     pub migrate: bool,
 
     /// Redis connection URL (the cache; the function keeps writing to PostgreSQL when it is down).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// Seconds cache entries live without being refreshed.

@@ -25,7 +25,11 @@ enum Decoded {
 }
 
 fn finite(x: f64, name: &str) -> Result<(), String> {
-    if x.is_finite() { Ok(()) } else { Err(format!("{name} is not finite")) }
+    if x.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("{name} is not finite"))
+    }
 }
 
 fn validate_aggregate(a: &Aggregate) -> Result<(), String> {
@@ -35,7 +39,16 @@ fn validate_aggregate(a: &Aggregate) -> Result<(), String> {
     if a.window_seconds == 0 || a.count == 0 {
         return Err("windowSeconds and count must be positive".into());
     }
-    for (x, n) in [(a.min, "min"), (a.max, "max"), (a.mean, "mean"), (a.stddev, "stddev"), (a.p50, "p50"), (a.p95, "p95"), (a.p99, "p99"), (a.anomaly_score, "anomalyScore")] {
+    for (x, n) in [
+        (a.min, "min"),
+        (a.max, "max"),
+        (a.mean, "mean"),
+        (a.stddev, "stddev"),
+        (a.p50, "p50"),
+        (a.p95, "p95"),
+        (a.p99, "p99"),
+        (a.anomaly_score, "anomalyScore"),
+    ] {
         finite(x, n)?;
     }
     if !(0.0..=1.0).contains(&a.anomaly_score) {
@@ -72,7 +85,13 @@ pub struct ProcessHandler {
 
 impl ProcessHandler {
     /// A handler writing to `store`, caching in `cache`, dead-lettering through `deadletter`.
-    pub fn new(cfg: &crate::Config, store: Arc<dyn ResultStore>, cache: Arc<Cache>, deadletter: Arc<dyn Publisher>, metrics: Metrics) -> Self {
+    pub fn new(
+        cfg: &crate::Config,
+        store: Arc<dyn ResultStore>,
+        cache: Arc<Cache>,
+        deadletter: Arc<dyn Publisher>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             cache,
@@ -168,8 +187,18 @@ impl Handler for ProcessHandler {
         self.metrics.written(aggs.len(), alerts.len());
         self.metrics.batch("written");
 
-        let devices: Vec<String> = aggs.iter().map(|a| a.device_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let alert_ids: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let devices: Vec<String> = aggs
+            .iter()
+            .map(|a| a.device_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let alert_ids: Vec<String> = alerts
+            .iter()
+            .map(|a| a.id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if let Err(e) = self.cache.after_commit(self.store.as_ref(), &devices, &alert_ids).await {
             self.metrics.cache_error();
             tracing::warn!(error = %e, "cache update failed; it will be rebuilt from the store when the cache is back");

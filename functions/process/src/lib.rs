@@ -41,7 +41,12 @@ impl Readiness for StoreReadiness {
 
 /// Background upkeep until `shutdown`: rebuild a stale cache every few
 /// seconds and apply retention hourly.
-pub async fn upkeep(store: Arc<dyn ResultStore>, cache: Arc<cache::Cache>, retention_days: u32, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn upkeep(
+    store: Arc<dyn ResultStore>,
+    cache: Arc<cache::Cache>,
+    retention_days: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_retention: Option<tokio::time::Instant> = None;

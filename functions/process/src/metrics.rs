@@ -27,18 +27,43 @@ pub struct Metrics {
 impl Metrics {
     /// Register in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Self { records: Family::default(), batches: Family::default(), deadletter: Counter::default(), cache_errors: Counter::default() };
-        registry.register("tributary_process_records", "Records written to PostgreSQL by kind", m.records.clone());
-        registry.register("tributary_process_batches", "Batches by outcome (written, failed: retried)", m.batches.clone());
-        registry.register("tributary_process_deadletter_records", "Records sent to the dead-letter topic", m.deadletter.clone());
-        registry.register("tributary_process_cache_errors", "Batches whose cache update failed (the cache is rebuilt later)", m.cache_errors.clone());
+        let m = Self {
+            records: Family::default(),
+            batches: Family::default(),
+            deadletter: Counter::default(),
+            cache_errors: Counter::default(),
+        };
+        registry.register(
+            "tributary_process_records",
+            "Records written to PostgreSQL by kind",
+            m.records.clone(),
+        );
+        registry.register(
+            "tributary_process_batches",
+            "Batches by outcome (written, failed: retried)",
+            m.batches.clone(),
+        );
+        registry.register(
+            "tributary_process_deadletter_records",
+            "Records sent to the dead-letter topic",
+            m.deadletter.clone(),
+        );
+        registry.register(
+            "tributary_process_cache_errors",
+            "Batches whose cache update failed (the cache is rebuilt later)",
+            m.cache_errors.clone(),
+        );
         m
     }
 
     /// Count a written batch's records.
     pub fn written(&self, aggregates: usize, alerts: usize) {
-        self.records.get_or_create(&KindLabel { kind: "aggregate" }).inc_by(aggregates as u64);
-        self.records.get_or_create(&KindLabel { kind: "alert" }).inc_by(alerts as u64);
+        self.records
+            .get_or_create(&KindLabel { kind: "aggregate" })
+            .inc_by(aggregates as u64);
+        self.records
+            .get_or_create(&KindLabel { kind: "alert" })
+            .inc_by(alerts as u64);
     }
 
     /// Count a batch outcome.

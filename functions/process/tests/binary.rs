@@ -16,18 +16,37 @@ use tributary_shared::records::{Aggregate, Alert, AlertState};
 #[sqlx::test(migrations = false)]
 async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
     // The test database's URL: the binary migrates it itself.
-    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db name");
+    let db: (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db name");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
     // Passwords in the connection strings (trust auth ignores this one): none may reach the logs.
     let url = url.replacen("://postgres@", "://postgres:pg-s3cret-pw@", 1);
-    assert!(url.contains("pg-s3cret-pw"), "DATABASE_URL is expected as postgres://postgres@host/db: {base}");
+    assert!(
+        url.contains("pg-s3cret-pw"),
+        "DATABASE_URL is expected as postgres://postgres@host/db: {base}"
+    );
 
     let brokers = test_brokers();
-    let (aggs_topic, alerts_topic, dead_topic) = (unique_topic("p-aggs"), unique_topic("p-alerts"), unique_topic("p-dead"));
-    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "process-test").expect("connect");
-    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3).await.expect("topics");
-    let start = Utc.timestamp_opt(Utc::now().timestamp() / 10 * 10 - 300, 0).single().expect("t");
+    let (aggs_topic, alerts_topic, dead_topic) =
+        (unique_topic("p-aggs"), unique_topic("p-alerts"), unique_topic("p-dead"));
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: brokers.clone(),
+            ..KafkaArgs::default()
+        },
+        "process-test",
+    )
+    .expect("connect");
+    log.ensure_topics(&[aggs_topic.clone(), alerts_topic.clone(), dead_topic.clone()], 3)
+        .await
+        .expect("topics");
+    let start = Utc
+        .timestamp_opt(Utc::now().timestamp() / 10 * 10 - 300, 0)
+        .single()
+        .expect("t");
     let aggs: Vec<Record> = (0..60)
         .map(|i| {
             let a = Aggregate {
@@ -66,11 +85,28 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
     for r in p.publish(&aggs_topic, aggs).await {
         r.expect("published");
     }
-    p.publish(&alerts_topic, vec![Record::new("kdev-1", serde_json::to_vec(&alert).expect("json"))]).await.remove(0).expect("published");
-    p.publish(&aggs_topic, vec![Record::new("kdev-9", b"garbage".to_vec())]).await.remove(0).expect("published");
+    p.publish(
+        &alerts_topic,
+        vec![Record::new("kdev-1", serde_json::to_vec(&alert).expect("json"))],
+    )
+    .await
+    .remove(0)
+    .expect("published");
+    p.publish(&aggs_topic, vec![Record::new("kdev-9", b"garbage".to_vec())])
+        .await
+        .remove(0)
+        .expect("published");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let redis_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-process"))
         .env("PORT", port.to_string())
         .env("TRIBUTARY_BIND", "127.0.0.1")
@@ -101,15 +137,38 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
             let out = child.wait_with_output().expect("output");
             panic!("exited early ({s}): {}", String::from_utf8_lossy(&out.stdout));
         }
-        assert!(Instant::now() < deadline, "not all records reached PostgreSQL: {n:?} {a:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not all records reached PostgreSQL: {n:?} {a:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200, "ready with PostgreSQL up even though Redis is down");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("tributary_process_deadletter_records_total 1"), "{metrics}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "ready with PostgreSQL up even though Redis is down"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tributary_process_deadletter_records_total 1"),
+        "{metrics}"
+    );
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {
         assert!(Instant::now() < deadline, "did not stop within 20 s of SIGTERM");
@@ -118,9 +177,16 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("process stopped"));
-    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!logs.contains("postgres://"), "no connection strings in logs");
-    assert!(logs.contains("redis") || logs.contains("cache"), "the Redis outage was logged: {logs}");
+    assert!(
+        logs.contains("redis") || logs.contains("cache"),
+        "the Redis outage was logged: {logs}"
+    );
     for secret in ["pg-s3cret-pw", "redis-s3cret-pw"] {
         assert!(!logs.contains(secret), "a password reached the logs: {secret}");
     }

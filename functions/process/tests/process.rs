@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use tributary_process::Config;
 use tributary_process::cache::{self, Cache};
 use tributary_process::handler::ProcessHandler;
 use tributary_process::metrics::Metrics;
-use tributary_process::Config;
 use tributary_process::store::{PgStore, ResultStore};
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::eventlog::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
@@ -30,7 +30,10 @@ struct TestRedis {
 
 impl TestRedis {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
         let mut r = Self { port, child: None };
         r.restart();
         r
@@ -41,7 +44,16 @@ impl TestRedis {
     fn restart(&mut self) {
         self.stop();
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -109,16 +121,34 @@ fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
 }
 
 fn msg(topic: &str, offset: i64, key: &str, value: Vec<u8>) -> Message {
-    Message { topic: topic.into(), partition: 0, offset, key: Some(key.as_bytes().to_vec()), value, headers: vec![], timestamp_ms: None }
+    Message {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        key: Some(key.as_bytes().to_vec()),
+        value,
+        headers: vec![],
+        timestamp_ms: None,
+    }
 }
 
 fn batch(aggs: &[Aggregate], alerts: &[Alert]) -> Vec<Message> {
     let mut v = Vec::new();
     for (i, a) in aggs.iter().enumerate() {
-        v.push(msg("telemetry.aggregates", i as i64, &a.device_id, serde_json::to_vec(a).expect("json")));
+        v.push(msg(
+            "telemetry.aggregates",
+            i as i64,
+            &a.device_id,
+            serde_json::to_vec(a).expect("json"),
+        ));
     }
     for (i, a) in alerts.iter().enumerate() {
-        v.push(msg("telemetry.alerts", i as i64, &a.device_id, serde_json::to_vec(a).expect("json")));
+        v.push(msg(
+            "telemetry.alerts",
+            i as i64,
+            &a.device_id,
+            serde_json::to_vec(a).expect("json"),
+        ));
     }
     v
 }
@@ -134,7 +164,13 @@ fn setup(pool: &PgPool, redis_url: &str) -> Setup {
     let cache = Arc::new(Cache::redis(redis_url, 3600, 100).expect("redis url"));
     let log = MemoryLog::new(1, 10_000);
     let mut registry = prometheus_client::registry::Registry::default();
-    let handler = ProcessHandler::new(&cfg, Arc::new(PgStore::new(pool.clone())), cache.clone(), log.publisher(), Metrics::new(&mut registry));
+    let handler = ProcessHandler::new(
+        &cfg,
+        Arc::new(PgStore::new(pool.clone())),
+        cache.clone(),
+        log.publisher(),
+        Metrics::new(&mut registry),
+    );
     Setup { handler, cache, log }
 }
 
@@ -145,13 +181,33 @@ async fn snapshot(pool: &PgPool) -> (Vec<String>, Vec<String>, Vec<String>) {
     .fetch_all(pool)
     .await
     .expect("aggregates");
-    let alerts: Vec<(String,)> = sqlx::query_as("SELECT concat_ws('|', id, state, score, updated_at, resolved_at) FROM alerts ORDER BY 1").fetch_all(pool).await.expect("alerts");
-    let devices: Vec<(String,)> = sqlx::query_as("SELECT concat_ws('|', device_id, first_seen, last_seen, last_values::text) FROM devices ORDER BY 1").fetch_all(pool).await.expect("devices");
-    (aggs.into_iter().map(|r| r.0).collect(), alerts.into_iter().map(|r| r.0).collect(), devices.into_iter().map(|r| r.0).collect())
+    let alerts: Vec<(String,)> =
+        sqlx::query_as("SELECT concat_ws('|', id, state, score, updated_at, resolved_at) FROM alerts ORDER BY 1")
+            .fetch_all(pool)
+            .await
+            .expect("alerts");
+    let devices: Vec<(String,)> = sqlx::query_as(
+        "SELECT concat_ws('|', device_id, first_seen, last_seen, last_values::text) FROM devices ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("devices");
+    (
+        aggs.into_iter().map(|r| r.0).collect(),
+        alerts.into_iter().map(|r| r.0).collect(),
+        devices.into_iter().map(|r| r.0).collect(),
+    )
 }
 
 async fn redis_json(cache: &Cache, key: &str) -> Value {
-    serde_json::from_str(&cache.get(key).await.expect("redis get").unwrap_or_else(|| panic!("{key} missing from the cache"))).expect("json")
+    serde_json::from_str(
+        &cache
+            .get(key)
+            .await
+            .expect("redis get")
+            .unwrap_or_else(|| panic!("{key} missing from the cache")),
+    )
+    .expect("json")
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -160,9 +216,16 @@ async fn a_batch_is_written_cached_and_a_replay_changes_nothing(pool: PgPool) {
     let s = setup(&pool, &redis.url());
     let aggs: Vec<Aggregate> = ["truck-1", "truck-2"]
         .iter()
-        .flat_map(|d| ["temp", "speed"].iter().flat_map(move |m| (0..3).map(move |w| agg(d, m, w * 10, 20.0 + w as f64))))
+        .flat_map(|d| {
+            ["temp", "speed"]
+                .iter()
+                .flat_map(move |m| (0..3).map(move |w| agg(d, m, w * 10, 20.0 + w as f64)))
+        })
         .collect();
-    let alerts = vec![alert("a-1", "truck-1", AlertState::Opened, 5), alert("a-1", "truck-1", AlertState::Updated, 25)];
+    let alerts = vec![
+        alert("a-1", "truck-1", AlertState::Opened, 5),
+        alert("a-1", "truck-1", AlertState::Updated, 25),
+    ];
     s.handler.handle(&batch(&aggs, &alerts)).await.expect("written");
     let first = snapshot(&pool).await;
     assert_eq!(first.0.len(), 12, "one row per (device, metric, size, start)");
@@ -177,12 +240,22 @@ async fn a_batch_is_written_cached_and_a_replay_changes_nothing(pool: PgPool) {
     let dev = redis_json(&s.cache, &cache::device_key("truck-1")).await;
     assert_eq!(dev["lastValues"]["temp"]["value"], 22.0, "latest window's mean: {dev}");
     let summary = redis_json(&s.cache, cache::FLEET_SUMMARY).await;
-    assert_eq!((summary["devices"].as_i64(), summary["alertsOpen"].as_i64()), (Some(2), Some(1)), "{summary}");
+    assert_eq!(
+        (summary["devices"].as_i64(), summary["alertsOpen"].as_i64()),
+        (Some(2), Some(1)),
+        "{summary}"
+    );
     let a = redis_json(&s.cache, &cache::alert_key("a-1")).await;
     assert_eq!(a["state"], "open");
     let client = redis::Client::open(redis.url()).expect("client");
     let mut conn = client.get_multiplexed_async_connection().await.expect("conn");
-    let recent: Vec<String> = redis::cmd("ZREVRANGE").arg(cache::RECENT_ALERTS).arg(0).arg(-1).query_async(&mut conn).await.expect("zrange");
+    let recent: Vec<String> = redis::cmd("ZREVRANGE")
+        .arg(cache::RECENT_ALERTS)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("zrange");
     assert_eq!(recent, vec!["a-1".to_owned()]);
 }
 
@@ -190,15 +263,43 @@ async fn a_batch_is_written_cached_and_a_replay_changes_nothing(pool: PgPool) {
 async fn alerts_move_forward_and_keep_acknowledgement(pool: PgPool) {
     let redis = TestRedis::start();
     let s = setup(&pool, &redis.url());
-    s.handler.handle(&batch(&[], &[alert("a-2", "d", AlertState::Opened, 5)])).await.expect("open");
-    sqlx::query("UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = 'op' WHERE id = 'a-2'").execute(&pool).await.expect("ack");
-    s.handler.handle(&batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)])).await.expect("update");
-    let state: (String, String) = sqlx::query_as("SELECT state, acknowledged_by FROM alerts WHERE id = 'a-2'").fetch_one(&pool).await.expect("row");
-    assert_eq!(state, ("acknowledged".into(), "op".into()), "an update keeps the operator's acknowledgement");
-    s.handler.handle(&batch(&[], &[alert("a-2", "d", AlertState::Resolved, 30)])).await.expect("resolve");
+    s.handler
+        .handle(&batch(&[], &[alert("a-2", "d", AlertState::Opened, 5)]))
+        .await
+        .expect("open");
+    sqlx::query(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = 'op' WHERE id = 'a-2'",
+    )
+    .execute(&pool)
+    .await
+    .expect("ack");
+    s.handler
+        .handle(&batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)]))
+        .await
+        .expect("update");
+    let state: (String, String) = sqlx::query_as("SELECT state, acknowledged_by FROM alerts WHERE id = 'a-2'")
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(
+        state,
+        ("acknowledged".into(), "op".into()),
+        "an update keeps the operator's acknowledgement"
+    );
+    s.handler
+        .handle(&batch(&[], &[alert("a-2", "d", AlertState::Resolved, 30)]))
+        .await
+        .expect("resolve");
     // An older record replayed afterwards does not reopen it.
-    s.handler.handle(&batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)])).await.expect("replay");
-    let (state, resolved): (String, Option<DateTime<Utc>>) = sqlx::query_as("SELECT state, resolved_at FROM alerts WHERE id = 'a-2'").fetch_one(&pool).await.expect("row");
+    s.handler
+        .handle(&batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)]))
+        .await
+        .expect("replay");
+    let (state, resolved): (String, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT state, resolved_at FROM alerts WHERE id = 'a-2'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
     assert_eq!(state, "resolved");
     assert_eq!(resolved, Some(t(30)));
 }
@@ -209,14 +310,26 @@ async fn bad_records_go_to_the_deadletter_topic_and_the_rest_is_written(pool: Pg
     let s = setup(&pool, &redis.url());
     let mut bad_score = agg("d", "temp", 0, 1.0);
     bad_score.anomaly_score = 2.0;
-    let mut b = batch(&[agg("d", "temp", 10, 1.0), bad_score], &[alert("", "d", AlertState::Opened, 1), alert("ok", "d", AlertState::Opened, 1)]);
+    let mut b = batch(
+        &[agg("d", "temp", 10, 1.0), bad_score],
+        &[
+            alert("", "d", AlertState::Opened, 1),
+            alert("ok", "d", AlertState::Opened, 1),
+        ],
+    );
     b.push(msg("telemetry.aggregates", 99, "d", b"{not json".to_vec()));
     s.handler.handle(&b).await.expect("batch handled");
     let (aggs, alerts, _) = snapshot(&pool).await;
     assert_eq!((aggs.len(), alerts.len()), (1, 1));
     let dead = s.log.snapshot("telemetry.deadletter");
     assert_eq!(dead.len(), 3, "{dead:?}");
-    let header = |m: &Message, k: &str| m.headers.iter().find(|(n, _)| n == k).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+    let header = |m: &Message, k: &str| {
+        m.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
     let offsets: BTreeSet<String> = dead.iter().map(|m| header(m, "source-offset")).collect();
     assert!(offsets.contains("99"));
     for m in &dead {
@@ -224,18 +337,33 @@ async fn bad_records_go_to_the_deadletter_topic_and_the_rest_is_written(pool: Pg
         assert!(!header(m, "error").is_empty());
         assert!(header(m, "source-topic").starts_with("telemetry."));
     }
-    assert_eq!(dead.iter().find(|m| header(m, "source-offset") == "99").map(|m| m.value.clone()), Some(b"{not json".to_vec()), "original bytes kept");
+    assert_eq!(
+        dead.iter()
+            .find(|m| header(m, "source-offset") == "99")
+            .map(|m| m.value.clone()),
+        Some(b"{not json".to_vec()),
+        "original bytes kept"
+    );
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn redis_outage_never_stops_writes_and_the_cache_catches_up(pool: PgPool) {
     let mut redis = TestRedis::start();
     let s = setup(&pool, &redis.url());
-    s.handler.handle(&batch(&[agg("before", "temp", 0, 1.0)], &[])).await.expect("first");
+    s.handler
+        .handle(&batch(&[agg("before", "temp", 0, 1.0)], &[]))
+        .await
+        .expect("first");
     assert!(!s.cache.is_stale());
 
     redis.stop();
-    s.handler.handle(&batch(&[agg("during", "temp", 0, 2.0)], &[alert("a-3", "during", AlertState::Opened, 1)])).await.expect("Redis down must not fail the batch");
+    s.handler
+        .handle(&batch(
+            &[agg("during", "temp", 0, 2.0)],
+            &[alert("a-3", "during", AlertState::Opened, 1)],
+        ))
+        .await
+        .expect("Redis down must not fail the batch");
     assert!(s.cache.is_stale(), "the cache knows it missed data");
     let (aggs, _, _) = snapshot(&pool).await;
     assert_eq!(aggs.len(), 2, "PostgreSQL writes went on");
@@ -281,15 +409,28 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
     let log = MemoryLog::new(2, 10_000);
     let topics = vec!["telemetry.aggregates".to_owned(), "telemetry.alerts".to_owned()];
     log.ensure_topics(&topics, 2).await.expect("topics");
-    let aggs: Vec<Aggregate> = (0..40).map(|i| agg(&format!("dev-{}", i % 4), "temp", (i / 4) * 10, i as f64)).collect();
-    let recs: Vec<Record> = aggs.iter().map(|a| Record::new(a.device_id.clone(), serde_json::to_vec(a).expect("json"))).collect();
+    let aggs: Vec<Aggregate> = (0..40)
+        .map(|i| agg(&format!("dev-{}", i % 4), "temp", (i / 4) * 10, i as f64))
+        .collect();
+    let recs: Vec<Record> = aggs
+        .iter()
+        .map(|a| Record::new(a.device_id.clone(), serde_json::to_vec(a).expect("json")))
+        .collect();
     for r in log.publisher().publish("telemetry.aggregates", recs).await {
         r.expect("published");
     }
-    let cfg = RunnerConfig { max_batch: 15, max_wait: Duration::from_millis(100), initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(20) };
+    let cfg = RunnerConfig {
+        max_batch: 15,
+        max_wait: Duration::from_millis(100),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+    };
 
     // First instance: writes, then "crashes" every time before committing.
-    let crashing = CrashAfterWrite { inner: &s.handler, calls: AtomicUsize::new(0) };
+    let crashing = CrashAfterWrite {
+        inner: &s.handler,
+        calls: AtomicUsize::new(0),
+    };
     let sub = log.subscribe("tributary-process", &topics).await.expect("subscribe");
     run_consumer(sub, &crashing, &cfg, async {
         while crashing.calls.load(Ordering::SeqCst) < 3 {
@@ -320,9 +461,16 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
     })
     .await
     .expect("runner");
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates").fetch_one(&pool).await.expect("count");
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(n.0, 40, "each window exactly once");
-    assert_eq!(seen.load(Ordering::SeqCst), 40, "the uncommitted records were redelivered, all of them");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        40,
+        "the uncommitted records were redelivered, all of them"
+    );
 
     // And now the offsets are committed: a third instance gets nothing.
     let mut sub = log.subscribe("tributary-process", &topics).await.expect("subscribe");
@@ -337,13 +485,27 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
 #[tokio::test]
 async fn postgres_down_means_an_error_and_no_commit() {
     use sqlx::postgres::PgPoolOptions;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let pool = PgPoolOptions::new().acquire_timeout(Duration::from_millis(500)).connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/test")).expect("lazy pool");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .expect("lazy pool");
     let redis = TestRedis::start();
     let s = setup(&pool, &redis.url());
-    let err = s.handler.handle(&batch(&[agg("d", "temp", 0, 1.0)], &[])).await.expect_err("must fail while PostgreSQL is down");
+    let err = s
+        .handler
+        .handle(&batch(&[agg("d", "temp", 0, 1.0)], &[]))
+        .await
+        .expect_err("must fail while PostgreSQL is down");
     assert!(err.to_string().contains("database unavailable"), "{err}");
-    assert!(s.log.snapshot("telemetry.deadletter").is_empty(), "an outage is not poison");
+    assert!(
+        s.log.snapshot("telemetry.deadletter").is_empty(),
+        "an outage is not poison"
+    );
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -353,8 +515,14 @@ async fn retention_deletes_only_old_windows(pool: PgPool) {
     let mut old = agg("d", "temp", 0, 1.0);
     old.window_start = Utc::now() - chrono::Duration::days(40);
     old.window_end = old.window_start + chrono::Duration::seconds(10);
-    s.handler.handle(&batch(&[old, agg("d", "temp", 0, 2.0)], &[])).await.expect("written");
-    let deleted = PgStore::new(pool.clone()).delete_aggregates_before(Utc::now() - chrono::Duration::days(30)).await.expect("retention");
+    s.handler
+        .handle(&batch(&[old, agg("d", "temp", 0, 2.0)], &[]))
+        .await
+        .expect("written");
+    let deleted = PgStore::new(pool.clone())
+        .delete_aggregates_before(Utc::now() - chrono::Duration::days(30))
+        .await
+        .expect("retention");
     assert_eq!(deleted, 1);
     let (aggs, _, _) = snapshot(&pool).await;
     assert_eq!(aggs.len(), 1);

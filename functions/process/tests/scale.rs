@@ -27,7 +27,11 @@ const ACTIVATION: i64 = 0;
 const TOTAL: usize = 3000;
 
 fn keda_replicas(lag: i64) -> usize {
-    if lag <= ACTIVATION { 0 } else { ((lag + LAG_THRESHOLD - 1) / LAG_THRESHOLD).min(i64::from(PARTITIONS)) as usize }
+    if lag <= ACTIVATION {
+        0
+    } else {
+        ((lag + LAG_THRESHOLD - 1) / LAG_THRESHOLD).min(i64::from(PARTITIONS)) as usize
+    }
 }
 
 /// Total lag of `group` on `topic`, as KEDA's kafka scaler computes it
@@ -37,10 +41,14 @@ fn total_lag(consumer: &BaseConsumer, topic: &str) -> i64 {
     for p in 0..PARTITIONS {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
     let mut lag = 0;
     for p in 0..PARTITIONS {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).expect("watermarks");
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .expect("watermarks");
         let done = match committed.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => low,
@@ -52,22 +60,42 @@ fn total_lag(consumer: &BaseConsumer, topic: &str) -> i64 {
 
 #[sqlx::test(migrations = false)]
 async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: PgPool) {
-    let db: (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    let db: (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| panic!("REDIS_URL is not set: run the tests with scripts/test"));
+    let redis =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| panic!("REDIS_URL is not set: run the tests with scripts/test"));
     let brokers = test_brokers();
     let topic = unique_topic("scale-aggs");
-    let (alerts, dead, group) = (unique_topic("scale-alerts"), unique_topic("scale-dead"), unique_topic("scale-group"));
-    let log = KafkaLog::connect(&KafkaArgs { brokers: brokers.clone(), ..KafkaArgs::default() }, "scale-test").expect("connect");
-    log.ensure_topics(&[topic.clone(), alerts.clone(), dead.clone()], PARTITIONS).await.expect("topics");
+    let (alerts, dead, group) = (
+        unique_topic("scale-alerts"),
+        unique_topic("scale-dead"),
+        unique_topic("scale-group"),
+    );
+    let log = KafkaLog::connect(
+        &KafkaArgs {
+            brokers: brokers.clone(),
+            ..KafkaArgs::default()
+        },
+        "scale-test",
+    )
+    .expect("connect");
+    log.ensure_topics(&[topic.clone(), alerts.clone(), dead.clone()], PARTITIONS)
+        .await
+        .expect("topics");
 
     // Load: TOTAL distinct windows over ~8 s, in bursts.
     let producer = {
         let p = log.publisher();
         let topic = topic.clone();
         tokio::spawn(async move {
-            let start = Utc.timestamp_opt(Utc::now().timestamp() / 10 * 10 - 3600, 0).single().expect("t");
+            let start = Utc
+                .timestamp_opt(Utc::now().timestamp() / 10 * 10 - 3600, 0)
+                .single()
+                .expect("t");
             for chunk in 0..(TOTAL / 100) {
                 let recs: Vec<Record> = (chunk * 100..chunk * 100 + 100)
                     .map(|i| {
@@ -101,9 +129,15 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
     };
 
     // Migrate once up front so instances starting together do not race on it.
-    tributary_process::store::ResultStore::migrate(&tributary_process::store::PgStore::new(pool.clone())).await.expect("migrate");
+    tributary_process::store::ResultStore::migrate(&tributary_process::store::PgStore::new(pool.clone()))
+        .await
+        .expect("migrate");
     let spawn = || -> Child {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         Command::new(env!("CARGO_BIN_EXE_tributary-process"))
             .env("PORT", port.to_string())
             .env("TRIBUTARY_BIND", "127.0.0.1")
@@ -124,7 +158,11 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
             .spawn()
             .expect("start tributary-process")
     };
-    let lag_reader: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", &group).create().expect("lag reader");
+    let lag_reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .create()
+        .expect("lag reader");
 
     let mut instances: Vec<Child> = Vec::new();
     let mut max_seen = 0;
@@ -162,6 +200,9 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
     assert!(killed, "the test must have crashed an instance: {history:?}");
     assert!(max_seen >= 2, "load must have scaled out: {history:?}");
     assert!(max_seen <= PARTITIONS as usize);
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates").fetch_one(&pool).await.expect("count");
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM aggregates")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(n.0, TOTAL as i64, "every aggregate exactly once: history {history:?}");
 }

@@ -27,7 +27,15 @@ pub fn tight_limits() -> Limits {
     }
 }
 
-const KNOWN: &[&str] = &["schemaVersion", "id", "deviceId", "timestamp", "metrics", "tags", "location"];
+const KNOWN: &[&str] = &[
+    "schemaVersion",
+    "id",
+    "deviceId",
+    "timestamp",
+    "metrics",
+    "tags",
+    "location",
+];
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -50,7 +58,10 @@ pub fn check_error_names_a_field(item: &Value, e: &ItemError) {
         assert!(e.reason.contains("empty name"), "the reason names the empty key: {e:?}");
         return;
     }
-    assert!(!e.field.is_empty(), "an object item's error must name a field: {e:?} for {item}");
+    assert!(
+        !e.field.is_empty(),
+        "an object item's error must name a field: {e:?} for {item}"
+    );
     if KNOWN.contains(&e.field.as_str()) {
         return;
     }
@@ -59,15 +70,28 @@ pub fn check_error_names_a_field(item: &Value, e: &ItemError) {
         assert!(!KNOWN.contains(&e.field.as_str()));
         return;
     }
-    let (head, key) = e.field.split_once('.').unwrap_or_else(|| panic!("field '{}' is neither a known field nor in the item: {item}", e.field));
+    let (head, key) = e
+        .field
+        .split_once('.')
+        .unwrap_or_else(|| panic!("field '{}' is neither a known field nor in the item: {item}", e.field));
     match head {
         "metrics" | "tags" => {
-            let sub = obj.get(head).and_then(Value::as_object).unwrap_or_else(|| panic!("'{}' named but {head} is not an object", e.field));
+            let sub = obj
+                .get(head)
+                .and_then(Value::as_object)
+                .unwrap_or_else(|| panic!("'{}' named but {head} is not an object", e.field));
             assert!(sub.contains_key(key), "'{}' names a key not in {head}", e.field);
         }
         "location" => {
-            let sub = obj.get("location").and_then(Value::as_object).unwrap_or_else(|| panic!("'{}' named but location is not an object", e.field));
-            assert!(sub.contains_key(key) || key == "lat" || key == "lon", "'{}' names a key not in location", e.field);
+            let sub = obj
+                .get("location")
+                .and_then(Value::as_object)
+                .unwrap_or_else(|| panic!("'{}' named but location is not an object", e.field));
+            assert!(
+                sub.contains_key(key) || key == "lat" || key == "lon",
+                "'{}' names a key not in location",
+                e.field
+            );
         }
         _ => panic!("field '{}' has an unknown head", e.field),
     }
@@ -82,12 +106,24 @@ pub fn check_reading(item: &Value, device: Option<&str>, limits: &Limits, r: &Re
     if let Some(d) = device {
         assert_eq!(r.device_id, d, "a token for {d} accepted a reading of {}", r.device_id);
     } else {
-        assert_eq!(obj.get("deviceId").and_then(Value::as_str), Some(r.device_id.as_str()), "without a token device the item must name it");
+        assert_eq!(
+            obj.get("deviceId").and_then(Value::as_str),
+            Some(r.device_id.as_str()),
+            "without a token device the item must name it"
+        );
     }
     // Event time: within the allowed skew and age, millisecond precision.
     let now = now();
-    assert!(r.event_time <= now + limits.max_future_skew && r.event_time >= now - limits.max_age, "event time {} out of bounds", r.event_time);
-    assert_eq!(r.event_time.timestamp_subsec_nanos() % 1_000_000, 0, "sub-millisecond precision kept");
+    assert!(
+        r.event_time <= now + limits.max_future_skew && r.event_time >= now - limits.max_age,
+        "event time {} out of bounds",
+        r.event_time
+    );
+    assert_eq!(
+        r.event_time.timestamp_subsec_nanos() % 1_000_000,
+        0,
+        "sub-millisecond precision kept"
+    );
     assert_eq!(r.received_time, model::truncate_millis(now));
     // Metrics: at least one, within the limit, valid names, finite values, exactly the item's.
     assert!(!r.metrics.is_empty() && r.metrics.len() <= limits.max_metrics);
@@ -102,13 +138,19 @@ pub fn check_reading(item: &Value, device: Option<&str>, limits: &Limits, r: &Re
         assert!(valid_name(k) && v.len() <= limits.max_tag_value_len, "tag {k}={v}");
     }
     if let Some(l) = &r.location {
-        assert!((-90.0..=90.0).contains(&l.lat) && (-180.0..=180.0).contains(&l.lon), "location {l:?}");
+        assert!(
+            (-90.0..=90.0).contains(&l.lat) && (-180.0..=180.0).contains(&l.lon),
+            "location {l:?}"
+        );
         assert!(l.alt.is_none_or(f64::is_finite));
     }
     // The id: the device's own, or derived from the content (stable, so retries are idempotent).
     match obj.get("id") {
         Some(Value::String(s)) => assert_eq!(&r.id, s),
-        _ => assert_eq!(r.id, model::derived_id(&r.device_id, &r.event_time, &r.metrics, &r.tags, r.location.as_ref())),
+        _ => assert_eq!(
+            r.id,
+            model::derived_id(&r.device_id, &r.event_time, &r.metrics, &r.tags, r.location.as_ref())
+        ),
     }
     // What ingest writes to telemetry.raw reads back as the same reading.
     let bytes = serde_json::to_vec(r).expect("a reading serialises");
@@ -138,14 +180,21 @@ pub fn check_parse(item: &Value) {
     let [tok_default, tok_tight, none_default, none_tight] = <[_; 4]>::try_from(results).expect("four results");
     // Loosening the limits never turns an accepted reading into a rejected one.
     if let Ok(r) = &tok_tight {
-        assert_eq!(tok_default.as_ref(), Ok(r), "accepted under tight limits but not under the defaults");
+        assert_eq!(
+            tok_default.as_ref(),
+            Ok(r),
+            "accepted under tight limits but not under the defaults"
+        );
     }
     if let Ok(r) = &none_tight {
         assert_eq!(none_default.as_ref(), Ok(r));
     }
     // An item that names the token's own device is read the same with or without the token.
     if item.get("deviceId").and_then(Value::as_str) == Some(DEVICE) {
-        assert_eq!(tok_default, none_default, "deviceId == token device must not change the answer");
+        assert_eq!(
+            tok_default, none_default,
+            "deviceId == token device must not change the answer"
+        );
     }
     // An item without deviceId is never accepted without a token to say whose it is.
     if item.get("deviceId").is_none() {

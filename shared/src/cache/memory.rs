@@ -26,20 +26,31 @@ pub struct MemoryCache {
 
 impl Default for MemoryCache {
     fn default() -> Self {
-        Self { state: Mutex::new(State::default()), channels: Mutex::new(HashMap::new()) }
+        Self {
+            state: Mutex::new(State::default()),
+            channels: Mutex::new(HashMap::new()),
+        }
     }
 }
 
 impl MemoryCache {
     fn channel(&self, name: &str) -> broadcast::Sender<String> {
         let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        ch.entry(name.to_owned()).or_insert_with(|| broadcast::channel(1024).0).clone()
+        ch.entry(name.to_owned())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
     }
 
     /// Number of live string entries (for tests of the sweep).
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).strings.values().filter(|(_, exp)| *exp > now).count()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .strings
+            .values()
+            .filter(|(_, exp)| *exp > now)
+            .count()
     }
 
     /// Whether no live string entry exists.
@@ -114,13 +125,19 @@ impl KvCache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         let now = Instant::now();
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(st.strings.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()))
+        Ok(st
+            .strings
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(v, _)| v.clone()))
     }
 
     async fn members_newest_first(&self, key: &str) -> Result<Vec<String>, CacheError> {
         let now = Instant::now();
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((members, exp)) = st.zsets.get(key) else { return Ok(Vec::new()) };
+        let Some((members, exp)) = st.zsets.get(key) else {
+            return Ok(Vec::new());
+        };
         if exp.is_some_and(|e| e <= now) {
             return Ok(Vec::new());
         }

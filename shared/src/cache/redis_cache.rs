@@ -29,7 +29,10 @@ pub struct RedisCache {
 impl RedisCache {
     /// A cache on `url`; connects lazily, so Redis may be down at start.
     pub fn new(url: &str) -> Result<Self, CacheError> {
-        Ok(Self { client: redis::Client::open(url)?, conn: Mutex::new(None) })
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            conn: Mutex::new(None),
+        })
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {
@@ -37,7 +40,10 @@ impl RedisCache {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let cfg = ConnectionManagerConfig::new().set_connection_timeout(OP_TIMEOUT).set_response_timeout(OP_TIMEOUT).set_number_of_retries(1);
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(OP_TIMEOUT)
+            .set_response_timeout(OP_TIMEOUT)
+            .set_number_of_retries(1);
         let c = tokio::time::timeout(OP_TIMEOUT * 2, self.client.get_connection_manager_with_config(cfg))
             .await
             .map_err(|_| CacheError("connect timed out".into()))??;
@@ -46,7 +52,10 @@ impl RedisCache {
     }
 
     async fn bounded<T>(fut: impl Future<Output = Result<T, redis::RedisError>>) -> Result<T, CacheError> {
-        tokio::time::timeout(OP_TIMEOUT, fut).await.map_err(|_| CacheError("timed out".into()))?.map_err(CacheError::from)
+        tokio::time::timeout(OP_TIMEOUT, fut)
+            .await
+            .map_err(|_| CacheError("timed out".into()))?
+            .map_err(CacheError::from)
     }
 }
 

@@ -19,7 +19,11 @@ pub async fn drain(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Message> {
     let start = tokio::time::Instant::now();
     let mut out = Vec::new();
     while out.len() < n {
-        assert!(start.elapsed() < DEADLINE, "only {} of {n} records arrived within {DEADLINE:?}", out.len());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "only {} of {n} records arrived within {DEADLINE:?}",
+            out.len()
+        );
         match sub.next(1000, Duration::from_millis(500)).await {
             Ok(Event::Messages(b)) => out.extend(b),
             Ok(_) => {}
@@ -43,7 +47,9 @@ fn records(keys: usize, per_key: usize) -> Vec<Record> {
 fn by_key(msgs: &[Message]) -> BTreeMap<Vec<u8>, Vec<(i32, String)>> {
     let mut m: BTreeMap<Vec<u8>, Vec<(i32, String)>> = BTreeMap::new();
     for msg in msgs {
-        m.entry(msg.key.clone().unwrap_or_default()).or_default().push((msg.partition, String::from_utf8_lossy(&msg.value).into_owned()));
+        m.entry(msg.key.clone().unwrap_or_default())
+            .or_default()
+            .push((msg.partition, String::from_utf8_lossy(&msg.value).into_owned()));
     }
     m
 }
@@ -55,20 +61,36 @@ pub async fn publish_and_consume_in_key_order(log: &dyn EventLog, topic: &str) {
     let input = records(5, 40);
     let results = log.publisher().publish(topic, input.clone()).await;
     assert_eq!(results.len(), input.len());
-    let delivered: Vec<_> = results.into_iter().map(|r| r.expect("every record acknowledged")).collect();
+    let delivered: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every record acknowledged"))
+        .collect();
 
-    let mut sub = log.subscribe(&format!("{topic}-g"), &[topic.to_owned()]).await.expect("subscribe");
+    let mut sub = log
+        .subscribe(&format!("{topic}-g"), &[topic.to_owned()])
+        .await
+        .expect("subscribe");
     let got = drain(&mut sub, input.len()).await;
     assert_eq!(got.len(), input.len(), "no record twice");
     for (rec, d) in input.iter().zip(&delivered) {
-        let m = got.iter().find(|m| m.partition == d.partition && m.offset == d.offset).expect("acknowledged position holds the record");
+        let m = got
+            .iter()
+            .find(|m| m.partition == d.partition && m.offset == d.offset)
+            .expect("acknowledged position holds the record");
         assert_eq!(m.value, rec.value);
         assert_eq!(m.key.as_deref(), Some(rec.key.as_slice()));
     }
     for (key, seq) in by_key(&got) {
         let parts: BTreeSet<i32> = seq.iter().map(|(p, _)| *p).collect();
-        assert_eq!(parts.len(), 1, "key {} spread over partitions {parts:?}", String::from_utf8_lossy(&key));
-        let expected: Vec<String> = (0..40).map(|i| format!("{}:{i}", String::from_utf8_lossy(&key))).collect();
+        assert_eq!(
+            parts.len(),
+            1,
+            "key {} spread over partitions {parts:?}",
+            String::from_utf8_lossy(&key)
+        );
+        let expected: Vec<String> = (0..40)
+            .map(|i| format!("{}:{i}", String::from_utf8_lossy(&key)))
+            .collect();
         let values: Vec<String> = seq.into_iter().map(|(_, v)| v).collect();
         assert_eq!(values, expected, "per-key order");
     }
@@ -79,9 +101,19 @@ pub async fn publish_and_consume_in_key_order(log: &dyn EventLog, topic: &str) {
 pub async fn headers_round_trip(log: &dyn EventLog, topic: &str) {
     log.ensure_topics(&[topic.to_owned()], 1).await.expect("create topic");
     let mut r = Record::new("k", "v");
-    r.headers = vec![("source-topic".into(), b"telemetry.raw".to_vec()), ("error".into(), b"bad".to_vec())];
-    log.publisher().publish(topic, vec![r.clone()]).await.remove(0).expect("acknowledged");
-    let mut sub = log.subscribe(&format!("{topic}-g"), &[topic.to_owned()]).await.expect("subscribe");
+    r.headers = vec![
+        ("source-topic".into(), b"telemetry.raw".to_vec()),
+        ("error".into(), b"bad".to_vec()),
+    ];
+    log.publisher()
+        .publish(topic, vec![r.clone()])
+        .await
+        .remove(0)
+        .expect("acknowledged");
+    let mut sub = log
+        .subscribe(&format!("{topic}-g"), &[topic.to_owned()])
+        .await
+        .expect("subscribe");
     let got = drain(&mut sub, 1).await;
     assert_eq!(got[0].headers, r.headers);
     sub.close().await;
@@ -101,7 +133,10 @@ impl Handler for FlakyHandler {
             self.failures_left.fetch_sub(1, Ordering::SeqCst);
             return Err(HandlerError("injected failure".into()));
         }
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(batch);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(batch);
         Ok(())
     }
 }
@@ -116,9 +151,18 @@ pub async fn runner_commits_only_after_success(log: &dyn EventLog, topic: &str) 
         r.expect("acknowledged");
     }
 
-    let handler = FlakyHandler { failures_left: AtomicUsize::new(2), seen: Mutex::new(Vec::new()), calls: AtomicUsize::new(0) };
+    let handler = FlakyHandler {
+        failures_left: AtomicUsize::new(2),
+        seen: Mutex::new(Vec::new()),
+        calls: AtomicUsize::new(0),
+    };
     let sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe");
-    let cfg = RunnerConfig { max_batch: 30, max_wait: Duration::from_millis(200), initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50) };
+    let cfg = RunnerConfig {
+        max_batch: 30,
+        max_wait: Duration::from_millis(200),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    };
     let done = async {
         let start = tokio::time::Instant::now();
         while handler.seen.lock().unwrap_or_else(|e| e.into_inner()).len() < input.len() {
@@ -129,12 +173,17 @@ pub async fn runner_commits_only_after_success(log: &dyn EventLog, topic: &str) 
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     run_consumer(sub, &handler, &cfg, done).await.expect("runner");
-    assert!(handler.calls.load(Ordering::SeqCst) >= 3, "the failed batch was retried");
+    assert!(
+        handler.calls.load(Ordering::SeqCst) >= 3,
+        "the failed batch was retried"
+    );
     let seen = handler.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(seen.len(), input.len(), "each record handled once after the retries");
     for (key, seq) in by_key(&seen) {
         let values: Vec<String> = seq.into_iter().map(|(_, v)| v).collect();
-        let expected: Vec<String> = (0..25).map(|i| format!("{}:{i}", String::from_utf8_lossy(&key))).collect();
+        let expected: Vec<String> = (0..25)
+            .map(|i| format!("{}:{i}", String::from_utf8_lossy(&key)))
+            .collect();
         assert_eq!(values, expected, "no gaps: the failed batch was not skipped");
     }
 
@@ -146,7 +195,10 @@ pub async fn runner_commits_only_after_success(log: &dyn EventLog, topic: &str) 
     let got = drain(&mut sub, extra.len()).await;
     // Give any wrongly replayed record a moment to show up.
     if let Ok(Event::Messages(more)) = sub.next(1000, Duration::from_secs(1)).await {
-        assert!(more.is_empty(), "records past the committed offsets were redelivered: {more:?}");
+        assert!(
+            more.is_empty(),
+            "records past the committed offsets were redelivered: {more:?}"
+        );
     }
     let mut vals: Vec<Vec<u8>> = got.iter().map(|m| m.value.clone()).collect();
     let mut want: Vec<Vec<u8>> = extra.iter().map(|r| r.value.clone()).collect();
@@ -190,7 +242,13 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
     let mut published = false;
     let input = records(8, 10);
     loop {
-        assert!(start.elapsed() < DEADLINE, "group never settled: a={:?} b={:?}, got {} records", owned[0], owned[1], got.len());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "group never settled: a={:?} b={:?}, got {} records",
+            owned[0],
+            owned[1],
+            got.len()
+        );
         for (i, sub) in [&mut a, &mut b].into_iter().enumerate() {
             match sub.next(1000, Duration::from_millis(200)).await {
                 Ok(Event::Assigned(p)) => owned[i].extend(p),
@@ -203,7 +261,10 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
                 Err(_) => {}
             }
         }
-        let settled = !owned[0].is_empty() && !owned[1].is_empty() && owned[0].is_disjoint(&owned[1]) && owned[0].union(&owned[1]).cloned().collect::<BTreeSet<_>>() == all;
+        let settled = !owned[0].is_empty()
+            && !owned[1].is_empty()
+            && owned[0].is_disjoint(&owned[1])
+            && owned[0].union(&owned[1]).cloned().collect::<BTreeSet<_>>() == all;
         if settled && !published {
             for r in log.publisher().publish(topic, input.clone()).await {
                 r.expect("acknowledged");
@@ -215,10 +276,17 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
         }
     }
     for (i, m) in &got {
-        assert!(owned[*i].contains(&m.topic_partition()), "member {i} got a record of a partition it does not own");
+        assert!(
+            owned[*i].contains(&m.topic_partition()),
+            "member {i} got a record of a partition it does not own"
+        );
     }
     let positions: BTreeSet<(i32, i64)> = got.iter().map(|(_, m)| (m.partition, m.offset)).collect();
-    assert_eq!(positions.len(), input.len(), "every record exactly once across the group");
+    assert_eq!(
+        positions.len(),
+        input.len(),
+        "every record exactly once across the group"
+    );
     a.close().await;
     b.close().await;
 }
@@ -237,7 +305,9 @@ pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str) {
     let mut sub = log.subscribe(&group, &[topic.to_owned()]).await.expect("subscribe");
     let got = drain(&mut sub, 5).await;
     let tp = got[0].topic_partition();
-    sub.commit(&[(tp.clone(), got[2].offset + 1, "watermark=1795608000000".into())]).await.expect("commit");
+    sub.commit(&[(tp.clone(), got[2].offset + 1, "watermark=1795608000000".into())])
+        .await
+        .expect("commit");
     sub.close().await;
 
     let (mut sub, mine) = assigned_committed(log, &group, topic, &tp).await;
@@ -260,7 +330,11 @@ pub async fn committed_metadata_belongs_to_the_latest_commit(log: &dyn EventLog,
     }
     let tp = TopicPartition::new(topic, 0);
     let (mut sub, first) = assigned_committed(log, &group, topic, &tp).await;
-    assert_eq!((first.offset, first.metadata.as_str()), (None, ""), "a new group has committed nothing");
+    assert_eq!(
+        (first.offset, first.metadata.as_str()),
+        (None, ""),
+        "a new group has committed nothing"
+    );
     sub.commit(&[(tp.clone(), 2, "a".into())]).await.expect("commit 2");
     sub.commit(&[(tp.clone(), 3, "b".into())]).await.expect("commit 3");
     sub.close().await;
@@ -271,13 +345,22 @@ pub async fn committed_metadata_belongs_to_the_latest_commit(log: &dyn EventLog,
     sub.close().await;
 
     let (sub, c) = assigned_committed(log, &group, topic, &tp).await;
-    assert_eq!((c.offset, c.metadata.as_str()), (Some(4), ""), "the checkpoint of offset 3 is not offset 4's");
+    assert_eq!(
+        (c.offset, c.metadata.as_str()),
+        (Some(4), ""),
+        "the checkpoint of offset 3 is not offset 4's"
+    );
     sub.close().await;
 }
 
 /// Subscribe `group` to `topic`, wait for `tp` to be assigned, and return
 /// the subscription with what the group has committed for `tp`.
-async fn assigned_committed(log: &dyn EventLog, group: &str, topic: &str, tp: &TopicPartition) -> (Box<dyn Subscription>, Committed) {
+async fn assigned_committed(
+    log: &dyn EventLog,
+    group: &str,
+    topic: &str,
+    tp: &TopicPartition,
+) -> (Box<dyn Subscription>, Committed) {
     let mut sub = log.subscribe(group, &[topic.to_owned()]).await.expect("subscribe");
     let start = tokio::time::Instant::now();
     loop {
@@ -301,6 +384,9 @@ pub fn test_brokers() -> String {
 
 /// A topic name no other test run uses.
 pub fn unique_topic(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("test.{name}.{}.{nanos}", std::process::id())
 }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -43,9 +44,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 
-use super::{Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition};
+use super::{
+    Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition,
+};
 use crate::config::KafkaArgs;
 
 /// A connection to a Kafka-protocol cluster.
@@ -69,8 +71,16 @@ impl KafkaLog {
         // Operator options come last so they can override any default above.
         apply_base(&mut cfg, args, client_id)?;
         let producer = create_producer(&cfg).map_err(|e| EventLogError::Other(format!("creating producer: {e}")))?;
-        let publisher = KafkaPublisher { config: cfg, current: RwLock::new(producer), last_rebuild: Mutex::new(Instant::now()) };
-        Ok(Self { args: args.clone(), client_id: client_id.to_owned(), publisher: Arc::new(publisher) })
+        let publisher = KafkaPublisher {
+            config: cfg,
+            current: RwLock::new(producer),
+            last_rebuild: Mutex::new(Instant::now()),
+        };
+        Ok(Self {
+            args: args.clone(),
+            client_id: client_id.to_owned(),
+            publisher: Arc::new(publisher),
+        })
     }
 }
 
@@ -96,7 +106,9 @@ fn apply_base(cfg: &mut ClientConfig, args: &KafkaArgs, client_id: &str) -> Resu
         if opt.is_empty() {
             continue;
         }
-        let (k, v) = opt.split_once('=').ok_or_else(|| EventLogError::Other(format!("Kafka option '{opt}' is not key=value")))?;
+        let (k, v) = opt
+            .split_once('=')
+            .ok_or_else(|| EventLogError::Other(format!("Kafka option '{opt}' is not key=value")))?;
         cfg.set(k.trim(), v.trim());
     }
     if let Some(pw) = &args.sasl_password {
@@ -109,16 +121,26 @@ fn apply_base(cfg: &mut ClientConfig, args: &KafkaArgs, client_id: &str) -> Resu
 /// connection, which librdkafka retries on its own.
 fn reconnecting(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
-    matches!(e, KafkaError::MessageConsumption(C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::OperationTimedOut))
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::OperationTimedOut
+        )
+    )
 }
 
 fn map_err(e: &KafkaError) -> EventLogError {
     use RDKafkaErrorCode as C;
     match e.rdkafka_error_code() {
         Some(C::QueueFull) => EventLogError::QueueFull,
-        Some(C::MessageSizeTooLarge | C::InvalidTopic | C::UnknownTopic | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed | C::InvalidMessage) => {
-            EventLogError::Rejected(e.to_string())
-        }
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidTopic
+            | C::UnknownTopic
+            | C::UnknownTopicOrPartition
+            | C::TopicAuthorizationFailed
+            | C::InvalidMessage,
+        ) => EventLogError::Rejected(e.to_string()),
         Some(_) | None => EventLogError::Unavailable(e.to_string()),
     }
 }
@@ -198,7 +220,10 @@ impl ProducerContext for BatchContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
         pending.report(match result {
-            Ok(m) => Ok(Delivered { partition: m.partition(), offset: m.offset() }),
+            Ok(m) => Ok(Delivered {
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
             Err((e, _)) => Err(e.clone()),
         });
     }
@@ -215,7 +240,14 @@ impl KafkaPublisher {
         producer.client().fatal_error().is_some()
             || matches!(
                 e.rdkafka_error_code(),
-                Some(C::Unknown | C::UnknownProducerId | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch | C::InvalidProducerIdMapping | C::Fatal)
+                Some(
+                    C::Unknown
+                        | C::UnknownProducerId
+                        | C::OutOfOrderSequenceNumber
+                        | C::InvalidProducerEpoch
+                        | C::InvalidProducerIdMapping
+                        | C::Fatal
+                )
             )
     }
 
@@ -246,7 +278,10 @@ impl Publisher for KafkaPublisher {
             settled: tokio::sync::Notify::new(),
         });
         for (index, r) in records.iter().enumerate() {
-            let pending = Box::new(Pending { batch: batch.clone(), index });
+            let pending = Box::new(Pending {
+                batch: batch.clone(),
+                index,
+            });
             let mut br = BaseRecord::with_opaque_to(topic, pending).key(&r.key).payload(&r.value);
             if !r.headers.is_empty() {
                 let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -269,7 +304,9 @@ impl Publisher for KafkaPublisher {
             .iter()
             .map(|slot| match slot.get() {
                 Some(Ok(d)) => Ok(*d),
-                Some(Err(KafkaError::Canceled)) | None => Err(EventLogError::Unavailable("producer shut down before delivery".into())),
+                Some(Err(KafkaError::Canceled)) | None => {
+                    Err(EventLogError::Unavailable("producer shut down before delivery".into()))
+                }
                 Some(Err(e)) => {
                     if rebuild_for.is_none() && self.needs_rebuild(&producer, e) {
                         rebuild_for = Some(e.clone());
@@ -342,7 +379,10 @@ impl RebalanceContext {
 }
 
 fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
 }
 
 struct KafkaSubscription {
@@ -392,7 +432,16 @@ const MIRROR_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The mirror topic of `group`: Kafka topic names allow `[a-zA-Z0-9._-]`.
 fn mirror_topic(prefix: &str, group: &str) -> String {
-    let safe: String = group.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let safe: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{prefix}{safe}")
 }
 
@@ -414,13 +463,19 @@ impl MetadataMirror {
     /// Write the metadata of `offsets` (those that carry any) to the mirror;
     /// `Ok` once the broker acknowledged every entry.
     async fn write(&self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
-        let records: Vec<Record> = offsets.iter().filter(|(_, _, m)| !m.is_empty()).map(|(tp, off, m)| Record::new(mirror_key(tp), mirror_value(*off, m))).collect();
+        let records: Vec<Record> = offsets
+            .iter()
+            .filter(|(_, _, m)| !m.is_empty())
+            .map(|(tp, off, m)| Record::new(mirror_key(tp), mirror_value(*off, m)))
+            .collect();
         if records.is_empty() {
             return Ok(());
         }
         for r in self.log.publisher.publish(&self.topic, records).await {
             r.map_err(|e| match e {
-                EventLogError::Rejected(e) => EventLogError::Rejected(format!("recording commit metadata in {}: {e}", self.topic)),
+                EventLogError::Rejected(e) => {
+                    EventLogError::Rejected(format!("recording commit metadata in {}: {e}", self.topic))
+                }
                 e => EventLogError::Unavailable(format!("recording commit metadata in {}: {e}", self.topic)),
             })?;
         }
@@ -432,7 +487,11 @@ impl MetadataMirror {
     /// mirror off and lets the commit go on, loudly: stopping every commit
     /// would be worse (unbounded replays). An unreachable broker is an error.
     async fn record(&mut self, offsets: &[(TopicPartition, i64, String)], create: bool) -> Result<(), EventLogError> {
-        let res = if create { self.ensure_topic().await.and(self.write(offsets).await) } else { self.write(offsets).await };
+        let res = if create {
+            self.ensure_topic().await.and(self.write(offsets).await)
+        } else {
+            self.write(offsets).await
+        };
         match res {
             Err(EventLogError::Rejected(error)) => {
                 tracing::error!(error, mirror = %self.topic, "cannot keep commit metadata in the mirror topic; committing without it: a restart or rebalance may re-emit a closed window with part of its readings");
@@ -448,20 +507,26 @@ impl MetadataMirror {
     /// `__consumer_offsets` it is the backend's plumbing, not a data topic the
     /// deployment plans for, and only exists on brokers that need it.
     async fn ensure_topic(&self) -> Result<(), EventLogError> {
-        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(self.log.args.replication)).set("cleanup.policy", "compact");
+        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(self.log.args.replication))
+            .set("cleanup.policy", "compact");
         create_topics(&self.log.args, &self.log.client_id, &[topic]).await
     }
 
     /// For each `(partition, committed offset)`, the metadata of the newest
     /// mirror entry with exactly that offset, if any. A missing mirror topic
     /// means no entries.
-    async fn lookup(&self, wanted: Vec<(TopicPartition, i64)>) -> Result<HashMap<TopicPartition, String>, EventLogError> {
+    async fn lookup(
+        &self,
+        wanted: Vec<(TopicPartition, i64)>,
+    ) -> Result<HashMap<TopicPartition, String>, EventLogError> {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
         let mut cfg = base_config(&self.log.args, &self.log.client_id)?;
         // Assigned, never subscribed: the group id is only required by librdkafka, nothing is committed.
-        cfg.set("group.id", format!("{}-reader", self.topic)).set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        cfg.set("group.id", format!("{}-reader", self.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || scan_mirror(&cfg, &topic, wanted))
             .await
@@ -472,22 +537,39 @@ impl MetadataMirror {
 /// Scan the mirror topic backwards, a chunk at a time, until every wanted
 /// partition's newest entry with the wanted offset was found or the topic's
 /// start was reached.
-fn scan_mirror(cfg: &ClientConfig, topic: &str, wanted: Vec<(TopicPartition, i64)>) -> Result<HashMap<TopicPartition, String>, EventLogError> {
+fn scan_mirror(
+    cfg: &ClientConfig,
+    topic: &str,
+    wanted: Vec<(TopicPartition, i64)>,
+) -> Result<HashMap<TopicPartition, String>, EventLogError> {
     let deadline = Instant::now() + MIRROR_LOOKUP_TIMEOUT;
-    let consumer: BaseConsumer = cfg.create().map_err(|e| EventLogError::Other(format!("creating mirror reader: {e}")))?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).map_err(|e| map_err(&e))?;
-    let exists = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    let consumer: BaseConsumer = cfg
+        .create()
+        .map_err(|e| EventLogError::Other(format!("creating mirror reader: {e}")))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| map_err(&e))?;
+    let exists = md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
         return Ok(HashMap::new());
     }
-    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).map_err(|e| map_err(&e))?;
-    let mut wanted: HashMap<String, (TopicPartition, i64)> = wanted.into_iter().map(|(tp, off)| (mirror_key(&tp), (tp, off))).collect();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .map_err(|e| map_err(&e))?;
+    let mut wanted: HashMap<String, (TopicPartition, i64)> = wanted
+        .into_iter()
+        .map(|(tp, off)| (mirror_key(&tp), (tp, off)))
+        .collect();
     let mut found = HashMap::new();
     let mut end = high;
     while end > low && !wanted.is_empty() {
         let start = (end - MIRROR_SCAN_CHUNK).max(low);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(start)).map_err(|e| EventLogError::Other(e.to_string()))?;
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start))
+            .map_err(|e| EventLogError::Other(e.to_string()))?;
         consumer.assign(&tpl).map_err(|e| map_err(&e))?;
         // Newest entry per key within this chunk (entries are read oldest first).
         let mut newest: HashMap<String, String> = HashMap::new();
@@ -495,7 +577,9 @@ fn scan_mirror(cfg: &ClientConfig, topic: &str, wanted: Vec<(TopicPartition, i64
         let mut idle_polls = 0;
         while next < end && next < high {
             if Instant::now() > deadline {
-                return Err(EventLogError::Unavailable(format!("reading commit metadata from {topic} took over {MIRROR_LOOKUP_TIMEOUT:?}")));
+                return Err(EventLogError::Unavailable(format!(
+                    "reading commit metadata from {topic} took over {MIRROR_LOOKUP_TIMEOUT:?}"
+                )));
             }
             match consumer.poll(Duration::from_millis(200)) {
                 // Compaction leaves gaps; a chunk that stays silent has nothing more.
@@ -509,8 +593,12 @@ fn scan_mirror(cfg: &ClientConfig, topic: &str, wanted: Vec<(TopicPartition, i64
                     if m.offset() >= end {
                         break;
                     }
-                    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
-                    let Some((tp_offset, metadata)) = m.payload().and_then(parse_mirror_value) else { continue };
+                    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                        continue;
+                    };
+                    let Some((tp_offset, metadata)) = m.payload().and_then(parse_mirror_value) else {
+                        continue;
+                    };
                     if wanted.get(key).is_some_and(|(_, want)| *want == tp_offset) {
                         newest.insert(key.to_owned(), metadata);
                     }
@@ -564,7 +652,11 @@ impl Subscription for KafkaSubscription {
                         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                         headers: m
                             .headers()
-                            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                         timestamp_ms: m.timestamp().to_millis(),
                     });
@@ -621,7 +713,11 @@ impl Subscription for KafkaSubscription {
     async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
         let mut got = self.committed_on_broker(partitions).await?;
         if self.mirror.store != MetadataStore::Broker {
-            let wanted: Vec<(TopicPartition, i64)> = got.iter().filter(|c| c.metadata.is_empty()).filter_map(|c| Some((c.tp.clone(), c.offset?))).collect();
+            let wanted: Vec<(TopicPartition, i64)> = got
+                .iter()
+                .filter(|c| c.metadata.is_empty())
+                .filter_map(|c| Some((c.tp.clone(), c.offset?)))
+                .collect();
             if !wanted.is_empty() {
                 let mut found = self.mirror.lookup(wanted).await?;
                 for c in &mut got {
@@ -650,13 +746,19 @@ impl KafkaSubscription {
     /// Whether `m`'s partition is in the current assignment (assumed so if
     /// librdkafka cannot tell).
     fn is_assigned(&self, m: &Message) -> bool {
-        self.consumer.assignment().map_or(true, |tpl| tpl.find_partition(&m.topic, m.partition).is_some())
+        self.consumer
+            .assignment()
+            .map_or(true, |tpl| tpl.find_partition(&m.topic, m.partition).is_some())
     }
 
     /// After the first commit that carried metadata: read it back, and if the
     /// broker dropped it, mirror it from now on (this commit included).
     async fn learn_metadata_store(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
-        let parts: Vec<TopicPartition> = offsets.iter().filter(|(_, _, m)| !m.is_empty()).map(|(tp, _, _)| tp.clone()).collect();
+        let parts: Vec<TopicPartition> = offsets
+            .iter()
+            .filter(|(_, _, m)| !m.is_empty())
+            .map(|(tp, _, _)| tp.clone())
+            .collect();
         let back = self.committed_on_broker(&parts).await?;
         let mut dropped = false;
         for (tp, off, meta) in offsets.iter().filter(|(_, _, m)| !m.is_empty()) {
@@ -681,7 +783,8 @@ impl KafkaSubscription {
     async fn commit_to_broker(&self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
         let mut tpl = TopicPartitionList::new();
         for (tp, off, meta) in offsets {
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off)).map_err(|e| EventLogError::Other(e.to_string()))?;
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off))
+                .map_err(|e| EventLogError::Other(e.to_string()))?;
             if !meta.is_empty() {
                 if let Some(mut e) = tpl.find_partition(&tp.topic, tp.partition) {
                     e.set_metadata(meta.as_str());
@@ -713,7 +816,11 @@ impl KafkaSubscription {
                     Some(Offset::Offset(o)) => Some(o),
                     _ => None,
                 };
-                Committed { tp: tp.clone(), offset, metadata: e.map(|e| e.metadata().to_owned()).unwrap_or_default() }
+                Committed {
+                    tp: tp.clone(),
+                    offset,
+                    metadata: e.map(|e| e.metadata().to_owned()).unwrap_or_default(),
+                }
             })
             .collect())
     }
@@ -735,16 +842,32 @@ impl EventLog for KafkaLog {
             // Fail over quickly when an instance is killed (KEDA scale-in, crash).
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
-        let ctx = RebalanceContext { events: Mutex::new(VecDeque::new()) };
-        let consumer: StreamConsumer<RebalanceContext> = cfg.create_with_context(ctx).map_err(|e| EventLogError::Other(format!("creating consumer: {e}")))?;
+        let ctx = RebalanceContext {
+            events: Mutex::new(VecDeque::new()),
+        };
+        let consumer: StreamConsumer<RebalanceContext> = cfg
+            .create_with_context(ctx)
+            .map_err(|e| EventLogError::Other(format!("creating consumer: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| map_err(&e))?;
-        let mirror = MetadataMirror { topic: mirror_topic(&self.args.metadata_topic_prefix, group), log: self.clone(), store: MetadataStore::Unknown };
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), held: Vec::new(), held_after: None, mirror }))
+        let mirror = MetadataMirror {
+            topic: mirror_topic(&self.args.metadata_topic_prefix, group),
+            log: self.clone(),
+            store: MetadataStore::Unknown,
+        };
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+            held: Vec::new(),
+            held_after: None,
+            mirror,
+        }))
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
-        let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.args.replication))).collect();
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.args.replication)))
+            .collect();
         create_topics(&self.args, &self.client_id, &new).await
     }
 }
@@ -755,15 +878,31 @@ impl EventLog for KafkaLog {
 async fn create_topics(args: &KafkaArgs, client_id: &str, topics: &[NewTopic<'_>]) -> Result<(), EventLogError> {
     use RDKafkaErrorCode as C;
     let cfg = base_config(args, client_id)?;
-    let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .create()
+        .map_err(|e| EventLogError::Other(format!("creating admin client: {e}")))?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics(topics, &opts).await.map_err(|e| map_err(&e))? {
         match r {
             Ok(_) | Err((_, C::TopicAlreadyExists)) => {}
             Err((t, code)) => {
                 let msg = format!("creating topic {t}: {code}");
-                let refused = matches!(code, C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::PolicyViolation | C::InvalidConfig | C::InvalidTopic | C::InvalidReplicationFactor);
-                return Err(if refused { EventLogError::Rejected(msg) } else { EventLogError::Unavailable(msg) });
+                let refused = matches!(
+                    code,
+                    C::TopicAuthorizationFailed
+                        | C::ClusterAuthorizationFailed
+                        | C::PolicyViolation
+                        | C::InvalidConfig
+                        | C::InvalidTopic
+                        | C::InvalidReplicationFactor
+                );
+                return Err(if refused {
+                    EventLogError::Rejected(msg)
+                } else {
+                    EventLogError::Unavailable(msg)
+                });
             }
         }
     }
@@ -776,11 +915,22 @@ mod tests {
 
     #[test]
     fn mirror_names_and_entries() {
-        assert_eq!(mirror_topic("tributary.offset-metadata.", "tributary-analyze"), "tributary.offset-metadata.tributary-analyze");
-        assert_eq!(mirror_topic("m.", "a b/c:d"), "m.a_b_c_d", "only characters Kafka allows in topic names");
+        assert_eq!(
+            mirror_topic("tributary.offset-metadata.", "tributary-analyze"),
+            "tributary.offset-metadata.tributary-analyze"
+        );
+        assert_eq!(
+            mirror_topic("m.", "a b/c:d"),
+            "m.a_b_c_d",
+            "only characters Kafka allows in topic names"
+        );
         assert_eq!(mirror_key(&TopicPartition::new("telemetry.raw", 7)), "telemetry.raw/7");
         let v = mirror_value(42, "maxEvent=1795000000000\nsecond line");
-        assert_eq!(parse_mirror_value(v.as_bytes()), Some((42, "maxEvent=1795000000000\nsecond line".to_owned())), "metadata may hold newlines");
+        assert_eq!(
+            parse_mirror_value(v.as_bytes()),
+            Some((42, "maxEvent=1795000000000\nsecond line".to_owned())),
+            "metadata may hold newlines"
+        );
         assert_eq!(parse_mirror_value(b"42"), None);
         assert_eq!(parse_mirror_value(b"x\nmeta"), None);
         assert_eq!(parse_mirror_value(&[0xff, b'\n']), None);
@@ -792,15 +942,25 @@ mod tests {
         // support fails right here ("OpenSSL not available at build time").
         let args = KafkaArgs {
             brokers: "example.servicebus.windows.net:9093".into(),
-            options: vec!["security.protocol=SASL_SSL".into(), "sasl.mechanism=PLAIN".into(), "sasl.username=$ConnectionString".into()],
-            sasl_password: Some("Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x".into()),
+            options: vec![
+                "security.protocol=SASL_SSL".into(),
+                "sasl.mechanism=PLAIN".into(),
+                "sasl.username=$ConnectionString".into(),
+            ],
+            sasl_password: Some(
+                "Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x".into(),
+            ),
             ..KafkaArgs::default()
         };
         let log = KafkaLog::connect(&args, "tls-test");
         assert!(log.is_ok(), "{:?}", log.err());
         let cfg = base_config(&args, "tls-test").expect("config");
         if std::path::Path::new(CA_BUNDLE).exists() && std::env::var_os("SSL_CERT_FILE").is_none() {
-            assert_eq!(cfg.get("ssl.ca.location"), Some(CA_BUNDLE), "the system CA bundle, not vendored OpenSSL's /usr/local/ssl");
+            assert_eq!(
+                cfg.get("ssl.ca.location"),
+                Some(CA_BUNDLE),
+                "the system CA bundle, not vendored OpenSSL's /usr/local/ssl"
+            );
         }
     }
 }

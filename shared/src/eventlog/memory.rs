@@ -15,7 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition, partition_for};
+use super::{
+    Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition,
+    partition_for,
+};
 
 #[derive(Default)]
 struct PartitionLog {
@@ -58,7 +61,12 @@ impl MemoryLog {
     /// each keeping the newest `retention` records.
     pub fn new(default_partitions: i32, retention: usize) -> Self {
         Self {
-            shared: Arc::new(Shared { state: Mutex::new(State::default()), notify: Notify::new(), default_partitions: default_partitions.max(1), retention: retention.max(1) }),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                notify: Notify::new(),
+                default_partitions: default_partitions.max(1),
+                retention: retention.max(1),
+            }),
         }
     }
 
@@ -80,7 +88,12 @@ impl MemoryLog {
 impl MemoryLog {
     /// Records currently held in `topic` (all partitions).
     pub fn len(&self, topic: &str) -> usize {
-        self.shared.lock().topics.get(topic).map(|p| p.iter().map(|l| l.records.len()).sum()).unwrap_or(0)
+        self.shared
+            .lock()
+            .topics
+            .get(topic)
+            .map(|p| p.iter().map(|l| l.records.len()).sum())
+            .unwrap_or(0)
     }
 
     /// Whether `topic` holds no records.
@@ -90,7 +103,12 @@ impl MemoryLog {
 
     /// Records ever published to `topic` (the sum of its partitions' end offsets).
     pub fn end_offsets_total(&self, topic: &str) -> i64 {
-        self.shared.lock().topics.get(topic).map(|p| p.iter().map(|l| l.base + l.records.len() as i64).sum()).unwrap_or(0)
+        self.shared
+            .lock()
+            .topics
+            .get(topic)
+            .map(|p| p.iter().map(|l| l.base + l.records.len() as i64).sum())
+            .unwrap_or(0)
     }
 
     /// Records of `topic` that `group` has not committed yet (its lag).
@@ -103,7 +121,11 @@ impl MemoryLog {
             .enumerate()
             .map(|(p, l)| {
                 let end = l.base + l.records.len() as i64;
-                let from = committed.and_then(|c| c.get(&TopicPartition::new(topic, p as i32))).map(|c| c.0).unwrap_or(0).max(l.base);
+                let from = committed
+                    .and_then(|c| c.get(&TopicPartition::new(topic, p as i32)))
+                    .map(|c| c.0)
+                    .unwrap_or(0)
+                    .max(l.base);
                 (end - from).max(0)
             })
             .sum()
@@ -114,13 +136,21 @@ impl MemoryLog {
     /// group misses anything (the all-in-one mode saves these at shutdown).
     pub fn uncommitted(&self, groups: &[&str], topic: &str) -> Vec<Message> {
         let st = self.shared.lock();
-        let Some(parts) = st.topics.get(topic) else { return Vec::new() };
+        let Some(parts) = st.topics.get(topic) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (p, log) in parts.iter().enumerate() {
             let tp = TopicPartition::new(topic, p as i32);
             let from = groups
                 .iter()
-                .map(|g| st.groups.get(*g).and_then(|g| g.committed.get(&tp)).map(|c| c.0).unwrap_or(0))
+                .map(|g| {
+                    st.groups
+                        .get(*g)
+                        .and_then(|g| g.committed.get(&tp))
+                        .map(|c| c.0)
+                        .unwrap_or(0)
+                })
                 .min()
                 .unwrap_or(0)
                 .max(log.base);
@@ -146,7 +176,15 @@ impl Shared {
 }
 
 fn to_message(topic: &str, partition: i32, offset: i64, r: &Record, ts: i64) -> Message {
-    Message { topic: topic.to_owned(), partition, offset, key: Some(r.key.clone()), value: r.value.clone(), headers: r.headers.clone(), timestamp_ms: Some(ts) }
+    Message {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        key: Some(r.key.clone()),
+        value: r.value.clone(),
+        headers: r.headers.clone(),
+        timestamp_ms: Some(ts),
+    }
 }
 
 fn rebalance(state: &mut State, group: &str) {
@@ -179,7 +217,11 @@ impl Publisher for MemoryLog {
         {
             let mut st = self.shared.lock();
             let created = !st.topics.contains_key(topic);
-            let parts = st.topics.entry(topic.to_owned()).or_insert_with(|| (0..self.shared.default_partitions).map(|_| PartitionLog::default()).collect());
+            let parts = st.topics.entry(topic.to_owned()).or_insert_with(|| {
+                (0..self.shared.default_partitions)
+                    .map(|_| PartitionLog::default())
+                    .collect()
+            });
             let n = parts.len() as i32;
             for r in records {
                 let p = partition_for(&r.key, n);
@@ -193,7 +235,12 @@ impl Publisher for MemoryLog {
                 out.push(Ok(Delivered { partition: p, offset }));
             }
             if created {
-                let groups: Vec<String> = st.groups.iter().filter(|(_, g)| g.topics.iter().any(|t| t == topic)).map(|(k, _)| k.clone()).collect();
+                let groups: Vec<String> = st
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| g.topics.iter().any(|t| t == topic))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for g in groups {
                     rebalance(&mut st, &g);
                 }
@@ -234,13 +281,23 @@ impl EventLog for MemoryLog {
             id
         };
         self.shared.notify.notify_waiters();
-        Ok(Box::new(MemorySubscription { log: self.clone(), group: group.to_owned(), member, generation: 0, assigned: Vec::new(), positions: HashMap::new(), pending_assign: None }))
+        Ok(Box::new(MemorySubscription {
+            log: self.clone(),
+            group: group.to_owned(),
+            member,
+            generation: 0,
+            assigned: Vec::new(),
+            positions: HashMap::new(),
+            pending_assign: None,
+        }))
     }
 
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError> {
         let mut st = self.shared.lock();
         for t in topics {
-            st.topics.entry(t.clone()).or_insert_with(|| (0..partitions.max(1)).map(|_| PartitionLog::default()).collect());
+            st.topics
+                .entry(t.clone())
+                .or_insert_with(|| (0..partitions.max(1)).map(|_| PartitionLog::default()).collect());
         }
         let groups: Vec<String> = st.groups.keys().cloned().collect();
         for g in groups {
@@ -266,7 +323,10 @@ impl MemorySubscription {
         if let Some(a) = self.pending_assign.take() {
             let committed = {
                 let st = self.log.shared.lock();
-                st.groups.get(&self.group).map(|g| g.committed.clone()).unwrap_or_default()
+                st.groups
+                    .get(&self.group)
+                    .map(|g| g.committed.clone())
+                    .unwrap_or_default()
             };
             for tp in &a {
                 let pos = committed.get(tp).map(|c| c.0).unwrap_or(0);
@@ -290,7 +350,11 @@ impl MemorySubscription {
         self.pending_assign = Some(new);
         let old = std::mem::take(&mut self.assigned);
         self.positions.clear();
-        if old.is_empty() { self.poll_rebalance() } else { Some(Event::Revoked(old)) }
+        if old.is_empty() {
+            self.poll_rebalance()
+        } else {
+            Some(Event::Revoked(old))
+        }
     }
 
     fn take(&mut self, max: usize) -> Vec<Message> {
@@ -300,7 +364,9 @@ impl MemorySubscription {
             if out.len() >= max {
                 break;
             }
-            let Some(log) = st.topics.get(&tp.topic).and_then(|p| p.get(tp.partition as usize)) else { continue };
+            let Some(log) = st.topics.get(&tp.topic).and_then(|p| p.get(tp.partition as usize)) else {
+                continue;
+            };
             let pos = self.positions.get(tp).copied().unwrap_or(0).max(log.base);
             let start = (pos - log.base) as usize;
             let n = (max - out.len()).min(log.records.len().saturating_sub(start));
@@ -341,7 +407,10 @@ impl Subscription for MemorySubscription {
         for (tp, off, meta) in offsets {
             // As in Kafka, a member may not commit for a partition it no longer owns.
             if !owned.contains(tp) {
-                return Err(EventLogError::Other(format!("partition {}/{} is not assigned to this member", tp.topic, tp.partition)));
+                return Err(EventLogError::Other(format!(
+                    "partition {}/{} is not assigned to this member",
+                    tp.topic, tp.partition
+                )));
             }
             g.committed.insert(tp.clone(), (*off, meta.clone()));
         }
@@ -355,7 +424,11 @@ impl Subscription for MemorySubscription {
             .iter()
             .map(|tp| {
                 let c = g.and_then(|g| g.committed.get(tp));
-                Committed { tp: tp.clone(), offset: c.map(|c| c.0), metadata: c.map(|c| c.1.clone()).unwrap_or_default() }
+                Committed {
+                    tp: tp.clone(),
+                    offset: c.map(|c| c.0),
+                    metadata: c.map(|c| c.1.clone()).unwrap_or_default(),
+                }
             })
             .collect())
     }
@@ -376,7 +449,10 @@ impl Drop for MemorySubscription {
     fn drop(&mut self) {
         // A member that goes away without close() (a crashed task) still leaves the group.
         let mut st = self.log.shared.lock();
-        let present = st.groups.get(&self.group).is_some_and(|g| g.members.contains_key(&self.member));
+        let present = st
+            .groups
+            .get(&self.group)
+            .is_some_and(|g| g.members.contains_key(&self.member));
         if present {
             if let Some(g) = st.groups.get_mut(&self.group) {
                 g.members.remove(&self.member);

@@ -39,7 +39,11 @@ pub struct Record {
 impl Record {
     /// A record without headers.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self { key: key.into(), value: value.into(), headers: Vec::new() }
+        Self {
+            key: key.into(),
+            value: value.into(),
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -64,7 +68,10 @@ pub struct TopicPartition {
 impl TopicPartition {
     /// Build one.
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self { topic: topic.into(), partition }
+        Self {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 

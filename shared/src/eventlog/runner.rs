@@ -66,7 +66,12 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { max_batch: 500, max_wait: Duration::from_millis(500), initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(30) }
+        Self {
+            max_batch: 500,
+            max_wait: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
     }
 }
 
@@ -186,14 +191,29 @@ mod tests {
 
     #[test]
     fn next_offsets_takes_the_highest_per_partition() {
-        let m = |p: i32, o: i64| Message { topic: "t".into(), partition: p, offset: o, key: None, value: vec![], headers: vec![], timestamp_ms: None };
+        let m = |p: i32, o: i64| Message {
+            topic: "t".into(),
+            partition: p,
+            offset: o,
+            key: None,
+            value: vec![],
+            headers: vec![],
+            timestamp_ms: None,
+        };
         let got = next_offsets(&[m(0, 5), m(1, 2), m(0, 7), m(0, 6)]);
-        assert_eq!(got, vec![(TopicPartition::new("t", 0), 8), (TopicPartition::new("t", 1), 3)]);
+        assert_eq!(
+            got,
+            vec![(TopicPartition::new("t", 0), 8), (TopicPartition::new("t", 1), 3)]
+        );
     }
 
     #[test]
     fn retry_delay_grows_and_is_capped() {
-        let cfg = RunnerConfig { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), ..Default::default() };
+        let cfg = RunnerConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..Default::default()
+        };
         assert_eq!(retry_delay(&cfg, 1), Duration::from_millis(100));
         assert_eq!(retry_delay(&cfg, 2), Duration::from_millis(200));
         assert_eq!(retry_delay(&cfg, 10), Duration::from_secs(1));

@@ -22,7 +22,10 @@ fn tansu_bin() -> String {
 impl TestBroker {
     /// Start a broker on a free port with storage in a new temporary folder.
     pub fn start(name: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         let dir = std::env::temp_dir().join(format!("tributary-broker-{name}-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("broker data dir");
@@ -48,20 +51,41 @@ impl TestBroker {
     pub fn restart(&mut self) {
         self.kill();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("broker log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log");
         let child = Command::new(tansu_bin())
             // tansu resolves a sqlite path against its working directory, so run it in the data folder.
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the tansu broker ({}): {e}. Run the tests with scripts/test, which installs it.", tansu_bin()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the tansu broker ({}): {e}. Run the tests with scripts/test, which installs it.",
+                    tansu_bin()
+                )
+            });
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "tansu did not start listening within 30 s; see {}", self.dir.join("broker.log").display());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tansu did not start listening within 30 s; see {}",
+                self.dir.join("broker.log").display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -22,7 +22,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use super::{ItemError, Limits, Location, SCHEMA_VERSION, derived_id_of, parse_reading, truncate_millis, valid_id, valid_name, write_millis};
+use super::{
+    ItemError, Limits, Location, SCHEMA_VERSION, derived_id_of, parse_reading, truncate_millis, valid_id, valid_name,
+    write_millis,
+};
 
 /// What every item of one request shares: the device the token was issued
 /// to, the receive time (stamped once per request) and the limits.
@@ -41,7 +44,13 @@ impl<'a> ItemContext<'a> {
         let now = truncate_millis(now);
         let mut received = [0u8; 24];
         let received_ok = write_millis(now.timestamp_millis(), &mut received).is_some();
-        Self { device, now, received, received_ok, limits }
+        Self {
+            device,
+            now,
+            received,
+            received_ok,
+            limits,
+        }
     }
 }
 
@@ -67,7 +76,11 @@ pub fn encode_item(raw: &[u8], ctx: &ItemContext<'_>) -> Result<Encoded, ItemErr
     let v: Value = serde_json::from_slice(raw).map_err(|e| ItemError::new("", format!("malformed JSON line: {e}")))?;
     let reading = parse_reading(&v, ctx.device, ctx.now, ctx.limits)?;
     let bytes = serde_json::to_vec(&reading).map_err(|e| ItemError::new("", format!("cannot encode: {e}")))?;
-    Ok(Encoded { id: reading.id, device_id: reading.device_id, bytes })
+    Ok(Encoded {
+        id: reading.id,
+        device_id: reading.device_id,
+        bytes,
+    })
 }
 
 /// The fast path alone: `Some` only for an item that is valid in every
@@ -113,7 +126,11 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
         return None;
     }
     tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if tags.windows(2).any(|p| p[0].0 == p[1].0) || !tags.iter().all(|(k, v)| valid_name(k) && v.0.len() <= limits.max_tag_value_len) {
+    if tags.windows(2).any(|p| p[0].0 == p[1].0)
+        || !tags
+            .iter()
+            .all(|(k, v)| valid_name(k) && v.0.len() <= limits.max_tag_value_len)
+    {
         return None;
     }
     let location = match w.location {
@@ -123,7 +140,11 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
             if !finite || !(-90.0..=90.0).contains(&l.lat) || !(-180.0..=180.0).contains(&l.lon) {
                 return None;
             }
-            Some(Location { lat: l.lat, lon: l.lon, alt: l.alt })
+            Some(Location {
+                lat: l.lat,
+                lon: l.lon,
+                alt: l.alt,
+            })
         }
     };
     let id: Cow<'_, str> = match w.id {
@@ -173,12 +194,20 @@ pub fn encode(raw: &[u8], ctx: &ItemContext<'_>) -> Option<Encoded> {
         out.push(b'}');
     }
     out.push(b'}');
-    Some(Encoded { id: id.into_owned(), device_id: device_id.to_owned(), bytes: out })
+    Some(Encoded {
+        id: id.into_owned(),
+        device_id: device_id.to_owned(),
+        bytes: out,
+    })
 }
 
 /// An object's members `"name":value`, comma-separated; the names were
 /// validated to need no escaping.
-fn write_members<V>(out: &mut Vec<u8>, pairs: &[(Cow<'_, str>, V)], mut value: impl FnMut(&mut Vec<u8>, &V) -> Option<()>) -> Option<()> {
+fn write_members<V>(
+    out: &mut Vec<u8>,
+    pairs: &[(Cow<'_, str>, V)],
+    mut value: impl FnMut(&mut Vec<u8>, &V) -> Option<()>,
+) -> Option<()> {
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -311,7 +340,9 @@ impl<'de> Deserialize<'de> for EpochMillis {
                 i64::try_from(v).map(EpochMillis).map_err(|_| E::custom("out of range"))
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<EpochMillis, E> {
-                DateTime::parse_from_rfc3339(s).map(|t| EpochMillis(t.timestamp_millis())).map_err(E::custom)
+                DateTime::parse_from_rfc3339(s)
+                    .map(|t| EpochMillis(t.timestamp_millis()))
+                    .map_err(E::custom)
             }
         }
         d.deserialize_any(V_)
@@ -332,10 +363,16 @@ mod tests {
         let ctx = ItemContext::new(device, now(), limits);
         let fast = encode(raw.as_bytes(), &ctx);
         // None: not JSON at all.
-        let general = serde_json::from_str::<Value>(raw).ok().map(|v| parse_reading(&v, device, now(), limits));
+        let general = serde_json::from_str::<Value>(raw)
+            .ok()
+            .map(|v| parse_reading(&v, device, now(), limits));
         match (&fast, &general) {
             (Some(enc), Some(Ok(r))) => {
-                assert_eq!(String::from_utf8_lossy(&enc.bytes), serde_json::to_string(r).expect("serialise"), "{raw}");
+                assert_eq!(
+                    String::from_utf8_lossy(&enc.bytes),
+                    serde_json::to_string(r).expect("serialise"),
+                    "{raw}"
+                );
                 assert_eq!((&enc.id, &enc.device_id), (&r.id, &r.device_id), "{raw}");
                 let back: Reading = serde_json::from_slice(&enc.bytes).expect("the record reads back");
                 assert_eq!(&back, r);
@@ -348,7 +385,10 @@ mod tests {
         match (&item, &general) {
             (Ok(enc), Some(Ok(r))) => assert_eq!(enc.bytes, serde_json::to_vec(r).expect("serialise")),
             (Err(a), Some(Err(b))) => assert_eq!(a, b),
-            (Err(a), None) => assert!(a.field.is_empty() && a.reason.starts_with("malformed JSON line: "), "{a}"),
+            (Err(a), None) => assert!(
+                a.field.is_empty() && a.reason.starts_with("malformed JSON line: "),
+                "{a}"
+            ),
             _ => panic!("encode_item {item:?} vs general {general:?} for {raw}"),
         }
         fast
@@ -365,7 +405,10 @@ mod tests {
             r#"{"timestamp":1795608000000,"metrics":{"te\u006dp":1},"tags":null,"location":null,"id":null}"#,
             r#"{"timestamp":1795608000000,"metrics":{"x":18446744073709551615},"tags":{}}"#,
         ] {
-            assert!(check(raw, Some("dev-1"), &limits).is_some(), "{raw} should take the fast path");
+            assert!(
+                check(raw, Some("dev-1"), &limits).is_some(),
+                "{raw} should take the fast path"
+            );
         }
     }
 
@@ -398,11 +441,21 @@ mod tests {
             r#"{"timestamp": 1795608000000, "metrics": {"x": 1}} trailing"#,
             "not json",
         ] {
-            assert!(check(raw, Some("dev-1"), &limits).is_none(), "{raw} must not take the fast path");
+            assert!(
+                check(raw, Some("dev-1"), &limits).is_none(),
+                "{raw} must not take the fast path"
+            );
         }
         // Without a token device the item must name its device.
         assert!(check(r#"{"timestamp": 1795608000000, "metrics": {"x": 1}}"#, None, &limits).is_none());
-        assert!(check(r#"{"deviceId": "d", "timestamp": 1795608000000, "metrics": {"x": 1}}"#, None, &limits).is_some());
+        assert!(
+            check(
+                r#"{"deviceId": "d", "timestamp": 1795608000000, "metrics": {"x": 1}}"#,
+                None,
+                &limits
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -415,24 +468,65 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let tight = Limits { max_metrics: 3, max_tags: 2, max_tag_value_len: 8, max_future_skew: chrono::Duration::seconds(30), max_age: chrono::Duration::hours(1) };
+        let tight = Limits {
+            max_metrics: 3,
+            max_tags: 2,
+            max_tag_value_len: 8,
+            max_future_skew: chrono::Duration::seconds(30),
+            max_age: chrono::Duration::hours(1),
+        };
         let names = ["a", "b", "a", "speed", "x.y-z_1", "bad name", "", "\\u0061"];
-        let numbers = ["1", "-0", "0.1", "1e3", "-1.5e-300", "3000", "\"1\"", "null", "true", "18446744073709551616"];
-        let times = ["1795608000000", "1795607990000", "1795608100000", "1795600000000", "\"2026-11-25T11:59:59.999999Z\"", "\"2026-11-25T12:00:00+00:30\"", "1.5", "-1", "null"];
+        let numbers = [
+            "1",
+            "-0",
+            "0.1",
+            "1e3",
+            "-1.5e-300",
+            "3000",
+            "\"1\"",
+            "null",
+            "true",
+            "18446744073709551616",
+        ];
+        let times = [
+            "1795608000000",
+            "1795607990000",
+            "1795608100000",
+            "1795600000000",
+            "\"2026-11-25T11:59:59.999999Z\"",
+            "\"2026-11-25T12:00:00+00:30\"",
+            "1.5",
+            "-1",
+            "null",
+        ];
         let mut fast = 0;
         for i in 0..5000 {
             let mut fields = Vec::new();
             if next(8) > 0 {
                 fields.push(format!("\"timestamp\":{}", times[next(times.len() as u64) as usize]));
             }
-            let metrics: Vec<String> = (0..next(5)).map(|_| format!("\"{}\":{}", names[next(8) as usize], numbers[next(10) as usize])).collect();
+            let metrics: Vec<String> = (0..next(5))
+                .map(|_| format!("\"{}\":{}", names[next(8) as usize], numbers[next(10) as usize]))
+                .collect();
             fields.push(format!("\"metrics\":{{{}}}", metrics.join(",")));
             if next(3) == 0 {
-                let tags: Vec<String> = (0..next(4)).map(|_| format!("\"{}\":{}", names[next(8) as usize], ["\"v\"", "\"a long tag value\"", "\"\\n\"", "1"][next(4) as usize])).collect();
+                let tags: Vec<String> = (0..next(4))
+                    .map(|_| {
+                        format!(
+                            "\"{}\":{}",
+                            names[next(8) as usize],
+                            ["\"v\"", "\"a long tag value\"", "\"\\n\"", "1"][next(4) as usize]
+                        )
+                    })
+                    .collect();
                 fields.push(format!("\"tags\":{{{}}}", tags.join(",")));
             }
             if next(4) == 0 {
-                fields.push(format!("\"location\":{{\"lat\":{},\"lon\":{}}}", ["1", "90.5", "null", "-45"][next(4) as usize], numbers[next(6) as usize]));
+                fields.push(format!(
+                    "\"location\":{{\"lat\":{},\"lon\":{}}}",
+                    ["1", "90.5", "null", "-45"][next(4) as usize],
+                    numbers[next(6) as usize]
+                ));
             }
             match next(6) {
                 0 => fields.push("\"deviceId\":\"dev-1\"".into()),
@@ -451,14 +545,19 @@ mod tests {
             }
         }
         // Most generated items are invalid somewhere; a few hundred valid ones still exercise the encoder.
-        assert!(fast > 400, "the generator should reach the fast path a few hundred times, got {fast}");
+        assert!(
+            fast > 400,
+            "the generator should reach the fast path a few hundred times, got {fast}"
+        );
     }
 
     #[test]
     fn time_formatter_matches_chrono() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..200_000 {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             // Years about 1600..2300, plus the edges of what the layout holds.
             let ms = match i {
                 0 => 0,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::model::Reading;
 use async_trait::async_trait;
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_data_cosmos::clients::ContainerClient;
@@ -30,11 +31,12 @@ use azure_data_cosmos::models::{ContainerProperties, TimeToLive};
 use azure_data_cosmos::options::{
     BinaryEncodingOptions, ConnectionPoolOptions, MaxItemCountHint, QueryOptions, Region, ServerCertificateValidation,
 };
-use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, FeedScope, Query, RoutingStrategy};
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, FeedScope, Query, RoutingStrategy,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use crate::model::Reading;
 
 use super::{CosmosAuth, Page, RawStore, StoreError};
 
@@ -82,7 +84,12 @@ pub struct CosmosSettings {
 
 impl CosmosSettings {
     /// Key-auth settings with the defaults (local emulator, tests, benchmark).
-    pub fn with_key(endpoint: impl Into<String>, key: impl Into<String>, database: impl Into<String>, container: impl Into<String>) -> Self {
+    pub fn with_key(
+        endpoint: impl Into<String>,
+        key: impl Into<String>,
+        database: impl Into<String>,
+        container: impl Into<String>,
+    ) -> Self {
         Self {
             endpoint: endpoint.into(),
             credential: Credential::Key(key.into()),
@@ -98,11 +105,15 @@ impl CosmosSettings {
 
 /// The credential a function's settings ask for: the account key (required
 /// with [`CosmosAuth::Key`]), or the workload or managed identity.
-pub fn credential(auth: CosmosAuth, key: Option<String>, azure_client_id: Option<String>) -> Result<Credential, StoreError> {
+pub fn credential(
+    auth: CosmosAuth,
+    key: Option<String>,
+    azure_client_id: Option<String>,
+) -> Result<Credential, StoreError> {
     match auth {
-        CosmosAuth::Key => Ok(Credential::Key(
-            key.filter(|k| !k.is_empty()).ok_or_else(|| StoreError::Permanent("TRIBUTARY_COSMOS_KEY is required with TRIBUTARY_COSMOS_AUTH=key".into()))?,
-        )),
+        CosmosAuth::Key => Ok(Credential::Key(key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            StoreError::Permanent("TRIBUTARY_COSMOS_KEY is required with TRIBUTARY_COSMOS_AUTH=key".into())
+        })?)),
         CosmosAuth::Identity => Ok(Credential::Token(identity_credential(azure_client_id)?)),
     }
 }
@@ -145,19 +156,29 @@ fn is_local(endpoint: &str) -> bool {
 
 /// Build a client (no request needed beyond what the SDK does on build).
 pub async fn client(settings: &CosmosSettings) -> Result<CosmosClient, StoreError> {
-    let endpoint: AccountEndpoint = settings.endpoint.parse().map_err(|e| StoreError::Permanent(format!("bad Cosmos endpoint {:?}: {e}", settings.endpoint)))?;
+    let endpoint: AccountEndpoint = settings
+        .endpoint
+        .parse()
+        .map_err(|e| StoreError::Permanent(format!("bad Cosmos endpoint {:?}: {e}", settings.endpoint)))?;
     let local = is_local(&settings.endpoint);
     let account = match &settings.credential {
         Credential::Key(k) => AccountReference::with_authentication_key(endpoint, Secret::from(k.clone())),
         Credential::Token(t) => AccountReference::with_credential(endpoint, t.clone()),
     };
-    let mut pool = ConnectionPoolOptions::builder().with_server_certificate_validation(ServerCertificateValidation::Required);
+    let mut pool =
+        ConnectionPoolOptions::builder().with_server_certificate_validation(ServerCertificateValidation::Required);
     if local {
         // The local emulator speaks HTTP/1.1 only.
         pool = pool.with_is_http2_allowed(false).with_gateway_v2_disabled(true);
     }
-    let pool = pool.build().map_err(|e| StoreError::Permanent(format!("connection options: {e}")))?;
-    let runtime = CosmosRuntime::builder().with_connection_pool(pool).build().await.map_err(|e| classify(&e))?;
+    let pool = pool
+        .build()
+        .map_err(|e| StoreError::Permanent(format!("connection options: {e}")))?;
+    let runtime = CosmosRuntime::builder()
+        .with_connection_pool(pool)
+        .build()
+        .await
+        .map_err(|e| classify(&e))?;
     let mut builder = CosmosClient::builder().with_runtime(runtime);
     if local {
         builder = builder.with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false));
@@ -193,11 +214,20 @@ impl CosmosStore {
         if create {
             ensure_container(&client, &settings).await?;
         }
-        let container = tokio::time::timeout(settings.timeout, client.database_client(settings.database.clone()).container_client(settings.container.clone(), None))
-            .await
-            .map_err(|_| StoreError::Unavailable("timed out opening the container".into()))?
-            .map_err(|e| classify(&e))?;
-        Ok(Self { client, container, settings })
+        let container = tokio::time::timeout(
+            settings.timeout,
+            client
+                .database_client(settings.database.clone())
+                .container_client(settings.container.clone(), None),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("timed out opening the container".into()))?
+        .map_err(|e| classify(&e))?;
+        Ok(Self {
+            client,
+            container,
+            settings,
+        })
     }
 
     /// The SDK's container client (for reads the trait does not cover, e.g. tests).
@@ -207,7 +237,11 @@ impl CosmosStore {
 
     /// The container's default TTL as Cosmos reports it (`None` = off).
     pub async fn default_ttl(&self) -> Result<Option<i64>, StoreError> {
-        let props: ContainerProperties = self.timed(self.container.read(None)).await?.into_model().map_err(|e| classify(&e))?;
+        let props: ContainerProperties = self
+            .timed(self.container.read(None))
+            .await?
+            .into_model()
+            .map_err(|e| classify(&e))?;
         Ok(match props.default_ttl {
             TimeToLive::Forever => None,
             TimeToLive::NoDefault => Some(-1),
@@ -229,14 +263,22 @@ impl CosmosStore {
         match tokio::time::timeout(self.settings.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(StoreError::Unavailable(format!("timed out after {:?}", self.settings.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "timed out after {:?}",
+                self.settings.timeout
+            ))),
         }
     }
 
     async fn upsert_one(&self, reading: &Reading) -> Result<(), StoreError> {
         let ttl = (self.settings.ttl_secs > 0).then_some(self.settings.ttl_secs);
         let doc = Document { reading, ttl };
-        self.timed(self.container.upsert_item(reading.device_id.clone(), &reading.id, &doc, None)).await.map(|_| ())
+        self.timed(
+            self.container
+                .upsert_item(reading.device_id.clone(), &reading.id, &doc, None),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -247,13 +289,23 @@ async fn ensure_container(client: &CosmosClient, s: &CosmosSettings) -> Result<(
         Err(e) => Err(classify(&e)),
     };
     let timeout = |what: &'static str| move |_| StoreError::Unavailable(format!("timed out creating the {what}"));
-    conflict_ok(tokio::time::timeout(s.timeout, client.create_database(&s.database, None)).await.map_err(timeout("database"))?.map(|_| ()))?;
+    conflict_ok(
+        tokio::time::timeout(s.timeout, client.create_database(&s.database, None))
+            .await
+            .map_err(timeout("database"))?
+            .map(|_| ()),
+    )?;
     let mut props = ContainerProperties::new(s.container.clone(), PARTITION_KEY_PATH.into());
     if s.ttl_secs > 0 {
         props = props.with_default_ttl(s.ttl_secs);
     }
     let db = client.database_client(s.database.clone());
-    conflict_ok(tokio::time::timeout(s.timeout, db.create_container(props, None)).await.map_err(timeout("container"))?.map(|_| ()))
+    conflict_ok(
+        tokio::time::timeout(s.timeout, db.create_container(props, None))
+            .await
+            .map_err(timeout("container"))?
+            .map(|_| ()),
+    )
 }
 
 #[async_trait]
@@ -267,7 +319,9 @@ impl RawStore for CosmosStore {
         futures::stream::iter(0..readings.len())
             .map(|i| async move {
                 if unavailable.load(Ordering::Relaxed) {
-                    return Err(StoreError::Unavailable("not sent: the store was unavailable for an earlier reading of the batch".into()));
+                    return Err(StoreError::Unavailable(
+                        "not sent: the store was unavailable for an earlier reading of the batch".into(),
+                    ));
                 }
                 let r = self.upsert_one(&readings[i]).await;
                 if matches!(r, Err(StoreError::Unavailable(_))) {
@@ -280,7 +334,14 @@ impl RawStore for CosmosStore {
             .await
     }
 
-    async fn query_device_range(&self, device: &str, from: DateTime<Utc>, to: DateTime<Utc>, page_size: u32, continuation: Option<String>) -> Result<Page, StoreError> {
+    async fn query_device_range(
+        &self,
+        device: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        continuation: Option<String>,
+    ) -> Result<Page, StoreError> {
         // eventTime is stored as fixed-width RFC 3339 UTC with milliseconds, so strings compare as times.
         let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
         let bad = |e: CosmosError| StoreError::Permanent(format!("query: {e}"));
@@ -298,11 +359,19 @@ impl RawStore for CosmosStore {
         }
         let timeout = self.settings.timeout;
         let fetch = async {
-            let mut pages = self.container.query_items::<serde_json::Value>(query, FeedScope::partition(device.to_owned()), Some(options)).await?.into_pages();
+            let mut pages = self
+                .container
+                .query_items::<serde_json::Value>(query, FeedScope::partition(device.to_owned()), Some(options))
+                .await?
+                .into_pages();
             let Some(page) = pages.try_next().await? else {
                 return Ok::<_, CosmosError>((Vec::new(), None));
             };
-            let next = if page.headers().continuation().is_some() { Some(pages.to_continuation_token()?.as_str().to_owned()) } else { None };
+            let next = if page.headers().continuation().is_some() {
+                Some(pages.to_continuation_token()?.as_str().to_owned())
+            } else {
+                None
+            };
             Ok((page.into_items(), next))
         };
         let (docs, continuation) = match tokio::time::timeout(timeout, fetch).await {
@@ -311,7 +380,10 @@ impl RawStore for CosmosStore {
         };
         let items = docs
             .into_iter()
-            .map(|d| serde_json::from_value::<Reading>(d).map_err(|e| StoreError::Permanent(format!("stored document is not a Reading: {e}"))))
+            .map(|d| {
+                serde_json::from_value::<Reading>(d)
+                    .map_err(|e| StoreError::Permanent(format!("stored document is not a Reading: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page { items, continuation })
     }
@@ -327,7 +399,11 @@ impl RawStore for CosmosStore {
 
 impl std::fmt::Debug for CosmosStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CosmosStore").field("endpoint", &self.settings.endpoint).field("database", &self.settings.database).field("container", &self.settings.container).finish()
+        f.debug_struct("CosmosStore")
+            .field("endpoint", &self.settings.endpoint)
+            .field("database", &self.settings.database)
+            .field("container", &self.settings.container)
+            .finish()
     }
 }
 
@@ -349,17 +425,25 @@ pub struct LazyCosmosStore {
 impl LazyCosmosStore {
     /// A store that connects with `settings` when first asked.
     pub fn new(settings: CosmosSettings) -> Self {
-        Self { settings, store: tokio::sync::OnceCell::new() }
+        Self {
+            settings,
+            store: tokio::sync::OnceCell::new(),
+        }
     }
 
     async fn get(&self) -> Result<&CosmosStore, StoreError> {
-        self.store.get_or_try_init(|| CosmosStore::connect(self.settings.clone(), false)).await
+        self.store
+            .get_or_try_init(|| CosmosStore::connect(self.settings.clone(), false))
+            .await
     }
 }
 
 impl std::fmt::Debug for LazyCosmosStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyCosmosStore").field("endpoint", &self.settings.endpoint).field("connected", &self.store.initialized()).finish()
+        f.debug_struct("LazyCosmosStore")
+            .field("endpoint", &self.settings.endpoint)
+            .field("connected", &self.store.initialized())
+            .finish()
     }
 }
 
@@ -372,8 +456,18 @@ impl RawStore for LazyCosmosStore {
         }
     }
 
-    async fn query_device_range(&self, device: &str, from: DateTime<Utc>, to: DateTime<Utc>, page_size: u32, continuation: Option<String>) -> Result<Page, StoreError> {
-        self.get().await?.query_device_range(device, from, to, page_size, continuation).await
+    async fn query_device_range(
+        &self,
+        device: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        continuation: Option<String>,
+    ) -> Result<Page, StoreError> {
+        self.get()
+            .await?
+            .query_device_range(device, from, to, page_size, continuation)
+            .await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -9,10 +9,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::model::Reading;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use crate::model::Reading;
 
 use super::{Page, RawStore, StoreError};
 
@@ -35,7 +35,11 @@ impl LocalRawStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(unavailable)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS raw_readings (
                  device_id TEXT NOT NULL,
@@ -48,13 +52,19 @@ impl LocalRawStore {
         .execute(&pool)
         .await
         .map_err(unavailable)?;
-        sqlx::query("CREATE INDEX IF NOT EXISTS raw_readings_time ON raw_readings (device_id, event_ms, id)").execute(&pool).await.map_err(unavailable)?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS raw_readings_time ON raw_readings (device_id, event_ms, id)")
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
         Ok(Self { pool })
     }
 
     /// Number of stored readings (for tests and the status line).
     pub async fn count(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM raw_readings").fetch_one(&self.pool).await.map_err(unavailable)?;
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM raw_readings")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(n)
     }
 }
@@ -65,7 +75,8 @@ impl RawStore for LocalRawStore {
         let write = async {
             let mut tx = self.pool.begin().await?;
             for chunk in readings.chunks(5000) {
-                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO raw_readings (device_id, id, event_ms, doc) ");
+                let mut q =
+                    sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO raw_readings (device_id, id, event_ms, doc) ");
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(&r.device_id)
                         .push_bind(&r.id)
@@ -87,12 +98,25 @@ impl RawStore for LocalRawStore {
         }
     }
 
-    async fn query_device_range(&self, device: &str, from: DateTime<Utc>, to: DateTime<Utc>, page_size: u32, continuation: Option<String>) -> Result<Page, StoreError> {
+    async fn query_device_range(
+        &self,
+        device: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        continuation: Option<String>,
+    ) -> Result<Page, StoreError> {
         let (after_ms, after_id) = match continuation.as_deref() {
             None => (i64::MIN, String::new()),
             Some(c) => {
-                let (ms, id) = c.split_once(':').ok_or_else(|| StoreError::Permanent(format!("bad continuation '{c}'")))?;
-                (ms.parse().map_err(|_| StoreError::Permanent(format!("bad continuation '{c}'")))?, id.to_owned())
+                let (ms, id) = c
+                    .split_once(':')
+                    .ok_or_else(|| StoreError::Permanent(format!("bad continuation '{c}'")))?;
+                (
+                    ms.parse()
+                        .map_err(|_| StoreError::Permanent(format!("bad continuation '{c}'")))?,
+                    id.to_owned(),
+                )
             }
         };
         let limit = i64::from(page_size.max(1));
@@ -114,14 +138,24 @@ impl RawStore for LocalRawStore {
         let mut items = Vec::with_capacity(rows.len());
         let mut last = None;
         for (ms, id, doc) in rows.into_iter().take(limit as usize) {
-            items.push(serde_json::from_str::<Reading>(&doc).map_err(|e| StoreError::Permanent(format!("stored document is not a Reading: {e}")))?);
+            items.push(
+                serde_json::from_str::<Reading>(&doc)
+                    .map_err(|e| StoreError::Permanent(format!("stored document is not a Reading: {e}")))?,
+            );
             last = Some(format!("{ms}:{id}"));
         }
-        Ok(Page { items, continuation: if more { last } else { None } })
+        Ok(Page {
+            items,
+            continuation: if more { last } else { None },
+        })
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     fn backend(&self) -> &'static str {

@@ -9,7 +9,9 @@ use crate::records::{Aggregate, Alert, AlertState};
 
 /// A fixed "now" (whole minute), so no check depends on the clock.
 pub fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -55,12 +57,21 @@ pub fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
 
 /// Everything a reader can see, for before/after comparisons.
 async fn view(s: &dyn ResultStore) -> String {
-    let devices = s.device_listing(100, now() - Duration::minutes(5)).await.expect("device_listing");
+    let devices = s
+        .device_listing(100, now() - Duration::minutes(5))
+        .await
+        .expect("device_listing");
     let alerts = s.alert_list(AlertFilter::All, None, 100).await.expect("alert_list");
     let mut series = Vec::new();
     for d in &devices {
         for m in ["temp", "speed"] {
-            series.push(format!("{:?}", s.series(&d.device_id, m, 10, t(-600), now(), 1).await.expect("series").points));
+            series.push(format!(
+                "{:?}",
+                s.series(&d.device_id, m, 10, t(-600), now(), 1)
+                    .await
+                    .expect("series")
+                    .points
+            ));
         }
     }
     format!("{devices:?}\n{alerts:?}\n{series:?}")
@@ -70,29 +81,59 @@ async fn view(s: &dyn ResultStore) -> String {
 pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     let aggs: Vec<Aggregate> = ["truck-1", "truck-2"]
         .iter()
-        .flat_map(|d| ["temp", "speed"].iter().flat_map(move |m| (0..3).map(move |w| agg(d, m, w * 10, 20.0 + w as f64))))
+        .flat_map(|d| {
+            ["temp", "speed"]
+                .iter()
+                .flat_map(move |m| (0..3).map(move |w| agg(d, m, w * 10, 20.0 + w as f64)))
+        })
         .collect();
-    let alerts = vec![alert("a-1", "truck-1", AlertState::Opened, 5), alert("a-1", "truck-1", AlertState::Updated, 25)];
+    let alerts = vec![
+        alert("a-1", "truck-1", AlertState::Opened, 5),
+        alert("a-1", "truck-1", AlertState::Updated, 25),
+    ];
     s.write_batch(&aggs, &alerts).await.expect("write");
     let first = view(s).await;
 
     let series = s.series("truck-1", "temp", 10, t(0), t(30), 1).await.expect("series");
     assert_eq!(series.points.len(), 3, "one point per window in [from, to)");
-    assert_eq!(series.points.iter().map(|p| p.mean).collect::<Vec<_>>(), vec![20.0, 21.0, 22.0], "oldest first");
-    assert_eq!(series.points[0].window_start, t(0), "times round-trip to the millisecond");
+    assert_eq!(
+        series.points.iter().map(|p| p.mean).collect::<Vec<_>>(),
+        vec![20.0, 21.0, 22.0],
+        "oldest first"
+    );
+    assert_eq!(
+        series.points[0].window_start,
+        t(0),
+        "times round-trip to the millisecond"
+    );
     assert_eq!(series.available_windows, vec![10]);
     assert_eq!(series.alerts.len(), 1, "the alert overlaps the range");
     assert_eq!(series.alerts[0].updated_at, t(25), "the newest record of a batch wins");
-    assert!(s.series("truck-1", "temp", 10, t(10), t(20), 1).await.expect("series").points.len() == 1, "'to' is exclusive");
+    assert!(
+        s.series("truck-1", "temp", 10, t(10), t(20), 1)
+            .await
+            .expect("series")
+            .points
+            .len()
+            == 1,
+        "'to' is exclusive"
+    );
 
     let devices = s.devices(&["truck-1".into(), "nobody".into()]).await.expect("devices");
     assert_eq!(devices.len(), 1);
     assert_eq!((devices[0].first_seen, devices[0].last_seen), (t(0), t(30)));
-    assert_eq!(devices[0].last_values["temp"]["value"], 22.0, "latest window's mean: {:?}", devices[0].last_values);
+    assert_eq!(
+        devices[0].last_values["temp"]["value"], 22.0,
+        "latest window's mean: {:?}",
+        devices[0].last_values
+    );
     assert_eq!(devices[0].last_values["speed"]["windowSeconds"], 10);
 
     let summary = s.fleet_summary(t(0)).await.expect("summary");
-    assert_eq!((summary.devices, summary.devices_online, summary.alerts_open), (2, 2, 1));
+    assert_eq!(
+        (summary.devices, summary.devices_online, summary.alerts_open),
+        (2, 2, 1)
+    );
     let offline = s.fleet_summary(t(30)).await.expect("summary");
     assert_eq!(offline.devices_online, 0, "no window ended after 'online since'");
 
@@ -105,7 +146,11 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     // 2 devices x 2 metrics x 3 windows of 5 readings end within the minute before t(30).
     let rate = s.values_per_second(t(30)).await.expect("rate");
     assert!((rate - 60.0 / 60.0).abs() < 1e-9, "values per second: {rate}");
-    assert_eq!(s.values_per_second(t(200)).await.expect("rate"), 0.0, "nothing ended in the minute before");
+    assert_eq!(
+        s.values_per_second(t(200)).await.expect("rate"),
+        0.0,
+        "nothing ended in the minute before"
+    );
 
     s.write_batch(&aggs, &alerts).await.expect("replay");
     assert_eq!(view(s).await, first, "a replayed batch changes nothing");
@@ -113,45 +158,119 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
 
 /// Alerts only move forward in event time and keep an operator's acknowledgement.
 pub async fn alerts_move_forward_and_keep_acknowledgement(s: &dyn ResultStore) {
-    s.write_batch(&[], &[alert("a-2", "d", AlertState::Opened, 5)]).await.expect("open");
-    assert_eq!(s.transition("missing", Transition::Acknowledge, "op", now()).await.expect("ack"), TransitionOutcome::NotFound);
-    let acked = match s.transition("a-2", Transition::Acknowledge, "op", now()).await.expect("ack") {
+    s.write_batch(&[], &[alert("a-2", "d", AlertState::Opened, 5)])
+        .await
+        .expect("open");
+    assert_eq!(
+        s.transition("missing", Transition::Acknowledge, "op", now())
+            .await
+            .expect("ack"),
+        TransitionOutcome::NotFound
+    );
+    let acked = match s
+        .transition("a-2", Transition::Acknowledge, "op", now())
+        .await
+        .expect("ack")
+    {
         TransitionOutcome::Done(a) => a,
         other => panic!("acknowledging an open alert: {other:?}"),
     };
-    assert_eq!((acked.state.as_str(), acked.acknowledged_by.as_deref(), acked.acknowledged_at), ("acknowledged", Some("op"), Some(now())));
-    assert_eq!(s.transition("a-2", Transition::Acknowledge, "op", now()).await.expect("ack"), TransitionOutcome::Conflict("acknowledged".into()));
+    assert_eq!(
+        (
+            acked.state.as_str(),
+            acked.acknowledged_by.as_deref(),
+            acked.acknowledged_at
+        ),
+        ("acknowledged", Some("op"), Some(now()))
+    );
+    assert_eq!(
+        s.transition("a-2", Transition::Acknowledge, "op", now())
+            .await
+            .expect("ack"),
+        TransitionOutcome::Conflict("acknowledged".into())
+    );
 
-    s.write_batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)]).await.expect("update");
+    s.write_batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)])
+        .await
+        .expect("update");
     let a = &s.alerts(&["a-2".into()]).await.expect("alerts")[0];
-    assert_eq!((a.state.as_str(), a.acknowledged_by.as_deref(), a.value), ("acknowledged", Some("op"), 110.0), "an update keeps the acknowledgement");
-    assert_eq!(s.alert_list(AlertFilter::Acknowledged, None, 10).await.expect("list").len(), 1);
+    assert_eq!(
+        (a.state.as_str(), a.acknowledged_by.as_deref(), a.value),
+        ("acknowledged", Some("op"), 110.0),
+        "an update keeps the acknowledgement"
+    );
+    assert_eq!(
+        s.alert_list(AlertFilter::Acknowledged, None, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
     assert_eq!(s.alert_list(AlertFilter::Open, None, 10).await.expect("list").len(), 0);
 
-    s.write_batch(&[], &[alert("a-2", "d", AlertState::Resolved, 30)]).await.expect("resolve");
-    s.write_batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)]).await.expect("replay of an older record");
+    s.write_batch(&[], &[alert("a-2", "d", AlertState::Resolved, 30)])
+        .await
+        .expect("resolve");
+    s.write_batch(&[], &[alert("a-2", "d", AlertState::Updated, 15)])
+        .await
+        .expect("replay of an older record");
     let a = &s.alerts(&["a-2".into()]).await.expect("alerts")[0];
-    assert_eq!((a.state.as_str(), a.resolved_at), ("resolved", Some(t(30))), "an older record does not reopen it");
-    assert_eq!(s.transition("a-2", Transition::Resolve, "op", now()).await.expect("resolve"), TransitionOutcome::Conflict("resolved".into()));
+    assert_eq!(
+        (a.state.as_str(), a.resolved_at),
+        ("resolved", Some(t(30))),
+        "an older record does not reopen it"
+    );
+    assert_eq!(
+        s.transition("a-2", Transition::Resolve, "op", now())
+            .await
+            .expect("resolve"),
+        TransitionOutcome::Conflict("resolved".into())
+    );
 
     // An operator may resolve an open alert directly.
-    s.write_batch(&[], &[alert("a-3", "e", AlertState::Opened, 5)]).await.expect("open");
-    match s.transition("a-3", Transition::Resolve, "op", now()).await.expect("resolve") {
+    s.write_batch(&[], &[alert("a-3", "e", AlertState::Opened, 5)])
+        .await
+        .expect("open");
+    match s
+        .transition("a-3", Transition::Resolve, "op", now())
+        .await
+        .expect("resolve")
+    {
         TransitionOutcome::Done(a) => assert_eq!((a.state.as_str(), a.resolved_at), ("resolved", Some(now()))),
         other => panic!("resolving an open alert: {other:?}"),
     }
-    assert_eq!(s.alert_list(AlertFilter::Unresolved, None, 10).await.expect("list").len(), 0);
-    assert_eq!(s.alert_list(AlertFilter::All, Some("e"), 10).await.expect("list").len(), 1, "filter by device");
+    assert_eq!(
+        s.alert_list(AlertFilter::Unresolved, None, 10)
+            .await
+            .expect("list")
+            .len(),
+        0
+    );
+    assert_eq!(
+        s.alert_list(AlertFilter::All, Some("e"), 10).await.expect("list").len(),
+        1,
+        "filter by device"
+    );
     assert_eq!(s.recent_alerts(1).await.expect("recent").len(), 1, "limit applies");
 }
 
 /// Per metric, newer data wins and older data only fills metrics not seen yet.
 pub async fn device_values_merge_by_recency(s: &dyn ResultStore) {
     s.write_batch(&[agg("d", "temp", 100, 5.0)], &[]).await.expect("newer");
-    s.write_batch(&[agg("d", "temp", 0, 1.0), agg("d", "rpm", 0, 900.0)], &[]).await.expect("older");
+    s.write_batch(&[agg("d", "temp", 0, 1.0), agg("d", "rpm", 0, 900.0)], &[])
+        .await
+        .expect("older");
     let d = &s.devices(&["d".into()]).await.expect("devices")[0];
-    assert_eq!(d.last_values["temp"]["value"], 5.0, "older data does not overwrite: {:?}", d.last_values);
-    assert_eq!(d.last_values["rpm"]["value"], 900.0, "older data fills a new metric: {:?}", d.last_values);
+    assert_eq!(
+        d.last_values["temp"]["value"], 5.0,
+        "older data does not overwrite: {:?}",
+        d.last_values
+    );
+    assert_eq!(
+        d.last_values["rpm"]["value"], 900.0,
+        "older data fills a new metric: {:?}",
+        d.last_values
+    );
     assert_eq!((d.first_seen, d.last_seen), (t(0), t(110)));
     let recent = s.recent_devices(t(105), 10).await.expect("recent");
     assert_eq!(recent.len(), 1);
@@ -162,25 +281,45 @@ pub async fn device_values_merge_by_recency(s: &dyn ResultStore) {
 pub async fn bad_rows_are_rejected_and_the_batch_is_atomic(s: &dyn ResultStore) {
     let mut bad = agg("d", "temp", 10, 1.0);
     bad.anomaly_score = 2.0;
-    match s.write_batch(&[agg("d", "temp", 0, 1.0), bad], &[alert("x", "d", AlertState::Opened, 1)]).await {
+    match s
+        .write_batch(
+            &[agg("d", "temp", 0, 1.0), bad],
+            &[alert("x", "d", AlertState::Opened, 1)],
+        )
+        .await
+    {
         Err(StoreError::Rejected(_)) => {}
         other => panic!("a score above 1 must be rejected, got {other:?}"),
     }
-    assert!(s.devices(&["d".into()]).await.expect("devices").is_empty(), "nothing of a refused batch is written");
+    assert!(
+        s.devices(&["d".into()]).await.expect("devices").is_empty(),
+        "nothing of a refused batch is written"
+    );
     assert!(s.alerts(&["x".into()]).await.expect("alerts").is_empty());
 }
 
 /// Retention deletes by window start.
 pub async fn retention_deletes_old_windows(s: &dyn ResultStore) {
-    s.write_batch(&(0..5).map(|i| agg("d", "temp", i * 10, 1.0)).collect::<Vec<_>>(), &[]).await.expect("write");
+    s.write_batch(&(0..5).map(|i| agg("d", "temp", i * 10, 1.0)).collect::<Vec<_>>(), &[])
+        .await
+        .expect("write");
     assert_eq!(s.delete_aggregates_before(t(20)).await.expect("delete"), 2);
-    assert_eq!(s.series("d", "temp", 10, t(-600), now(), 1).await.expect("series").points.len(), 3);
+    assert_eq!(
+        s.series("d", "temp", 10, t(-600), now(), 1)
+            .await
+            .expect("series")
+            .points
+            .len(),
+        3
+    );
     s.ping().await.expect("ping");
 }
 
 /// Many rows in one batch (more than one statement's worth on SQLite).
 pub async fn large_batches_are_written(s: &dyn ResultStore) {
-    let aggs: Vec<Aggregate> = (0..2500).map(|i| agg(&format!("dev-{}", i % 50), "temp", (i / 50) * 10 - 500, i as f64)).collect();
+    let aggs: Vec<Aggregate> = (0..2500)
+        .map(|i| agg(&format!("dev-{}", i % 50), "temp", (i / 50) * 10 - 500, i as f64))
+        .collect();
     s.write_batch(&aggs, &[]).await.expect("write");
     let listing = s.device_listing(1000, now()).await.expect("listing");
     assert_eq!(listing.len(), 50);
@@ -213,35 +352,72 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
     minute.window_end = t(60);
     s.write_batch(&windows, &[]).await.expect("write");
     s.write_batch(&[minute], &[]).await.expect("write");
-    let stored: Vec<_> = s.series("dev-m", "temp", 10, t(0), t(1200), 1).await.expect("series").points;
+    let stored: Vec<_> = s
+        .series("dev-m", "temp", 10, t(0), t(1200), 1)
+        .await
+        .expect("series")
+        .points;
     assert_eq!(stored.len(), 120);
     for per_point in [6u32, 7, 200] {
-        let got = s.series("dev-m", "temp", 10, t(0), t(1200), per_point).await.expect("merged series");
+        let got = s
+            .series("dev-m", "temp", 10, t(0), t(1200), per_point)
+            .await
+            .expect("merged series");
         assert_eq!(got.available_windows, vec![10, 60], "sizes on offer");
         let slot = |p: &super::SeriesPoint| p.window_start.timestamp() / (10 * i64::from(per_point));
         let mut expected = Vec::new();
         let mut i = 0;
         while i < stored.len() {
-            let j = stored[i..].iter().position(|p| slot(p) != slot(&stored[i])).map_or(stored.len(), |k| i + k);
+            let j = stored[i..]
+                .iter()
+                .position(|p| slot(p) != slot(&stored[i]))
+                .map_or(stored.len(), |k| i + k);
             expected.push(super::merge_points(&stored[i..j]).expect("non-empty"));
             i = j;
         }
-        assert_eq!(got.points.len(), expected.len(), "one point per epoch-aligned slot of {per_point} windows");
-        assert_eq!(got.points.iter().map(|p| p.count).sum::<i64>(), stored.iter().map(|p| p.count).sum::<i64>(), "no reading lost or doubled");
+        assert_eq!(
+            got.points.len(),
+            expected.len(),
+            "one point per epoch-aligned slot of {per_point} windows"
+        );
+        assert_eq!(
+            got.points.iter().map(|p| p.count).sum::<i64>(),
+            stored.iter().map(|p| p.count).sum::<i64>(),
+            "no reading lost or doubled"
+        );
         for (g, e) in got.points.iter().zip(&expected) {
-            let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{what}: {a} vs {b} (per_point {per_point}, slot at {})", e.window_start);
+            let close = |a: f64, b: f64, what: &str| {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{what}: {a} vs {b} (per_point {per_point}, slot at {})",
+                    e.window_start
+                )
+            };
             assert_eq!((g.window_start, g.count), (e.window_start, e.count));
             assert_eq!((g.min, g.max), (e.min, e.max), "extremes are exact");
             close(g.mean, e.mean, "mean");
             close(g.stddev, e.stddev, "pooled deviation");
             close(g.p50, e.p50, "p50");
             assert_eq!((g.p95, g.p99), (e.p95, e.p99));
-            assert_eq!((g.anomaly_score, g.model.as_str()), (e.anomaly_score, e.model.as_str()), "the top window's score and model");
+            assert_eq!(
+                (g.anomaly_score, g.model.as_str()),
+                (e.anomaly_score, e.model.as_str()),
+                "the top window's score and model"
+            );
         }
     }
     assert!(stored.iter().any(|p| p.stddev > 0.0));
     let merged = s.series("dev-m", "temp", 10, t(0), t(1200), 6).await.expect("series");
-    assert!(merged.points.iter().any(|p| p.stddev > 1.0), "between-window spread is in the pooled deviation");
-    let empty = s.series("dev-m", "temp", 10, t(5000), t(6000), 6).await.expect("series");
-    assert!(empty.points.is_empty() && empty.available_windows.is_empty(), "nothing stored since 'from'");
+    assert!(
+        merged.points.iter().any(|p| p.stddev > 1.0),
+        "between-window spread is in the pooled deviation"
+    );
+    let empty = s
+        .series("dev-m", "temp", 10, t(5000), t(6000), 6)
+        .await
+        .expect("series");
+    assert!(
+        empty.points.is_empty() && empty.available_windows.is_empty(),
+        "nothing stored since 'from'"
+    );
 }

@@ -182,8 +182,14 @@ pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
     let n: i64 = windows.iter().map(|p| p.count).sum();
     let w = |p: &SeriesPoint| p.count as f64 / n.max(1) as f64;
     let mean: f64 = windows.iter().map(|p| w(p) * p.mean).sum();
-    let var: f64 = windows.iter().map(|p| w(p) * (p.stddev * p.stddev + (p.mean - mean).powi(2))).sum();
-    let top = windows.iter().fold(first, |top, p| if p.anomaly_score > top.anomaly_score { p } else { top });
+    let var: f64 = windows
+        .iter()
+        .map(|p| w(p) * (p.stddev * p.stddev + (p.mean - mean).powi(2)))
+        .sum();
+    let top = windows.iter().fold(
+        first,
+        |top, p| if p.anomaly_score > top.anomaly_score { p } else { top },
+    );
     Some(SeriesPoint {
         window_start: first.window_start,
         count: n,
@@ -257,7 +263,11 @@ impl std::str::FromStr for AlertFilter {
             "acknowledged" => Self::Acknowledged,
             "resolved" => Self::Resolved,
             "all" => Self::All,
-            other => return Err(format!("'{other}' is not one of unresolved, open, acknowledged, resolved, all")),
+            other => {
+                return Err(format!(
+                    "'{other}' is not one of unresolved, open, acknowledged, resolved, all"
+                ));
+            }
         })
     }
 }
@@ -316,7 +326,12 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError>;
 
     /// Alerts in `filter`'s states (and of `device` when given), newest first.
-    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError>;
+    async fn alert_list(
+        &self,
+        filter: AlertFilter,
+        device: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
 
     /// Fleet-wide counts.
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError>;
@@ -332,10 +347,24 @@ pub trait ResultStore: Send + Sync + 'static {
     /// a refreshing chart keeps its buckets) into one point, with exactly the
     /// semantics of [`merge_points`]: the merge happens in the database, so a
     /// long range costs one row per point, not one per window.
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError>;
+    async fn series(
+        &self,
+        device: &str,
+        metric: &str,
+        window_seconds: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        per_point: u32,
+    ) -> Result<Series, StoreError>;
 
     /// Apply an operator's action, recording `who` and `now`.
-    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError>;
+    async fn transition(
+        &self,
+        id: &str,
+        action: Transition,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError>;
 }
 
 /// Open the store a URL names: `postgres://…` (lazily connecting, so the
@@ -347,7 +376,9 @@ pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn 
         Ok(std::sync::Arc::new(PgStore::connect_lazy(url, max_connections)?))
     } else {
         let scheme = url.split(':').next().unwrap_or("");
-        Err(StoreError::Unavailable(format!("unsupported database URL scheme '{scheme}' (want postgres:// or sqlite://)")))
+        Err(StoreError::Unavailable(format!(
+            "unsupported database URL scheme '{scheme}' (want postgres:// or sqlite://)"
+        )))
     }
 }
 
@@ -355,7 +386,15 @@ pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn 
 pub(crate) fn dedup_aggregates(aggs: &[Aggregate]) -> Vec<&Aggregate> {
     let mut m: BTreeMap<(&str, &str, u32, i64), &Aggregate> = BTreeMap::new();
     for a in aggs {
-        m.insert((&a.device_id, &a.metric, a.window_seconds, a.window_start.timestamp_millis()), a);
+        m.insert(
+            (
+                &a.device_id,
+                &a.metric,
+                a.window_seconds,
+                a.window_start.timestamp_millis(),
+            ),
+            a,
+        );
     }
     m.into_values().collect()
 }
@@ -387,7 +426,9 @@ pub(crate) fn state_str(s: AlertState) -> &'static str {
 pub(crate) fn device_updates<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, DateTime<Utc>, DateTime<Utc>, Value)> {
     let mut devices: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, BTreeMap<&str, &Aggregate>)> = BTreeMap::new();
     for a in aggs {
-        let e = devices.entry(&a.device_id).or_insert((a.window_start, a.window_end, BTreeMap::new()));
+        let e = devices
+            .entry(&a.device_id)
+            .or_insert((a.window_start, a.window_end, BTreeMap::new()));
         e.0 = e.0.min(a.window_start);
         e.1 = e.1.max(a.window_end);
         let newest = e.2.entry(&a.metric).or_insert(a);

@@ -7,8 +7,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::{
-    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome,
-    dedup_aggregates, dedup_alerts, device_updates, state_str,
+    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
+    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 
@@ -47,7 +47,12 @@ impl PgStore {
 type DeviceRow = (String, DateTime<Utc>, DateTime<Utc>, Value);
 
 fn device_state((device_id, first_seen, last_seen, last_values): DeviceRow) -> DeviceState {
-    DeviceState { device_id, first_seen, last_seen, last_values }
+    DeviceState {
+        device_id,
+        first_seen,
+        last_seen,
+        last_values,
+    }
 }
 
 #[async_trait]
@@ -167,7 +172,12 @@ impl ResultStore for PgStore {
     }
 
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
-        let rows: Vec<DeviceRow> = sqlx::query_as("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id = ANY($1)").bind(ids).fetch_all(&self.pool).await?;
+        let rows: Vec<DeviceRow> = sqlx::query_as(
+            "SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(device_state).collect())
     }
 
@@ -191,19 +201,43 @@ impl ResultStore for PgStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(device_id, first_seen, last_seen, last_values, open_alerts)| DeviceListing { online: last_seen > online_since, device_id, first_seen, last_seen, last_values, open_alerts })
+            .map(
+                |(device_id, first_seen, last_seen, last_values, open_alerts)| DeviceListing {
+                    online: last_seen > online_since,
+                    device_id,
+                    first_seen,
+                    last_seen,
+                    last_values,
+                    open_alerts,
+                },
+            )
             .collect())
     }
 
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ANY($1) ORDER BY id")).bind(ids).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ANY($1) ORDER BY id"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT $1")).bind(limit).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
-    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+    async fn alert_list(
+        &self,
+        filter: AlertFilter,
+        device: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         Ok(sqlx::query_as(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE state = ANY($1) AND ($2::text IS NULL OR device_id = $2) ORDER BY updated_at DESC, id LIMIT $3"))
             .bind(filter.states().iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .bind(device)
@@ -214,9 +248,18 @@ impl ResultStore for PgStore {
 
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
         let (devices, devices_online): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE last_seen > $1) FROM devices").bind(online_since).fetch_one(&self.pool).await?;
-        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
-        Ok(FleetSummary { devices, devices_online, alerts_open })
+            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE last_seen > $1) FROM devices")
+                .bind(online_since)
+                .fetch_one(&self.pool)
+                .await?;
+        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(FleetSummary {
+            devices,
+            devices_online,
+            alerts_open,
+        })
     }
 
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
@@ -233,7 +276,15 @@ impl ResultStore for PgStore {
         Ok(rate)
     }
 
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
+    async fn series(
+        &self,
+        device: &str,
+        metric: &str,
+        window_seconds: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        per_point: u32,
+    ) -> Result<Series, StoreError> {
         let points: Vec<SeriesPoint> = if per_point <= 1 {
             sqlx::query_as(
                 "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
@@ -308,10 +359,20 @@ impl ResultStore for PgStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Series { points, available_windows: windows.into_iter().map(|w| w.0 as u32).collect(), alerts })
+        Ok(Series {
+            points,
+            available_windows: windows.into_iter().map(|w| w.0 as u32).collect(),
+            alerts,
+        })
     }
 
-    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError> {
+    async fn transition(
+        &self,
+        id: &str,
+        action: Transition,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
         let sql = match action {
             Transition::Acknowledge => format!(
                 "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $3, acknowledged_by = $2 WHERE id = $1 AND state = 'open' RETURNING {ALERT_COLUMNS}"
@@ -320,11 +381,19 @@ impl ResultStore for PgStore {
                 "UPDATE alerts SET state = 'resolved', resolved_at = $3, acknowledged_by = coalesce(acknowledged_by, $2) WHERE id = $1 AND state <> 'resolved' RETURNING {ALERT_COLUMNS}"
             ),
         };
-        let updated: Option<StoredAlert> = sqlx::query_as(&sql).bind(id).bind(who).bind(now).fetch_optional(&self.pool).await?;
+        let updated: Option<StoredAlert> = sqlx::query_as(&sql)
+            .bind(id)
+            .bind(who)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         if let Some(a) = updated {
             return Ok(TransitionOutcome::Done(a));
         }
-        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match state {
             None => TransitionOutcome::NotFound,
             Some((s,)) => TransitionOutcome::Conflict(s),

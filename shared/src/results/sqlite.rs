@@ -11,12 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome,
-    dedup_aggregates, dedup_alerts, device_updates, state_str,
+    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
+    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 
@@ -169,9 +171,13 @@ impl ResultStore for SqliteStore {
         }
         let updates = device_updates(&aggs);
         for chunk in updates.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO devices (device_id, first_seen, last_seen, last_values) ");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO devices (device_id, first_seen, last_seen, last_values) ");
             q.push_values(chunk, |mut b, (id, first, last, values)| {
-                b.push_bind(*id).push_bind(ms(*first)).push_bind(ms(*last)).push_bind(values.to_string());
+                b.push_bind(*id)
+                    .push_bind(ms(*first))
+                    .push_bind(ms(*last))
+                    .push_bind(values.to_string());
             });
             // json_patch merges per metric like PostgreSQL's `||` (each metric's summary is replaced whole).
             q.push(
@@ -185,8 +191,9 @@ impl ResultStore for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in alerts.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at) ");
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at) ",
+            );
             q.push_values(chunk, |mut b, a| {
                 b.push_bind(&a.id)
                     .push_bind(&a.device_id)
@@ -216,11 +223,21 @@ impl ResultStore for SqliteStore {
     }
 
     async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM aggregates WHERE window_start < ?").bind(ms(cutoff)).execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query("DELETE FROM aggregates WHERE window_start < ?")
+            .bind(ms(cutoff))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
-        let rows = self.fetch_in("SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id IN", "", ids).await?;
+        let rows = self
+            .fetch_in(
+                "SELECT device_id, first_seen, last_seen, last_values FROM devices WHERE device_id IN",
+                "",
+                ids,
+            )
+            .await?;
         Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
     }
 
@@ -258,14 +275,33 @@ impl ResultStore for SqliteStore {
     }
 
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
-        alerts_from_rows(self.fetch_in(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN"), "ORDER BY id", ids).await?)
+        alerts_from_rows(
+            self.fetch_in(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id IN"),
+                "ORDER BY id",
+                ids,
+            )
+            .await?,
+        )
     }
 
     async fn recent_alerts(&self, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
-        alerts_from_rows(sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT ?")).bind(limit).fetch_all(&self.pool).await?)
+        alerts_from_rows(
+            sqlx::query(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts ORDER BY updated_at DESC, id LIMIT ?"
+            ))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        )
     }
 
-    async fn alert_list(&self, filter: AlertFilter, device: Option<&str>, limit: i64) -> Result<Vec<StoredAlert>, StoreError> {
+    async fn alert_list(
+        &self,
+        filter: AlertFilter,
+        device: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let states = filter.states();
         let sql = format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE state IN ({}) AND (? IS NULL OR device_id = ?) ORDER BY updated_at DESC, id LIMIT ?",
@@ -280,9 +316,18 @@ impl ResultStore for SqliteStore {
 
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
         let (devices, devices_online): (i64, i64) =
-            sqlx::query_as("SELECT count(*), coalesce(sum(last_seen > ?), 0) FROM devices").bind(ms(online_since)).fetch_one(&self.pool).await?;
-        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
-        Ok(FleetSummary { devices, devices_online, alerts_open })
+            sqlx::query_as("SELECT count(*), coalesce(sum(last_seen > ?), 0) FROM devices")
+                .bind(ms(online_since))
+                .fetch_one(&self.pool)
+                .await?;
+        let (alerts_open,): (i64,) = sqlx::query_as("SELECT count(*) FROM alerts WHERE state <> 'resolved'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(FleetSummary {
+            devices,
+            devices_online,
+            alerts_open,
+        })
     }
 
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
@@ -300,7 +345,15 @@ impl ResultStore for SqliteStore {
         Ok(rate)
     }
 
-    async fn series(&self, device: &str, metric: &str, window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, per_point: u32) -> Result<Series, StoreError> {
+    async fn series(
+        &self,
+        device: &str,
+        metric: &str,
+        window_seconds: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        per_point: u32,
+    ) -> Result<Series, StoreError> {
         let merged = per_point > 1;
         let rows = if !merged {
             sqlx::query(
@@ -356,7 +409,9 @@ impl ResultStore for SqliteStore {
                 mean: r.try_get("mean")?,
                 stddev: if merged {
                     let (mean, reference): (f64, f64) = (r.try_get("mean")?, r.try_get("r")?);
-                    (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2)).max(0.0).sqrt()
+                    (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2))
+                        .max(0.0)
+                        .sqrt()
                 } else {
                     r.try_get("stddev")?
                 },
@@ -396,22 +451,43 @@ impl ResultStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?,
         )?;
-        Ok(Series { points, available_windows: windows.into_iter().map(|w| w.0 as u32).collect(), alerts })
+        Ok(Series {
+            points,
+            available_windows: windows.into_iter().map(|w| w.0 as u32).collect(),
+            alerts,
+        })
     }
 
-    async fn transition(&self, id: &str, action: Transition, who: &str, now: DateTime<Utc>) -> Result<TransitionOutcome, StoreError> {
+    async fn transition(
+        &self,
+        id: &str,
+        action: Transition,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
         let sql = match action {
             Transition::Acknowledge => {
-                format!("UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?3, acknowledged_by = ?2 WHERE id = ?1 AND state = 'open' RETURNING {ALERT_COLUMNS}")
+                format!(
+                    "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?3, acknowledged_by = ?2 WHERE id = ?1 AND state = 'open' RETURNING {ALERT_COLUMNS}"
+                )
             }
             Transition::Resolve => format!(
                 "UPDATE alerts SET state = 'resolved', resolved_at = ?3, acknowledged_by = coalesce(acknowledged_by, ?2) WHERE id = ?1 AND state <> 'resolved' RETURNING {ALERT_COLUMNS}"
             ),
         };
-        if let Some(r) = sqlx::query(&sql).bind(id).bind(who).bind(ms(now)).fetch_optional(&self.pool).await? {
+        if let Some(r) = sqlx::query(&sql)
+            .bind(id)
+            .bind(who)
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await?
+        {
             return Ok(TransitionOutcome::Done(alert_from_row(&r)?));
         }
-        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match state {
             None => TransitionOutcome::NotFound,
             Some((s,)) => TransitionOutcome::Conflict(s),

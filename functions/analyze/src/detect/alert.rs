@@ -91,7 +91,17 @@ impl AlertTracker {
     /// Feed one scored value (event-time order per series); returns the
     /// record to publish, if any.
     #[allow(clippy::too_many_arguments)]
-    pub fn observe(&mut self, cfg: &AlertConfig, device: &str, metric: &str, t: DateTime<Utc>, value: f64, score: f64, model: &str, reason: &str) -> Option<Alert> {
+    pub fn observe(
+        &mut self,
+        cfg: &AlertConfig,
+        device: &str,
+        metric: &str,
+        t: DateTime<Utc>,
+        value: f64,
+        score: f64,
+        model: &str,
+        reason: &str,
+    ) -> Option<Alert> {
         let make = |inc: &Incident, state: AlertState| Alert {
             id: inc.id.clone(),
             device_id: device.to_owned(),
@@ -108,7 +118,13 @@ impl AlertTracker {
             None => {
                 let cooled = self.resolved_at.is_none_or(|r| t - r >= cfg.cooldown);
                 if score >= cfg.open_at && cooled {
-                    let inc = Incident { id: alert_id(device, metric, model, t), model: model.to_owned(), opened_at: t, last_sent: t, calm_since: None };
+                    let inc = Incident {
+                        id: alert_id(device, metric, model, t),
+                        model: model.to_owned(),
+                        opened_at: t,
+                        last_sent: t,
+                        calm_since: None,
+                    };
                     let alert = make(&inc, AlertState::Opened);
                     self.open = Some(inc);
                     return Some(alert);
@@ -175,7 +191,11 @@ mod tests {
         let mut out = Vec::new();
         // High from 100 s to 300 s (every 10 s), calm until 620 s, high again after.
         for s in (0..=800).step_by(10) {
-            let score = if (100..=300).contains(&s) || s >= 620 { 0.95 } else { 0.1 };
+            let score = if (100..=300).contains(&s) || s >= 620 {
+                0.95
+            } else {
+                0.1
+            };
             if let Some(al) = a.observe(&cfg, "d", "temp", t(s), s as f64, score, "spike", "r") {
                 out.push(al);
             }

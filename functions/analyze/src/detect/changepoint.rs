@@ -27,7 +27,11 @@ pub struct ChangePointConfig {
 
 impl Default for ChangePointConfig {
     fn default() -> Self {
-        Self { recent: 36, reference: 432, z_half: 4.0 }
+        Self {
+            recent: 36,
+            reference: 432,
+            z_half: 4.0,
+        }
     }
 }
 
@@ -45,9 +49,17 @@ impl ChangePointDetector {
 
     /// A detector with empty history.
     pub fn new(config: ChangePointConfig) -> Self {
-        let config = ChangePointConfig { recent: config.recent.max(1), reference: config.reference.max(4), ..config };
+        let config = ChangePointConfig {
+            recent: config.recent.max(1),
+            reference: config.reference.max(4),
+            ..config
+        };
         let cap = config.recent + config.reference;
-        Self { config, values: VecDeque::with_capacity(cap), scratch: Vec::with_capacity(cap) }
+        Self {
+            config,
+            values: VecDeque::with_capacity(cap),
+            scratch: Vec::with_capacity(cap),
+        }
     }
 
     /// Add `x` (it becomes the newest value of the recent window) and score
@@ -68,13 +80,20 @@ impl ChangePointDetector {
             return None;
         }
         self.scratch.clear();
-        self.scratch.extend(self.values.iter().take(self.config.reference).copied());
-        let (lo, hi) = self.scratch.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        self.scratch
+            .extend(self.values.iter().take(self.config.reference).copied());
+        let (lo, hi) = self
+            .scratch
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let (ref_med, ref_mad) = median_mad(&mut self.scratch);
         self.scratch.clear();
-        self.scratch.extend(self.values.iter().skip(self.config.reference).copied());
+        self.scratch
+            .extend(self.values.iter().skip(self.config.reference).copied());
         let (recent_med, _) = median_mad(&mut self.scratch);
-        let scale = (1.4826 * ref_mad).max(0.01 * (hi - lo)).max(1e-6 * (1.0 + ref_med.abs()));
+        let scale = (1.4826 * ref_mad)
+            .max(0.01 * (hi - lo))
+            .max(1e-6 * (1.0 + ref_med.abs()));
         Some((recent_med - ref_med).abs() / scale)
     }
 }
@@ -87,7 +106,11 @@ mod tests {
     #[test]
     fn a_level_shift_scores_high_a_single_spike_does_not() {
         let mut rng = Rng::new(2);
-        let mut d = ChangePointDetector::new(ChangePointConfig { recent: 12, reference: 144, ..ChangePointConfig::default() });
+        let mut d = ChangePointDetector::new(ChangePointConfig {
+            recent: 12,
+            reference: 144,
+            ..ChangePointConfig::default()
+        });
         let mut before: f64 = 0.0;
         for _ in 0..400 {
             before = before.max(d.update(5.0 + rng.normal()));

@@ -99,7 +99,14 @@ pub struct Calibration {
 
 impl Default for Calibration {
     fn default() -> Self {
-        Self { enabled: true, quantile: 0.99, half: 1.0, min_samples: 100, alpha: 0.05, max_buckets: 128 }
+        Self {
+            enabled: true,
+            quantile: 0.99,
+            half: 1.0,
+            min_samples: 100,
+            alpha: 0.05,
+            max_buckets: 128,
+        }
     }
 }
 
@@ -111,12 +118,16 @@ struct Calibrator {
 
 impl Calibrator {
     fn new(c: &Calibration) -> Self {
-        Self { past: QuantileSketch::new(c.alpha, c.max_buckets) }
+        Self {
+            past: QuantileSketch::new(c.alpha, c.max_buckets),
+        }
     }
 
     /// Score `z` against the past strengths, then remember it.
     fn score(&mut self, c: &Calibration, z: Option<f64>, z_half: f64) -> f64 {
-        let Some(z) = z.filter(|z| z.is_finite()) else { return 0.0 };
+        let Some(z) = z.filter(|z| z.is_finite()) else {
+            return 0.0;
+        };
         if !c.enabled {
             return squash(z, z_half);
         }
@@ -192,7 +203,13 @@ impl SeriesModel {
                 let half = c.z_half;
                 (SeasonalDetector::new(c), Calibrator::new(&config.calibration), half)
             }),
-            rules: config.rules.iter().filter(|r| r.metric == metric).cloned().map(RuleState::new).collect(),
+            rules: config
+                .rules
+                .iter()
+                .filter(|r| r.metric == metric)
+                .cloned()
+                .map(RuleState::new)
+                .collect(),
             calibration: config.calibration.clone(),
             spike_cal: Calibrator::new(&config.calibration),
             changepoint_cal: Calibrator::new(&config.calibration),
@@ -206,8 +223,12 @@ impl SeriesModel {
     /// Score the value `x` taken at event time `t` (values of a series must
     /// come in event-time order for the rules' hold times to mean anything).
     pub fn update(&mut self, t: DateTime<Utc>, x: f64) -> Verdict {
-        let spike = self.spike_cal.score(&self.calibration, self.spike.strength(x), self.spike_half);
-        let cp = self.changepoint_cal.score(&self.calibration, self.changepoint.strength(x), self.changepoint_half);
+        let spike = self
+            .spike_cal
+            .score(&self.calibration, self.spike.strength(x), self.spike_half);
+        let cp = self
+            .changepoint_cal
+            .score(&self.calibration, self.changepoint.strength(x), self.changepoint_half);
         let seasonal = match &mut self.seasonal {
             Some((d, cal, half)) => cal.score(&self.calibration, d.strength(t, x), *half),
             None => 0.0,
@@ -221,11 +242,23 @@ impl SeriesModel {
         let (score, model, reason) = if let Some(rule) = fired {
             (1.0, Rule::NAME, format!("rule '{}' holds (value {x})", rule.text))
         } else if spike >= cp && spike >= seasonal {
-            (spike, SpikeDetector::NAME, format!("value {x} is far from the recent median (spike score {spike:.3})"))
+            (
+                spike,
+                SpikeDetector::NAME,
+                format!("value {x} is far from the recent median (spike score {spike:.3})"),
+            )
         } else if seasonal > cp {
-            (seasonal, SeasonalDetector::NAME, format!("value {x} is unusual for this time of day (seasonal score {seasonal:.3})"))
+            (
+                seasonal,
+                SeasonalDetector::NAME,
+                format!("value {x} is unusual for this time of day (seasonal score {seasonal:.3})"),
+            )
         } else {
-            (cp, ChangePointDetector::NAME, format!("level shift: the recent median moved (change-point score {cp:.3})"))
+            (
+                cp,
+                ChangePointDetector::NAME,
+                format!("level shift: the recent median moved (change-point score {cp:.3})"),
+            )
         };
         let best_recent = self.recent.iter().copied().fold(0.0, f64::max);
         // Damped by how strongly the recent past was already anomalous: an
@@ -237,7 +270,12 @@ impl SeriesModel {
             }
             self.recent.push_back(score);
         }
-        Verdict { score, model, detection, reason }
+        Verdict {
+            score,
+            model,
+            detection,
+            reason,
+        }
     }
 }
 
@@ -262,7 +300,10 @@ mod tests {
 
     #[test]
     fn combiner_picks_the_strongest_model_and_reports_an_incident_once() {
-        let cfg = DetectorConfig { rules: vec![Rule::parse("temp > 1000").expect("valid")], ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            rules: vec![Rule::parse("temp > 1000").expect("valid")],
+            ..DetectorConfig::default()
+        };
         let mut m = SeriesModel::new(&cfg, "temp");
         let mut rng = Rng::new(4);
         // Warm up past every model's history (the change point needs 468 values).
@@ -297,7 +338,9 @@ mod tests {
         let run = || {
             let mut m = SeriesModel::new(&DetectorConfig::default(), "x");
             let mut rng = Rng::new(8);
-            (0..2000).map(|i| m.update(t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 })).collect::<Vec<_>>()
+            (0..2000)
+                .map(|i| m.update(t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 }))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
     }

@@ -65,7 +65,10 @@ impl Rule {
 
     /// Parse `metric op number [for duration]`.
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
-        let err = |reason: &str| RuleError { rule: text.to_owned(), reason: reason.to_owned() };
+        let err = |reason: &str| RuleError {
+            rule: text.to_owned(),
+            reason: reason.to_owned(),
+        };
         let words: Vec<&str> = text.split_whitespace().collect();
         let (metric, op, threshold, rest) = match words.as_slice() {
             [m, op, v, rest @ ..] => (*m, *op, *v, rest),
@@ -78,13 +81,25 @@ impl Rule {
             "<=" => Op::Le,
             _ => return Err(err("operator must be one of > >= < <=")),
         };
-        let threshold: f64 = threshold.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| err("threshold is not a finite number"))?;
+        let threshold: f64 = threshold
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| err("threshold is not a finite number"))?;
         let hold = match rest {
             [] => Duration::zero(),
-            ["for", d] => parse_duration(d).ok_or_else(|| err("duration must be an integer with unit ms, s, m or h, e.g. 30s"))?,
+            ["for", d] => {
+                parse_duration(d).ok_or_else(|| err("duration must be an integer with unit ms, s, m or h, e.g. 30s"))?
+            }
             _ => return Err(err("only 'for <duration>' may follow the threshold")),
         };
-        Ok(Rule { metric: metric.to_owned(), op, threshold, hold, text: text.split_whitespace().collect::<Vec<_>>().join(" ") })
+        Ok(Rule {
+            metric: metric.to_owned(),
+            op,
+            threshold,
+            hold,
+            text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        })
     }
 
     /// Whether `x` meets the condition (ignoring the hold time).
@@ -141,11 +156,24 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let r = Rule::parse("temperature > 90 for 30s").expect("valid");
-        assert_eq!((r.metric.as_str(), r.op, r.threshold, r.hold), ("temperature", Op::Gt, 90.0, Duration::seconds(30)));
+        assert_eq!(
+            (r.metric.as_str(), r.op, r.threshold, r.hold),
+            ("temperature", Op::Gt, 90.0, Duration::seconds(30))
+        );
         assert_eq!(Rule::parse("rpm <= -1.5").expect("valid").hold, Duration::zero());
         assert_eq!(Rule::parse("x >= 1 for 5m").expect("valid").hold, Duration::minutes(5));
         assert_eq!(Rule::parse("x < 1 for 250ms").expect("valid").op, Op::Lt);
-        for bad in ["", "x > ", "x => 1", "x > abc", "x > 1 for", "x > 1 for 3 s", "x > 1 for 3d", "x > 1 during 3s", "x > NaN"] {
+        for bad in [
+            "",
+            "x > ",
+            "x => 1",
+            "x > abc",
+            "x > 1 for",
+            "x > 1 for 3 s",
+            "x > 1 for 3d",
+            "x > 1 during 3s",
+            "x > NaN",
+        ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?} must be rejected");
         }
     }

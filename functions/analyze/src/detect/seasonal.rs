@@ -33,7 +33,13 @@ pub struct SeasonalConfig {
 
 impl Default for SeasonalConfig {
     fn default() -> Self {
-        Self { period_seconds: 86_400, bins: 144, per_bin: 8, residuals: 288, z_half: 6.0 }
+        Self {
+            period_seconds: 86_400,
+            bins: 144,
+            per_bin: 8,
+            residuals: 288,
+            z_half: 6.0,
+        }
     }
 }
 
@@ -59,7 +65,12 @@ impl SeasonalDetector {
             residuals: config.residuals.max(8),
             ..config
         };
-        Self { slots: vec![VecDeque::new(); config.bins], residuals: VecDeque::with_capacity(config.residuals), scratch: Vec::new(), config }
+        Self {
+            slots: vec![VecDeque::new(); config.bins],
+            residuals: VecDeque::with_capacity(config.residuals),
+            scratch: Vec::new(),
+            config,
+        }
     }
 
     /// Score the value `x` at `t` in [0, 1] (standalone use).
@@ -83,7 +94,10 @@ impl SeasonalDetector {
             if self.residuals.len() >= self.config.residuals / 2 {
                 self.scratch.clear();
                 self.scratch.extend(self.residuals.iter().copied());
-                let (lo, hi) = self.scratch.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let (lo, hi) = self
+                    .scratch
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
                 let (med, mad) = median_mad(&mut self.scratch);
                 let scale = (1.4826 * mad).max(0.01 * (hi - lo)).max(1e-6 * (1.0 + x.abs()));
                 out = Some((r - med).abs() / scale);

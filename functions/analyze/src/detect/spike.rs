@@ -37,7 +37,12 @@ pub struct SpikeConfig {
 
 impl Default for SpikeConfig {
     fn default() -> Self {
-        Self { history: 512, min_history: 32, z_half: 6.0, mode: SpikeMode::Both }
+        Self {
+            history: 512,
+            min_history: 32,
+            z_half: 6.0,
+            mode: SpikeMode::Both,
+        }
     }
 }
 
@@ -56,7 +61,11 @@ impl SpikeDetector {
     /// A detector with empty history.
     pub fn new(config: SpikeConfig) -> Self {
         let history = config.history.max(2);
-        Self { config: SpikeConfig { history, ..config }, past: VecDeque::with_capacity(history), scratch: Vec::with_capacity(history) }
+        Self {
+            config: SpikeConfig { history, ..config },
+            past: VecDeque::with_capacity(history),
+            scratch: Vec::with_capacity(history),
+        }
     }
 
     /// Score `x` against the past, then remember it. Score in [0, 1]:
@@ -73,7 +82,10 @@ impl SpikeDetector {
             self.scratch.clear();
             self.scratch.extend(self.past.iter().copied());
             let (med, mad) = median_mad(&mut self.scratch);
-            let (lo, hi) = self.past.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = self
+                .past
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             // A floor on the scale keeps a flat history from turning any wobble
             // into an infinite z: 1% of the recent range, or 1e-6 of the level.
             let scale = (1.4826 * mad).max(0.01 * (hi - lo)).max(1e-6 * (1.0 + med.abs()));
@@ -113,7 +125,10 @@ mod tests {
         assert!(spike > 0.9, "spike {spike}");
         assert!(noise_max < 0.5, "noise {noise_max}");
         // A dip only counts in Both/Dips mode.
-        let mut only_spikes = SpikeDetector::new(SpikeConfig { mode: SpikeMode::Spikes, ..SpikeConfig::default() });
+        let mut only_spikes = SpikeDetector::new(SpikeConfig {
+            mode: SpikeMode::Spikes,
+            ..SpikeConfig::default()
+        });
         for _ in 0..100 {
             only_spikes.update(10.0 + rng.normal());
         }
@@ -122,7 +137,11 @@ mod tests {
 
     #[test]
     fn warm_up_and_bounded_history() {
-        let mut d = SpikeDetector::new(SpikeConfig { history: 50, min_history: 10, ..SpikeConfig::default() });
+        let mut d = SpikeDetector::new(SpikeConfig {
+            history: 50,
+            min_history: 10,
+            ..SpikeConfig::default()
+        });
         for i in 0..10 {
             assert_eq!(d.update(i as f64 * 1000.0), 0.0, "no score during warm-up");
         }

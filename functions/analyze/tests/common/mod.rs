@@ -53,7 +53,12 @@ pub fn truth(readings: &[Reading], before_ms: i64) -> HashMap<(String, String, i
         for size in SIZES {
             let start = t - t.rem_euclid(size * 1000);
             for (metric, &x) in &r.metrics {
-                let e = m.entry((r.device_id.clone(), metric.clone(), size, start)).or_insert((0u64, f64::INFINITY, f64::NEG_INFINITY, 0.0));
+                let e = m.entry((r.device_id.clone(), metric.clone(), size, start)).or_insert((
+                    0u64,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    0.0,
+                ));
                 e.0 += 1;
                 e.1 = e.1.min(x);
                 e.2 = e.2.max(x);
@@ -66,17 +71,30 @@ pub fn truth(readings: &[Reading], before_ms: i64) -> HashMap<(String, String, i
 
 /// Compare the last emitted aggregate per identity (what an upserting store
 /// keeps) with the truth.
-pub fn compare(emitted: &[Aggregate], truth: &HashMap<(String, String, i64, i64), (u64, f64, f64, f64)>) -> Result<(), String> {
+pub fn compare(
+    emitted: &[Aggregate],
+    truth: &HashMap<(String, String, i64, i64), (u64, f64, f64, f64)>,
+) -> Result<(), String> {
     let mut last: HashMap<(String, String, i64, i64), &Aggregate> = HashMap::new();
     for a in emitted {
-        last.insert((a.device_id.clone(), a.metric.clone(), i64::from(a.window_seconds), a.window_start.timestamp_millis()), a);
+        last.insert(
+            (
+                a.device_id.clone(),
+                a.metric.clone(),
+                i64::from(a.window_seconds),
+                a.window_start.timestamp_millis(),
+            ),
+            a,
+        );
     }
     let missing: Vec<_> = truth.keys().filter(|k| !last.contains_key(*k)).take(5).collect();
     if !missing.is_empty() {
         return Err(format!("windows never emitted (of {}): {missing:?}", truth.len()));
     }
     for (k, a) in &last {
-        let Some(&(count, min, max, sum)) = truth.get(k) else { continue };
+        let Some(&(count, min, max, sum)) = truth.get(k) else {
+            continue;
+        };
         if a.count != count {
             return Err(format!("{k:?}: counted {} readings, truth {count}", a.count));
         }

@@ -18,14 +18,25 @@ use super::cosmos::{CosmosSettings, CosmosStore};
 /// Upsert `docs` readings `runs` times at each concurrency in `concurrencies`
 /// against `endpoint` (key auth) and return a plain-text report with every
 /// run's documents/s and the median per concurrency.
-pub async fn run(endpoint: &str, key: &str, concurrencies: &[usize], docs: usize, runs: usize) -> anyhow::Result<String> {
+pub async fn run(
+    endpoint: &str,
+    key: &str,
+    concurrencies: &[usize],
+    docs: usize,
+    runs: usize,
+) -> anyhow::Result<String> {
     let tag = format!("bench-{}", Utc::now().timestamp_millis());
     let mut report = String::new();
-    writeln!(report, "archive upsert benchmark: {docs} documents per run, {runs} runs per concurrency, endpoint {endpoint}")?;
+    writeln!(
+        report,
+        "archive upsert benchmark: {docs} documents per run, {runs} runs per concurrency, endpoint {endpoint}"
+    )?;
     for &c in concurrencies {
         let mut settings = CosmosSettings::with_key(endpoint, key, "tributary-bench", format!("{tag}-c{c}"));
         settings.concurrency = c.max(1);
-        let store = CosmosStore::connect(settings, true).await.map_err(|e| anyhow::anyhow!("connecting: {e}"))?;
+        let store = CosmosStore::connect(settings, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting: {e}"))?;
         let mut rates = Vec::with_capacity(runs);
         for run in 0..runs {
             let readings = readings(&format!("{tag}-c{c}-r{run}"), docs);
@@ -38,7 +49,12 @@ pub async fn run(endpoint: &str, key: &str, concurrencies: &[usize], docs: usize
             rates.push(docs as f64 / secs);
         }
         let runs_text: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-        writeln!(report, "concurrency {c:>3}: median {:>7.0} docs/s (runs: {})", median(&mut rates), runs_text.join(", "))?;
+        writeln!(
+            report,
+            "concurrency {c:>3}: median {:>7.0} docs/s (runs: {})",
+            median(&mut rates),
+            runs_text.join(", ")
+        )?;
     }
     Ok(report)
 }
@@ -49,7 +65,11 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// `n` realistic readings over 16 devices with ids prefixed by `prefix`.
@@ -62,7 +82,12 @@ fn readings(prefix: &str, n: usize) -> Vec<Reading> {
             device_id: format!("bench-device-{}", i % 16),
             event_time: now,
             received_time: now,
-            metrics: [("temperature".to_owned(), 20.0 + (i % 100) as f64 / 10.0), ("humidity".to_owned(), 40.0)].into_iter().collect(),
+            metrics: [
+                ("temperature".to_owned(), 20.0 + (i % 100) as f64 / 10.0),
+                ("humidity".to_owned(), 40.0),
+            ]
+            .into_iter()
+            .collect(),
             tags: [("site".to_owned(), "bench".to_owned())].into_iter().collect(),
             location: None,
         })

@@ -6,14 +6,18 @@
 use std::net::IpAddr;
 
 use clap::{ArgAction, Parser};
+use tributary_shared::config::{KafkaArgs, LogArgs};
 pub use tributary_shared::raw::CosmosAuth;
 use tributary_shared::raw::cosmos::{CosmosSettings, credential};
-use tributary_shared::config::{KafkaArgs, LogArgs};
 use tributary_shared::topics;
 
 /// Configuration of the archive function (`tributary-archive`).
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tributary-archive", about = "Archives every raw reading in Azure Cosmos DB", version)]
+#[command(
+    name = "tributary-archive",
+    about = "Archives every raw reading in Azure Cosmos DB",
+    version
+)]
 pub struct ArchiveConfig {
     /// Port of the ops endpoints (/healthz, /readyz, /metrics).
     #[arg(long, env = "PORT", default_value_t = 8083)]

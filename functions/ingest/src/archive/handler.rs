@@ -41,9 +41,21 @@ impl ArchiveMetrics {
     /// Counters registered in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register("tributary_archive_readings", "Readings stored in Cosmos DB (replays included)", m.archived.clone());
-        registry.register("tributary_archive_deadlettered", "Records sent to the dead-letter topic", m.deadlettered.clone());
-        registry.register("tributary_archive_failed_batches", "Batches returned to the runner for a retry", m.failed_batches.clone());
+        registry.register(
+            "tributary_archive_readings",
+            "Readings stored in Cosmos DB (replays included)",
+            m.archived.clone(),
+        );
+        registry.register(
+            "tributary_archive_deadlettered",
+            "Records sent to the dead-letter topic",
+            m.deadlettered.clone(),
+        );
+        registry.register(
+            "tributary_archive_failed_batches",
+            "Batches returned to the runner for a retry",
+            m.failed_batches.clone(),
+        );
         m
     }
 
@@ -78,8 +90,21 @@ pub struct ArchiveHandler {
 impl ArchiveHandler {
     /// A handler writing to `store`, dead-lettering through `deadletter` to
     /// `deadletter_topic` after `max_attempts` record-specific failures.
-    pub fn new(store: Arc<dyn RawStore>, deadletter: Arc<dyn Publisher>, deadletter_topic: impl Into<String>, max_attempts: u32, metrics: ArchiveMetrics) -> Self {
-        Self { store, deadletter, deadletter_topic: deadletter_topic.into(), max_attempts: max_attempts.max(1), attempts: Mutex::new(HashMap::new()), metrics }
+    pub fn new(
+        store: Arc<dyn RawStore>,
+        deadletter: Arc<dyn Publisher>,
+        deadletter_topic: impl Into<String>,
+        max_attempts: u32,
+        metrics: ArchiveMetrics,
+    ) -> Self {
+        Self {
+            store,
+            deadletter,
+            deadletter_topic: deadletter_topic.into(),
+            max_attempts: max_attempts.max(1),
+            attempts: Mutex::new(HashMap::new()),
+            metrics,
+        }
     }
 
     async fn dead_letter(&self, poison: Vec<(&Message, String)>) -> Result<(), HandlerError> {
@@ -103,7 +128,10 @@ fn decode(m: &Message) -> Result<Reading, String> {
         return Err("not a valid Reading: empty id or deviceId".into());
     }
     if r.id.len() > 255 || r.id.contains(['/', '\\', '?', '#']) {
-        return Err(format!("not a valid Reading: id {:?} cannot be a Cosmos DB document id", r.id));
+        return Err(format!(
+            "not a valid Reading: id {:?} cannot be a Cosmos DB document id",
+            r.id
+        ));
     }
     Ok(r)
 }
@@ -166,7 +194,11 @@ impl Handler for ArchiveHandler {
             // poison again (undecodable, or still counted out), so each is
             // dead-lettered once, together with the batch's success.
             self.metrics.failed_batches.inc();
-            return Err(HandlerError(format!("{} of {} readings not stored: {reason}", readings.len() - stored, readings.len())));
+            return Err(HandlerError(format!(
+                "{} of {} readings not stored: {reason}",
+                readings.len() - stored,
+                readings.len()
+            )));
         }
         self.dead_letter(poison).await?;
         self.attempts.lock().unwrap_or_else(|p| p.into_inner()).clear();

@@ -23,7 +23,6 @@ pub mod handler;
 
 pub use config::ArchiveConfig;
 pub use handler::ArchiveHandler;
+pub use tributary_shared::raw::cosmos::CosmosStore;
 /// The stores, shared with the dashboard (`tributary_shared::raw`).
 pub use tributary_shared::raw::{CosmosAuth, LocalRawStore, Page, RawStore, StoreError, cosmos, local};
-pub use tributary_shared::raw::cosmos::CosmosStore;
-

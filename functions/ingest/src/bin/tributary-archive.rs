@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use clap::Parser;
+use tokio::sync::OnceCell;
 use tributary_ingest::archive::cosmos::CosmosStore;
 use tributary_ingest::archive::handler::ArchiveMetrics;
 use tributary_ingest::archive::{ArchiveConfig, ArchiveHandler, RawStore, StoreError};
@@ -17,7 +18,6 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::runner::{RunnerConfig, run_consumer};
 use tributary_shared::ops::{Ops, Readiness};
-use tokio::sync::OnceCell;
 
 /// `/readyz`: Cosmos DB reachable (and connected at all).
 struct CosmosReadiness(Arc<OnceCell<Arc<CosmosStore>>>);
@@ -42,12 +42,18 @@ async fn main() -> anyhow::Result<()> {
     let metrics = ArchiveMetrics::new(&mut registry);
     let store_cell: Arc<OnceCell<Arc<CosmosStore>>> = Arc::new(OnceCell::new());
     let ops = Ops::new(Arc::new(registry), Arc::new(CosmosReadiness(store_cell.clone())));
-    let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port)).await.with_context(|| format!("binding port {}", cfg.port))?;
+    let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
+        .await
+        .with_context(|| format!("binding port {}", cfg.port))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(axum::serve(listener, ops.router()).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let server = tokio::spawn(
+        axum::serve(listener, ops.router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
 
     // SIGTERM from here on: drain and stop wherever we are.
     let (term_tx, term_rx) = tokio::sync::watch::channel(false);
@@ -90,10 +96,22 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not create topics");
         }
     }
-    let handler = ArchiveHandler::new(store.clone() as Arc<dyn RawStore>, log.publisher(), cfg.deadletter_topic.clone(), cfg.max_attempts, metrics);
-    let sub = log.subscribe(&cfg.group, std::slice::from_ref(&cfg.raw_topic)).await.context("joining the consumer group")?;
+    let handler = ArchiveHandler::new(
+        store.clone() as Arc<dyn RawStore>,
+        log.publisher(),
+        cfg.deadletter_topic.clone(),
+        cfg.max_attempts,
+        metrics,
+    );
+    let sub = log
+        .subscribe(&cfg.group, std::slice::from_ref(&cfg.raw_topic))
+        .await
+        .context("joining the consumer group")?;
     tracing::info!(group = %cfg.group, topic = %cfg.raw_topic, "archive consuming");
-    let runner_cfg = RunnerConfig { max_batch: cfg.batch_max, ..RunnerConfig::default() };
+    let runner_cfg = RunnerConfig {
+        max_batch: cfg.batch_max,
+        ..RunnerConfig::default()
+    };
     run_consumer(sub, &handler, &runner_cfg, stopped(term_rx.clone())).await?;
     let _ = log.publisher().flush(Duration::from_secs(5)).await;
     let _ = stop_tx.send(true);
