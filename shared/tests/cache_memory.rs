@@ -1,6 +1,7 @@
 //! The cache contract against the in-process backend.
 
-use tributary_shared::cache::{MemoryCache, contract};
+use tributary_shared::cache::MemoryCache;
+use tributary_testkit::cache as contract;
 
 #[tokio::test]
 async fn strings_round_trip_and_expire() {

@@ -2,7 +2,8 @@
 //! 127.0.0.1:6379). Keys and channels carry a per-run prefix, so runs never
 //! see each other's data. Fails (never skips) when Redis is not there.
 
-use tributary_shared::cache::{KvCache, RedisCache, contract};
+use tributary_shared::cache::{KvCache, RedisCache};
+use tributary_testkit::cache as contract;
 
 fn url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

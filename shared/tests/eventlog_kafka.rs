@@ -2,8 +2,9 @@
 //! (`TRIBUTARY_TEST_KAFKA_BROKERS`; `scripts/test` starts tansu).
 
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{self, test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_testkit::eventlog as contract;
+use tributary_testkit::{test_brokers, unique_topic};
 
 fn log() -> KafkaLog {
     let args = KafkaArgs {

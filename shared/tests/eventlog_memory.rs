@@ -1,7 +1,8 @@
 //! The event-log contract, against the in-process backend.
 
-use tributary_shared::eventlog::contract::{self, unique_topic};
 use tributary_shared::eventlog::memory::MemoryLog;
+use tributary_testkit::eventlog as contract;
+use tributary_testkit::unique_topic;
 
 #[tokio::test]
 async fn publish_and_consume_in_key_order() {

@@ -2,7 +2,8 @@
 //! each test gets its own database from `#[sqlx::test]`).
 
 use sqlx::PgPool;
-use tributary_shared::results::{PgStore, contract};
+use tributary_shared::results::PgStore;
+use tributary_testkit::results as contract;
 
 #[sqlx::test(migrations = "./migrations")]
 async fn batch_is_written_and_replay_changes_nothing(pool: PgPool) {

@@ -1,6 +1,7 @@
 //! The results-store contract against the embedded SQLite store (a fresh file each test).
 
-use tributary_shared::results::{ResultStore, SqliteStore, contract};
+use tributary_shared::results::{ResultStore, SqliteStore};
+use tributary_testkit::results as contract;
 
 async fn store(name: &str) -> SqliteStore {
     let dir = std::env::temp_dir().join(format!("tributary-results-{}-{name}", std::process::id()));

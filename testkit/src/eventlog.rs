@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
-use super::{Committed, Event, EventLog, Message, Record, Subscription, TopicPartition};
+use tributary_shared::eventlog::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
+use tributary_shared::eventlog::{Committed, Event, EventLog, Message, Record, Subscription, TopicPartition};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -131,7 +131,7 @@ impl Handler for FlakyHandler {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failures_left.load(Ordering::SeqCst) > 0 {
             self.failures_left.fetch_sub(1, Ordering::SeqCst);
-            return Err(HandlerError("injected failure".into()));
+            return Err(HandlerError::msg("injected failure"));
         }
         self.seen
             .lock()
@@ -295,7 +295,7 @@ pub async fn group_members_split_partitions(log: &dyn EventLog, topic: &str) {
 /// metadata committed with them (handlers keep watermarks there across
 /// rebalances). tansu 0.6 answers OffsetFetch with
 /// empty metadata (tansu-broker's group administrator); the Kafka backend
-/// then keeps it in a mirror topic (see [`super::kafka`]).
+/// then keeps it in a mirror topic (see `tributary_shared::eventlog::kafka`).
 pub async fn committed_offsets_round_trip(log: &dyn EventLog, topic: &str) {
     log.ensure_topics(&[topic.to_owned()], 1).await.expect("create topic");
     let group = format!("{topic}-g");
@@ -372,21 +372,4 @@ async fn assigned_committed(
             return (sub, mine);
         }
     }
-}
-
-/// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.
-/// Panics when it is not set: a test that needs Kafka fails loudly, never skips.
-pub fn test_brokers() -> String {
-    std::env::var("TRIBUTARY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
-        panic!("TRIBUTARY_TEST_KAFKA_BROKERS is not set: these tests need a Kafka-protocol broker. Run them with scripts/test, which installs and starts one.")
-    })
-}
-
-/// A topic name no other test run uses.
-pub fn unique_topic(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("test.{name}.{}.{nanos}", std::process::id())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{CacheOp, KvCache};
+use tributary_shared::cache::{CacheOp, KvCache};
 
 fn set(key: &str, value: &str, ttl_secs: u64) -> CacheOp {
     CacheOp::Set {

@@ -4,8 +4,10 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use super::{AlertFilter, ResultStore, StoreError, Transition, TransitionOutcome};
-use crate::records::{Aggregate, Alert, AlertState};
+use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::results::{
+    AlertFilter, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome, merge_points,
+};
 
 /// A fixed "now" (whole minute), so no check depends on the clock.
 pub fn now() -> DateTime<Utc> {
@@ -143,9 +145,10 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     let t1 = all.iter().find(|d| d.device_id == "truck-1").expect("truck-1 listed");
     assert_eq!((t1.open_alerts, t1.online), (1, true));
 
-    // 2 devices x 2 metrics x 3 windows of 5 readings end within the minute before t(30).
+    // 2 devices x 2 metrics x 3 windows of 5 readings (60 values) end within
+    // the minute before t(30): one value per second.
     let rate = s.values_per_second(t(30)).await.expect("rate");
-    assert!((rate - 60.0 / 60.0).abs() < 1e-9, "values per second: {rate}");
+    assert!((rate - 1.0).abs() < 1e-9, "values per second: {rate}");
     assert_eq!(
         s.values_per_second(t(200)).await.expect("rate"),
         0.0,
@@ -327,7 +330,7 @@ pub async fn large_batches_are_written(s: &dyn ResultStore) {
     assert_eq!(series.points.len(), 50);
 }
 
-/// Merged points (`per_point` > 1) are exactly [`merge_points`](super::merge_points)
+/// Merged points (`per_point` > 1) are exactly [`merge_points`]
 /// over the epoch-aligned slots, computed by the database; the sizes on offer
 /// are listed whatever size is asked for.
 pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
@@ -364,7 +367,7 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
             .await
             .expect("merged series");
         assert_eq!(got.available_windows, vec![10, 60], "sizes on offer");
-        let slot = |p: &super::SeriesPoint| p.window_start.timestamp() / (10 * i64::from(per_point));
+        let slot = |p: &SeriesPoint| p.window_start.timestamp() / (10 * i64::from(per_point));
         let mut expected = Vec::new();
         let mut i = 0;
         while i < stored.len() {
@@ -372,7 +375,7 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
                 .iter()
                 .position(|p| slot(p) != slot(&stored[i]))
                 .map_or(stored.len(), |k| i + k);
-            expected.push(super::merge_points(&stored[i..j]).expect("non-empty"));
+            expected.push(merge_points(&stored[i..j]).expect("non-empty"));
             i = j;
         }
         assert_eq!(

@@ -1,0 +1,51 @@
+//! Test scaffolding for Tributary, kept out of the production crates: every
+//! crate lists it under `[dev-dependencies]` only, so no function binary links
+//! it (`cargo tree -e normal -p tributary-ingest` does not show it).
+//!
+//! # Layout
+//!
+//! - [`eventlog`]: the contract every [`EventLog`](tributary_shared::eventlog::EventLog)
+//!   backend must meet, run against Kafka (tansu) and the in-process log;
+//! - [`results`]: the contract of the [`ResultStore`](tributary_shared::results::ResultStore)
+//!   backends, run against PostgreSQL and SQLite;
+//! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
+//!   backends, run against Redis and the in-process cache;
+//! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
+//! - this file: where the tests find the services `scripts/test` starts.
+//!
+//! A test that needs a service and does not find it fails with the variable
+//! to set; none skips.
+
+pub mod broker;
+pub mod cache;
+pub mod eventlog;
+pub mod results;
+
+/// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.
+/// Panics when it is not set: a test that needs Kafka fails loudly, never skips.
+pub fn test_brokers() -> String {
+    std::env::var("TRIBUTARY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!("TRIBUTARY_TEST_KAFKA_BROKERS is not set: these tests need a Kafka-protocol broker. Run them with scripts/test, which installs and starts one.")
+    })
+}
+
+/// A topic name no other test run uses.
+pub fn unique_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("test.{name}.{}.{nanos}", std::process::id())
+}
+
+/// The Cosmos DB stand-in the integration tests use: endpoint and key, from
+/// `TRIBUTARY_TEST_COSMOS_ENDPOINT` and `TRIBUTARY_TEST_COSMOS_KEY`. Panics
+/// when they are not set: a test that needs Cosmos DB fails loudly, never skips.
+pub fn test_cosmos() -> (String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: these tests need the Cosmos DB stand-in. Run them with scripts/test, which installs and starts it (scripts/cosmos/start.js).")
+        })
+    };
+    (var("TRIBUTARY_TEST_COSMOS_ENDPOINT"), var("TRIBUTARY_TEST_COSMOS_KEY"))
+}
