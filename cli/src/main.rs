@@ -1,14 +1,19 @@
-//! `tributary`: the operator's command line. Thin: each subcommand lives in its own module.
+//! `tributary`: the operator's command line. Thin: each subcommand lives in
+//! its own module, and every pipeline function it runs is the function
+//! crate's own `run`.
+//!
+//! # Layout
+//!
+//! - `token.rs`: mint a device token (and show the key to provision);
+//! - `simulate.rs`: simulated devices, also the load generator;
+//! - `dev/`: the whole pipeline in one process on embedded backends;
+//! - `verify.rs`: reconcile what devices were told with the archive and the aggregates;
+//! - `eval.rs`: the anomaly detectors on NAB;
+//! - `bench/`: the benchmarks, one file each, helpers in `common.rs`.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_analyze_kafka;
-mod bench_dashboard;
-mod bench_dev;
-mod bench_process;
-mod bench_soak;
-mod bench_start;
 mod dev;
 mod eval;
 mod simulate;
@@ -58,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(a) => dev::run(a).await,
         Command::Simulate(a) => {
             tributary_shared::telemetry::init("warn", tributary_shared::telemetry::LogFormat::Text);
-            let totals = simulate::run(a, tributary_shared::shutdown::signal()).await?;
+            let totals = simulate::run(a, tributary_shared::service::shutdown::signal()).await?;
             println!("{}", serde_json::to_string(&totals)?);
             Ok(())
         }

@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use tributary_shared::auth::{FleetKey, now_unix};
 use tributary_shared::eventlog::partition_for;
+use tributary_testkit::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const TOKEN: &str = "browser-operator-token";
@@ -25,14 +26,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 async fn send(ingest: &str, device: &str, points: &[(i64, f64)]) {

@@ -12,18 +12,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tributary_ingest::archive::{LocalRawStore, RawStore};
 use tributary_shared::auth::{FleetKey, now_unix};
+use tributary_shared::raw::{LocalRawStore, RawStore};
+use tributary_testkit::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A running `tributary dev` and the lines it printed so far.
 struct Dev {

@@ -41,20 +41,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tributary_testkit::free_port;
 
 const TRIBUTARY: &str = env!("CARGO_BIN_EXE_tributary");
 const FLEET_KEY: &str = "fault-matrix-fleet-key-0123456789abcdef";
 const WINDOW_SECS: u32 = 5;
 const LATENESS_SECS: u32 = 20;
 const SIMULATE_SECS: u64 = 52;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn wait_port(port: u16, secs: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(secs);

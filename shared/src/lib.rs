@@ -1,27 +1,41 @@
-//! The crate every Tributary function builds on.
+//! The crate every Tributary function builds on: the contracts the
+//! functions meet in, the backends behind traits, and the harness each
+//! function runs in. Functions never import each other; they only share this
+//! crate.
 //!
-//! It holds the contracts the functions meet in (the record types of
-//! [`model`], the topic names of [`topics`]), device authentication
-//! ([`auth`]), configuration fragments ([`config`]), logging and metrics
-//! ([`telemetry`]), the operational HTTP endpoints ([`ops`]) and the event log
-//! ([`eventlog`]): a small trait with a Kafka backend and an in-process one,
-//! plus the consumer-group runner that commits offsets only after a handler
-//! succeeded. The results store ([`results`]) and the hot-data cache
-//! ([`cache`]) are traits too, each with a production backend (PostgreSQL,
-//! Redis) and an embedded one (SQLite, in-process) for the all-in-one mode.
+//! # Layout
 //!
-//! Functions never import each other; they only share this crate.
+//! - [`model`]: the reading as devices send it and as `telemetry.raw` carries
+//!   it (schema 1), its validation and derived ids;
+//! - [`records`]: what analyze publishes (aggregates, alerts);
+//! - [`topics`]: topic names and consumer groups;
+//! - [`auth`]: device keys derived from the fleet key, signed tokens;
+//! - [`config`]: the argument groups every function's config flattens
+//!   (listen address, Kafka, Cosmos DB, logging), each with a `Default`;
+//! - [`telemetry`]: logging setup, the shared metrics registry, error chains;
+//! - [`service`]: the harness: ops endpoints, readiness, shutdown, and the
+//!   two ways a function runs (serving HTTP, consuming a group);
+//! - [`eventlog`]: the event log trait with its Kafka and in-process
+//!   backends, and the consumer runner that commits only after a handler
+//!   succeeded;
+//! - [`results`]: the results store (PostgreSQL, SQLite);
+//! - [`cache`]: the hot-data cache and change notifications (Redis, in-process);
+//! - [`raw`]: the raw archive (Cosmos DB behind feature `cosmos`, SQLite);
+//! - [`splunk`]: the Splunk HTTP Event Collector client.
+//!
+//! Every backend trait has an embedded implementation, so `tributary dev`
+//! runs everything in one process; the contract suites all backends pass
+//! live in `tributary-testkit`, outside the production crates.
 
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod eventlog;
 pub mod model;
-pub mod ops;
 pub mod raw;
 pub mod records;
 pub mod results;
-pub mod shutdown;
+pub mod service;
 pub mod splunk;
 pub mod telemetry;
 pub mod topics;

@@ -70,6 +70,20 @@ pub struct ItemError {
     pub field: String,
     /// Human-readable reason.
     pub reason: String,
+    /// What kind of refusal it is (for the answer's status; not serialized).
+    #[serde(skip)]
+    pub kind: ItemErrorKind,
+}
+
+/// What kind of refusal an [`ItemError`] is: what the HTTP edge acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ItemErrorKind {
+    /// The item is malformed or out of bounds (422 when no item was accepted).
+    #[default]
+    Invalid,
+    /// The item names a device other than the one its token was issued to
+    /// (403 when no item was accepted).
+    OtherDevice,
 }
 
 impl ItemError {
@@ -78,6 +92,16 @@ impl ItemError {
         Self {
             field: field.into(),
             reason: reason.into(),
+            kind: ItemErrorKind::Invalid,
+        }
+    }
+
+    /// The item names device `named`, but its token was issued to `token_device`.
+    pub fn other_device(token_device: &str, named: &str) -> Self {
+        Self {
+            field: "deviceId".into(),
+            reason: format!("the token was issued to device '{token_device}', not '{named}'"),
+            kind: ItemErrorKind::OtherDevice,
         }
     }
 }
@@ -207,10 +231,7 @@ pub fn parse_reading(
             ));
         }
         (Some(Value::String(s)), Some(d)) if s != d => {
-            return Err(ItemError::new(
-                "deviceId",
-                format!("the token was issued to device '{d}', not '{s}'"),
-            ));
+            return Err(ItemError::other_device(d, s));
         }
         (Some(Value::String(s)), _) => s.clone(),
         (Some(v), _) => {
@@ -393,13 +414,13 @@ fn parse_location(v: &Value) -> Result<Location, ItemError> {
                     .as_f64()
                     .filter(|x| x.is_finite())
                     .ok_or_else(|| ItemError::new(format!("location.{name}"), "not a finite number"))?;
-                if let Some((lo, hi)) = range {
-                    if !(lo..=hi).contains(&x) {
-                        return Err(ItemError::new(
-                            format!("location.{name}"),
-                            format!("{x} is outside {lo}..={hi}"),
-                        ));
-                    }
+                if let Some((lo, hi)) = range
+                    && !(lo..=hi).contains(&x)
+                {
+                    return Err(ItemError::new(
+                        format!("location.{name}"),
+                        format!("{x} is outside {lo}..={hi}"),
+                    ));
                 }
                 Ok(Some(x))
             }

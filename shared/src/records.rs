@@ -1,5 +1,5 @@
 //! The records analyze publishes (the contract process and the dashboard read): [`Aggregate`] on `telemetry.aggregates`
-//! and [`Alert`] on `telemetry.alerts` (see the contracts in DESIGN.md).
+//! and [`Alert`] on `telemetry.alerts` (see `docs/ARCHITECTURE.md`, "Records").
 //!
 //! Guarantees: camelCase JSON, times as RFC 3339 UTC with milliseconds and a
 //! `Z` (the same format as `Reading`), and identities that make every write

@@ -180,12 +180,11 @@ impl HecClient {
                 .json(&serde_json::json!({"acks": [id]}))
                 .send()
                 .await;
-            if let Ok(r) = resp {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["acks"][id.to_string()].as_bool() == Some(true) {
-                        return Ok(());
-                    }
-                }
+            if let Ok(r) = resp
+                && let Ok(v) = r.json::<Value>().await
+                && v["acks"][id.to_string()].as_bool() == Some(true)
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(HecError::Unavailable(format!(

@@ -49,3 +49,11 @@ pub fn test_cosmos() -> (String, String) {
     };
     (var("TRIBUTARY_TEST_COSMOS_ENDPOINT"), var("TRIBUTARY_TEST_COSMOS_KEY"))
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -113,27 +113,38 @@ CRDS = {
 # Each function's typed config (clap), the source of the env vars it reads.
 CONFIG_SOURCES = {
     "ingest": "functions/ingest/src/config.rs",
-    "archive": "functions/ingest/src/archive/config.rs",
+    "archive": "functions/archive/src/config.rs",
     "analyze": "functions/analyze/src/config.rs",
     "process": "functions/process/src/config.rs",
     "dashboard": "functions/dashboard/src/config.rs",
 }
-SHARED_CONFIG = "shared/src/config.rs"  # the fragments the configs flatten (KafkaArgs, LogArgs)
+SHARED_CONFIG = "shared/src/config.rs"  # the groups the configs flatten (ListenArgs, KafkaArgs, CosmosArgs, LogArgs)
 
 
 def _struct_fields(text, struct):
-    """(attribute lines, field type) of each field of `pub struct <struct> { ... }` in Rust source."""
-    m = re.search(r"pub struct " + struct + r"\s*\{", text)
+    """(attributes, field type) of each field of `pub struct <struct> { ... }` in Rust source; an attribute
+    that rustfmt spread over several lines is joined into one."""
+    m = re.search(r"pub struct " + struct + r"(<[^>]*>)?\s*\{", text)
     assert m, f"no struct {struct}"
     depth, i = 1, m.end()
     while depth:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
-    fields, attrs = [], []
+    fields, attrs, open_attr = [], [], None
     for line in text[m.end():i - 1].splitlines():
         line = line.strip()
+        if open_attr is not None:
+            open_attr += " " + line
+            if open_attr.count("[") == open_attr.count("]"):
+                attrs.append(open_attr)
+                open_attr = None
+            continue
         if line.startswith("#["):
-            attrs.append(line)
+            if line.count("[") == line.count("]"):
+                attrs.append(line)
+            else:
+                open_attr = line
+            continue
         field = re.match(r"pub \w+: ([\w:<>]+),", line)
         if field:
             fields.append((attrs, field.group(1)))
@@ -147,13 +158,13 @@ def source_env(name):
     config reads, from the Rust source: its Parser struct and the structs it flattens (no binary needed)."""
     text = (ROOT / CONFIG_SOURCES[name]).read_text()
     shared = (ROOT / SHARED_CONFIG).read_text()
-    struct = re.search(r"#\[derive\(Parser[^\n]*\n(?:#\[[^\n]*\n)*pub struct (\w+)", text).group(1)
+    struct = re.search(r"#\[derive\(Parser[^\n]*\n(?:.*\n)*?pub struct (\w+)", text).group(1)
     out = {}
 
     def walk(src, struct):
         for attrs, ty in _struct_fields(src, struct):
             if "#[command(flatten)]" in attrs:
-                ty = ty.split("::")[-1]
+                ty = ty.split("::")[-1].split("<")[0]
                 walk(text if f"pub struct {ty}" in text else shared, ty)
             for a in attrs:
                 env = re.search(r'\benv = "([A-Z0-9_]+)"', a)

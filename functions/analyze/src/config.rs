@@ -1,58 +1,57 @@
-//! The analyze function's one typed configuration, from flags and environment.
-
-use std::net::IpAddr;
+//! The analyze function's settings: [`Config::default`] works on a laptop
+//! and takes the model defaults from [`AnalyzerConfig::default`]; the
+//! binary's flags and environment variables override it field by field.
 
 use clap::Parser;
-use tributary_shared::config::{KafkaArgs, LogArgs};
+use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs};
 use tributary_shared::topics;
 
+use crate::detect::rules::{Rule, RuleError};
+use crate::engine::AnalyzerConfig;
+
 /// Configuration of the analyze function.
-#[derive(Parser, Clone, Debug)]
+#[derive(Parser, Clone, Debug, PartialEq, Eq)]
 #[command(
     name = "tributary-analyze",
     about = "Windows, anomaly models and alerts over telemetry.raw",
     version
 )]
 pub struct Config {
-    /// Port of the ops endpoints (/healthz, /readyz, /metrics).
-    #[arg(long, env = "PORT", default_value_t = 8084)]
-    pub port: u16,
-
-    /// Address to bind.
-    #[arg(long, env = "TRIBUTARY_BIND", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// Where the ops endpoints (/healthz, /readyz, /metrics) listen.
+    #[command(flatten)]
+    pub listen: ListenArgs<8084>,
 
     /// Broker connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
     /// Topic of raw readings.
-    #[arg(long, env = "TRIBUTARY_RAW_TOPIC", default_value = topics::RAW)]
+    #[arg(long, env = "TRIBUTARY_RAW_TOPIC", default_value_t = Config::default().raw_topic)]
     pub raw_topic: String,
 
     /// Topic window aggregates are published to.
-    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value = topics::AGGREGATES)]
+    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value_t = Config::default().aggregates_topic)]
     pub aggregates_topic: String,
 
     /// Topic alerts are published to.
-    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value = topics::ALERTS)]
+    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value_t = Config::default().alerts_topic)]
     pub alerts_topic: String,
 
     /// Topic for records that are not readings.
-    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value = topics::DEADLETTER)]
+    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Config::default().deadletter_topic)]
     pub deadletter_topic: String,
 
     /// Consumer group.
-    #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value = topics::GROUP_ANALYZE)]
+    #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
     pub group: String,
 
     /// Tumbling window sizes in seconds, comma-separated.
-    #[arg(long, env = "TRIBUTARY_WINDOWS", value_delimiter = ',', default_value = "10,60")]
+    #[arg(long, env = "TRIBUTARY_WINDOWS", value_delimiter = ',', default_values_t = Config::default().windows)]
     pub windows: Vec<u32>,
 
     /// Seconds a reading may arrive behind its partition's newest event time
     /// and still join its window (later ones are counted as late).
-    #[arg(long, env = "TRIBUTARY_ALLOWED_LATENESS_SECS", default_value_t = 5)]
+    #[arg(long, env = "TRIBUTARY_ALLOWED_LATENESS_SECS", default_value_t = Config::default().allowed_lateness_secs)]
     pub allowed_lateness_secs: i64,
 
     /// Seconds a partition must be quiet (time spent polling without a record
@@ -61,24 +60,24 @@ pub struct Config {
     /// watermark passes are published and their offsets committed. Readings
     /// arriving later for those windows count as late. 0 turns this off
     /// (quiet partitions keep their last windows open until data comes).
-    #[arg(long, env = "TRIBUTARY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "TRIBUTARY_IDLE_TIMEOUT_SECS", default_value_t = Config::default().idle_timeout_secs)]
     pub idle_timeout_secs: u64,
 
     /// Seconds of event time without a reading after which a (device, metric)
     /// series' model and alert state is evicted (its windows have closed by
     /// then); a returning device starts with cold models. 0: never evict for
     /// idleness.
-    #[arg(long, env = "TRIBUTARY_SERIES_IDLE_SECS", default_value_t = 3600)]
+    #[arg(long, env = "TRIBUTARY_SERIES_IDLE_SECS", default_value_t = Config::default().series_idle_secs)]
     pub series_idle_secs: u64,
 
     /// Most (device, metric) series with model state (about 35 KiB each);
     /// beyond it the least recently updated are evicted, counted in
     /// `tributary_analyze_series_evicted_total{reason="cap"}` and logged. 0: no cap.
-    #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = 100_000)]
+    #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = Config::default().max_series)]
     pub max_series: usize,
 
     /// Threshold rules, `;`-separated, e.g. `temperature > 90 for 30s; vibration >= 2`.
-    #[arg(long, env = "TRIBUTARY_RULES", default_value = "")]
+    #[arg(long, env = "TRIBUTARY_RULES", default_value_t = Config::default().rules)]
     pub rules: String,
 
     /// Splunk HTTP Event Collector base URL; when set, aggregates and alerts are forwarded.
@@ -86,7 +85,7 @@ pub struct Config {
     pub splunk_url: Option<String>,
 
     /// Splunk HEC token.
-    #[arg(long, env = "TRIBUTARY_SPLUNK_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(long, env = "TRIBUTARY_SPLUNK_TOKEN", hide_env_values = true, default_value_t = Config::default().splunk_token)]
     pub splunk_token: String,
 
     /// Splunk indexer acknowledgement channel (a GUID); unset sends without acks.
@@ -94,7 +93,7 @@ pub struct Config {
     pub splunk_channel: Option<String>,
 
     /// Most records per batch.
-    #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = 1000)]
+    #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = Config::default().batch_max)]
     pub batch_max: usize,
 
     /// Logging.
@@ -102,24 +101,37 @@ pub struct Config {
     pub log: LogArgs,
 }
 
-impl Config {
-    /// The documented defaults, ignoring the environment (tests, all-in-one mode).
-    pub fn defaults() -> Self {
-        let mut c = Self::parse_from(["tributary-analyze"]);
-        c.kafka = KafkaArgs::default();
-        c.raw_topic = topics::RAW.into();
-        c.aggregates_topic = topics::AGGREGATES.into();
-        c.alerts_topic = topics::ALERTS.into();
-        c.deadletter_topic = topics::DEADLETTER.into();
-        c.group = topics::GROUP_ANALYZE.into();
-        c.splunk_url = None;
-        c
+impl Default for Config {
+    fn default() -> Self {
+        let models = AnalyzerConfig::default();
+        Self {
+            listen: ListenArgs::default(),
+            kafka: KafkaArgs::default(),
+            raw_topic: topics::RAW.into(),
+            aggregates_topic: topics::AGGREGATES.into(),
+            alerts_topic: topics::ALERTS.into(),
+            deadletter_topic: topics::DEADLETTER.into(),
+            group: topics::GROUP_ANALYZE.into(),
+            windows: models.windows.sizes_seconds,
+            allowed_lateness_secs: models.windows.allowed_lateness.num_seconds(),
+            idle_timeout_secs: models.idle_timeout.map_or(0, |d| d.as_secs()),
+            series_idle_secs: u64::try_from(models.series.idle.num_seconds()).unwrap_or(0),
+            max_series: models.series.max,
+            rules: String::new(),
+            splunk_url: None,
+            splunk_token: String::new(),
+            splunk_channel: None,
+            batch_max: 1000,
+            log: LogArgs::default(),
+        }
     }
+}
 
+impl Config {
     /// The analyzer's settings from this config; a rule that does not parse is an error naming it.
-    pub fn analyzer(&self) -> Result<crate::engine::AnalyzerConfig, String> {
-        let mut a = crate::engine::AnalyzerConfig::default();
-        a.windows.sizes_seconds = self.windows.clone();
+    pub fn analyzer(&self) -> Result<AnalyzerConfig, RuleError> {
+        let mut a = AnalyzerConfig::default();
+        a.windows.sizes_seconds.clone_from(&self.windows);
         a.windows.allowed_lateness = chrono::Duration::seconds(self.allowed_lateness_secs.max(0));
         a.idle_timeout = (self.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.idle_timeout_secs));
         a.series.idle = chrono::Duration::seconds(
@@ -129,9 +141,32 @@ impl Config {
         );
         a.series.max = self.max_series;
         for text in self.rules.split(';').map(str::trim).filter(|t| !t.is_empty()) {
-            let rule = crate::detect::rules::Rule::parse(text).map_err(|e| e.to_string())?;
-            a.detectors.rules.push(rule);
+            a.detectors.rules.push(Rule::parse(text)?);
         }
         Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_default_to_config_default() {
+        let mut parsed = Config::parse_from(["tributary-analyze"]);
+        // Whoever runs the tests may set RUST_LOG; everything else must come from `Default`.
+        parsed.log = LogArgs::default();
+        assert_eq!(parsed, Config::default());
+        assert!(Config::default().analyzer().is_ok());
+    }
+
+    #[test]
+    fn a_bad_rule_is_an_error_naming_it() {
+        let config = Config {
+            rules: "temperature > 90; vibration >> 2".into(),
+            ..Config::default()
+        };
+        let e = config.analyzer().expect_err("the second rule does not parse");
+        assert!(e.to_string().contains("vibration"), "{e}");
     }
 }

@@ -11,11 +11,10 @@
 //!   configured) before the handler returns `Ok`; if publishing fails, the
 //!   outputs are kept and retried, and readings already applied to the windows
 //!   are not applied again;
-//! - with the subscription wrapped in [`Ticking`] (the analyze binary does),
-//!   the idle rule closes the windows of quiet partitions and their offsets
-//!   are committed between batches once those windows are published (see
-//!   [`crate::idle`]), and idle series are evicted periodically (see
-//!   [`crate::engine`]).
+//! - between polls the runner calls [`Handler::tick`]: the idle rule closes
+//!   the windows of quiet partitions, and their offsets are committed once
+//!   those windows are published (see [`crate::idle`]); idle series are
+//!   evicted periodically (see [`crate::engine`]).
 //!
 //! Limit: model and alert state is rebuilt only from the replayed readings, so
 //! anomaly scores right after a rebalance can differ until models warm up.
@@ -26,10 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tributary_shared::eventlog::runner::{Handler, HandlerError};
-use tributary_shared::eventlog::{
-    Committed, Event, EventLogError, Message, Publisher, Record, Subscription, TopicPartition,
-};
+use tributary_shared::eventlog::runner::{Handler, HandlerError, Offsets};
+use tributary_shared::eventlog::{Committed, Message, Publisher, Record, TopicPartition};
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
@@ -215,7 +212,7 @@ impl AnalyzeHandler {
         if let Some(hec) = &self.splunk {
             hec.send(&hec_events(&aggs, &alerts))
                 .await
-                .map_err(|e| HandlerError(e.to_string()))?;
+                .map_err(|e| HandlerError::new("forwarding to Splunk", e))?;
         }
         self.metrics.published(aggs.len(), alerts.len(), dead.len());
         // Only the gate holder appends, so what was cloned is a prefix of what is pending.
@@ -226,28 +223,14 @@ impl AnalyzeHandler {
         Ok(())
     }
 
-    /// The consumer waited `waited` for records (the idle rule's clock; see [`Ticking`]).
-    pub fn polled(&self, waited: Duration) {
-        self.lock().idle.polled(waited);
-    }
-
-    /// `offsets` were committed (to know what a tick still needs to commit).
-    pub fn committed(&self, offsets: &[(TopicPartition, i64, String)]) {
-        let mut st = self.lock();
-        for (tp, off, _) in offsets {
-            st.committed.insert(tp.clone(), *off);
-        }
-    }
-
     /// Work between batches (see [`crate::idle`]): apply the idle rule to
     /// quiet partitions, sweep idle series every few seconds, publish what
     /// that produced (and anything still pending), and return the offsets to
     /// commit now with their metadata: each partition whose safe offset moved
     /// past its last commit. Returns nothing if publishing failed (the
-    /// outputs stay pending and go out with the next tick or batch).
-    /// Must not run concurrently with [`Handler::handle`] on the same
-    /// partitions' commits; [`Ticking`] calls it from the runner's poll.
-    pub async fn tick(&self) -> Vec<(TopicPartition, i64, String)> {
+    /// outputs stay pending and go out with the next tick or batch). The
+    /// runner calls it (as [`Handler::tick`]) before each poll, never during a batch.
+    async fn between_batches(&self) -> Offsets {
         let _gate = self.gate.lock().await;
         let quiet: Vec<(TopicPartition, chrono::Duration)> = {
             let st = self.lock();
@@ -337,7 +320,7 @@ impl AnalyzeHandler {
             return Ok(());
         }
         for r in self.publisher.publish(topic, records).await {
-            r.map_err(|e| HandlerError(format!("publishing to {topic}: {e}")))?;
+            r.map_err(|e| HandlerError::new(format!("publishing to {topic}"), e))?;
         }
         Ok(())
     }
@@ -415,64 +398,21 @@ impl Handler for AnalyzeHandler {
             st.committed.remove(tp);
         }
     }
-}
 
-/// The analyze consumer's subscription, wrapped so the handler's
-/// [`AnalyzeHandler::tick`] runs even when no records arrive: before each
-/// poll it ticks and commits what the tick returned; it measures the time
-/// spent in each poll for the idle rule ([`AnalyzeHandler::polled`]); and it
-/// tells the handler what got committed (by the runner or by itself).
-///
-/// The runner calls `next`, `handle` and `commit` one after the other, so a
-/// tick never overlaps a batch. Use:
-///
-/// ```text
-/// let handler = Arc::new(AnalyzeHandler::new(analyzer, publisher, outputs, splunk, metrics));
-/// let sub = Ticking::wrap(log.subscribe(group, &topics).await?, handler.clone());
-/// run_consumer(sub, &*handler, &runner_cfg, shutdown).await?;
-/// ```
-pub struct Ticking {
-    inner: Box<dyn Subscription>,
-    handler: Arc<AnalyzeHandler>,
-}
-
-impl Ticking {
-    /// Wrap `inner` for `handler` (the same handler passed to `run_consumer`).
-    pub fn wrap(inner: Box<dyn Subscription>, handler: Arc<AnalyzeHandler>) -> Box<dyn Subscription> {
-        Box::new(Self { inner, handler })
+    async fn tick(&self) -> Offsets {
+        self.between_batches().await
     }
-}
 
-#[async_trait]
-impl Subscription for Ticking {
-    async fn next(&mut self, max: usize, wait: Duration) -> Result<Event, EventLogError> {
-        let offsets = self.handler.tick().await;
-        if !offsets.is_empty() {
-            match self.inner.commit(&offsets).await {
-                Ok(()) => {
-                    tracing::debug!(?offsets, "committed offsets released between batches");
-                    self.handler.committed(&offsets);
-                }
-                Err(e) => tracing::warn!(error = %e, "offset commit between batches failed; retried at the next tick"),
-            }
+    /// The idle rule's clock: time spent waiting for records.
+    fn polled(&self, waited: Duration) {
+        self.lock().idle.polled(waited);
+    }
+
+    /// Remembered, so a tick commits only partitions whose safe offset moved past it.
+    fn committed(&self, offsets: &[(TopicPartition, i64, String)]) {
+        let mut st = self.lock();
+        for (tp, off, _) in offsets {
+            st.committed.insert(tp.clone(), *off);
         }
-        let started = Instant::now();
-        let ev = self.inner.next(max, wait).await;
-        self.handler.polled(started.elapsed());
-        ev
-    }
-
-    async fn commit(&mut self, offsets: &[(TopicPartition, i64, String)]) -> Result<(), EventLogError> {
-        self.inner.commit(offsets).await?;
-        self.handler.committed(offsets);
-        Ok(())
-    }
-
-    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<Vec<Committed>, EventLogError> {
-        self.inner.committed(partitions).await
-    }
-
-    async fn close(self: Box<Self>) {
-        self.inner.close().await;
     }
 }

@@ -59,13 +59,12 @@
 //! clock is part of the partition's checkpoint (`maxEvent=` commit metadata),
 //! so a new owner resuming from that commit keeps those windows closed.
 //!
-//! The consumer runner commits only after a batch, and a quiet partition has
-//! no batch; so the analyze binary wraps its subscription
-//! ([`crate::handler::Ticking`]): before each poll it lets the handler run
-//! the rule ([`crate::handler::AnalyzeHandler::tick`]), publishes what closed,
-//! and once that is acknowledged commits the partition's new safe offset with
-//! its checkpoint itself, between two batches of the runner (never during
-//! one). Nothing is lost: offsets are committed only after the windows they
+//! A quiet partition has no batch to commit after; so before each poll the
+//! consumer runner calls the handler's tick hook
+//! ([`Handler::tick`](tributary_shared::eventlog::runner::Handler::tick)),
+//! which runs the rule, publishes what closed, and once that is acknowledged
+//! returns the partition's new safe offset with its checkpoint for the runner
+//! to commit, between two batches (never during one). Nothing is lost: offsets are committed only after the windows they
 //! released were published. Nothing is counted twice: if the process dies
 //! between that publish and that commit, the next owner re-reads the same
 //! readings and closes the same windows again (by data or by idleness) with

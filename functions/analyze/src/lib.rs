@@ -1,19 +1,42 @@
-//! Tributary's analyze function, pure logic: event-time tumbling windows with
-//! mergeable statistics ([`window`], [`sketch`]), online anomaly models, the
-//! combiner and the alert state machine ([`detect`]), the published records
-//! ([`records`]), the wiring of all of it per consumer ([`engine`]), the rule
-//! that closes the windows of quiet partitions ([`idle`]) and an evaluation on
-//! the Numenta Anomaly Benchmark ([`nab`]).
+//! Tributary's analyze function: event-time tumbling windows with mergeable
+//! statistics, online anomaly models, alerts, published to
+//! `telemetry.aggregates` and `telemetry.alerts`.
 //!
-//! Nothing here does I/O except [`nab::evaluate`] (which reads CSV files and
-//! writes results) and [`handler`] (the consumer side): a Kafka consumer
-//! runner feeds readings in, publishes what comes out and commits the offsets
-//! [`engine::Analyzer`] says are safe.
-//! Everything is deterministic: the same input gives the same output.
+//! Guarantees (no reading lost, none counted twice in an emitted aggregate,
+//! across crash, restart, scale-out and scale-in): offsets are committed only
+//! up to the earliest reading still inside an open window, with the
+//! partition's event clock as commit metadata, and outputs are published
+//! before their offsets are committed (see [`handler`]). Everything but the
+//! I/O is deterministic: the same input gives the same output.
+//!
+//! # Layout
+//!
+//! - this file: [`Deps`] and [`run`], the entry point;
+//! - [`config`]: the settings, with their defaults;
+//! - [`handler`]: the batch handler the consumer runner drives (apply,
+//!   publish, what is safe to commit, the tick between batches);
+//! - [`engine`]: windows and models per consumer, series eviction;
+//! - [`window`], [`sketch`]: tumbling windows and mergeable statistics;
+//! - [`detect`]: the anomaly models, the combiner, threshold rules and the
+//!   alert state machine;
+//! - [`idle`]: the rule that closes the windows of quiet partitions;
+//! - [`records`]: the published records (the contract lives in the shared crate);
+//! - [`metrics`]: the Prometheus counters;
+//! - [`nab`]: an evaluation on the Numenta Anomaly Benchmark (reads CSV files);
+//! - [`error`]: why [`run`] could not start or stopped.
+
+use std::sync::Arc;
+
+use tributary_shared::eventlog::EventLog;
+use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::service::readiness::PublisherReady;
+use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Service, Shutdown};
+use tributary_shared::splunk::{HecClient, HecConfig};
 
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod error;
 pub mod handler;
 pub mod idle;
 pub mod metrics;
@@ -24,6 +47,72 @@ pub mod records {
 }
 pub mod sketch;
 pub mod window;
+
+pub use config::Config;
+pub use error::Error;
+
+/// What analyze runs on: the event log it reads and publishes to, and its host.
+pub struct Deps {
+    /// The event log (Kafka in production).
+    pub log: Arc<dyn EventLog>,
+    /// Where the ops endpoints are served, and metrics registered.
+    pub host: Host,
+}
+
+impl Deps {
+    /// The production dependencies `config` names: Kafka and `$PORT`.
+    pub async fn connect(config: &Config) -> Result<Self, Error> {
+        let log = KafkaLog::connect(&config.kafka, "tributary-analyze").map_err(Error::EventLog)?;
+        let host = Host::new(Endpoint::bind(config.listen.addr()).await?);
+        Ok(Self {
+            log: Arc::new(log),
+            host,
+        })
+    }
+}
+
+/// Analyze `telemetry.raw` until `shutdown`, then publish and commit what is
+/// due and leave the group (open windows are rebuilt by the next owner).
+pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
+    let analyzer = engine::Analyzer::new(config.analyzer()?);
+    let topics = [
+        config.raw_topic.clone(),
+        config.aggregates_topic.clone(),
+        config.alerts_topic.clone(),
+        config.deadletter_topic.clone(),
+    ];
+    service::ensure_topics(deps.log.as_ref(), &config.kafka, &topics).await;
+    let splunk = match &config.splunk_url {
+        Some(url) => {
+            let mut hec = HecConfig::new(url.clone(), config.splunk_token.clone());
+            hec.ack_channel.clone_from(&config.splunk_channel);
+            tracing::info!("forwarding aggregates and alerts to Splunk HEC");
+            Some(HecClient::new(hec).map_err(Error::Splunk)?)
+        }
+        None => None,
+    };
+    let outputs = handler::Outputs {
+        aggregates: config.aggregates_topic.clone(),
+        alerts: config.alerts_topic.clone(),
+        deadletter: config.deadletter_topic.clone(),
+    };
+    let metrics = deps.host.metrics.register(metrics::Metrics::new);
+    let publisher = deps.log.publisher();
+    let handler = handler::AnalyzeHandler::new(analyzer, publisher.clone(), outputs, splunk, metrics);
+    tracing::info!(
+        windows = ?config.windows,
+        idle_timeout_secs = config.idle_timeout_secs,
+        series_idle_secs = config.series_idle_secs,
+        max_series = config.max_series,
+        "analyze settings"
+    );
+    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max);
+    let service = Service::new("analyze", deps.host, Arc::new(PublisherReady(publisher)));
+    service
+        .consume(deps.log.as_ref(), &consumer, &handler, &shutdown)
+        .await?;
+    Ok(())
+}
 
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -19,12 +19,12 @@ use tributary_analyze::handler::{AnalyzeHandler, Outputs};
 use tributary_analyze::metrics::Metrics;
 use tributary_analyze::window::WindowConfig;
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::runner::{RunnerConfig, run_consumer};
 use tributary_shared::eventlog::{Event, EventLog, Record};
 use tributary_shared::model::Reading;
 use tributary_shared::records::Aggregate;
+use tributary_testkit::{test_brokers, unique_topic};
 
 const BASE_MS: i64 = 1_795_000_000_000;
 
@@ -114,7 +114,10 @@ async fn aggregates(log: &KafkaLog, topic: &str, min: usize) -> Vec<Aggregate> {
 /// Run a fresh analyze consumer of the group until `topic` holds `until` aggregates.
 async fn run_owner(log: &KafkaLog, t: &Topics, until: usize) {
     let h = handler(log, t);
-    let sub = log.subscribe(&t.group, &[t.raw.clone()]).await.expect("subscribe");
+    let sub = log
+        .subscribe(&t.group, std::slice::from_ref(&t.raw))
+        .await
+        .expect("subscribe");
     let cfg = RunnerConfig {
         max_batch: 500,
         max_wait: Duration::from_millis(100),

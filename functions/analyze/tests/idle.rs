@@ -2,8 +2,8 @@
 //! its last windows emitted (each exactly once) and its offsets committed,
 //! without any further record arriving on it.
 //!
-//! - on the in-process event log, with the handler and the [`Ticking`]
-//!   subscription the binary uses: windows close after the quiet time, the
+//! - on the in-process event log, with the handler and the consumer runner
+//!   (which ticks the handler between polls): windows close after the quiet time, the
 //!   offsets are committed between batches, a reading that arrives afterwards
 //!   for a closed window is counted late, and a fresh consumer re-emits nothing;
 //! - through a real Kafka-protocol broker (tansu, `TRIBUTARY_TEST_KAFKA_BROKERS`)
@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
-use tributary_analyze::handler::{AnalyzeHandler, Outputs, Ticking};
+use tributary_analyze::handler::{AnalyzeHandler, Outputs};
 use tributary_analyze::metrics::Metrics;
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::eventlog::runner::{RunnerConfig, run_consumer};
 use tributary_shared::eventlog::{Event, EventLog, Record};
 use tributary_shared::model::Reading;
 use tributary_shared::records::Aggregate;
+use tributary_testkit::{test_brokers, unique_topic};
 
 type Key = (String, String, u32, i64);
 
@@ -121,7 +121,7 @@ fn metric(registry: &prometheus_client::registry::Registry, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A consumer task with the ticking subscription, stopped by `stop`.
+/// A consumer task (the runner ticks the handler between polls), stopped by `stop`.
 fn spawn_ticking(
     log: &MemoryLog,
     handler: Arc<AnalyzeHandler>,
@@ -130,7 +130,6 @@ fn spawn_ticking(
     let log = log.clone();
     tokio::spawn(async move {
         let sub = log.subscribe("analyze", &["raw".to_owned()]).await.expect("subscribe");
-        let sub = Ticking::wrap(sub, handler.clone());
         let cfg = RunnerConfig {
             max_batch: 50,
             max_wait: Duration::from_millis(100),

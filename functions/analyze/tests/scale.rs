@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{Event, EventLog, Record};
 use tributary_shared::records::Aggregate;
+use tributary_testkit::{test_brokers, unique_topic};
 
 struct Instance(Child);
 impl Drop for Instance {
@@ -42,7 +42,7 @@ async fn scale_out_crash_and_scale_in_lose_and_double_nothing() {
         "analyze-scale-test",
     )
     .expect("kafka");
-    log.ensure_topics(&[raw.clone()], 4).await.expect("raw");
+    log.ensure_topics(std::slice::from_ref(&raw), 4).await.expect("raw");
     log.ensure_topics(&[aggs.clone(), alerts.clone(), dead.clone()], 2)
         .await
         .expect("outputs");

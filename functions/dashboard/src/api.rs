@@ -197,12 +197,13 @@ pub async fn series(
     let mut series = st.store.series(&id, &metric, window, from, to, per_point).await?;
     let mut window = window;
     // No size asked for and none of the default: show the smallest size there is.
-    if q.window.is_none() && series.points.is_empty() {
-        if let Some(&w) = series.available_windows.first().filter(|&&w| w != window) {
-            window = w;
-            per_point = windows_per_point(window, from, to, max_points);
-            series = st.store.series(&id, &metric, window, from, to, per_point).await?;
-        }
+    if q.window.is_none()
+        && series.points.is_empty()
+        && let Some(&w) = series.available_windows.first().filter(|&&w| w != window)
+    {
+        window = w;
+        per_point = windows_per_point(window, from, to, max_points);
+        series = st.store.series(&id, &metric, window, from, to, per_point).await?;
     }
     Ok(Json(json!({
         "deviceId": id, "metric": metric, "windowSeconds": window,

@@ -13,23 +13,102 @@
 //! or resolving an alert needs `Authorization: Bearer <token>` (compared in
 //! constant time); bad query parameters get a 400 naming the parameter; errors
 //! never leak internals. The API is described in `/api/openapi.json`.
+//!
+//! # Layout
+//!
+//! - this file: [`Deps`] and [`run`], the entry point, the shared state
+//!   ([`Dashboard`]) and the routes ([`app`]);
+//! - [`api`]: the JSON API's handlers and the server-sent events;
+//! - [`live`]: the fan-out of the cache's change notifications to browsers;
+//! - [`config`]: the settings, with their defaults;
+//! - [`error`]: request errors ([`error::ApiError`]) and run errors ([`Error`]);
+//! - `static/`: the page, its script and style, and the OpenAPI document.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
-use tributary_shared::cache::KvCache;
+use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::raw::RawStore;
-use tributary_shared::results::{ResultStore, StoreError};
+use tributary_shared::raw::cosmos::LazyCosmosStore;
+use tributary_shared::results::ResultStore;
+use tributary_shared::service::readiness::ResultStoreReady;
+use tributary_shared::service::{Endpoint, Host, Service, Shutdown};
 
 pub mod api;
 pub mod config;
+pub mod error;
 pub mod live;
 
 pub use config::Config;
+pub use error::{ApiError, Error};
+
+/// What the dashboard reads: the results store, the cache and the raw
+/// archive (the last two optional), and its host.
+pub struct Deps {
+    /// History and fallbacks (PostgreSQL in production).
+    pub store: Arc<dyn ResultStore>,
+    /// Hot data and change notifications (Redis in production; `None`: read everything from the store).
+    pub cache: Option<Arc<dyn KvCache>>,
+    /// Raw readings as archived (Cosmos DB in production; `None`: aggregates only).
+    pub raw: Option<Arc<dyn RawStore>>,
+    /// Where the page, the API and the ops endpoints are served, and metrics registered.
+    pub host: Host,
+}
+
+impl Deps {
+    /// The production dependencies `config` names: PostgreSQL, Redis, Cosmos
+    /// DB when an endpoint is set (each connected lazily: an outage costs
+    /// only what it serves), and `$PORT` (or the Lambda runtime).
+    pub async fn connect(config: &Config) -> Result<Self, Error> {
+        let store = tributary_shared::results::open(&config.database_url, 8)
+            .await
+            .map_err(Error::Store)?;
+        let cache: Arc<dyn KvCache> = Arc::new(RedisCache::new(&config.redis_url).map_err(Error::Cache)?);
+        let raw = match config.cosmos.settings(config.cosmos_timeout()).map_err(Error::Cosmos)? {
+            Some(settings) => Some(Arc::new(LazyCosmosStore::new(settings, false)) as Arc<dyn RawStore>),
+            None => {
+                tracing::info!("no Cosmos DB endpoint configured: charts show window aggregates only");
+                None
+            }
+        };
+        let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
+        Ok(Self {
+            store,
+            cache: Some(cache),
+            raw,
+            host: Host::new(endpoint),
+        })
+    }
+}
+
+/// Serve the page and the API until `shutdown`, then finish the requests in
+/// flight (live event streams end with it).
+pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
+    if config.operator_token.is_none() {
+        tracing::info!("no operator token configured: the dashboard is read-only");
+    }
+    let live = live::Live::new();
+    let follower = deps.cache.clone().map(|cache| tokio::spawn(live.clone().follow(cache)));
+    let state = Arc::new(Dashboard {
+        store: deps.store.clone(),
+        cache: deps.cache,
+        raw: deps.raw,
+        live,
+        operator_token: config.operator_token,
+        offline_after_secs: config.offline_after_secs,
+    });
+    let readiness = Arc::new(ResultStoreReady(deps.store));
+    let served = Service::new("dashboard", deps.host, readiness)
+        .serve(app(state), &shutdown)
+        .await;
+    if let Some(follower) = follower {
+        follower.abort();
+    }
+    Ok(served?)
+}
 
 /// What every handler needs.
 pub struct Dashboard {
@@ -48,70 +127,6 @@ pub struct Dashboard {
     pub offline_after_secs: i64,
 }
 
-/// Errors of the API, mapped to status codes without internals.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// A query parameter or path segment is invalid.
-    #[error("invalid parameter '{param}': {reason}")]
-    BadParam {
-        /// The parameter.
-        param: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No such resource.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// The action conflicts with the resource's state.
-    #[error("{0}")]
-    Conflict(String),
-    /// Missing or wrong operator token.
-    #[error("an operator token is required (Authorization: Bearer <token>)")]
-    Unauthorized,
-    /// Write actions are disabled (no operator token configured).
-    #[error("the dashboard is read-only: no operator token is configured")]
-    ReadOnly,
-    /// A store failed.
-    #[error("the data store is unavailable; try again shortly")]
-    Unavailable,
-    /// The feature needs a store this instance was not configured with.
-    #[error("{0}")]
-    NotConfigured(&'static str),
-}
-
-impl From<tributary_shared::raw::StoreError> for ApiError {
-    fn from(e: tributary_shared::raw::StoreError) -> Self {
-        tracing::warn!(error = %e, "raw store query failed");
-        Self::Unavailable
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "results store query failed");
-        Self::Unavailable
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::BadParam { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::ReadOnly => (StatusCode::FORBIDDEN, "read_only"),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
-        };
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let Self::BadParam { param, .. } = &self {
-            body["error"]["parameter"] = json!(param);
-        }
-        (status, axum::Json(body)).into_response()
-    }
-}
-
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const APP_CSS: &str = include_str!("../static/app.css");
@@ -128,8 +143,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The whole HTTP service: page, API and ops endpoints.
-pub fn app(state: Arc<Dashboard>, ops: &tributary_shared::ops::Ops) -> Router {
+/// The web UI and the API; the harness adds the ops endpoints.
+pub fn app(state: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route(
@@ -151,19 +166,4 @@ pub fn app(state: Arc<Dashboard>, ops: &tributary_shared::ops::Ops) -> Router {
         .route("/api/alerts/{id}/resolve", post(api::resolve))
         .route("/api/events", get(api::events))
         .with_state(state)
-        .merge(ops.router())
-}
-
-/// `/readyz` for the dashboard: the results store must answer (the cache only speeds things up).
-pub struct StoreReadiness(pub Arc<dyn ResultStore>);
-
-#[async_trait::async_trait]
-impl tributary_shared::ops::Readiness for StoreReadiness {
-    async fn check(&self) -> Result<(), String> {
-        let backend = self.0.backend();
-        tokio::time::timeout(std::time::Duration::from_secs(2), self.0.ping())
-            .await
-            .map_err(|_| format!("{backend} timed out"))?
-            .map_err(|e| format!("{backend}: {e}"))
-    }
 }

@@ -13,10 +13,12 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
 use tributary_dashboard::live::Live;
-use tributary_dashboard::{Dashboard, StoreReadiness, app};
+use tributary_dashboard::{Dashboard, app};
 use tributary_shared::cache::{KvCache, RedisCache};
-use tributary_shared::ops::Ops;
 use tributary_shared::results::PgStore;
+use tributary_shared::service::Ops;
+use tributary_shared::service::readiness::ResultStoreReady;
+use tributary_shared::telemetry::MetricsRegistry;
 
 struct TestRedis(u16, Child);
 
@@ -98,10 +100,10 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
         offline_after_secs: 300,
     });
     let ops = Ops::new(
-        Arc::new(prometheus_client::registry::Registry::default()),
-        Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))),
+        MetricsRegistry::new(),
+        Arc::new(ResultStoreReady(Arc::new(PgStore::new(pool.clone())))),
     );
-    (app(state, &ops), live)
+    (app(state).merge(ops.router()), live)
 }
 
 async fn call(r: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
@@ -376,10 +378,10 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         offline_after_secs: 300,
     });
     let ops = Ops::new(
-        Arc::new(prometheus_client::registry::Registry::default()),
-        Arc::new(StoreReadiness(Arc::new(PgStore::new(pool.clone())))),
+        MetricsRegistry::new(),
+        Arc::new(ResultStoreReady(Arc::new(PgStore::new(pool.clone())))),
     );
-    let r = app(state, &ops);
+    let r = app(state).merge(ops.router());
     let (s, fleet) = get(&r, "/api/fleet").await;
     assert_eq!(
         (s, fleet["source"].as_str(), fleet["devices"].as_i64()),

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use sqlx::PgPool;
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_testkit::free_port;
+use tributary_testkit::{test_brokers, unique_topic};
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -26,14 +27,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn wait_port(port: u16, what: &str) {

@@ -14,12 +14,14 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 use tributary_dashboard::live::Live;
-use tributary_dashboard::{Dashboard, StoreReadiness, app};
+use tributary_dashboard::{Dashboard, app};
 use tributary_shared::model::Reading;
-use tributary_shared::ops::Ops;
 use tributary_shared::raw::cosmos::{CosmosSettings, CosmosStore, LazyCosmosStore};
 use tributary_shared::raw::{LocalRawStore, RawStore};
 use tributary_shared::results::{ResultStore, SqliteStore};
+use tributary_shared::service::Ops;
+use tributary_shared::service::readiness::ResultStoreReady;
+use tributary_shared::telemetry::MetricsRegistry;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tributary-dash-raw-{}-{name}", std::process::id()));
@@ -29,11 +31,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn cosmos_settings(database: &str) -> CosmosSettings {
-    let endpoint = std::env::var("TRIBUTARY_TEST_COSMOS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("TRIBUTARY_TEST_COSMOS_ENDPOINT is not set: this test needs the Cosmos DB stand-in. Run it with scripts/test, which starts it.")
-    });
-    let key = std::env::var("TRIBUTARY_TEST_COSMOS_KEY")
-        .unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"));
+    let (endpoint, key) = tributary_testkit::test_cosmos();
     CosmosSettings::with_key(endpoint, key, database, "raw")
 }
 
@@ -68,11 +66,8 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         operator_token: None,
         offline_after_secs: 300,
     });
-    let ops = Ops::new(
-        Arc::new(prometheus_client::registry::Registry::default()),
-        Arc::new(StoreReadiness(store)),
-    );
-    app(state, &ops)
+    let ops = Ops::new(MetricsRegistry::new(), Arc::new(ResultStoreReady(store)));
+    app(state).merge(ops.router())
 }
 
 async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
@@ -199,7 +194,7 @@ async fn raw_readings_from_cosmos_db() {
     let writer = CosmosStore::connect(cosmos_settings(&database), true)
         .await
         .expect("Cosmos DB stand-in (started by scripts/test)");
-    let reader: Arc<dyn RawStore> = Arc::new(LazyCosmosStore::new(cosmos_settings(&database)));
+    let reader: Arc<dyn RawStore> = Arc::new(LazyCosmosStore::new(cosmos_settings(&database), false));
     raw_readings_contract(&writer, reader, "cosmos", "cosmos").await;
 }
 
@@ -266,7 +261,7 @@ async fn an_unreachable_cosmos_db_is_a_503_not_a_failed_start() {
     let key = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
     let mut settings = CosmosSettings::with_key("http://127.0.0.1:9/", key, "tributary", "raw");
     settings.timeout = std::time::Duration::from_secs(2);
-    let r = router(Some(Arc::new(LazyCosmosStore::new(settings))), "down").await;
+    let r = router(Some(Arc::new(LazyCosmosStore::new(settings, false))), "down").await;
     let (s, body) = get(&r, "/api/devices/d1/raw").await;
     assert_eq!(
         (s, body["error"]["code"].as_str()),

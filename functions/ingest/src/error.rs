@@ -1,6 +1,7 @@
-//! Request-level errors and their HTTP answers. Bodies are JSON
-//! `{"error": {"code": "...", "message": "..."}}`; messages describe the
-//! request, never the server's internals.
+//! The errors of ingest: [`ApiError`], why a request was refused, with its
+//! HTTP answer (bodies are JSON `{"error": {"code": "...", "message": "..."}}`;
+//! messages describe the request, never the server's internals), and
+//! [`Error`], why [`crate::run`] could not start or stopped.
 
 use std::time::Duration;
 
@@ -37,7 +38,23 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+/// Why ingest could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kafka client could not be created from the settings.
+    #[error("connecting to the event log")]
+    EventLog(#[source] tributary_shared::eventlog::EventLogError),
+    /// Binding, serving or the Lambda runtime failed.
+    #[error(transparent)]
+    Service(#[from] tributary_shared::service::ServiceError),
+}
+
 impl ApiError {
+    /// The HTTP status of the answer.
+    pub fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -5,7 +5,7 @@
 //! indistinguishable from new devices).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,9 +39,8 @@ impl RateLimiter {
     /// Take `n` readings' worth for `device` at `now`; on refusal, how long to wait.
     pub fn check(&self, device: &str, n: usize, now: Instant) -> Result<(), Duration> {
         let n = n as f64;
-        let mut h = self.hasher.build_hasher();
-        device.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+
+        let shard = &self.shards[(self.hasher.hash_one(device) as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= SHARD_CAP && !map.contains_key(device) {
             let (rate, burst) = (self.rate, self.burst);

@@ -10,17 +10,10 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tributary_shared::auth::{FleetKey, now_unix};
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
+use tributary_testkit::free_port;
+use tributary_testkit::{test_brokers, unique_topic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary-ingest");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn spawn(envs: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(BIN);
@@ -62,10 +55,10 @@ async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     let start = Instant::now();
     loop {
         assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

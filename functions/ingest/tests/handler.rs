@@ -10,12 +10,14 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use tributary_ingest::{Config, Ingest, LogReadiness, app};
+use tributary_ingest::{Config, Ingest, app};
 use tributary_shared::auth::{FleetKey, now_unix};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::model::Reading;
-use tributary_shared::ops::Ops;
+use tributary_shared::service::Ops;
+use tributary_shared::service::readiness::PublisherReady;
+use tributary_shared::telemetry::MetricsRegistry;
 
 struct Harness {
     router: Router,
@@ -24,15 +26,17 @@ struct Harness {
 }
 
 fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
-    let mut cfg = Config::defaults();
-    cfg.raw_topic = "raw".into();
+    let mut cfg = Config {
+        raw_topic: "raw".into(),
+        ..Config::default()
+    };
     tweak(&mut cfg);
     let log = MemoryLog::new(4, 100_000);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &mut registry));
-    let ops = Ops::new(Arc::new(registry), Arc::new(LogReadiness(log.publisher())));
+    let metrics = MetricsRegistry::new();
+    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &metrics));
+    let ops = Ops::new(metrics, Arc::new(PublisherReady(log.publisher())));
     Harness {
-        router: app(state, &ops),
+        router: app(state).merge(ops.router()),
         log,
         cfg,
     }
@@ -202,7 +206,9 @@ async fn malformed_bodies_get_clear_4xx() {
         c.max_decoded_bytes = 50_000;
         c.max_batch = 10;
     });
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    // (content type, content encoding, body, status, error code)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "application/json",
             None,

@@ -14,55 +14,68 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tributary_ingest::{Config, Ingest, LogReadiness, app, serve};
+use tributary_ingest::{Config, Deps, run};
 use tributary_shared::auth::{FleetKey, now_unix};
 use tributary_shared::config::KafkaArgs;
 use tributary_shared::eventlog::EventLog;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
-use tributary_shared::eventlog::testbroker::TestBroker;
 use tributary_shared::model::Reading;
-use tributary_shared::ops::Ops;
+use tributary_shared::service::{Endpoint, Host, Shutdown};
+use tributary_testkit::broker::TestBroker;
+use tributary_testkit::{test_brokers, unique_topic};
 
 struct Running {
     addr: SocketAddr,
     fleet: FleetKey,
-    _stop: oneshot::Sender<()>,
+    stop: Shutdown,
 }
 
-async fn start_ingest(brokers: &str, topic: &str, delivery_timeout_ms: u64, options: &[&str]) -> Running {
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
+}
+
+fn init_logs() {
     tributary_shared::telemetry::init(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         tributary_shared::telemetry::LogFormat::Text,
     );
-    let mut cfg = Config::defaults();
-    cfg.kafka = KafkaArgs {
-        brokers: brokers.to_owned(),
-        delivery_timeout_ms,
-        options: options.iter().map(|o| o.to_string()).collect(),
-        ..KafkaArgs::default()
+}
+
+/// Ingest through its `run`, as its binary starts it, on a port of its own.
+async fn start(config: Config, log: KafkaLog) -> Running {
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = endpoint.local_addr().expect("addr");
+    let stop = Shutdown::new();
+    let fleet = FleetKey::new(&config.fleet_key);
+    let deps = Deps {
+        log: Arc::new(log),
+        host: Host::new(endpoint),
     };
-    cfg.raw_topic = topic.to_owned();
-    cfg.device_rate = 1e6;
-    cfg.device_burst = 1_000_000;
-    let log = KafkaLog::connect(&cfg.kafka, "tributary-ingest-test").expect("connect");
+    tokio::spawn(run(config, deps, stop.clone()));
+    Running { addr, fleet, stop }
+}
+
+async fn start_ingest(brokers: &str, topic: &str, delivery_timeout_ms: u64, options: &[&str]) -> Running {
+    init_logs();
+    let config = Config {
+        kafka: KafkaArgs {
+            brokers: brokers.to_owned(),
+            delivery_timeout_ms,
+            options: options.iter().map(|o| o.to_string()).collect(),
+            ..KafkaArgs::default()
+        },
+        raw_topic: topic.to_owned(),
+        device_rate: 1e6,
+        device_burst: 1_000_000,
+        ..Config::default()
+    };
+    let log = KafkaLog::connect(&config.kafka, "tributary-ingest-test").expect("connect");
     log.ensure_topics(&[topic.to_owned()], 3).await.expect("create topic");
-    let mut registry = prometheus_client::registry::Registry::default();
-    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &mut registry));
-    let ops = Ops::new(Arc::new(registry), Arc::new(LogReadiness(log.publisher())));
-    let router = app(state, &ops);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, router, async move {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        fleet: FleetKey::new(&cfg.fleet_key),
-        _stop: tx,
-    }
+    start(config, log).await
 }
 
 impl Running {
@@ -348,32 +361,26 @@ async fn unreachable_broker_means_not_ready_and_503() {
         .expect("addr")
         .port();
     let brokers = format!("127.0.0.1:{port}");
-    let mut cfg = Config::defaults();
-    cfg.kafka = KafkaArgs {
-        brokers,
-        delivery_timeout_ms: 1_000,
-        ..KafkaArgs::default()
+    init_logs();
+    let config = Config {
+        kafka: KafkaArgs {
+            brokers,
+            delivery_timeout_ms: 1_000,
+            create_topics: false,
+            ..KafkaArgs::default()
+        },
+        raw_topic: "nowhere".into(),
+        ..Config::default()
     };
-    cfg.raw_topic = "nowhere".into();
-    let log = KafkaLog::connect(&cfg.kafka, "t").expect("connect");
-    let mut registry = prometheus_client::registry::Registry::default();
-    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &mut registry));
-    let ops = Ops::new(Arc::new(registry), Arc::new(LogReadiness(log.publisher())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, app(state, &ops), std::future::pending()));
+    let log = KafkaLog::connect(&config.kafka, "t").expect("connect");
+    let ingest = start(config, log).await;
     let client = reqwest::Client::new();
     let r = client
-        .get(format!("http://{addr}/readyz"))
+        .get(format!("http://{}/readyz", ingest.addr))
         .send()
         .await
         .expect("readyz");
     assert_eq!(r.status().as_u16(), 503);
-    let ingest = Running {
-        addr,
-        fleet: FleetKey::new(&cfg.fleet_key),
-        _stop: oneshot::channel().0,
-    };
     let (s, body) = ingest
         .post(
             &client,

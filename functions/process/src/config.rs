@@ -1,64 +1,54 @@
-//! The process function's one typed configuration, from flags and environment.
-
-use std::net::IpAddr;
+//! The process function's settings: [`Config::default`] works on a laptop
+//! (PostgreSQL and Redis on localhost); the binary's flags and environment
+//! variables override it field by field. Connection URLs are never printed.
 
 use clap::{ArgAction, Parser};
-use tributary_shared::config::{KafkaArgs, LogArgs};
+use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs};
 use tributary_shared::topics;
 
 /// Configuration of the process function.
-#[derive(Parser, Clone, Debug)]
+#[derive(Parser, Clone, Debug, PartialEq, Eq)]
 #[command(
     name = "tributary-process",
     about = "Writes aggregates and alerts to PostgreSQL and keeps the Redis cache fresh",
     version
 )]
 pub struct Config {
-    /// Port of the ops endpoints (/healthz, /readyz, /metrics).
-    #[arg(long, env = "PORT", default_value_t = 8082)]
-    pub port: u16,
-
-    /// Address to bind.
-    #[arg(long, env = "TRIBUTARY_BIND", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// Where the ops endpoints (/healthz, /readyz, /metrics) listen.
+    #[command(flatten)]
+    pub listen: ListenArgs<8082>,
 
     /// Results store URL: PostgreSQL (`postgres://…`), or an SQLite file
     /// (`sqlite://PATH`) for a single-node setup.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/test"
-    )]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value_t = Config::default().database_url)]
     pub database_url: String,
 
     /// Most PostgreSQL connections.
-    #[arg(long, env = "TRIBUTARY_DATABASE_MAX_CONNECTIONS", default_value_t = 4)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_DATABASE_MAX_CONNECTIONS",
+        default_value_t = Config::default().database_max_connections
+    )]
     pub database_max_connections: u32,
 
     /// Run the migrations in `shared/migrations` on start (off when the deployment migrates).
-    #[arg(long, env = "TRIBUTARY_MIGRATE", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "TRIBUTARY_MIGRATE", default_value_t = Config::default().migrate, action = ArgAction::Set)]
     pub migrate: bool,
 
     /// Redis connection URL (the cache; the function keeps writing to PostgreSQL when it is down).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value_t = Config::default().redis_url)]
     pub redis_url: String,
 
     /// Seconds cache entries live without being refreshed.
-    #[arg(long, env = "TRIBUTARY_CACHE_TTL_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "TRIBUTARY_CACHE_TTL_SECS", default_value_t = Config::default().cache_ttl_secs)]
     pub cache_ttl_secs: u64,
 
     /// Most alerts in the cached "recent alerts" list.
-    #[arg(long, env = "TRIBUTARY_RECENT_ALERTS", default_value_t = 100)]
+    #[arg(long, env = "TRIBUTARY_RECENT_ALERTS", default_value_t = Config::default().recent_alerts)]
     pub recent_alerts: usize,
 
     /// Days aggregates are kept; older windows are deleted (0 keeps everything).
-    #[arg(long, env = "TRIBUTARY_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(long, env = "TRIBUTARY_RETENTION_DAYS", default_value_t = Config::default().retention_days)]
     pub retention_days: u32,
 
     /// Broker connection.
@@ -66,23 +56,23 @@ pub struct Config {
     pub kafka: KafkaArgs,
 
     /// Topic of window aggregates.
-    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value = topics::AGGREGATES)]
+    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value_t = Config::default().aggregates_topic)]
     pub aggregates_topic: String,
 
     /// Topic of alerts.
-    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value = topics::ALERTS)]
+    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value_t = Config::default().alerts_topic)]
     pub alerts_topic: String,
 
     /// Topic for records that cannot be stored.
-    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value = topics::DEADLETTER)]
+    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Config::default().deadletter_topic)]
     pub deadletter_topic: String,
 
     /// Consumer group.
-    #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value = topics::GROUP_PROCESS)]
+    #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
     pub group: String,
 
     /// Most records per batch (one PostgreSQL transaction each).
-    #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = 1000)]
+    #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = Config::default().batch_max)]
     pub batch_max: usize,
 
     /// Logging.
@@ -90,15 +80,40 @@ pub struct Config {
     pub log: LogArgs,
 }
 
-impl Config {
-    /// The documented defaults, ignoring the environment (for tests and the all-in-one mode).
-    pub fn defaults() -> Self {
-        let mut c = Self::parse_from(["tributary-process"]);
-        c.kafka = KafkaArgs::default();
-        c.aggregates_topic = topics::AGGREGATES.into();
-        c.alerts_topic = topics::ALERTS.into();
-        c.deadletter_topic = topics::DEADLETTER.into();
-        c.group = topics::GROUP_PROCESS.into();
-        c
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ListenArgs::default(),
+            database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
+            database_max_connections: 4,
+            migrate: true,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            cache_ttl_secs: 86_400,
+            recent_alerts: 100,
+            retention_days: 30,
+            kafka: KafkaArgs::default(),
+            aggregates_topic: topics::AGGREGATES.into(),
+            alerts_topic: topics::ALERTS.into(),
+            deadletter_topic: topics::DEADLETTER.into(),
+            group: topics::GROUP_PROCESS.into(),
+            batch_max: 1000,
+            log: LogArgs::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_default_to_config_default() {
+        let mut parsed = Config::parse_from(["tributary-process"]);
+        // The test runner sets DATABASE_URL and REDIS_URL, and maybe RUST_LOG.
+        let defaults = Config::default();
+        parsed.database_url.clone_from(&defaults.database_url);
+        parsed.redis_url.clone_from(&defaults.redis_url);
+        parsed.log = LogArgs::default();
+        assert_eq!(parsed, defaults);
     }
 }

@@ -125,7 +125,7 @@ impl ProcessHandler {
         let n = records.len();
         for r in self.deadletter.publish(&self.deadletter_topic, records).await {
             // Not committing past a record that is neither stored nor dead-lettered.
-            r.map_err(|e| HandlerError(format!("dead-letter publish failed: {e}")))?;
+            r.map_err(|e| HandlerError::new(format!("dead-lettering to {}", self.deadletter_topic), e))?;
         }
         self.metrics.deadlettered(n);
         Ok(())
@@ -164,7 +164,7 @@ impl Handler for ProcessHandler {
                     match self.store.write_batch(std::slice::from_ref(&a), &[]).await {
                         Ok(()) => ok_aggs.push(a),
                         Err(StoreError::Rejected(r)) => poison.push((m, r)),
-                        Err(e) => return Err(HandlerError(e.to_string())),
+                        Err(e) => return Err(HandlerError::new("writing one record", e)),
                     }
                 }
                 for a in alerts.drain(..) {
@@ -172,7 +172,7 @@ impl Handler for ProcessHandler {
                     match self.store.write_batch(&[], std::slice::from_ref(&a)).await {
                         Ok(()) => ok_alerts.push(a),
                         Err(StoreError::Rejected(r)) => poison.push((m, r)),
-                        Err(e) => return Err(HandlerError(e.to_string())),
+                        Err(e) => return Err(HandlerError::new("writing one record", e)),
                     }
                 }
                 aggs = ok_aggs;
@@ -180,7 +180,7 @@ impl Handler for ProcessHandler {
             }
             Err(e) => {
                 self.metrics.batch("failed");
-                return Err(HandlerError(e.to_string()));
+                return Err(HandlerError::new("writing the batch", e));
             }
         }
         self.dead_letter(poison).await?;

@@ -8,35 +8,113 @@
 //! change nothing; records that can never be stored go to
 //! `telemetry.deadletter` with the reason; Redis being down never stops
 //! PostgreSQL writes and the cache is rebuilt from PostgreSQL afterwards.
+//!
+//! # Layout
+//!
+//! - this file: [`Deps`] and [`run`], the entry point, and the [`upkeep`] task;
+//! - [`config`]: the settings, with their defaults;
+//! - [`handler`]: the batch handler (decode, validate, write, dead-letter, refresh the cache);
+//! - [`cache`]: what the dashboard reads from the cache, derived from the store;
+//! - [`store`]: the results store as process uses it;
+//! - [`metrics`]: the Prometheus counters;
+//! - [`error`]: why [`run`] could not start or stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use tributary_shared::ops::Readiness;
+use tributary_shared::cache::{KvCache, RedisCache};
+use tributary_shared::eventlog::EventLog;
+use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::results::ResultStore;
+use tributary_shared::service::readiness::ResultStoreReady;
+use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Service, Shutdown};
 
 pub mod cache;
 pub mod config;
+pub mod error;
 pub mod handler;
 pub mod metrics;
 pub mod store;
 
 pub use config::Config;
+pub use error::Error;
 
-/// `/readyz` for process (and the dashboard): the results store must answer
-/// (the cache is optional by design).
-pub struct StoreReadiness(pub Arc<dyn ResultStore>);
+/// What process runs on: the event log it reads, the store and cache it
+/// writes, and its host.
+pub struct Deps {
+    /// The event log (Kafka in production).
+    pub log: Arc<dyn EventLog>,
+    /// The results store (PostgreSQL in production).
+    pub store: Arc<dyn ResultStore>,
+    /// The hot-data cache (Redis in production).
+    pub cache: Arc<dyn KvCache>,
+    /// Where the ops endpoints are served, and metrics registered.
+    pub host: Host,
+}
 
-#[async_trait]
-impl Readiness for StoreReadiness {
-    async fn check(&self) -> Result<(), String> {
-        let backend = self.0.backend();
-        tokio::time::timeout(Duration::from_secs(2), self.0.ping())
+impl Deps {
+    /// The production dependencies `config` names: PostgreSQL, Redis (both
+    /// connect lazily, so either may be down at start), Kafka and `$PORT`.
+    pub async fn connect(config: &Config) -> Result<Self, Error> {
+        let store = store::open(&config.database_url, config.database_max_connections)
             .await
-            .map_err(|_| format!("{backend} timed out"))?
-            .map_err(|e| format!("{backend}: {e}"))
+            .map_err(Error::Store)?;
+        let cache = Arc::new(RedisCache::new(&config.redis_url).map_err(Error::Cache)?);
+        let log = KafkaLog::connect(&config.kafka, "tributary-process").map_err(Error::EventLog)?;
+        let host = Host::new(Endpoint::bind(config.listen.addr()).await?);
+        Ok(Self {
+            log: Arc::new(log),
+            store,
+            cache,
+            host,
+        })
     }
+}
+
+/// Write aggregates and alerts until `shutdown`, then commit the last batch
+/// and leave the group; the cache upkeep runs alongside.
+pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
+    if config.migrate {
+        deps.store.migrate().await.map_err(Error::Migrate)?;
+    }
+    let topics = [
+        config.aggregates_topic.clone(),
+        config.alerts_topic.clone(),
+        config.deadletter_topic.clone(),
+    ];
+    service::ensure_topics(deps.log.as_ref(), &config.kafka, &topics).await;
+    // No warm-up here: the cache starts stale and the upkeep task rebuilds it at
+    // once, so a database that is down at start never delays /healthz.
+    let cache = Arc::new(cache::Cache::new(
+        deps.cache,
+        config.cache_ttl_secs,
+        config.recent_alerts,
+    ));
+    let metrics = deps.host.metrics.register(metrics::Metrics::new);
+    let handler = handler::ProcessHandler::new(
+        &config,
+        deps.store.clone(),
+        cache.clone(),
+        deps.log.publisher(),
+        metrics,
+    );
+    let upkeep_stop = Shutdown::new();
+    let upkeep = tokio::spawn(upkeep(
+        deps.store.clone(),
+        cache,
+        config.retention_days,
+        upkeep_stop.wait(),
+    ));
+    let consumer = ConsumerSettings::new(
+        &config.group,
+        &[&config.aggregates_topic, &config.alerts_topic],
+        config.batch_max,
+    );
+    let service = Service::new("process", deps.host, Arc::new(ResultStoreReady(deps.store)));
+    let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
+    upkeep_stop.trigger();
+    let _ = upkeep.await;
+    Ok(consumed?)
 }
 
 /// Background upkeep until `shutdown`: rebuild a stale cache every few
@@ -55,10 +133,10 @@ pub async fn upkeep(
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        if cache.is_stale() {
-            if let Err(e) = cache.rebuild(store.as_ref()).await {
-                tracing::debug!(error = %e, "cache still stale");
-            }
+        if cache.is_stale()
+            && let Err(e) = cache.rebuild(store.as_ref()).await
+        {
+            tracing::debug!(error = %e, "cache still stale");
         }
         if retention_days > 0 && last_retention.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
             last_retention = Some(tokio::time::Instant::now());

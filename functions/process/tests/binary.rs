@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use sqlx::PgPool;
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_testkit::{test_brokers, unique_topic};
 
 #[sqlx::test(migrations = false)]
 async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {

@@ -160,7 +160,7 @@ struct Setup {
 }
 
 fn setup(pool: &PgPool, redis_url: &str) -> Setup {
-    let cfg = Config::defaults();
+    let cfg = Config::default();
     let cache = Arc::new(Cache::redis(redis_url, 3600, 100).expect("redis url"));
     let log = MemoryLog::new(1, 10_000);
     let mut registry = prometheus_client::registry::Registry::default();
@@ -398,7 +398,7 @@ impl Handler for CrashAfterWrite<'_> {
     async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
         self.inner.handle(batch).await?;
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(HandlerError("simulated crash after the database commit".into()))
+        Err(HandlerError::msg("simulated crash after the database commit"))
     }
 }
 
@@ -501,7 +501,8 @@ async fn postgres_down_means_an_error_and_no_commit() {
         .handle(&batch(&[agg("d", "temp", 0, 1.0)], &[]))
         .await
         .expect_err("must fail while PostgreSQL is down");
-    assert!(err.to_string().contains("database unavailable"), "{err}");
+    let err = tributary_shared::telemetry::ErrorChain(&err).to_string();
+    assert!(err.contains("writing the batch: database unavailable"), "{err}");
     assert!(
         s.log.snapshot("telemetry.deadletter").is_empty(),
         "an outage is not poison"

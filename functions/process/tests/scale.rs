@@ -16,10 +16,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tributary_shared::config::KafkaArgs;
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::Aggregate;
+use tributary_testkit::{test_brokers, unique_topic};
 
 const PARTITIONS: i32 = 6;
 const LAG_THRESHOLD: i64 = 150;

@@ -71,7 +71,7 @@ impl KvCache for MemoryCache {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.writes += 1;
-            if st.writes % 256 == 0 {
+            if st.writes.is_multiple_of(256) {
                 st.strings.retain(|_, (_, exp)| *exp > now);
                 st.zsets.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
             }
@@ -92,14 +92,14 @@ impl KvCache for MemoryCache {
                         z.0.insert(member, score);
                     }
                     CacheOp::ZKeepHighest { key, keep } => {
-                        if let Some((members, _)) = st.zsets.get_mut(&key) {
-                            if members.len() > keep {
-                                let mut v: Vec<(String, i64)> = members.drain().collect();
-                                // Highest score first; ties by member, as Redis orders them.
-                                v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-                                v.truncate(keep);
-                                members.extend(v);
-                            }
+                        if let Some((members, _)) = st.zsets.get_mut(&key)
+                            && members.len() > keep
+                        {
+                            let mut v: Vec<(String, i64)> = members.drain().collect();
+                            // Highest score first; ties by member, as Redis orders them.
+                            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+                            v.truncate(keep);
+                            members.extend(v);
                         }
                     }
                     CacheOp::Expire { key, ttl_secs } => {

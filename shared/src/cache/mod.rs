@@ -1,7 +1,7 @@
 //! The hot-data cache and change notifications: a small key-value trait,
 //! [`KvCache`], with a Redis backend ([`RedisCache`], production) and an
 //! in-process one ([`MemoryCache`], the all-in-one mode). Both pass the same
-//! contract tests ([`contract`]).
+//! contract suite (`tributary-testkit`).
 //!
 //! Only what Tributary uses is here: strings with a TTL, a capped sorted set
 //! of recent ids, and a publish/subscribe channel. A batch of operations is
@@ -11,7 +11,6 @@
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-pub mod contract;
 pub mod memory;
 pub mod redis_cache;
 

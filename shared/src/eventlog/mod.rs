@@ -3,7 +3,7 @@
 //! Two small traits, [`Publisher`] and [`Subscription`], hide the backend:
 //! [`kafka`] (rdkafka, any Kafka-protocol broker: Apache Kafka, Event Hubs,
 //! tansu) for deployments and [`memory`] (in-process) for the all-in-one local
-//! mode and fast tests. Both pass the same contract tests ([`contract`]).
+//! mode and fast tests. Both pass the same contract suite (`tributary-testkit`).
 //!
 //! Guarantees both backends give:
 //! - a record published with key K goes to one partition chosen by K, so one
@@ -19,11 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub mod contract;
 pub mod kafka;
 pub mod memory;
 pub mod runner;
-pub mod testbroker;
 
 /// A record to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]

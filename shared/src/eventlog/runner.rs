@@ -11,18 +11,53 @@
 //!
 //! Delivery is therefore at-least-once: a crash between the handler's write
 //! and the commit replays the batch, and handlers write idempotently.
+//!
+//! Between polls (whether or not records came) the runner calls the
+//! handler's [`Handler::tick`] and commits what it returns, through the same
+//! commit path as batches: a handler that closes windows on a timer (analyze's
+//! idle rule) releases their offsets without a batch and without a
+//! subscription wrapper of its own. Every successful commit is reported to
+//! [`Handler::committed`], and every poll's wait to [`Handler::polled`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use super::{Committed, Event, EventLogError, Message, Subscription, TopicPartition};
+use crate::telemetry::ErrorChain;
 
-/// An error a handler returns; the runner logs it and retries the batch.
+/// Why a handler could not finish a batch: what it was doing, and the
+/// backend's error as the source. The runner logs it with its causes and
+/// retries the batch.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{context}")]
+pub struct HandlerError {
+    context: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl HandlerError {
+    /// `context` (what failed, e.g. "publishing to telemetry.aggregates") caused by `source`.
+    pub fn new(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure with no underlying error.
+    pub fn msg(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+/// Offsets to commit: per partition, the next offset to read and the metadata to store with it.
+pub type Offsets = Vec<(TopicPartition, i64, String)>;
 
 /// Processes batches of records for a consumer group.
 #[async_trait]
@@ -49,6 +84,18 @@ pub trait Handler: Send + Sync {
 
     /// Partitions were taken away; drop any state held for them.
     async fn on_revoked(&self, _partitions: &[TopicPartition]) {}
+
+    /// Work between polls, before every poll whether or not records came
+    /// (never during a batch); returns offsets to commit now. Nothing by default.
+    async fn tick(&self) -> Offsets {
+        Vec::new()
+    }
+
+    /// The last poll waited `waited` (records may or may not have come).
+    fn polled(&self, _waited: Duration) {}
+
+    /// `offsets` were committed, by a batch or a tick.
+    fn committed(&self, _offsets: &[(TopicPartition, i64, String)]) {}
 }
 
 /// How the runner batches and backs off.
@@ -86,10 +133,14 @@ pub async fn run_consumer<H: Handler + ?Sized>(
     tokio::pin!(shutdown);
     let mut backoff = cfg.initial_backoff;
     loop {
+        let due = handler.tick().await;
+        commit(sub.as_mut(), handler, &due, "between batches").await;
+        let started = Instant::now();
         let ev = tokio::select! {
             _ = &mut shutdown => break,
             ev = sub.next(cfg.max_batch, cfg.max_wait) => ev,
         };
+        handler.polled(started.elapsed());
         let batch = match ev {
             Ok(Event::Assigned(p)) => {
                 tracing::info!(partitions = ?p, "partitions assigned");
@@ -103,7 +154,11 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                         Ok(c) => break c,
                         Err(e) => {
                             attempt += 1;
-                            tracing::warn!(error = %e, attempt, "reading committed offsets failed; retrying before handling these partitions");
+                            tracing::warn!(
+                                error = %ErrorChain(&e),
+                                attempt,
+                                "reading committed offsets failed; retrying before handling these partitions"
+                            );
                             tokio::select! {
                                 _ = &mut shutdown => {
                                     sub.close().await;
@@ -125,7 +180,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             Ok(Event::Messages(b)) if b.is_empty() => continue,
             Ok(Event::Messages(b)) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "event log poll failed; retrying");
+                tracing::warn!(error = %ErrorChain(&e), "event log poll failed; retrying");
                 tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
                 backoff = (backoff * 2).min(cfg.max_backoff);
                 continue;
@@ -139,7 +194,13 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                 Ok(()) => break,
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, records = batch.len(), first_offset = batch[0].offset, "handler failed; retrying batch");
+                    tracing::warn!(
+                        error = %ErrorChain(&e),
+                        attempt,
+                        records = batch.len(),
+                        first_offset = batch[0].offset,
+                        "handler failed; retrying batch"
+                    );
                     let delay = retry_delay(cfg, attempt);
                     tokio::select! {
                         _ = &mut shutdown => {
@@ -153,7 +214,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
         }
         backoff = cfg.initial_backoff;
 
-        let offsets: Vec<(TopicPartition, i64, String)> = handler
+        let offsets: Offsets = handler
             .committable(next_offsets(&batch))
             .into_iter()
             .map(|(tp, off)| {
@@ -161,13 +222,25 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                 (tp, off, meta)
             })
             .collect();
-        // A failed commit only means a replay of an idempotent batch later; keep going.
-        if let Err(e) = sub.commit(&offsets).await {
-            tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
-        }
+        commit(sub.as_mut(), handler, &offsets, "after a batch").await;
     }
     sub.close().await;
     Ok(())
+}
+
+/// Commit `offsets` and tell the handler. A failed commit only means a replay
+/// of idempotent work later (or a retry at the next tick), so it is logged, not fatal.
+async fn commit<H: Handler + ?Sized>(sub: &mut dyn Subscription, handler: &H, offsets: &Offsets, when: &str) {
+    if offsets.is_empty() {
+        return;
+    }
+    match sub.commit(offsets).await {
+        Ok(()) => {
+            tracing::debug!(?offsets, when, "committed offsets");
+            handler.committed(offsets);
+        }
+        Err(e) => tracing::warn!(error = %ErrorChain(&e), when, "offset commit failed; the records may be replayed"),
+    }
 }
 
 fn retry_delay(cfg: &RunnerConfig, attempt: u32) -> Duration {

@@ -83,6 +83,27 @@ pub struct CosmosSettings {
 }
 
 impl CosmosSettings {
+    /// Settings for `container` of `database` at `endpoint`, with the
+    /// defaults for everything else: no TTL, 16 upserts in flight, 10 s per
+    /// request, the default region.
+    pub fn new(
+        endpoint: impl Into<String>,
+        credential: Credential,
+        database: impl Into<String>,
+        container: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            credential,
+            database: database.into(),
+            container: container.into(),
+            ttl_secs: 0,
+            concurrency: 16,
+            timeout: Duration::from_secs(10),
+            region: crate::config::DEFAULT_COSMOS_REGION.into(),
+        }
+    }
+
     /// Key-auth settings with the defaults (local emulator, tests, benchmark).
     pub fn with_key(
         endpoint: impl Into<String>,
@@ -90,16 +111,7 @@ impl CosmosSettings {
         database: impl Into<String>,
         container: impl Into<String>,
     ) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            credential: Credential::Key(key.into()),
-            database: database.into(),
-            container: container.into(),
-            ttl_secs: 0,
-            concurrency: 16,
-            timeout: Duration::from_secs(10),
-            region: "South Central US".into(),
-        }
+        Self::new(endpoint, Credential::Key(key.into()), database, container)
     }
 }
 
@@ -252,10 +264,15 @@ impl CosmosStore {
 
     /// Point read of one stored document as JSON (`None` when missing).
     pub async fn read_document(&self, device: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        match self.timed(self.container.read_item(device.to_owned(), id, None)).await {
-            Ok(r) => Ok(Some(r.into_model::<serde_json::Value>().map_err(|e| classify(&e))?)),
-            Err(StoreError::Retryable(m)) if m.starts_with("404:") => Ok(None),
-            Err(e) => Err(e),
+        let read = self.container.read_item(device.to_owned(), id, None);
+        match tokio::time::timeout(self.settings.timeout, read).await {
+            Ok(Ok(r)) => Ok(Some(r.into_model::<serde_json::Value>().map_err(|e| classify(&e))?)),
+            Ok(Err(e)) if e.is_from_wire() && u16::from(e.status().status_code()) == 404 => Ok(None),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "timed out after {:?}",
+                self.settings.timeout
+            ))),
         }
     }
 
@@ -415,25 +432,29 @@ impl CosmosStore {
 }
 
 /// A [`CosmosStore`] connected on first use (and again after a failed
-/// attempt), for readers such as the dashboard that must start, and serve
-/// everything else, while Cosmos DB is unreachable. Never creates anything.
+/// attempt), so that a function starts, and serves its ops endpoints, while
+/// Cosmos DB is unreachable: the dashboard serves everything else, and the
+/// archive waits for it (its readiness check connects) before consuming.
 pub struct LazyCosmosStore {
     settings: CosmosSettings,
+    create: bool,
     store: tokio::sync::OnceCell<CosmosStore>,
 }
 
 impl LazyCosmosStore {
-    /// A store that connects with `settings` when first asked.
-    pub fn new(settings: CosmosSettings) -> Self {
+    /// A store that connects with `settings` when first asked, creating the
+    /// database and container first when `create` (see [`CosmosStore::connect`]).
+    pub fn new(settings: CosmosSettings, create: bool) -> Self {
         Self {
             settings,
+            create,
             store: tokio::sync::OnceCell::new(),
         }
     }
 
     async fn get(&self) -> Result<&CosmosStore, StoreError> {
         self.store
-            .get_or_try_init(|| CosmosStore::connect(self.settings.clone(), false))
+            .get_or_try_init(|| CosmosStore::connect(self.settings.clone(), self.create))
             .await
     }
 }

@@ -2,7 +2,7 @@
 //! by the process function and read by the dashboard.
 //!
 //! One small trait, [`ResultStore`], with two backends that pass the same
-//! contract tests ([`contract`]):
+//! contract suite (`tributary-testkit`):
 //! - [`postgres::PgStore`], the production store (tables in `shared/migrations`);
 //! - [`sqlite::SqliteStore`], the embedded store of the all-in-one mode
 //!   (`shared/migrations-sqlite`), a file in the data directory.
@@ -21,7 +21,6 @@ use serde_json::Value;
 
 use crate::records::{Aggregate, Alert, AlertState};
 
-pub mod contract;
 pub mod postgres;
 pub mod sqlite;
 
@@ -283,6 +282,10 @@ pub enum Transition {
 
 /// What an operator's action did.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per operator action, returned at once; boxing would only add an allocation"
+)]
 pub enum TransitionOutcome {
     /// Done; the alert as it is now.
     Done(StoredAlert),
@@ -421,10 +424,14 @@ pub(crate) fn state_str(s: AlertState) -> &'static str {
     }
 }
 
+/// One device's part of a batch: first window start, last window end, and
+/// per metric its newest window.
+type DeviceSpan<'a> = (DateTime<Utc>, DateTime<Utc>, BTreeMap<&'a str, &'a Aggregate>);
+
 /// Per device in a batch: first window start, last window end, and per
 /// metric its newest window's summary (`last_values`).
 pub(crate) fn device_updates<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, DateTime<Utc>, DateTime<Utc>, Value)> {
-    let mut devices: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, BTreeMap<&str, &Aggregate>)> = BTreeMap::new();
+    let mut devices: BTreeMap<&str, DeviceSpan<'a>> = BTreeMap::new();
     for a in aggs {
         let e = devices
             .entry(&a.device_id)

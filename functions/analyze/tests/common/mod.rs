@@ -41,9 +41,12 @@ fn reading(d: usize, ms: i64, s: i64) -> Reading {
     }
 }
 
-/// (device, metric, size, start ms) -> (count, min, max, sum), for windows
-/// that start before `before_ms` (the flush readings' windows stay open).
-pub fn truth(readings: &[Reading], before_ms: i64) -> HashMap<(String, String, i64, i64), (u64, f64, f64, f64)> {
+/// (device, metric, size, start ms) -> (count, min, max, sum) of each window.
+pub type Truth = HashMap<(String, String, i64, i64), (u64, f64, f64, f64)>;
+
+/// The windows' true contents, for windows that start before `before_ms`
+/// (the flush readings' windows stay open).
+pub fn truth(readings: &[Reading], before_ms: i64) -> Truth {
     let mut m = HashMap::new();
     for r in readings {
         let t = r.event_time.timestamp_millis();
@@ -71,10 +74,7 @@ pub fn truth(readings: &[Reading], before_ms: i64) -> HashMap<(String, String, i
 
 /// Compare the last emitted aggregate per identity (what an upserting store
 /// keeps) with the truth.
-pub fn compare(
-    emitted: &[Aggregate],
-    truth: &HashMap<(String, String, i64, i64), (u64, f64, f64, f64)>,
-) -> Result<(), String> {
+pub fn compare(emitted: &[Aggregate], truth: &Truth) -> Result<(), String> {
     let mut last: HashMap<(String, String, i64, i64), &Aggregate> = HashMap::new();
     for a in emitted {
         last.insert(
@@ -109,7 +109,7 @@ pub fn compare(
 }
 
 /// [`compare`], panicking on a difference.
-pub fn check(emitted: &[Aggregate], truth: &HashMap<(String, String, i64, i64), (u64, f64, f64, f64)>) {
+pub fn check(emitted: &[Aggregate], truth: &Truth) {
     if let Err(e) = compare(emitted, truth) {
         panic!("{e}");
     }

@@ -15,28 +15,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use tributary_ingest::archive::LocalRawStore;
-use tributary_ingest::archive::cosmos::{CosmosSettings, CosmosStore};
-use tributary_ingest::archive::handler::ArchiveMetrics;
-use tributary_ingest::archive::{ArchiveHandler, RawStore};
-use tributary_shared::eventlog::contract::{test_brokers, unique_topic};
+use tributary_archive::{ArchiveHandler, ArchiveMetrics};
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::eventlog::runner::{Handler, RunnerConfig, run_consumer};
 use tributary_shared::eventlog::{EventLog, Message, Publisher, Record};
 use tributary_shared::model::{Reading, SCHEMA_VERSION};
+use tributary_shared::raw::cosmos::{CosmosSettings, CosmosStore};
+use tributary_shared::raw::{LocalRawStore, Page, RawStore, StoreError};
+use tributary_testkit::free_port;
+use tributary_testkit::{test_brokers, test_cosmos, unique_topic};
 
 const DEADLETTER: &str = "deadletter";
 
 fn endpoint() -> String {
-    std::env::var("TRIBUTARY_TEST_COSMOS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("TRIBUTARY_TEST_COSMOS_ENDPOINT is not set: these tests need the Cosmos DB stand-in. Run them with scripts/test, which installs and starts it (scripts/cosmos/start.js).")
-    })
+    test_cosmos().0
 }
 
 fn key() -> String {
-    std::env::var("TRIBUTARY_TEST_COSMOS_KEY")
-        .unwrap_or_else(|_| panic!("TRIBUTARY_TEST_COSMOS_KEY is not set (scripts/test exports it)"))
+    test_cosmos().1
 }
 
 fn unique(name: &str) -> String {
@@ -445,14 +442,6 @@ async fn failures_beyond(metrics: &ArchiveMetrics, n: u64) -> u64 {
     metrics.failed_batches()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test]
 async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
     let _ = endpoint(); // the suite's stand-in must be there too
@@ -727,8 +716,7 @@ struct ScriptedStore {
 
 #[async_trait::async_trait]
 impl RawStore for ScriptedStore {
-    async fn upsert_batch(&self, readings: &[Reading]) -> Vec<Result<(), tributary_ingest::archive::StoreError>> {
-        use tributary_ingest::archive::StoreError;
+    async fn upsert_batch(&self, readings: &[Reading]) -> Vec<Result<(), StoreError>> {
         readings
             .iter()
             .map(|r| {
@@ -750,10 +738,10 @@ impl RawStore for ScriptedStore {
         _: DateTime<Utc>,
         _: u32,
         _: Option<String>,
-    ) -> Result<tributary_ingest::archive::Page, tributary_ingest::archive::StoreError> {
+    ) -> Result<Page, StoreError> {
         Ok(Default::default())
     }
-    async fn check_ready(&self) -> Result<(), tributary_ingest::archive::StoreError> {
+    async fn check_ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -797,13 +785,4 @@ async fn a_record_failing_on_its_own_is_dead_lettered_after_n_tries_but_an_outag
     );
     assert_eq!(metrics.deadlettered(), 1);
     assert_eq!(metrics.failed_batches(), 12);
-}
-
-#[tokio::test]
-async fn the_benchmark_reports_a_median_per_concurrency() {
-    let report = tributary_ingest::archive::bench::run(&endpoint(), &key(), &[1, 4], 100, 3)
-        .await
-        .expect("benchmark");
-    assert!(report.contains("concurrency   1: median"), "{report}");
-    assert!(report.contains("concurrency   4: median"), "{report}");
 }

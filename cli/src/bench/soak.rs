@@ -33,8 +33,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 use tributary_shared::cache::{KvCache, RedisCache, device_key};
 
-use crate::bench::free_port;
-use crate::bench_start::rss_now_mb as rss_mb;
+use super::common::{free_port, rss_now_mb as rss_mb};
 
 const EMULATOR_KEY: &str = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 

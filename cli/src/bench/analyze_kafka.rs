@@ -21,7 +21,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 
-use crate::bench::{free_port, median, rss_peak_mb};
+use super::common::{analyze_input, bench_producer, free_port, median, rss_peak_mb};
 
 /// Arguments of `bench analyze-kafka`.
 #[derive(clap::Args)]
@@ -127,8 +127,8 @@ async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions
     tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let producer = crate::bench::bench_producer(brokers)?;
-    let input = crate::bench::analyze_input(n, series);
+    let producer = bench_producer(brokers)?;
+    let input = analyze_input(n, series);
     let mut futs = Vec::with_capacity(10_000);
     for r in &input {
         let payload = serde_json::to_vec(r)?;
@@ -200,12 +200,11 @@ async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) ->
         if Instant::now() > deadline {
             bail!("analyze did not see every reading within 10 minutes");
         }
-        if ready_ms.is_none() {
-            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
-                if r.status().is_success() {
-                    ready_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
+        if ready_ms.is_none()
+            && let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status().is_success()
+        {
+            ready_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
         }
         if let Ok(r) = client.get(&url).send().await {
             let text = r.text().await.unwrap_or_default();

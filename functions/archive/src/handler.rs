@@ -26,8 +26,7 @@ use prometheus_client::registry::Registry;
 use tributary_shared::eventlog::runner::{Handler, HandlerError};
 use tributary_shared::eventlog::{Message, Publisher, Record, TopicPartition};
 use tributary_shared::model::Reading;
-
-use super::{RawStore, StoreError};
+use tributary_shared::raw::{RawStore, StoreError};
 
 /// Counters of the archive function.
 #[derive(Clone, Debug, Default)]
@@ -115,7 +114,7 @@ impl ArchiveHandler {
         let n = records.len() as u64;
         for r in self.deadletter.publish(&self.deadletter_topic, records).await {
             // Not committing past a record that is neither stored nor dead-lettered.
-            r.map_err(|e| HandlerError(format!("dead-letter publish failed: {e}")))?;
+            r.map_err(|e| HandlerError::new(format!("dead-lettering to {}", self.deadletter_topic), e))?;
         }
         self.metrics.deadlettered.inc_by(n);
         Ok(())
@@ -154,7 +153,7 @@ impl Handler for ArchiveHandler {
 
         let results = self.store.upsert_batch(&readings).await;
         let stored = results.iter().filter(|r| r.is_ok()).count();
-        let mut retry: Option<String> = None;
+        let mut retry: Option<StoreError> = None;
         {
             let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
             for (m, res) in sources.iter().zip(results) {
@@ -174,7 +173,7 @@ impl Handler for ArchiveHandler {
                     StoreError::Unavailable(_) => false,
                 };
                 if !counts {
-                    retry.get_or_insert_with(|| err.to_string());
+                    retry.get_or_insert(err);
                     continue;
                 }
                 let n = attempts.entry(key.clone()).or_insert(0);
@@ -183,22 +182,19 @@ impl Handler for ArchiveHandler {
                     // Stays counted out until the batch succeeds, so a replay decides the same.
                     poison.push((m, format!("not stored after {} tries: {err}", self.max_attempts)));
                 } else {
-                    retry.get_or_insert_with(|| err.to_string());
+                    retry.get_or_insert(err);
                 }
             }
         }
         self.metrics.archived.inc_by(stored as u64);
 
-        if let Some(reason) = retry {
+        if let Some(cause) = retry {
             // Dead-letter nothing yet: the replay decides the same records
             // poison again (undecodable, or still counted out), so each is
             // dead-lettered once, together with the batch's success.
             self.metrics.failed_batches.inc();
-            return Err(HandlerError(format!(
-                "{} of {} readings not stored: {reason}",
-                readings.len() - stored,
-                readings.len()
-            )));
+            let context = format!("{} of {} readings not stored", readings.len() - stored, readings.len());
+            return Err(HandlerError::new(context, cause));
         }
         self.dead_letter(poison).await?;
         self.attempts.lock().unwrap_or_else(|p| p.into_inner()).clear();

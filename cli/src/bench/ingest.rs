@@ -1,11 +1,8 @@
-//! `tributary bench …`: benchmarks that print the figure and the peer's
-//! figure from the same run, as medians over several runs.
-//!
-//! `bench ingest` starts the real `tributary-ingest` binary as a child process
-//! against a broker, times process start to the first 202, drives it over
-//! loopback HTTP at batch sizes 1/100/1000 (readings/s, p50/p99 latency), reads
-//! its RSS, and then produces the same messages with librdkafka alone to the
-//! same broker (the ceiling ingest is compared with).
+//! `bench ingest`: starts the real `tributary-ingest` binary as a child
+//! process against a broker, times process start to the first 202, drives it
+//! over loopback HTTP at batch sizes 1/100/1000 (readings/s, p50/p99
+//! latency), reads its RSS and CPU time, and then produces the same messages
+//! with librdkafka alone to the same broker (the ceiling ingest is compared with).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,67 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use tributary_shared::auth::{FleetKey, now_unix};
 
-/// Benchmark subcommands.
-#[derive(clap::Subcommand)]
-pub enum Bench {
-    /// Ingest throughput, latency, start time and memory vs. librdkafka alone.
-    Ingest(IngestArgs),
-    /// Process: aggregates/s into PostgreSQL by batch size and cache update latency, vs. COPY.
-    Process(crate::bench_process::ProcessArgs),
-    /// Analyze in-process: readings/s through windows and models, memory per 10k series.
-    Analyze(AnalyzeArgs),
-    /// Archive: documents/s into the Cosmos DB endpoint at several concurrencies.
-    Archive(ArchiveArgs),
-    /// Dashboard API latency under concurrent load: fleet overview and a 24 h series.
-    Dashboard(crate::bench_dashboard::DashboardArgs),
-    /// The all-in-one process end to end: ready time, readings/s, drain time, RSS, clean stop.
-    Dev(crate::bench_dev::DevArgs),
-    /// Analyze through a Kafka broker, pinned to one CPU, vs. a bare librdkafka consumer on it.
-    AnalyzeKafka(crate::bench_analyze_kafka::AnalyzeKafkaArgs),
-    /// Each function binary: start to /healthz and /readyz, RSS when idle, SIGTERM to exit.
-    Start(crate::bench_start::StartArgs),
-    /// The function binaries at a fixed load for minutes: throughput, POST and end-to-end latency, RSS over time, reconciliation.
-    Soak(crate::bench_soak::SoakArgs),
-}
-
-/// Arguments of `bench analyze`.
-#[derive(clap::Args)]
-pub struct AnalyzeArgs {
-    /// Readings per run.
-    #[arg(long, default_value_t = 200_000)]
-    readings: usize,
-    /// Active (device, metric) series.
-    #[arg(long, default_value_t = 10_000)]
-    series: usize,
-    /// Runs; medians are reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-}
-
-/// Arguments of `bench archive`.
-#[derive(clap::Args)]
-pub struct ArchiveArgs {
-    /// Cosmos DB endpoint (scripts/bench starts the local stand-in).
-    #[arg(long, env = "TRIBUTARY_COSMOS_ENDPOINT")]
-    endpoint: String,
-    /// Account key.
-    #[arg(long, env = "TRIBUTARY_COSMOS_KEY", hide_env_values = true)]
-    key: String,
-    /// Concurrent requests to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
-    concurrency: Vec<usize>,
-    /// Documents per run.
-    #[arg(long, default_value_t = 5000)]
-    docs: usize,
-    /// Runs; medians are reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-}
+use super::common::{bench_producer, cpu_seconds, free_port, median, rss_peak_mb};
 
 /// Arguments of `bench ingest`.
 #[derive(clap::Args)]
@@ -107,26 +48,6 @@ pub struct IngestArgs {
     broker_pid: Option<u32>,
 }
 
-/// Run one benchmark.
-pub async fn run(b: Bench) -> anyhow::Result<()> {
-    match b {
-        Bench::Ingest(a) => ingest(a).await,
-        Bench::Process(a) => crate::bench_process::run(a).await,
-        Bench::Analyze(a) => analyze(a),
-        Bench::Dev(a) => crate::bench_dev::run(a).await,
-        Bench::AnalyzeKafka(a) => crate::bench_analyze_kafka::run(a).await,
-        Bench::Start(a) => crate::bench_start::run(a).await,
-        Bench::Soak(a) => crate::bench_soak::run(a).await,
-        Bench::Dashboard(a) => crate::bench_dashboard::run(a).await,
-        Bench::Archive(a) => {
-            let report =
-                tributary_ingest::archive::bench::run(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?;
-            println!("{report}");
-            Ok(())
-        }
-    }
-}
-
 /// CPU time (user + system) per reading, in microseconds, of the three
 /// processes sharing the machine during one batch size's load.
 #[derive(Clone, Copy)]
@@ -146,17 +67,12 @@ struct RunFigures {
     baseline_per_s: f64,
 }
 
-/// Median (upper middle for even counts); NaN for none.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
 fn reading(ts: i64, i: usize) -> serde_json::Value {
     json!({"timestamp": ts, "metrics": {"speed": 40.0 + (i % 50) as f64, "rpm": 1500 + (i % 1000), "engine_temp": 88.5}, "tags": {"fw": "1.4.2"}})
 }
 
-async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+/// Run the benchmark and print every run and the medians.
+pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
     let bin = match a.ingest_bin.clone() {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("tributary-ingest"),
@@ -231,37 +147,6 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// CPU time (user + system) process `pid` has used so far, in seconds; 0 when unknown.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name.
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-        let rest = s.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    });
-    // USER_HZ is 100 on every Linux this runs on.
-    ticks.map_or(0.0, |t| t as f64 / 100.0)
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Peak resident memory of process `pid` (VmHWM), in MB.
-pub fn rss_peak_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<RunFigures> {
@@ -414,18 +299,6 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
     })
 }
 
-/// A producer with ingest's settings (idempotent, acks=all, lz4, 5 ms linger).
-pub fn bench_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "100000")
-        .create()?)
-}
-
 /// librdkafka alone: the same serialized readings, keys and producer settings
 /// as ingest, produced as fast as the producer takes them.
 async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyhow::Result<f64> {
@@ -503,91 +376,4 @@ async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyho
         done += 1;
     }
     Ok(done as f64 / t0.elapsed().as_secs_f64())
-}
-
-fn rss_mb_self() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-/// Readings for `series` series (devices with 4 metrics each), one second apart per device.
-pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
-    use chrono::TimeZone;
-    let devices = (series / 4).max(1);
-    let base = 1_795_000_000_000i64;
-    (0..n)
-        .map(|i| {
-            let d = i % devices;
-            let step = (i / devices) as i64;
-            let t = chrono::Utc
-                .timestamp_millis_opt(base + step * 1000 + d as i64 % 1000)
-                .single()
-                .unwrap_or_default();
-            let x = ((i * 7919) % 1000) as f64 / 10.0;
-            tributary_shared::model::Reading {
-                schema_version: 1,
-                id: format!("r{i}"),
-                device_id: format!("dev-{d}"),
-                event_time: t,
-                received_time: t,
-                metrics: [("a", x), ("b", x * 0.5), ("c", 100.0 - x), ("d", x.sqrt())]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-                tags: Default::default(),
-                location: None,
-            }
-        })
-        .collect()
-}
-
-fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
-    use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
-    println!(
-        "bench analyze: {} readings (4 metrics each) over {} series, windows 10 s and 60 s, all models, {} runs, one core",
-        a.readings, a.series, a.runs
-    );
-    let mut rates = Vec::new();
-    let mut mem = Vec::new();
-    for run in 0..a.runs {
-        let input = analyze_input(a.readings, a.series);
-        let before = rss_mb_self();
-        let mut an = Analyzer::new(AnalyzerConfig::default());
-        let t0 = Instant::now();
-        let mut emitted = 0usize;
-        for (i, r) in input.iter().enumerate() {
-            let out = an.process((i % 12) as i32, i as i64, r);
-            emitted += out.aggregates.len() + out.alerts.len();
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let after = rss_mb_self();
-        let per_10k = (after - before) / an.series_count().max(1) as f64 * 10_000.0;
-        println!(
-            "run {}: {:.0} readings/s ({:.0} metric values/s), {} outputs, {} series, RSS +{:.1} MB = {:.1} MB per 10k series",
-            run + 1,
-            a.readings as f64 / secs,
-            4.0 * a.readings as f64 / secs,
-            emitted,
-            an.series_count(),
-            after - before,
-            per_10k
-        );
-        rates.push(a.readings as f64 / secs);
-        mem.push(per_10k);
-        drop(an);
-    }
-    println!(
-        "\nmedians: {:.0} readings/s per core; {:.1} MB per 10k active series (windows + models)",
-        median(rates),
-        median(mem)
-    );
-    Ok(())
 }

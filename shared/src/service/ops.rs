@@ -1,38 +1,36 @@
 //! The operational endpoints every function serves: `/healthz` (the process
 //! runs), `/readyz` (it can do its job now: dependencies reachable and not
 //! draining) and `/metrics` (Prometheus text format).
+//!
+//! Guarantees: `/healthz` answers without touching any dependency, so a
+//! broker or database outage never gets a healthy pod restarted; once
+//! draining, `/readyz` answers 503 whatever the dependencies say.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
 
-/// Tells whether the function's dependencies are reachable.
-#[async_trait]
-pub trait Readiness: Send + Sync + 'static {
-    /// `Err` carries a short reason shown on `/readyz` (no secrets).
-    async fn check(&self) -> Result<(), String>;
-}
+use super::readiness::Readiness;
+use crate::telemetry::{ErrorChain, MetricsRegistry};
 
 /// Shared state of the ops endpoints.
 #[derive(Clone)]
 pub struct Ops {
-    registry: Arc<Registry>,
+    metrics: MetricsRegistry,
     readiness: Arc<dyn Readiness>,
     draining: Arc<AtomicBool>,
 }
 
 impl Ops {
-    /// Ops endpoints over `registry`, ready when `readiness` says so.
-    pub fn new(registry: Arc<Registry>, readiness: Arc<dyn Readiness>) -> Self {
+    /// Ops endpoints over `metrics`, ready when `readiness` says so.
+    pub fn new(metrics: MetricsRegistry, readiness: Arc<dyn Readiness>) -> Self {
         Self {
-            registry,
+            metrics,
             readiness,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -42,6 +40,11 @@ impl Ops {
     /// load balancer stops sending new work while in-flight work finishes.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// What `/readyz` checks, without the draining flag.
+    pub async fn check(&self) -> Result<(), super::NotReady> {
+        self.readiness.check().await
     }
 
     /// The routes, to merge into a function's router.
@@ -60,14 +63,17 @@ async fn readyz(State(ops): State<Ops>) -> Response {
     }
     match ops.readiness.check().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", ErrorChain(&e)),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(ops): State<Ops>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &ops.registry) {
-        Ok(()) => (
+    match ops.metrics.encode() {
+        Ok(body) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -1,9 +1,9 @@
-//! Benchmark of the archive's write path: documents/s upserted into a Cosmos
-//! DB endpoint (normally the local emulator) at several concurrencies.
+//! `bench archive`: the archive's write path, documents/s upserted into a
+//! Cosmos DB endpoint (normally the local stand-in) at several concurrencies.
 //!
 //! Guarantees: every run writes fresh documents (new ids) into a throw-away
 //! container of database `tributary-bench`; a run counts only when every
-//! upsert succeeded (otherwise [`run`] fails); the figure reported per
+//! upsert succeeded (otherwise the benchmark fails); the figure reported per
 //! concurrency is the median of the runs.
 
 use std::fmt::Write as _;
@@ -11,14 +11,41 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tributary_shared::model::{Reading, SCHEMA_VERSION};
+use tributary_shared::raw::RawStore;
+use tributary_shared::raw::cosmos::{CosmosSettings, CosmosStore};
 
-use super::RawStore;
-use super::cosmos::{CosmosSettings, CosmosStore};
+use super::common::median;
+
+/// Arguments of `bench archive`.
+#[derive(clap::Args)]
+pub struct ArchiveArgs {
+    /// Cosmos DB endpoint (scripts/bench starts the local stand-in).
+    #[arg(long, env = "TRIBUTARY_COSMOS_ENDPOINT")]
+    endpoint: String,
+    /// Account key.
+    #[arg(long, env = "TRIBUTARY_COSMOS_KEY", hide_env_values = true)]
+    key: String,
+    /// Concurrent requests to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// Documents per run.
+    #[arg(long, default_value_t = 5000)]
+    docs: usize,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// Run the benchmark and print the report.
+pub async fn run(a: ArchiveArgs) -> anyhow::Result<()> {
+    println!("{}", report(&a.endpoint, &a.key, &a.concurrency, a.docs, a.runs).await?);
+    Ok(())
+}
 
 /// Upsert `docs` readings `runs` times at each concurrency in `concurrencies`
 /// against `endpoint` (key auth) and return a plain-text report with every
 /// run's documents/s and the median per concurrency.
-pub async fn run(
+pub async fn report(
     endpoint: &str,
     key: &str,
     concurrencies: &[usize],
@@ -52,24 +79,11 @@ pub async fn run(
         writeln!(
             report,
             "concurrency {c:>3}: median {:>7.0} docs/s (runs: {})",
-            median(&mut rates),
+            median(rates.clone()),
             runs_text.join(", ")
         )?;
     }
     Ok(report)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// `n` realistic readings over 16 devices with ids prefixed by `prefix`.

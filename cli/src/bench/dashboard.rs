@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use tributary_shared::records::{Aggregate, Alert, AlertState};
 
-use crate::bench::median;
+use super::common::{free_port, median};
 
 /// Arguments of `bench dashboard`.
 #[derive(clap::Args)]
@@ -53,7 +53,7 @@ fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize)
         p50: mean,
         p95: mean + 1.5,
         p99: mean + 1.9,
-        anomaly_score: if i % 500 == 0 { 0.9 } else { 0.05 },
+        anomaly_score: if i.is_multiple_of(500) { 0.9 } else { 0.05 },
         model: "spike".into(),
     }
 }
@@ -157,7 +157,7 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
         None => format!("sqlite://{}", dir.join("results.db").display()),
     };
     seed(&url).await.context("seeding the results store")?;
-    let port = crate::bench::free_port()?;
+    let port = free_port()?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args([
             "dev",
@@ -166,7 +166,7 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
             "--status-secs",
             "0",
             "--listen",
-            &format!("127.0.0.1:{}", crate::bench::free_port()?),
+            &format!("127.0.0.1:{}", free_port()?),
             "--dashboard",
             &format!("127.0.0.1:{port}"),
         ])

@@ -13,9 +13,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tributary_ingest::archive::LocalRawStore;
+use tributary_shared::raw::LocalRawStore;
 
-use crate::bench::median;
+use super::common::{free_port, median, rss_peak_mb};
 
 /// Arguments of `bench dev`.
 #[derive(clap::Args)]
@@ -53,7 +53,7 @@ async fn one_run(a: &DevArgs, run: usize) -> anyhow::Result<Figures> {
     let data = std::env::temp_dir().join(format!("tributary-bench-dev-{}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    let (ingest_port, dash_port) = (crate::bench::free_port()?, crate::bench::free_port()?);
+    let (ingest_port, dash_port) = (free_port()?, free_port()?);
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(&exe)
         .args([
@@ -136,7 +136,7 @@ async fn one_run(a: &DevArgs, run: usize) -> anyhow::Result<Figures> {
             .fetch_one(&archive)
             .await?;
     let metric_values = metric_values as f64;
-    let rss_mb = crate::bench::rss_peak_mb(pid);
+    let rss_mb = rss_peak_mb(pid);
 
     let stop_start = Instant::now();
     let _ = std::process::Command::new("kill")

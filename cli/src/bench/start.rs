@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::bench::{free_port, median};
+use super::common::{free_port, median, rss_now_mb};
 
 /// Arguments of `bench start`.
 #[derive(clap::Args)]
@@ -54,20 +54,6 @@ struct Run {
     readyz_ms: f64,
     rss_mb: f64,
     stop_ms: f64,
-}
-
-/// Current resident memory of process `pid` (VmRSS), in MB; NaN once it is gone.
-pub fn rss_now_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// Run the benchmark.
@@ -158,16 +144,16 @@ async fn one(a: &StartArgs, f: &str, bin: &PathBuf, run: usize) -> anyhow::Resul
             bail!("not ready within 30 s");
         }
         let path = if healthz.is_none() { "healthz" } else { "readyz" };
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/{path}")).send().await {
-            if r.status().is_success() {
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                if healthz.is_none() {
-                    healthz = Some(ms);
-                } else {
-                    readyz = Some(ms);
-                }
-                continue;
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/{path}")).send().await
+            && r.status().is_success()
+        {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if healthz.is_none() {
+                healthz = Some(ms);
+            } else {
+                readyz = Some(ms);
             }
+            continue;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

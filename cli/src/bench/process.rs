@@ -17,7 +17,7 @@ use tributary_shared::eventlog::runner::Handler;
 use tributary_shared::eventlog::{EventLog, Message};
 use tributary_shared::records::Aggregate;
 
-use crate::bench::median;
+use super::common::median;
 
 /// Arguments of `bench process`.
 #[derive(clap::Args)]
@@ -99,7 +99,7 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
         let cache = Arc::new(Cache::redis(&a.redis_url, 600, 100)?);
         let log = tributary_shared::eventlog::memory::MemoryLog::new(1, 1000);
         let mut registry = prometheus_client::registry::Registry::default();
-        let cfg = tributary_process::Config::defaults();
+        let cfg = tributary_process::Config::default();
         let handler = ProcessHandler::new(
             &cfg,
             store.clone(),

@@ -1,0 +1,100 @@
+//! What several benchmarks share: medians, free ports, the CPU time and
+//! memory of a process, a producer with ingest's settings, analyze's input.
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+/// Median (upper middle for even counts); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds; 0 when unknown.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        let rest = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    });
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks.map_or(0.0, |t| t as f64 / 100.0)
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Peak resident memory of process `pid` (VmHWM), in MB.
+pub fn rss_peak_mb(pid: u32) -> f64 {
+    status_mb(&pid.to_string(), "VmHWM:")
+}
+
+/// Resident memory of process `pid` now (VmRSS), in MB.
+pub fn rss_now_mb(pid: u32) -> f64 {
+    status_mb(&pid.to_string(), "VmRSS:")
+}
+
+/// Resident memory of this process now, in MB.
+pub fn rss_self_mb() -> f64 {
+    status_mb("self", "VmRSS:")
+}
+
+/// A memory field of `/proc/<process>/status` in MB; NaN when unknown.
+fn status_mb(process: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// A producer with ingest's settings (idempotent, acks=all, lz4, 5 ms linger).
+pub fn bench_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "100000")
+        .create()?)
+}
+
+/// Readings for `series` series (devices with 4 metrics each), one second apart per device.
+pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
+    use chrono::TimeZone;
+    let devices = (series / 4).max(1);
+    let base = 1_795_000_000_000i64;
+    (0..n)
+        .map(|i| {
+            let d = i % devices;
+            let step = (i / devices) as i64;
+            let t = chrono::Utc
+                .timestamp_millis_opt(base + step * 1000 + d as i64 % 1000)
+                .single()
+                .unwrap_or_default();
+            let x = ((i * 7919) % 1000) as f64 / 10.0;
+            tributary_shared::model::Reading {
+                schema_version: 1,
+                id: format!("r{i}"),
+                device_id: format!("dev-{d}"),
+                event_time: t,
+                received_time: t,
+                metrics: [("a", x), ("b", x * 0.5), ("c", 100.0 - x), ("d", x.sqrt())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                tags: Default::default(),
+                location: None,
+            }
+        })
+        .collect()
+}

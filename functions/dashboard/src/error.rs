@@ -1,0 +1,101 @@
+//! The errors of the dashboard: [`ApiError`], why a request failed, with
+//! its HTTP answer (no internals), and [`Error`], why [`crate::run`] could
+//! not start or stopped.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tributary_shared::results::StoreError;
+use tributary_shared::telemetry::ErrorChain;
+
+/// Errors of the API, mapped to status codes without internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter or path segment is invalid.
+    #[error("invalid parameter '{param}': {reason}")]
+    BadParam {
+        /// The parameter.
+        param: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The action conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Missing or wrong operator token.
+    #[error("an operator token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// Write actions are disabled (no operator token configured).
+    #[error("the dashboard is read-only: no operator token is configured")]
+    ReadOnly,
+    /// A store failed.
+    #[error("the data store is unavailable; try again shortly")]
+    Unavailable,
+    /// The feature needs a store this instance was not configured with.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+}
+
+impl From<tributary_shared::raw::StoreError> for ApiError {
+    fn from(e: tributary_shared::raw::StoreError) -> Self {
+        tracing::warn!(error = %ErrorChain(&e), "raw store query failed");
+        Self::Unavailable
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %ErrorChain(&e), "results store query failed");
+        Self::Unavailable
+    }
+}
+
+impl ApiError {
+    /// The HTTP status of the answer.
+    pub fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadParam { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::ReadOnly => (StatusCode::FORBIDDEN, "read_only"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
+        if let Self::BadParam { param, .. } = &self {
+            body["error"]["parameter"] = json!(param);
+        }
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Why the dashboard could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `DATABASE_URL` does not name a usable results store.
+    #[error("opening the results store (DATABASE_URL)")]
+    Store(#[source] StoreError),
+    /// `REDIS_URL` does not name a usable cache.
+    #[error("opening the cache (REDIS_URL)")]
+    Cache(#[source] tributary_shared::cache::CacheError),
+    /// The Cosmos DB settings are unusable (a missing key, no identity).
+    #[error("Cosmos DB settings")]
+    Cosmos(#[source] tributary_shared::raw::StoreError),
+    /// Binding, serving or the Lambda runtime failed.
+    #[error(transparent)]
+    Service(#[from] tributary_shared::service::ServiceError),
+}

@@ -1,0 +1,24 @@
+//! Why the process function could not start, or stopped with an error.
+
+use tributary_shared::cache::CacheError;
+use tributary_shared::results::StoreError;
+
+/// Errors of [`crate::run`] and [`crate::Deps::connect`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `DATABASE_URL` does not name a usable results store.
+    #[error("opening the results store (DATABASE_URL)")]
+    Store(#[source] StoreError),
+    /// The migrations could not run.
+    #[error("migrating the results store")]
+    Migrate(#[source] StoreError),
+    /// `REDIS_URL` does not name a usable cache.
+    #[error("opening the cache (REDIS_URL)")]
+    Cache(#[source] CacheError),
+    /// The Kafka client could not be created from the settings.
+    #[error("connecting to the event log")]
+    EventLog(#[source] tributary_shared::eventlog::EventLogError),
+    /// Binding or the consumer group failed.
+    #[error(transparent)]
+    Service(#[from] tributary_shared::service::ServiceError),
+}

@@ -1,0 +1,336 @@
+//! The harness every function runs in: what each of them would otherwise
+//! wire again at start and stop.
+//!
+//! A function's `run(config, deps, shutdown)` builds its handler or router,
+//! names its readiness and calls one of two entry points:
+//! - [`Service::serve`] for HTTP functions (ingest, dashboard): the
+//!   function's router merged with the ops endpoints, served on the host's
+//!   [`Endpoint`] until shutdown, then the requests in flight are finished;
+//! - [`Service::consume`] for Kafka-triggered functions (archive, analyze,
+//!   process): the ops endpoints served while the consumer runner drives the
+//!   handler; the group is joined only once the function's dependencies are
+//!   ready, and on shutdown the last batch is committed, the group left and
+//!   the publisher flushed before the ops endpoints stop.
+//!
+//! In both, shutdown turns `/readyz` to 503 first ([`Ops::start_draining`]).
+//!
+//! # Layout
+//!
+//! - this file: [`Host`], [`Endpoint`], [`Service`], [`ServiceError`];
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`readiness`]: the [`Readiness`](readiness::Readiness) trait, its error
+//!   and one adapter per backend trait;
+//! - [`shutdown`]: the shutdown token and the signal listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::KafkaArgs;
+use crate::eventlog::runner::{Handler, RunnerConfig, run_consumer};
+use crate::eventlog::{EventLog, EventLogError};
+use crate::telemetry::{ErrorChain, MetricsRegistry};
+
+pub mod ops;
+pub mod readiness;
+pub mod shutdown;
+
+pub use ops::Ops;
+pub use readiness::{NotReady, Readiness};
+pub use shutdown::Shutdown;
+
+/// How long a consumer waits at stop for the records it published to be acknowledged.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(10);
+/// Longest wait between two readiness checks before a consumer joins its group.
+const MAX_READY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Errors of the harness. What failed, with the backend's error as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The address could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving HTTP failed.
+    #[error("serving HTTP")]
+    Serve(#[source] std::io::Error),
+    /// The Lambda runtime failed.
+    #[error("the Lambda runtime failed")]
+    Lambda(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A dependency refuses the function's settings; waiting cannot help.
+    #[error("cannot start")]
+    Dependency(#[source] NotReady),
+    /// The consumer group could not be joined or left with an error.
+    #[error("consumer group {group}")]
+    Consumer {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: EventLogError,
+    },
+}
+
+/// Where a function serves HTTP: its API if it has one, and the ops endpoints.
+pub enum Endpoint {
+    /// A bound TCP listener, served by hyper.
+    Tcp(TcpListener),
+    /// The AWS Lambda runtime API (`AWS_LAMBDA_RUNTIME_API` set): the router
+    /// answers Lambda invocations (responses are buffered, so no streaming).
+    Lambda,
+    /// Not served: a function embedded in `tributary dev`, whose metrics
+    /// another function's endpoint serves.
+    Embedded,
+}
+
+impl Endpoint {
+    /// Bind `addr`.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, ServiceError> {
+        TcpListener::bind(addr)
+            .await
+            .map(Self::Tcp)
+            .map_err(|source| ServiceError::Bind { addr, source })
+    }
+
+    /// The Lambda runtime API when `AWS_LAMBDA_RUNTIME_API` is set, `addr` bound otherwise.
+    pub async fn lambda_or_bind(addr: SocketAddr) -> Result<Self, ServiceError> {
+        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+            Ok(Self::Lambda)
+        } else {
+            Self::bind(addr).await
+        }
+    }
+
+    /// The bound address, for a TCP endpoint.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Lambda | Self::Embedded => None,
+        }
+    }
+}
+
+/// What the process gives a function besides its backends: where to serve
+/// and where to register its metrics.
+pub struct Host {
+    /// Where HTTP is served.
+    pub endpoint: Endpoint,
+    /// Where metrics are registered (shared by the functions of one process).
+    pub metrics: MetricsRegistry,
+}
+
+impl Host {
+    /// A host serving on `endpoint` with a registry of its own.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            metrics: MetricsRegistry::new(),
+        }
+    }
+
+    /// A function embedded in a bigger process: nothing served, metrics in `metrics`.
+    pub fn embedded(metrics: MetricsRegistry) -> Self {
+        Self {
+            endpoint: Endpoint::Embedded,
+            metrics,
+        }
+    }
+}
+
+/// Which group a consumer joins, on which topics, and how it batches.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// Consumer group.
+    pub group: String,
+    /// Topics it reads.
+    pub topics: Vec<String>,
+    /// Batching and back-off.
+    pub runner: RunnerConfig,
+}
+
+impl ConsumerSettings {
+    /// Group `group` on `topics`, at most `max_batch` records per batch, the runner's other defaults.
+    pub fn new(group: &str, topics: &[&str], max_batch: usize) -> Self {
+        Self {
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            runner: RunnerConfig {
+                max_batch,
+                ..RunnerConfig::default()
+            },
+        }
+    }
+}
+
+/// One function, hosted: its name (in logs), endpoint and ops endpoints.
+pub struct Service {
+    name: &'static str,
+    endpoint: Endpoint,
+    ops: Ops,
+}
+
+impl Service {
+    /// Host function `name` on `host`, ready when `readiness` says so.
+    pub fn new(name: &'static str, host: Host, readiness: Arc<dyn Readiness>) -> Self {
+        Self {
+            name,
+            endpoint: host.endpoint,
+            ops: Ops::new(host.metrics, readiness),
+        }
+    }
+
+    /// Serve `api` with the ops routes until `shutdown`, then finish the
+    /// requests in flight. Under Lambda the runtime decides when to stop.
+    pub async fn serve(self, api: Router, shutdown: &Shutdown) -> Result<(), ServiceError> {
+        let router = api.merge(self.ops.router());
+        match self.endpoint {
+            Endpoint::Tcp(listener) => {
+                tracing::info!(function = self.name, addr = ?listener.local_addr().ok(), "{} listening", self.name);
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(drain(&self.ops, shutdown))
+                    .await
+                    .map_err(ServiceError::Serve)?;
+            }
+            Endpoint::Lambda => {
+                tracing::info!(function = self.name, "serving through the Lambda runtime API");
+                serve_lambda(router).await?;
+            }
+            Endpoint::Embedded => drain(&self.ops, shutdown).await,
+        }
+        tracing::info!(function = self.name, "{} stopped", self.name);
+        Ok(())
+    }
+
+    /// Run `handler` as a member of `settings.group` until `shutdown`: the
+    /// ops endpoints are served throughout; the group is joined once
+    /// [`Readiness`] passes (waiting with back-off while a dependency is
+    /// unavailable, failing if it is misconfigured); on shutdown the last
+    /// batch is committed, the group left and `log`'s publisher flushed.
+    pub async fn consume<H: Handler + ?Sized>(
+        self,
+        log: &dyn EventLog,
+        settings: &ConsumerSettings,
+        handler: &H,
+        shutdown: &Shutdown,
+    ) -> Result<(), ServiceError> {
+        let ops_stop = Shutdown::new();
+        let ops_server = spawn_ops(self.name, self.endpoint, self.ops.router(), &ops_stop);
+        let result = consume(self.name, &self.ops, log, settings, handler, shutdown).await;
+        ops_stop.trigger();
+        if let Some(server) = ops_server {
+            let _ = server.await;
+        }
+        tracing::info!(function = self.name, "{} stopped", self.name);
+        result
+    }
+}
+
+async fn consume<H: Handler + ?Sized>(
+    name: &'static str,
+    ops: &Ops,
+    log: &dyn EventLog,
+    settings: &ConsumerSettings,
+    handler: &H,
+    shutdown: &Shutdown,
+) -> Result<(), ServiceError> {
+    if !wait_until_ready(name, ops, shutdown).await? {
+        return Ok(());
+    }
+    let group = settings.group.clone();
+    let sub = log
+        .subscribe(&settings.group, &settings.topics)
+        .await
+        .map_err(|source| ServiceError::Consumer {
+            group: group.clone(),
+            source,
+        })?;
+    tracing::info!(function = name, group = %settings.group, topics = ?settings.topics, "{name} consuming");
+    run_consumer(sub, handler, &settings.runner, drain(ops, shutdown))
+        .await
+        .map_err(|source| ServiceError::Consumer { group, source })?;
+    if let Err(e) = log.publisher().flush(FLUSH_AT_STOP).await {
+        tracing::error!(function = name, error = %ErrorChain(&e), "flushing the publisher at stop failed");
+    }
+    Ok(())
+}
+
+/// Answer Lambda invocations with `router` until the runtime stops. The
+/// runtime's future is not `Send` (it holds a request body across an await),
+/// so it runs on a thread of its own with a single-threaded runtime, which
+/// keeps [`Service::serve`] spawnable; Lambda sends one invocation at a time.
+async fn serve_lambda(router: Router) -> Result<(), ServiceError> {
+    let lambda = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServiceError::Serve)?;
+        runtime.block_on(lambda_http::run(router)).map_err(ServiceError::Lambda)
+    });
+    lambda.await.map_err(|e| ServiceError::Lambda(Box::new(e)))?
+}
+
+/// Resolves once `shutdown` fired, after turning `/readyz` to 503.
+fn drain(ops: &Ops, shutdown: &Shutdown) -> impl Future<Output = ()> + Send + 'static {
+    let (ops, stop) = (ops.clone(), shutdown.wait());
+    async move {
+        stop.await;
+        ops.start_draining();
+    }
+}
+
+/// Serve `router` on a TCP endpoint until `stop`; nothing to serve otherwise.
+fn spawn_ops(
+    name: &'static str,
+    endpoint: Endpoint,
+    router: Router,
+    stop: &Shutdown,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Endpoint::Tcp(listener) = endpoint else { return None };
+    tracing::info!(function = name, addr = ?listener.local_addr().ok(), "{name}'s ops endpoints listening");
+    let stop = stop.wait();
+    Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(function = name, error = %e, "the ops endpoints stopped");
+        }
+    }))
+}
+
+/// Check readiness until it passes (`true`) or `shutdown` fires (`false`),
+/// backing off up to [`MAX_READY_BACKOFF`]; a misconfigured dependency is an error.
+async fn wait_until_ready(name: &'static str, ops: &Ops, shutdown: &Shutdown) -> Result<bool, ServiceError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ops.check().await {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_permanent() => return Err(ServiceError::Dependency(e)),
+            Err(e) => {
+                tracing::warn!(function = name, error = %ErrorChain(&e), retry_in = ?delay, "not ready to consume yet; waiting");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.triggered() => return Ok(false),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_READY_BACKOFF);
+    }
+}
+
+/// Create `topics` if `kafka` says the functions create theirs; a failure is
+/// logged, not fatal (the broker may come up after the function; `/readyz`
+/// and the runner's retries cover that).
+pub async fn ensure_topics(log: &dyn EventLog, kafka: &KafkaArgs, topics: &[String]) {
+    if !kafka.create_topics {
+        return;
+    }
+    if let Err(e) = log.ensure_topics(topics, kafka.partitions).await {
+        tracing::warn!(error = %ErrorChain(&e), ?topics, "could not create topics");
+    }
+}
