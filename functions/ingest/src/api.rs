@@ -39,11 +39,6 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Readings accepted since start (durably in the log).
-    pub fn accepted_total(&self) -> u64 {
-        self.metrics.accepted()
-    }
-
     /// Build the function's state from its config, publishing through `publisher`.
     pub fn new(cfg: &Config, publisher: Arc<dyn Publisher>, registry: &MetricsRegistry) -> Self {
         Self {

@@ -63,11 +63,6 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
     }
 
-    /// Readings accepted so far (durably in the log).
-    pub fn accepted(&self) -> u64 {
-        self.readings.get_or_create(&OutcomeLabel { outcome: "accepted" }).get()
-    }
-
     /// Count a request's readings, once per request.
     pub fn count_readings(&self, accepted: usize, rejected: usize, failed: usize) {
         for (outcome, n) in [("accepted", accepted), ("rejected", rejected), ("failed", failed)] {
