@@ -16,6 +16,7 @@ use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::raw::cosmos::CosmosStore;
 use tributary_shared::raw::{LocalRawStore, RawStore};
 use tributary_shared::results::ResultStore;
+use tributary_shared::topics;
 
 use super::Args;
 
@@ -55,11 +56,14 @@ impl Backends {
                     brokers: brokers.clone(),
                     ..KafkaArgs::default()
                 };
-                (
-                    Arc::new(KafkaLog::connect(&kafka, "tributary-dev").context("connecting to Kafka")?),
-                    None,
-                    kafka,
-                )
+                let log = KafkaLog::connect(&kafka, "tributary-dev").context("connecting to Kafka")?;
+                // Before ingest takes a reading: a broker that creates topics on first use
+                // would give them its own partition count.
+                let all = [topics::RAW, topics::AGGREGATES, topics::ALERTS, topics::DEADLETTER].map(String::from);
+                log.ensure_topics(&all, kafka.partitions)
+                    .await
+                    .context("creating topics")?;
+                (Arc::new(log), None, kafka)
             }
             None => {
                 let memory = MemoryLog::new(DEV_PARTITIONS, MEMORY_RETENTION);

@@ -224,7 +224,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ..Default::default()
         };
         let deps = tributary_ingest::Deps {
-            log: b.log.clone(),
+            publisher: b.log.publisher(),
             host: Host {
                 endpoint: ingest_endpoint,
                 metrics: metrics.clone(),

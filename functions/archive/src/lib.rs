@@ -33,7 +33,7 @@ use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::raw::RawStore;
 use tributary_shared::raw::cosmos::LazyCosmosStore;
 use tributary_shared::service::readiness::RawStoreReady;
-use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Service, Shutdown};
+use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
 pub mod config;
 pub mod error;
@@ -91,8 +91,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         config.max_attempts,
         metrics,
     );
-    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max);
-    let service = Service::new("archive", deps.host, Arc::new(RawStoreReady(deps.raw)));
+    let ready: Arc<dyn Readiness> = Arc::new(RawStoreReady(deps.raw));
+    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max).after(ready.clone());
+    let service = Service::new("archive", deps.host, ready);
     service
         .consume(deps.log.as_ref(), &consumer, &handler, &shutdown)
         .await?;

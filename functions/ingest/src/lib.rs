@@ -32,8 +32,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::eventlog::{EventLog, Publisher};
 use tributary_shared::service::readiness::PublisherReady;
 use tributary_shared::service::{self, Endpoint, Host, Service, Shutdown};
 use tributary_shared::telemetry::ErrorChain;
@@ -49,21 +49,24 @@ pub use api::{Ingest, app};
 pub use config::Config;
 pub use error::Error;
 
-/// What ingest runs on: the event log it publishes to, and its host.
+/// What ingest runs on: the publisher of the event log (it never consumes),
+/// and its host.
 pub struct Deps {
-    /// The event log (Kafka in production).
-    pub log: Arc<dyn EventLog>,
+    /// Where readings are published (Kafka in production).
+    pub publisher: Arc<dyn Publisher>,
     /// Where the API and ops endpoints are served, and metrics registered.
     pub host: Host,
 }
 
 impl Deps {
-    /// The production dependencies `config` names: Kafka, and `$PORT` (or the Lambda runtime).
+    /// The production dependencies `config` names: Kafka (with the raw topic
+    /// created when the settings ask for it), and `$PORT` (or the Lambda runtime).
     pub async fn connect(config: &Config) -> Result<Self, Error> {
         let log = KafkaLog::connect(&config.kafka, "tributary-ingest").map_err(Error::EventLog)?;
+        service::ensure_topics(&log, &config.kafka, std::slice::from_ref(&config.raw_topic)).await;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
-            log: Arc::new(log),
+            publisher: log.publisher(),
             host: Host::new(endpoint),
         })
     }
@@ -74,13 +77,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     if config.fleet_key == config::DEV_FLEET_KEY {
         tracing::warn!("using the built-in development fleet key; set TRIBUTARY_FLEET_KEY in production");
     }
-    service::ensure_topics(
-        deps.log.as_ref(),
-        &config.kafka,
-        std::slice::from_ref(&config.raw_topic),
-    )
-    .await;
-    let publisher = deps.log.publisher();
+    let publisher = deps.publisher;
     let state = Arc::new(Ingest::new(&config, publisher.clone(), &deps.host.metrics));
     let readiness = Arc::new(PublisherReady(publisher.clone()));
     Service::new("ingest", deps.host, readiness)

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -52,7 +51,7 @@ async fn start(config: Config, log: KafkaLog) -> Running {
     let stop = Shutdown::new();
     let fleet = FleetKey::new(&config.fleet_key);
     let deps = Deps {
-        log: Arc::new(log),
+        publisher: log.publisher(),
         host: Host::new(endpoint),
     };
     tokio::spawn(run(config, deps, stop.clone()));

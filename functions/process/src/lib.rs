@@ -27,7 +27,7 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::results::ResultStore;
 use tributary_shared::service::readiness::ResultStoreReady;
-use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Service, Shutdown};
+use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
 pub mod cache;
 pub mod config;
@@ -105,12 +105,10 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         config.retention_days,
         upkeep_stop.wait(),
     ));
-    let consumer = ConsumerSettings::new(
-        &config.group,
-        &[&config.aggregates_topic, &config.alerts_topic],
-        config.batch_max,
-    );
-    let service = Service::new("process", deps.host, Arc::new(ResultStoreReady(deps.store)));
+    let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
+    let topics = [config.aggregates_topic.as_str(), config.alerts_topic.as_str()];
+    let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max).after(ready.clone());
+    let service = Service::new("process", deps.host, ready);
     let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
     upkeep_stop.trigger();
     let _ = upkeep.await;

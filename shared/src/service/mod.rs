@@ -8,9 +8,9 @@
 //!   [`Endpoint`] until shutdown, then the requests in flight are finished;
 //! - [`Service::consume`] for Kafka-triggered functions (archive, analyze,
 //!   process): the ops endpoints served while the consumer runner drives the
-//!   handler; the group is joined only once the function's dependencies are
-//!   ready, and on shutdown the last batch is committed, the group left and
-//!   the publisher flushed before the ops endpoints stop.
+//!   handler; the group is joined only once the store the handler writes to
+//!   is usable, and on shutdown the last batch is committed, the group left
+//!   and the publisher flushed before the ops endpoints stop.
 //!
 //! In both, shutdown turns `/readyz` to 503 first ([`Ops::start_draining`]).
 //!
@@ -145,8 +145,9 @@ impl Host {
     }
 }
 
-/// Which group a consumer joins, on which topics, and how it batches.
-#[derive(Clone, Debug)]
+/// Which group a consumer joins, on which topics, how it batches, and what
+/// it waits for before joining.
+#[derive(Clone)]
 pub struct ConsumerSettings {
     /// Consumer group.
     pub group: String,
@@ -154,6 +155,9 @@ pub struct ConsumerSettings {
     pub topics: Vec<String>,
     /// Batching and back-off.
     pub runner: RunnerConfig,
+    /// The store the handler writes to, which must be usable before the
+    /// group is joined (`None`: join at once).
+    pub sink: Option<Arc<dyn Readiness>>,
 }
 
 impl ConsumerSettings {
@@ -166,7 +170,15 @@ impl ConsumerSettings {
                 max_batch,
                 ..RunnerConfig::default()
             },
+            sink: None,
         }
+    }
+
+    /// Join only once `sink` is ready: a member that cannot write would only
+    /// take partitions from members that can and retry its batches.
+    pub fn after(mut self, sink: Arc<dyn Readiness>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 }
 
@@ -201,7 +213,7 @@ impl Service {
             }
             Endpoint::Lambda => {
                 tracing::info!(function = self.name, "serving through the Lambda runtime API");
-                serve_lambda(router).await?;
+                serve_lambda(router)?;
             }
             Endpoint::Embedded => drain(&self.ops, shutdown).await,
         }
@@ -210,10 +222,10 @@ impl Service {
     }
 
     /// Run `handler` as a member of `settings.group` until `shutdown`: the
-    /// ops endpoints are served throughout; the group is joined once
-    /// [`Readiness`] passes (waiting with back-off while a dependency is
-    /// unavailable, failing if it is misconfigured); on shutdown the last
-    /// batch is committed, the group left and `log`'s publisher flushed.
+    /// ops endpoints are served throughout; the group is joined once the
+    /// settings' sink is ready, if they name one (waiting with back-off while
+    /// it is unavailable, failing if it is misconfigured); on shutdown the
+    /// last batch is committed, the group left and `log`'s publisher flushed.
     pub async fn consume<H: Handler + ?Sized>(
         self,
         log: &dyn EventLog,
@@ -241,7 +253,9 @@ async fn consume<H: Handler + ?Sized>(
     handler: &H,
     shutdown: &Shutdown,
 ) -> Result<(), ServiceError> {
-    if !wait_until_ready(name, ops, shutdown).await? {
+    if let Some(sink) = &settings.sink
+        && !wait_until_ready(name, sink.as_ref(), shutdown).await?
+    {
         return Ok(());
     }
     let group = settings.group.clone();
@@ -264,17 +278,17 @@ async fn consume<H: Handler + ?Sized>(
 
 /// Answer Lambda invocations with `router` until the runtime stops. The
 /// runtime's future is not `Send` (it holds a request body across an await),
-/// so it runs on a thread of its own with a single-threaded runtime, which
-/// keeps [`Service::serve`] spawnable; Lambda sends one invocation at a time.
-async fn serve_lambda(router: Router) -> Result<(), ServiceError> {
-    let lambda = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServiceError::Serve)?;
-        runtime.block_on(lambda_http::run(router)).map_err(ServiceError::Lambda)
-    });
-    lambda.await.map_err(|e| ServiceError::Lambda(Box::new(e)))?
+/// so it is driven to completion in place, on this worker thread turned
+/// blocking, which keeps [`Service::serve`] spawnable; Lambda sends one
+/// invocation at a time. Needs the multi-threaded runtime the binaries start.
+fn serve_lambda(router: Router) -> Result<(), ServiceError> {
+    let runtime = tokio::runtime::Handle::current();
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(ServiceError::Lambda(
+            "the Lambda runtime needs a multi-threaded Tokio runtime".into(),
+        ));
+    }
+    tokio::task::block_in_place(|| runtime.block_on(lambda_http::run(router))).map_err(ServiceError::Lambda)
 }
 
 /// Resolves once `shutdown` fired, after turning `/readyz` to 503.
@@ -305,10 +319,15 @@ fn spawn_ops(
 
 /// Check readiness until it passes (`true`) or `shutdown` fires (`false`),
 /// backing off up to [`MAX_READY_BACKOFF`]; a misconfigured dependency is an error.
-async fn wait_until_ready(name: &'static str, ops: &Ops, shutdown: &Shutdown) -> Result<bool, ServiceError> {
+async fn wait_until_ready(name: &'static str, sink: &dyn Readiness, shutdown: &Shutdown) -> Result<bool, ServiceError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match ops.check().await {
+        // A check can take seconds against an unreachable broker: a shutdown must not wait for it.
+        let checked = tokio::select! {
+            _ = shutdown.triggered() => return Ok(false),
+            checked = sink.check() => checked,
+        };
+        match checked {
             Ok(()) => return Ok(true),
             Err(e) if e.is_permanent() => return Err(ServiceError::Dependency(e)),
             Err(e) => {
@@ -326,7 +345,7 @@ async fn wait_until_ready(name: &'static str, ops: &Ops, shutdown: &Shutdown) ->
 /// Create `topics` if `kafka` says the functions create theirs; a failure is
 /// logged, not fatal (the broker may come up after the function; `/readyz`
 /// and the runner's retries cover that).
-pub async fn ensure_topics(log: &dyn EventLog, kafka: &KafkaArgs, topics: &[String]) {
+pub async fn ensure_topics(log: &(impl EventLog + ?Sized), kafka: &KafkaArgs, topics: &[String]) {
     if !kafka.create_topics {
         return;
     }

@@ -5,11 +5,19 @@
 //! Guarantees: once triggered it stays triggered, and every clone sees it,
 //! including clones made afterwards and tasks that start waiting later.
 
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 /// A shutdown signal shared by clones.
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown(CancellationToken);
+#[derive(Clone, Debug)]
+pub struct Shutdown(Arc<watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+}
 
 impl Shutdown {
     /// A token that fires only when [`Shutdown::trigger`] is called.
@@ -31,23 +39,27 @@ impl Shutdown {
 
     /// Fire it: every clone's [`Shutdown::triggered`] resolves.
     pub fn trigger(&self) {
-        self.0.cancel();
+        self.0.send_replace(true);
     }
 
     /// Whether it has fired.
     pub fn is_triggered(&self) -> bool {
-        self.0.is_cancelled()
+        *self.0.borrow()
     }
 
     /// Resolves once it has fired (at once if it already has).
     pub async fn triggered(&self) {
-        self.0.cancelled().await;
+        self.wait().await;
     }
 
     /// A `'static` future that resolves once it has fired, for APIs that
     /// take a shutdown future (axum's graceful shutdown, the consumer runner).
     pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.0.clone().cancelled_owned()
+        let mut fired = self.0.subscribe();
+        async move {
+            // The sender lives as long as any clone; an error would mean none is left to fire it.
+            let _ = fired.wait_for(|fired| *fired).await;
+        }
     }
 }
 
