@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::service::readiness::PublisherReady;
-use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Service, Shutdown};
+use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Service, Shutdown};
 use tributary_shared::splunk::{HecClient, HecConfig};
 
 pub mod config;
@@ -75,13 +75,6 @@ impl Deps {
 /// due and leave the group (open windows are rebuilt by the next owner).
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
     let analyzer = engine::Analyzer::new(config.analyzer()?);
-    let topics = [
-        config.raw_topic.clone(),
-        config.aggregates_topic.clone(),
-        config.alerts_topic.clone(),
-        config.deadletter_topic.clone(),
-    ];
-    service::ensure_topics(deps.log.as_ref(), &config.kafka, &topics).await;
     let splunk = match &config.splunk_url {
         Some(url) => {
             let mut hec = HecConfig::new(url.clone(), config.splunk_token.clone());
@@ -106,7 +99,15 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         max_series = config.max_series,
         "analyze settings"
     );
-    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max);
+    let outputs_and_input = [
+        &config.raw_topic,
+        &config.aggregates_topic,
+        &config.alerts_topic,
+        &config.deadletter_topic,
+    ]
+    .map(String::as_str);
+    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max)
+        .creating(&config.kafka, &outputs_and_input);
     let service = Service::new("analyze", deps.host, Arc::new(PublisherReady(publisher)));
     service
         .consume(deps.log.as_ref(), &consumer, &handler, &shutdown)

@@ -33,7 +33,7 @@ use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::raw::RawStore;
 use tributary_shared::raw::cosmos::LazyCosmosStore;
 use tributary_shared::service::readiness::RawStoreReady;
-use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
+use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
 pub mod config;
 pub mod error;
@@ -81,8 +81,6 @@ impl Deps {
 
 /// Archive `telemetry.raw` until `shutdown`, then commit the last batch and leave the group.
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
-    let topics = [config.raw_topic.clone(), config.deadletter_topic.clone()];
-    service::ensure_topics(deps.log.as_ref(), &config.kafka, &topics).await;
     let metrics = deps.host.metrics.register(ArchiveMetrics::new);
     let handler = ArchiveHandler::new(
         deps.raw.clone(),
@@ -92,7 +90,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         metrics,
     );
     let ready: Arc<dyn Readiness> = Arc::new(RawStoreReady(deps.raw));
-    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max).after(ready.clone());
+    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max)
+        .creating(&config.kafka, &[&config.raw_topic, &config.deadletter_topic])
+        .after(ready.clone());
     let service = Service::new("archive", deps.host, ready);
     service
         .consume(deps.log.as_ref(), &consumer, &handler, &shutdown)

@@ -27,7 +27,7 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::results::ResultStore;
 use tributary_shared::service::readiness::ResultStoreReady;
-use tributary_shared::service::{self, ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
+use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
 pub mod cache;
 pub mod config;
@@ -77,12 +77,6 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     if config.migrate {
         deps.store.migrate().await.map_err(Error::Migrate)?;
     }
-    let topics = [
-        config.aggregates_topic.clone(),
-        config.alerts_topic.clone(),
-        config.deadletter_topic.clone(),
-    ];
-    service::ensure_topics(deps.log.as_ref(), &config.kafka, &topics).await;
     // No warm-up here: the cache starts stale and the upkeep task rebuilds it at
     // once, so a database that is down at start never delays /healthz.
     let cache = Arc::new(cache::Cache::new(
@@ -107,7 +101,12 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     ));
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
     let topics = [config.aggregates_topic.as_str(), config.alerts_topic.as_str()];
-    let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max).after(ready.clone());
+    let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max)
+        .creating(
+            &config.kafka,
+            &[&config.aggregates_topic, &config.alerts_topic, &config.deadletter_topic],
+        )
+        .after(ready.clone());
     let service = Service::new("process", deps.host, ready);
     let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
     upkeep_stop.trigger();

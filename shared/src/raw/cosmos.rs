@@ -439,6 +439,9 @@ pub struct LazyCosmosStore {
     settings: CosmosSettings,
     create: bool,
     store: tokio::sync::OnceCell<CosmosStore>,
+    /// Held by the readiness check that is connecting, so further checks
+    /// answer "connecting" at once instead of queueing behind it.
+    checking: tokio::sync::Mutex<()>,
 }
 
 impl LazyCosmosStore {
@@ -449,6 +452,7 @@ impl LazyCosmosStore {
             settings,
             create,
             store: tokio::sync::OnceCell::new(),
+            checking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -492,6 +496,12 @@ impl RawStore for LazyCosmosStore {
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
+        if let Some(store) = self.store.get() {
+            return store.check_ready().await;
+        }
+        let Ok(_connecting) = self.checking.try_lock() else {
+            return Err(StoreError::Unavailable("connecting to Cosmos DB".into()));
+        };
         self.get().await?.check_ready().await
     }
 

@@ -158,6 +158,9 @@ pub struct ConsumerSettings {
     /// The store the handler writes to, which must be usable before the
     /// group is joined (`None`: join at once).
     pub sink: Option<Arc<dyn Readiness>>,
+    /// Topics to create (with this many partitions) once the ops endpoints
+    /// answer, before joining: those the function reads and writes.
+    pub create: Option<(Vec<String>, i32)>,
 }
 
 impl ConsumerSettings {
@@ -171,7 +174,17 @@ impl ConsumerSettings {
                 ..RunnerConfig::default()
             },
             sink: None,
+            create: None,
         }
+    }
+
+    /// Create `topics` before joining, if `kafka` says the functions create
+    /// theirs (off in production, where the deployment does).
+    pub fn creating(mut self, kafka: &KafkaArgs, topics: &[&str]) -> Self {
+        if kafka.create_topics {
+            self.create = Some((topics.iter().map(|t| (*t).to_owned()).collect(), kafka.partitions));
+        }
+        self
     }
 
     /// Join only once `sink` is ready: a member that cannot write would only
@@ -258,6 +271,9 @@ async fn consume<H: Handler + ?Sized>(
     {
         return Ok(());
     }
+    if let Some((topics, partitions)) = &settings.create {
+        create_topics(log, topics, *partitions).await;
+    }
     let group = settings.group.clone();
     let sub = log
         .subscribe(&settings.group, &settings.topics)
@@ -342,14 +358,17 @@ async fn wait_until_ready(name: &'static str, sink: &dyn Readiness, shutdown: &S
     }
 }
 
-/// Create `topics` if `kafka` says the functions create theirs; a failure is
-/// logged, not fatal (the broker may come up after the function; `/readyz`
-/// and the runner's retries cover that).
+/// Create `topics` if `kafka` says the functions create theirs (see [`create_topics`]).
 pub async fn ensure_topics(log: &(impl EventLog + ?Sized), kafka: &KafkaArgs, topics: &[String]) {
-    if !kafka.create_topics {
-        return;
+    if kafka.create_topics {
+        create_topics(log, topics, kafka.partitions).await;
     }
-    if let Err(e) = log.ensure_topics(topics, kafka.partitions).await {
+}
+
+/// Create `topics`; a failure is logged, not fatal (the broker may come up
+/// after the function; `/readyz` and the runner's retries cover that).
+async fn create_topics(log: &(impl EventLog + ?Sized), topics: &[String], partitions: i32) {
+    if let Err(e) = log.ensure_topics(topics, partitions).await {
         tracing::warn!(error = %ErrorChain(&e), ?topics, "could not create topics");
     }
 }
