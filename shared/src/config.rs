@@ -1,6 +1,6 @@
 //! The argument groups every function's config flattens (clap
-//! `#[command(flatten)]`): where to listen, the broker, Cosmos DB and
-//! logging. Each is a plain struct whose [`Default`] works on a laptop; the
+//! `#[command(flatten)]`): where to listen, the broker, the topic names,
+//! Cosmos DB and logging. Each is a plain struct whose [`Default`] works on a laptop; the
 //! flags and environment variables only override it, and their defaults are
 //! read from that `Default`, so each default is written once. The KEDA
 //! manifests set the same names.
@@ -129,6 +129,39 @@ impl Default for KafkaArgs {
     }
 }
 
+/// The pipeline's topic names: every Kafka-side function takes all four (so a
+/// deployment renames a topic the same way everywhere) and uses those it
+/// reads or writes.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct TopicArgs {
+    /// Raw readings: ingest writes, archive and analyze read.
+    #[arg(long = "raw-topic", env = "TRIBUTARY_RAW_TOPIC", default_value_t = Self::default().raw)]
+    pub raw: String,
+
+    /// Window aggregates: analyze writes, process reads.
+    #[arg(long = "aggregates-topic", env = "TRIBUTARY_AGGREGATES_TOPIC", default_value_t = Self::default().aggregates)]
+    pub aggregates: String,
+
+    /// Alerts: analyze writes, process reads.
+    #[arg(long = "alerts-topic", env = "TRIBUTARY_ALERTS_TOPIC", default_value_t = Self::default().alerts)]
+    pub alerts: String,
+
+    /// Records a consumer cannot handle, with the reason in their headers.
+    #[arg(long = "deadletter-topic", env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Self::default().deadletter)]
+    pub deadletter: String,
+}
+
+impl Default for TopicArgs {
+    fn default() -> Self {
+        Self {
+            raw: crate::topics::RAW.into(),
+            aggregates: crate::topics::AGGREGATES.into(),
+            alerts: crate::topics::ALERTS.into(),
+            deadletter: crate::topics::DEADLETTER.into(),
+        }
+    }
+}
+
 /// The Azure region Cosmos DB clients prefer unless told otherwise.
 pub const DEFAULT_COSMOS_REGION: &str = "South Central US";
 
@@ -244,6 +277,8 @@ mod tests {
         #[command(flatten)]
         kafka: KafkaArgs,
         #[command(flatten)]
+        topics: TopicArgs,
+        #[command(flatten)]
         cosmos: CosmosArgs,
         #[command(flatten)]
         log: LogArgs,
@@ -267,6 +302,7 @@ mod tests {
         assert_eq!(all.listen, ListenArgs::<8099>::default());
         assert_eq!(all.listen.addr().port(), 8099);
         assert_eq!(all.kafka, KafkaArgs::default());
+        assert_eq!(all.topics, TopicArgs::default());
         assert_eq!(all.cosmos, CosmosArgs::default());
         // RUST_LOG may be set by whoever runs the tests; only its default is ours.
         let log = LogArgs {

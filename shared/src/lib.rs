@@ -11,7 +11,7 @@
 //! - [`topics`]: topic names and consumer groups;
 //! - [`auth`]: device keys derived from the fleet key, signed tokens;
 //! - [`config`]: the argument groups every function's config flattens
-//!   (listen address, Kafka, Cosmos DB, logging), each with a `Default`;
+//!   (listen address, Kafka, topic names, Cosmos DB, logging), each with a `Default`;
 //! - [`telemetry`]: logging setup, the shared metrics registry, error chains;
 //! - [`service`]: the harness: ops endpoints, readiness, shutdown, and the
 //!   two ways a function runs (serving HTTP, consuming a group);

@@ -117,7 +117,7 @@ pub async fn run(a: ProcessArgs) -> anyhow::Result<()> {
                 .iter()
                 .enumerate()
                 .map(|(i, x)| Message {
-                    topic: cfg.aggregates_topic.clone(),
+                    topic: cfg.topics.aggregates.clone(),
                     partition: 0,
                     offset: i as i64,
                     key: Some(x.device_id.clone().into_bytes()),

@@ -3,7 +3,7 @@
 //! binary's flags and environment variables override it field by field.
 
 use clap::Parser;
-use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs};
+use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
 use tributary_shared::topics;
 
 use crate::detect::rules::{Rule, RuleError};
@@ -25,21 +25,9 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic of raw readings.
-    #[arg(long, env = "TRIBUTARY_RAW_TOPIC", default_value_t = Config::default().raw_topic)]
-    pub raw_topic: String,
-
-    /// Topic window aggregates are published to.
-    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value_t = Config::default().aggregates_topic)]
-    pub aggregates_topic: String,
-
-    /// Topic alerts are published to.
-    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value_t = Config::default().alerts_topic)]
-    pub alerts_topic: String,
-
-    /// Topic for records that are not readings.
-    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Config::default().deadletter_topic)]
-    pub deadletter_topic: String,
+    /// The pipeline's topics.
+    #[command(flatten)]
+    pub topics: TopicArgs,
 
     /// Consumer group.
     #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
@@ -107,10 +95,7 @@ impl Default for Config {
         Self {
             listen: ListenArgs::default(),
             kafka: KafkaArgs::default(),
-            raw_topic: topics::RAW.into(),
-            aggregates_topic: topics::AGGREGATES.into(),
-            alerts_topic: topics::ALERTS.into(),
-            deadletter_topic: topics::DEADLETTER.into(),
+            topics: TopicArgs::default(),
             group: topics::GROUP_ANALYZE.into(),
             windows: models.windows.sizes_seconds,
             allowed_lateness_secs: models.windows.allowed_lateness.num_seconds(),

@@ -85,9 +85,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         None => None,
     };
     let outputs = handler::Outputs {
-        aggregates: config.aggregates_topic.clone(),
-        alerts: config.alerts_topic.clone(),
-        deadletter: config.deadletter_topic.clone(),
+        aggregates: config.topics.aggregates.clone(),
+        alerts: config.topics.alerts.clone(),
+        deadletter: config.topics.deadletter.clone(),
     };
     let metrics = deps.host.metrics.register(metrics::Metrics::new);
     let publisher = deps.log.publisher();
@@ -100,13 +100,13 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         "analyze settings"
     );
     let outputs_and_input = [
-        &config.raw_topic,
-        &config.aggregates_topic,
-        &config.alerts_topic,
-        &config.deadletter_topic,
+        &config.topics.raw,
+        &config.topics.aggregates,
+        &config.topics.alerts,
+        &config.topics.deadletter,
     ]
     .map(String::as_str);
-    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max)
+    let consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
         .creating(&config.kafka, &outputs_and_input);
     let service = Service::new("analyze", deps.host, Arc::new(PublisherReady(publisher)));
     service

@@ -4,7 +4,7 @@
 //! variables override it field by field. The Cosmos key is never printed.
 
 use clap::{ArgAction, Parser};
-use tributary_shared::config::{CosmosArgs, KafkaArgs, ListenArgs, LogArgs};
+use tributary_shared::config::{CosmosArgs, KafkaArgs, ListenArgs, LogArgs, TopicArgs};
 use tributary_shared::topics;
 
 /// Configuration of the archive function (`tributary-archive`).
@@ -50,13 +50,9 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic of raw readings.
-    #[arg(long, env = "TRIBUTARY_RAW_TOPIC", default_value_t = Config::default().raw_topic)]
-    pub raw_topic: String,
-
-    /// Topic for records that cannot be stored.
-    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Config::default().deadletter_topic)]
-    pub deadletter_topic: String,
+    /// The pipeline's topics.
+    #[command(flatten)]
+    pub topics: TopicArgs,
 
     /// Consumer group (KEDA scales on its lag).
     #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
@@ -82,8 +78,7 @@ impl Default for Config {
             cosmos_timeout_ms: 10_000,
             max_attempts: 5,
             kafka: KafkaArgs::default(),
-            raw_topic: topics::RAW.into(),
-            deadletter_topic: topics::DEADLETTER.into(),
+            topics: TopicArgs::default(),
             group: topics::GROUP_ARCHIVE.into(),
             batch_max: 500,
             log: LogArgs::default(),

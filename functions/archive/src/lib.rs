@@ -85,13 +85,13 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     let handler = ArchiveHandler::new(
         deps.raw.clone(),
         deps.log.publisher(),
-        config.deadletter_topic.clone(),
+        config.topics.deadletter.clone(),
         config.max_attempts,
         metrics,
     );
     let ready: Arc<dyn Readiness> = Arc::new(RawStoreReady(deps.raw));
-    let consumer = ConsumerSettings::new(&config.group, &[&config.raw_topic], config.batch_max)
-        .creating(&config.kafka, &[&config.raw_topic, &config.deadletter_topic])
+    let consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
+        .creating(&config.kafka, &[&config.topics.raw, &config.topics.deadletter])
         .after(ready.clone());
     let service = Service::new("archive", deps.host, ready);
     service

@@ -43,7 +43,7 @@ impl Ingest {
     pub fn new(cfg: &Config, publisher: Arc<dyn Publisher>, registry: &MetricsRegistry) -> Self {
         Self {
             publisher,
-            topic: cfg.raw_topic.clone(),
+            topic: cfg.topics.raw.clone(),
             fleet: FleetKey::new(&cfg.fleet_key),
             token_max_ttl_secs: cfg.token_max_ttl_secs,
             max_body_bytes: cfg.max_body_bytes,

@@ -2,7 +2,7 @@
 //! the binary's flags and environment variables override it field by field.
 
 use clap::Parser;
-use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs};
+use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
 
 /// The fleet key used when none is configured: fine on a laptop, never in
 /// production (the function logs a warning when it is in use).
@@ -24,9 +24,9 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic readings are published to.
-    #[arg(long, env = "TRIBUTARY_RAW_TOPIC", default_value_t = Config::default().raw_topic)]
-    pub raw_topic: String,
+    /// The pipeline's topics.
+    #[command(flatten)]
+    pub topics: TopicArgs,
 
     /// Secret every device key derives from (HMAC-SHA256 of the device id).
     #[arg(
@@ -76,7 +76,7 @@ impl Default for Config {
         Self {
             listen: ListenArgs::default(),
             kafka: KafkaArgs::default(),
-            raw_topic: tributary_shared::topics::RAW.into(),
+            topics: TopicArgs::default(),
             fleet_key: DEV_FLEET_KEY.into(),
             token_max_ttl_secs: 7 * 86_400,
             max_body_bytes: 1 << 20,

@@ -63,7 +63,7 @@ impl Deps {
     /// created when the settings ask for it), and `$PORT` (or the Lambda runtime).
     pub async fn connect(config: &Config) -> Result<Self, Error> {
         let log = KafkaLog::connect(&config.kafka, "tributary-ingest").map_err(Error::EventLog)?;
-        service::ensure_topics(&log, &config.kafka, std::slice::from_ref(&config.raw_topic)).await;
+        service::ensure_topics(&log, &config.kafka, std::slice::from_ref(&config.topics.raw)).await;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
             publisher: log.publisher(),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tributary_ingest::{Config, Ingest, app};
 use tributary_shared::auth::{FleetKey, now_unix};
+use tributary_shared::config::TopicArgs;
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::model::Reading;
@@ -27,7 +28,10 @@ struct Harness {
 
 fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     let mut cfg = Config {
-        raw_topic: "raw".into(),
+        topics: TopicArgs {
+            raw: "raw".into(),
+            ..TopicArgs::default()
+        },
         ..Config::default()
     };
     tweak(&mut cfg);

@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use serde_json::{Value, json};
 use tributary_ingest::{Config, Deps, run};
 use tributary_shared::auth::{FleetKey, now_unix};
-use tributary_shared::config::KafkaArgs;
+use tributary_shared::config::{KafkaArgs, TopicArgs};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::model::Reading;
@@ -67,7 +67,10 @@ async fn start_ingest(brokers: &str, topic: &str, delivery_timeout_ms: u64, opti
             options: options.iter().map(|o| o.to_string()).collect(),
             ..KafkaArgs::default()
         },
-        raw_topic: topic.to_owned(),
+        topics: TopicArgs {
+            raw: topic.to_owned(),
+            ..TopicArgs::default()
+        },
         device_rate: 1e6,
         device_burst: 1_000_000,
         ..Config::default()
@@ -368,7 +371,10 @@ async fn unreachable_broker_means_not_ready_and_503() {
             create_topics: false,
             ..KafkaArgs::default()
         },
-        raw_topic: "nowhere".into(),
+        topics: TopicArgs {
+            raw: "nowhere".into(),
+            ..TopicArgs::default()
+        },
         ..Config::default()
     };
     let log = KafkaLog::connect(&config.kafka, "t").expect("connect");

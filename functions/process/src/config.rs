@@ -3,7 +3,7 @@
 //! variables override it field by field. Connection URLs are never printed.
 
 use clap::{ArgAction, Parser};
-use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs};
+use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
 use tributary_shared::topics;
 
 /// Configuration of the process function.
@@ -55,17 +55,9 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic of window aggregates.
-    #[arg(long, env = "TRIBUTARY_AGGREGATES_TOPIC", default_value_t = Config::default().aggregates_topic)]
-    pub aggregates_topic: String,
-
-    /// Topic of alerts.
-    #[arg(long, env = "TRIBUTARY_ALERTS_TOPIC", default_value_t = Config::default().alerts_topic)]
-    pub alerts_topic: String,
-
-    /// Topic for records that cannot be stored.
-    #[arg(long, env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Config::default().deadletter_topic)]
-    pub deadletter_topic: String,
+    /// The pipeline's topics.
+    #[command(flatten)]
+    pub topics: TopicArgs,
 
     /// Consumer group.
     #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
@@ -92,9 +84,7 @@ impl Default for Config {
             recent_alerts: 100,
             retention_days: 30,
             kafka: KafkaArgs::default(),
-            aggregates_topic: topics::AGGREGATES.into(),
-            alerts_topic: topics::ALERTS.into(),
-            deadletter_topic: topics::DEADLETTER.into(),
+            topics: TopicArgs::default(),
             group: topics::GROUP_PROCESS.into(),
             batch_max: 1000,
             log: LogArgs::default(),

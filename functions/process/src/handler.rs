@@ -96,9 +96,9 @@ impl ProcessHandler {
             store,
             cache,
             deadletter,
-            aggregates_topic: cfg.aggregates_topic.clone(),
-            alerts_topic: cfg.alerts_topic.clone(),
-            deadletter_topic: cfg.deadletter_topic.clone(),
+            aggregates_topic: cfg.topics.aggregates.clone(),
+            alerts_topic: cfg.topics.alerts.clone(),
+            deadletter_topic: cfg.topics.deadletter.clone(),
             metrics,
         }
     }

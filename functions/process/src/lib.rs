@@ -100,11 +100,15 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         upkeep_stop.wait(),
     ));
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
-    let topics = [config.aggregates_topic.as_str(), config.alerts_topic.as_str()];
+    let topics = [config.topics.aggregates.as_str(), config.topics.alerts.as_str()];
     let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max)
         .creating(
             &config.kafka,
-            &[&config.aggregates_topic, &config.alerts_topic, &config.deadletter_topic],
+            &[
+                &config.topics.aggregates,
+                &config.topics.alerts,
+                &config.topics.deadletter,
+            ],
         )
         .after(ready.clone());
     let service = Service::new("process", deps.host, ready);
