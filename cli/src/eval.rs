@@ -6,8 +6,10 @@ use std::path::PathBuf;
 /// Evaluations.
 #[derive(clap::Subcommand)]
 pub enum Eval {
-    /// NAB: DIR holds `<folder>/<file>.csv` and `windows.json`; OUT receives
-    /// `<folder>/tributary_<file>.csv` and `tributary_summary.{json,txt}`.
+    /// NAB: DIR holds `<folder>/<file>.csv` (any folder names) and
+    /// `windows.json`; OUT receives `<folder>/tributary_<file>.csv` and
+    /// `tributary_summary.{json,txt}`. Prints the standard, low-FP and
+    /// low-FN profiles' scores.
     Nab {
         /// Data directory (e.g. ../shared/data/nab).
         dir: PathBuf,
@@ -20,8 +22,8 @@ pub enum Eval {
 pub fn run(e: Eval) -> anyhow::Result<()> {
     match e {
         Eval::Nab { dir, out } => {
-            let summary = tributary_analyze::nab::evaluate(&dir, &out).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", summary.to_text());
+            let evaluation = tributary_analyze::nab::evaluate(&dir, &out)?;
+            println!("{}", evaluation.to_text());
             Ok(())
         }
     }

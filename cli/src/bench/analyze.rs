@@ -1,7 +1,15 @@
 //! `bench analyze`: analyze's engine in-process on one core: readings/s
-//! through windows and every model, and memory per 10k active series.
+//! through windows and every model, and memory per active series.
+//!
+//! Each run is a child process (this binary with `--single-run`), so its
+//! RSS growth is its own: memory freed by an earlier run and kept by the
+//! allocator would otherwise hide the next run's. The memory figure is RSS
+//! growth over the run divided by the series held, so windows, keys and
+//! models together.
 
 use std::time::Instant;
+
+use anyhow::Context as _;
 
 use super::common::{analyze_input, median, rss_self_mb};
 
@@ -17,48 +25,98 @@ pub struct AnalyzeArgs {
     /// Runs; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Do one run in this process and print its figures (what each run's child does).
+    #[arg(long, hide = true)]
+    single_run: bool,
 }
+
+/// One run's figures.
+struct Figures {
+    readings_per_s: f64,
+    kib_per_series: f64,
+    rss_mib: f64,
+}
+
+const RESULT: &str = "bench-analyze-result";
 
 /// Run the benchmark and print every run and the medians.
 pub fn run(a: AnalyzeArgs) -> anyhow::Result<()> {
-    use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
+    if a.single_run {
+        let f = single_run(&a);
+        println!("{RESULT} {} {} {}", f.readings_per_s, f.kib_per_series, f.rss_mib);
+        return Ok(());
+    }
     println!(
         "bench analyze: {} readings (4 metrics each) over {} series, windows 10 s and 60 s, all models, {} runs, one core",
         a.readings, a.series, a.runs
     );
-    let mut rates = Vec::new();
-    let mut mem = Vec::new();
+    let exe = std::env::current_exe().context("the path of this binary")?;
+    let (mut rates, mut mem, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..a.runs {
-        let input = analyze_input(a.readings, a.series);
-        let before = rss_self_mb();
-        let mut an = Analyzer::new(AnalyzerConfig::default());
-        let t0 = Instant::now();
-        let mut emitted = 0usize;
-        for (i, r) in input.iter().enumerate() {
-            let out = an.process((i % 12) as i32, i as i64, r);
-            emitted += out.aggregates.len() + out.alerts.len();
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let after = rss_self_mb();
-        let per_10k = (after - before) / an.series_count().max(1) as f64 * 10_000.0;
-        println!(
-            "run {}: {:.0} readings/s ({:.0} metric values/s), {} outputs, {} series, RSS +{:.1} MB = {:.1} MB per 10k series",
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "analyze", "--single-run", "--readings"])
+            .arg(a.readings.to_string())
+            .arg("--series")
+            .arg(a.series.to_string())
+            .output()
+            .context("running one bench run")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "run {} failed: {}",
             run + 1,
-            a.readings as f64 / secs,
-            4.0 * a.readings as f64 / secs,
-            emitted,
-            an.series_count(),
-            after - before,
-            per_10k
+            String::from_utf8_lossy(&out.stderr)
         );
-        rates.push(a.readings as f64 / secs);
-        mem.push(per_10k);
-        drop(an);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let figures: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix(RESULT))
+            .context("a run printed no figures")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("a run's figures")?;
+        let [r, kib, mib] = figures[..] else {
+            anyhow::bail!("a run printed {} figures, not 3", figures.len());
+        };
+        println!(
+            "run {}: {r:.0} readings/s ({:.0} metric values/s), RSS {mib:.1} MiB, {kib:.2} KiB per series",
+            run + 1,
+            4.0 * r
+        );
+        rates.push(r);
+        mem.push(kib);
+        rss.push(mib);
     }
     println!(
-        "\nmedians: {:.0} readings/s per core; {:.1} MB per 10k active series (windows + models)",
+        "\nmedians: {:.0} readings/s per core; {:.2} KiB per active series (windows + keys + models); RSS {:.1} MiB",
         median(rates),
-        median(mem)
+        median(mem),
+        median(rss)
     );
     Ok(())
+}
+
+fn single_run(a: &AnalyzeArgs) -> Figures {
+    use tributary_analyze::engine::{Analyzer, AnalyzerConfig};
+    let input = analyze_input(a.readings, a.series);
+    let before = rss_self_mb();
+    let mut config = AnalyzerConfig::default();
+    // Hold every series the input has, so the figure is per series held
+    // rather than the cap's.
+    config.series.max = config.series.max.max(a.series);
+    let mut an = Analyzer::new(config);
+    let t0 = Instant::now();
+    let mut emitted = 0usize;
+    for (i, r) in input.iter().enumerate() {
+        let out = an.process((i % 12) as i32, i as i64, r);
+        emitted += out.aggregates.len() + out.alerts.len();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = rss_self_mb();
+    std::hint::black_box(emitted);
+    Figures {
+        readings_per_s: a.readings as f64 / secs,
+        kib_per_series: (after - before) * 1024.0 / an.series_count().max(1) as f64,
+        rss_mib: after,
+    }
 }

@@ -1,12 +1,13 @@
 //! Evaluation of the anomaly models on the Numenta Anomaly Benchmark (NAB).
 //!
 //! [`evaluate`] feeds every `<folder>/<file>.csv` (`timestamp,value`) of a
-//! NAB data directory, one pass per file, through the same [`SeriesModel`]
+//! NAB-layout data directory (any folder names: every subdirectory holding
+//! CSV files, in name order), one pass per file, through the same [`SeriesModel`]
 //! the analyze function runs, writes NAB results files
 //! `<out>/<folder>/tributary_<file>.csv` (`timestamp,value,anomaly_score`,
 //! one row per input row, score = [`crate::detect::Verdict::detection`] in
 //! [0, 1]) and scores them with [`score`], a re-implementation of NAB's
-//! standard-profile sweeper:
+//! sweeper, once per cost profile ([`PROFILES`]):
 //!
 //! - the first 15% of each file (at most 750 rows) is a probation period and
 //!   is not scored;
@@ -23,7 +24,9 @@
 //!   the detector that never fires (every window a false negative) and
 //!   perfect a detection at the start of every window and nowhere else.
 //!
-//! Standard-profile weights: `A_TP = 1`, `A_FN = -1`, `A_FP = -0.11`.
+//! Profiles (NAB's `config/profiles.json`): standard `A_TP = 1`,
+//! `A_FN = -1`, `A_FP = -0.11`; reward low FP rate: `A_FP = -0.22`; reward
+//! low FN rate: `A_FN = -2`. Each profile sweeps its own threshold.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,12 +40,44 @@ use crate::detect::{DetectorConfig, SeriesModel};
 /// The detector name in results file names.
 pub const DETECTOR_NAME: &str = "tributary";
 
-/// The folders evaluated, in order.
-pub const FOLDERS: [&str; 3] = ["artificialWithAnomaly", "realAWSCloudwatch", "realKnownCause"];
+/// A NAB cost profile: the weights of a true positive, a false negative and
+/// a false positive (the last two are costs, subtracted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Profile {
+    /// Name as NAB spells it.
+    pub name: &'static str,
+    /// Weight of a detection at the start of a window.
+    pub tp: f64,
+    /// Cost of a window without a detection.
+    pub fn_: f64,
+    /// Cost of a detection outside every window.
+    pub fp: f64,
+}
 
-const TP_WEIGHT: f64 = 1.0;
-const FN_WEIGHT: f64 = 1.0;
-const FP_WEIGHT: f64 = 0.11;
+/// NAB's standard profile.
+pub const STANDARD: Profile = Profile {
+    name: "standard",
+    tp: 1.0,
+    fn_: 1.0,
+    fp: 0.11,
+};
+
+/// NAB's three profiles, standard first.
+pub const PROFILES: [Profile; 3] = [
+    STANDARD,
+    Profile {
+        name: "reward_low_FP_rate",
+        tp: 1.0,
+        fn_: 1.0,
+        fp: 0.22,
+    },
+    Profile {
+        name: "reward_low_FN_rate",
+        tp: 1.0,
+        fn_: 2.0,
+        fp: 0.11,
+    },
+];
 
 /// What can go wrong reading the benchmark or writing results.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +172,7 @@ pub struct Totals {
 pub struct Summary {
     /// Detector name.
     pub detector: String,
-    /// Profile (always `standard`).
+    /// The cost profile.
     pub profile: String,
     /// The threshold the sweep chose (`None`: never firing was best).
     pub threshold: Option<f64>,
@@ -211,7 +246,7 @@ enum Worth {
     Fp(f64),
 }
 
-fn worths(file: &Labeled) -> Vec<Option<Worth>> {
+fn worths(file: &Labeled, profile: &Profile) -> Vec<Option<Worth>> {
     let n = file.scores.len();
     let start = probation(n);
     let mut out = vec![None; n];
@@ -231,15 +266,15 @@ fn worths(file: &Labeled) -> Vec<Option<Worth>> {
             Some((w, (a, b))) => {
                 let width = (b - a + 1) as f64;
                 let pos = -((b - i + 1) as f64) / width;
-                Worth::Tp(w, scaled_sigmoid(pos) * TP_WEIGHT / max_tp)
+                Worth::Tp(w, scaled_sigmoid(pos) * profile.tp / max_tp)
             }
             None => match prev {
-                None => Worth::Fp(-FP_WEIGHT),
+                None => Worth::Fp(-profile.fp),
                 Some((a, b)) => {
                     let width = (b - a + 1) as f64;
                     // A one-row window has no extent to scale by: treat it as width 2.
                     let past = (i - b) as f64 / (width - 1.0).max(1.0);
-                    Worth::Fp(scaled_sigmoid(past) * FP_WEIGHT)
+                    Worth::Fp(scaled_sigmoid(past) * profile.fp)
                 }
             },
         };
@@ -262,10 +297,10 @@ fn counted_windows(file: &Labeled) -> Vec<bool> {
     file.windows.iter().map(|&(_, b)| b >= start).collect()
 }
 
-/// Score a corpus with NAB's standard profile: sweep one threshold over all
-/// files, then report per file, per folder (the part of `name` before `/`)
-/// and in total at the best threshold.
-pub fn score(files: &[Labeled]) -> Summary {
+/// Score a corpus with one NAB profile: sweep one threshold over all files,
+/// then report per file, per folder (the part of `name` before `/`) and in
+/// total at the best threshold.
+pub fn score(files: &[Labeled], profile: &Profile) -> Summary {
     // Global window ids.
     let mut offsets = Vec::with_capacity(files.len());
     let mut n_windows = 0;
@@ -276,7 +311,7 @@ pub fn score(files: &[Labeled]) -> Summary {
     let counted: Vec<bool> = files.iter().flat_map(counted_windows).collect();
     let mut points: Vec<(f64, Worth)> = Vec::new();
     for (fi, f) in files.iter().enumerate() {
-        for (i, w) in worths(f).into_iter().enumerate() {
+        for (i, w) in worths(f, profile).into_iter().enumerate() {
             let s = f.scores[i];
             match w {
                 Some(Worth::Tp(w, v)) if s > 0.0 => points.push((s, Worth::Tp(offsets[fi] + w, v))),
@@ -287,8 +322,8 @@ pub fn score(files: &[Labeled]) -> Summary {
     }
     // Highest score first; the sort is stable so ties keep file order.
     points.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let null_total = -FN_WEIGHT * counted.iter().filter(|&&c| c).count() as f64;
-    let mut best = vec![-FN_WEIGHT; n_windows];
+    let null_total = -profile.fn_ * counted.iter().filter(|&&c| c).count() as f64;
+    let mut best = vec![-profile.fn_; n_windows];
     let mut total = null_total;
     let (mut best_total, mut threshold) = (null_total, None);
     let mut i = 0;
@@ -314,7 +349,7 @@ pub fn score(files: &[Labeled]) -> Summary {
     let files_out: Vec<FileScore> = files
         .iter()
         .map(|f| {
-            let w = worths(f);
+            let w = worths(f, profile);
             let counted = counted_windows(f);
             let mut bestw = vec![None::<f64>; f.windows.len()];
             let mut fp = (0usize, 0.0f64);
@@ -339,11 +374,11 @@ pub fn score(files: &[Labeled]) -> Summary {
                 .iter()
                 .zip(&counted)
                 .filter(|(_, c)| **c)
-                .map(|(b, _)| b.unwrap_or(-FN_WEIGHT))
+                .map(|(b, _)| b.unwrap_or(-profile.fn_))
                 .sum::<f64>()
                 + fp.1;
-            let null = -FN_WEIGHT * windows as f64;
-            let perfect = TP_WEIGHT * windows as f64;
+            let null = -profile.fn_ * windows as f64;
+            let perfect = profile.tp * windows as f64;
             FileScore {
                 name: f.name.clone(),
                 rows: f.scores.len(),
@@ -375,8 +410,8 @@ pub fn score(files: &[Labeled]) -> Summary {
         }
     }
     for t in folders.values_mut().chain([&mut all]) {
-        t.null = -FN_WEIGHT * t.windows as f64;
-        t.perfect = TP_WEIGHT * t.windows as f64;
+        t.null = -profile.fn_ * t.windows as f64;
+        t.perfect = profile.tp * t.windows as f64;
         t.normalized = if t.windows > 0 {
             100.0 * (t.raw - t.null) / (t.perfect - t.null)
         } else {
@@ -385,7 +420,7 @@ pub fn score(files: &[Labeled]) -> Summary {
     }
     Summary {
         detector: DETECTOR_NAME.to_owned(),
-        profile: "standard".to_owned(),
+        profile: profile.name.to_owned(),
         threshold,
         total: all,
         folders,
@@ -430,13 +465,64 @@ fn read_csv(path: &Path) -> Result<Rows, Error> {
     Ok(rows)
 }
 
+/// The outcome of an evaluation: one summary per profile, standard first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    /// Per profile, in [`PROFILES`] order.
+    pub profiles: Vec<Summary>,
+}
+
+impl Evaluation {
+    /// The standard profile's summary (what NAB's scoreboard shows first).
+    pub fn standard(&self) -> &Summary {
+        &self.profiles[0]
+    }
+
+    /// A plain-text report: the three profiles' totals, then the standard
+    /// profile's folders and files.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for p in &self.profiles {
+            let th = p.threshold.map_or_else(|| "never".to_owned(), |t| format!("{t:.6}"));
+            let _ = writeln!(
+                s,
+                "{:<20} {:>7.2}  (threshold {th}, TP {}, FN {}, FP {})",
+                p.profile, p.total.normalized, p.total.true_positives, p.total.false_negatives, p.total.false_positives
+            );
+        }
+        s.push('\n');
+        s.push_str(&self.standard().to_text());
+        s
+    }
+}
+
 /// Run the default detector configuration over the benchmark; see the module docs.
-pub fn evaluate(data_dir: &Path, out_dir: &Path) -> Result<Summary, Error> {
+pub fn evaluate(data_dir: &Path, out_dir: &Path) -> Result<Evaluation, Error> {
     evaluate_with(data_dir, out_dir, &DetectorConfig::default())
 }
 
+/// The data folders of a NAB-layout directory: every subdirectory that holds
+/// a `.csv` file, in name order.
+fn data_folders(data_dir: &Path) -> Result<Vec<String>, Error> {
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(data_dir).map_err(io(data_dir))? {
+        let entry = entry.map_err(io(data_dir))?;
+        let path = entry.path();
+        let has_csv = path.is_dir()
+            && std::fs::read_dir(&path)
+                .map_err(io(&path))?
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".csv"));
+        if has_csv {
+            folders.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    folders.sort();
+    Ok(folders)
+}
+
 /// [`evaluate`] with a given detector configuration.
-pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -> Result<Summary, Error> {
+pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -> Result<Evaluation, Error> {
     let windows_path = data_dir.join("windows.json");
     let windows_text = std::fs::read_to_string(&windows_path).map_err(io(&windows_path))?;
     let all_windows: BTreeMap<String, Vec<(String, String)>> =
@@ -444,8 +530,15 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
             path: windows_path.clone(),
             reason: e.to_string(),
         })?;
+    let folders = data_folders(data_dir)?;
+    if folders.is_empty() {
+        return Err(Error::Format {
+            path: data_dir.to_owned(),
+            reason: "no folder with .csv files (NAB layout: <folder>/<file>.csv next to windows.json)".into(),
+        });
+    }
     let mut labeled = Vec::new();
-    for folder in FOLDERS {
+    for folder in &folders {
         let dir = data_dir.join(folder);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map_err(io(&dir))?
@@ -492,16 +585,18 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
             });
         }
     }
-    let summary = score(&labeled);
+    let evaluation = Evaluation {
+        profiles: PROFILES.iter().map(|p| score(&labeled, p)).collect(),
+    };
     let json_path = out_dir.join(format!("{DETECTOR_NAME}_summary.json"));
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Format {
+    let json = serde_json::to_string_pretty(&evaluation).map_err(|e| Error::Format {
         path: json_path.clone(),
         reason: e.to_string(),
     })?;
     std::fs::write(&json_path, json).map_err(io(&json_path))?;
     let text_path = out_dir.join(format!("{DETECTOR_NAME}_summary.txt"));
-    std::fs::write(&text_path, summary.to_text()).map_err(io(&text_path))?;
-    Ok(summary)
+    std::fs::write(&text_path, evaluation.to_text()).map_err(io(&text_path))?;
+    Ok(evaluation)
 }
 
 #[cfg(test)]
@@ -529,7 +624,7 @@ mod tests {
         let at_085 = s(-0.4) / s(-1.0) - 0.11;
         let at_08 = tp - 0.11;
         assert!(at_08 > at_085 && at_08 > at_08 + 0.11 * s(1.0));
-        let sum = score(&[file]);
+        let sum = score(&[file], &STANDARD);
         assert_eq!(sum.threshold, Some(0.8));
         assert!((sum.total.raw - at_08).abs() < 1e-12, "{} vs {at_08}", sum.total.raw);
         assert!((sum.total.normalized - 100.0 * (at_08 + 1.0) / 2.0).abs() < 1e-9);
@@ -561,7 +656,7 @@ mod tests {
                 windows: vec![(50, 59)],
             },
         ];
-        let sum = score(&files);
+        let sum = score(&files, &STANDARD);
         assert!((sum.folders["a"].normalized - 100.0).abs() < 1e-9);
         assert_eq!(sum.folders["b"].normalized, 0.0);
         assert!(
@@ -571,12 +666,79 @@ mod tests {
         assert!((sum.total.raw - (2.0 - 1.0)).abs() < 1e-12);
         assert!((sum.total.normalized - 100.0 * (1.0 + 3.0) / 6.0).abs() < 1e-9);
         // All zero: never fires, null score.
-        let none = score(&[Labeled {
-            name: "a/x.csv".into(),
-            scores: vec![0.0; 100],
-            windows: vec![(40, 49)],
-        }]);
+        let none = score(
+            &[Labeled {
+                name: "a/x.csv".into(),
+                scores: vec![0.0; 100],
+                windows: vec![(40, 49)],
+            }],
+            &STANDARD,
+        );
         assert_eq!((none.threshold, none.total.normalized), (None, 0.0));
+    }
+
+    #[test]
+    fn each_profile_weighs_misses_and_false_alarms_its_own_way() {
+        // Two windows; one detected at its start, one missed; one false positive before both.
+        let mut scores = vec![0.0; 100];
+        scores[20] = 0.9; // FP before any window
+        scores[40] = 0.9; // TP at the start of (40, 49)
+        let file = Labeled {
+            name: "f/a.csv".into(),
+            scores,
+            windows: vec![(40, 49), (70, 79)],
+        };
+        let tp = 1.0; // the start of a window scores the full weight
+        let expect = |p: &Profile| {
+            let raw = tp * p.tp - p.fn_ - p.fp;
+            let (null, perfect) = (-2.0 * p.fn_, 2.0 * p.tp);
+            100.0 * (raw - null) / (perfect - null)
+        };
+        let got: Vec<f64> = PROFILES
+            .iter()
+            .map(|p| score(std::slice::from_ref(&file), p).total.normalized)
+            .collect();
+        for (p, g) in PROFILES.iter().zip(&got) {
+            assert!((g - expect(p)).abs() < 1e-9, "{}: {g} vs {}", p.name, expect(p));
+        }
+        // standard 47.25, low FP 44.5, low FN 48.17: a false alarm costs most in low FP, a miss in low FN.
+        assert!(got[1] < got[0] && got[2] > got[0], "{got:?}");
+    }
+
+    #[test]
+    fn any_folder_names_are_evaluated() {
+        let dir = std::env::temp_dir().join(format!("tributary-nab-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("myFleet")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("empty")).expect("mkdir");
+        let mut csv = String::from("timestamp,value\n");
+        for i in 0..400 {
+            let v = if i == 300 { 500.0 } else { 10.0 + (i % 7) as f64 * 0.1 };
+            let _ = writeln!(csv, "2026-01-01 {:02}:{:02}:00,{v}", i / 60, i % 60);
+        }
+        std::fs::write(dir.join("myFleet/truck.csv"), csv).expect("csv");
+        std::fs::write(
+            dir.join("windows.json"),
+            r#"{"myFleet/truck.csv": [["2026-01-01 04:55:00.000000", "2026-01-01 05:10:00.000000"]]}"#,
+        )
+        .expect("windows");
+        let out = dir.join("out");
+        let evaluation = evaluate(&dir, &out).expect("evaluate");
+        let standard = evaluation.standard();
+        assert_eq!(standard.files.len(), 1);
+        assert_eq!(standard.files[0].name, "myFleet/truck.csv");
+        assert_eq!(standard.files[0].windows, 1);
+        assert_eq!(standard.folders.keys().collect::<Vec<_>>(), ["myFleet"]);
+        assert!(out.join("myFleet/tributary_truck.csv").is_file());
+        assert_eq!(evaluation.profiles.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A directory without data folders is an error naming the layout, not an empty report.
+        let bare = std::env::temp_dir().join(format!("tributary-nab-bare-{}", std::process::id()));
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        std::fs::write(bare.join("windows.json"), "{}").expect("windows");
+        let e = evaluate(&bare, &bare.join("out")).expect_err("nothing to evaluate");
+        assert!(e.to_string().contains("NAB layout"), "{e}");
+        let _ = std::fs::remove_dir_all(&bare);
     }
 
     fn nab_dir() -> PathBuf {
@@ -595,8 +757,11 @@ mod tests {
             dir.display()
         );
         let out = std::env::temp_dir().join(format!("tributary-nab-test-{}", std::process::id()));
-        let summary = evaluate(&dir, &out).expect("evaluate");
-        println!("{}", summary.to_text());
+        let evaluation = evaluate(&dir, &out).expect("evaluate");
+        println!("{}", evaluation.to_text());
+        let summary = evaluation.standard();
+        let names: Vec<&str> = evaluation.profiles.iter().map(|p| p.profile.as_str()).collect();
+        assert_eq!(names, ["standard", "reward_low_FP_rate", "reward_low_FN_rate"]);
         assert_eq!(summary.files.len(), 30);
         for f in &summary.files {
             let (folder, name) = f.name.split_once('/').expect("folder/file");
