@@ -220,7 +220,8 @@ impl Analyzer {
             s.newest_ms = s.newest_ms.max(t);
             s.used = self.used;
             s.last_value = x;
-            let v = s.model.update(reading.event_time, x);
+            let v = s.model.update(&self.config.detectors, reading.event_time, x);
+            let model = &s.model;
             if let Some(a) = s.alerts.observe(
                 &self.config.alerts,
                 &reading.device_id,
@@ -229,7 +230,7 @@ impl Analyzer {
                 x,
                 v.score,
                 v.model,
-                &v.reason,
+                || v.reason(x, model.fired_rule()),
             ) {
                 alerts.push(a);
             }

@@ -556,7 +556,10 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
             let mut out = String::from("timestamp,value,anomaly_score\n");
             let mut scores = Vec::with_capacity(rows.len());
             for (ts, v, t, x) in &rows {
-                let s = model.update(Utc.from_utc_datetime(t), *x).detection.clamp(0.0, 1.0);
+                let s = model
+                    .update(config, Utc.from_utc_datetime(t), *x)
+                    .detection
+                    .clamp(0.0, 1.0);
                 scores.push(s);
                 let _ = writeln!(out, "{ts},{v},{s}");
             }
@@ -788,6 +791,8 @@ mod tests {
         );
     }
 
-    /// A little below the score measured with the default configuration (56.71).
-    const FLOOR: f64 = 54.0;
+    /// The standard score of the models before the streaming estimators
+    /// (56.71, sorted rings of 512 and 468 values per series): the compact
+    /// models (57.61) must not score lower.
+    const FLOOR: f64 = 56.71;
 }

@@ -89,7 +89,7 @@ impl AlertTracker {
     }
 
     /// Feed one scored value (event-time order per series); returns the
-    /// record to publish, if any.
+    /// record to publish, if any. `reason` is called only for a record.
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
@@ -100,7 +100,7 @@ impl AlertTracker {
         value: f64,
         score: f64,
         model: &str,
-        reason: &str,
+        reason: impl Fn() -> String,
     ) -> Option<Alert> {
         let make = |inc: &Incident, state: AlertState| Alert {
             id: inc.id.clone(),
@@ -109,7 +109,7 @@ impl AlertTracker {
             model: inc.model.clone(),
             score,
             value,
-            reason: reason.to_owned(),
+            reason: reason(),
             state,
             opened_at: inc.opened_at,
             updated_at: t,
@@ -196,7 +196,7 @@ mod tests {
             } else {
                 0.1
             };
-            if let Some(al) = a.observe(&cfg, "d", "temp", t(s), s as f64, score, "spike", "r") {
+            if let Some(al) = a.observe(&cfg, "d", "temp", t(s), s as f64, score, "spike", || "r".into()) {
                 out.push(al);
             }
         }

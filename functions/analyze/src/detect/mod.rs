@@ -1,23 +1,28 @@
 //! Online anomaly models per (device, metric) series and what turns their
 //! scores into alerts.
 //!
-//! - [`spike`]: spike-and-dip (robust z against the recent median),
-//! - [`changepoint`]: level shifts (two-window median test),
+//! - [`spike`]: spike-and-dip (robust z against the recent level),
+//! - [`changepoint`]: level shifts (fast against slow robust level),
 //! - [`seasonal`]: values unusual for the time of day,
 //! - [`rules`]: operator thresholds like `temperature > 90 for 30s`,
+//! - [`robust`]: the streaming robust level and spread they share,
+//! - [`calibrate`]: per-series calibration of each model's strength,
 //! - [`SeriesModel`]: the combiner, giving every value a [`Verdict`],
 //! - [`alert`]: the incident state machine.
 //!
 //! Every model is one pass with no look-ahead: a value is scored only from
-//! what came before it (and itself). Memory per series is bounded by the
-//! configuration. With the defaults the f64 rings hold
-//! 512 (spike) + 468 (change point) + 144 x 8 + 288 (seasonal) + 50 (novelty)
-//! = 2470 values (19.3 KiB), the scratch buffers at most 512 + 468 + 288
-//! values (9.9 KiB), plus three calibration sketches of at most 128 buckets
-//! each and one timestamp per rule: about 35 KiB per series. All scores are in [0, 1].
+//! what came before it (and itself). The state of a series has a fixed size
+//! whatever its input (no rings of past values, no scratch space): with the
+//! defaults [`SeriesModel::memory_bytes`] is under 1.5 KB (a test holds it
+//! to 1,536 bytes), of which the 144 seasonal slots take 600 bytes and the
+//! three calibration histograms about 500.
+//! The settings are shared by every series, not copied into each. All scores
+//! are in [0, 1].
 
 pub mod alert;
+pub mod calibrate;
 pub mod changepoint;
+pub mod robust;
 pub mod rules;
 pub mod seasonal;
 pub mod spike;
@@ -26,25 +31,12 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-use crate::sketch::QuantileSketch;
+pub use calibrate::Calibration;
+use calibrate::Calibrator;
 use changepoint::{ChangePointConfig, ChangePointDetector};
 use rules::{Rule, RuleState};
 use seasonal::{SeasonalConfig, SeasonalDetector};
 use spike::{SpikeConfig, SpikeDetector};
-
-/// Median and median absolute deviation of `xs` (reordered in place).
-/// Returns `(0, 0)` for an empty slice.
-pub(crate) fn median_mad(xs: &mut [f64]) -> (f64, f64) {
-    if xs.is_empty() {
-        return (0.0, 0.0);
-    }
-    let mid = xs.len() / 2;
-    let (_, m, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
-    let med = *m;
-    xs.iter_mut().for_each(|x| *x = (*x - med).abs());
-    let (_, d, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
-    (med, *d)
-}
 
 /// Map a non-negative strength `z` to [0, 1): `z^2 / (z^2 + half^2)`, 0.5 at
 /// `z = half`, 0.9 at `3 * half`. Squaring keeps ordinary noise near 0.
@@ -75,73 +67,6 @@ pub struct DetectorConfig {
     pub calibration: Calibration,
 }
 
-/// Per-series calibration: each model's raw strength `z` (robust z of a
-/// spike, size of a shift) is compared with the `quantile` of that model's
-/// own past strengths on the series, `q`, and scored
-/// `squash(max(0, z / q - 1), half)`. A series that is always jumpy thus
-/// needs a bigger jump to score high than a calm one, and one threshold fits
-/// every series. Memory: one [`QuantileSketch`] of `max_buckets` buckets per model.
-#[derive(Clone, Debug)]
-pub struct Calibration {
-    /// Off: scores are `squash(z, z_half)` of each model's own config.
-    pub enabled: bool,
-    /// The quantile of past strengths that counts as "usual".
-    pub quantile: f64,
-    /// Excess over the usual (`z / q - 1`) at which the score is 0.5.
-    pub half: f64,
-    /// Strengths seen before any score above 0 is given.
-    pub min_samples: u64,
-    /// Relative accuracy of the sketch of past strengths.
-    pub alpha: f64,
-    /// Bucket cap of that sketch.
-    pub max_buckets: usize,
-}
-
-impl Default for Calibration {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            quantile: 0.99,
-            half: 1.0,
-            min_samples: 100,
-            alpha: 0.05,
-            max_buckets: 128,
-        }
-    }
-}
-
-/// The calibration state of one model on one series.
-#[derive(Clone, Debug)]
-struct Calibrator {
-    past: QuantileSketch,
-}
-
-impl Calibrator {
-    fn new(c: &Calibration) -> Self {
-        Self {
-            past: QuantileSketch::new(c.alpha, c.max_buckets),
-        }
-    }
-
-    /// Score `z` against the past strengths, then remember it.
-    fn score(&mut self, c: &Calibration, z: Option<f64>, z_half: f64) -> f64 {
-        let Some(z) = z.filter(|z| z.is_finite()) else {
-            return 0.0;
-        };
-        if !c.enabled {
-            return squash(z, z_half);
-        }
-        let s = if self.past.count() >= c.min_samples {
-            let q = self.past.quantile(c.quantile).unwrap_or(0.0).max(1e-9);
-            squash((z / q - 1.0).max(0.0), c.half)
-        } else {
-            0.0
-        };
-        self.past.insert(z);
-        s
-    }
-}
-
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
@@ -163,8 +88,8 @@ pub const DEFAULT_NOVELTY: usize = 50;
 pub struct Verdict {
     /// The highest model score, in [0, 1]: what aggregates and alerts use.
     pub score: f64,
-    /// The model that gave `score` (`threshold`, `spike` or `changepoint`; on
-    /// a tie the first in that order).
+    /// The model that gave `score` (`threshold`, `spike`, `seasonal` or
+    /// `changepoint`; on a tie the first in that order).
     pub model: &'static str,
     /// `score * (1 - m)`, `m` the highest `score` of the previous `novelty`
     /// values: "a new incident starts here". An ongoing anomaly is reported
@@ -172,24 +97,68 @@ pub struct Verdict {
     /// evaluation scores, as NAB counts the first detection in a window and
     /// penalises every later one outside it.
     pub detection: f64,
-    /// Human-readable reason.
-    pub reason: String,
+    /// The band the value was expected in: where the winning model (the
+    /// spike model for a change point or a rule) would have scored it below
+    /// 0.5. `None` while the models warm up.
+    pub expected: Option<(f64, f64)>,
+    /// For a change point: the level before and the level now.
+    pub shift: Option<(f64, f64)>,
+    /// The models have not seen enough of the series to score it yet.
+    pub warming: bool,
 }
 
-/// All models of one series and the combiner.
+impl Verdict {
+    /// A sentence for an operator, built only when an alert needs it (`x` is
+    /// the value the verdict is about, `rule` the text of a rule that fired).
+    pub fn reason(&self, x: f64, rule: Option<&str>) -> String {
+        let expected = self
+            .expected
+            .map(|(lo, hi)| format!(", expected {} to {}", sig(lo), sig(hi)))
+            .unwrap_or_default();
+        match (self.model, rule) {
+            (Rule::NAME, Some(text)) => format!("rule '{text}' holds (value {x}{expected})"),
+            (ChangePointDetector::NAME, _) => match self.shift {
+                Some((from, to)) => format!(
+                    "level shift from about {} to about {} (change-point score {:.3})",
+                    sig(from),
+                    sig(to),
+                    self.score
+                ),
+                None => format!("level shift (change-point score {:.3})", self.score),
+            },
+            (SeasonalDetector::NAME, _) => format!(
+                "value {x} is unusual for this time of day{expected} (seasonal score {:.3})",
+                self.score
+            ),
+            _ => format!(
+                "value {x} is far from the recent level{expected} (spike score {:.3})",
+                self.score
+            ),
+        }
+    }
+}
+
+/// Four significant digits: what a band in a sentence needs.
+fn sig(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{v:.digits$}")
+}
+
+/// All models of one series and the combiner. The configuration is passed
+/// to [`SeriesModel::update`], not kept: it is the same for every series.
 #[derive(Clone, Debug)]
 pub struct SeriesModel {
     spike: SpikeDetector,
     changepoint: ChangePointDetector,
-    seasonal: Option<(SeasonalDetector, Calibrator, f64)>,
+    seasonal: Option<Box<(SeasonalDetector, Calibrator)>>,
     rules: Vec<RuleState>,
-    calibration: Calibration,
     spike_cal: Calibrator,
     changepoint_cal: Calibrator,
-    spike_half: f64,
-    changepoint_half: f64,
-    novelty: usize,
-    recent: VecDeque<f64>,
+    /// The last `novelty` scores in 1/255ths.
+    recent: VecDeque<u8>,
 }
 
 impl SeriesModel {
@@ -197,12 +166,12 @@ impl SeriesModel {
     pub fn new(config: &DetectorConfig, metric: &str) -> Self {
         let novelty = config.novelty.unwrap_or(DEFAULT_NOVELTY);
         Self {
-            spike: SpikeDetector::new(config.spike.clone()),
-            changepoint: ChangePointDetector::new(config.changepoint.clone()),
-            seasonal: config.seasonal.clone().map(|c| {
-                let half = c.z_half;
-                (SeasonalDetector::new(c), Calibrator::new(&config.calibration), half)
-            }),
+            spike: SpikeDetector::default(),
+            changepoint: ChangePointDetector::default(),
+            seasonal: config
+                .seasonal
+                .as_ref()
+                .map(|c| Box::new((SeasonalDetector::new(c), Calibrator::default()))),
             rules: config
                 .rules
                 .iter()
@@ -210,71 +179,89 @@ impl SeriesModel {
                 .cloned()
                 .map(RuleState::new)
                 .collect(),
-            calibration: config.calibration.clone(),
-            spike_cal: Calibrator::new(&config.calibration),
-            changepoint_cal: Calibrator::new(&config.calibration),
-            spike_half: config.spike.z_half,
-            changepoint_half: config.changepoint.z_half,
-            novelty,
+            spike_cal: Calibrator::default(),
+            changepoint_cal: Calibrator::default(),
             recent: VecDeque::with_capacity(novelty),
         }
     }
 
+    /// Bytes this series' models hold, inline and on the heap: fixed by the
+    /// configuration, whatever the values.
+    pub fn memory_bytes(&self) -> usize {
+        let seasonal = self
+            .seasonal
+            .as_ref()
+            .map_or(0, |s| size_of::<(SeasonalDetector, Calibrator)>() + s.0.heap_bytes());
+        size_of::<Self>() + seasonal + self.rules.capacity() * size_of::<RuleState>() + self.recent.capacity()
+    }
+
+    /// The text of the first of this series' rules that holds, if any.
+    pub fn fired_rule(&self) -> Option<&str> {
+        self.rules.iter().find(|r| r.fired()).map(|r| r.rule().text.as_str())
+    }
+
     /// Score the value `x` taken at event time `t` (values of a series must
     /// come in event-time order for the rules' hold times to mean anything).
-    pub fn update(&mut self, t: DateTime<Utc>, x: f64) -> Verdict {
+    pub fn update(&mut self, config: &DetectorConfig, t: DateTime<Utc>, x: f64) -> Verdict {
+        let cal = &config.calibration;
         let spike = self
             .spike_cal
-            .score(&self.calibration, self.spike.strength(x), self.spike_half);
-        let cp = self
-            .changepoint_cal
-            .score(&self.calibration, self.changepoint.strength(x), self.changepoint_half);
-        let seasonal = match &mut self.seasonal {
-            Some((d, cal, half)) => cal.score(&self.calibration, d.strength(t, x), *half),
-            None => 0.0,
-        };
-        let mut fired: Option<&Rule> = None;
-        for r in &mut self.rules {
-            if r.update(t, x) >= 1.0 && fired.is_none() {
-                fired = Some(r.rule());
+            .score(cal, self.spike.strength(&config.spike, x), config.spike.z_half);
+        let cp = self.changepoint_cal.score(
+            cal,
+            self.changepoint.strength(&config.changepoint, x),
+            config.changepoint.z_half,
+        );
+        let seasonal = match (&mut self.seasonal, &config.seasonal) {
+            (Some(s), Some(c)) => {
+                let (d, sc) = &mut **s;
+                sc.score(cal, d.strength(c, t, x), c.z_half)
             }
-        }
-        let (score, model, reason) = if let Some(rule) = fired {
-            (1.0, Rule::NAME, format!("rule '{}' holds (value {x})", rule.text))
-        } else if spike >= cp && spike >= seasonal {
-            (
-                spike,
-                SpikeDetector::NAME,
-                format!("value {x} is far from the recent median (spike score {spike:.3})"),
-            )
-        } else if seasonal > cp {
-            (
-                seasonal,
-                SeasonalDetector::NAME,
-                format!("value {x} is unusual for this time of day (seasonal score {seasonal:.3})"),
-            )
-        } else {
-            (
-                cp,
-                ChangePointDetector::NAME,
-                format!("level shift: the recent median moved (change-point score {cp:.3})"),
-            )
+            _ => 0.0,
         };
-        let best_recent = self.recent.iter().copied().fold(0.0, f64::max);
+        let mut fired = false;
+        for r in &mut self.rules {
+            fired |= r.update(t, x) >= 1.0;
+        }
+        let spike_band = || {
+            cal.half_strength(self.spike_cal.usual(cal), config.spike.z_half)
+                .map(|z| self.spike.band(z))
+        };
+        let (score, model, expected, shift) = if fired {
+            (1.0, Rule::NAME, spike_band(), None)
+        } else if spike >= cp && spike >= seasonal {
+            (spike, SpikeDetector::NAME, spike_band(), None)
+        } else if seasonal > cp {
+            let band = match (&self.seasonal, &config.seasonal) {
+                (Some(s), Some(c)) => cal
+                    .half_strength(s.1.usual(cal), c.z_half)
+                    .and_then(|z| s.0.band(c, t, z)),
+                _ => None,
+            };
+            (seasonal, SeasonalDetector::NAME, band, None)
+        } else {
+            let shift = Some(self.changepoint.levels());
+            (cp, ChangePointDetector::NAME, spike_band(), shift)
+        };
+        let warming = self.spike_cal.usual(cal).is_none() || self.changepoint_cal.usual(cal).is_none();
+        let best_recent = f64::from(self.recent.iter().copied().max().unwrap_or(0)) / 255.0;
         // Damped by how strongly the recent past was already anomalous: an
         // ongoing incident is reported once, at its start.
         let detection = score * (1.0 - best_recent);
-        if self.novelty > 0 {
-            if self.recent.len() == self.novelty {
+        let novelty = config.novelty.unwrap_or(DEFAULT_NOVELTY);
+        if novelty > 0 {
+            while self.recent.len() >= novelty {
                 self.recent.pop_front();
             }
-            self.recent.push_back(score);
+            self.recent.push_back((score * 255.0).round() as u8);
         }
         Verdict {
             score,
             model,
             detection,
-            reason,
+            expected,
+            shift,
+            warming,
         }
     }
 }
@@ -290,58 +277,112 @@ mod tests {
     }
 
     #[test]
-    fn median_mad_and_squash() {
-        let mut xs = [5.0, 1.0, 3.0, 2.0, 4.0];
-        assert_eq!(median_mad(&mut xs), (3.0, 1.0));
+    fn squash_and_sig() {
         assert_eq!(squash(2.0, 2.0), 0.5);
         assert_eq!(squash(0.0, 2.0), 0.0);
         assert_eq!(squash(f64::INFINITY, 2.0), 1.0);
+        assert_eq!(sig(20.123_45), "20.12");
+        assert_eq!(sig(-0.001_234_56), "-0.001235");
+        assert_eq!(sig(123_456.7), "123457");
     }
 
     #[test]
-    fn combiner_picks_the_strongest_model_and_reports_an_incident_once() {
+    fn combiner_picks_the_strongest_model_explains_it_and_reports_an_incident_once() {
         let cfg = DetectorConfig {
             rules: vec![Rule::parse("temp > 1000").expect("valid")],
             ..DetectorConfig::default()
         };
         let mut m = SeriesModel::new(&cfg, "temp");
         let mut rng = Rng::new(4);
+        assert!(m.update(&cfg, t(0), 20.0).warming);
         // Warm up past every model's history (the change point needs 468 values).
-        for i in 0..1200 {
-            let v = m.update(t(i), 20.0 + rng.normal());
+        for i in 1..1200 {
+            let v = m.update(&cfg, t(i), 20.0 + rng.normal());
             assert!((0.0..=1.0).contains(&v.score) && (0.0..=1.0).contains(&v.detection));
         }
-        let spike = m.update(t(1200), 60.0);
+        let spike = m.update(&cfg, t(1200), 60.0);
         assert_eq!(spike.model, "spike");
-        assert!(spike.detection > 0.9);
+        assert!(spike.detection > 0.9 && !spike.warming);
+        let (lo, hi) = spike.expected.expect("a warm model expects a band");
+        assert!(lo > 10.0 && lo < 20.0 && hi > 20.0 && hi < 30.0, "expected {lo}..{hi}");
+        let why = spike.reason(60.0, None);
+        assert!(
+            why.starts_with("value 60 is far from the recent level, expected 1"),
+            "{why}"
+        );
         // Calm again, then a lasting level shift: scored high for a while (until
-        // the calibration and histories absorb the new level), but reported as
-        // a new incident only at its start.
+        // the calibration and levels absorb it), but reported as a new
+        // incident only at its start.
         (1201..1400).for_each(|i| {
-            m.update(t(i), 20.0 + rng.normal());
+            m.update(&cfg, t(i), 20.0 + rng.normal());
         });
-        let shifted: Vec<Verdict> = (1400..1500).map(|i| m.update(t(i), 35.0 + rng.normal())).collect();
+        let shifted: Vec<Verdict> = (1400..1500)
+            .map(|i| m.update(&cfg, t(i), 35.0 + rng.normal()))
+            .collect();
         let high = shifted.iter().filter(|v| v.score > 0.9).count();
         assert!(high >= 5, "the shift scored > 0.9 only {high} times");
         assert!(shifted[0].detection > 0.9);
         let reported = shifted.iter().filter(|v| v.detection > 0.5).count();
         assert!(reported <= 3, "ongoing shift reported {reported} times");
-        let rule = m.update(t(1500), 2000.0);
+        let cp = shifted
+            .iter()
+            .find(|v| v.model == "changepoint")
+            .expect("a change point among them");
+        let (from, to) = cp.shift.expect("a change point says from where to where");
+        assert!((from - 20.0).abs() < 3.0 && to > from + 1.0, "shift {from} -> {to}");
+        assert!(cp.reason(35.0, None).starts_with("level shift from about "));
+        let rule = m.update(&cfg, t(1500), 2000.0);
         assert_eq!((rule.model, rule.score), ("threshold", 1.0));
+        assert_eq!(m.fired_rule(), Some("temp > 1000"));
+        assert!(
+            rule.reason(2000.0, m.fired_rule())
+                .starts_with("rule 'temp > 1000' holds (value 2000")
+        );
         // Rules of other metrics do not apply.
         let mut other = SeriesModel::new(&cfg, "rpm");
-        assert_ne!(other.update(t(0), 5000.0).model, "threshold");
+        assert_ne!(other.update(&cfg, t(0), 5000.0).model, "threshold");
     }
 
     #[test]
     fn same_input_same_verdicts() {
+        let cfg = DetectorConfig::default();
         let run = || {
-            let mut m = SeriesModel::new(&DetectorConfig::default(), "x");
+            let mut m = SeriesModel::new(&cfg, "x");
             let mut rng = Rng::new(8);
             (0..2000)
-                .map(|i| m.update(t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 }))
+                .map(|i| m.update(&cfg, t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 }))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_series_state_stays_within_its_bound_whatever_the_input() {
+        let cfg = DetectorConfig::default();
+        let fresh = SeriesModel::new(&cfg, "x").memory_bytes();
+        assert!(fresh <= 1536, "{fresh} bytes per series");
+        let inputs: [Box<dyn Fn(i64) -> f64>; 5] = [
+            Box::new(|_| 7.0),
+            Box::new(|i| if i % 2 == 0 { f64::MAX } else { -f64::MAX }),
+            Box::new(|i| if i % 500 < 250 { 1e-300 } else { 1e300 }),
+            Box::new(move |i| (i as f64).powi(3)),
+            Box::new(|i| if i % 1000 == 0 { 1e12 } else { 0.0 }),
+        ];
+        for (k, f) in inputs.iter().enumerate() {
+            let mut m = SeriesModel::new(&cfg, "x");
+            // Gaps of up to a week between values, too.
+            let mut s = 0;
+            for i in 0..5000 {
+                s += if i % 700 == 0 { 7 * 86_400 } else { 60 };
+                let v = m.update(&cfg, t(s), f(i));
+                assert!((0.0..=1.0).contains(&v.score), "input {k}: score {}", v.score);
+                assert!(
+                    (0.0..=1.0).contains(&v.detection),
+                    "input {k}: detection {}",
+                    v.detection
+                );
+            }
+            assert_eq!(m.memory_bytes(), fresh, "input {k}");
+        }
     }
 }

@@ -118,12 +118,17 @@ impl Rule {
 pub struct RuleState {
     rule: Rule,
     since: Option<DateTime<Utc>>,
+    fired: bool,
 }
 
 impl RuleState {
     /// Fresh state.
     pub fn new(rule: Rule) -> Self {
-        Self { rule, since: None }
+        Self {
+            rule,
+            since: None,
+            fired: false,
+        }
     }
 
     /// The rule.
@@ -137,10 +142,17 @@ impl RuleState {
     pub fn update(&mut self, t: DateTime<Utc>, x: f64) -> f64 {
         if !self.rule.holds(x) {
             self.since = None;
+            self.fired = false;
             return 0.0;
         }
         let since = *self.since.get_or_insert(t);
-        if t - since >= self.rule.hold { 1.0 } else { 0.0 }
+        self.fired = t - since >= self.rule.hold;
+        if self.fired { 1.0 } else { 0.0 }
+    }
+
+    /// Whether the last value scored 1.
+    pub fn fired(&self) -> bool {
+        self.fired
     }
 }
 

@@ -3,18 +3,19 @@
 //! those residuals. Catches a missing daily peak or a flat stretch that the
 //! spike and change-point models see as ordinary values.
 //!
-//! The day is cut into `bins` slots; each slot remembers the last
-//! `per_bin` values that fell into it (from earlier days). A value's residual
-//! is its distance from the median of its slot; its strength is the robust z
-//! of that residual against the last `residuals` residuals. One pass, no
-//! look-ahead. Memory per series: `8 * (bins * per_bin + residuals)` bytes
-//! (11.5 KiB with the defaults) plus a small scratch buffer.
-
-use std::collections::VecDeque;
+//! The day is cut into `bins` slots; each slot keeps a streaming median of
+//! the values that fell into it (weight about `1 / per_bin`, steps in
+//! residual spreads, so one odd day does not rewrite the slot). A value's residual is its distance from its
+//! slot's level; its strength is the robust z of that residual against the
+//! residuals so far. One pass, no look-ahead. Memory per series: `4 * bins`
+//! bytes of slot levels (`f32`, relative to the series' first value, so a
+//! large offset costs no precision), a bitset of warm slots and one
+//! [`RobustEw`]: 660 bytes with the default 144 slots.
 
 use chrono::{DateTime, Utc};
 
-use super::{median_mad, squash};
+use super::robust::{RobustEw, alpha};
+use super::squash;
 
 /// Seasonal parameters.
 #[derive(Clone, Debug)]
@@ -23,11 +24,11 @@ pub struct SeasonalConfig {
     pub period_seconds: i64,
     /// Slots per season.
     pub bins: usize,
-    /// Values remembered per slot.
+    /// Span of a slot's level, in values that fell into the slot.
     pub per_bin: usize,
-    /// Residuals the scale is taken over.
+    /// Span of the residuals' level and spread, in values.
     pub residuals: usize,
-    /// Robust z at which the standalone score is 0.5.
+    /// Robust z at which the uncalibrated score is 0.5.
     pub z_half: f64,
 }
 
@@ -36,7 +37,7 @@ impl Default for SeasonalConfig {
         Self {
             period_seconds: 86_400,
             bins: 144,
-            per_bin: 8,
+            per_bin: 16,
             residuals: 288,
             z_half: 6.0,
         }
@@ -46,72 +47,100 @@ impl Default for SeasonalConfig {
 /// Seasonal state of one series.
 #[derive(Clone, Debug)]
 pub struct SeasonalDetector {
-    config: SeasonalConfig,
-    slots: Vec<VecDeque<f64>>,
-    residuals: VecDeque<f64>,
-    scratch: Vec<f64>,
+    /// Slot levels minus `anchor`; NaN: the slot has seen nothing yet.
+    levels: Box<[f32]>,
+    /// Slots that have seen at least two values (scored from then on).
+    warm: Box<[u64]>,
+    anchor: f64,
+    residual: RobustEw,
 }
 
 impl SeasonalDetector {
     /// Model name used in scores and alerts.
     pub const NAME: &'static str = "seasonal";
 
-    /// A detector with empty history.
-    pub fn new(config: SeasonalConfig) -> Self {
-        let config = SeasonalConfig {
-            period_seconds: config.period_seconds.max(1),
-            bins: config.bins.max(1),
-            per_bin: config.per_bin.max(1),
-            residuals: config.residuals.max(8),
-            ..config
-        };
+    /// A detector with empty slots.
+    pub fn new(c: &SeasonalConfig) -> Self {
+        let bins = c.bins.max(1);
         Self {
-            slots: vec![VecDeque::new(); config.bins],
-            residuals: VecDeque::with_capacity(config.residuals),
-            scratch: Vec::new(),
-            config,
+            levels: vec![f32::NAN; bins].into_boxed_slice(),
+            warm: vec![0; bins.div_ceil(64)].into_boxed_slice(),
+            anchor: f64::NAN,
+            residual: RobustEw::default(),
         }
     }
 
+    /// Heap bytes held (the slots and the bitset).
+    pub fn heap_bytes(&self) -> usize {
+        4 * self.levels.len() + 8 * self.warm.len()
+    }
+
+    fn slot(&self, c: &SeasonalConfig, t: DateTime<Utc>) -> usize {
+        let period = c.period_seconds.max(1);
+        let phase = t.timestamp().rem_euclid(period);
+        let bin = (i128::from(phase) * self.levels.len() as i128 / i128::from(period)) as usize;
+        bin.min(self.levels.len() - 1)
+    }
+
     /// Score the value `x` at `t` in [0, 1] (standalone use).
-    pub fn update(&mut self, t: DateTime<Utc>, x: f64) -> f64 {
-        self.strength(t, x).map_or(0.0, |z| squash(z, self.config.z_half))
+    pub fn update(&mut self, c: &SeasonalConfig, t: DateTime<Utc>, x: f64) -> f64 {
+        self.strength(c, t, x).map_or(0.0, |z| squash(z, c.z_half))
     }
 
     /// The raw robust z of the seasonal residual (`None` while the slot or
     /// the residual history is too short).
-    pub fn strength(&mut self, t: DateTime<Utc>, x: f64) -> Option<f64> {
-        let phase = t.timestamp().rem_euclid(self.config.period_seconds);
-        let bin = ((phase as i128 * self.config.bins as i128) / self.config.period_seconds as i128) as usize;
-        let bin = bin.min(self.config.bins - 1);
-        let slot = &mut self.slots[bin];
+    pub fn strength(&mut self, c: &SeasonalConfig, t: DateTime<Utc>, x: f64) -> Option<f64> {
+        if self.anchor.is_nan() {
+            self.anchor = x;
+        }
+        let bin = self.slot(c, t);
+        let rel = x - self.anchor;
+        let level = f64::from(self.levels[bin]);
+        if level.is_nan() {
+            self.levels[bin] = (rel as f32).clamp(-f32::MAX, f32::MAX);
+            return None;
+        }
+        let r = rel - level;
+        if !r.is_finite() {
+            // A value too far from the slot to subtract in f64 says nothing
+            // about the season; leave the state as it is.
+            return None;
+        }
+        let warm = self.warm[bin / 64] & (1 << (bin % 64)) != 0;
         let mut out = None;
-        if slot.len() >= 2 {
-            self.scratch.clear();
-            self.scratch.extend(slot.iter().copied());
-            let (expected, _) = median_mad(&mut self.scratch);
-            let r = x - expected;
-            if self.residuals.len() >= self.config.residuals / 2 {
-                self.scratch.clear();
-                self.scratch.extend(self.residuals.iter().copied());
-                let (lo, hi) = self
-                    .scratch
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-                let (med, mad) = median_mad(&mut self.scratch);
-                let scale = (1.4826 * mad).max(0.01 * (hi - lo)).max(1e-6 * (1.0 + x.abs()));
-                out = Some((r - med).abs() / scale);
+        if warm {
+            if self.residual.count() as usize >= c.residuals / 2 {
+                out = Some((r - self.residual.loc()).abs() / self.residual.sigma());
             }
-            if self.residuals.len() == self.config.residuals {
-                self.residuals.pop_front();
-            }
-            self.residuals.push_back(r);
+            self.residual.update(r, alpha(c.residuals));
         }
-        if slot.len() == self.config.per_bin {
-            slot.pop_front();
-        }
-        slot.push_back(x);
+        // The slot's level: the mean of its first two values, then a frugal
+        // streaming median (steps of 2 residual spreads times the slot's
+        // weight towards the value, once the residuals have a spread), so
+        // one odd day barely moves it.
+        let step = if warm && self.residual.count() >= super::robust::WARM_UP {
+            alpha(c.per_bin) * 2.0 * self.residual.sigma() * r.signum()
+        } else if warm {
+            // No residual spread to step by yet: an exponentially weighted mean.
+            alpha(c.per_bin) * r
+        } else {
+            self.warm[bin / 64] |= 1 << (bin % 64);
+            0.5 * r
+        };
+        self.levels[bin] = ((level + step) as f32).clamp(-f32::MAX, f32::MAX);
         out
+    }
+
+    /// The band of values within `z` residual deviations of what the slot of
+    /// `t` expects (`None` while the slot is empty).
+    pub fn band(&self, c: &SeasonalConfig, t: DateTime<Utc>, z: f64) -> Option<(f64, f64)> {
+        let level = f64::from(self.levels[self.slot(c, t)]);
+        if level.is_nan() || self.residual.count() == 0 {
+            return None;
+        }
+        let m = self.anchor + level + self.residual.loc();
+        let s = self.residual.sigma();
+        Some((m - z * s, m + z * s))
     }
 }
 
@@ -123,21 +152,25 @@ mod tests {
 
     #[test]
     fn a_missing_daily_peak_scores_high() {
-        let mut d = SeasonalDetector::new(SeasonalConfig::default());
+        let c = SeasonalConfig::default();
+        let mut d = SeasonalDetector::new(&c);
+        assert_eq!(d.heap_bytes(), 4 * 144 + 8 * 3);
         let mut rng = Rng::new(6);
         let step = 600; // 10 minutes
         let value = |i: i64| if (i % 144) >= 60 && (i % 144) < 72 { 100.0 } else { 10.0 };
         let mut max_normal: f64 = 0.0;
         for i in 0..144 * 10 {
             let t = Utc.timestamp_opt(i * step, 0).single().expect("valid");
-            let s = d.update(t, value(i) + rng.normal());
+            let s = d.update(&c, t, value(i) + rng.normal());
             if i > 144 * 4 {
                 max_normal = max_normal.max(s);
             }
         }
         // Day 11: the peak does not come.
         let t = Utc.timestamp_opt((144 * 10 + 65) * step, 0).single().expect("valid");
-        let missing = d.update(t, 10.0);
+        let (lo, hi) = d.band(&c, t, 3.0).expect("warm slot");
+        assert!(lo > 90.0 && hi < 110.0, "expected {lo}..{hi} at the peak");
+        let missing = d.update(&c, t, 10.0);
         assert!(missing > 0.9, "missing peak {missing}");
         assert!(max_normal < 0.5, "normal days {max_normal}");
     }
