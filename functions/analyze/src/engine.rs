@@ -175,7 +175,7 @@ impl Analyzer {
             self.duplicates += 1;
             return Output::default();
         }
-        let mut scores = BTreeMap::new();
+        let mut scores = Vec::with_capacity(reading.metrics.len());
         let mut alerts = Vec::new();
         let t = reading.event_time.timestamp_millis();
         let idle_ms = self.config.series.idle.num_milliseconds();
@@ -234,13 +234,13 @@ impl Analyzer {
             ) {
                 alerts.push(a);
             }
-            scores.insert(
-                metric.clone(),
+            scores.push((
+                metric.as_str(),
                 Scored {
                     score: v.score,
-                    model: v.model.to_owned(),
+                    model: v.model,
                 },
-            );
+            ));
         }
         let aggregates = self.windower.push(partition, offset, reading, &scores);
         Output { aggregates, alerts }

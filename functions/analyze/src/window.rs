@@ -37,6 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use tributary_shared::model::Reading;
@@ -117,12 +118,12 @@ impl Stats {
 
 /// A model's verdict on one value, fed to [`Windower::push`] so the
 /// aggregate carries the window's highest score.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
     /// Score in [0, 1].
     pub score: f64,
     /// The model that gave it.
-    pub model: String,
+    pub model: &'static str,
 }
 
 /// Window sizes and allowed lateness.
@@ -145,12 +146,14 @@ impl Default for WindowConfig {
 }
 
 /// Identity of an open window; the field order is the emission order.
+/// The names are shared (`Arc<str>`): one allocation per reading and metric
+/// for all window sizes, not one per window and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     end_ms: i64,
     size_s: u32,
-    device: String,
-    metric: String,
+    device: Arc<str>,
+    metric: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -199,8 +202,8 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
     let s = &open.stats;
     let q = |p: f64| s.sketch.quantile(p).unwrap_or(s.mean);
     Aggregate {
-        device_id: key.device.clone(),
-        metric: key.metric.clone(),
+        device_id: key.device.to_string(),
+        metric: key.metric.to_string(),
         window_seconds: key.size_s,
         window_start: time(key.end_ms - i64::from(key.size_s) * 1000),
         window_end: time(key.end_ms),
@@ -213,10 +216,7 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         p95: q(0.95),
         p99: q(0.99),
         anomaly_score: open.score.as_ref().map_or(0.0, |s| s.score),
-        model: open
-            .score
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |s| s.model.clone()),
+        model: open.score.as_ref().map_or("none", |s| s.model).to_owned(),
     }
 }
 
@@ -283,15 +283,26 @@ impl Windower {
     }
 
     /// Add a reading read from `partition` at `offset`, with optional scores
-    /// per metric, and return the windows this closed (deterministic order).
+    /// per metric (`(metric, score)`, any order), and return the windows this
+    /// closed (deterministic order).
     pub fn push(
         &mut self,
         partition: i32,
         offset: i64,
         reading: &Reading,
-        scores: &BTreeMap<String, Scored>,
+        scores: &[(&str, Scored)],
     ) -> Vec<Aggregate> {
         let t = reading.event_time.timestamp_millis();
+        let device: Arc<str> = Arc::from(reading.device_id.as_str());
+        let values: Vec<(Arc<str>, f64, Option<Scored>)> = reading
+            .metrics
+            .iter()
+            .filter(|(_, x)| x.is_finite())
+            .map(|(metric, &x)| {
+                let score = scores.iter().find(|(m, _)| *m == metric.as_str()).map(|&(_, s)| s);
+                (Arc::from(metric.as_str()), x, score)
+            })
+            .collect();
         let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
         let p = self.partitions.entry(partition).or_default();
         p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
@@ -303,27 +314,24 @@ impl Windower {
                 self.late += reading.metrics.len() as u64;
                 continue;
             }
-            for (metric, &x) in &reading.metrics {
-                if !x.is_finite() {
-                    continue;
-                }
+            for (metric, x, score) in &values {
                 let key = Key {
                     end_ms,
                     size_s: size,
-                    device: reading.device_id.clone(),
-                    metric: metric.clone(),
+                    device: Arc::clone(&device),
+                    metric: Arc::clone(metric),
                 };
                 let open = p.open.entry(key).or_insert_with(|| Open {
                     stats: Stats::default(),
                     score: None,
                     min_offset: offset,
                 });
-                open.stats.push(x);
+                open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
-                if let Some(s) = scores.get(metric)
+                if let Some(s) = score
                     && open.score.as_ref().is_none_or(|cur| better(cur, s))
                 {
-                    open.score = Some(s.clone());
+                    open.score = Some(*s);
                 }
             }
         }
@@ -547,7 +555,7 @@ mod tests {
                 let mut w = Windower::new(cfg(2));
                 let mut out = Vec::new();
                 for (p, o, r) in &input {
-                    out.extend(w.push(*p, *o, r, &BTreeMap::new()));
+                    out.extend(w.push(*p, *o, r, &[]));
                 }
                 out.extend(w.flush());
                 (out, w.late_values())
@@ -627,7 +635,7 @@ mod tests {
             sizes_seconds: vec![10],
             allowed_lateness: chrono::Duration::seconds(5),
         });
-        let none = BTreeMap::new();
+        let none: [(&str, Scored); 0] = [];
         assert!(w.push(0, 100, &reading("d", 1_000, &[("x", 1.0)]), &none).is_empty());
         assert!(w.push(0, 101, &reading("d", 9_000, &[("x", 3.0)]), &none).is_empty());
         assert_eq!(w.committable_offset(0), Some(100));
@@ -667,7 +675,7 @@ mod tests {
             sizes_seconds: vec![10, 60],
             allowed_lateness: chrono::Duration::seconds(5),
         });
-        let none = BTreeMap::new();
+        let none: [(&str, Scored); 0] = [];
         for (o, ms) in [(0, 51_000), (1, 58_000), (2, 52_000)] {
             assert!(w.push(0, o, &reading("d", ms, &[("x", o as f64)]), &none).is_empty());
         }
@@ -737,10 +745,7 @@ mod tests {
                 allowed_lateness: chrono::Duration::seconds(30),
             });
             for (o, (ms, x)) in order.iter().enumerate() {
-                assert!(
-                    w.push(0, o as i64, &reading("d", *ms, &[("x", *x)]), &BTreeMap::new())
-                        .is_empty()
-                );
+                assert!(w.push(0, o as i64, &reading("d", *ms, &[("x", *x)]), &[]).is_empty());
             }
             let newest = w.newest_event_ms(0).expect("seen");
             let out = w.advance_clock(0, newest + 120_000);
@@ -772,15 +777,7 @@ mod tests {
             sizes_seconds: vec![60],
             allowed_lateness: chrono::Duration::zero(),
         });
-        let sc = |s: f64, m: &str| {
-            BTreeMap::from([(
-                "x".to_owned(),
-                Scored {
-                    score: s,
-                    model: m.to_owned(),
-                },
-            )])
-        };
+        let sc = |s: f64, m: &'static str| [("x", Scored { score: s, model: m })];
         w.push(0, 0, &reading("d", 1_000, &[("x", 1.0)]), &sc(0.2, "spike"));
         w.push(0, 1, &reading("d", 2_000, &[("x", 1.0)]), &sc(0.9, "changepoint"));
         w.push(0, 2, &reading("d", 3_000, &[("x", 1.0)]), &sc(0.9, "spike"));

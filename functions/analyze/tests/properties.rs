@@ -386,7 +386,7 @@ fn run(cfg: &WindowConfig, input: &[Reading]) -> (Vec<Aggregate>, u64) {
     let mut w = Windower::new(cfg.clone());
     let mut out = Vec::new();
     for (offset, r) in input.iter().enumerate() {
-        out.extend(w.push(partition(&r.device_id), offset as i64, r, &BTreeMap::new()));
+        out.extend(w.push(partition(&r.device_id), offset as i64, r, &[]));
     }
     out.extend(w.flush());
     (out, w.late_values())
@@ -401,7 +401,7 @@ proptest! {
         let mut emitted: BTreeMap<Key, u64> = BTreeMap::new();
         for (offset, r) in input.iter().enumerate() {
             let p = partition(&r.device_id);
-            let got = w.push(p, offset as i64, r, &BTreeMap::new());
+            let got = w.push(p, offset as i64, r, &[]);
             let want = reference.push(&cfg, offset as i64, r);
             // The same windows close at the same push, in (end, size, device, metric) order.
             prop_assert_eq!(got.iter().map(key_of).collect::<Vec<_>>(), want.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), "push {}", offset);
