@@ -151,16 +151,26 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         200,
         "ready with PostgreSQL up even though Redis is down"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("tributary_process_deadletter_records_total 1"),
-        "{metrics}"
-    );
+    // The rows can be in PostgreSQL before the batch that holds the garbage
+    // record has sent it to the dead-letter topic and counted it: the
+    // counters are updated when the batch is done, so poll them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("tributary_process_deadletter_records_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the garbage record was not dead-lettered: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     assert!(
         Command::new("kill")
