@@ -45,6 +45,19 @@ pub struct Aggregate {
     pub anomaly_score: f64,
     /// The model that gave `anomaly_score` (`"none"` when no model scored).
     pub model: String,
+    /// Lower edge of the band the models expected the window's values in:
+    /// the lowest of the bands they gave its values (a value outside its own
+    /// band scores 0.5 or more). Absent while the models warm up, for a
+    /// window with no scored value, and from analyze versions before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_low: Option<f64>,
+    /// Upper edge of that band (the highest of the values' bands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_high: Option<f64>,
+    /// Some value in the window was scored while the models were still
+    /// learning the series: its score is not yet to be trusted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warming: bool,
 }
 
 /// Where an incident is in its life.
@@ -115,13 +128,35 @@ mod tests {
             p99: 2.0,
             anomaly_score: 0.25,
             model: "spike".into(),
+            expected_low: Some(0.5),
+            expected_high: Some(2.5),
+            warming: false,
         };
         let v = serde_json::to_value(&a).expect("serialise");
         assert_eq!(v["windowStart"], "2026-11-25T12:00:00.000Z");
         assert_eq!(v["deviceId"], "d");
         assert_eq!(v["anomalyScore"], 0.25);
+        assert_eq!(
+            (v["expectedLow"].clone(), v["expectedHigh"].clone()),
+            (0.5.into(), 2.5.into())
+        );
+        assert!(v.get("warming").is_none(), "false is left out: {v}");
         let back: Aggregate = serde_json::from_value(v).expect("deserialise");
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn aggregate_from_an_older_analyze_has_no_band_and_is_not_warming() {
+        let v = serde_json::json!({
+            "deviceId": "d", "metric": "m", "windowSeconds": 10,
+            "windowStart": "2026-11-25T12:00:00.000Z", "windowEnd": "2026-11-25T12:00:10.000Z",
+            "count": 1, "min": 1.0, "max": 1.0, "mean": 1.0, "stddev": 0.0,
+            "p50": 1.0, "p95": 1.0, "p99": 1.0, "anomalyScore": 0.0, "model": "none"
+        });
+        let a: Aggregate = serde_json::from_value(v).expect("an older record still reads");
+        assert_eq!((a.expected_low, a.expected_high, a.warming), (None, None, false));
+        let warm = Aggregate { warming: true, ..a };
+        assert_eq!(serde_json::to_value(&warm).expect("serialise")["warming"], true);
     }
 
     #[test]

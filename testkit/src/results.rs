@@ -38,6 +38,9 @@ pub fn agg(device: &str, metric: &str, start: i64, mean: f64) -> Aggregate {
         p99: mean + 1.0,
         anomaly_score: 0.1,
         model: "spike".into(),
+        expected_low: None,
+        expected_high: None,
+        warming: false,
     }
 }
 
@@ -347,6 +350,11 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
             a.p99 = a.mean + 0.9 + 0.02 * (i % 9) as f64;
             a.anomaly_score = ((i * 37) % 120) as f64 / 200.0; // distinct: no ties for the model
             a.model = format!("m{i}");
+            // The first 15 windows were scored while the models warmed up; the
+            // rest carry a band of their own.
+            a.warming = i < 15;
+            a.expected_low = (i >= 15).then_some(a.mean - 3.0 - (i % 11) as f64);
+            a.expected_high = (i >= 15).then_some(a.mean + 2.0 + (i % 13) as f64);
             a
         })
         .collect();
@@ -361,6 +369,13 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
         .expect("series")
         .points;
     assert_eq!(stored.len(), 120);
+    for (p, w) in stored.iter().zip(&windows) {
+        assert_eq!(
+            (p.expected_low, p.expected_high, p.warming),
+            (w.expected_low, w.expected_high, w.warming),
+            "the band and the warming flag are stored as written"
+        );
+    }
     for per_point in [6u32, 7, 200] {
         let got = s
             .series("dev-m", "temp", 10, t(0), t(1200), per_point)
@@ -406,6 +421,11 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
                 (g.anomaly_score, g.model.as_str()),
                 (e.anomaly_score, e.model.as_str()),
                 "the top window's score and model"
+            );
+            assert_eq!(
+                (g.expected_low, g.expected_high, g.warming),
+                (e.expected_low, e.expected_high, e.warming),
+                "the band spans the windows' bands; warming if any window was"
             );
         }
     }

@@ -2,6 +2,7 @@
 // (functions/dashboard/tests/browser.rs runs it and feeds it data).
 // Usage: node dashboard.mjs <dashboard url> <screenshot dir> <operator token> <device id>
 // EXPECT_RAW=1: the device chart must also draw raw readings (a raw store is configured).
+// EXPECT_BAND=1: it must draw the models' expected band and mark the windows scored while they warmed up.
 // Protocol on stdout/stdin: prints "OVERVIEW-OK", then waits for a line "ALERT-SENT"
 // before expecting a live alert to appear without a reload.
 import { chromium } from "playwright-core";
@@ -64,8 +65,18 @@ try {
     const note = await page.textContent("[data-testid=raw-note]");
     if (!/raw readings from/.test(note || "")) await fail(`raw note says "${note}"`, page);
   }
+  const expected = Number(await page.getAttribute("[data-testid=chart]", "data-expected"));
+  const warming = Number(await page.getAttribute("[data-testid=chart]", "data-warming"));
+  if (process.env.EXPECT_BAND === "1") {
+    // The models' expected band is drawn, and the windows scored while they warmed up are marked.
+    if (!(expected > 10)) await fail(`chart draws the expected band for ${expected} windows`, page);
+    if (!(await page.locator("svg.plot .expected").count() >= 1)) await fail("no expected band on the chart", page);
+    if (!(warming >= 1) || !(await page.locator("svg.plot .warming").count() >= 1)) await fail(`chart marks ${warming} warming windows`, page);
+    const title = await page.locator("svg.plot .anom title").first().textContent();
+    if (!/expected .* to /.test(title || "")) await fail(`the anomaly's hover text says "${title}"`, page);
+  }
   await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
-  console.log(`CHART-OK ${points} points, ${anomalies} anomalies, ${raw} raw readings`);
+  console.log(`CHART-OK ${points} points, ${anomalies} anomalies, ${raw} raw readings, ${expected} expected, ${warming} warming`);
 
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(url);

@@ -55,6 +55,9 @@ fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize)
         p99: mean + 1.9,
         anomaly_score: if i.is_multiple_of(500) { 0.9 } else { 0.05 },
         model: "spike".into(),
+        expected_low: None,
+        expected_high: None,
+        warming: false,
     }
 }
 

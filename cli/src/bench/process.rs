@@ -65,6 +65,9 @@ fn aggregates(n: usize, offset: usize) -> Vec<Aggregate> {
                 p99: 25.0,
                 anomaly_score: 0.05,
                 model: "spike".into(),
+                expected_low: None,
+                expected_high: None,
+                warming: false,
             }
         })
         .collect()

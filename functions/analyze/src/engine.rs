@@ -239,6 +239,8 @@ impl Analyzer {
                 Scored {
                     score: v.score,
                     model: v.model,
+                    expected: v.expected,
+                    warming: v.warming,
                 },
             ));
         }
@@ -501,6 +503,24 @@ mod tests {
             .find(|g| g.window_seconds == 10 && g.max == 80.0)
             .expect("spike window emitted");
         assert!(spike_window.anomaly_score > 0.9);
+        // The aggregate explains itself: the spike is far outside what the models expected,
+        // which was around the usual level; the first windows were scored while warming up.
+        let (lo, hi) = (
+            spike_window.expected_low.expect("a band"),
+            spike_window.expected_high.expect("a band"),
+        );
+        assert!(lo > 10.0 && lo < 20.0 && hi > 20.0 && hi < 30.0, "expected {lo}..{hi}");
+        assert!(!spike_window.warming);
+        let first = aggs
+            .iter()
+            .filter(|g| g.device_id == "d" && g.window_seconds == 10)
+            .min_by_key(|g| g.window_start)
+            .expect("first window");
+        assert!(first.warming && first.expected_low.is_none(), "{first:?}");
+        assert!(
+            opened.iter().any(|x| x.reason.contains("expected")),
+            "the alert says what was expected: {opened:?}"
+        );
         assert_eq!(run(&input).0, out, "replay gives identical output");
         assert_eq!(a.series_count(), 2);
         assert!(a.committable_offset(0).is_some());

@@ -117,13 +117,30 @@ impl Stats {
 }
 
 /// A model's verdict on one value, fed to [`Windower::push`] so the
-/// aggregate carries the window's highest score.
+/// aggregate carries the window's highest score, the band the values were
+/// expected in and whether the models were warming up.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
     /// Score in [0, 1].
     pub score: f64,
     /// The model that gave it.
     pub model: &'static str,
+    /// The band the value was expected in (`None` while warming up).
+    pub expected: Option<(f64, f64)>,
+    /// The models had not seen enough of the series to score it yet.
+    pub warming: bool,
+}
+
+impl Scored {
+    /// A score with no band, from models past their warm-up.
+    pub fn plain(score: f64, model: &'static str) -> Self {
+        Self {
+            score,
+            model,
+            expected: None,
+            warming: false,
+        }
+    }
 }
 
 /// Window sizes and allowed lateness.
@@ -160,6 +177,9 @@ struct Key {
 struct Open {
     stats: Stats,
     score: Option<Scored>,
+    /// The envelope of the values' expected bands.
+    expected: Option<(f64, f64)>,
+    warming: bool,
     min_offset: i64,
 }
 
@@ -217,6 +237,9 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         p99: q(0.99),
         anomaly_score: open.score.as_ref().map_or(0.0, |s| s.score),
         model: open.score.as_ref().map_or("none", |s| s.model).to_owned(),
+        expected_low: open.expected.map(|(lo, _)| lo),
+        expected_high: open.expected.map(|(_, hi)| hi),
+        warming: open.warming,
     }
 }
 
@@ -324,14 +347,20 @@ impl Windower {
                 let open = p.open.entry(key).or_insert_with(|| Open {
                     stats: Stats::default(),
                     score: None,
+                    expected: None,
+                    warming: false,
                     min_offset: offset,
                 });
                 open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
-                if let Some(s) = score
-                    && open.score.as_ref().is_none_or(|cur| better(cur, s))
-                {
-                    open.score = Some(*s);
+                if let Some(s) = score {
+                    if open.score.as_ref().is_none_or(|cur| better(cur, s)) {
+                        open.score = Some(*s);
+                    }
+                    open.warming |= s.warming;
+                    if let Some((lo, hi)) = s.expected {
+                        open.expected = Some(open.expected.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+                    }
                 }
             }
         }
@@ -777,11 +806,55 @@ mod tests {
             sizes_seconds: vec![60],
             allowed_lateness: chrono::Duration::zero(),
         });
-        let sc = |s: f64, m: &'static str| [("x", Scored { score: s, model: m })];
+        let sc = |s: f64, m: &'static str| [("x", Scored::plain(s, m))];
         w.push(0, 0, &reading("d", 1_000, &[("x", 1.0)]), &sc(0.2, "spike"));
         w.push(0, 1, &reading("d", 2_000, &[("x", 1.0)]), &sc(0.9, "changepoint"));
         w.push(0, 2, &reading("d", 3_000, &[("x", 1.0)]), &sc(0.9, "spike"));
         let out = w.flush();
         assert_eq!((out[0].anomaly_score, out[0].model.as_str()), (0.9, "changepoint"));
+    }
+
+    #[test]
+    fn a_window_carries_the_envelope_of_its_bands_and_any_warm_up() {
+        let mut w = Windower::new(WindowConfig {
+            sizes_seconds: vec![10, 60],
+            allowed_lateness: chrono::Duration::zero(),
+        });
+        let band = |s: f64, lo: f64, hi: f64| Scored {
+            expected: Some((lo, hi)),
+            ..Scored::plain(s, "spike")
+        };
+        let warming = Scored {
+            warming: true,
+            ..Scored::plain(0.0, "spike")
+        };
+        let pushes = [
+            (1_000, 1.0, Some(warming)),
+            (12_000, 2.0, Some(band(0.1, 0.5, 3.0))),
+            (13_000, 9.0, Some(band(0.9, 1.0, 3.5))),
+            (14_000, 2.0, None),
+        ];
+        let mut out = Vec::new();
+        for (offset, (ms, x, score)) in (0i64..).zip(pushes) {
+            let scores: Vec<(&str, Scored)> = score.map(|s| ("x", s)).into_iter().collect();
+            out.extend(w.push(0, offset, &reading("d", ms, &[("x", x)]), &scores));
+        }
+        out.extend(w.flush());
+        let get = |size: u32, start_s: i64| {
+            out.iter()
+                .find(|a| a.window_seconds == size && a.window_start.timestamp() == start_s)
+                .map(|a| (a.expected_low, a.expected_high, a.warming))
+        };
+        assert_eq!(get(10, 0), Some((None, None, true)), "scored only while warming up");
+        assert_eq!(
+            get(10, 10),
+            Some((Some(0.5), Some(3.5), false)),
+            "lowest low, highest high"
+        );
+        assert_eq!(
+            get(60, 0),
+            Some((Some(0.5), Some(3.5), true)),
+            "one warming value marks the window"
+        );
     }
 }

@@ -431,6 +431,10 @@ mod tests {
             p99: mean + 0.9,
             anomaly_score: score,
             model: format!("m{i}"),
+            // The first two windows were scored while the models warmed up.
+            expected_low: (i >= 2).then_some(mean - 2.0 - i as f64),
+            expected_high: (i >= 2).then_some(mean + 2.0),
+            warming: i < 2,
         }
     }
 
@@ -462,6 +466,27 @@ mod tests {
             "the anomaly survives"
         );
         assert!(merge_points(&[]).is_none());
+    }
+
+    #[test]
+    fn merging_spans_the_expected_bands_and_keeps_warming() {
+        let pts: Vec<SeriesPoint> = (0..8).map(|i| point(i, 1, i as f64, 0.1)).collect();
+        let early = merge_points(&pts[0..4]).expect("merged");
+        // Windows 2 and 3 have bands [-2, 4] and [-2, 5]; 0 and 1 have none.
+        assert_eq!(
+            (early.expected_low, early.expected_high, early.warming),
+            (Some(-2.0), Some(5.0), true)
+        );
+        let warm = merge_points(&pts[0..2]).expect("merged");
+        assert_eq!(
+            (warm.expected_low, warm.expected_high, warm.warming),
+            (None, None, true)
+        );
+        let late = merge_points(&pts[4..8]).expect("merged");
+        assert_eq!(
+            (late.expected_low, late.expected_high, late.warming),
+            (Some(-2.0), Some(9.0), false)
+        );
     }
 
     #[test]

@@ -87,7 +87,27 @@ function chart(series, raw) {
   const tx = pts.map((p) => x(Date.parse(p.windowStart) + series.windowSeconds * (series.windowsPerPoint || 1) * 500));
   const band = pts.map((p, i) => `${tx[i]},${y(p.max)}`).concat(pts.map((p, i) => `${tx[i]},${y(p.min)}`).reverse()).join(" ");
   const line = pts.map((p, i) => `${i ? "L" : "M"}${tx[i].toFixed(1)},${y(p.mean).toFixed(1)}`).join("");
-  const anoms = pts.map((p, i) => (p.anomalyScore >= 0.7 ? `<circle class="anom" cx="${tx[i]}" cy="${y(p.max)}" r="4"><title>${esc(p.model)} score ${fmtNum(p.anomalyScore)}</title></circle>` : "")).join("");
+  // What the models expected: one polygon per run of windows that carry a band,
+  // clamped to the plot so a wide early band does not squash the data.
+  const yc = (v) => y(Math.min(hi, Math.max(lo, v)));
+  const runs = [];
+  pts.forEach((p, i) => {
+    if (p.expectedLow == null || p.expectedHigh == null) return;
+    if (i && runs.length && runs[runs.length - 1].end === i - 1) runs[runs.length - 1].end = i; else runs.push({ start: i, end: i });
+  });
+  const expected = runs.map(({ start, end }) => {
+    const idx = Array.from({ length: end - start + 1 }, (_, k) => start + k);
+    const poly = idx.map((i) => `${tx[i].toFixed(1)},${yc(pts[i].expectedHigh).toFixed(1)}`)
+      .concat(idx.reverse().map((i) => `${tx[i].toFixed(1)},${yc(pts[i].expectedLow).toFixed(1)}`)).join(" ");
+    return `<polygon class="expected" points="${poly}"><title>expected range</title></polygon>`;
+  }).join("");
+  const nExpected = pts.filter((p) => p.expectedLow != null && p.expectedHigh != null).length;
+  // Where the models were still learning the series: their scores are not to be trusted yet.
+  const step = pts.length > 1 ? (tx[pts.length - 1] - tx[0]) / (pts.length - 1) : 8;
+  const warming = pts.map((p, i) => (p.warming ? `<rect class="warming" x="${(tx[i] - step / 2).toFixed(1)}" y="${T}" width="${Math.max(1, step).toFixed(1)}" height="${H - T - B}"><title>models warming up</title></rect>` : "")).join("");
+  const nWarming = pts.filter((p) => p.warming).length;
+  const band$ = (p) => (p.expectedLow != null && p.expectedHigh != null ? `, expected ${fmtNum(p.expectedLow)} to ${fmtNum(p.expectedHigh)}` : "");
+  const anoms = pts.map((p, i) => (p.anomalyScore >= 0.7 ? `<circle class="anom" cx="${tx[i]}" cy="${y(p.max)}" r="4"><title>${esc(p.model)} score ${fmtNum(p.anomalyScore)}: ${fmtNum(p.min)} to ${fmtNum(p.max)}${band$(p)}</title></circle>` : "")).join("");
   const spans = series.alerts.map((a) => {
     const a0 = Math.max(t0, Date.parse(a.openedAt)), a1 = Math.min(t1, Date.parse(a.resolvedAt || a.updatedAt) + series.windowSeconds * 1000);
     return `<rect class="span" x="${x(a0)}" y="${T}" width="${Math.max(3, x(a1) - x(a0))}" height="${H - T - B}"><title>${esc(a.reason)}</title></rect>`;
@@ -100,8 +120,8 @@ function chart(series, raw) {
   }).join("");
   const vt = [lo + pad, (lo + hi) / 2, hi - pad].map((v) => `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${fmtNum(v)}</text>`).join("");
   const dots = raw.map(([t, v]) => `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="1.6"/>`).join("");
-  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}" data-raw="${raw.length}">
-    ${spans}<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/><polygon class="band" points="${band}"/>
+  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}" data-raw="${raw.length}" data-expected="${nExpected}" data-warming="${nWarming}">
+    ${spans}${warming}<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/>${expected}<polygon class="band" points="${band}"/>
     <g class="raw">${dots}</g><path class="line" d="${line}"/>${anoms}${ticks}${vt}</svg>`;
 }
 
@@ -126,7 +146,8 @@ async function device(id) {
   const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s, rawOf(s.metric))}</section>`).join("");
   $("#view").innerHTML = `<div class="head"><a href="#/">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
     <span><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
-    ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>`;
+    ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>
+    ${charts ? `<div class="legend" data-testid="legend"><i class="l-band"></i>min to max of each window<i class="l-expected"></i>what the models expected<i class="l-warming"></i>models still learning the series</div>` : ""}`;
   document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { state.range = b.dataset.range; render(); }));
   $("#win").addEventListener("change", (e) => { state.window = Number(e.target.value); render(); });
   $("#raw")?.addEventListener("change", (e) => { state.raw = e.target.checked; render(); });

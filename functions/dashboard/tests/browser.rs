@@ -125,7 +125,8 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
             .expect("process"),
     );
 
-    // Ten minutes of 10 s windows for two metrics of one truck, one window anomalous.
+    // Ten minutes of 10 s windows for two metrics of one truck, one window anomalous,
+    // the first minute scored while the models warmed up.
     let now = Utc::now().timestamp() / 10 * 10;
     let mut recs = Vec::new();
     for i in 0..60i64 {
@@ -148,6 +149,10 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
                 p99: base_v + wave + 3.0,
                 anomaly_score: if i == 40 { 0.97 } else { 0.05 },
                 model: "spike".into(),
+                // The models warm up over the first minute, then expect the wave +- 8.
+                expected_low: (i >= 6).then_some(base_v + wave - 8.0),
+                expected_high: (i >= 6).then_some(base_v + wave + 8.0),
+                warming: i < 6,
             };
             recs.push(Record::new("truck-ui", serde_json::to_vec(&a).expect("json")));
         }
@@ -193,6 +198,7 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         .arg("ui-operator-token")
         .arg("truck-ui")
         .env("CHROMIUM", &chromium)
+        .env("EXPECT_BAND", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -65,6 +65,9 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
                 p99: 3.0,
                 anomaly_score: 0.0,
                 model: "none".into(),
+                expected_low: None,
+                expected_high: None,
+                warming: false,
             };
             Record::new(a.device_id.clone(), serde_json::to_vec(&a).expect("json"))
         })

@@ -102,6 +102,9 @@ fn agg(device: &str, metric: &str, start: i64, mean: f64) -> Aggregate {
         p99: mean + 1.0,
         anomaly_score: 0.1,
         model: "spike".into(),
+        expected_low: None,
+        expected_high: None,
+        warming: false,
     }
 }
 

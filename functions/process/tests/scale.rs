@@ -116,6 +116,9 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
                             p99: 1.0,
                             anomaly_score: 0.0,
                             model: "none".into(),
+                            expected_low: None,
+                            expected_high: None,
+                            warming: false,
                         };
                         Record::new(a.device_id.clone(), serde_json::to_vec(&a).expect("json"))
                     })

@@ -166,6 +166,13 @@ pub struct SeriesPoint {
     pub anomaly_score: f64,
     /// Model that gave it.
     pub model: String,
+    /// Lower edge of the band the models expected the values in (see
+    /// [`Aggregate::expected_low`]); `None` while they warmed up.
+    pub expected_low: Option<f64>,
+    /// Upper edge of that band.
+    pub expected_high: Option<f64>,
+    /// Some value was scored while the models were still learning the series.
+    pub warming: bool,
 }
 
 /// Merge consecutive windows into one point (the reference semantics of
@@ -175,7 +182,9 @@ pub struct SeriesPoint {
 /// (within plus between windows, population form, as the windows' own); p50
 /// is the count-weighted mean of the windows' medians and p95/p99 the highest
 /// of theirs (approximations: the sketches are not stored); the anomaly score
-/// and model are those of the highest-scoring window. `None` for no windows.
+/// and model are those of the highest-scoring window; the expected band spans
+/// the windows' bands (lowest low, highest high, over the windows that have
+/// one) and the point is warming if any window was. `None` for no windows.
 pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
     let first = windows.first()?;
     let n: i64 = windows.iter().map(|p| p.count).sum();
@@ -201,6 +210,9 @@ pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
         p99: windows.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max),
         anomaly_score: top.anomaly_score,
         model: top.model.clone(),
+        expected_low: windows.iter().filter_map(|p| p.expected_low).reduce(f64::min),
+        expected_high: windows.iter().filter_map(|p| p.expected_high).reduce(f64::max),
+        warming: windows.iter().any(|p| p.warming),
     })
 }
 

@@ -76,13 +76,16 @@ impl ResultStore for PgStore {
         let aggs = dedup_aggregates(aggs);
         if !aggs.is_empty() {
             sqlx::query(
-                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model)
+                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99,
+                                         anomaly_score, model, expected_low, expected_high, warming)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
-                                      $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[])
+                                      $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[],
+                                      $16::float8[], $17::float8[], $18::bool[])
                  ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
                    window_end = EXCLUDED.window_end, count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
                    stddev = EXCLUDED.stddev, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
-                   anomaly_score = EXCLUDED.anomaly_score, model = EXCLUDED.model, written_at = now()",
+                   anomaly_score = EXCLUDED.anomaly_score, model = EXCLUDED.model, expected_low = EXCLUDED.expected_low,
+                   expected_high = EXCLUDED.expected_high, warming = EXCLUDED.warming, written_at = now()",
             )
             .bind(aggs.iter().map(|a| a.device_id.clone()).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.metric.clone()).collect::<Vec<_>>())
@@ -99,6 +102,9 @@ impl ResultStore for PgStore {
             .bind(aggs.iter().map(|a| a.p99).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.anomaly_score).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.model.clone()).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.expected_low).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.expected_high).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.warming).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
 
@@ -287,7 +293,8 @@ impl ResultStore for PgStore {
     ) -> Result<Series, StoreError> {
         let points: Vec<SeriesPoint> = if per_point <= 1 {
             sqlx::query_as(
-                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming
+                 FROM aggregates
                  WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
                  ORDER BY window_start LIMIT 10000",
             )
@@ -311,13 +318,14 @@ impl ResultStore for PgStore {
                      ORDER BY window_start LIMIT 1
                  )
                  SELECT window_start, count, min, max, mean, sqrt(greatest(ex2 - (mean - r) * (mean - r), 0)) AS stddev,
-                        p50, p95, p99, anomaly_score, model
+                        p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming
                  FROM (SELECT min(window_start) AS window_start, sum(count)::bigint AS count, min(min) AS min, max(max) AS max,
                               sum(count * mean) / sum(count)::float8 AS mean,
                               sum(count * (stddev * stddev + (mean - ref.r) * (mean - ref.r))) / sum(count)::float8 AS ex2, max(ref.r) AS r,
                               sum(count * p50) / sum(count)::float8 AS p50, max(p95) AS p95, max(p99) AS p99,
                               max(anomaly_score) AS anomaly_score,
-                              (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model
+                              (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model,
+                              min(expected_low) AS expected_low, max(expected_high) AS expected_high, bool_or(warming) AS warming
                        FROM aggregates CROSS JOIN ref
                        WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
                        GROUP BY floor(date_part('epoch', window_start) / $6)) slots

@@ -141,7 +141,7 @@ impl ResultStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for chunk in aggs.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, written_at) ",
+                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming, written_at) ",
             );
             q.push_values(chunk, |mut b, a| {
                 b.push_bind(&a.device_id)
@@ -159,13 +159,17 @@ impl ResultStore for SqliteStore {
                     .push_bind(a.p99)
                     .push_bind(a.anomaly_score)
                     .push_bind(&a.model)
+                    .push_bind(a.expected_low)
+                    .push_bind(a.expected_high)
+                    .push_bind(a.warming)
                     .push_bind(now);
             });
             q.push(
                 " ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
                    window_end = excluded.window_end, count = excluded.count, min = excluded.min, max = excluded.max, mean = excluded.mean,
                    stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, p99 = excluded.p99,
-                   anomaly_score = excluded.anomaly_score, model = excluded.model, written_at = excluded.written_at",
+                   anomaly_score = excluded.anomaly_score, model = excluded.model, expected_low = excluded.expected_low,
+                   expected_high = excluded.expected_high, warming = excluded.warming, written_at = excluded.written_at",
             );
             q.build().execute(&mut *tx).await?;
         }
@@ -357,7 +361,8 @@ impl ResultStore for SqliteStore {
         let merged = per_point > 1;
         let rows = if !merged {
             sqlx::query(
-                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model FROM aggregates
+                "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming
+                 FROM aggregates
                  WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
                  ORDER BY window_start LIMIT 10000",
             )
@@ -385,7 +390,8 @@ impl ResultStore for SqliteStore {
                         sum(count * (stddev * stddev + (mean - ref.r) * (mean - ref.r))) / sum(count) AS ex2, max(ref.r) AS r,
                         sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
                         max(anomaly_score) AS anomaly_score,
-                        substr(max(printf('%.15f', anomaly_score) || model), 18) AS model
+                        substr(max(printf('%.15f', anomaly_score) || model), 18) AS model,
+                        min(expected_low) AS expected_low, max(expected_high) AS expected_high, max(warming) AS warming
                  FROM aggregates CROSS JOIN ref
                  WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
                  GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000",
@@ -420,6 +426,9 @@ impl ResultStore for SqliteStore {
                 p99: r.try_get("p99")?,
                 anomaly_score: r.try_get("anomaly_score")?,
                 model: r.try_get("model")?,
+                expected_low: r.try_get("expected_low")?,
+                expected_high: r.try_get("expected_high")?,
+                warming: r.try_get("warming")?,
             });
         }
         // The sizes stored since `from`, by a loose index scan over the
