@@ -14,7 +14,7 @@
 //!
 //! # Bounded memory: series eviction
 //!
-//! The model state of a (device, metric) series (about 35 KiB with the
+//! The model state of a (device, metric) series (under 1.5 KiB with the
 //! default models, see [`crate::detect`]) is dropped when the series is idle
 //! or when there are too many, so devices that come and go do not grow the
 //! process without bound ([`SeriesLimits`]):
@@ -41,6 +41,7 @@
 //! `TRIBUTARY_SERIES_IDLE_SECS` for such fleets.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tributary_shared::model::Reading;
 
@@ -132,9 +133,61 @@ struct Series {
 
 impl Series {
     /// Drop this series' state: the record resolving its open incident, if any.
-    fn evict(&mut self, key: &(String, String), why: &str) -> Option<Alert> {
+    fn evict(&mut self, device: &str, metric: &str, why: &str) -> Option<Alert> {
         let t = chrono::DateTime::from_timestamp_millis(self.newest_ms).unwrap_or_default();
-        self.alerts.evict(&key.0, &key.1, t, self.last_value, why)
+        self.alerts.evict(device, metric, t, self.last_value, why)
+    }
+}
+
+/// Every series, by device and then by metric: a reading finds its series
+/// by borrowed names (no key to build per value), and the names are shared
+/// with the open windows. Ordered, so sweeps are deterministic. A series is
+/// boxed: a map node has room for 11 entries, and a device has a handful of
+/// metrics, so inline model state would leave most of each node empty.
+#[derive(Clone, Debug, Default)]
+struct SeriesMap {
+    devices: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Box<Series>>>,
+    len: usize,
+}
+
+impl SeriesMap {
+    fn get_mut(&mut self, device: &str, metric: &str) -> Option<&mut Series> {
+        self.devices.get_mut(device)?.get_mut(metric).map(|s| &mut **s)
+    }
+
+    /// The shared names of a series, if it exists.
+    fn names(&self, device: &str, metric: &str) -> Option<(&Arc<str>, &Arc<str>)> {
+        let (d, metrics) = self.devices.get_key_value(device)?;
+        Some((d, metrics.get_key_value(metric)?.0))
+    }
+
+    fn insert(&mut self, device: &str, metric: &str, series: Series) {
+        let metrics = match self.devices.get_mut(device) {
+            Some(m) => m,
+            None => self.devices.entry(Arc::from(device)).or_default(),
+        };
+        if metrics.insert(Arc::from(metric), Box::new(series)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Series> {
+        self.devices.values().flat_map(BTreeMap::values).map(|s| &**s)
+    }
+
+    /// Keep the series `keep` says to keep, in (device, metric) order.
+    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &mut Series) -> bool) {
+        let mut len = 0;
+        self.devices.retain(|device, metrics| {
+            metrics.retain(|metric, s| keep(device, metric, s));
+            len += metrics.len();
+            !metrics.is_empty()
+        });
+        self.len = len;
     }
 }
 
@@ -143,7 +196,7 @@ impl Series {
 pub struct Analyzer {
     config: AnalyzerConfig,
     windower: Windower,
-    series: BTreeMap<(String, String), Series>,
+    series: SeriesMap,
     used: u64,
     evictions: Evictions,
     duplicates: u64,
@@ -155,7 +208,7 @@ impl Analyzer {
         Self {
             windower: Windower::new(config.windows.clone()),
             config,
-            series: BTreeMap::new(),
+            series: SeriesMap::default(),
             used: 0,
             evictions: Evictions::default(),
             duplicates: 0,
@@ -175,20 +228,21 @@ impl Analyzer {
             self.duplicates += 1;
             return Output::default();
         }
-        let mut scores = Vec::with_capacity(reading.metrics.len());
+        let mut values = Vec::with_capacity(reading.metrics.len());
         let mut alerts = Vec::new();
         let t = reading.event_time.timestamp_millis();
         let idle_ms = self.config.series.idle.num_milliseconds();
+        let device = reading.device_id.as_str();
         for (metric, &x) in &reading.metrics {
             if !x.is_finite() {
                 continue;
             }
-            let key = (reading.device_id.clone(), metric.clone());
             // A series silent for `idle` of event time starts fresh, whether or not a sweep evicted it yet.
-            let known = match self.series.get_mut(&key) {
+            let known = match self.series.get_mut(device, metric) {
                 Some(s) if idle_ms > 0 && t - s.newest_ms >= idle_ms => {
                     alerts.extend(s.evict(
-                        &key,
+                        device,
+                        metric,
                         &format!(
                             "no readings for at least {} s of event time; series state evicted",
                             idle_ms / 1000
@@ -212,10 +266,12 @@ impl Analyzer {
                     model: SeriesModel::new(&self.config.detectors, metric),
                     alerts: AlertTracker::new(),
                 };
-                self.series.insert(key.clone(), fresh);
+                self.series.insert(device, metric, fresh);
             }
             self.used += 1;
-            let Some(s) = self.series.get_mut(&key) else { continue };
+            let Some(s) = self.series.get_mut(device, metric) else {
+                continue;
+            };
             s.partition = partition;
             s.newest_ms = s.newest_ms.max(t);
             s.used = self.used;
@@ -234,17 +290,21 @@ impl Analyzer {
             ) {
                 alerts.push(a);
             }
-            scores.push((
-                metric.as_str(),
-                Scored {
-                    score: v.score,
-                    model: v.model,
-                    expected: v.expected,
-                    warming: v.warming,
-                },
-            ));
+            let scored = Scored {
+                score: v.score,
+                model: v.model,
+                expected: v.expected,
+                warming: v.warming,
+            };
+            if let Some((_, name)) = self.series.names(device, metric) {
+                values.push((Arc::clone(name), x, Some(scored)));
+            }
         }
-        let aggregates = self.windower.push(partition, offset, reading, &scores);
+        let aggregates = match self.series.devices.get_key_value(device) {
+            Some((name, _)) => self.windower.push_named(partition, offset, reading, name, &values),
+            // No finite value: nothing to window (the reading still counts as read).
+            None => self.windower.push(partition, offset, reading, &[]),
+        };
         Output { aggregates, alerts }
     }
 
@@ -291,11 +351,11 @@ impl Analyzer {
         let mut used: Vec<u64> = self.series.values().map(|s| s.used).collect();
         let threshold = *used.select_nth_unstable(n - 1).1;
         let before = self.series.len();
-        self.series.retain(|k, s| {
+        self.series.retain(|device, metric, s| {
             if s.used > threshold {
                 return true;
             }
-            alerts.extend(s.evict(k, "series cap reached; series state evicted"));
+            alerts.extend(s.evict(device, metric, "series cap reached; series state evicted"));
             false
         });
         self.evictions.cap += (before - self.series.len()) as u64;
@@ -314,7 +374,7 @@ impl Analyzer {
         let windower = &self.windower;
         let mut alerts = Vec::new();
         let before = self.series.len();
-        self.series.retain(|k, s| {
+        self.series.retain(|device, metric, s| {
             if windower
                 .watermark_ms(s.partition)
                 .is_none_or(|w| w - s.newest_ms < horizon)
@@ -322,7 +382,8 @@ impl Analyzer {
                 return true;
             }
             alerts.extend(s.evict(
-                k,
+                device,
+                metric,
                 &format!(
                     "no readings for at least {} s of event time; series state evicted",
                     idle_ms / 1000
@@ -367,7 +428,7 @@ impl Analyzer {
     /// Drop all state of a revoked partition.
     pub fn revoke(&mut self, partition: i32) {
         self.windower.revoke(partition);
-        self.series.retain(|_, s| s.partition != partition);
+        self.series.retain(|_, _, s| s.partition != partition);
     }
 
     /// Close every open window (bounded input, or shutdown after a final commit).
@@ -627,10 +688,7 @@ mod tests {
         a.evict_idle_series();
         // "quiet" (2 series) goes; partition 1's watermark has not moved, so its series stays.
         assert_eq!((a.series_count(), a.evictions().idle), (2, 2));
-        assert!(
-            a.series
-                .contains_key(&("other-partition".to_owned(), "temp".to_owned()))
-        );
+        assert!(a.series.names("other-partition", "temp").is_some());
         // An idle advance moves the quiet partition's watermark, and its series goes too.
         a.advance_idle(1, chrono::Duration::seconds(125));
         a.evict_idle_series();
@@ -715,10 +773,10 @@ mod tests {
             }
         );
         for gone in ["d2", "d3", "d4"] {
-            assert!(!a.series.contains_key(&(gone.to_owned(), "temp".to_owned())), "{gone}");
+            assert!(a.series.names(gone, "temp").is_none(), "{gone}");
         }
         for kept in ["d0", "d1", "d5", "new"] {
-            assert!(a.series.contains_key(&(kept.to_owned(), "temp".to_owned())), "{kept}");
+            assert!(a.series.names(kept, "temp").is_some(), "{kept}");
         }
         // Never above the cap however many devices come and go.
         for d in 0..10_000 {

@@ -12,11 +12,15 @@
 //! buckets that is a dynamic range of about 10^8.8 per sign before any
 //! folding happens).
 //!
-//! Determinism: counts live in ordered maps and folding depends only on the
-//! set of bucket indices seen, so `merge(a, b)` is identical to the sketch of
-//! the concatenated input, in any order and any split.
-
-use std::collections::BTreeMap;
+//! Determinism: counts live in index-sorted stores and folding depends only
+//! on the set of bucket indices seen, so `merge(a, b)` is identical to the
+//! sketch of the concatenated input, in any order and any split.
+//!
+//! Memory: a store is a sorted vector of (index, count) pairs, 8 bytes per
+//! non-empty bucket (a window of one series holds a few dozen); an ordered
+//! map cost about three times that in node overhead. A bucket's count
+//! saturates at `u32::MAX` (4.3 billion values of one series in one bucket
+//! of one window, far past what ingest admits).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +39,8 @@ pub struct QuantileSketch {
     alpha: f64,
     gamma_ln: f64,
     max_buckets: usize,
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Store,
+    negative: Store,
     zero: u64,
     count: u64,
     min: f64,
@@ -59,8 +63,8 @@ impl QuantileSketch {
             alpha,
             gamma_ln: gamma.ln(),
             max_buckets: max_buckets.max(2),
-            positive: BTreeMap::new(),
-            negative: BTreeMap::new(),
+            positive: Store::default(),
+            negative: Store::default(),
             zero: 0,
             count: 0,
             min: f64::INFINITY,
@@ -108,24 +112,12 @@ impl QuantileSketch {
             self.zero += 1;
         } else if x > 0.0 {
             let k = self.index(x);
-            *self.positive.entry(k).or_insert(0) += 1;
-            Self::collapse(&mut self.positive, self.max_buckets);
+            self.positive.add(k, 1);
+            self.positive.collapse(self.max_buckets);
         } else {
             let k = self.index(-x);
-            *self.negative.entry(k).or_insert(0) += 1;
-            Self::collapse(&mut self.negative, self.max_buckets);
-        }
-    }
-
-    /// Fold the buckets of smallest magnitude into the smallest kept one so
-    /// at most `cap` remain. Every value ends in bucket `max(own, lowest kept)`,
-    /// which depends only on the set of indices seen: hence order independence.
-    fn collapse(store: &mut BTreeMap<i32, u64>, cap: usize) {
-        while store.len() > cap {
-            let Some((_, c)) = store.pop_first() else { return };
-            if let Some(mut first) = store.first_entry() {
-                *first.get_mut() += c;
-            }
+            self.negative.add(k, 1);
+            self.negative.collapse(self.max_buckets);
         }
     }
 
@@ -140,16 +132,26 @@ impl QuantileSketch {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.zero += other.zero;
-        for (&k, &c) in &other.positive {
-            let k = if same { k } else { self.index(other.value(k)) };
-            *self.positive.entry(k).or_insert(0) += c;
+        if same {
+            self.positive.merge(&other.positive);
+            self.negative.merge(&other.negative);
+        } else {
+            for &(k, c) in &other.positive.0 {
+                let k = self.index(other.value(k));
+                self.positive.add(k, c);
+            }
+            for &(k, c) in &other.negative.0 {
+                let k = self.index(other.value(k));
+                self.negative.add(k, c);
+            }
         }
-        for (&k, &c) in &other.negative {
-            let k = if same { k } else { self.index(other.value(k)) };
-            *self.negative.entry(k).or_insert(0) += c;
-        }
-        Self::collapse(&mut self.positive, self.max_buckets);
-        Self::collapse(&mut self.negative, self.max_buckets);
+        self.positive.collapse(self.max_buckets);
+        self.negative.collapse(self.max_buckets);
+    }
+
+    /// Bytes this sketch holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        (self.positive.0.capacity() + self.negative.0.capacity()) * size_of::<(i32, u32)>()
     }
 
     /// Estimate of the `q`-quantile (`q` clamped to [0, 1]), or `None` when empty.
@@ -162,8 +164,8 @@ impl QuantileSketch {
         let rank = (q * (self.count - 1) as f64).floor() as u64;
         let mut seen = 0u64;
         // Most negative first: largest magnitude of the negative store.
-        for (&k, &c) in self.negative.iter().rev() {
-            seen += c;
+        for &(k, c) in self.negative.0.iter().rev() {
+            seen += u64::from(c);
             if seen > rank {
                 return Some((-self.value(k)).clamp(self.min, self.max));
             }
@@ -172,13 +174,77 @@ impl QuantileSketch {
         if seen > rank {
             return Some(0.0_f64.clamp(self.min, self.max));
         }
-        for (&k, &c) in &self.positive {
-            seen += c;
+        for &(k, c) in &self.positive.0 {
+            seen += u64::from(c);
             if seen > rank {
                 return Some(self.value(k).clamp(self.min, self.max));
             }
         }
         Some(self.max)
+    }
+}
+
+/// Non-empty buckets of one sign, sorted by index.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Store(Vec<(i32, u32)>);
+
+impl Store {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn add(&mut self, k: i32, c: u32) {
+        match self.0.binary_search_by_key(&k, |&(i, _)| i) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(c),
+            Err(i) => self.0.insert(i, (k, c)),
+        }
+    }
+
+    /// Add every bucket of `other` (the same indexing), in one linear pass.
+    fn merge(&mut self, other: &Store) {
+        if other.0.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(i, c)), Some(&&(j, d))) if i == j => {
+                    a.next();
+                    b.next();
+                    (i, c.saturating_add(d))
+                }
+                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            out.push(next);
+        }
+        self.0 = out;
+    }
+
+    /// Fold the buckets of smallest magnitude into the smallest kept one so
+    /// at most `cap` remain. Every value ends in bucket `max(own, lowest kept)`,
+    /// which depends only on the set of indices seen: hence order independence.
+    fn collapse(&mut self, cap: usize) {
+        if self.0.len() <= cap || cap == 0 {
+            return;
+        }
+        let extra = self.0.len() - cap;
+        let folded = self.0[..=extra].iter().fold(0u32, |sum, &(_, c)| sum.saturating_add(c));
+        let kept = self.0[extra].0;
+        self.0.drain(..extra);
+        self.0[0] = (kept, folded);
     }
 }
 
@@ -269,6 +335,21 @@ mod tests {
                 "q {q}: got {got}, exact {want}"
             );
         }
+    }
+
+    #[test]
+    fn a_bucket_costs_eight_bytes_and_folding_caps_the_store() {
+        // A minute of one reading per second, every value in its own bucket.
+        let mut s = QuantileSketch::default();
+        (0..60).for_each(|i| s.insert(1.05f64.powi(i)));
+        assert_eq!(s.bucket_count(), 60);
+        assert!(s.heap_bytes() <= 64 * 8, "{} bytes", s.heap_bytes());
+        // Folding keeps the highest `cap` buckets and every count.
+        let mut capped = QuantileSketch::new(0.01, 16);
+        (0..60).for_each(|i| capped.insert(1.05f64.powi(i)));
+        assert_eq!((capped.bucket_count(), capped.count()), (16, 60));
+        assert_eq!(capped.positive.0.iter().map(|&(_, c)| u64::from(c)).sum::<u64>(), 60);
+        assert!(capped.positive.0.windows(2).all(|w| w[0].0 < w[1].0), "sorted by index");
     }
 
     #[test]

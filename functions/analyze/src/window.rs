@@ -176,7 +176,8 @@ struct Key {
 #[derive(Clone, Debug)]
 struct Open {
     stats: Stats,
-    score: Option<Scored>,
+    /// The highest score and its model.
+    score: Option<(f64, &'static str)>,
     /// The envelope of the values' expected bands.
     expected: Option<(f64, f64)>,
     warming: bool,
@@ -235,8 +236,8 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         p50: q(0.5),
         p95: q(0.95),
         p99: q(0.99),
-        anomaly_score: open.score.as_ref().map_or(0.0, |s| s.score),
-        model: open.score.as_ref().map_or("none", |s| s.model).to_owned(),
+        anomaly_score: open.score.map_or(0.0, |(score, _)| score),
+        model: open.score.map_or("none", |(_, model)| model).to_owned(),
         expected_low: open.expected.map(|(lo, _)| lo),
         expected_high: open.expected.map(|(_, hi)| hi),
         warming: open.warming,
@@ -258,8 +259,8 @@ fn horizon(watermark: i64, sizes_seconds: &[u32]) -> i64 {
 
 /// Keep the higher score; on a tie the model name decides, so the result
 /// does not depend on arrival order.
-fn better(a: &Scored, b: &Scored) -> bool {
-    b.score > a.score || (b.score == a.score && b.model < a.model)
+fn better((a, a_model): (f64, &str), b: &Scored) -> bool {
+    b.score > a || (b.score == a && b.model < a_model)
 }
 
 impl Windower {
@@ -315,7 +316,6 @@ impl Windower {
         reading: &Reading,
         scores: &[(&str, Scored)],
     ) -> Vec<Aggregate> {
-        let t = reading.event_time.timestamp_millis();
         let device: Arc<str> = Arc::from(reading.device_id.as_str());
         let values: Vec<(Arc<str>, f64, Option<Scored>)> = reading
             .metrics
@@ -326,6 +326,21 @@ impl Windower {
                 (Arc::from(metric.as_str()), x, score)
             })
             .collect();
+        self.push_named(partition, offset, reading, &device, &values)
+    }
+
+    /// [`Windower::push`] with the names already shared (the analyzer's
+    /// series map holds them, so a reading allocates none): `values` are the
+    /// reading's finite metrics as (name, value, score), `device` its device.
+    pub fn push_named(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        reading: &Reading,
+        device: &Arc<str>,
+        values: &[(Arc<str>, f64, Option<Scored>)],
+    ) -> Vec<Aggregate> {
+        let t = reading.event_time.timestamp_millis();
         let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
         let p = self.partitions.entry(partition).or_default();
         p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
@@ -337,11 +352,11 @@ impl Windower {
                 self.late += reading.metrics.len() as u64;
                 continue;
             }
-            for (metric, x, score) in &values {
+            for (metric, x, score) in values {
                 let key = Key {
                     end_ms,
                     size_s: size,
-                    device: Arc::clone(&device),
+                    device: Arc::clone(device),
                     metric: Arc::clone(metric),
                 };
                 let open = p.open.entry(key).or_insert_with(|| Open {
@@ -354,8 +369,8 @@ impl Windower {
                 open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
                 if let Some(s) = score {
-                    if open.score.as_ref().is_none_or(|cur| better(cur, s)) {
-                        open.score = Some(*s);
+                    if open.score.is_none_or(|cur| better(cur, s)) {
+                        open.score = Some((s.score, s.model));
                     }
                     open.warming |= s.warming;
                     if let Some((lo, hi)) = s.expected {
