@@ -296,15 +296,22 @@ impl Analyzer {
                 expected: v.expected,
                 warming: v.warming,
             };
-            if let Some((_, name)) = self.series.names(device, metric) {
-                values.push((Arc::clone(name), x, Some(scored)));
-            }
+            // The series was just updated, so its shared name is there; the
+            // fallback only keeps the value in its windows should that change.
+            let name = self
+                .series
+                .names(device, metric)
+                .map_or_else(|| Arc::from(metric.as_str()), |(_, n)| Arc::clone(n));
+            values.push((name, x, Some(scored)));
         }
-        let aggregates = match self.series.devices.get_key_value(device) {
-            Some((name, _)) => self.windower.push_named(partition, offset, reading, name, &values),
-            // No finite value: nothing to window (the reading still counts as read).
-            None => self.windower.push(partition, offset, reading, &[]),
-        };
+        let device_name = self
+            .series
+            .devices
+            .get_key_value(device)
+            .map_or_else(|| Arc::from(device), |(n, _)| Arc::clone(n));
+        let aggregates = self
+            .windower
+            .push_named(partition, offset, reading, &device_name, &values);
         Output { aggregates, alerts }
     }
 
@@ -779,6 +786,22 @@ mod tests {
             assert!(a.series.names(kept, "temp").is_some(), "{kept}");
         }
         // Never above the cap however many devices come and go.
+        let mut tiny = Analyzer::new(AnalyzerConfig {
+            series: SeriesLimits {
+                max: 1,
+                ..SeriesLimits::default()
+            },
+            ..AnalyzerConfig::default()
+        });
+        // Each metric evicts the one before it, of the same reading: every value still counts
+        // in its window (the name is taken before the next metric makes room).
+        let mut three = reading("t", 0, 1.0);
+        three.metrics.extend([("a".to_owned(), 2.0), ("b".to_owned(), 3.0)]);
+        tiny.process(0, 0, &three);
+        let windows: Vec<Aggregate> = tiny.flush().into_iter().filter(|g| g.window_seconds == 10).collect();
+        assert_eq!(windows.len(), 3, "{windows:?}");
+        assert!(windows.iter().all(|g| g.count == 1), "{windows:?}");
+        assert_eq!(tiny.series_count(), 1);
         for d in 0..10_000 {
             run(&mut a, 300 + d, &reading(&format!("churn{d}"), 300 + d, 1.0));
             assert!(a.series_count() <= max);
