@@ -70,10 +70,16 @@ pub fn bench_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 
 /// Readings for `series` series (devices with 4 metrics each), one second apart per device.
 pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
+    analyze_input_range(0..n, series)
+}
+
+/// Readings `range` of the input [`analyze_input`] builds (the same readings
+/// at the same positions), so a long run can be built in bounded chunks.
+pub fn analyze_input_range(range: std::ops::Range<usize>, series: usize) -> Vec<tributary_shared::model::Reading> {
     use chrono::TimeZone;
     let devices = (series / 4).max(1);
     let base = 1_795_000_000_000i64;
-    (0..n)
+    range
         .map(|i| {
             let d = i % devices;
             let step = (i / devices) as i64;

@@ -35,7 +35,7 @@
 //!   exactly the values accepted before the advance, and a value for it that
 //!   arrives later is late.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -45,73 +45,69 @@ use tributary_shared::model::Reading;
 use crate::records::Aggregate;
 use crate::sketch::QuantileSketch;
 
-/// Running statistics of one window.
-#[derive(Clone, Debug, PartialEq)]
+/// Running statistics of one window. Count, min and max are the sketch's
+/// (kept once: every open window of every series holds one of these).
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Stats {
-    /// Number of values.
-    pub count: u64,
-    /// Smallest value (`+inf` when empty).
-    pub min: f64,
-    /// Largest value (`-inf` when empty).
-    pub max: f64,
     /// Running mean.
     pub mean: f64,
     /// Sum of squared deviations from the mean (Welford's M2).
     pub m2: f64,
-    /// Quantiles.
+    /// Quantiles, count, min and max.
     pub sketch: QuantileSketch,
 }
 
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            mean: 0.0,
-            m2: 0.0,
-            sketch: QuantileSketch::default(),
-        }
-    }
-}
-
 impl Stats {
-    /// Add one value (Welford's update, numerically stable).
+    /// Add one value (Welford's update, numerically stable). Non-finite
+    /// values are ignored, as the sketch ignores them.
     pub fn push(&mut self, x: f64) {
-        self.count += 1;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
-        let d = x - self.mean;
-        self.mean += d / self.count as f64;
-        self.m2 += d * (x - self.mean);
+        if !x.is_finite() {
+            return;
+        }
         self.sketch.insert(x);
+        let d = x - self.mean;
+        self.mean += d / self.count() as f64;
+        self.m2 += d * (x - self.mean);
     }
 
     /// Add everything `other` holds (Chan et al.).
     pub fn merge(&mut self, other: &Stats) {
-        if other.count == 0 {
+        if other.count() == 0 {
             return;
         }
-        if self.count == 0 {
+        if self.count() == 0 {
             *self = other.clone();
             return;
         }
-        let n = (self.count + other.count) as f64;
+        let (a, b) = (self.count() as f64, other.count() as f64);
+        let n = a + b;
         let d = other.mean - self.mean;
-        self.mean += d * other.count as f64 / n;
-        self.m2 += other.m2 + d * d * self.count as f64 * other.count as f64 / n;
-        self.count += other.count;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.mean += d * b / n;
+        self.m2 += other.m2 + d * d * a * b / n;
         self.sketch.merge(&other.sketch);
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.sketch.count()
+    }
+
+    /// Smallest value (`+inf` when empty).
+    pub fn min(&self) -> f64 {
+        self.sketch.min()
+    }
+
+    /// Largest value (`-inf` when empty).
+    pub fn max(&self) -> f64 {
+        self.sketch.max()
     }
 
     /// Population variance (0 when empty).
     pub fn variance(&self) -> f64 {
-        if self.count == 0 {
+        if self.count() == 0 {
             0.0
         } else {
-            (self.m2 / self.count as f64).max(0.0)
+            (self.m2 / self.count() as f64).max(0.0)
         }
     }
 }
@@ -173,15 +169,18 @@ struct Key {
     metric: Arc<str>,
 }
 
+/// One open window: 136 bytes, of which the statistics take 80.
 #[derive(Clone, Debug)]
 struct Open {
     stats: Stats,
     /// The highest score and its model.
     score: Option<(f64, &'static str)>,
-    /// The envelope of the values' expected bands.
-    expected: Option<(f64, f64)>,
-    warming: bool,
+    /// The envelope of the values' expected bands (NaN edges: none yet; an
+    /// `Option` would cost 8 bytes more in every window).
+    expected_low: f64,
+    expected_high: f64,
     min_offset: i64,
+    warming: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -192,9 +191,12 @@ struct Partition {
     idle_clock_ms: Option<i64>,
     last_offset: Option<i64>,
     open: BTreeMap<Key, Open>,
-    /// (event time, hash of device and id) of the readings that can still join
-    /// a window, oldest first, for recognising resends.
-    seen: BTreeSet<(i64, u64)>,
+    /// Hashes of (device, id, event time) of the readings that can still join
+    /// a window, by event-time second, each second's sorted: for recognising
+    /// resends in 8 bytes a reading (an ordered set of (time, hash) pairs
+    /// took about 23 with its nodes).
+    seen: BTreeMap<i64, Vec<u64>>,
+    seen_len: usize,
 }
 
 impl Partition {
@@ -228,9 +230,9 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         window_seconds: key.size_s,
         window_start: time(key.end_ms - i64::from(key.size_s) * 1000),
         window_end: time(key.end_ms),
-        count: s.count,
-        min: s.min,
-        max: s.max,
+        count: s.count(),
+        min: s.min(),
+        max: s.max(),
         mean: s.mean,
         stddev: s.variance().sqrt(),
         p50: q(0.5),
@@ -238,8 +240,8 @@ fn aggregate(key: &Key, open: &Open) -> Aggregate {
         p99: q(0.99),
         anomaly_score: open.score.map_or(0.0, |(score, _)| score),
         model: open.score.map_or("none", |(_, model)| model).to_owned(),
-        expected_low: open.expected.map(|(lo, _)| lo),
-        expected_high: open.expected.map(|(_, hi)| hi),
+        expected_low: (!open.expected_low.is_nan()).then_some(open.expected_low),
+        expected_high: (!open.expected_high.is_nan()).then_some(open.expected_high),
         warming: open.warming,
     }
 }
@@ -285,15 +287,38 @@ impl Windower {
     pub fn first_sighting(&mut self, partition: i32, offset: i64, reading: &Reading) -> bool {
         let t = reading.event_time.timestamp_millis();
         let horizon = self.seen_horizon(partition);
-        let mut h = std::hash::DefaultHasher::new();
-        reading.device_id.hash(&mut h);
-        reading.id.hash(&mut h);
         let p = self.partitions.entry(partition).or_default();
         p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
         if horizon.is_some_and(|w| t < w) {
             return true;
         }
-        p.seen.insert((t, h.finish()))
+        // 64 bits: two readings of one second collide with odds of about
+        // n^2 / 2^65, n the partition's readings in that second.
+        let mut h = std::hash::DefaultHasher::new();
+        reading.device_id.hash(&mut h);
+        reading.id.hash(&mut h);
+        t.hash(&mut h);
+        let h = h.finish();
+        let second = t.div_euclid(1000);
+        let hashes = match p.seen.get_mut(&second) {
+            Some(hashes) => hashes,
+            None => {
+                // The second before is complete but for late resends: trim
+                // its spare capacity once.
+                if let Some((_, before)) = p.seen.range_mut(..second).next_back() {
+                    before.shrink_to_fit();
+                }
+                p.seen.entry(second).or_default()
+            }
+        };
+        match hashes.binary_search(&h) {
+            Ok(_) => false,
+            Err(i) => {
+                hashes.insert(i, h);
+                p.seen_len += 1;
+                true
+            }
+        }
     }
 
     /// Event times before this are late for every window size of the partition.
@@ -303,7 +328,7 @@ impl Windower {
 
     /// Readings remembered for recognising resends, over all partitions.
     pub fn remembered(&self) -> usize {
-        self.partitions.values().map(|p| p.seen.len()).sum()
+        self.partitions.values().map(|p| p.seen_len).sum()
     }
 
     /// Add a reading read from `partition` at `offset`, with optional scores
@@ -362,9 +387,10 @@ impl Windower {
                 let open = p.open.entry(key).or_insert_with(|| Open {
                     stats: Stats::default(),
                     score: None,
-                    expected: None,
-                    warming: false,
+                    expected_low: f64::NAN,
+                    expected_high: f64::NAN,
                     min_offset: offset,
+                    warming: false,
                 });
                 open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
@@ -374,7 +400,9 @@ impl Windower {
                     }
                     open.warming |= s.warming;
                     if let Some((lo, hi)) = s.expected {
-                        open.expected = Some(open.expected.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+                        // `min`/`max` return the other operand for a NaN.
+                        open.expected_low = open.expected_low.min(lo);
+                        open.expected_high = open.expected_high.max(hi);
                     }
                 }
             }
@@ -419,8 +447,13 @@ impl Windower {
     fn close(p: &mut Partition, watermark: i64, sizes_seconds: &[u32]) -> Vec<Aggregate> {
         // Readings late for every size need not be remembered for resends any more.
         let horizon = horizon(watermark, sizes_seconds);
-        while p.seen.first().is_some_and(|&(t, _)| t < horizon) {
-            p.seen.pop_first();
+        // A second goes once all of it is before the horizon (which is on a
+        // second boundary whenever there are window sizes).
+        while let Some(entry) = p.seen.first_entry() {
+            if (*entry.key() + 1).saturating_mul(1000) > horizon {
+                break;
+            }
+            p.seen_len -= entry.remove().len();
         }
         let mut out = Vec::new();
         while let Some(entry) = p.open.first_entry() {
@@ -550,7 +583,7 @@ mod tests {
                 merged.merge(&part);
                 i = j;
             }
-            assert_eq!((merged.count, merged.min, merged.max), (one.count, one.min, one.max));
+            assert_eq!((merged.count(), merged.min(), merged.max()), (one.count(), one.min(), one.max()));
             assert_eq!(merged.sketch, one.sketch);
             assert!(
                 close(merged.mean, one.mean) && close(merged.variance(), one.variance()),
@@ -564,7 +597,7 @@ mod tests {
                 "{} vs {var}",
                 one.variance()
             );
-            assert_eq!(one.min, xs.iter().copied().fold(f64::INFINITY, f64::min));
+            assert_eq!(one.min(), xs.iter().copied().fold(f64::INFINITY, f64::min));
         }
     }
 
@@ -666,8 +699,8 @@ mod tests {
             xs[split..].iter().for_each(|&x| b.push(x));
             b.merge(&a);
             assert_eq!(
-                (b.count, b.min, b.max, &b.sketch),
-                (one.count, one.min, one.max, &one.sketch)
+                (b.count(), b.min(), b.max(), &b.sketch),
+                (one.count(), one.min(), one.max(), &one.sketch)
             );
             assert!(close(b.mean, one.mean) && close(b.variance(), one.variance()));
         }

@@ -131,7 +131,7 @@ proptest! {
         let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
         let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for (what, s) in [("one pass", &one), ("merged", &merged), ("merged in reverse", &reversed)] {
-            prop_assert_eq!((s.count, s.min, s.max), (xs.len() as u64, min, max), "{}", what);
+            prop_assert_eq!((s.count(), s.min(), s.max()), (xs.len() as u64, min, max), "{}", what);
             prop_assert!(mean_close(s.mean, mean, xs.len(), scale), "{what}: mean {} vs naive {mean}", s.mean);
             prop_assert!(var_close(s.variance(), var, xs.len(), scale), "{what}: variance {} vs naive {var}", s.variance());
             prop_assert!(s.variance() >= 0.0);

@@ -73,7 +73,9 @@ struct Incident {
 /// The alert state of one series.
 #[derive(Clone, Debug, Default)]
 pub struct AlertTracker {
-    open: Option<Incident>,
+    /// Boxed: every series has a tracker, few have an incident open, and an
+    /// inline incident would cost each series 80 bytes.
+    open: Option<Box<Incident>>,
     resolved_at: Option<DateTime<Utc>>,
 }
 
@@ -118,13 +120,13 @@ impl AlertTracker {
             None => {
                 let cooled = self.resolved_at.is_none_or(|r| t - r >= cfg.cooldown);
                 if score >= cfg.open_at && cooled {
-                    let inc = Incident {
+                    let inc = Box::new(Incident {
                         id: alert_id(device, metric, model, t),
                         model: model.to_owned(),
                         opened_at: t,
                         last_sent: t,
                         calm_since: None,
-                    };
+                    });
                     let alert = make(&inc, AlertState::Opened);
                     self.open = Some(inc);
                     return Some(alert);
@@ -158,7 +160,7 @@ impl AlertTracker {
     /// at `t` (the series' newest event time) with score 0, the last `value`
     /// and `why` as the reason.
     pub fn evict(&mut self, device: &str, metric: &str, t: DateTime<Utc>, value: f64, why: &str) -> Option<Alert> {
-        let inc = self.open.take()?;
+        let inc = *self.open.take()?;
         self.resolved_at = Some(t);
         Some(Alert {
             id: inc.id,

@@ -27,8 +27,6 @@ pub mod rules;
 pub mod seasonal;
 pub mod spike;
 
-use std::collections::VecDeque;
-
 use chrono::{DateTime, Utc};
 
 pub use calibrate::Calibration;
@@ -157,8 +155,11 @@ pub struct SeriesModel {
     rules: Vec<RuleState>,
     spike_cal: Calibrator,
     changepoint_cal: Calibrator,
-    /// The last `novelty` scores in 1/255ths.
-    recent: VecDeque<u8>,
+    /// The last `novelty` scores in 1/255ths, a ring written at
+    /// `recent_at` (zeros before there were `novelty` scores, which leaves
+    /// their maximum unchanged as scores are never negative).
+    recent: Box<[u8]>,
+    recent_at: u16,
 }
 
 impl SeriesModel {
@@ -181,7 +182,8 @@ impl SeriesModel {
                 .collect(),
             spike_cal: Calibrator::default(),
             changepoint_cal: Calibrator::default(),
-            recent: VecDeque::with_capacity(novelty),
+            recent: vec![0; novelty.min(usize::from(u16::MAX))].into_boxed_slice(),
+            recent_at: 0,
         }
     }
 
@@ -192,7 +194,7 @@ impl SeriesModel {
             .seasonal
             .as_ref()
             .map_or(0, |s| size_of::<(SeasonalDetector, Calibrator)>() + s.0.heap_bytes());
-        size_of::<Self>() + seasonal + self.rules.capacity() * size_of::<RuleState>() + self.recent.capacity()
+        size_of::<Self>() + seasonal + self.rules.capacity() * size_of::<RuleState>() + self.recent.len()
     }
 
     /// The text of the first of this series' rules that holds, if any.
@@ -248,12 +250,9 @@ impl SeriesModel {
         // Damped by how strongly the recent past was already anomalous: an
         // ongoing incident is reported once, at its start.
         let detection = score * (1.0 - best_recent);
-        let novelty = config.novelty.unwrap_or(DEFAULT_NOVELTY);
-        if novelty > 0 {
-            while self.recent.len() >= novelty {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((score * 255.0).round() as u8);
+        if let Some(slot) = self.recent.get_mut(usize::from(self.recent_at)) {
+            *slot = (score * 255.0).round() as u8;
+            self.recent_at = ((usize::from(self.recent_at) + 1) % self.recent.len()) as u16;
         }
         Verdict {
             score,
