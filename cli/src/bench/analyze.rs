@@ -134,6 +134,9 @@ fn single_run(a: &AnalyzeArgs) -> Figures {
         start += chunk.len().max(1);
     }
     drop(chunk);
+    // mimalloc returns freed pages to the OS after a delay: let it settle,
+    // so the figure does not depend on when the run happened to end.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let after = rss_self_mb();
     std::hint::black_box(emitted);
     Figures {

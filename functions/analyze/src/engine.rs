@@ -40,7 +40,9 @@
 //! less often than `idle` therefore never warm up: raise
 //! `TRIBUTARY_SERIES_IDLE_SECS` for such fleets.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
 use std::sync::Arc;
 
 use tributary_shared::model::Reading;
@@ -132,6 +134,18 @@ struct Series {
 }
 
 impl Series {
+    /// A series first seen (or restarted) at event time `t_ms` with value `x`.
+    fn new(detectors: &DetectorConfig, partition: i32, t_ms: i64, metric: &str, x: f64) -> Self {
+        Self {
+            partition,
+            newest_ms: t_ms,
+            used: 0,
+            last_value: x,
+            model: SeriesModel::new(detectors, metric),
+            alerts: AlertTracker::new(),
+        }
+    }
+
     /// Drop this series' state: the record resolving its open incident, if any.
     fn evict(&mut self, device: &str, metric: &str, why: &str) -> Option<Alert> {
         let t = chrono::DateTime::from_timestamp_millis(self.newest_ms).unwrap_or_default();
@@ -139,35 +153,65 @@ impl Series {
     }
 }
 
-/// Every series, by device and then by metric: a reading finds its series
-/// by borrowed names (no key to build per value), and the names are shared
-/// with the open windows. Ordered, so sweeps are deterministic. A series is
-/// boxed: a map node has room for 11 entries, and a device has a handful of
-/// metrics, so inline model state would leave most of each node empty.
+/// Every series, by device and then by metric: a reading finds its device
+/// with one hash lookup of its borrowed name (no key to build per value),
+/// then each metric by a binary search of the device's few, and the names
+/// are shared with the open windows. Sweeps go in (device, metric) order,
+/// so what they emit is deterministic. A series is boxed, so the device's
+/// sorted vector moves 24-byte entries, not model state.
 #[derive(Clone, Debug, Default)]
 struct SeriesMap {
-    devices: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Box<Series>>>,
+    devices: HashMap<Arc<str>, Device, FixedState>,
     len: usize,
 }
 
+/// The series of one device. The name is the map's key again (a shared
+/// pointer), so one lookup yields both.
+#[derive(Clone, Debug)]
+struct Device {
+    name: Arc<str>,
+    /// By metric name, sorted.
+    metrics: Vec<Metric>,
+}
+
+/// A metric's shared name and its series.
+type Metric = (Arc<str>, Box<Series>);
+
+impl Device {
+    fn find(&self, metric: &str) -> Result<usize, usize> {
+        self.metrics.binary_search_by(|(m, _)| (**m).cmp(metric))
+    }
+}
+
 impl SeriesMap {
-    fn get_mut(&mut self, device: &str, metric: &str) -> Option<&mut Series> {
-        self.devices.get_mut(device)?.get_mut(metric).map(|s| &mut **s)
+    /// A device's name and series.
+    fn device_mut(&mut self, device: &str) -> Option<(&Arc<str>, &mut [Metric])> {
+        self.devices
+            .get_mut(device)
+            .map(|d| (&d.name, d.metrics.as_mut_slice()))
     }
 
-    /// The shared names of a series, if it exists.
-    fn names(&self, device: &str, metric: &str) -> Option<(&Arc<str>, &Arc<str>)> {
-        let (d, metrics) = self.devices.get_key_value(device)?;
-        Some((d, metrics.get_key_value(metric)?.0))
+    fn contains(&self, device: &str, metric: &str) -> bool {
+        self.devices.get(device).is_some_and(|d| d.find(metric).is_ok())
     }
 
     fn insert(&mut self, device: &str, metric: &str, series: Series) {
-        let metrics = match self.devices.get_mut(device) {
-            Some(m) => m,
-            None => self.devices.entry(Arc::from(device)).or_default(),
+        let d = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => {
+                let name: Arc<str> = Arc::from(device);
+                self.devices.entry(Arc::clone(&name)).or_insert(Device {
+                    name,
+                    metrics: Vec::new(),
+                })
+            }
         };
-        if metrics.insert(Arc::from(metric), Box::new(series)).is_none() {
-            self.len += 1;
+        match d.find(metric) {
+            Ok(i) => *d.metrics[i].1 = series,
+            Err(i) => {
+                d.metrics.insert(i, (Arc::from(metric), Box::new(series)));
+                self.len += 1;
+            }
         }
     }
 
@@ -176,18 +220,24 @@ impl SeriesMap {
     }
 
     fn values(&self) -> impl Iterator<Item = &Series> {
-        self.devices.values().flat_map(BTreeMap::values).map(|s| &**s)
+        self.devices.values().flat_map(|d| d.metrics.iter()).map(|(_, s)| &**s)
     }
 
     /// Keep the series `keep` says to keep, in (device, metric) order.
     fn retain(&mut self, mut keep: impl FnMut(&str, &str, &mut Series) -> bool) {
-        let mut len = 0;
-        self.devices.retain(|device, metrics| {
-            metrics.retain(|metric, s| keep(device, metric, s));
-            len += metrics.len();
-            !metrics.is_empty()
-        });
-        self.len = len;
+        let mut names: Vec<Arc<str>> = self.devices.keys().cloned().collect();
+        names.sort_unstable();
+        for name in names {
+            let Some(d) = self.devices.get_mut(&*name) else {
+                continue;
+            };
+            let before = d.metrics.len();
+            d.metrics.retain_mut(|(metric, s)| keep(&name, metric, s));
+            self.len -= before - d.metrics.len();
+            if d.metrics.is_empty() {
+                self.devices.remove(&*name);
+            }
+        }
     }
 }
 
@@ -233,53 +283,63 @@ impl Analyzer {
         let t = reading.event_time.timestamp_millis();
         let idle_ms = self.config.series.idle.num_milliseconds();
         let device = reading.device_id.as_str();
-        for (metric, &x) in &reading.metrics {
-            if !x.is_finite() {
-                continue;
-            }
-            // A series silent for `idle` of event time starts fresh, whether or not a sweep evicted it yet.
-            let known = match self.series.get_mut(device, metric) {
-                Some(s) if idle_ms > 0 && t - s.newest_ms >= idle_ms => {
-                    alerts.extend(s.evict(
-                        device,
-                        metric,
-                        &format!(
-                            "no readings for at least {} s of event time; series state evicted",
-                            idle_ms / 1000
-                        ),
-                    ));
-                    self.evictions.idle += 1;
-                    false
-                }
-                Some(_) => true,
-                None => {
+        // Series this reading starts are made first (and room for them):
+        // after that one lookup finds the device for all of its metrics.
+        let finite = || reading.metrics.iter().filter(|(_, x)| x.is_finite());
+        if finite().any(|(metric, _)| !self.series.contains(device, metric)) {
+            for (metric, &x) in finite() {
+                if !self.series.contains(device, metric) {
                     self.make_room(&mut alerts);
-                    false
+                    let mut fresh = Series::new(&self.config.detectors, partition, t, metric, x);
+                    // Recently used already, so making room for the next
+                    // metric does not evict it first.
+                    self.used += 1;
+                    fresh.used = self.used;
+                    self.series.insert(device, metric, fresh);
                 }
+            }
+        }
+        let detectors = &self.config.detectors;
+        let alert_config = &self.config.alerts;
+        let (device_name, mut series) = match self.series.device_mut(device) {
+            Some((name, series)) => (Arc::clone(name), Some(series)),
+            // Not reached (the device's series were just made); should that
+            // change, its values still count in their windows.
+            None => (Arc::from(device), None),
+        };
+        for (metric, &x) in finite() {
+            let found = series.as_mut().and_then(|ms| {
+                let i = ms.binary_search_by(|(m, _)| (**m).cmp(metric.as_str())).ok()?;
+                let (name, s) = &mut ms[i];
+                Some((&*name, &mut **s))
+            });
+            let Some((name, s)) = found else {
+                values.push((Arc::from(metric.as_str()), x, None));
+                continue;
             };
-            if !known {
-                let fresh = Series {
-                    partition,
-                    newest_ms: t,
-                    used: 0,
-                    last_value: x,
-                    model: SeriesModel::new(&self.config.detectors, metric),
-                    alerts: AlertTracker::new(),
-                };
-                self.series.insert(device, metric, fresh);
+            // A series silent for `idle` of event time starts fresh, whether
+            // or not a sweep evicted it yet.
+            if idle_ms > 0 && t - s.newest_ms >= idle_ms {
+                alerts.extend(s.evict(
+                    device,
+                    metric,
+                    &format!(
+                        "no readings for at least {} s of event time; series state evicted",
+                        idle_ms / 1000
+                    ),
+                ));
+                self.evictions.idle += 1;
+                *s = Series::new(detectors, partition, t, metric, x);
             }
             self.used += 1;
-            let Some(s) = self.series.get_mut(device, metric) else {
-                continue;
-            };
             s.partition = partition;
             s.newest_ms = s.newest_ms.max(t);
             s.used = self.used;
             s.last_value = x;
-            let v = s.model.update(&self.config.detectors, reading.event_time, x);
+            let v = s.model.update(detectors, reading.event_time, x);
             let model = &s.model;
             if let Some(a) = s.alerts.observe(
-                &self.config.alerts,
+                alert_config,
                 &reading.device_id,
                 metric,
                 reading.event_time,
@@ -296,19 +356,8 @@ impl Analyzer {
                 expected: v.expected,
                 warming: v.warming,
             };
-            // The series was just updated, so its shared name is there; the
-            // fallback only keeps the value in its windows should that change.
-            let name = self
-                .series
-                .names(device, metric)
-                .map_or_else(|| Arc::from(metric.as_str()), |(_, n)| Arc::clone(n));
-            values.push((name, x, Some(scored)));
+            values.push((Arc::clone(name), x, Some(scored)));
         }
-        let device_name = self
-            .series
-            .devices
-            .get_key_value(device)
-            .map_or_else(|| Arc::from(device), |(n, _)| Arc::clone(n));
         let aggregates = self
             .windower
             .push_named(partition, offset, reading, &device_name, &values);
@@ -460,6 +509,7 @@ mod tests {
     use crate::records::AlertState;
     use crate::testutil::Rng;
     use chrono::{TimeZone, Utc};
+    use std::collections::BTreeMap;
 
     fn reading(device: &str, s: i64, x: f64) -> Reading {
         let t = Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid");
@@ -695,7 +745,7 @@ mod tests {
         a.evict_idle_series();
         // "quiet" (2 series) goes; partition 1's watermark has not moved, so its series stays.
         assert_eq!((a.series_count(), a.evictions().idle), (2, 2));
-        assert!(a.series.names("other-partition", "temp").is_some());
+        assert!(a.series.contains("other-partition", "temp"));
         // An idle advance moves the quiet partition's watermark, and its series goes too.
         a.advance_idle(1, chrono::Duration::seconds(125));
         a.evict_idle_series();
@@ -780,10 +830,10 @@ mod tests {
             }
         );
         for gone in ["d2", "d3", "d4"] {
-            assert!(a.series.names(gone, "temp").is_none(), "{gone}");
+            assert!(!a.series.contains(gone, "temp"), "{gone}");
         }
         for kept in ["d0", "d1", "d5", "new"] {
-            assert!(a.series.names(kept, "temp").is_some(), "{kept}");
+            assert!(a.series.contains(kept, "temp"), "{kept}");
         }
         // Never above the cap however many devices come and go.
         let mut tiny = Analyzer::new(AnalyzerConfig {

@@ -19,8 +19,8 @@
 //! Inline it is 64 bytes: the accuracy is a constant rather than a field,
 //! and both signs share one vector. The vector holds (key, count) pairs in
 //! value order, 8 bytes per non-empty bucket (a window of one series holds a
-//! few dozen), and grows by half its length rather than doubling, in sizes
-//! that fill the allocator's chunks. A bucket's count saturates at
+//! few dozen), and grows by half its length rather than doubling. A
+//! bucket's count saturates at
 //! `u32::MAX` (4.3 billion values of one series in one bucket of one window,
 //! far past what ingest admits).
 
@@ -154,11 +154,10 @@ impl QuantileSketch {
             Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(c),
             Err(i) => {
                 if self.buckets.len() == self.buckets.capacity() {
-                    // Grow by half (3, 5, 7, 11, 17, 25, ... entries: odd
-                    // counts of 8 bytes fill a 16-byte-aligned chunk with its
-                    // 8-byte header) rather than doubling.
-                    let len = self.buckets.len();
-                    let grow = (len / 2).max(3) | usize::from(len % 2 == 0);
+                    // Grow by half its length (at least 3 entries) rather
+                    // than doubling: a few more reallocations, a third less
+                    // spare room in every window.
+                    let grow = (self.buckets.len() / 2).max(3);
                     self.buckets.reserve_exact(grow);
                 }
                 self.buckets.insert(i, (key, c));

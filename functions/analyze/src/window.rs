@@ -40,6 +40,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
+use foldhash::fast::FixedState;
 use tributary_shared::model::Reading;
 
 use crate::records::Aggregate;
@@ -158,15 +159,31 @@ impl Default for WindowConfig {
     }
 }
 
-/// Identity of an open window; the field order is the emission order.
-/// The names are shared (`Arc<str>`): one allocation per reading and metric
-/// for all window sizes, not one per window and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
-    end_ms: i64,
-    size_s: u32,
-    device: Arc<str>,
-    metric: Arc<str>,
+/// The series an open window belongs to, within its group. The names are
+/// shared (`Arc<str>`): one allocation per series, not one per window.
+type SeriesKey = (Arc<str>, Arc<str>);
+
+/// A series' names borrowed, to find its window without cloning the names.
+/// Hashes as the owned key does (a tuple hashes its fields in order).
+#[derive(Hash)]
+struct SeriesRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<SeriesKey> for SeriesRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        *self.0 == *key.0 && *self.1 == *key.1
+    }
+}
+
+/// The open windows of one boundary (end, size) of a partition. Every
+/// series' windows share the boundaries (tumbling windows are aligned to
+/// the epoch), so a partition has a few groups, and a value finds its window
+/// by one hash of its names instead of a search of every open window by
+/// string comparisons. Emission sorts a group by (device, metric) once.
+#[derive(Clone, Debug)]
+struct Group {
+    windows: hashbrown::HashMap<SeriesKey, Open, FixedState>,
+    /// The lowest offset any of its windows holds.
+    min_offset: i64,
 }
 
 /// One open window: 136 bytes, of which the statistics take 80.
@@ -190,7 +207,8 @@ struct Partition {
     /// Where the idle rule moved the event clock, if it did.
     idle_clock_ms: Option<i64>,
     last_offset: Option<i64>,
-    open: BTreeMap<Key, Open>,
+    /// Open windows by (end, size): the emission order.
+    open: BTreeMap<(i64, u32), Group>,
     /// Hashes of (device, id, event time) of the readings that can still join
     /// a window, by event-time second, each second's sorted: for recognising
     /// resends in 8 bytes a reading (an ordered set of (time, hash) pairs
@@ -221,15 +239,15 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn aggregate(key: &Key, open: &Open) -> Aggregate {
+fn aggregate((end_ms, size_s): (i64, u32), (device, metric): &SeriesKey, open: &Open) -> Aggregate {
     let s = &open.stats;
     let q = |p: f64| s.sketch.quantile(p).unwrap_or(s.mean);
     Aggregate {
-        device_id: key.device.to_string(),
-        metric: key.metric.to_string(),
-        window_seconds: key.size_s,
-        window_start: time(key.end_ms - i64::from(key.size_s) * 1000),
-        window_end: time(key.end_ms),
+        device_id: device.to_string(),
+        metric: metric.to_string(),
+        window_seconds: size_s,
+        window_start: time(end_ms - i64::from(size_s) * 1000),
+        window_end: time(end_ms),
         count: s.count(),
         min: s.min(),
         max: s.max(),
@@ -377,21 +395,44 @@ impl Windower {
                 self.late += reading.metrics.len() as u64;
                 continue;
             }
+            if !p.open.contains_key(&(end_ms, size)) {
+                // Sized like the newest group of the same size: the same
+                // series will mostly come again, and a table grown step by
+                // step would rehash and leave its old tables behind.
+                let expected = p
+                    .open
+                    .iter()
+                    .rev()
+                    .find(|((_, s), _)| *s == size)
+                    .map_or(0, |(_, g)| g.windows.len());
+                p.open.insert(
+                    (end_ms, size),
+                    Group {
+                        windows: hashbrown::HashMap::with_capacity_and_hasher(expected, FixedState::default()),
+                        min_offset: offset,
+                    },
+                );
+            }
+            let Some(group) = p.open.get_mut(&(end_ms, size)) else {
+                continue;
+            };
+            group.min_offset = group.min_offset.min(offset);
             for (metric, x, score) in values {
-                let key = Key {
-                    end_ms,
-                    size_s: size,
-                    device: Arc::clone(device),
-                    metric: Arc::clone(metric),
+                let found = group.windows.get_mut(&SeriesRef(device, metric));
+                let open = match found {
+                    Some(open) => open,
+                    None => group
+                        .windows
+                        .entry((Arc::clone(device), Arc::clone(metric)))
+                        .or_insert_with(|| Open {
+                            stats: Stats::default(),
+                            score: None,
+                            expected_low: f64::NAN,
+                            expected_high: f64::NAN,
+                            min_offset: offset,
+                            warming: false,
+                        }),
                 };
-                let open = p.open.entry(key).or_insert_with(|| Open {
-                    stats: Stats::default(),
-                    score: None,
-                    expected_low: f64::NAN,
-                    expected_high: f64::NAN,
-                    min_offset: offset,
-                    warming: false,
-                });
                 open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
                 if let Some(s) = score {
@@ -432,7 +473,9 @@ impl Windower {
             return false;
         };
         let watermark = p.clock().map_or(to_ms, |c| c.max(to_ms)) - self.lateness_ms();
-        p.open.first_key_value().is_some_and(|(k, _)| k.end_ms <= watermark)
+        p.open
+            .first_key_value()
+            .is_some_and(|(&(end_ms, _), _)| end_ms <= watermark)
     }
 
     fn lateness_ms(&self) -> i64 {
@@ -457,11 +500,17 @@ impl Windower {
         }
         let mut out = Vec::new();
         while let Some(entry) = p.open.first_entry() {
-            if entry.key().end_ms > watermark {
+            if entry.key().0 > watermark {
                 break;
             }
-            let (key, open) = entry.remove_entry();
-            out.push(aggregate(&key, &open));
+            let (boundary, group) = entry.remove_entry();
+            let mut windows: Vec<(&SeriesKey, &Open)> = group.windows.iter().collect();
+            windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.extend(
+                windows
+                    .into_iter()
+                    .map(|(series, open)| aggregate(boundary, series, open)),
+            );
         }
         out
     }
@@ -492,7 +541,7 @@ impl Windower {
         let p = self.partitions.get(&partition)?;
         p.open
             .values()
-            .map(|o| o.min_offset)
+            .map(|g| g.min_offset)
             .min()
             .or(p.last_offset.map(|o| o + 1))
     }
@@ -532,7 +581,11 @@ impl Windower {
 
     /// Number of open windows over all partitions (memory is proportional to it).
     pub fn open_windows(&self) -> usize {
-        self.partitions.values().map(|p| p.open.len()).sum()
+        self.partitions
+            .values()
+            .flat_map(|p| p.open.values())
+            .map(|g| g.windows.len())
+            .sum()
     }
 }
 
@@ -566,6 +619,13 @@ mod tests {
     }
 
     #[test]
+    fn an_open_window_stays_small() {
+        // Every series holds one per window size: what ARCHITECTURE.md quotes.
+        assert_eq!(size_of::<Open>(), 136);
+        assert_eq!(size_of::<Stats>(), 80);
+    }
+
+    #[test]
     fn stats_merge_of_any_split_equals_one_pass() {
         let mut rng = Rng::new(3);
         for _ in 0..200 {
@@ -583,7 +643,10 @@ mod tests {
                 merged.merge(&part);
                 i = j;
             }
-            assert_eq!((merged.count(), merged.min(), merged.max()), (one.count(), one.min(), one.max()));
+            assert_eq!(
+                (merged.count(), merged.min(), merged.max()),
+                (one.count(), one.min(), one.max())
+            );
             assert_eq!(merged.sketch, one.sketch);
             assert!(
                 close(merged.mean, one.mean) && close(merged.variance(), one.variance()),
@@ -631,8 +694,14 @@ mod tests {
             let run = || {
                 let mut w = Windower::new(cfg(2));
                 let mut out = Vec::new();
+                let in_order = |closed: &[Aggregate]| {
+                    let key = |g: &Aggregate| (g.window_end, g.window_seconds, g.device_id.clone(), g.metric.clone());
+                    closed.windows(2).all(|w| key(&w[0]) < key(&w[1]))
+                };
                 for (p, o, r) in &input {
-                    out.extend(w.push(*p, *o, r, &[]));
+                    let closed = w.push(*p, *o, r, &[]);
+                    assert!(in_order(&closed), "emitted by (end, size, device, metric): {closed:?}");
+                    out.extend(closed);
                 }
                 out.extend(w.flush());
                 (out, w.late_values())
