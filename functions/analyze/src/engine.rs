@@ -153,6 +153,14 @@ impl Series {
     }
 }
 
+/// The reason an idle series' open incident is resolved with.
+fn idle_reason(idle_ms: i64) -> String {
+    format!(
+        "no readings for at least {} s of event time; series state evicted",
+        idle_ms / 1000
+    )
+}
+
 /// Every series, by device and then by metric: a reading finds its device
 /// with one hash lookup of its borrowed name (no key to build per value),
 /// then each metric by a binary search of the device's few, and the names
@@ -320,14 +328,7 @@ impl Analyzer {
             // A series silent for `idle` of event time starts fresh, whether
             // or not a sweep evicted it yet.
             if idle_ms > 0 && t - s.newest_ms >= idle_ms {
-                alerts.extend(s.evict(
-                    device,
-                    metric,
-                    &format!(
-                        "no readings for at least {} s of event time; series state evicted",
-                        idle_ms / 1000
-                    ),
-                ));
+                alerts.extend(s.evict(device, metric, &idle_reason(idle_ms)));
                 self.evictions.idle += 1;
                 *s = Series::new(detectors, partition, t, metric, x);
             }
@@ -437,14 +438,7 @@ impl Analyzer {
             {
                 return true;
             }
-            alerts.extend(s.evict(
-                device,
-                metric,
-                &format!(
-                    "no readings for at least {} s of event time; series state evicted",
-                    idle_ms / 1000
-                ),
-            ));
+            alerts.extend(s.evict(device, metric, &idle_reason(idle_ms)));
             false
         });
         self.evictions.idle += (before - self.series.len()) as u64;
