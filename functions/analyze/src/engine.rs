@@ -185,9 +185,14 @@ struct Device {
 /// A metric's shared name and its series.
 type Metric = (Arc<str>, Box<Series>);
 
+/// Where `metric` is (or would go) in a device's sorted series.
+fn find_metric(metrics: &[Metric], metric: &str) -> Result<usize, usize> {
+    metrics.binary_search_by(|(m, _)| (**m).cmp(metric))
+}
+
 impl Device {
     fn find(&self, metric: &str) -> Result<usize, usize> {
-        self.metrics.binary_search_by(|(m, _)| (**m).cmp(metric))
+        find_metric(&self.metrics, metric)
     }
 }
 
@@ -317,7 +322,7 @@ impl Analyzer {
         };
         for (metric, &x) in finite() {
             let found = series.as_mut().and_then(|ms| {
-                let i = ms.binary_search_by(|(m, _)| (**m).cmp(metric.as_str())).ok()?;
+                let i = find_metric(ms, metric).ok()?;
                 let (name, s) = &mut ms[i];
                 Some((&*name, &mut **s))
             });
