@@ -28,6 +28,15 @@ fn every_run_reports_its_own_memory_per_series_and_a_median() {
         .lines()
         .filter(|l| l.starts_with("run "))
         .map(|l| {
+            let (l, snapshot) = l
+                .split_once("; snapshot of every series ")
+                .unwrap_or_else(|| panic!("no snapshot figure in {l:?}"));
+            // A series' state as a warm takeover writes it: its models, about 1.5 KB.
+            let bytes: f64 = snapshot
+                .split_once(" B each")
+                .and_then(|(b, _)| b.parse().ok())
+                .unwrap_or_else(|| panic!("no snapshot size in {snapshot:?}"));
+            assert!((500.0..4096.0).contains(&bytes), "{bytes} B per series in a snapshot");
             let kib = l
                 .rsplit_once(", ")
                 .and_then(|(_, tail)| tail.strip_suffix(" KiB per series"))

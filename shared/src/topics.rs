@@ -16,6 +16,10 @@ pub const DEADLETTER: &str = "telemetry.deadletter";
 pub const GROUP_ARCHIVE: &str = "tributary-archive";
 /// Consumer group of the analyze function.
 pub const GROUP_ANALYZE: &str = "tributary-analyze";
+/// What a consumer group's state topic is named after its group (analyze:
+/// `tributary-analyze.state`, its model and alert state for a warm
+/// takeover; compacted, a partition per input partition).
+pub const STATE_SUFFIX: &str = ".state";
 /// Consumer group of the process function.
 pub const GROUP_PROCESS: &str = "tributary-process";
 

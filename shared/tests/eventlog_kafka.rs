@@ -129,3 +129,8 @@ async fn a_full_queue_fails_the_excess_fast_and_delivers_the_rest() {
     );
     sub.close().await;
 }
+
+#[tokio::test]
+async fn a_partition_reads_back_what_was_written_to_it() {
+    contract::a_partition_reads_back_what_was_written_to_it(&log(), &unique_topic("state")).await;
+}

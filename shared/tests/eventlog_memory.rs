@@ -52,3 +52,8 @@ async fn committed_metadata_belongs_to_the_latest_commit() {
     contract::committed_metadata_belongs_to_the_latest_commit(&MemoryLog::default(), &unique_topic("metadata-latest"))
         .await;
 }
+
+#[tokio::test]
+async fn a_partition_reads_back_what_was_written_to_it() {
+    contract::a_partition_reads_back_what_was_written_to_it(&MemoryLog::default(), &unique_topic("state")).await;
+}

@@ -119,6 +119,43 @@ pub async fn headers_round_trip(log: &dyn EventLog, topic: &str) {
     sub.close().await;
 }
 
+/// State kept per input partition: a record sent to an explicit partition
+/// lands there whatever its key, and a compacted topic's partition reads
+/// back whole, oldest first, up to its end; a missing topic reads as empty.
+pub async fn a_partition_reads_back_what_was_written_to_it(log: &dyn EventLog, topic: &str) {
+    assert!(
+        log.read_partition(topic, 0)
+            .await
+            .expect("read a missing topic")
+            .is_empty(),
+        "a missing topic reads as empty"
+    );
+    log.ensure_compacted_topic(topic, 3).await.expect("create topic");
+    log.ensure_compacted_topic(topic, 3)
+        .await
+        .expect("creating it again is fine");
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record::new(format!("key-{}", i % 7), format!("v{i}")).to_partition(i % 3))
+        .collect();
+    let delivered = log.publisher().publish(topic, records).await;
+    for (i, d) in delivered.into_iter().enumerate() {
+        let d = d.expect("acknowledged");
+        assert_eq!(d.partition, (i % 3) as i32, "record {i} went to its partition");
+    }
+    for p in 0..3 {
+        let got = log.read_partition(topic, p).await.expect("read back");
+        let want: Vec<(Vec<u8>, Vec<u8>)> = (0..20)
+            .filter(|i| i % 3 == p)
+            .map(|i| (format!("key-{}", i % 7).into_bytes(), format!("v{i}").into_bytes()))
+            .collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+    assert!(
+        log.read_partition(topic, 7).await.expect("read").is_empty(),
+        "no such partition"
+    );
+}
+
 struct FlakyHandler {
     failures_left: AtomicUsize,
     seen: Mutex<Vec<Message>>,

@@ -279,6 +279,17 @@ def test_event_hubs_speak_kafka_with_the_documented_partitions():
     text = (BICEP / "modules" / "eventhubs.bicep").read_text()
     for topic in ("telemetry.raw", "telemetry.aggregates", "telemetry.alerts", "telemetry.deadletter"):
         assert f"'{topic}'" in text
+    # Analyze's state topic: compacted, a partition per telemetry.raw partition.
+    state = [
+        r["body"]
+        for r in eh["resources"]
+        if r["type"].startswith("Microsoft.EventHub/namespaces/eventhubs@")
+        and isinstance(r["body"], dict)
+        and r["body"].get("name") == "tributary-analyze.state"
+    ]
+    assert len(state) == 1, "one compacted state hub"
+    assert state[0]["properties"]["partitionCount"] == "partitions"
+    assert state[0]["properties"]["retentionDescription"]["cleanupPolicy"] == "Compact"
 
 
 def test_skus_come_from_parameters():

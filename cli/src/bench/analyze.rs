@@ -6,7 +6,10 @@
 //! allocator would otherwise hide the next run's. The memory figure is RSS
 //! growth over the run divided by the series held, so windows, keys and
 //! models together. The input is built in bounded chunks outside the timed
-//! part, so the RSS is the analyzer's and the rate is its own.
+//! part, so the RSS is the analyzer's and the rate is its own. After the
+//! memory is read, every series' state is snapshotted once (as a warm
+//! takeover needs it, see `tributary_analyze::state`): its size per series
+//! and the time it takes, which a commit waits for when every series changed.
 
 use std::time::Instant;
 
@@ -36,6 +39,8 @@ struct Figures {
     readings_per_s: f64,
     kib_per_series: f64,
     rss_mib: f64,
+    snapshot_bytes_per_series: f64,
+    snapshot_ms: f64,
 }
 
 const RESULT: &str = "bench-analyze-result";
@@ -44,7 +49,10 @@ const RESULT: &str = "bench-analyze-result";
 pub fn run(a: AnalyzeArgs) -> anyhow::Result<()> {
     if a.single_run {
         let f = single_run(&a);
-        println!("{RESULT} {} {} {}", f.readings_per_s, f.kib_per_series, f.rss_mib);
+        println!(
+            "{RESULT} {} {} {} {} {}",
+            f.readings_per_s, f.kib_per_series, f.rss_mib, f.snapshot_bytes_per_series, f.snapshot_ms
+        );
         return Ok(());
     }
     println!(
@@ -53,6 +61,7 @@ pub fn run(a: AnalyzeArgs) -> anyhow::Result<()> {
     );
     let exe = std::env::current_exe().context("the path of this binary")?;
     let (mut rates, mut mem, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut snap_bytes, mut snap_ms) = (Vec::new(), Vec::new());
     for run in 0..a.runs {
         let out = std::process::Command::new(&exe)
             .args(["bench", "analyze", "--single-run", "--readings"])
@@ -76,23 +85,31 @@ pub fn run(a: AnalyzeArgs) -> anyhow::Result<()> {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .context("a run's figures")?;
-        let [r, kib, mib] = figures[..] else {
-            anyhow::bail!("a run printed {} figures, not 3", figures.len());
+        let [r, kib, mib, sb, sms] = figures[..] else {
+            anyhow::bail!("a run printed {} figures, not 5", figures.len());
         };
         println!(
-            "run {}: {r:.0} readings/s ({:.0} metric values/s), RSS {mib:.1} MiB, {kib:.2} KiB per series",
+            "run {}: {r:.0} readings/s ({:.0} metric values/s), RSS {mib:.1} MiB, {kib:.2} KiB per series; snapshot of every series {sb:.0} B each, {sms:.1} ms",
             run + 1,
             4.0 * r
         );
         rates.push(r);
         mem.push(kib);
         rss.push(mib);
+        snap_bytes.push(sb);
+        snap_ms.push(sms);
     }
     println!(
         "\nmedians: {:.0} readings/s per core; {:.2} KiB per active series (windows + keys + models); RSS {:.1} MiB",
         median(rates),
         median(mem),
         median(rss)
+    );
+    println!(
+        "snapshot of every series (warm takeover): {:.0} bytes per series, {:.1} ms to encode all {}",
+        median(snap_bytes),
+        median(snap_ms),
+        a.series
     );
     Ok(())
 }
@@ -139,9 +156,21 @@ fn single_run(a: &AnalyzeArgs) -> Figures {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let after = rss_self_mb();
     std::hint::black_box(emitted);
+    // Every series changed, so each partition's snapshot holds all of its series.
+    an.keep_snapshots();
+    let t0 = Instant::now();
+    let mut snapshot_bytes = 0usize;
+    for p in 0..12 {
+        for (k, v) in an.snapshot(p, a.readings as i64).unwrap_or_default() {
+            snapshot_bytes += k.len() + v.len();
+        }
+    }
+    let snapshot_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Figures {
         readings_per_s: a.readings as f64 / busy.as_secs_f64(),
         kib_per_series: (after - before) * 1024.0 / an.series_count().max(1) as f64,
         rss_mib: after,
+        snapshot_bytes_per_series: snapshot_bytes as f64 / an.series_count().max(1) as f64,
+        snapshot_ms,
     }
 }

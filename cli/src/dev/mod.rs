@@ -250,6 +250,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             allowed_lateness_secs: a.allowed_lateness_secs,
             rules: a.rules.clone(),
             kafka: b.kafka.clone(),
+            // One process owns every partition for its whole life: there is
+            // no takeover to keep state for.
+            snapshot_every_secs: 0,
             ..Default::default()
         };
         config.analyzer()?; // a bad rule is the user's mistake: say so before starting anything

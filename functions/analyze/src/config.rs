@@ -80,6 +80,21 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_SPLUNK_CHANNEL")]
     pub splunk_channel: Option<String>,
 
+    /// Compacted topic that model and alert state is snapshotted to, so that
+    /// a new owner of a partition (after a crash, restart or rebalance)
+    /// continues with warm models and open incidents instead of starting
+    /// cold. It needs a partition per input partition; created (compacted)
+    /// if missing, even with topic creation off. Empty: `<group>.state`, so
+    /// two pipelines on one cluster never read each other's state.
+    #[arg(long, env = "TRIBUTARY_ANALYZE_STATE_TOPIC", default_value_t = Config::default().state_topic)]
+    pub state_topic: String,
+
+    /// Seconds between snapshots of the state. Offsets are committed only up
+    /// to the newest snapshot, so a new owner re-reads up to this much more.
+    /// 0: no snapshots (a new owner's models start cold).
+    #[arg(long, env = "TRIBUTARY_SNAPSHOT_EVERY_SECS", default_value_t = Config::default().snapshot_every_secs)]
+    pub snapshot_every_secs: u64,
+
     /// Most records per batch.
     #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = Config::default().batch_max)]
     pub batch_max: usize,
@@ -106,6 +121,8 @@ impl Default for Config {
             splunk_url: None,
             splunk_token: String::new(),
             splunk_channel: None,
+            state_topic: String::new(),
+            snapshot_every_secs: 30,
             batch_max: 1000,
             log: LogArgs::default(),
         }
@@ -113,6 +130,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The state topic snapshots go to, `None` when they are off.
+    pub fn state_topic(&self) -> Option<String> {
+        if self.snapshot_every_secs == 0 {
+            return None;
+        }
+        Some(if self.state_topic.is_empty() {
+            format!("{}{}", self.group, topics::STATE_SUFFIX)
+        } else {
+            self.state_topic.clone()
+        })
+    }
+
     /// The analyzer's settings from this config; a rule that does not parse is an error naming it.
     pub fn analyzer(&self) -> Result<AnalyzerConfig, RuleError> {
         let mut a = AnalyzerConfig::default();
@@ -143,6 +172,25 @@ mod tests {
         parsed.log = LogArgs::default();
         assert_eq!(parsed, Config::default());
         assert!(Config::default().analyzer().is_ok());
+    }
+
+    #[test]
+    fn the_state_topic_is_named_after_the_group_unless_set() {
+        let c = Config {
+            group: "fleet-a".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.state_topic().as_deref(), Some("fleet-a.state"));
+        let set = Config {
+            state_topic: "mine".into(),
+            ..c
+        };
+        assert_eq!(set.state_topic().as_deref(), Some("mine"));
+        let off = Config {
+            snapshot_every_secs: 0,
+            ..set
+        };
+        assert_eq!(off.state_topic(), None);
     }
 
     #[test]

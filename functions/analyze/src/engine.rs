@@ -7,10 +7,14 @@
 //! order give the same output. Memory: one bounded [`SeriesModel`] per
 //! (device, metric) seen (see [`crate::detect`]) plus the open windows.
 //!
-//! Known limit: model and alert state is not persisted, so after a restart or
-//! a rebalance the models of a series start cold from the committed offset;
-//! aggregates are re-emitted with the same identity (an overwrite), but their
-//! anomaly scores may differ from the first run's until the models warm up.
+//! Warm takeover ([`crate::state`]): with [`Analyzer::keep_snapshots`], a
+//! partition's changed series are written out by [`Analyzer::snapshot`],
+//! commits are held to the newest snapshot ([`Analyzer::snapshot_cap`]), and
+//! a new owner's [`Analyzer::restore_state`] continues from it: readings
+//! replayed from before the snapshot only rebuild windows, so the output
+//! equals an uninterrupted run's. Without snapshots, a new owner's models
+//! start cold from the committed offset; aggregates are re-emitted with the
+//! same identity (an overwrite), but their scores may differ.
 //!
 //! # Bounded memory: series eviction
 //!
@@ -45,11 +49,13 @@ use std::collections::HashMap;
 use foldhash::fast::FixedState;
 use std::sync::Arc;
 
+use tributary_shared::eventlog::KeyValues;
 use tributary_shared::model::Reading;
 
 use crate::detect::alert::{AlertConfig, AlertTracker};
 use crate::detect::{DetectorConfig, SeriesModel};
 use crate::records::{Aggregate, Alert};
+use crate::state;
 use crate::window::{Scored, WindowConfig, Windower};
 
 /// Everything the analyze function can be configured with.
@@ -131,6 +137,8 @@ struct Series {
     last_value: f64,
     model: SeriesModel,
     alerts: AlertTracker,
+    /// Changed since the partition's last snapshot (see [`crate::state`]).
+    dirty: bool,
 }
 
 impl Series {
@@ -143,6 +151,7 @@ impl Series {
             last_value: x,
             model: SeriesModel::new(detectors, metric),
             alerts: AlertTracker::new(),
+            dirty: true,
         }
     }
 
@@ -263,6 +272,58 @@ pub struct Analyzer {
     used: u64,
     evictions: Evictions,
     duplicates: u64,
+    snapshots: Snapshots,
+}
+
+/// Snapshot bookkeeping (see [`crate::state`]); empty while snapshots are off.
+#[derive(Clone, Debug, Default)]
+struct Snapshots {
+    on: bool,
+    /// Per partition, the offset of its newest snapshot (written or restored):
+    /// offsets are committed only up to it.
+    at: HashMap<i32, i64, FixedState>,
+    /// Per partition being replayed after a restore, the snapshot's offset:
+    /// readings before it only rebuild windows.
+    replay: HashMap<i32, i64, FixedState>,
+    /// Keys to write as tombstones with the partition's next snapshot.
+    dropped: Vec<(i32, Vec<u8>)>,
+    /// Partitions whose snapshot could not be read: not snapshotted while
+    /// owned (a snapshot would vouch for stale entries it cannot see).
+    excluded: std::collections::HashSet<i32, FixedState>,
+}
+
+/// How far a partition's offsets may be committed, given its snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotCap {
+    /// No snapshots: as far as the windows allow.
+    Free,
+    /// Not before the partition's first snapshot.
+    Hold,
+    /// Up to the newest snapshot's offset.
+    At(i64),
+}
+
+impl SnapshotCap {
+    /// The offset to commit instead of `safe`, if any.
+    pub fn cap(self, safe: i64) -> Option<i64> {
+        match self {
+            Self::Free => Some(safe),
+            Self::Hold => None,
+            Self::At(at) => Some(safe.min(at)),
+        }
+    }
+}
+
+/// What [`Analyzer::restore_state`] did with a partition's snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Series restored warm.
+    pub series: usize,
+    /// Entries that could not be used (corrupt, or written under another
+    /// configuration): those series start cold.
+    pub refused: usize,
+    /// The snapshot's offset, when it was used (`None`: the partition starts cold).
+    pub at: Option<i64>,
 }
 
 impl Analyzer {
@@ -275,7 +336,176 @@ impl Analyzer {
             used: 0,
             evictions: Evictions::default(),
             duplicates: 0,
+            snapshots: Snapshots::default(),
         }
+    }
+
+    /// Keep what snapshots need (which series changed, which were evicted)
+    /// and hold commits to the newest snapshot: on for a handler that writes
+    /// snapshots, off for benches and evaluations.
+    pub fn keep_snapshots(&mut self) {
+        self.snapshots.on = true;
+    }
+
+    /// Whether snapshots are kept.
+    pub fn keeps_snapshots(&self) -> bool {
+        self.snapshots.on
+    }
+
+    /// The offset of `partition`'s newest snapshot, if it has one.
+    pub fn snapshot_offset(&self, partition: i32) -> Option<i64> {
+        self.snapshots.at.get(&partition).copied()
+    }
+
+    /// How far `partition`'s offsets may be committed: not past its newest
+    /// snapshot, and not before it has one (see [`crate::state`]).
+    pub fn snapshot_cap(&self, partition: i32) -> SnapshotCap {
+        if !self.snapshots.on || self.snapshots.excluded.contains(&partition) {
+            return SnapshotCap::Free;
+        }
+        self.snapshot_offset(partition)
+            .map_or(SnapshotCap::Hold, SnapshotCap::At)
+    }
+
+    /// `partition`'s snapshot could not be read back: it starts cold and is
+    /// not snapshotted while owned; its commits are not held.
+    pub fn exclude_from_snapshots(&mut self, partition: i32) {
+        self.snapshots.excluded.insert(partition);
+    }
+
+    /// The records of [`Analyzer::snapshot`] at `at` are durable: commits may go up to `at`.
+    pub fn snapshot_written(&mut self, partition: i32, at: i64) {
+        self.snapshots.at.insert(partition, at);
+        self.snapshots.dropped.retain(|(p, _)| *p != partition);
+    }
+
+    /// The records of [`Analyzer::snapshot`] were not written: the next
+    /// snapshot of `partition` holds every series (and the same tombstones).
+    pub fn snapshot_lost(&mut self, partition: i32) {
+        for d in self.series.devices.values_mut() {
+            for (_, s) in &mut d.metrics {
+                if s.partition == partition {
+                    s.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// The records of `partition`'s snapshot at `applied` (the next offset
+    /// not yet applied), to write in order: tombstones of evicted series,
+    /// entries of the series changed since the last snapshot, then the
+    /// marker. Then [`Analyzer::snapshot_written`] or [`Analyzer::snapshot_lost`].
+    /// `None` while the partition replays readings from before the restored
+    /// snapshot (the state is ahead of `applied` then), or when excluded.
+    pub fn snapshot(&mut self, partition: i32, applied: i64) -> Option<KeyValues> {
+        if self.snapshots.excluded.contains(&partition) {
+            return None;
+        }
+        if let Some(&until) = self.snapshots.replay.get(&partition) {
+            if applied < until {
+                return None;
+            }
+            self.snapshots.replay.remove(&partition);
+        }
+        let mut out: KeyValues = self
+            .snapshots
+            .dropped
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, key)| (key.clone(), Vec::new()))
+            .collect();
+        let windower = &self.windower;
+        for d in self.series.devices.values_mut() {
+            for (metric, s) in &mut d.metrics {
+                if s.partition != partition || !s.dirty {
+                    continue;
+                }
+                s.dirty = false;
+                let windows = windower.score_parts(partition, &d.name, metric);
+                let value = state::encode_entry((s.newest_ms, s.used, s.last_value), &s.model, &s.alerts, &windows);
+                out.push((state::series_key(&d.name, metric), value));
+            }
+        }
+        out.push((state::marker_key(), state::marker_value(applied)));
+        Some(out)
+    }
+
+    /// Restore `partition`'s snapshot read back from its records, on
+    /// assignment, after [`Analyzer::restore`] (the watermark decides which
+    /// windows can still be rebuilt). `committed` is where the replay
+    /// starts. The snapshot is used when its offset is at or after
+    /// `committed`; otherwise (or without one) the partition starts cold and
+    /// its old entries are overwritten by tombstones with the next snapshot.
+    pub fn restore_state(&mut self, partition: i32, committed: Option<i64>, back: state::ReadBack) -> Restored {
+        let mut restored = Restored::default();
+        let usable = back.at.filter(|&at| committed.is_some_and(|c| at >= c));
+        let Some(at) = usable else {
+            let mut stale: Vec<Vec<u8>> = back
+                .confirmed
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k)
+                .chain(back.unconfirmed)
+                .collect();
+            stale.sort_unstable();
+            stale.dedup();
+            self.snapshots.dropped.extend(stale.into_iter().map(|k| (partition, k)));
+            return restored;
+        };
+        for (key, value) in &back.confirmed {
+            if value.is_empty() {
+                continue;
+            }
+            let Some((device, metric)) = state::parse_series_key(key) else {
+                continue;
+            };
+            let entry = match state::decode_entry(&self.config.detectors, metric, value) {
+                Ok(e) => e,
+                Err(_) => {
+                    restored.refused += 1;
+                    self.snapshots.dropped.push((partition, key.clone()));
+                    continue;
+                }
+            };
+            self.used = self.used.max(entry.used);
+            let series = Series {
+                partition,
+                newest_ms: entry.newest_ms,
+                used: entry.used,
+                last_value: entry.last_value,
+                model: entry.model,
+                alerts: entry.alerts,
+                dirty: false,
+            };
+            self.series.insert(device, metric, series);
+            if let Some((name, metrics)) = self.series.device_mut(device) {
+                let name = Arc::clone(name);
+                if let Ok(i) = find_metric(metrics, metric) {
+                    let metric = Arc::clone(&metrics[i].0);
+                    for (size, end_ms, part) in entry.windows {
+                        self.windower
+                            .seed(partition, at, (&name, &metric), (size, end_ms), part);
+                    }
+                }
+            }
+            restored.series += 1;
+        }
+        // Keys of a snapshot cut short: rewrite each with the next snapshot.
+        for key in back.unconfirmed {
+            let series = state::parse_series_key(&key).and_then(|(device, metric)| {
+                let (_, metrics) = self.series.device_mut(device)?;
+                let i = find_metric(metrics, metric).ok()?;
+                Some(&mut metrics[i].1)
+            });
+            match series {
+                Some(s) => s.dirty = true,
+                None => self.snapshots.dropped.push((partition, key)),
+            }
+        }
+        self.snapshots.at.insert(partition, at);
+        self.snapshots.replay.insert(partition, at);
+        restored.at = Some(at);
+        restored
     }
 
     /// The configuration it runs with.
@@ -290,6 +520,9 @@ impl Analyzer {
         if !self.windower.first_sighting(partition, offset, reading) {
             self.duplicates += 1;
             return Output::default();
+        }
+        if !self.snapshots.replay.is_empty() && self.snapshots.replay.get(&partition).is_some_and(|&s| offset < s) {
+            return self.rebuild_windows(partition, offset, reading);
         }
         let mut values = Vec::with_capacity(reading.metrics.len());
         let mut alerts = Vec::new();
@@ -338,6 +571,7 @@ impl Analyzer {
                 *s = Series::new(detectors, partition, t, metric, x);
             }
             self.used += 1;
+            s.dirty = true;
             s.partition = partition;
             s.newest_ms = s.newest_ms.max(t);
             s.used = self.used;
@@ -368,6 +602,23 @@ impl Analyzer {
             .windower
             .push_named(partition, offset, reading, &device_name, &values);
         Output { aggregates, alerts }
+    }
+
+    /// A reading from before the restored snapshot: its values were scored
+    /// already (the snapshot holds their windows' score parts and the state
+    /// after them), so they only go into their windows.
+    fn rebuild_windows(&mut self, partition: i32, offset: i64, reading: &Reading) -> Output {
+        let device: Arc<str> = Arc::from(reading.device_id.as_str());
+        let values: Vec<(Arc<str>, f64, Option<Scored>)> = reading
+            .metrics
+            .iter()
+            .filter(|(_, x)| x.is_finite())
+            .map(|(metric, &x)| (Arc::from(metric.as_str()), x, None))
+            .collect();
+        Output {
+            aggregates: self.windower.push_named(partition, offset, reading, &device, &values),
+            alerts: Vec::new(),
+        }
     }
 
     /// Resent readings recognised and skipped since start (see [`Windower::first_sighting`]).
@@ -413,11 +664,15 @@ impl Analyzer {
         let mut used: Vec<u64> = self.series.values().map(|s| s.used).collect();
         let threshold = *used.select_nth_unstable(n - 1).1;
         let before = self.series.len();
+        let snapshots = &mut self.snapshots;
         self.series.retain(|device, metric, s| {
             if s.used > threshold {
                 return true;
             }
             alerts.extend(s.evict(device, metric, "series cap reached; series state evicted"));
+            if snapshots.on {
+                snapshots.dropped.push((s.partition, state::series_key(device, metric)));
+            }
             false
         });
         self.evictions.cap += (before - self.series.len()) as u64;
@@ -434,6 +689,7 @@ impl Analyzer {
         }
         let horizon = idle_ms.max(self.windower.max_size_ms());
         let windower = &self.windower;
+        let snapshots = &mut self.snapshots;
         let mut alerts = Vec::new();
         let before = self.series.len();
         self.series.retain(|device, metric, s| {
@@ -444,6 +700,9 @@ impl Analyzer {
                 return true;
             }
             alerts.extend(s.evict(device, metric, &idle_reason(idle_ms)));
+            if snapshots.on {
+                snapshots.dropped.push((s.partition, state::series_key(device, metric)));
+            }
             false
         });
         self.evictions.idle += (before - self.series.len()) as u64;
@@ -484,6 +743,10 @@ impl Analyzer {
     pub fn revoke(&mut self, partition: i32) {
         self.windower.revoke(partition);
         self.series.retain(|_, _, s| s.partition != partition);
+        self.snapshots.at.remove(&partition);
+        self.snapshots.replay.remove(&partition);
+        self.snapshots.dropped.retain(|(p, _)| *p != partition);
+        self.snapshots.excluded.remove(&partition);
     }
 
     /// Close every open window (bounded input, or shutdown after a final commit).

@@ -16,8 +16,12 @@
 //!   those windows are published (see [`crate::idle`]); idle series are
 //!   evicted periodically (see [`crate::engine`]).
 //!
-//! Limit: model and alert state is rebuilt only from the replayed readings, so
-//! anomaly scores right after a rebalance can differ until models warm up.
+//! - with a state topic ([`Snapshots`]), model and alert state is
+//!   snapshotted per partition every few seconds, after the outputs are
+//!   published and before the commit, and offsets are committed only up to
+//!   the newest snapshot; a new owner restores it before the first record
+//!   (see [`crate::state`]), so its scores and alerts are an uninterrupted
+//!   run's. Without one, models restart cold from the replayed readings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tributary_shared::eventlog::runner::{Handler, HandlerError, Offsets};
-use tributary_shared::eventlog::{Committed, Message, Publisher, Record, TopicPartition};
+use tributary_shared::eventlog::{Committed, EventLog, KeyValues, Message, Publisher, Record, TopicPartition};
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
@@ -34,11 +38,14 @@ use tributary_shared::splunk::{HecClient, HecEvent};
 use crate::engine::{Analyzer, Evictions};
 use crate::idle::IdleClock;
 use crate::metrics::Metrics;
+use crate::state;
 
 /// How often [`AnalyzeHandler::tick`] sweeps idle series.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A successful broker check lets idle advances go ahead for this long.
 const BROKER_CHECK_VALID: Duration = Duration::from_secs(5);
+/// Records of a snapshot published per call (about 7 MB).
+const SNAPSHOT_CHUNK: usize = 5_000;
 /// Least time between two log lines about the series cap.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -65,6 +72,20 @@ struct State {
     /// Evictions already counted in the metrics.
     reported: Evictions,
     cap_logged_at: Option<Instant>,
+    last_snapshot: Instant,
+}
+
+/// Where and how often model and alert state is snapshotted (see [`crate::state`]).
+#[derive(Clone)]
+pub struct Snapshots {
+    /// The backend the state topic lives in.
+    pub log: Arc<dyn EventLog>,
+    /// The compacted state topic, with a partition per input partition.
+    pub topic: String,
+    /// Partitions to create it with (at least the input topic's).
+    pub partitions: i32,
+    /// Time between snapshots (commits wait for them).
+    pub every: Duration,
 }
 
 /// Topics the handler writes to.
@@ -88,6 +109,9 @@ pub struct AnalyzeHandler {
     outputs: Outputs,
     splunk: Option<HecClient>,
     metrics: Metrics,
+    snapshots: Option<Snapshots>,
+    /// The state topic was created (or found): once per process, not per rebalance.
+    state_topic_ready: std::sync::atomic::AtomicBool,
 }
 
 impl AnalyzeHandler {
@@ -112,6 +136,7 @@ impl AnalyzeHandler {
             broker_ok_at: None,
             reported: Evictions::default(),
             cap_logged_at: None,
+            last_snapshot: Instant::now(),
         };
         Self {
             state: Mutex::new(state),
@@ -120,6 +145,131 @@ impl AnalyzeHandler {
             outputs,
             splunk,
             metrics,
+            snapshots: None,
+            state_topic_ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Snapshot model and alert state to `snapshots`' topic and restore it
+    /// on assignment: a warm takeover (see [`crate::state`]).
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.lock().analyzer.keep_snapshots();
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Write a snapshot of every partition that is due one: all of them
+    /// every [`Snapshots::every`], and at once a partition that has none
+    /// yet (it cannot commit before) or is in `now`. Call with the gate held, after the
+    /// outputs were published (a snapshot is at the applied offset: its
+    /// readings' outputs must be out). An error leaves the commit where it
+    /// was; the partition's next snapshot is then a full one.
+    async fn snapshot_if_due(&self, now: &[i32]) -> Result<(), HandlerError> {
+        let Some(snap) = &self.snapshots else {
+            return Ok(());
+        };
+        let (records, written) = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let all = st.last_snapshot.elapsed() >= snap.every;
+            let mut records = Vec::new();
+            let mut written = Vec::new();
+            let mut partitions: Vec<(i32, i64)> = st.applied.iter().map(|(tp, &o)| (tp.partition, o)).collect();
+            partitions.sort_unstable();
+            for (p, applied) in partitions {
+                if !all && st.analyzer.snapshot_offset(p).is_some() && !now.contains(&p) {
+                    continue;
+                }
+                if let Some(out) = st.analyzer.snapshot(p, applied) {
+                    records.extend(out.into_iter().map(|(k, v)| Record::new(k, v).to_partition(p)));
+                    written.push((p, applied));
+                }
+            }
+            if all {
+                st.last_snapshot = Instant::now();
+            }
+            (records, written)
+        };
+        if written.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let bytes: usize = records.iter().map(|r| r.key.len() + r.value.len()).sum();
+        let count = records.len();
+        // In chunks: a snapshot of every series can hold more records than
+        // the producer's queue (`TRIBUTARY_KAFKA_QUEUE_MAX_MESSAGES`) takes at once.
+        let mut result = Ok(());
+        let mut records = records;
+        while !records.is_empty() && result.is_ok() {
+            let rest = records.split_off(records.len().min(SNAPSHOT_CHUNK));
+            result = self.publish_all(&snap.topic, records).await;
+            records = rest;
+        }
+        let mut st = self.lock();
+        for &(p, at) in &written {
+            match &result {
+                Ok(()) => st.analyzer.snapshot_written(p, at),
+                Err(_) => st.analyzer.snapshot_lost(p),
+            }
+        }
+        self.metrics.snapshot(bytes, started.elapsed());
+        tracing::debug!(
+            partitions = written.len(),
+            records = count,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        result
+    }
+
+    /// Restore the snapshots of newly assigned partitions (see [`crate::state`]),
+    /// read concurrently: a rebalance waits for the slowest, not the sum.
+    async fn restore_snapshots(&self, committed: &[Committed]) {
+        let Some(snap) = &self.snapshots else {
+            return;
+        };
+        if !self.state_topic_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            match snap.log.ensure_compacted_topic(&snap.topic, snap.partitions).await {
+                Ok(()) => self.state_topic_ready.store(true, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %snap.topic, "could not create the state topic; reading it anyway")
+                }
+            }
+        }
+        let reads: Vec<_> = committed
+            .iter()
+            .map(|c| {
+                let (log, topic, partition) = (Arc::clone(&snap.log), snap.topic.clone(), c.tp.partition);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    (read_with_retries(log.as_ref(), &topic, partition).await, started)
+                })
+            })
+            .collect();
+        for (c, read) in committed.iter().zip(reads) {
+            let (records, started) = read.await.unwrap_or((None, Instant::now()));
+            let mut st = self.lock();
+            let Some(records) = records else {
+                st.analyzer.exclude_from_snapshots(c.tp.partition);
+                continue;
+            };
+            let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let n = records.len();
+            let restored = st
+                .analyzer
+                .restore_state(c.tp.partition, c.offset, state::read_back(records));
+            tracing::info!(
+                partition = c.tp.partition,
+                committed = ?c.offset,
+                snapshot_at = ?restored.at,
+                series = restored.series,
+                refused = restored.refused,
+                records = n,
+                bytes,
+                took_ms = started.elapsed().as_millis() as u64,
+                "restored the partition's model and alert state"
+            );
         }
     }
 
@@ -290,6 +440,28 @@ impl AnalyzeHandler {
             tracing::warn!(error = %e, "publishing between batches failed; kept for the next attempt");
             return Vec::new();
         }
+        // The idle rule closed windows: their offsets are committed now, so
+        // the partitions they moved need a snapshot now, not at the next interval.
+        let moved: Vec<i32> = {
+            let st = self.lock();
+            if st.commit_due {
+                st.idle
+                    .partitions()
+                    .filter_map(|tp| {
+                        let next = *st.applied.get(tp)?;
+                        let safe = st.analyzer.committable_offset(tp.partition)?.min(next);
+                        let behind = st.analyzer.snapshot_offset(tp.partition).is_some_and(|s| safe > s);
+                        behind.then_some(tp.partition)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        if let Err(e) = self.snapshot_if_due(&moved).await {
+            tracing::warn!(error = %e, "writing a snapshot between batches failed; commits wait for the next one");
+            return Vec::new();
+        }
         let mut st = self.lock();
         if !st.commit_due {
             return Vec::new(); // batches commit their own partitions; only idle closes need one here
@@ -300,6 +472,7 @@ impl AnalyzeHandler {
             .filter_map(|tp| {
                 let next = *st.applied.get(tp)?;
                 let safe = st.analyzer.committable_offset(tp.partition)?.min(next);
+                let safe = st.analyzer.snapshot_cap(tp.partition).cap(safe)?;
                 let moved = st.committed.get(tp).is_none_or(|&c| safe > c);
                 moved.then(|| {
                     (
@@ -323,6 +496,26 @@ impl AnalyzeHandler {
             r.map_err(|e| HandlerError::new(format!("publishing to {topic}"), e))?;
         }
         Ok(())
+    }
+}
+
+/// A partition of the state topic, read back; `None` after a few failed
+/// attempts (the partition then starts cold, see [`Analyzer::exclude_from_snapshots`]).
+async fn read_with_retries(log: &dyn EventLog, topic: &str, partition: i32) -> Option<KeyValues> {
+    let mut attempt = 0u32;
+    loop {
+        match log.read_partition(topic, partition).await {
+            Ok(r) => return Some(r),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, partition, "reading the partition's snapshot failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, partition, topic, "cannot read the partition's snapshot: its models start cold and it is not snapshotted while this instance owns it");
+                return None;
+            }
+        }
     }
 }
 
@@ -351,19 +544,21 @@ impl Handler for AnalyzeHandler {
     async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
         let _gate = self.gate.lock().await;
         self.apply(batch);
-        self.publish_pending().await
+        self.publish_pending().await?;
+        self.snapshot_if_due(&[]).await
     }
 
     fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {
         let st = self.lock();
         processed
             .into_iter()
-            .map(|(tp, next)| {
+            .filter_map(|(tp, next)| {
                 let safe = st
                     .analyzer
                     .committable_offset(tp.partition)
                     .map_or(next, |c| c.min(next));
-                (tp, safe)
+                let safe = st.analyzer.snapshot_cap(tp.partition).cap(safe)?;
+                Some((tp, safe))
             })
             .collect()
     }
@@ -373,20 +568,25 @@ impl Handler for AnalyzeHandler {
     }
 
     async fn on_assigned(&self, partitions: &[TopicPartition], committed: &[Committed]) {
-        let mut st = self.lock();
-        for tp in partitions {
-            st.idle.active(tp);
-        }
-        for c in committed {
-            st.applied.remove(&c.tp);
-            match c.offset {
-                Some(o) => st.committed.insert(c.tp.clone(), o),
-                None => st.committed.remove(&c.tp),
-            };
-            if st.analyzer.restore(c.tp.partition, &c.metadata) {
-                tracing::info!(partition = c.tp.partition, checkpoint = %c.metadata, "restored the partition's watermark");
+        {
+            let mut st = self.lock();
+            for tp in partitions {
+                st.idle.active(tp);
+            }
+            for c in committed {
+                st.applied.remove(&c.tp);
+                match c.offset {
+                    Some(o) => st.committed.insert(c.tp.clone(), o),
+                    None => st.committed.remove(&c.tp),
+                };
+                // The watermark before the snapshot: it decides which of the
+                // snapshot's windows can still be rebuilt.
+                if st.analyzer.restore(c.tp.partition, &c.metadata) {
+                    tracing::info!(partition = c.tp.partition, checkpoint = %c.metadata, "restored the partition's watermark");
+                }
             }
         }
+        self.restore_snapshots(committed).await;
     }
 
     async fn on_revoked(&self, partitions: &[TopicPartition]) {

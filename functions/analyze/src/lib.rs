@@ -20,6 +20,7 @@
 //! - [`detect`]: the anomaly models, the combiner, threshold rules and the
 //!   alert state machine;
 //! - [`idle`]: the rule that closes the windows of quiet partitions;
+//! - [`state`]: snapshots of model and alert state, for a warm takeover;
 //! - [`records`]: the published records (the contract lives in the shared crate);
 //! - [`metrics`]: the Prometheus counters;
 //! - [`nab`]: an evaluation on the Numenta Anomaly Benchmark (reads CSV files);
@@ -46,6 +47,7 @@ pub mod records {
     pub use tributary_shared::records::{Aggregate, Alert, AlertState};
 }
 pub mod sketch;
+pub mod state;
 pub mod window;
 
 pub use config::Config;
@@ -91,12 +93,22 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     };
     let metrics = deps.host.metrics.register(metrics::Metrics::new);
     let publisher = deps.log.publisher();
-    let handler = handler::AnalyzeHandler::new(analyzer, publisher.clone(), outputs, splunk, metrics);
+    let mut handler = handler::AnalyzeHandler::new(analyzer, publisher.clone(), outputs, splunk, metrics);
+    if let Some(topic) = config.state_topic() {
+        handler = handler.with_snapshots(handler::Snapshots {
+            log: Arc::clone(&deps.log),
+            topic,
+            partitions: config.kafka.partitions,
+            every: std::time::Duration::from_secs(config.snapshot_every_secs.max(1)),
+        });
+    }
     tracing::info!(
         windows = ?config.windows,
         idle_timeout_secs = config.idle_timeout_secs,
         series_idle_secs = config.series_idle_secs,
         max_series = config.max_series,
+        state_topic = config.state_topic().unwrap_or_default(),
+        snapshot_every_secs = config.snapshot_every_secs,
         "analyze settings"
     );
     let outputs_and_input = [

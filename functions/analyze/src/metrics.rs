@@ -18,6 +18,8 @@ pub struct Metrics {
     idle_closed: Counter,
     series: Gauge,
     evicted: Family<Vec<(String, String)>, Counter>,
+    snapshot_bytes: Counter,
+    snapshot_seconds: Counter<f64>,
 }
 
 impl Metrics {
@@ -70,7 +72,22 @@ impl Metrics {
             "Series whose model state was evicted, by reason (idle: no readings for TRIBUTARY_SERIES_IDLE_SECS; cap: TRIBUTARY_MAX_SERIES reached)",
             m.evicted.clone(),
         );
+        registry.register(
+            "tributary_analyze_snapshot_bytes",
+            "Bytes of model and alert state written to the state topic",
+            m.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "tributary_analyze_snapshot_seconds",
+            "Time spent writing snapshots (commits wait for them)",
+            m.snapshot_seconds.clone(),
+        );
         m
+    }
+
+    pub(crate) fn snapshot(&self, bytes: usize, took: std::time::Duration) {
+        self.snapshot_bytes.inc_by(bytes as u64);
+        self.snapshot_seconds.inc_by(took.as_secs_f64());
     }
 
     pub(crate) fn readings(&self, n: u64, late_total: u64, resent_total: u64, remembered: usize) {

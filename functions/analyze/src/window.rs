@@ -200,8 +200,54 @@ struct Open {
     warming: bool,
 }
 
+/// What the models contributed to an open window (its highest score, band
+/// envelope and warm-up flag), apart from its values: what a snapshot keeps
+/// of the window so a new owner that re-reads the window's values without
+/// scoring them again ends with the same aggregate (see [`crate::state`]).
+/// Merging is order-free (max, min/max, or), so seeding it first and adding
+/// later scores gives what adding every score would.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScorePart {
+    /// The highest score and its model.
+    pub score: Option<(f64, &'static str)>,
+    /// The envelope of the bands (NaN: none).
+    pub expected_low: f64,
+    /// The envelope of the bands (NaN: none).
+    pub expected_high: f64,
+    /// Some value was scored while the models were warming up.
+    pub warming: bool,
+}
+
+impl ScorePart {
+    fn of(open: &Open) -> Self {
+        Self {
+            score: open.score,
+            expected_low: open.expected_low,
+            expected_high: open.expected_high,
+            warming: open.warming,
+        }
+    }
+
+    fn seed(&self, open: &mut Open) {
+        open.score = self.score;
+        open.expected_low = self.expected_low;
+        open.expected_high = self.expected_high;
+        open.warming = self.warming;
+    }
+}
+
+/// Score parts restored for one partition, by boundary, to seed the windows
+/// a replay rebuilds: used only while the replay is before `until`.
+#[derive(Clone, Debug, Default)]
+struct Seeds {
+    parts: BTreeMap<(i64, u32), hashbrown::HashMap<SeriesKey, ScorePart, FixedState>>,
+    until: i64,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Partition {
+    /// Score parts from a snapshot, for the windows a replay rebuilds.
+    seeds: Option<Box<Seeds>>,
     /// Newest event time seen (or restored from a checkpoint).
     max_event_ms: Option<i64>,
     /// Where the idle rule moved the event clock, if it did.
@@ -387,6 +433,9 @@ impl Windower {
         let lateness = self.config.allowed_lateness.num_milliseconds().max(0);
         let p = self.partitions.entry(partition).or_default();
         p.last_offset = Some(p.last_offset.map_or(offset, |o| o.max(offset)));
+        if p.seeds.as_ref().is_some_and(|s| offset >= s.until) {
+            p.seeds = None;
+        }
         let watermark_before = p.clock().map(|m| m - lateness);
         for &size in &self.config.sizes_seconds {
             let size_ms = i64::from(size) * 1000;
@@ -421,17 +470,27 @@ impl Windower {
                 let found = group.windows.get_mut(&SeriesRef(device, metric));
                 let open = match found {
                     Some(open) => open,
-                    None => group
-                        .windows
-                        .entry((Arc::clone(device), Arc::clone(metric)))
-                        .or_insert_with(|| Open {
-                            stats: Stats::default(),
-                            score: None,
-                            expected_low: f64::NAN,
-                            expected_high: f64::NAN,
-                            min_offset: offset,
-                            warming: false,
-                        }),
+                    None => {
+                        let open = group
+                            .windows
+                            .entry((Arc::clone(device), Arc::clone(metric)))
+                            .or_insert_with(|| Open {
+                                stats: Stats::default(),
+                                score: None,
+                                expected_low: f64::NAN,
+                                expected_high: f64::NAN,
+                                min_offset: offset,
+                                warming: false,
+                            });
+                        let seed = p
+                            .seeds
+                            .as_ref()
+                            .and_then(|s| s.parts.get(&(end_ms, size))?.get(&SeriesRef(device, metric)));
+                        if let Some(seed) = seed {
+                            seed.seed(open);
+                        }
+                        open
+                    }
                 };
                 open.stats.push(*x);
                 open.min_offset = open.min_offset.min(offset);
@@ -476,6 +535,47 @@ impl Windower {
         p.open
             .first_key_value()
             .is_some_and(|(&(end_ms, _), _)| end_ms <= watermark)
+    }
+
+    /// The score parts of a series' open windows in `partition`, as
+    /// (size in seconds, end in epoch ms, part), in boundary order.
+    pub fn score_parts(&self, partition: i32, device: &str, metric: &str) -> Vec<(u32, i64, ScorePart)> {
+        let Some(p) = self.partitions.get(&partition) else {
+            return Vec::new();
+        };
+        p.open
+            .iter()
+            .filter_map(|(&(end_ms, size), g)| {
+                let open = g.windows.get(&SeriesRef(device, metric))?;
+                Some((size, end_ms, ScorePart::of(open)))
+            })
+            .collect()
+    }
+
+    /// Seed the window (`size`, `end_ms`) of a series with a snapshot's
+    /// score part, for a replay of `partition` up to offset `until` (the
+    /// snapshot's): the window a replayed value opens starts from it. A
+    /// window the restored watermark has closed is not seeded (its values
+    /// replay as late). Restore the watermark first.
+    pub fn seed(
+        &mut self,
+        partition: i32,
+        until: i64,
+        series: (&Arc<str>, &Arc<str>),
+        (size, end_ms): (u32, i64),
+        part: ScorePart,
+    ) {
+        if self.watermark_ms(partition).is_some_and(|w| end_ms <= w) {
+            return;
+        }
+        let p = self.partitions.entry(partition).or_default();
+        let seeds = p.seeds.get_or_insert_with(Box::default);
+        seeds.until = until;
+        seeds
+            .parts
+            .entry((end_ms, size))
+            .or_default()
+            .insert((Arc::clone(series.0), Arc::clone(series.1)), part);
     }
 
     fn lateness_ms(&self) -> i64 {

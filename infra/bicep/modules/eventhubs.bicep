@@ -36,6 +36,23 @@ resource hubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [for t in t
   }
 }]
 
+// Analyze's model and alert state for a warm takeover (its
+// TRIBUTARY_ANALYZE_STATE_TOPIC default, `<group>.state`): compacted, so each
+// series' newest snapshot is kept whatever its age, with as many partitions
+// as telemetry.raw (a state partition per input partition). Created here
+// because the functions' send-and-listen rule cannot create event hubs.
+resource analyzeState 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: ns
+  name: 'tributary-analyze.state'
+  properties: {
+    partitionCount: partitions
+    retentionDescription: {
+      cleanupPolicy: 'Compact'
+      tombstoneRetentionTimeInHours: 24
+    }
+  }
+}
+
 // The Kafka endpoint's SASL PLAIN login is a connection string (user
 // $ConnectionString): a namespace rule that may only send and listen, not
 // manage. Its connection string goes to Key Vault (secrets.bicep) for the

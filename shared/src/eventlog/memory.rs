@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    Committed, Delivered, Event, EventLog, EventLogError, Message, Publisher, Record, Subscription, TopicPartition,
-    partition_for,
+    Committed, Delivered, Event, EventLog, EventLogError, KeyValues, Message, Publisher, Record, Subscription,
+    TopicPartition, partition_for,
 };
 
 #[derive(Default)]
@@ -39,6 +39,8 @@ struct Group {
 #[derive(Default)]
 struct State {
     topics: HashMap<String, Vec<PartitionLog>>,
+    /// Topics created compacted: exempt from the retention count.
+    compacted: std::collections::HashSet<String>,
     groups: HashMap<String, Group>,
     next_member: u64,
 }
@@ -217,6 +219,9 @@ impl Publisher for MemoryLog {
         {
             let mut st = self.shared.lock();
             let created = !st.topics.contains_key(topic);
+            // Kept whole: a compacted topic keeps every key's newest record,
+            // which a count limit would not (and state topics are small here).
+            let compacted = st.compacted.contains(topic);
             let parts = st.topics.entry(topic.to_owned()).or_insert_with(|| {
                 (0..self.shared.default_partitions)
                     .map(|_| PartitionLog::default())
@@ -224,11 +229,20 @@ impl Publisher for MemoryLog {
             });
             let n = parts.len() as i32;
             for r in records {
-                let p = partition_for(&r.key, n);
+                let p = match r.partition {
+                    None => partition_for(&r.key, n),
+                    Some(p) if (0..n).contains(&p) => p,
+                    Some(p) => {
+                        out.push(Err(EventLogError::Rejected(format!(
+                            "{topic} has {n} partitions, no partition {p}"
+                        ))));
+                        continue;
+                    }
+                };
                 let log = &mut parts[p as usize];
                 let offset = log.base + log.records.len() as i64;
                 log.records.push_back((r, now));
-                if log.records.len() > self.shared.retention {
+                if log.records.len() > self.shared.retention && !compacted {
                     log.records.pop_front();
                     log.base += 1;
                 }
@@ -304,6 +318,26 @@ impl EventLog for MemoryLog {
             rebalance(&mut st, &g);
         }
         Ok(())
+    }
+    async fn ensure_compacted_topic(&self, topic: &str, partitions: i32) -> Result<(), EventLogError> {
+        self.shared.lock().compacted.insert(topic.to_owned());
+        self.ensure_topics(&[topic.to_owned()], partitions).await
+    }
+
+    async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
+        let st = self.shared.lock();
+        let Some(log) = st
+            .topics
+            .get(topic)
+            .and_then(|parts| parts.get(usize::try_from(partition).ok()?))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(log
+            .records
+            .iter()
+            .map(|(r, _)| (r.key.clone(), r.value.clone()))
+            .collect())
     }
 }
 

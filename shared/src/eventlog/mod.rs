@@ -32,6 +32,8 @@ pub struct Record {
     pub value: Vec<u8>,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None`: the one the key maps to.
+    pub partition: Option<i32>,
 }
 
 impl Record {
@@ -41,9 +43,20 @@ impl Record {
             key: key.into(),
             value: value.into(),
             headers: Vec::new(),
+            partition: None,
         }
     }
+
+    /// This record, written to `partition` whatever its key (for state kept
+    /// per input partition, where compaction still needs distinct keys).
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
 }
+
+/// Records as (key, value), oldest first: a partition read back.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Where a published record landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +133,7 @@ impl Message {
                 ("function".into(), function.as_bytes().to_vec()),
                 ("error".into(), error.as_bytes().to_vec()),
             ],
+            partition: None,
         }
     }
 
@@ -211,6 +225,15 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Create the topics that do not exist yet, with `partitions` each.
     async fn ensure_topics(&self, topics: &[String], partitions: i32) -> Result<(), EventLogError>;
+
+    /// Create `topic` if it does not exist yet, with `partitions`, compacted
+    /// (the newest record per key is kept, whatever its age): for state.
+    async fn ensure_compacted_topic(&self, topic: &str, partitions: i32) -> Result<(), EventLogError>;
+
+    /// Every record (key, value) of one partition of `topic`, oldest first,
+    /// up to its end when called; nothing if the topic does not exist. For
+    /// reading state back, outside any consumer group.
+    async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError>;
 }
 
 /// Stable partition choice for the in-process backend (FNV-1a of the key).

@@ -21,6 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::records::{Alert, AlertState};
+use crate::state::codec::{Corrupt, Reader, Writer};
 
 /// Alerting parameters.
 #[derive(Clone, Debug)]
@@ -173,6 +174,40 @@ impl AlertTracker {
             state: AlertState::Resolved,
             opened_at: inc.opened_at,
             updated_at: t.max(inc.opened_at),
+        })
+    }
+}
+
+impl AlertTracker {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.bool(self.open.is_some());
+        if let Some(inc) = &self.open {
+            w.str(&inc.id);
+            w.str(&inc.model);
+            w.time(inc.opened_at);
+            w.time(inc.last_sent);
+            w.opt_time(inc.calm_since);
+        }
+        w.opt_time(self.resolved_at);
+    }
+
+    /// Read what [`AlertTracker::save`] wrote.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        let open = if r.bool()? {
+            Some(Box::new(Incident {
+                id: r.str()?.to_owned(),
+                model: r.str()?.to_owned(),
+                opened_at: r.time()?,
+                last_sent: r.time()?,
+                calm_since: r.opt_time()?,
+            }))
+        } else {
+            None
+        };
+        Ok(Self {
+            open,
+            resolved_at: r.opt_time()?,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! keeps the proportions (the quantile) while bounding the memory.
 
 use super::squash;
+use crate::state::codec::{Corrupt, Reader, Writer};
 
 /// Bins of the histogram of past strengths.
 pub const BINS: usize = 76;
@@ -153,6 +154,37 @@ impl Calibrator {
             .iter()
             .map(|&c| u32::from(c))
             .sum();
+    }
+}
+
+impl Calibrator {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        for &c in &self.counts {
+            w.u16(c);
+        }
+        w.u32(self.total);
+        w.u8(self.q_bin);
+        w.u32(self.at_or_below);
+    }
+
+    /// Read what [`Calibrator::save`] wrote.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        let mut counts = [0; BINS];
+        for c in &mut counts {
+            *c = r.u16()?;
+        }
+        let cal = Self {
+            counts,
+            total: r.u32()?,
+            q_bin: r.u8()?,
+            at_or_below: r.u32()?,
+        };
+        // The quantile's bin indexes the histogram: out of range is not ours.
+        if usize::from(cal.q_bin) >= BINS {
+            return Err(Corrupt);
+        }
+        Ok(cal)
     }
 }
 

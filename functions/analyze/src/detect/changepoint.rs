@@ -11,6 +11,7 @@
 
 use super::robust::{RobustEw, alpha};
 use super::squash;
+use crate::state::codec::{Corrupt, Reader, Writer};
 
 /// Change-point parameters.
 #[derive(Clone, Debug)]
@@ -63,6 +64,22 @@ impl ChangePointDetector {
     /// The level before the shift and the level now.
     pub fn levels(&self) -> (f64, f64) {
         (self.slow.loc(), self.fast.loc())
+    }
+}
+
+impl ChangePointDetector {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        self.fast.save(w);
+        self.slow.save(w);
+    }
+
+    /// Read what [`ChangePointDetector::save`] wrote.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        Ok(Self {
+            fast: RobustEw::load(r)?,
+            slow: RobustEw::load(r)?,
+        })
     }
 }
 

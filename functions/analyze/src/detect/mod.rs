@@ -29,6 +29,7 @@ pub mod spike;
 
 use chrono::{DateTime, Utc};
 
+use crate::state::codec::{Corrupt, Reader, Writer};
 pub use calibrate::Calibration;
 use calibrate::Calibrator;
 use changepoint::{ChangePointConfig, ChangePointDetector};
@@ -262,6 +263,70 @@ impl SeriesModel {
             shift,
             warming,
         }
+    }
+}
+
+impl SeriesModel {
+    /// Write the models' state (see [`crate::state`]); the configuration is
+    /// not written, but each rule's text is, so state is never restored
+    /// into another rule.
+    pub(crate) fn save(&self, w: &mut Writer) {
+        self.spike.save(w);
+        self.changepoint.save(w);
+        w.bool(self.seasonal.is_some());
+        if let Some(s) = &self.seasonal {
+            s.0.save(w);
+            s.1.save(w);
+        }
+        w.u16(self.rules.len() as u16);
+        for r in &self.rules {
+            w.str(&r.rule().text);
+            r.save(w);
+        }
+        self.spike_cal.save(w);
+        self.changepoint_cal.save(w);
+        w.bytes(&self.recent);
+        w.u16(self.recent_at);
+    }
+
+    /// Read what [`SeriesModel::save`] wrote, for a series of `metric` under
+    /// `config`. State of another shape (the configuration changed between
+    /// the writer and the reader: seasonal model on or off, other slots,
+    /// rules or novelty) is [`Corrupt`]: the series then starts cold rather
+    /// than with state that means something else.
+    pub(crate) fn load(config: &DetectorConfig, metric: &str, r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        let mut m = Self::new(config, metric);
+        m.spike = SpikeDetector::load(r)?;
+        m.changepoint = ChangePointDetector::load(r)?;
+        match (&mut m.seasonal, r.bool()?) {
+            (Some(s), true) => {
+                s.0.load_into(r)?;
+                s.1 = Calibrator::load(r)?;
+            }
+            (None, false) => {}
+            _ => return Err(Corrupt),
+        }
+        if usize::from(r.u16()?) != m.rules.len() {
+            return Err(Corrupt);
+        }
+        for rule in &mut m.rules {
+            if r.str()? != rule.rule().text {
+                return Err(Corrupt);
+            }
+            rule.load_into(r)?;
+        }
+        m.spike_cal = Calibrator::load(r)?;
+        m.changepoint_cal = Calibrator::load(r)?;
+        let recent = r.bytes()?;
+        if recent.len() != m.recent.len() {
+            return Err(Corrupt);
+        }
+        m.recent.copy_from_slice(recent);
+        m.recent_at = r.u16()?;
+        if usize::from(m.recent_at) >= m.recent.len().max(1) {
+            return Err(Corrupt);
+        }
+        Ok(m)
     }
 }
 

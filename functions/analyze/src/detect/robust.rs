@@ -13,6 +13,8 @@
 //! so a step of many spreads takes a few spans (and a flat series that
 //! steps, longer: its spread starts from its floor).
 
+use crate::state::codec::{Corrupt, Reader, Writer};
+
 /// Values taken as they come (running mean, unclipped) before the spread
 /// means anything.
 pub const WARM_UP: u32 = 8;
@@ -104,6 +106,28 @@ impl RobustEw {
         self.hi = x.max(self.hi - a * (self.hi - self.loc));
         self.lo = x.min(self.lo + a * (self.loc - self.lo));
         self.n = self.n.saturating_add(1);
+    }
+}
+
+impl RobustEw {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.f64(self.loc);
+        w.f64(self.hi);
+        w.f64(self.lo);
+        w.f64(self.dev);
+        w.u32(self.n);
+    }
+
+    /// Read what [`RobustEw::save`] wrote.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        Ok(Self {
+            loc: r.f64()?,
+            hi: r.f64()?,
+            lo: r.f64()?,
+            dev: r.f64()?,
+            n: r.u32()?,
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! has held continuously, in event time, for the duration, else 0. Memory per
 //! series and rule: one timestamp.
 
+use crate::state::codec::{Corrupt, Reader, Writer};
 use chrono::{DateTime, Duration, Utc};
 
 /// Comparison of a rule.
@@ -153,6 +154,21 @@ impl RuleState {
     /// Whether the last value scored 1.
     pub fn fired(&self) -> bool {
         self.fired
+    }
+}
+
+impl RuleState {
+    /// Write the state (the rule itself is configuration, not state).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.opt_time(self.since);
+        w.bool(self.fired);
+    }
+
+    /// Read what [`RuleState::save`] wrote into the state of the same rule.
+    pub(crate) fn load_into(&mut self, r: &mut Reader<'_>) -> Result<(), Corrupt> {
+        self.since = r.opt_time()?;
+        self.fired = r.bool()?;
+        Ok(())
     }
 }
 

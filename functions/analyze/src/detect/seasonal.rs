@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::robust::{RobustEw, alpha};
 use super::squash;
+use crate::state::codec::{Corrupt, Reader, Writer};
 
 /// Seasonal parameters.
 #[derive(Clone, Debug)]
@@ -141,6 +142,39 @@ impl SeasonalDetector {
         let m = self.anchor + level + self.residual.loc();
         let s = self.residual.sigma();
         Some((m - z * s, m + z * s))
+    }
+}
+
+impl SeasonalDetector {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.u32(self.levels.len() as u32);
+        for &l in &self.levels {
+            w.f32(l);
+        }
+        for &b in &self.warm {
+            w.u64(b);
+        }
+        w.f64(self.anchor);
+        self.residual.save(w);
+    }
+
+    /// Read what [`SeasonalDetector::save`] wrote into a detector made for
+    /// the same configuration (`self`): another number of slots is
+    /// [`Corrupt`] (the configuration changed; the series starts cold).
+    pub(crate) fn load_into(&mut self, r: &mut Reader<'_>) -> Result<(), Corrupt> {
+        if r.u32()? as usize != self.levels.len() {
+            return Err(Corrupt);
+        }
+        for l in self.levels.iter_mut() {
+            *l = r.f32()?;
+        }
+        for b in self.warm.iter_mut() {
+            *b = r.u64()?;
+        }
+        self.anchor = r.f64()?;
+        self.residual = RobustEw::load(r)?;
+        Ok(())
     }
 }
 

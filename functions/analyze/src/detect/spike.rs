@@ -8,6 +8,7 @@
 
 use super::robust::{RobustEw, alpha};
 use super::squash;
+use crate::state::codec::{Corrupt, Reader, Writer};
 
 /// Which direction counts as anomalous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,20 @@ impl SpikeDetector {
     pub fn band(&self, z: f64) -> (f64, f64) {
         let (m, s) = (self.level.loc(), self.level.sigma());
         (m - z * s, m + z * s)
+    }
+}
+
+impl SpikeDetector {
+    /// Write the state (see [`crate::state`]).
+    pub(crate) fn save(&self, w: &mut Writer) {
+        self.level.save(w);
+    }
+
+    /// Read what [`SpikeDetector::save`] wrote.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        Ok(Self {
+            level: RobustEw::load(r)?,
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 //!   rebuild after a lost idempotence state;
 //! - `consumer.rs`: the subscription, rebalance events in order with records;
 //! - `metadata.rs`: the commit-metadata mirror topic for brokers that drop it;
+//! - `reader.rs`: reading a partition back from its start (state topics);
 //! - `admin.rs`: topic creation.
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::{EventLog, EventLogError, Publisher, Subscription};
+use super::{EventLog, EventLogError, KeyValues, Publisher, Subscription};
 use crate::config::KafkaArgs;
 use admin::create_topics;
 use consumer::KafkaSubscription;
@@ -35,6 +36,7 @@ mod admin;
 mod consumer;
 mod metadata;
 mod producer;
+mod reader;
 
 /// A connection to a Kafka-protocol cluster.
 #[derive(Clone)]
@@ -143,6 +145,16 @@ impl EventLog for KafkaLog {
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.args.replication)))
             .collect();
         create_topics(&self.args, &self.client_id, &new).await
+    }
+
+    async fn ensure_compacted_topic(&self, topic: &str, partitions: i32) -> Result<(), EventLogError> {
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.args.replication))
+            .set("cleanup.policy", "compact");
+        create_topics(&self.args, &self.client_id, &[new]).await
+    }
+
+    async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
+        reader::read_partition(self, topic, partition).await
     }
 }
 

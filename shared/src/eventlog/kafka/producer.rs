@@ -169,6 +169,9 @@ impl Publisher for KafkaPublisher {
                 index,
             });
             let mut br = BaseRecord::with_opaque_to(topic, pending).key(&r.key).payload(&r.value);
+            if let Some(p) = r.partition {
+                br = br.partition(p);
+            }
             if !r.headers.is_empty() {
                 let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
                 for (k, v) in &r.headers {

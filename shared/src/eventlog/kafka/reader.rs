@@ -1,0 +1,85 @@
+//! Reading one partition back from its start, outside any consumer group:
+//! how state kept in a compacted topic is restored.
+//!
+//! Guarantee: every record the partition held when the read began (its high
+//! watermark then), in offset order; compaction's gaps are skipped. A topic
+//! or partition that does not exist reads as empty.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::{KafkaLog, base_config, map_err, reconnecting};
+use crate::eventlog::{EventLogError, KeyValues};
+
+/// Longest a read may take: a restore that cannot finish is an error, not a
+/// silent partial state.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The records of `topic`'s `partition` (see the module docs).
+pub(super) async fn read_partition(log: &KafkaLog, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
+    let mut cfg = base_config(&log.args, &log.client_id)?;
+    // Assigned, never subscribed: librdkafka wants a group id, nothing is committed.
+    cfg.set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cfg
+            .create()
+            .map_err(|e| EventLogError::Other(format!("creating a reader of {topic}: {e}")))?;
+        read(&consumer, &topic, partition)
+    })
+    .await
+    .map_err(|e| EventLogError::Other(e.to_string()))?
+}
+
+fn read(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| map_err(&e))?;
+    let exists = md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && t.partitions().iter().any(|p| p.id() == partition));
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .map_err(|e| map_err(&e))?;
+    let mut out = Vec::new();
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .map_err(|e| EventLogError::Other(e.to_string()))?;
+    consumer.assign(&tpl).map_err(|e| map_err(&e))?;
+    let mut next = low;
+    while next < high {
+        if Instant::now() > deadline {
+            return Err(EventLogError::Unavailable(format!(
+                "reading {topic}/{partition} back took over {READ_TIMEOUT:?} (at offset {next} of {high})"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(e)) if reconnecting(&e) => {}
+            Some(Err(e)) => return Err(map_err(&e)),
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                if m.offset() < high {
+                    out.push((
+                        m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                        m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
