@@ -111,6 +111,17 @@ pub struct KafkaArgs {
         default_value_t = Self::default().metadata_topic_prefix
     )]
     pub metadata_topic_prefix: String,
+
+    /// Least time between two offset commits of a consumer, in milliseconds:
+    /// what batches made committable meanwhile is committed together (always
+    /// before a revocation and a clean stop). A crash replays up to this much
+    /// more; 0 commits after every batch.
+    #[arg(
+        long = "kafka-commit-every-ms",
+        env = "TRIBUTARY_KAFKA_COMMIT_EVERY_MS",
+        default_value_t = Self::default().commit_every_ms
+    )]
+    pub commit_every_ms: u64,
 }
 
 impl Default for KafkaArgs {
@@ -125,6 +136,7 @@ impl Default for KafkaArgs {
             partitions: crate::topics::DEFAULT_PARTITIONS,
             replication: 1,
             metadata_topic_prefix: "tributary.offset-metadata.".into(),
+            commit_every_ms: 1_000,
         }
     }
 }

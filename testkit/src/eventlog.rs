@@ -199,6 +199,7 @@ pub async fn runner_commits_only_after_success(log: &dyn EventLog, topic: &str) 
         max_wait: Duration::from_millis(200),
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        ..RunnerConfig::default()
     };
     let done = async {
         let start = tokio::time::Instant::now();

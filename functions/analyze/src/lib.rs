@@ -119,6 +119,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     ]
     .map(String::as_str);
     let consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
+        .committing(&config.kafka)
         .creating(&config.kafka, &outputs_and_input);
     let service = Service::new("analyze", deps.host, Arc::new(PublisherReady(publisher)));
     service

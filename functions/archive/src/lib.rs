@@ -91,6 +91,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     );
     let ready: Arc<dyn Readiness> = Arc::new(RawStoreReady(deps.raw));
     let consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
+        .committing(&config.kafka)
         .creating(&config.kafka, &[&config.topics.raw, &config.topics.deadletter])
         .after(ready.clone());
     let service = Service::new("archive", deps.host, ready);

@@ -468,6 +468,7 @@ async fn an_outage_makes_the_runner_retry_and_nothing_is_lost() {
         max_wait: Duration::from_millis(50),
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(400),
+        ..RunnerConfig::default()
     };
     let runner = {
         let h = h.clone();

@@ -102,6 +102,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
     let topics = [config.topics.aggregates.as_str(), config.topics.alerts.as_str()];
     let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max)
+        .committing(&config.kafka)
         .creating(
             &config.kafka,
             &[

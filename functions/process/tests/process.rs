@@ -427,6 +427,7 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
         max_wait: Duration::from_millis(100),
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(20),
+        ..RunnerConfig::default()
     };
 
     // First instance: writes, then "crashes" every time before committing.

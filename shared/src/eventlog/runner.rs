@@ -12,6 +12,12 @@
 //! Delivery is therefore at-least-once: a crash between the handler's write
 //! and the commit replays the batch, and handlers write idempotently.
 //!
+//! Commits are gathered: what batches and ticks make committable is
+//! committed at most every [`RunnerConfig::commit_every`] (a synchronous
+//! commit per batch cost a broker round trip per batch), and always before
+//! the handler hears of a revocation and before the runner returns. A crash
+//! replays at most that much more.
+//!
 //! Between polls (whether or not records came) the runner calls the
 //! handler's [`Handler::tick`] and commits what it returns, through the same
 //! commit path as batches: a handler that closes windows on a timer (analyze's
@@ -109,6 +115,8 @@ pub struct RunnerConfig {
     pub initial_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Least time between two commits (zero: after every batch).
+    pub commit_every: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -118,6 +126,7 @@ impl Default for RunnerConfig {
             max_wait: Duration::from_millis(500),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            commit_every: Duration::from_secs(1),
         }
     }
 }
@@ -132,9 +141,13 @@ pub async fn run_consumer<H: Handler + ?Sized>(
 ) -> Result<(), EventLogError> {
     tokio::pin!(shutdown);
     let mut backoff = cfg.initial_backoff;
+    let mut pending = Pending::default();
     loop {
         let due = handler.tick().await;
-        commit(sub.as_mut(), handler, &due, "between batches").await;
+        pending.add(due);
+        if pending.is_due(cfg) {
+            pending.flush(sub.as_mut(), handler, "between batches").await;
+        }
         let started = Instant::now();
         let ev = tokio::select! {
             _ = &mut shutdown => break,
@@ -161,6 +174,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                             );
                             tokio::select! {
                                 _ = &mut shutdown => {
+                                    pending.flush(sub.as_mut(), handler, "when stopping").await;
                                     sub.close().await;
                                     return Ok(());
                                 }
@@ -174,6 +188,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             }
             Ok(Event::Revoked(p)) => {
                 tracing::info!(partitions = ?p, "partitions revoked");
+                pending.flush(sub.as_mut(), handler, "at a revocation").await;
                 handler.on_revoked(&p).await;
                 continue;
             }
@@ -204,6 +219,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                     let delay = retry_delay(cfg, attempt);
                     tokio::select! {
                         _ = &mut shutdown => {
+                            pending.flush(sub.as_mut(), handler, "when stopping").await;
                             sub.close().await;
                             return Ok(());
                         }
@@ -222,10 +238,47 @@ pub async fn run_consumer<H: Handler + ?Sized>(
                 (tp, off, meta)
             })
             .collect();
-        commit(sub.as_mut(), handler, &offsets, "after a batch").await;
+        pending.add(offsets);
+        if pending.is_due(cfg) {
+            pending.flush(sub.as_mut(), handler, "after a batch").await;
+        }
     }
+    pending.flush(sub.as_mut(), handler, "when stopping").await;
     sub.close().await;
     Ok(())
+}
+
+/// Offsets made committable since the last commit: the newest per partition.
+#[derive(Default)]
+struct Pending {
+    offsets: BTreeMap<TopicPartition, (i64, String)>,
+    last_commit: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, offsets: Offsets) {
+        for (tp, off, meta) in offsets {
+            self.offsets.insert(tp, (off, meta));
+        }
+    }
+
+    fn is_due(&self, cfg: &RunnerConfig) -> bool {
+        !self.offsets.is_empty() && self.last_commit.is_none_or(|t| t.elapsed() >= cfg.commit_every)
+    }
+
+    /// Commit what is pending. A failed commit is dropped, not retried: the
+    /// next batch or tick brings newer offsets (and a lost one only means a replay).
+    async fn flush<H: Handler + ?Sized>(&mut self, sub: &mut dyn Subscription, handler: &H, when: &str) {
+        if self.offsets.is_empty() {
+            return;
+        }
+        let offsets: Offsets = std::mem::take(&mut self.offsets)
+            .into_iter()
+            .map(|(tp, (off, meta))| (tp, off, meta))
+            .collect();
+        self.last_commit = Some(Instant::now());
+        commit(sub, handler, &offsets, when).await;
+    }
 }
 
 /// Commit `offsets` and tell the handler. A failed commit only means a replay
@@ -277,6 +330,70 @@ mod tests {
         assert_eq!(
             got,
             vec![(TopicPartition::new("t", 0), 8), (TopicPartition::new("t", 1), 3)]
+        );
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Handler for Count {
+        async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
+            self.0.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_are_gathered_and_what_is_pending_is_committed_on_stop() {
+        use crate::eventlog::memory::MemoryLog;
+        use crate::eventlog::{EventLog, Publisher, Record};
+        let log = MemoryLog::new(1, 1000);
+        let publish = |n: usize| {
+            let log = log.clone();
+            async move {
+                let records = (0..n).map(|i| Record::new("k", format!("{i}"))).collect();
+                for r in log.publish("t", records).await {
+                    r.expect("published");
+                }
+            }
+        };
+        publish(5).await;
+        let sub = log.subscribe("g", &["t".to_owned()]).await.expect("subscribe");
+        let handler = Count(std::sync::atomic::AtomicUsize::new(0));
+        let cfg = RunnerConfig {
+            max_wait: Duration::from_millis(20),
+            commit_every: Duration::from_secs(3600),
+            ..RunnerConfig::default()
+        };
+        let seen = |n: usize| {
+            let handler = &handler;
+            async move {
+                while handler.0.load(std::sync::atomic::Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let lag_while_running = async {
+            seen(5).await;
+            let first = log.lag("g", "t");
+            publish(7).await;
+            seen(12).await;
+            (first, log.lag("g", "t"))
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stop = async move {
+            let lags = lag_while_running.await;
+            let _ = tx.send(lags);
+        };
+        run_consumer(sub, &handler, &cfg, stop).await.expect("runner");
+        let (first, later) = rx.await.expect("lags");
+        assert_eq!(first, 0, "the first batch is committed at once");
+        assert_eq!(later, 7, "later batches wait for the commit interval");
+        assert_eq!(
+            log.lag("g", "t"),
+            0,
+            "what was pending is committed when the runner stops"
         );
     }
 

@@ -187,6 +187,12 @@ impl ConsumerSettings {
         self
     }
 
+    /// Commit at most every `kafka`'s `commit_every_ms` (see [`RunnerConfig::commit_every`]).
+    pub fn committing(mut self, kafka: &KafkaArgs) -> Self {
+        self.runner.commit_every = std::time::Duration::from_millis(kafka.commit_every_ms);
+        self
+    }
+
     /// Join only once `sink` is ready: a member that cannot write would only
     /// take partitions from members that can and retry its batches.
     pub fn after(mut self, sink: Arc<dyn Readiness>) -> Self {
