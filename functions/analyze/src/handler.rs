@@ -34,6 +34,7 @@ use tributary_shared::eventlog::{Committed, EventLog, KeyValues, Message, Publis
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
+use tributary_shared::telemetry::ErrorChain;
 
 use crate::engine::{Analyzer, Evictions};
 use crate::idle::IdleClock;
@@ -44,6 +45,9 @@ use crate::state;
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A successful broker check lets idle advances go ahead for this long.
 const BROKER_CHECK_VALID: Duration = Duration::from_secs(5);
+/// After a snapshot could not be written, the next attempt waits this long
+/// (each attempt after a failure writes every series again).
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Records of a snapshot published per call (about 7 MB).
 const SNAPSHOT_CHUNK: usize = 5_000;
 /// Least time between two log lines about the series cap.
@@ -73,6 +77,8 @@ struct State {
     reported: Evictions,
     cap_logged_at: Option<Instant>,
     last_snapshot: Instant,
+    /// When writing a snapshot last failed: no new attempt for a while.
+    snapshot_failed_at: Option<Instant>,
 }
 
 /// Where and how often model and alert state is snapshotted (see [`crate::state`]).
@@ -137,6 +143,7 @@ impl AnalyzeHandler {
             reported: Evictions::default(),
             cap_logged_at: None,
             last_snapshot: Instant::now(),
+            snapshot_failed_at: None,
         };
         Self {
             state: Mutex::new(state),
@@ -163,64 +170,78 @@ impl AnalyzeHandler {
     /// yet (it cannot commit before) or is in `now`. Call with the gate held, after the
     /// outputs were published (a snapshot is at the applied offset: its
     /// readings' outputs must be out). An error leaves the commit where it
-    /// was; the partition's next snapshot is then a full one.
+    /// was; the partition's next snapshot is then a full one, attempted
+    /// after [`SNAPSHOT_RETRY_AFTER`].
     async fn snapshot_if_due(&self, now: &[i32]) -> Result<(), HandlerError> {
         let Some(snap) = &self.snapshots else {
             return Ok(());
         };
-        let (records, written) = {
+        // Per partition: (partition, offset, records).
+        let snapshots: Vec<(i32, i64, Vec<Record>)> = {
             let mut st = self.lock();
             let st = &mut *st;
+            if st
+                .snapshot_failed_at
+                .is_some_and(|t| t.elapsed() < SNAPSHOT_RETRY_AFTER)
+            {
+                return Ok(());
+            }
             let all = st.last_snapshot.elapsed() >= snap.every;
-            let mut records = Vec::new();
-            let mut written = Vec::new();
             let mut partitions: Vec<(i32, i64)> = st.applied.iter().map(|(tp, &o)| (tp.partition, o)).collect();
             partitions.sort_unstable();
+            let mut snapshots = Vec::new();
             for (p, applied) in partitions {
                 if !all && st.analyzer.snapshot_offset(p).is_some() && !now.contains(&p) {
                     continue;
                 }
                 if let Some(out) = st.analyzer.snapshot(p, applied) {
-                    records.extend(out.into_iter().map(|(k, v)| Record::new(k, v).to_partition(p)));
-                    written.push((p, applied));
+                    let records = out
+                        .into_iter()
+                        .map(|(k, v)| Record::new(k, v).to_partition(p))
+                        .collect();
+                    snapshots.push((p, applied, records));
                 }
             }
             if all {
                 st.last_snapshot = Instant::now();
             }
-            (records, written)
+            snapshots
         };
-        if written.is_empty() {
+        if snapshots.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        let bytes: usize = records.iter().map(|r| r.key.len() + r.value.len()).sum();
-        let count = records.len();
-        // In chunks: a snapshot of every series can hold more records than
-        // the producer's queue (`TRIBUTARY_KAFKA_QUEUE_MAX_MESSAGES`) takes at once.
-        let mut result = Ok(());
-        let mut records = records;
-        while !records.is_empty() && result.is_ok() {
-            let rest = records.split_off(records.len().min(SNAPSHOT_CHUNK));
-            result = self.publish_all(&snap.topic, records).await;
-            records = rest;
-        }
-        let mut st = self.lock();
-        for &(p, at) in &written {
-            match &result {
+        let (mut bytes, mut count, mut failed) = (0usize, 0usize, None);
+        for (p, at, mut records) in snapshots {
+            bytes += records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
+            count += records.len();
+            // In chunks: a snapshot of every series can hold more records than
+            // the producer's queue (`TRIBUTARY_KAFKA_QUEUE_MAX_MESSAGES`) takes
+            // at once. One partition failing leaves the others' snapshots good.
+            let mut result = Ok(());
+            while !records.is_empty() && result.is_ok() {
+                let rest = records.split_off(records.len().min(SNAPSHOT_CHUNK));
+                result = self.publish_all(&snap.topic, records).await;
+                records = rest;
+            }
+            let mut st = self.lock();
+            match result {
                 Ok(()) => st.analyzer.snapshot_written(p, at),
-                Err(_) => st.analyzer.snapshot_lost(p),
+                Err(e) => {
+                    st.analyzer.snapshot_lost(p);
+                    failed.get_or_insert(e);
+                }
             }
         }
+        self.lock().snapshot_failed_at = failed.is_some().then(Instant::now);
         self.metrics.snapshot(bytes, started.elapsed());
         tracing::debug!(
-            partitions = written.len(),
             records = count,
             bytes,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
-        result
+        failed.map_or(Ok(()), Err)
     }
 
     /// Restore the snapshots of newly assigned partitions (see [`crate::state`]),
@@ -545,7 +566,13 @@ impl Handler for AnalyzeHandler {
         let _gate = self.gate.lock().await;
         self.apply(batch);
         self.publish_pending().await?;
-        self.snapshot_if_due(&[]).await
+        // The batch's outputs are out: a snapshot that cannot be written only
+        // holds the commits back (the outputs keep flowing; a new owner
+        // would replay more), so it does not fail the batch.
+        if let Err(e) = self.snapshot_if_due(&[]).await {
+            tracing::warn!(error = %ErrorChain(&e), "writing a snapshot failed; offsets stay at the last snapshot until one is written");
+        }
+        Ok(())
     }
 
     fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {

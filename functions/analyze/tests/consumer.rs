@@ -234,3 +234,42 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
             .all(|e| e["host"].as_str().is_some_and(|h| h.starts_with("dev-")) && e["time"].is_number())
     );
 }
+
+#[tokio::test]
+async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
+    use std::sync::Arc;
+    use tributary_analyze::handler::Snapshots;
+    let log = MemoryLog::new(2, 1_000_000);
+    log.ensure_topics(&["raw".to_owned()], 2).await.expect("topics");
+    // One state partition for two input partitions: partition 1's snapshots cannot be written.
+    log.ensure_compacted_topic("state", 1).await.expect("state topic");
+    let h = handler(&log).with_snapshots(Snapshots {
+        log: Arc::new(log.clone()),
+        topic: "state".into(),
+        partitions: 1,
+        every: Duration::from_millis(100),
+    });
+    let input = common::input(8, 120);
+    publish(&log, &input).await;
+    let truth = common::truth(&input, common::BASE_MS + 120_000 + 10_000);
+    run_until(&log, &h, async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while common::compare(&emitted(&log), &truth).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the outputs stopped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Every window was emitted for both partitions; only partition 0 committed past its start.
+    common::compare(&emitted(&log), &truth).expect("every window");
+    let state = log.read_partition("state", 0).await.expect("read");
+    assert!(!state.is_empty(), "partition 0's snapshots were written");
+    let lag = log.lag("tributary-analyze", "raw");
+    let in_partition_1 = log.snapshot("raw").iter().filter(|m| m.partition == 1).count() as i64;
+    assert!(in_partition_1 > 0, "the input spans both partitions");
+    assert!(
+        lag >= in_partition_1,
+        "partition 1 committed nothing without a snapshot (lag {lag}, its records {in_partition_1})"
+    );
+    assert!(lag < log.snapshot("raw").len() as i64, "partition 0 committed");
+}
