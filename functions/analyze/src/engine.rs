@@ -769,22 +769,11 @@ impl Analyzer {
 mod tests {
     use super::*;
     use crate::records::AlertState;
-    use crate::testutil::Rng;
-    use chrono::{TimeZone, Utc};
-    use std::collections::BTreeMap;
+    use crate::testutil::{Rng, reading_of};
+    use chrono::Utc;
 
     fn reading(device: &str, s: i64, x: f64) -> Reading {
-        let t = Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid");
-        Reading {
-            schema_version: 1,
-            id: format!("{device}-{s}"),
-            device_id: device.to_owned(),
-            event_time: t,
-            received_time: t,
-            metrics: BTreeMap::from([("temp".to_owned(), x)]),
-            tags: BTreeMap::new(),
-            location: None,
-        }
+        reading_of(device, s, &[("temp", x)])
     }
 
     fn run(input: &[(i32, Reading)]) -> (Vec<Output>, Analyzer) {
@@ -939,12 +928,6 @@ mod tests {
             },
             ..AnalyzerConfig::default()
         }
-    }
-
-    fn reading_of(device: &str, s: i64, metrics: &[(&str, f64)]) -> Reading {
-        let mut r = reading(device, s, 0.0);
-        r.metrics = metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
-        r
     }
 
     #[test]

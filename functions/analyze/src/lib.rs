@@ -131,7 +131,27 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
 #[cfg(test)]
 pub(crate) mod testutil {
     //! A tiny seeded PRNG (SplitMix64) so property tests are reproducible
-    //! without extra dependencies.
+    //! without extra dependencies, and the readings the unit tests feed.
+
+    use std::collections::BTreeMap;
+
+    use chrono::{TimeZone, Utc};
+    use tributary_shared::model::Reading;
+
+    /// A reading of `device` at 1,800,000,000 + `s` seconds with `metrics`.
+    pub fn reading_of(device: &str, s: i64, metrics: &[(&str, f64)]) -> Reading {
+        let t = Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid");
+        Reading {
+            schema_version: 1,
+            id: format!("{device}-{s}"),
+            device_id: device.to_owned(),
+            event_time: t,
+            received_time: t,
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            tags: BTreeMap::new(),
+            location: None,
+        }
+    }
 
     /// SplitMix64.
     pub struct Rng(u64);

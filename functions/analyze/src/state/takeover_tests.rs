@@ -2,28 +2,17 @@
 //! and a new one that restores its snapshot and replays from the committed
 //! offset give what one uninterrupted analyzer gives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use chrono::{TimeZone, Utc};
 use tributary_shared::model::Reading;
 
 use super::*;
 use crate::engine::{Analyzer, AnalyzerConfig, Output};
 use crate::records::{Aggregate, Alert, AlertState};
-use crate::testutil::Rng;
+use crate::testutil::{Rng, reading_of};
 
 fn reading(device: &str, s: i64, metrics: &[(&str, f64)]) -> Reading {
-    let t = Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid");
-    Reading {
-        schema_version: 1,
-        id: format!("{device}-{s}"),
-        device_id: device.to_owned(),
-        event_time: t,
-        received_time: t,
-        metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        tags: BTreeMap::new(),
-        location: None,
-    }
+    reading_of(device, s, metrics)
 }
 
 /// Two partitions, three devices with two metrics each, one reading per

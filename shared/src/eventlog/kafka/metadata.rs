@@ -31,7 +31,8 @@ use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::admin::create_topics;
-use super::{KafkaLog, base_config, map_err, reconnecting};
+use super::reader::{has_partition, reader_config};
+use super::{KafkaLog, map_err, reconnecting};
 use crate::eventlog::{EventLogError, Publisher, Record, TopicPartition};
 
 /// Where a subscription's commit metadata is kept (see the module docs above).
@@ -166,11 +167,7 @@ impl MetadataMirror {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut cfg = base_config(&self.log.args, &self.log.client_id)?;
-        // Assigned, never subscribed: the group id is only required by librdkafka, nothing is committed.
-        cfg.set("group.id", format!("{}-reader", self.topic))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+        let cfg = reader_config(&self.log, &self.topic)?;
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || scan_mirror(&cfg, &topic, wanted))
             .await
@@ -190,14 +187,8 @@ fn scan_mirror(
     let consumer: BaseConsumer = cfg
         .create()
         .map_err(|e| EventLogError::Other(format!("creating mirror reader: {e}")))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| map_err(&e))?;
-    let exists = md
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !exists {
+    // The mirror has one partition.
+    if !has_partition(&consumer, topic, 0)? {
         return Ok(HashMap::new());
     }
     let (low, high) = consumer

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -20,11 +21,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The records of `topic`'s `partition` (see the module docs).
 pub(super) async fn read_partition(log: &KafkaLog, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
-    let mut cfg = base_config(&log.args, &log.client_id)?;
-    // Assigned, never subscribed: librdkafka wants a group id, nothing is committed.
-    cfg.set("group.id", format!("{topic}-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+    let cfg = reader_config(log, topic)?;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = cfg
@@ -36,16 +33,30 @@ pub(super) async fn read_partition(log: &KafkaLog, topic: &str, partition: i32) 
     .map_err(|e| EventLogError::Other(e.to_string()))?
 }
 
-fn read(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
-    let deadline = Instant::now() + READ_TIMEOUT;
+/// A consumer configuration for reading `topic` by assignment, outside any
+/// group: librdkafka wants a group id, but nothing is ever committed.
+pub(super) fn reader_config(log: &KafkaLog, topic: &str) -> Result<ClientConfig, EventLogError> {
+    let mut cfg = base_config(&log.args, &log.client_id)?;
+    cfg.set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    Ok(cfg)
+}
+
+/// Whether `topic` exists with `partition`.
+pub(super) fn has_partition(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<bool, EventLogError> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
         .map_err(|e| map_err(&e))?;
-    let exists = md
+    Ok(md
         .topics()
         .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && t.partitions().iter().any(|p| p.id() == partition));
-    if !exists {
+        .any(|t| t.name() == topic && t.error().is_none() && t.partitions().iter().any(|p| p.id() == partition)))
+}
+
+fn read(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    if !has_partition(consumer, topic, partition)? {
         return Ok(Vec::new());
     }
     let (low, high) = consumer
