@@ -17,12 +17,15 @@
 //!
 //! Memory: every window of every series holds one of these, so it is small.
 //! Inline it is 64 bytes: the accuracy is a constant rather than a field,
-//! and both signs share one vector. The vector holds (key, count) pairs in
-//! value order, 8 bytes per non-empty bucket (a window of one series holds a
-//! few dozen), and grows by half its length rather than doubling. A
-//! bucket's count saturates at
-//! `u32::MAX` (4.3 billion values of one series in one bucket of one window,
-//! far past what ingest admits).
+//! and both signs share one vector. A sketch of few values keeps their
+//! bucket keys, sorted, 4 bytes a value (a window of one series holds a few
+//! dozen values, mostly in distinct buckets); past [`RAW_KEYS`] values, or
+//! once most values repeat a key, it keeps (key, count) pairs instead, 8
+//! bytes per non-empty bucket. Either store grows by half its length rather
+//! than doubling. Which store a sketch uses never changes what it answers:
+//! equality, quantiles and merges depend only on the buckets' counts. A
+//! bucket's count saturates at `u32::MAX` (4.3 billion values of one series
+//! in one bucket of one window, far past what ingest admits).
 
 /// Magnitudes below this are counted in the zero bucket.
 pub const MIN_INDEXABLE: f64 = 1e-9;
@@ -49,18 +52,30 @@ const MAX_INDEX: i32 = 100_000;
 /// vector is in value order.
 const NEGATIVE_BASE: i32 = -4 * MAX_INDEX;
 
+/// Keys a sketch keeps one by one before it counts them per bucket.
+pub const RAW_KEYS: usize = 64;
+
 /// A quantile sketch with a relative-error guarantee (see the module docs).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct QuantileSketch {
-    /// (key, count) of the non-empty buckets, sorted by key: the negative
-    /// values' buckets (`negatives` of them), then the positive ones.
-    buckets: Vec<(i32, u32)>,
-    negatives: u32,
-    max_buckets: u32,
-    zero: u64,
+    store: Store,
+    /// At most 32,768 (the negatives' count fits 16 bits before a fold).
+    max_buckets: u16,
+    zero: u32,
     count: u64,
     min: f64,
     max: f64,
+}
+
+/// The non-zero values' buckets, in key order (the negative values' first).
+#[derive(Clone, Debug)]
+enum Store {
+    /// One key per value, sorted; `distinct` of them differ. Never more than
+    /// [`RAW_KEYS`] or `max_buckets` keys, so nothing is ever folded here.
+    Keys { keys: Vec<i32>, distinct: u16 },
+    /// (key, count) of the non-empty buckets, sorted by key: the negative
+    /// values' buckets (`negatives` of them), then the positive ones.
+    Buckets { buckets: Vec<(i32, u32)>, negatives: u16 },
 }
 
 impl Default for QuantileSketch {
@@ -69,18 +84,65 @@ impl Default for QuantileSketch {
     }
 }
 
+impl PartialEq for QuantileSketch {
+    /// Same buckets with the same counts, whichever store holds them.
+    fn eq(&self, other: &Self) -> bool {
+        (self.count, self.zero, self.min, self.max, self.max_buckets)
+            == (other.count, other.zero, other.min, other.max, other.max_buckets)
+            && self.buckets().eq(other.buckets())
+    }
+}
+
+/// Grow `v` by half its length (at least `min` entries) when it is full: a
+/// few more reallocations than doubling, a third less spare room in every
+/// window.
+fn reserve_half<T>(v: &mut Vec<T>, min: usize) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 2).max(min));
+    }
+}
+
+fn is_negative(key: i32) -> bool {
+    key < -2 * MAX_INDEX
+}
+
 impl QuantileSketch {
-    /// A sketch with at most `max_buckets` (at least 2) buckets per sign.
+    /// A sketch with at most `max_buckets` (2 to 32,768) buckets per sign.
     pub fn new(max_buckets: usize) -> Self {
         Self {
-            buckets: Vec::new(),
-            negatives: 0,
-            max_buckets: max_buckets.clamp(2, u32::MAX as usize) as u32,
+            store: Store::Keys {
+                keys: Vec::new(),
+                distinct: 0,
+            },
+            max_buckets: max_buckets.clamp(2, 1 << 15) as u16,
             zero: 0,
             count: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
         }
+    }
+
+    /// The non-empty buckets as (key, count), in key order.
+    fn buckets(&self) -> impl Iterator<Item = (i32, u32)> + '_ {
+        let (keys, buckets) = match &self.store {
+            Store::Keys { keys, .. } => (keys.as_slice(), &[][..]),
+            Store::Buckets { buckets, .. } => (&[][..], buckets.as_slice()),
+        };
+        let mut keys = keys.iter().copied().peekable();
+        let runs = std::iter::from_fn(move || {
+            let k = keys.next()?;
+            let mut c = 1u32;
+            while keys.next_if_eq(&k).is_some() {
+                c = c.saturating_add(1);
+            }
+            Some((k, c))
+        });
+        runs.chain(buckets.iter().copied())
+    }
+
+    /// How many keys the key store may hold.
+    fn raw_limit(&self) -> usize {
+        RAW_KEYS.min(usize::from(self.max_buckets))
     }
 
     /// The relative accuracy this sketch guarantees.
@@ -105,7 +167,10 @@ impl QuantileSketch {
 
     /// Number of non-empty buckets, over both signs (at most `2 * max_buckets`).
     pub fn bucket_count(&self) -> usize {
-        self.buckets.len()
+        match &self.store {
+            Store::Keys { distinct, .. } => usize::from(*distinct),
+            Store::Buckets { buckets, .. } => buckets.len(),
+        }
     }
 
     fn index(magnitude: f64) -> i32 {
@@ -123,7 +188,7 @@ impl QuantileSketch {
 
     /// The signed value a key stands for.
     fn value_of_key(key: i32) -> f64 {
-        if key < -2 * MAX_INDEX {
+        if is_negative(key) {
             -Self::value(NEGATIVE_BASE - key)
         } else {
             Self::value(key)
@@ -139,36 +204,64 @@ impl QuantileSketch {
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         if x.abs() < MIN_INDEXABLE {
-            self.zero += 1;
-        } else if x > 0.0 {
-            self.add(Self::index(x), 1);
-            self.collapse();
+            self.zero = self.zero.saturating_add(1);
+            return;
+        }
+        let key = if x > 0.0 {
+            Self::index(x)
         } else {
-            self.add(NEGATIVE_BASE - Self::index(-x), 1);
-            self.collapse();
+            NEGATIVE_BASE - Self::index(-x)
+        };
+        let limit = self.raw_limit();
+        match &mut self.store {
+            Store::Keys { keys, distinct } => {
+                let (Ok(i) | Err(i)) = keys.binary_search(&key);
+                let new = keys.get(i) != Some(&key);
+                let distinct_after = *distinct + u16::from(new);
+                // Keys stay while they are fewer than `limit` and cost less
+                // than pairs would (4 bytes a key against 8 a bucket).
+                if keys.len() < limit && keys.len() < 2 * usize::from(distinct_after) {
+                    reserve_half(keys, 4);
+                    keys.insert(i, key);
+                    *distinct = distinct_after;
+                    return;
+                }
+                self.to_buckets();
+                self.add(key, 1);
+            }
+            Store::Buckets { .. } => self.add(key, 1),
+        }
+        self.collapse();
+    }
+
+    /// Move the key store's contents into the bucket store.
+    fn to_buckets(&mut self) {
+        if let Store::Keys { .. } = self.store {
+            let mut buckets = Vec::with_capacity(self.bucket_count() + self.bucket_count() / 2 + 1);
+            buckets.extend(self.buckets());
+            let negatives = buckets.iter().take_while(|&&(k, _)| is_negative(k)).count() as u16;
+            self.store = Store::Buckets { buckets, negatives };
         }
     }
 
+    /// Add `c` to bucket `key` of the bucket store.
     fn add(&mut self, key: i32, c: u32) {
-        match self.buckets.binary_search_by_key(&key, |&(k, _)| k) {
-            Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(c),
+        let Store::Buckets { buckets, negatives } = &mut self.store else {
+            return;
+        };
+        match buckets.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(i) => buckets[i].1 = buckets[i].1.saturating_add(c),
             Err(i) => {
-                if self.buckets.len() == self.buckets.capacity() {
-                    // Grow by half its length (at least 3 entries) rather
-                    // than doubling: a few more reallocations, a third less
-                    // spare room in every window.
-                    let grow = (self.buckets.len() / 2).max(3);
-                    self.buckets.reserve_exact(grow);
-                }
-                self.buckets.insert(i, (key, c));
-                if key < -2 * MAX_INDEX {
-                    self.negatives += 1;
+                reserve_half(buckets, 3);
+                buckets.insert(i, (key, c));
+                if is_negative(key) {
+                    *negatives += 1;
                 }
             }
         }
     }
 
-    /// Add all of `other`, in one linear pass over both bucket vectors.
+    /// Add all of `other`, in one linear pass over both stores.
     pub fn merge(&mut self, other: &QuantileSketch) {
         if other.count == 0 {
             return;
@@ -176,34 +269,59 @@ impl QuantileSketch {
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        self.zero += other.zero;
-        let mut out = Vec::with_capacity(self.buckets.len() + other.buckets.len());
-        let (mut a, mut b) = (self.buckets.iter().peekable(), other.buckets.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&(i, c)), Some(&&(j, d))) if i == j => {
-                    a.next();
-                    b.next();
-                    (i, c.saturating_add(d))
-                }
-                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
-                    a.next();
-                    x
-                }
-                (_, Some(&&y)) => {
-                    b.next();
-                    y
-                }
-                (Some(&&x), None) => {
-                    a.next();
-                    x
-                }
-                (None, None) => break,
-            };
-            out.push(next);
+        self.zero = self.zero.saturating_add(other.zero);
+        if let (Store::Keys { keys, .. }, Store::Keys { keys: more, .. }) = (&self.store, &other.store) {
+            let mut merged = Vec::with_capacity(keys.len() + more.len());
+            let (mut a, mut b) = (keys.iter().peekable(), more.iter().peekable());
+            while let Some(&k) = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (_, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => None,
+            } {
+                merged.push(k);
+            }
+            let distinct = 1 + merged.windows(2).filter(|w| w[0] != w[1]).count();
+            if merged.len() <= self.raw_limit() && merged.len() <= 2 * distinct {
+                self.store = Store::Keys {
+                    keys: merged,
+                    distinct: distinct as u16,
+                };
+                return;
+            }
         }
-        self.negatives = out.iter().take_while(|&&(k, _)| k < -2 * MAX_INDEX).count() as u32;
-        self.buckets = out;
+        let mut out = Vec::with_capacity(self.bucket_count() + other.bucket_count());
+        {
+            let (mut a, mut b) = (self.buckets().peekable(), other.buckets().peekable());
+            loop {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(&(i, c)), Some(&(j, d))) if i == j => {
+                        a.next();
+                        b.next();
+                        (i, c.saturating_add(d))
+                    }
+                    (Some(&x), Some(&y)) if x.0 < y.0 => {
+                        a.next();
+                        x
+                    }
+                    (_, Some(&y)) => {
+                        b.next();
+                        y
+                    }
+                    (Some(&x), None) => {
+                        a.next();
+                        x
+                    }
+                    (None, None) => break,
+                };
+                out.push(next);
+            }
+        }
+        let negatives = out.iter().take_while(|&&(k, _)| is_negative(k)).count() as u16;
+        self.store = Store::Buckets {
+            buckets: out,
+            negatives,
+        };
         self.collapse();
     }
 
@@ -212,36 +330,42 @@ impl QuantileSketch {
     /// bucket `max(own, lowest kept)`, which depends only on the set of
     /// indices seen: hence order independence.
     fn collapse(&mut self) {
-        let cap = self.max_buckets as usize;
-        let neg = self.negatives as usize;
-        let pos = self.buckets.len() - neg;
+        let cap = usize::from(self.max_buckets);
+        let Store::Buckets { buckets, negatives } = &mut self.store else {
+            return;
+        };
+        let neg = usize::from(*negatives);
+        let pos = buckets.len() - neg;
         if pos > cap {
             // The positive buckets of smallest magnitude are the first ones.
             let extra = pos - cap;
-            let folded = self.buckets[neg..=neg + extra]
+            let folded = buckets[neg..=neg + extra]
                 .iter()
                 .fold(0u32, |sum, &(_, c)| sum.saturating_add(c));
-            let kept = self.buckets[neg + extra].0;
-            self.buckets.drain(neg..neg + extra);
-            self.buckets[neg] = (kept, folded);
+            let kept = buckets[neg + extra].0;
+            buckets.drain(neg..neg + extra);
+            buckets[neg] = (kept, folded);
         }
         if neg > cap {
             // The negative buckets of smallest magnitude are the last ones.
             let extra = neg - cap;
             let last = neg - 1 - extra;
-            let folded = self.buckets[last..neg]
+            let folded = buckets[last..neg]
                 .iter()
                 .fold(0u32, |sum, &(_, c)| sum.saturating_add(c));
-            let kept = self.buckets[last].0;
-            self.buckets.drain(last + 1..neg);
-            self.buckets[last] = (kept, folded);
-            self.negatives = cap as u32;
+            let kept = buckets[last].0;
+            buckets.drain(last + 1..neg);
+            buckets[last] = (kept, folded);
+            *negatives = cap as u16;
         }
     }
 
     /// Bytes this sketch holds on the heap.
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * size_of::<(i32, u32)>()
+        match &self.store {
+            Store::Keys { keys, .. } => keys.capacity() * size_of::<i32>(),
+            Store::Buckets { buckets, .. } => buckets.capacity() * size_of::<(i32, u32)>(),
+        }
     }
 
     /// Estimate of the `q`-quantile (`q` clamped to [0, 1]), or `None` when empty.
@@ -252,22 +376,25 @@ impl QuantileSketch {
         }
         let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
         let rank = (q * (self.count - 1) as f64).floor() as u64;
-        let (negative, positive) = self.buckets.split_at(self.negatives as usize);
         let mut seen = 0u64;
-        for &(k, c) in negative {
+        let mut zero_counted = false;
+        for (k, c) in self.buckets() {
+            if !zero_counted && !is_negative(k) {
+                zero_counted = true;
+                seen += u64::from(self.zero);
+                if seen > rank {
+                    return Some(0.0_f64.clamp(self.min, self.max));
+                }
+            }
             seen += u64::from(c);
             if seen > rank {
                 return Some(Self::value_of_key(k).clamp(self.min, self.max));
             }
         }
-        seen += self.zero;
-        if seen > rank {
-            return Some(0.0_f64.clamp(self.min, self.max));
-        }
-        for &(k, c) in positive {
-            seen += u64::from(c);
+        if !zero_counted {
+            seen += u64::from(self.zero);
             if seen > rank {
-                return Some(Self::value_of_key(k).clamp(self.min, self.max));
+                return Some(0.0_f64.clamp(self.min, self.max));
             }
         }
         Some(self.max)
@@ -361,31 +488,50 @@ mod tests {
         }
     }
 
+    fn negatives(s: &QuantileSketch) -> usize {
+        s.buckets().filter(|&(k, _)| is_negative(k)).count()
+    }
+
     #[test]
-    fn a_bucket_costs_eight_bytes_and_folding_caps_the_store() {
+    fn few_values_cost_four_bytes_each_many_eight_a_bucket_and_folding_caps_the_store() {
         assert_eq!(size_of::<QuantileSketch>(), 64);
         // A minute of one reading per second, every value in its own bucket:
-        // the vector grows by half, so at most a third of it is spare.
+        // kept as keys, and the vector grows by half, so at most a third of
+        // it is spare.
         let mut s = QuantileSketch::default();
         (0..60).for_each(|i| s.insert(1.05f64.powi(i)));
         assert_eq!(s.bucket_count(), 60);
-        assert!(s.heap_bytes() <= 60 * 8 * 3 / 2, "{} bytes", s.heap_bytes());
+        assert!(s.heap_bytes() <= 60 * 4 * 3 / 2, "{} bytes", s.heap_bytes());
         let mut one = QuantileSketch::default();
         one.insert(1.0);
-        assert_eq!(one.heap_bytes(), 3 * 8, "a one-value window fills one small chunk");
+        assert_eq!(one.heap_bytes(), 4 * 4, "a one-value window fills one small chunk");
+        // Past RAW_KEYS values: a bucket each, 8 bytes.
+        (60..100).for_each(|i| s.insert(1.05f64.powi(i)));
+        assert_eq!(s.bucket_count(), 100);
+        assert!(
+            s.heap_bytes() >= 100 * 8 && s.heap_bytes() <= 100 * 8 * 3 / 2,
+            "{} bytes",
+            s.heap_bytes()
+        );
+        // Values that mostly repeat a bucket are counted per bucket early.
+        let mut flat = QuantileSketch::default();
+        (0..40).for_each(|i| flat.insert(20.0 + f64::from(i % 3) * 0.5));
+        assert_eq!(flat.bucket_count(), 3);
+        assert!(flat.heap_bytes() <= 8 * 8, "{} bytes", flat.heap_bytes());
         // Folding keeps the highest `cap` buckets and every count.
         let mut capped = QuantileSketch::new(16);
         (0..60).for_each(|i| capped.insert(1.05f64.powi(i)));
         assert_eq!((capped.bucket_count(), capped.count()), (16, 60));
-        assert_eq!(capped.buckets.iter().map(|&(_, c)| u64::from(c)).sum::<u64>(), 60);
-        assert!(capped.buckets.windows(2).all(|w| w[0].0 < w[1].0), "sorted by index");
+        assert_eq!(capped.buckets().map(|(_, c)| u64::from(c)).sum::<u64>(), 60);
+        let keys: Vec<i32> = capped.buckets().map(|(k, _)| k).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted by index");
         // Each sign is capped on its own, its smallest magnitudes folded.
         let mut both = QuantileSketch::new(16);
         (0..60).for_each(|i| {
             both.insert(1.05f64.powi(i));
             both.insert(-(1.05f64.powi(i)));
         });
-        assert_eq!((both.bucket_count(), both.negatives, both.count()), (32, 16, 120));
+        assert_eq!((both.bucket_count(), negatives(&both), both.count()), (32, 16, 120));
         let top = 1.05f64.powi(59);
         for (q, want) in [(0.0, -top), (1.0, top)] {
             let got = both.quantile(q).expect("non-empty");
@@ -396,6 +542,28 @@ mod tests {
             small < 0.0 && small > -(1.05f64.powi(46)),
             "folded negatives hold the small magnitudes: {small}"
         );
+    }
+
+    #[test]
+    fn either_store_answers_the_same() {
+        // The same values through the key store (inserted one by one, few)
+        // and through the bucket store (merged into a sketch that already
+        // counts per bucket) give equal sketches and equal quantiles.
+        let mut rng = Rng::new(5);
+        for n in [1usize, 2, 7, 33, 63, 64, 65, 200] {
+            let xs: Vec<f64> = (0..n).map(|_| (rng.unit() - 0.4) * 100.0).collect();
+            let mut keys = QuantileSketch::default();
+            xs.iter().for_each(|&x| keys.insert(x));
+            let mut counted = QuantileSketch::default();
+            (0..100).for_each(|_| counted.insert(7.0));
+            counted.merge(&keys);
+            let mut via_keys = keys.clone();
+            (0..100).for_each(|_| via_keys.insert(7.0));
+            assert_eq!(counted, via_keys, "n {n}");
+            for q in [0.0, 0.3, 0.5, 0.99, 1.0] {
+                assert_eq!(counted.quantile(q), via_keys.quantile(q), "n {n} q {q}");
+            }
+        }
     }
 
     #[test]

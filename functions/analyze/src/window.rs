@@ -40,7 +40,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use foldhash::fast::FixedState;
 use tributary_shared::model::Reading;
 
 use crate::records::Aggregate;
@@ -159,20 +158,9 @@ impl Default for WindowConfig {
     }
 }
 
-/// The series an open window belongs to, within its group. The names are
-/// shared (`Arc<str>`): one allocation per series, not one per window.
-type SeriesKey = (Arc<str>, Arc<str>);
+mod table;
 
-/// A series' names borrowed, to find its window without cloning the names.
-/// Hashes as the owned key does (a tuple hashes its fields in order).
-#[derive(Hash)]
-struct SeriesRef<'a>(&'a str, &'a str);
-
-impl hashbrown::Equivalent<SeriesKey> for SeriesRef<'_> {
-    fn equivalent(&self, key: &SeriesKey) -> bool {
-        *self.0 == *key.0 && *self.1 == *key.1
-    }
-}
+use table::{SeriesKey, SeriesTable};
 
 /// The open windows of one boundary (end, size) of a partition. Every
 /// series' windows share the boundaries (tumbling windows are aligned to
@@ -181,12 +169,12 @@ impl hashbrown::Equivalent<SeriesKey> for SeriesRef<'_> {
 /// string comparisons. Emission sorts a group by (device, metric) once.
 #[derive(Clone, Debug)]
 struct Group {
-    windows: hashbrown::HashMap<SeriesKey, Open, FixedState>,
+    windows: SeriesTable<Open>,
     /// The lowest offset any of its windows holds.
     min_offset: i64,
 }
 
-/// One open window: 136 bytes, of which the statistics take 80.
+/// One open window: 128 bytes, of which the statistics take 80.
 #[derive(Clone, Debug)]
 struct Open {
     stats: Stats,
@@ -196,7 +184,6 @@ struct Open {
     /// `Option` would cost 8 bytes more in every window).
     expected_low: f64,
     expected_high: f64,
-    min_offset: i64,
     warming: bool,
 }
 
@@ -240,7 +227,7 @@ impl ScorePart {
 /// a replay rebuilds: used only while the replay is before `until`.
 #[derive(Clone, Debug, Default)]
 struct Seeds {
-    parts: BTreeMap<(i64, u32), hashbrown::HashMap<SeriesKey, ScorePart, FixedState>>,
+    parts: BTreeMap<(i64, u32), SeriesTable<ScorePart>>,
     until: i64,
 }
 
@@ -457,7 +444,7 @@ impl Windower {
                 p.open.insert(
                     (end_ms, size),
                     Group {
-                        windows: hashbrown::HashMap::with_capacity_and_hasher(expected, FixedState::default()),
+                        windows: SeriesTable::with_capacity(expected),
                         min_offset: offset,
                     },
                 );
@@ -467,33 +454,23 @@ impl Windower {
             };
             group.min_offset = group.min_offset.min(offset);
             for (metric, x, score) in values {
-                let found = group.windows.get_mut(&SeriesRef(device, metric));
-                let open = match found {
-                    Some(open) => open,
-                    None => {
-                        let open = group
-                            .windows
-                            .entry((Arc::clone(device), Arc::clone(metric)))
-                            .or_insert_with(|| Open {
-                                stats: Stats::default(),
-                                score: None,
-                                expected_low: f64::NAN,
-                                expected_high: f64::NAN,
-                                min_offset: offset,
-                                warming: false,
-                            });
-                        let seed = p
-                            .seeds
-                            .as_ref()
-                            .and_then(|s| s.parts.get(&(end_ms, size))?.get(&SeriesRef(device, metric)));
-                        if let Some(seed) = seed {
-                            seed.seed(open);
-                        }
-                        open
+                let (open, made) = group.windows.get_or_insert_with(device, metric, || Open {
+                    stats: Stats::default(),
+                    score: None,
+                    expected_low: f64::NAN,
+                    expected_high: f64::NAN,
+                    warming: false,
+                });
+                if made {
+                    let seed = p
+                        .seeds
+                        .as_ref()
+                        .and_then(|s| s.parts.get(&(end_ms, size))?.get(device, metric));
+                    if let Some(seed) = seed {
+                        seed.seed(open);
                     }
-                };
+                }
                 open.stats.push(*x);
-                open.min_offset = open.min_offset.min(offset);
                 if let Some(s) = score {
                     if open.score.is_none_or(|cur| better(cur, s)) {
                         open.score = Some((s.score, s.model));
@@ -546,7 +523,7 @@ impl Windower {
         p.open
             .iter()
             .filter_map(|(&(end_ms, size), g)| {
-                let open = g.windows.get(&SeriesRef(device, metric))?;
+                let open = g.windows.get(device, metric)?;
                 Some((size, end_ms, ScorePart::of(open)))
             })
             .collect()
@@ -571,11 +548,11 @@ impl Windower {
         let p = self.partitions.entry(partition).or_default();
         let seeds = p.seeds.get_or_insert_with(Box::default);
         seeds.until = until;
-        seeds
+        let table = seeds
             .parts
             .entry((end_ms, size))
-            .or_default()
-            .insert((Arc::clone(series.0), Arc::clone(series.1)), part);
+            .or_insert_with(|| SeriesTable::with_capacity(0));
+        *table.get_or_insert_with(series.0, series.1, || part).0 = part;
     }
 
     fn lateness_ms(&self) -> i64 {
@@ -604,11 +581,11 @@ impl Windower {
                 break;
             }
             let (boundary, group) = entry.remove_entry();
-            let mut windows: Vec<(&SeriesKey, &Open)> = group.windows.iter().collect();
-            windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.extend(
-                windows
-                    .into_iter()
+                group
+                    .windows
+                    .into_sorted()
+                    .iter()
                     .map(|(series, open)| aggregate(boundary, series, open)),
             );
         }
@@ -721,7 +698,7 @@ mod tests {
     #[test]
     fn an_open_window_stays_small() {
         // Every series holds one per window size: what ARCHITECTURE.md quotes.
-        assert_eq!(size_of::<Open>(), 136);
+        assert_eq!(size_of::<Open>(), 128);
         assert_eq!(size_of::<Stats>(), 80);
     }
 
