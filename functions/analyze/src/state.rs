@@ -49,7 +49,8 @@ use crate::detect::{DetectorConfig, SeriesModel};
 use crate::window::ScorePart;
 
 /// The format of entries and markers (the first byte of each value).
-const VERSION: u8 = 1;
+/// Version 1 had 76 calibration bins; its entries start their series cold.
+const VERSION: u8 = 2;
 const SERIES: u8 = b'S';
 const MARKER: u8 = b'M';
 

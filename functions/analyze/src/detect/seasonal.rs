@@ -9,8 +9,8 @@
 //! slot's level; its strength is the robust z of that residual against the
 //! residuals so far. One pass, no look-ahead. Memory per series: `4 * bins`
 //! bytes of slot levels (`f32`, relative to the series' first value, so a
-//! large offset costs no precision), a bitset of warm slots and one
-//! [`RobustEw`]: 660 bytes with the default 144 slots.
+//! large offset costs no precision) and a bitset of warm slots, in one
+//! allocation, and one [`RobustEw`]: 670 bytes with the default 144 slots.
 
 use chrono::{DateTime, Utc};
 
@@ -48,10 +48,12 @@ impl Default for SeasonalConfig {
 /// Seasonal state of one series.
 #[derive(Clone, Debug)]
 pub struct SeasonalDetector {
-    /// Slot levels minus `anchor`; NaN: the slot has seen nothing yet.
-    levels: Box<[f32]>,
-    /// Slots that have seen at least two values (scored from then on).
-    warm: Box<[u64]>,
+    /// One allocation, not two (the allocator would round each up): first
+    /// the `bins` slot levels minus `anchor`, as `f32` bits (NaN: the slot
+    /// has seen nothing yet), then a bitset of the slots that have seen at
+    /// least two values (scored from then on), in 32-bit words.
+    slots: Box<[u32]>,
+    bins: u32,
     anchor: f64,
     residual: RobustEw,
 }
@@ -62,10 +64,13 @@ impl SeasonalDetector {
 
     /// A detector with empty slots.
     pub fn new(c: &SeasonalConfig) -> Self {
-        let bins = c.bins.max(1);
+        // More slots than a `u32` counts would be a day in 20-µs slots.
+        let bins = c.bins.clamp(1, u32::MAX as usize / 2);
+        let mut slots = vec![f32::NAN.to_bits(); bins + bins.div_ceil(32)];
+        slots[bins..].fill(0);
         Self {
-            levels: vec![f32::NAN; bins].into_boxed_slice(),
-            warm: vec![0; bins.div_ceil(64)].into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            bins: bins as u32,
             anchor: f64::NAN,
             residual: RobustEw::default(),
         }
@@ -73,14 +78,35 @@ impl SeasonalDetector {
 
     /// Heap bytes held (the slots and the bitset).
     pub fn heap_bytes(&self) -> usize {
-        4 * self.levels.len() + 8 * self.warm.len()
+        4 * self.slots.len()
+    }
+
+    fn bins(&self) -> usize {
+        self.bins as usize
+    }
+
+    fn level(&self, bin: usize) -> f64 {
+        f64::from(f32::from_bits(self.slots[bin]))
+    }
+
+    fn set_level(&mut self, bin: usize, level: f64) {
+        self.slots[bin] = (level as f32).clamp(-f32::MAX, f32::MAX).to_bits();
+    }
+
+    fn warm(&self, bin: usize) -> bool {
+        self.slots[self.bins() + bin / 32] & (1 << (bin % 32)) != 0
+    }
+
+    fn set_warm(&mut self, bin: usize) {
+        let word = self.bins() + bin / 32;
+        self.slots[word] |= 1 << (bin % 32);
     }
 
     fn slot(&self, c: &SeasonalConfig, t: DateTime<Utc>) -> usize {
         let period = c.period_seconds.max(1);
         let phase = t.timestamp().rem_euclid(period);
-        let bin = (i128::from(phase) * self.levels.len() as i128 / i128::from(period)) as usize;
-        bin.min(self.levels.len() - 1)
+        let bin = (i128::from(phase) * self.bins() as i128 / i128::from(period)) as usize;
+        bin.min(self.bins() - 1)
     }
 
     /// Score the value `x` at `t` in [0, 1] (standalone use).
@@ -96,9 +122,9 @@ impl SeasonalDetector {
         }
         let bin = self.slot(c, t);
         let rel = x - self.anchor;
-        let level = f64::from(self.levels[bin]);
+        let level = self.level(bin);
         if level.is_nan() {
-            self.levels[bin] = (rel as f32).clamp(-f32::MAX, f32::MAX);
+            self.set_level(bin, rel);
             return None;
         }
         let r = rel - level;
@@ -107,7 +133,7 @@ impl SeasonalDetector {
             // about the season; leave the state as it is.
             return None;
         }
-        let warm = self.warm[bin / 64] & (1 << (bin % 64)) != 0;
+        let warm = self.warm(bin);
         let mut out = None;
         if warm {
             if self.residual.count() as usize >= c.residuals / 2 {
@@ -125,17 +151,17 @@ impl SeasonalDetector {
             // No residual spread to step by yet: an exponentially weighted mean.
             alpha(c.per_bin) * r
         } else {
-            self.warm[bin / 64] |= 1 << (bin % 64);
+            self.set_warm(bin);
             0.5 * r
         };
-        self.levels[bin] = ((level + step) as f32).clamp(-f32::MAX, f32::MAX);
+        self.set_level(bin, level + step);
         out
     }
 
     /// The band of values within `z` residual deviations of what the slot of
     /// `t` expects (`None` while the slot is empty).
     pub fn band(&self, c: &SeasonalConfig, t: DateTime<Utc>, z: f64) -> Option<(f64, f64)> {
-        let level = f64::from(self.levels[self.slot(c, t)]);
+        let level = self.level(self.slot(c, t));
         if level.is_nan() || self.residual.count() == 0 {
             return None;
         }
@@ -148,12 +174,9 @@ impl SeasonalDetector {
 impl SeasonalDetector {
     /// Write the state (see [`crate::state`]).
     pub(crate) fn save(&self, w: &mut Writer) {
-        w.u32(self.levels.len() as u32);
-        for &l in &self.levels {
-            w.f32(l);
-        }
-        for &b in &self.warm {
-            w.u64(b);
+        w.u32(self.slots.len() as u32);
+        for &word in &self.slots {
+            w.u32(word);
         }
         w.f64(self.anchor);
         self.residual.save(w);
@@ -163,14 +186,11 @@ impl SeasonalDetector {
     /// the same configuration (`self`): another number of slots is
     /// [`Corrupt`] (the configuration changed; the series starts cold).
     pub(crate) fn load_into(&mut self, r: &mut Reader<'_>) -> Result<(), Corrupt> {
-        if r.u32()? as usize != self.levels.len() {
+        if r.u32()? as usize != self.slots.len() {
             return Err(Corrupt);
         }
-        for l in self.levels.iter_mut() {
-            *l = r.f32()?;
-        }
-        for b in self.warm.iter_mut() {
-            *b = r.u64()?;
+        for word in self.slots.iter_mut() {
+            *word = r.u32()?;
         }
         self.anchor = r.f64()?;
         self.residual = RobustEw::load(r)?;
@@ -188,7 +208,7 @@ mod tests {
     fn a_missing_daily_peak_scores_high() {
         let c = SeasonalConfig::default();
         let mut d = SeasonalDetector::new(&c);
-        assert_eq!(d.heap_bytes(), 4 * 144 + 8 * 3);
+        assert_eq!(d.heap_bytes(), 4 * 144 + 4 * 5);
         let mut rng = Rng::new(6);
         let step = 600; // 10 minutes
         let value = |i: i64| if (i % 144) >= 60 && (i % 144) < 72 { 100.0 } else { 10.0 };
