@@ -63,7 +63,11 @@ pub fn run(a: AnalyzeArgs) -> anyhow::Result<()> {
     let (mut rates, mut mem, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     let (mut snap_bytes, mut snap_ms) = (Vec::new(), Vec::new());
     for run in 0..a.runs {
-        let out = std::process::Command::new(&exe)
+        let mut child = std::process::Command::new(&exe);
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            child.env("MIMALLOC_PURGE_DELAY", "0");
+        }
+        let out = child
             .args(["bench", "analyze", "--single-run", "--readings"])
             .arg(a.readings.to_string())
             .arg("--series")
@@ -151,7 +155,8 @@ fn single_run(a: &AnalyzeArgs) -> Figures {
         start += chunk.len().max(1);
     }
     drop(chunk);
-    // mimalloc returns freed pages to the OS after a delay: let it settle,
+    // Where a purge delay is set (see the module docs), mimalloc returns
+    // freed pages to the OS only after it: let it pass,
     // so the figure does not depend on when the run happened to end.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let after = rss_self_mb();
