@@ -226,7 +226,7 @@ impl QuantileSketch {
                     *distinct = distinct_after;
                     return;
                 }
-                self.to_buckets();
+                self.count_per_bucket();
                 self.add(key, 1);
             }
             Store::Buckets { .. } => self.add(key, 1),
@@ -235,7 +235,7 @@ impl QuantileSketch {
     }
 
     /// Move the key store's contents into the bucket store.
-    fn to_buckets(&mut self) {
+    fn count_per_bucket(&mut self) {
         if let Store::Keys { .. } = self.store {
             let mut buckets = Vec::with_capacity(self.bucket_count() + self.bucket_count() / 2 + 1);
             buckets.extend(self.buckets());
