@@ -71,9 +71,9 @@ impl<V> SeriesTable<V> {
             return (&mut self.entries[i].1, false);
         }
         let i = self.entries.len();
-        // Past 4 billion series in one boundary the table stops taking new
-        // ones rather than aliasing an index; the caller's cap on series is
-        // far below that.
+        // Not reachable: 2^32 windows in one boundary would be 640 GiB of
+        // entries, so memory runs out long before. Were it reached, the value
+        // would join the newest window instead of a new one (no panic).
         let Ok(at) = u32::try_from(i) else {
             return (&mut self.entries[i - 1].1, false);
         };
