@@ -281,7 +281,7 @@ impl QuantileSketch {
             } {
                 merged.push(k);
             }
-            let distinct = 1 + merged.windows(2).filter(|w| w[0] != w[1]).count();
+            let distinct = merged.len().min(1) + merged.windows(2).filter(|w| w[0] != w[1]).count();
             if merged.len() <= self.raw_limit() && merged.len() <= 2 * distinct {
                 self.store = Store::Keys {
                     keys: merged,
@@ -575,5 +575,16 @@ mod tests {
         assert_eq!(s.quantile(1.0), Some(-3.5));
         s.insert(f64::NAN);
         assert_eq!(s.count(), 1);
+
+        // Zeros live outside the key store: merging only zeros into an empty
+        // sketch leaves it without buckets.
+        let mut zeros = QuantileSketch::default();
+        zeros.insert(0.0);
+        let mut empty = QuantileSketch::default();
+        empty.merge(&zeros);
+        assert_eq!(
+            (empty.bucket_count(), empty.count(), empty.quantile(0.5)),
+            (0, 1, Some(0.0))
+        );
     }
 }
