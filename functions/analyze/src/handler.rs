@@ -21,7 +21,9 @@
 //!   published and before the commit, and offsets are committed only up to
 //!   the newest snapshot; a new owner restores it before the first record
 //!   (see [`crate::state`]), so its scores and alerts are an uninterrupted
-//!   run's. Without one, models restart cold from the replayed readings.
+//!   run's. A clean stop snapshots every partition once more and commits up
+//!   to it. Without a state topic, models restart cold from the replayed
+//!   readings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -172,7 +174,7 @@ impl AnalyzeHandler {
     /// readings' outputs must be out). An error leaves the commit where it
     /// was; the partition's next snapshot is then a full one, attempted
     /// after [`SNAPSHOT_RETRY_AFTER`].
-    async fn snapshot_if_due(&self, now: &[i32]) -> Result<(), HandlerError> {
+    async fn snapshot_if_due(&self, now: &[i32], due: Due) -> Result<(), HandlerError> {
         let Some(snap) = &self.snapshots else {
             return Ok(());
         };
@@ -180,13 +182,14 @@ impl AnalyzeHandler {
         let snapshots: Vec<(i32, i64, Vec<Record>)> = {
             let mut st = self.lock();
             let st = &mut *st;
-            if st
-                .snapshot_failed_at
-                .is_some_and(|t| t.elapsed() < SNAPSHOT_RETRY_AFTER)
+            if due == Due::AsScheduled
+                && st
+                    .snapshot_failed_at
+                    .is_some_and(|t| t.elapsed() < SNAPSHOT_RETRY_AFTER)
             {
                 return Ok(());
             }
-            let all = st.last_snapshot.elapsed() >= snap.every;
+            let all = due == Due::Now || st.last_snapshot.elapsed() >= snap.every;
             let mut partitions: Vec<(i32, i64)> = st.applied.iter().map(|(tp, &o)| (tp.partition, o)).collect();
             partitions.sort_unstable();
             let mut snapshots = Vec::new();
@@ -302,24 +305,32 @@ impl AnalyzeHandler {
         let mut st = self.lock();
         let st = &mut *st;
         let mut readings = 0u64;
-        for m in batch {
-            let tp = m.topic_partition();
-            if st.applied.get(&tp).is_some_and(|&next| m.offset < next) {
-                continue; // applied in an earlier attempt of this batch
-            }
-            st.idle.active(&tp);
-            st.applied.insert(tp, m.offset + 1);
-            match serde_json::from_slice::<Reading>(&m.value) {
-                Ok(r) => {
-                    readings += 1;
-                    let out = st.analyzer.process(m.partition, m.offset, &r);
-                    st.pending.aggregates.extend(out.aggregates);
-                    st.pending.alerts.extend(out.alerts);
+        // Runs of one partition's records (a fetch hands them out that way):
+        // its bookkeeping is looked up and written once per run, not per record.
+        for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+            let tp = run[0].topic_partition();
+            let (before, mut next) = (st.applied.get(&tp).copied(), None);
+            for m in run {
+                if next.or(before).is_some_and(|next| m.offset < next) {
+                    continue; // applied in an earlier attempt of this batch
                 }
-                Err(e) => st
-                    .pending
-                    .dead
-                    .push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
+                next = Some(m.offset + 1);
+                match serde_json::from_slice::<Reading>(&m.value) {
+                    Ok(r) => {
+                        readings += 1;
+                        let out = st.analyzer.process(m.partition, m.offset, &r);
+                        st.pending.aggregates.extend(out.aggregates);
+                        st.pending.alerts.extend(out.alerts);
+                    }
+                    Err(e) => st
+                        .pending
+                        .dead
+                        .push(m.dead_letter("analyze", &format!("not a reading: {e}"))),
+                }
+            }
+            if let Some(next) = next {
+                st.idle.active(&tp);
+                st.applied.insert(tp, next);
             }
         }
         self.metrics.readings(
@@ -479,7 +490,7 @@ impl AnalyzeHandler {
                 Vec::new()
             }
         };
-        if let Err(e) = self.snapshot_if_due(&moved).await {
+        if let Err(e) = self.snapshot_if_due(&moved, Due::AsScheduled).await {
             tracing::warn!(error = %e, "writing a snapshot between batches failed; commits wait for the next one");
             return Vec::new();
         }
@@ -518,6 +529,16 @@ impl AnalyzeHandler {
         }
         Ok(())
     }
+}
+
+/// Whether [`AnalyzeHandler::snapshot_if_due`] keeps to its schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// Every partition at the interval, at once those that need one.
+    AsScheduled,
+    /// Every partition now, even soon after a failed attempt: the instance
+    /// is stopping, and what is not in a snapshot the next owner replays.
+    Now,
 }
 
 /// A partition of the state topic, read back; `None` after a few failed
@@ -569,7 +590,7 @@ impl Handler for AnalyzeHandler {
         // The batch's outputs are out: a snapshot that cannot be written only
         // holds the commits back (the outputs keep flowing; a new owner
         // would replay more), so it does not fail the batch.
-        if let Err(e) = self.snapshot_if_due(&[]).await {
+        if let Err(e) = self.snapshot_if_due(&[], Due::AsScheduled).await {
             tracing::warn!(error = %ErrorChain(&e), "writing a snapshot failed; offsets stay at the last snapshot until one is written");
         }
         Ok(())
@@ -633,6 +654,30 @@ impl Handler for AnalyzeHandler {
     /// The idle rule's clock: time spent waiting for records.
     fn polled(&self, waited: Duration) {
         self.lock().idle.polled(waited);
+    }
+
+    /// A clean stop: publish what is pending and snapshot every partition at
+    /// what it applied, then commit up to there, so the next owner restores
+    /// the state at the stop and replays only the open windows' readings
+    /// (without it, everything since the last scheduled snapshot). A failure
+    /// here loses nothing: the next owner replays from the last commit.
+    async fn on_stop(&self) -> Offsets {
+        let _gate = self.gate.lock().await;
+        if let Err(e) = self.publish_pending().await {
+            tracing::warn!(error = %ErrorChain(&e), "publishing when stopping failed; the next owner replays these readings");
+            return Vec::new();
+        }
+        if let Err(e) = self.snapshot_if_due(&[], Due::Now).await {
+            tracing::warn!(error = %ErrorChain(&e), "the final snapshot failed; the next owner replays from the last one");
+        }
+        let applied: Vec<(TopicPartition, i64)> = self.lock().applied.iter().map(|(tp, &o)| (tp.clone(), o)).collect();
+        self.committable(applied)
+            .into_iter()
+            .map(|(tp, off)| {
+                let meta = self.commit_metadata(&tp);
+                (tp, off, meta)
+            })
+            .collect()
     }
 
     /// Remembered, so a tick commits only partitions whose safe offset moved past it.

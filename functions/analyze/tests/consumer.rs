@@ -273,3 +273,46 @@ async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
     );
     assert!(lag < log.snapshot("raw").len() as i64, "partition 0 committed");
 }
+
+#[tokio::test]
+async fn a_clean_stop_snapshots_every_partition_at_what_it_applied() {
+    use std::sync::Arc;
+    use tributary_analyze::handler::Snapshots;
+    use tributary_analyze::state;
+    let log = MemoryLog::new(2, 1_000_000);
+    log.ensure_topics(&["raw".to_owned()], 2).await.expect("topics");
+    log.ensure_compacted_topic("state", 2).await.expect("state topic");
+    // An hour between scheduled snapshots: only each partition's first one
+    // (it cannot commit before it has one) falls inside the run.
+    let h = handler(&log).with_snapshots(Snapshots {
+        log: Arc::new(log.clone()),
+        topic: "state".into(),
+        partitions: 2,
+        every: Duration::from_secs(3600),
+    });
+    let input = common::input(8, 120);
+    publish(&log, &input).await;
+    let truth = common::truth(&input, common::BASE_MS + 120_000 + 10_000);
+    run_until(&log, &h, async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while common::compare(&emitted(&log), &truth).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the outputs stopped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let raw = log.snapshot("raw");
+    for p in 0..2 {
+        let end = raw.iter().filter(|m| m.partition == p).map(|m| m.offset + 1).max();
+        assert!(end.is_some_and(|e| e > 97), "partition {p} has more than one batch");
+        let back = state::read_back(log.read_partition("state", p).await.expect("read"));
+        assert_eq!(back.at, end, "partition {p}: the last snapshot is at its end");
+        assert!(
+            back.unconfirmed.is_empty(),
+            "partition {p}: the final snapshot is whole"
+        );
+    }
+    // And the commits went up to what the open windows allow, no further.
+    let lag = log.lag("tributary-analyze", "raw");
+    assert!(lag > 0 && lag < raw.len() as i64, "lag {lag} of {}", raw.len());
+}

@@ -23,7 +23,9 @@
 //! commit path as batches: a handler that closes windows on a timer (analyze's
 //! idle rule) releases their offsets without a batch and without a
 //! subscription wrapper of its own. Every successful commit is reported to
-//! [`Handler::committed`], and every poll's wait to [`Handler::polled`].
+//! [`Handler::committed`], and every poll's wait to [`Handler::polled`]. A
+//! clean stop calls [`Handler::on_stop`] last and commits what it returns
+//! (analyze writes a final snapshot there, so the next owner replays nothing).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -102,6 +104,13 @@ pub trait Handler: Send + Sync {
 
     /// `offsets` were committed, by a batch or a tick.
     fn committed(&self, _offsets: &[(TopicPartition, i64, String)]) {}
+
+    /// The runner is stopping cleanly (shutdown, not a failure): the last
+    /// chance to make state durable; the offsets returned are committed with
+    /// the last batch's before the runner leaves the group. Nothing by default.
+    async fn on_stop(&self) -> Offsets {
+        Vec::new()
+    }
 }
 
 /// How the runner batches and backs off.
@@ -243,6 +252,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             pending.flush(sub.as_mut(), handler, "after a batch").await;
         }
     }
+    pending.add(handler.on_stop().await);
     pending.flush(sub.as_mut(), handler, "when stopping").await;
     sub.close().await;
     Ok(())
