@@ -49,8 +49,9 @@ use crate::detect::{DetectorConfig, SeriesModel};
 use crate::window::ScorePart;
 
 /// The format of entries and markers (the first byte of each value).
-/// Version 1 had 76 calibration bins; its entries start their series cold.
-const VERSION: u8 = 2;
+/// Version 1 had 76 calibration bins, version 2 no range model; their
+/// entries start their series cold.
+const VERSION: u8 = 3;
 const SERIES: u8 = b'S';
 const MARKER: u8 = b'M';
 

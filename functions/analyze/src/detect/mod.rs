@@ -4,6 +4,7 @@
 //! - [`spike`]: spike-and-dip (robust z against the recent level),
 //! - [`changepoint`]: level shifts (fast against slow robust level),
 //! - [`seasonal`]: values unusual for the time of day,
+//! - [`range`]: values beyond every value the series has shown,
 //! - [`rules`]: operator thresholds like `temperature > 90 for 30s`,
 //! - [`robust`]: the streaming robust level and spread they share,
 //! - [`calibrate`]: per-series calibration of each model's strength,
@@ -14,14 +15,15 @@
 //! what came before it (and itself). The state of a series has a fixed size
 //! whatever its input (no rings of past values, no scratch space): with the
 //! defaults [`SeriesModel::memory_bytes`] is under 1.5 KB (a test holds it
-//! to 1,536 bytes), of which the 144 seasonal slots take 600 bytes and the
-//! three calibration histograms about 420.
+//! to 1,536 bytes), of which the 144 seasonal slots take 600 bytes, the
+//! three calibration histograms about 420 and the range 8.
 //! The settings are shared by every series, not copied into each. All scores
 //! are in [0, 1].
 
 pub mod alert;
 pub mod calibrate;
 pub mod changepoint;
+pub mod range;
 pub mod robust;
 pub mod rules;
 pub mod seasonal;
@@ -33,6 +35,7 @@ use crate::state::codec::{Corrupt, Reader, Writer};
 pub use calibrate::Calibration;
 use calibrate::Calibrator;
 use changepoint::{ChangePointConfig, ChangePointDetector};
+use range::{RangeConfig, RangeDetector};
 use rules::{Rule, RuleState};
 use seasonal::{SeasonalConfig, SeasonalDetector};
 use spike::{SpikeConfig, SpikeDetector};
@@ -57,6 +60,8 @@ pub struct DetectorConfig {
     pub changepoint: ChangePointConfig,
     /// Seasonal parameters (`None`: no seasonal model).
     pub seasonal: Option<SeasonalConfig>,
+    /// Range parameters (`None`: no range model).
+    pub range: Option<RangeConfig>,
     /// Threshold rules (only those whose metric matches a series apply to it).
     pub rules: Vec<Rule>,
     /// Novelty window of the detection score (see [`Verdict::detection`]); 0
@@ -72,6 +77,7 @@ impl Default for DetectorConfig {
             spike: SpikeConfig::default(),
             changepoint: ChangePointConfig::default(),
             seasonal: Some(SeasonalConfig::default()),
+            range: Some(RangeConfig::default()),
             rules: Vec::new(),
             novelty: None,
             calibration: Calibration::default(),
@@ -87,8 +93,8 @@ pub const DEFAULT_NOVELTY: usize = 50;
 pub struct Verdict {
     /// The highest model score, in [0, 1]: what aggregates and alerts use.
     pub score: f64,
-    /// The model that gave `score` (`threshold`, `spike`, `seasonal` or
-    /// `changepoint`; on a tie the first in that order).
+    /// The model that gave `score` (`threshold`, `spike`, `range`,
+    /// `seasonal` or `changepoint`; on a tie the first in that order).
     pub model: &'static str,
     /// `score * (1 - m)`, `m` the highest `score` of the previous `novelty`
     /// values: "a new incident starts here". An ongoing anomaly is reported
@@ -125,6 +131,13 @@ impl Verdict {
                 ),
                 None => format!("level shift (change-point score {:.3})", self.score),
             },
+            (RangeDetector::NAME, _) => format!(
+                "value {x} is beyond every value seen on this series{} (range score {:.3})",
+                self.expected
+                    .map(|(lo, hi)| format!(", {} to {}", sig(lo), sig(hi)))
+                    .unwrap_or_default(),
+                self.score
+            ),
             (SeasonalDetector::NAME, _) => format!(
                 "value {x} is unusual for this time of day{expected} (seasonal score {:.3})",
                 self.score
@@ -153,7 +166,8 @@ pub struct SeriesModel {
     spike: SpikeDetector,
     changepoint: ChangePointDetector,
     seasonal: Option<Box<(SeasonalDetector, Calibrator)>>,
-    rules: Vec<RuleState>,
+    range: RangeDetector,
+    rules: Box<[RuleState]>,
     spike_cal: Calibrator,
     changepoint_cal: Calibrator,
     /// The last `novelty` scores in 1/255ths, a ring written at
@@ -174,6 +188,7 @@ impl SeriesModel {
                 .seasonal
                 .as_ref()
                 .map(|c| Box::new((SeasonalDetector::new(c), Calibrator::default()))),
+            range: RangeDetector::default(),
             rules: config
                 .rules
                 .iter()
@@ -195,7 +210,7 @@ impl SeriesModel {
             .seasonal
             .as_ref()
             .map_or(0, |s| size_of::<(SeasonalDetector, Calibrator)>() + s.0.heap_bytes());
-        size_of::<Self>() + seasonal + self.rules.capacity() * size_of::<RuleState>() + self.recent.len()
+        size_of::<Self>() + seasonal + self.rules.len() * size_of::<RuleState>() + self.recent.len()
     }
 
     /// The text of the first of this series' rules that holds, if any.
@@ -222,6 +237,11 @@ impl SeriesModel {
             }
             _ => 0.0,
         };
+        let range_before = self.range.range();
+        let range = config
+            .range
+            .as_ref()
+            .map_or(0.0, |c| self.range.update(c, self.spike.seen(), x));
         let mut fired = false;
         for r in &mut self.rules {
             fired |= r.update(t, x) >= 1.0;
@@ -232,8 +252,10 @@ impl SeriesModel {
         };
         let (score, model, expected, shift) = if fired {
             (1.0, Rule::NAME, spike_band(), None)
-        } else if spike >= cp && spike >= seasonal {
+        } else if spike >= cp && spike >= seasonal && spike >= range {
             (spike, SpikeDetector::NAME, spike_band(), None)
+        } else if range > cp && range > seasonal {
+            (range, RangeDetector::NAME, range_before, None)
         } else if seasonal > cp {
             let band = match (&self.seasonal, &config.seasonal) {
                 (Some(s), Some(c)) => cal
@@ -278,6 +300,7 @@ impl SeriesModel {
             s.0.save(w);
             s.1.save(w);
         }
+        self.range.save(w);
         w.u16(self.rules.len() as u16);
         for r in &self.rules {
             w.str(&r.rule().text);
@@ -306,10 +329,11 @@ impl SeriesModel {
             (None, false) => {}
             _ => return Err(Corrupt),
         }
+        m.range = RangeDetector::load(r)?;
         if usize::from(r.u16()?) != m.rules.len() {
             return Err(Corrupt);
         }
-        for rule in &mut m.rules {
+        for rule in m.rules.iter_mut() {
             if r.str()? != rule.rule().text {
                 return Err(Corrupt);
             }
@@ -405,6 +429,39 @@ mod tests {
         // Rules of other metrics do not apply.
         let mut other = SeriesModel::new(&cfg, "rpm");
         assert_ne!(other.update(&cfg, t(0), 5000.0).model, "threshold");
+    }
+
+    #[test]
+    fn a_value_past_the_whole_range_is_explained_by_the_range() {
+        let cfg = DetectorConfig::default();
+        let mut m = SeriesModel::new(&cfg, "x");
+        let mut rng = Rng::new(21);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for i in 0..600 {
+            // A wide, calm series: the spike model's band is wide too.
+            let x = 20.0 + 3.0 * rng.normal();
+            (lo, hi) = (lo.min(x), hi.max(x));
+            m.update(&cfg, t(i), x);
+        }
+        // A tenth of the width past the highest value ever seen, but only a few
+        // spreads from the level: a new extreme, scored by the range model.
+        let x = hi + 0.1 * (hi - lo);
+        let v = m.update(&cfg, t(600), x);
+        assert_eq!(v.model, "range", "{v:?}");
+        assert!(v.score > 0.5 && v.score <= 0.6, "{v:?}");
+        let (elo, ehi) = v.expected.expect("the range so far");
+        assert!(
+            (elo - lo).abs() < 1e-5 && (ehi - hi).abs() < 1e-5,
+            "{elo}..{ehi} vs {lo}..{hi}"
+        );
+        assert!(
+            v.reason(x, None).starts_with("value ") && v.reason(x, None).contains("beyond every value seen"),
+            "{}",
+            v.reason(x, None)
+        );
+        // Now inside the range: the range model is quiet.
+        let again = m.update(&cfg, t(601), x);
+        assert_ne!(again.model, "range");
     }
 
     #[test]

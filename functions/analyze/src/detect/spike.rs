@@ -77,6 +77,11 @@ impl SpikeDetector {
         score
     }
 
+    /// Values seen (saturating).
+    pub fn seen(&self) -> u32 {
+        self.level.count()
+    }
+
     /// The values within `z` robust standard deviations of the level: the
     /// band the next value is expected in.
     pub fn band(&self, z: f64) -> (f64, f64) {
