@@ -235,19 +235,22 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
     );
 }
 
-#[tokio::test]
-async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
+/// Two input partitions, a state topic of `state_partitions` snapshotted
+/// every `every`: run the handler until every window of the input was
+/// emitted (the runner then stops cleanly), and return the log.
+async fn run_with_state_topic(state_partitions: i32, every: Duration) -> MemoryLog {
     use std::sync::Arc;
     use tributary_analyze::handler::Snapshots;
     let log = MemoryLog::new(2, 1_000_000);
     log.ensure_topics(&["raw".to_owned()], 2).await.expect("topics");
-    // One state partition for two input partitions: partition 1's snapshots cannot be written.
-    log.ensure_compacted_topic("state", 1).await.expect("state topic");
+    log.ensure_compacted_topic("state", state_partitions)
+        .await
+        .expect("state topic");
     let h = handler(&log).with_snapshots(Snapshots {
         log: Arc::new(log.clone()),
         topic: "state".into(),
-        partitions: 1,
-        every: Duration::from_millis(100),
+        partitions: state_partitions,
+        every,
     });
     let input = common::input(8, 120);
     publish(&log, &input).await;
@@ -260,8 +263,15 @@ async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
         }
     })
     .await;
-    // Every window was emitted for both partitions; only partition 0 committed past its start.
     common::compare(&emitted(&log), &truth).expect("every window");
+    log
+}
+
+#[tokio::test]
+async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
+    // One state partition for two input partitions: partition 1's snapshots cannot be written.
+    let log = run_with_state_topic(1, Duration::from_millis(100)).await;
+    // Every window was emitted for both partitions; only partition 0 committed past its start.
     let state = log.read_partition("state", 0).await.expect("read");
     assert!(!state.is_empty(), "partition 0's snapshots were written");
     let lag = log.lag("tributary-analyze", "raw");
@@ -276,31 +286,10 @@ async fn a_state_topic_that_cannot_be_written_holds_commits_but_not_outputs() {
 
 #[tokio::test]
 async fn a_clean_stop_snapshots_every_partition_at_what_it_applied() {
-    use std::sync::Arc;
-    use tributary_analyze::handler::Snapshots;
     use tributary_analyze::state;
-    let log = MemoryLog::new(2, 1_000_000);
-    log.ensure_topics(&["raw".to_owned()], 2).await.expect("topics");
-    log.ensure_compacted_topic("state", 2).await.expect("state topic");
     // An hour between scheduled snapshots: only each partition's first one
     // (it cannot commit before it has one) falls inside the run.
-    let h = handler(&log).with_snapshots(Snapshots {
-        log: Arc::new(log.clone()),
-        topic: "state".into(),
-        partitions: 2,
-        every: Duration::from_secs(3600),
-    });
-    let input = common::input(8, 120);
-    publish(&log, &input).await;
-    let truth = common::truth(&input, common::BASE_MS + 120_000 + 10_000);
-    run_until(&log, &h, async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while common::compare(&emitted(&log), &truth).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the outputs stopped");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let log = run_with_state_topic(2, Duration::from_secs(3600)).await;
     let raw = log.snapshot("raw");
     for p in 0..2 {
         let end = raw.iter().filter(|m| m.partition == p).map(|m| m.offset + 1).max();
