@@ -22,6 +22,7 @@ use tributary_shared::model::{self, ItemErrorKind, Limits};
 use tributary_shared::telemetry::{ErrorChain, MetricsRegistry};
 
 use crate::error::{self, ApiError};
+use crate::oversize::{self, DrainLimits, Refusal};
 use crate::{Config, body, metrics, ratelimit};
 
 /// Everything a request needs, built once at start.
@@ -31,6 +32,7 @@ pub struct Ingest {
     fleet: FleetKey,
     token_max_ttl_secs: u64,
     max_body_bytes: usize,
+    drain: DrainLimits,
     max_decoded_bytes: usize,
     max_batch: usize,
     limits: Limits,
@@ -47,6 +49,10 @@ impl Ingest {
             fleet: FleetKey::new(&cfg.fleet_key),
             token_max_ttl_secs: cfg.token_max_ttl_secs,
             max_body_bytes: cfg.max_body_bytes,
+            drain: DrainLimits {
+                max_bytes: cfg.oversize_drain_bytes,
+                ..DrainLimits::default()
+            },
             max_decoded_bytes: cfg.max_decoded_bytes,
             max_batch: cfg.max_batch,
             limits: Limits::default(),
@@ -58,26 +64,33 @@ impl Ingest {
 
 /// The ingest API (`POST /v1/telemetry`); the harness adds the ops endpoints.
 pub fn app(state: Arc<Ingest>) -> Router {
-    let limit = state.max_body_bytes;
+    let (limit, drain) = (state.max_body_bytes, state.drain);
     Router::new()
         .route("/v1/telemetry", post(ingest))
         // axum's own limit would answer with plain text; we read the body ourselves with a JSON 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
         .layer(axum::middleware::from_fn(move |req, next| {
-            body_limit_precheck(limit, req, next)
+            body_limit_precheck(limit, drain, req, next)
         }))
 }
 
-/// Refuse a declared Content-Length over the limit before reading any of it.
-async fn body_limit_precheck(limit: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Refuse a declared Content-Length over the limit without keeping any of
+/// the body (see [`oversize`] for why it is still read).
+async fn body_limit_precheck(
+    limit: usize,
+    drain: DrainLimits,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes")).into_response();
+        let (parts, body) = req.into_parts();
+        return oversize::refuse_declared(&parts.headers, body, limit, drain).await;
     }
     next.run(req).await
 }
@@ -131,8 +144,8 @@ async fn ingest(State(st): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -
     let resp = match handle(&st, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
-            if matches!(e, ApiError::Unavailable(_)) {
-                tracing::warn!(error = %e, "event log unavailable");
+            if matches!(e.error, ApiError::Unavailable(_)) {
+                tracing::warn!(error = %e.error, "event log unavailable");
             }
             e.into_response()
         }
@@ -141,7 +154,7 @@ async fn ingest(State(st): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -
     resp
 }
 
-async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let device = st
         .fleet
@@ -149,14 +162,7 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
 
     let fmt = body::format(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
-    let raw = axum::body::to_bytes(body, st.max_body_bytes).await.map_err(|e| {
-        // to_bytes fails on the limit or on a broken connection; both end the request.
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
-            ApiError::PayloadTooLarge(format!("body exceeds {} bytes", st.max_body_bytes))
-        } else {
-            ApiError::BadRequest("could not read the request body".into())
-        }
-    })?;
+    let raw = oversize::read_limited(body, st.max_body_bytes, st.drain).await?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let decoded = body::decode(encoding, &raw, st.max_decoded_bytes)?;
     let items = body::items(fmt, &decoded, st.max_batch)?;

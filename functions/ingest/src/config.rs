@@ -46,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_MAX_BODY_BYTES", default_value_t = Config::default().max_body_bytes)]
     pub max_body_bytes: usize,
 
+    /// Most bytes of an oversized body read and dropped so the client can
+    /// read its 413 (past this, or 10 s, the connection is closed instead).
+    #[arg(long, env = "TRIBUTARY_OVERSIZE_DRAIN_BYTES", default_value_t = Config::default().oversize_drain_bytes)]
+    pub oversize_drain_bytes: usize,
+
     /// Largest request body after gzip decoding, in bytes (guards against zip bombs).
     #[arg(long, env = "TRIBUTARY_MAX_DECODED_BYTES", default_value_t = Config::default().max_decoded_bytes)]
     pub max_decoded_bytes: usize,
@@ -80,6 +85,7 @@ impl Default for Config {
             fleet_key: DEV_FLEET_KEY.into(),
             token_max_ttl_secs: 7 * 86_400,
             max_body_bytes: 1 << 20,
+            oversize_drain_bytes: 64 << 20,
             max_decoded_bytes: 8 << 20,
             max_batch: 1000,
             device_rate: 100.0,

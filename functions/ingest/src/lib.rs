@@ -27,6 +27,7 @@
 //! - [`config`]: the settings, with their defaults;
 //! - [`error`]: request refusals ([`error::ApiError`]) and run errors ([`Error`]);
 //! - [`metrics`]: the Prometheus counters;
+//! - [`oversize`]: reading a body within its limit, and a 413 every client can read;
 //! - [`ratelimit`]: the per-device token bucket.
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod oversize;
 pub mod ratelimit;
 
 pub use api::{Ingest, app};

@@ -213,3 +213,113 @@ async fn serves_through_the_lambda_runtime_api() {
     assert_eq!(body["accepted"], 1, "{body}");
     assert_eq!(body["items"][0]["status"], "accepted");
 }
+
+/// Send one raw HTTP/1.1 request on `conn`, writing all of `body` before
+/// reading anything (as Python's urllib does), and read the answer: status
+/// line, headers and a `Content-Length` body.
+fn send_all_then_read(
+    conn: &mut std::net::TcpStream,
+    head: &str,
+    body: &[u8],
+) -> std::io::Result<(String, String, Value)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()?;
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    let (mut headers, mut length) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        headers.push_str(&line);
+    }
+    let mut payload = vec![0; length];
+    reader.read_exact(&mut payload)?;
+    let json = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+    Ok((status.trim().to_owned(), headers, json))
+}
+
+/// Issue 24: a 7 MB body sent whole before the answer is read used to end in
+/// a connection reset (ingest answered early and closed with the body
+/// unread). Now the client reads the 413 and its message, and the same
+/// connection serves the next request.
+#[tokio::test]
+async fn a_client_that_sends_a_whole_oversized_body_first_reads_the_413() {
+    let port = free_port();
+    let topic = unique_topic("bin-oversize");
+    let mut child = spawn(&[
+        ("PORT", port.to_string()),
+        ("TRIBUTARY_BIND", "127.0.0.1".into()),
+        ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ("TRIBUTARY_RAW_TOPIC", topic),
+        ("TRIBUTARY_MAX_BODY_BYTES", "65536".into()),
+    ]);
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let auth = token("big-batch");
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let big = vec![b' '; 7 << 20];
+        let mut answers = Vec::new();
+        // Declared length (the precheck), then chunked (found while reading).
+        let declared = format!(
+            "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        answers.push(send_all_then_read(&mut conn, &declared, &big)?);
+        let chunked = format!(
+            "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut body = Vec::new();
+        for chunk in big.chunks(1 << 20) {
+            body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        answers.push(send_all_then_read(&mut conn, &chunked, &body)?);
+        // The connection is still in step: a good reading on it is accepted.
+        let reading = reading().to_string();
+        let small = format!(
+            "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            reading.len()
+        );
+        answers.push(send_all_then_read(&mut conn, &small, reading.as_bytes())?);
+        std::io::Result::Ok(answers)
+    })
+    .await
+    .expect("client thread");
+    let _ = child.kill();
+    let _ = child.wait();
+    let answers = outcome.expect("the client sent everything and read every answer, with no reset");
+    for (status, headers, json) in &answers[..2] {
+        assert!(status.starts_with("HTTP/1.1 413"), "{status}\n{headers}");
+        assert_eq!(json["error"]["code"], "payload_too_large", "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("65536") && m.contains("split the batch")),
+            "{json}"
+        );
+        assert!(!headers.to_ascii_lowercase().contains("connection: close"), "{headers}");
+    }
+    assert!(answers[2].0.starts_with("HTTP/1.1 202"), "{:?}", answers[2]);
+}

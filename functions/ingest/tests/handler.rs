@@ -300,6 +300,88 @@ async fn malformed_bodies_get_clear_4xx() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
+/// A streamed body of `chunks` KB whose every chunk marks `read` when taken.
+fn counted_stream(chunks: usize, read: Arc<std::sync::atomic::AtomicUsize>) -> Body {
+    Body::from_stream(futures::stream::iter((0..chunks).map(move |_| {
+        read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1000]))
+    })))
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_read_to_its_end_within_the_drain_limit_before_the_413() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let h = harness(|c| {
+        c.max_body_bytes = 10_000;
+        c.oversize_drain_bytes = 15_000;
+    });
+    let post = |body: Body| {
+        Request::post("/v1/telemetry")
+            .header(header::AUTHORIZATION, h.token("d"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .expect("request")
+    };
+    // 12 KB: over the limit, within the drain: every chunk is read, and the
+    // connection stays usable (no `Connection: close`).
+    let read = Arc::new(AtomicUsize::new(0));
+    let (status, headers, resp) = h.send(post(counted_stream(12, read.clone()))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(resp["error"]["code"], "payload_too_large");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("split the batch")),
+        "{resp}"
+    );
+    assert_eq!(read.load(Ordering::SeqCst), 12, "the whole body was read");
+    assert!(headers.get(header::CONNECTION).is_none(), "{headers:?}");
+
+    // 40 KB: the drain stops past 15 KB and the connection is closed.
+    let read = Arc::new(AtomicUsize::new(0));
+    let (status, headers, _) = h.send(post(counted_stream(40, read.clone()))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        read.load(Ordering::SeqCst),
+        16,
+        "read up to the drain limit, no further"
+    );
+    assert_eq!(
+        headers.get(header::CONNECTION).map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+
+    // A declared length over the limit: drained too.
+    let read = Arc::new(AtomicUsize::new(0));
+    let req = Request::post("/v1/telemetry")
+        .header(header::AUTHORIZATION, h.token("d"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "12000")
+        .body(counted_stream(12, read.clone()))
+        .expect("request");
+    let (status, headers, _) = h.send(req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(read.load(Ordering::SeqCst), 12);
+    assert!(headers.get(header::CONNECTION).is_none(), "{headers:?}");
+
+    // A client waiting for `100 Continue` is answered without asking for its body.
+    let read = Arc::new(AtomicUsize::new(0));
+    let req = Request::post("/v1/telemetry")
+        .header(header::AUTHORIZATION, h.token("d"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "12000")
+        .header(header::EXPECT, "100-continue")
+        .body(counted_stream(12, read.clone()))
+        .expect("request");
+    let (status, headers, _) = h.send(req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(read.load(Ordering::SeqCst), 0, "the body was never asked for");
+    assert_eq!(
+        headers.get(header::CONNECTION).map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+}
+
 #[tokio::test]
 async fn bad_tokens_are_401() {
     let h = harness(|_| {});
