@@ -41,11 +41,7 @@ use std::collections::HashMap;
 use codec::{Corrupt, Reader, Writer};
 
 use crate::detect::alert::AlertTracker;
-use crate::detect::changepoint::ChangePointDetector;
-use crate::detect::rules::Rule;
-use crate::detect::seasonal::SeasonalDetector;
-use crate::detect::spike::SpikeDetector;
-use crate::detect::{DetectorConfig, SeriesModel};
+use crate::detect::{DetectorConfig, SeriesModel, model_at, model_code};
 use crate::window::ScorePart;
 
 /// The format of entries and markers (the first byte of each value).
@@ -143,16 +139,10 @@ pub fn encode_entry(
 
 /// The names a window's score can carry, as the static strings windows hold.
 fn model_name(name: &str) -> Result<Option<&'static str>, Corrupt> {
-    const NAMES: [&str; 4] = [
-        SpikeDetector::NAME,
-        ChangePointDetector::NAME,
-        SeasonalDetector::NAME,
-        Rule::NAME,
-    ];
     if name.is_empty() {
         return Ok(None);
     }
-    NAMES.into_iter().find(|n| *n == name).map(Some).ok_or(Corrupt)
+    model_code(name).and_then(model_at).map(Some).ok_or(Corrupt)
 }
 
 /// Read a series' entry for a series of `metric` under `config`.
@@ -229,6 +219,7 @@ mod takeover_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::spike::SpikeDetector;
 
     #[test]
     fn keys_and_markers_round_trip_and_a_cut_snapshot_is_not_confirmed() {
@@ -290,5 +281,24 @@ mod tests {
             ..DetectorConfig::default()
         };
         assert!(decode_entry(&other, "temp", &v).is_err());
+    }
+
+    #[test]
+    fn a_window_topped_by_any_model_round_trips() {
+        // The range model was missing from the names a snapshot could read
+        // back: a series whose open window it topped came back cold.
+        let config = DetectorConfig::default();
+        let model = SeriesModel::new(&config, "temp");
+        for name in crate::detect::MODELS {
+            let part = ScorePart {
+                score: Some((0.75, name)),
+                expected_low: 1.0,
+                expected_high: 2.0,
+                warming: false,
+            };
+            let v = encode_entry((5, 6, 7.0), &model, &AlertTracker::new(), &[(10, 20, part)]);
+            let e = decode_entry(&config, "temp", &v).unwrap_or_else(|_| panic!("{name} decodes"));
+            assert_eq!(e.windows[0].2, part, "{name}");
+        }
     }
 }

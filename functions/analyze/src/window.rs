@@ -42,6 +42,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use tributary_shared::model::Reading;
 
+use crate::detect::{model_at, model_code};
 use crate::records::Aggregate;
 use crate::sketch::QuantileSketch;
 
@@ -174,17 +175,47 @@ struct Group {
     min_offset: i64,
 }
 
-/// One open window: 128 bytes, of which the statistics take 80.
+/// One open window: 112 bytes, of which the statistics take 80.
 #[derive(Clone, Debug)]
 struct Open {
     stats: Stats,
-    /// The highest score and its model.
-    score: Option<(f64, &'static str)>,
+    /// The highest score, if `model` names one.
+    score: f64,
     /// The envelope of the values' expected bands (NaN edges: none yet; an
     /// `Option` would cost 8 bytes more in every window).
     expected_low: f64,
     expected_high: f64,
+    /// The model that gave `score`, as its [`model_code`] ([`NO_SCORE`]:
+    /// none yet): a byte rather than a 16-byte name in every window.
+    model: u8,
     warming: bool,
+}
+
+/// [`Open::model`] before any value was scored.
+const NO_SCORE: u8 = u8::MAX;
+
+impl Open {
+    fn new() -> Self {
+        Self {
+            stats: Stats::default(),
+            score: 0.0,
+            expected_low: f64::NAN,
+            expected_high: f64::NAN,
+            model: NO_SCORE,
+            warming: false,
+        }
+    }
+
+    /// The highest score and its model.
+    fn top(&self) -> Option<(f64, &'static str)> {
+        model_at(self.model).map(|m| (self.score, m))
+    }
+
+    fn set_top(&mut self, top: Option<(f64, &'static str)>) {
+        let coded = top.and_then(|(score, name)| Some((score, model_code(name)?)));
+        debug_assert_eq!(coded.is_some(), top.is_some(), "{top:?} names no model of MODELS");
+        (self.score, self.model) = coded.unwrap_or((0.0, NO_SCORE));
+    }
 }
 
 /// What the models contributed to an open window (its highest score, band
@@ -208,7 +239,7 @@ pub struct ScorePart {
 impl ScorePart {
     fn of(open: &Open) -> Self {
         Self {
-            score: open.score,
+            score: open.top(),
             expected_low: open.expected_low,
             expected_high: open.expected_high,
             warming: open.warming,
@@ -216,7 +247,7 @@ impl ScorePart {
     }
 
     fn seed(&self, open: &mut Open) {
-        open.score = self.score;
+        open.set_top(self.score);
         open.expected_low = self.expected_low;
         open.expected_high = self.expected_high;
         open.warming = self.warming;
@@ -289,8 +320,8 @@ fn aggregate((end_ms, size_s): (i64, u32), (device, metric): &SeriesKey, open: &
         p50: q(0.5),
         p95: q(0.95),
         p99: q(0.99),
-        anomaly_score: open.score.map_or(0.0, |(score, _)| score),
-        model: open.score.map_or("none", |(_, model)| model).to_owned(),
+        anomaly_score: open.top().map_or(0.0, |(score, _)| score),
+        model: open.top().map_or("none", |(_, model)| model).to_owned(),
         expected_low: (!open.expected_low.is_nan()).then_some(open.expected_low),
         expected_high: (!open.expected_high.is_nan()).then_some(open.expected_high),
         warming: open.warming,
@@ -454,13 +485,7 @@ impl Windower {
             };
             group.min_offset = group.min_offset.min(offset);
             for (metric, x, score) in values {
-                let (open, made) = group.windows.get_or_insert_with(device, metric, || Open {
-                    stats: Stats::default(),
-                    score: None,
-                    expected_low: f64::NAN,
-                    expected_high: f64::NAN,
-                    warming: false,
-                });
+                let (open, made) = group.windows.get_or_insert_with(device, metric, Open::new);
                 if made {
                     let seed = p
                         .seeds
@@ -472,8 +497,8 @@ impl Windower {
                 }
                 open.stats.push(*x);
                 if let Some(s) = score {
-                    if open.score.is_none_or(|cur| better(cur, s)) {
-                        open.score = Some((s.score, s.model));
+                    if open.top().is_none_or(|cur| better(cur, s)) {
+                        open.set_top(Some((s.score, s.model)));
                     }
                     open.warming |= s.warming;
                     if let Some((lo, hi)) = s.expected {
@@ -698,7 +723,7 @@ mod tests {
     #[test]
     fn an_open_window_stays_small() {
         // Every series holds one per window size: what ARCHITECTURE.md quotes.
-        assert_eq!(size_of::<Open>(), 128);
+        assert_eq!(size_of::<Open>(), 112);
         assert_eq!(size_of::<Stats>(), 80);
     }
 

@@ -88,6 +88,26 @@ impl Default for DetectorConfig {
 /// Default novelty window, in values.
 pub const DEFAULT_NOVELTY: usize = 50;
 
+/// Every model a [`Verdict`] can name, in the combiner's order of precedence.
+pub const MODELS: [&str; 5] = [
+    Rule::NAME,
+    SpikeDetector::NAME,
+    RangeDetector::NAME,
+    SeasonalDetector::NAME,
+    ChangePointDetector::NAME,
+];
+
+/// The position of `name` in [`MODELS`]: what a window stores instead of the
+/// name (one byte, not sixteen).
+pub fn model_code(name: &str) -> Option<u8> {
+    MODELS.iter().position(|m| *m == name).map(|i| i as u8)
+}
+
+/// The model at `code` in [`MODELS`].
+pub fn model_at(code: u8) -> Option<&'static str> {
+    MODELS.get(usize::from(code)).copied()
+}
+
 /// The combined verdict on one value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
