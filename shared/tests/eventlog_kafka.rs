@@ -134,3 +134,56 @@ async fn a_full_queue_fails_the_excess_fast_and_delivers_the_rest() {
 async fn a_partition_reads_back_what_was_written_to_it() {
     contract::a_partition_reads_back_what_was_written_to_it(&log(), &unique_topic("state")).await;
 }
+
+/// A tombstone is a null payload on the wire (what compaction deletes by),
+/// and an empty value is not: read with librdkafka directly.
+#[tokio::test]
+async fn a_tombstone_is_a_null_payload_and_an_empty_value_is_not() {
+    use std::time::{Duration, Instant};
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use tributary_shared::eventlog::{EventLog, Record};
+
+    let log = log();
+    let topic = unique_topic("tombstone");
+    log.ensure_compacted_topic(&topic, 1).await.expect("create topic");
+    let records = vec![
+        Record::tombstone("gone").to_partition(0),
+        Record::new("empty", Vec::new()).to_partition(0),
+    ];
+    for d in log.publisher().publish(&topic, records).await {
+        d.expect("acknowledged");
+    }
+    let topic_name = topic.clone();
+    let payloads = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", test_brokers())
+            .set("group.id", format!("{topic_name}-raw"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic_name, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let (deadline, mut got) = (Instant::now() + Duration::from_secs(30), Vec::new());
+        while got.len() < 2 && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                got.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+            }
+        }
+        got
+    })
+    .await
+    .expect("reader");
+    assert_eq!(
+        payloads,
+        vec![
+            (Some(b"gone".to_vec()), None),
+            (Some(b"empty".to_vec()), Some(Vec::new())),
+        ]
+    );
+}

@@ -134,8 +134,18 @@ pub async fn a_partition_reads_back_what_was_written_to_it(log: &dyn EventLog, t
     log.ensure_compacted_topic(topic, 3)
         .await
         .expect("creating it again is fine");
+    // Every fifth record is a tombstone: read back with an empty value.
+    let tombstone = |i: i32| i % 5 == 4;
     let records: Vec<Record> = (0..20)
-        .map(|i| Record::new(format!("key-{}", i % 7), format!("v{i}")).to_partition(i % 3))
+        .map(|i| {
+            let key = format!("key-{}", i % 7);
+            let r = if tombstone(i) {
+                Record::tombstone(key)
+            } else {
+                Record::new(key, format!("v{i}"))
+            };
+            r.to_partition(i % 3)
+        })
         .collect();
     let delivered = log.publisher().publish(topic, records).await;
     for (i, d) in delivered.into_iter().enumerate() {
@@ -146,7 +156,14 @@ pub async fn a_partition_reads_back_what_was_written_to_it(log: &dyn EventLog, t
         let got = log.read_partition(topic, p).await.expect("read back");
         let want: Vec<(Vec<u8>, Vec<u8>)> = (0..20)
             .filter(|i| i % 3 == p)
-            .map(|i| (format!("key-{}", i % 7).into_bytes(), format!("v{i}").into_bytes()))
+            .map(|i| {
+                let value = if tombstone(i) {
+                    Vec::new()
+                } else {
+                    format!("v{i}").into_bytes()
+                };
+                (format!("key-{}", i % 7).into_bytes(), value)
+            })
             .collect();
         assert_eq!(got, want, "partition {p}");
     }

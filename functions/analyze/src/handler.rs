@@ -208,9 +208,18 @@ impl AnalyzeHandler {
         for (p, at) in due_partitions {
             let encoded = self.lock().analyzer.snapshot(p, at);
             let Some(out) = encoded else { continue };
+            // An empty entry is an evicted series: a real tombstone, so
+            // compaction drops its key instead of keeping it for ever.
             let mut records: Vec<Record> = out
                 .into_iter()
-                .map(|(k, v)| Record::new(k, v).to_partition(p))
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        Record::tombstone(k)
+                    } else {
+                        Record::new(k, v)
+                    }
+                    .to_partition(p)
+                })
                 .collect();
             bytes += records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
             count += records.len();

@@ -6,8 +6,8 @@
 //! - a **series entry** per (device, metric) series whose state changed
 //!   since the partition's previous snapshot: key `S`, the device's length
 //!   and name, the metric's name; value: the series' model and alert state
-//!   and the score parts of its open windows ([`ScorePart`]). An empty value
-//!   is a tombstone: the series was evicted;
+//!   and the score parts of its open windows ([`ScorePart`]). A null value
+//!   (read back as empty) is a tombstone: the series was evicted;
 //! - then a **marker** (key `M`) with the offset `S` the snapshot is at:
 //!   every reading before `S`, none from `S` on, is in the state.
 //!

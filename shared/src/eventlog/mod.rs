@@ -34,6 +34,10 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The partition to write to; `None`: the one the key maps to.
     pub partition: Option<i32>,
+    /// Written with a null payload (`value` is empty): the record that makes
+    /// a compacted topic drop its key. An empty payload is not one; Kafka
+    /// keeps its key for ever.
+    pub tombstone: bool,
 }
 
 impl Record {
@@ -44,6 +48,16 @@ impl Record {
             value: value.into(),
             headers: Vec::new(),
             partition: None,
+            tombstone: false,
+        }
+    }
+
+    /// A tombstone for `key` (see [`Record::tombstone`]); read back, its
+    /// value is empty.
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            tombstone: true,
+            ..Self::new(key, Vec::new())
         }
     }
 
@@ -134,6 +148,7 @@ impl Message {
                 ("error".into(), error.as_bytes().to_vec()),
             ],
             partition: None,
+            tombstone: false,
         }
     }
 

@@ -168,7 +168,10 @@ impl Publisher for KafkaPublisher {
                 batch: batch.clone(),
                 index,
             });
-            let mut br = BaseRecord::with_opaque_to(topic, pending).key(&r.key).payload(&r.value);
+            let mut br = BaseRecord::with_opaque_to(topic, pending).key(&r.key);
+            if !r.tombstone {
+                br = br.payload(&r.value);
+            }
             if let Some(p) = r.partition {
                 br = br.partition(p);
             }
