@@ -40,6 +40,20 @@ fn token(device: &str) -> String {
     )
 }
 
+/// Wait until the binary on `port` reports ready (at most 30 s).
+async fn wait_ready(client: &reqwest::Client, port: u16) {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     let port = free_port();
@@ -52,16 +66,7 @@ async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     ]);
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    loop {
-        assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client, port).await;
     let r = client
         .post(format!("{base}/v1/telemetry"))
         .header("authorization", token("bin-dev"))
@@ -262,17 +267,7 @@ async fn a_client_that_sends_a_whole_oversized_body_first_reads_the_413() {
         ("TRIBUTARY_RAW_TOPIC", topic),
         ("TRIBUTARY_MAX_BODY_BYTES", "65536".into()),
     ]);
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        assert!(start.elapsed() < Duration::from_secs(30), "not ready within 30 s");
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&reqwest::Client::new(), port).await;
     let auth = token("big-batch");
     let outcome = tokio::task::spawn_blocking(move || {
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;

@@ -351,29 +351,28 @@ async fn an_oversized_body_is_read_to_its_end_within_the_drain_limit_before_the_
         Some(&b"close"[..])
     );
 
-    // A declared length over the limit: drained too.
+    // A declared length over the limit (with or without a wait for `100
+    // Continue`): 12 KB, streamed.
+    let declared = |expect: bool, read: &Arc<AtomicUsize>| {
+        let mut req = Request::post("/v1/telemetry")
+            .header(header::AUTHORIZATION, h.token("d"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "12000");
+        if expect {
+            req = req.header(header::EXPECT, "100-continue");
+        }
+        req.body(counted_stream(12, read.clone())).expect("request")
+    };
+    // Drained too.
     let read = Arc::new(AtomicUsize::new(0));
-    let req = Request::post("/v1/telemetry")
-        .header(header::AUTHORIZATION, h.token("d"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, "12000")
-        .body(counted_stream(12, read.clone()))
-        .expect("request");
-    let (status, headers, _) = h.send(req).await;
+    let (status, headers, _) = h.send(declared(false, &read)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(read.load(Ordering::SeqCst), 12);
     assert!(headers.get(header::CONNECTION).is_none(), "{headers:?}");
 
     // A client waiting for `100 Continue` is answered without asking for its body.
     let read = Arc::new(AtomicUsize::new(0));
-    let req = Request::post("/v1/telemetry")
-        .header(header::AUTHORIZATION, h.token("d"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, "12000")
-        .header(header::EXPECT, "100-continue")
-        .body(counted_stream(12, read.clone()))
-        .expect("request");
-    let (status, headers, _) = h.send(req).await;
+    let (status, headers, _) = h.send(declared(true, &read)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(read.load(Ordering::SeqCst), 0, "the body was never asked for");
     assert_eq!(
