@@ -64,35 +64,11 @@ impl Ingest {
 
 /// The ingest API (`POST /v1/telemetry`); the harness adds the ops endpoints.
 pub fn app(state: Arc<Ingest>) -> Router {
-    let (limit, drain) = (state.max_body_bytes, state.drain);
     Router::new()
         .route("/v1/telemetry", post(ingest))
         // axum's own limit would answer with plain text; we read the body ourselves with a JSON 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
-        .layer(axum::middleware::from_fn(move |req, next| {
-            body_limit_precheck(limit, drain, req, next)
-        }))
-}
-
-/// Refuse a declared Content-Length over the limit without keeping any of
-/// the body (see [`oversize`] for why it is still read).
-async fn body_limit_precheck(
-    limit: usize,
-    drain: DrainLimits,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        let (parts, body) = req.into_parts();
-        return oversize::refuse_declared(&parts.headers, body, limit, drain).await;
-    }
-    next.run(req).await
 }
 
 /// One item's outcome in the response.
@@ -160,6 +136,16 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
         .fleet
         .verify_header(auth, tributary_shared::auth::now_unix(), st.token_max_ttl_secs)
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    // A declared length over the limit is refused before any of the body is
+    // kept; it is still drained (see `oversize`), but only for a device
+    // that authenticated, so no one else can make ingest read 64 MiB.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes) {
+        return Err(oversize::refuse_declared(headers, body, st.max_body_bytes, st.drain).await);
+    }
 
     let fmt = body::format(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
     let raw = oversize::read_limited(body, st.max_body_bytes, st.drain).await?;

@@ -12,6 +12,9 @@
 //! `Connection: close`: a client sending that much more, or that slowly, is
 //! not a device with a batch a little too big.
 //!
+//! Only a device that authenticated gets this courtesy: the handler checks
+//! the token first, and answers anyone else 401 without reading the body.
+//!
 //! A client that sent `Expect: 100-continue` has not sent its body yet and
 //! waits for an answer: it gets the 413 at once, and its body is never asked
 //! for (reading it would tell the client to go on).
@@ -66,7 +69,7 @@ pub async fn read_limited(body: Body, limit: usize, drain: DrainLimits) -> Resul
 
 /// The 413 for a request whose declared `Content-Length` is over `limit`,
 /// after draining its body unless the client waits for a go-ahead.
-pub async fn refuse_declared(headers: &HeaderMap, body: Body, limit: usize, drain: DrainLimits) -> Response {
+pub async fn refuse_declared(headers: &HeaderMap, body: Body, limit: usize, drain: DrainLimits) -> Refusal {
     let waits_for_go_ahead = headers
         .get(header::EXPECT)
         .and_then(|v| v.to_str().ok())
@@ -78,7 +81,7 @@ pub async fn refuse_declared(headers: &HeaderMap, body: Body, limit: usize, drai
         .unwrap_or(usize::MAX);
     // Reading only to give up half-way gains nothing: close at once.
     let body = (!waits_for_go_ahead && declared <= drain.max_bytes).then_some(body);
-    too_large(limit, body, 0, drain).await.into_response()
+    too_large(limit, body, 0, drain).await
 }
 
 /// A refused request: the error, and whether the connection must close

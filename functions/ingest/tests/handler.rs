@@ -379,6 +379,18 @@ async fn an_oversized_body_is_read_to_its_end_within_the_drain_limit_before_the_
         headers.get(header::CONNECTION).map(|v| v.as_bytes()),
         Some(&b"close"[..])
     );
+
+    // Only a device that authenticated gets its body drained: anyone else is
+    // answered 401 without a byte read.
+    let read = Arc::new(AtomicUsize::new(0));
+    let req = Request::post("/v1/telemetry")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "12000")
+        .body(counted_stream(12, read.clone()))
+        .expect("request");
+    let (status, _, _) = h.send(req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(read.load(Ordering::SeqCst), 0, "an unauthenticated body is not read");
 }
 
 #[tokio::test]
