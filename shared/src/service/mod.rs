@@ -17,6 +17,7 @@
 //! # Layout
 //!
 //! - this file: [`Host`], [`Endpoint`], [`Service`], [`ServiceError`];
+//! - [`http`]: serving a router over HTTP/1.1 with graceful shutdown;
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`readiness`]: the [`Readiness`](readiness::Readiness) trait, its error
 //!   and one adapter per backend trait;
@@ -34,6 +35,7 @@ use crate::eventlog::runner::{Handler, RunnerConfig, run_consumer};
 use crate::eventlog::{EventLog, EventLogError};
 use crate::telemetry::{ErrorChain, MetricsRegistry};
 
+pub mod http;
 pub mod ops;
 pub mod readiness;
 pub mod shutdown;
@@ -59,9 +61,6 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    /// Serving HTTP failed.
-    #[error("serving HTTP")]
-    Serve(#[source] std::io::Error),
     /// The Lambda runtime failed.
     #[error("the Lambda runtime failed")]
     Lambda(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -225,10 +224,7 @@ impl Service {
         match self.endpoint {
             Endpoint::Tcp(listener) => {
                 tracing::info!(function = self.name, addr = ?listener.local_addr().ok(), "{} listening", self.name);
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(drain(&self.ops, shutdown))
-                    .await
-                    .map_err(ServiceError::Serve)?;
+                http::serve(listener, router, drain(&self.ops, shutdown)).await;
             }
             Endpoint::Lambda => {
                 tracing::info!(function = self.name, "serving through the Lambda runtime API");
@@ -332,11 +328,7 @@ fn spawn_ops(
     let Endpoint::Tcp(listener) = endpoint else { return None };
     tracing::info!(function = name, addr = ?listener.local_addr().ok(), "{name}'s ops endpoints listening");
     let stop = stop.wait();
-    Some(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-            tracing::error!(function = name, error = %e, "the ops endpoints stopped");
-        }
-    }))
+    Some(tokio::spawn(http::serve(listener, router, stop)))
 }
 
 /// Check readiness until it passes (`true`) or `shutdown` fires (`false`),
