@@ -3,20 +3,38 @@
 //! over loopback HTTP at batch sizes 1/100/1000 (readings/s, p50/p99
 //! latency), reads its RSS and CPU time, and then produces the same messages
 //! with librdkafka alone to the same broker (the ceiling ingest is compared with).
+//!
+//! The load comes from the bench's own client ([`super::load`], a few µs per
+//! request) or from `wrk` ([`super::wrk`]); devices keep their connection
+//! open or open one per request (`--connection`). `--fleet N` adds a phase
+//! with N keep-alive devices sending at a modest rate each, and reports
+//! ingest's memory per open connection.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use tributary_shared::auth::{FleetKey, now_unix};
 
-use super::common::{bench_producer, cpu_seconds, free_port, median, rss_peak_mb};
+use super::common::{bench_producer, cpu_seconds, free_port, median, rss_now_mb, rss_peak_mb};
+use super::{load, wrk};
+
+/// The endpoint every request goes to.
+const PATH: &str = "/v1/telemetry";
+
+/// Which client drives the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadTool {
+    /// The bench's own HTTP/1.1 client (one thread, requests built in advance).
+    Own,
+    /// `wrk` (Debian's package) with a Lua script holding the same requests.
+    Wrk,
+}
 
 /// Arguments of `bench ingest`.
 #[derive(clap::Args)]
@@ -46,6 +64,40 @@ pub struct IngestArgs {
     /// (scripts/bench passes it).
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// The client that drives the load.
+    #[arg(long, value_enum, default_value_t = LoadTool::Own)]
+    load: LoadTool,
+    /// Whether devices keep their connection open or open one per request.
+    #[arg(long, value_enum, default_value_t = load::Connection::KeepAlive)]
+    connection: load::Connection,
+    /// Also hold this many keep-alive connections (one device each) sending
+    /// single readings at a modest rate, and report memory per connection
+    /// (raise the open-files limit to more than this first).
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
+    /// Milliseconds between two readings of one device in the fleet phase.
+    #[arg(long, default_value_t = 1000)]
+    fleet_interval_ms: u64,
+    /// Extra environment for ingest, `KEY=VALUE`, repeatable (for example
+    /// `TRIBUTARY_KAFKA_OPTIONS=linger.ms=1` to compare producer settings).
+    #[arg(long = "ingest-env")]
+    ingest_env: Vec<String>,
+}
+
+/// What the fleet phase measured.
+struct FleetFigures {
+    offered_per_s: f64,
+    accepted_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    refused: u64,
+    errors: u64,
+    first_error: Option<String>,
+    rss_before_mb: f64,
+    rss_open_mb: f64,
+    kb_per_connection: f64,
+    kb_per_added_connection: f64,
+    ingest_us: f64,
 }
 
 /// CPU time (user + system) per reading, in microseconds, of the three
@@ -65,6 +117,7 @@ struct RunFigures {
     baseline_cpu: (f64, f64),
     rss_peak_mb: f64,
     baseline_per_s: f64,
+    fleet: Option<FleetFigures>,
 }
 
 fn reading(ts: i64, i: usize) -> serde_json::Value {
@@ -83,13 +136,18 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
             bin.display()
         );
     }
+    if a.load == LoadTool::Wrk && a.fleet > 0 {
+        bail!("--fleet needs --load own (wrk cannot pace each connection)");
+    }
     println!(
-        "bench ingest: broker {}, batches {:?}, {} runs x {} s, {} connections, ingest {}",
+        "bench ingest: broker {}, batches {:?}, {} runs x {} s, {} connections ({:?}, load by {:?}), ingest {}",
         a.brokers,
         a.batches,
         a.runs,
         a.seconds,
         a.concurrency,
+        a.connection,
+        a.load,
         bin.display()
     );
     let mut runs = Vec::new();
@@ -108,6 +166,27 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
             println!(
                 "  batch {b:>5}: {rps:>10.0} readings/s  p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  CPU per reading: ingest {:.2} us, broker {:.2} us, load generator {:.2} us",
                 c.ingest_us, c.broker_us, c.load_us
+            );
+        }
+        if let Some(fl) = &f.fleet {
+            println!(
+                "  fleet {}: {:.0} of {:.0} readings/s offered  p50 {:.2} ms  p99 {:.2} ms  {} not 2xx, {} errors{}  ingest RSS {:.1} MB -> {:.1} MB with all open: {:.1} KB per connection ({:.1} KB per connection added to the first half)  ingest CPU {:.2} us per reading",
+                a.fleet,
+                fl.accepted_per_s,
+                fl.offered_per_s,
+                fl.p50_ms,
+                fl.p99_ms,
+                fl.refused,
+                fl.errors,
+                fl.first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+                fl.rss_before_mb,
+                fl.rss_open_mb,
+                fl.kb_per_connection,
+                fl.kb_per_added_connection,
+                fl.ingest_us
             );
         }
         runs.push(f);
@@ -146,41 +225,77 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
             median(runs.iter().map(|r| r.cpu[i].load_us).collect())
         );
     }
+    let fleets: Vec<&FleetFigures> = runs.iter().filter_map(|r| r.fleet.as_ref()).collect();
+    if !fleets.is_empty() {
+        let m = |f: fn(&FleetFigures) -> f64| median(fleets.iter().map(|x| f(x)).collect());
+        println!(
+            "  fleet of {} keep-alive connections, one reading each every {} ms: {:.0} of {:.0} readings/s, p50 {:.2} ms, p99 {:.2} ms, {} answers not 2xx and {} errors over all runs; ingest {:.1} KB per open connection (RSS {:.1} -> {:.1} MB; {:.1} KB per connection added to the first half), {:.2} us CPU per reading",
+            a.fleet,
+            a.fleet_interval_ms,
+            m(|f| f.accepted_per_s),
+            m(|f| f.offered_per_s),
+            m(|f| f.p50_ms),
+            m(|f| f.p99_ms),
+            fleets.iter().map(|f| f.refused).sum::<u64>(),
+            fleets.iter().map(|f| f.errors).sum::<u64>(),
+            m(|f| f.kb_per_connection),
+            m(|f| f.rss_before_mb),
+            m(|f| f.rss_open_mb),
+            m(|f| f.kb_per_added_connection),
+            m(|f| f.ingest_us)
+        );
+    }
     Ok(())
 }
 
-async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<RunFigures> {
+/// A running ingest child and where it listens.
+struct Child {
+    process: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    start_to_first_202_ms: f64,
+}
+
+/// The bench's fleet key, and a device's `Authorization` header under it.
+const FLEET_KEY: &str = "bench-fleet-key";
+
+fn authorization(fleet: &FleetKey, device: &str) -> String {
+    format!(
+        "SharedAccessSignature {}",
+        fleet.device_key(device).token(device, now_unix() + 3600)
+    )
+}
+
+/// Start the ingest binary on a free port and wait for its first 202.
+async fn start_ingest(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Result<Child> {
     let port = free_port()?;
-    let stamp = now_unix();
-    let topic = format!("bench.raw.{stamp}.{run}");
-    let fleet_key = "bench-fleet-key";
+    let extra = a
+        .ingest_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .with_context(|| format!("--ingest-env {kv}: not KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(bin)
+    let process = tokio::process::Command::new(bin)
         .env("PORT", port.to_string())
         .env("TRIBUTARY_BIND", "127.0.0.1")
         .env("TRIBUTARY_KAFKA_BROKERS", &a.brokers)
-        .env("TRIBUTARY_RAW_TOPIC", &topic)
-        .env("TRIBUTARY_FLEET_KEY", fleet_key)
+        .env("TRIBUTARY_RAW_TOPIC", topic)
+        .env("TRIBUTARY_FLEET_KEY", FLEET_KEY)
         .env("TRIBUTARY_DEVICE_RATE", "1000000000")
         .env("TRIBUTARY_DEVICE_BURST", "1000000000")
         .env("RUST_LOG", "warn")
+        .envs(extra)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id().context("child pid")?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency)
-        .build()?;
+    let pid = process.id().context("child pid")?;
+    let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/telemetry");
-    let fleet = FleetKey::new(fleet_key);
-    let auth = |d: &str| {
-        format!(
-            "SharedAccessSignature {}",
-            fleet.device_key(d).token(d, now_unix() + 3600)
-        )
-    };
-
+    let auth = authorization(&FleetKey::new(FLEET_KEY), "bench-0");
     // Start-to-ready: the first reading acknowledged by the broker.
     let first = serde_json::to_vec(&reading(chrono::Utc::now().timestamp_millis(), 0))?;
     let start_to_first_202_ms = loop {
@@ -189,7 +304,7 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         }
         let r = client
             .post(&url)
-            .header("authorization", auth("bench-0"))
+            .header("authorization", &auth)
             .header("content-type", "application/json")
             .body(first.clone())
             .send()
@@ -199,83 +314,95 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    Ok(Child {
+        process,
+        pid,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        start_to_first_202_ms,
+    })
+}
+
+/// CPU seconds so far of ingest, the broker (when known) and this process.
+fn cpu_now(ingest: u32, broker: Option<u32>) -> (f64, f64, f64) {
+    (
+        cpu_seconds(ingest),
+        broker.map_or(f64::NAN, cpu_seconds),
+        cpu_seconds(std::process::id()),
+    )
+}
+
+/// What one batch size's load gave, whichever client drove it.
+struct Load {
+    /// Requests answered 2xx.
+    accepted: u64,
+    /// Requests answered otherwise, and broken connections.
+    refused: u64,
+    errors: u64,
+    first_error: Option<String>,
+    p50_ms: f64,
+    p99_ms: f64,
+    secs: f64,
+    /// CPU seconds of ingest, the broker and the load generator during the load.
+    cpu: (f64, f64, f64),
+}
+
+async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<RunFigures> {
+    let stamp = now_unix();
+    let topic = format!("bench.raw.{stamp}.{run}");
+    let mut child = start_ingest(a, bin, &topic).await?;
+    let fleet = FleetKey::new(FLEET_KEY);
 
     let mut per_batch = Vec::new();
     let mut cpu = Vec::new();
-    let me = std::process::id();
     for &batch in &a.batches {
-        let accepted = Arc::new(AtomicU64::new(0));
-        let deadline = Instant::now() + Duration::from_secs(a.seconds);
-        let mut tasks = Vec::new();
-        for w in 0..a.concurrency {
-            let device = format!("bench-{w}");
-            let header = auth(&device);
-            let now = chrono::Utc::now().timestamp_millis();
-            // A few distinct bodies per connection, built before the clock starts.
-            let bodies: Vec<Vec<u8>> = (0..8)
-                .map(|k| {
-                    serde_json::to_vec(
-                        &(0..batch)
-                            .map(|i| reading(now - (k * batch + i) as i64, i))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect::<Result<_, _>>()?;
-            let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut hist =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut k = 0;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let resp = client
-                        .post(&url)
-                        .header("authorization", &header)
-                        .header("content-type", "application/json")
-                        .body(bodies[k % bodies.len()].clone())
-                        .send()
-                        .await?;
-                    let ok = resp.status().as_u16() == 202;
-                    let _ = resp.bytes().await?;
-                    if ok {
-                        hist.record(t.elapsed().as_micros().max(1) as u64)?;
-                        accepted.fetch_add(batch as u64, Ordering::Relaxed);
-                    }
-                    k += 1;
-                }
-                anyhow::Ok(hist)
-            }));
+        let now = chrono::Utc::now().timestamp_millis();
+        // Per connection (one device each), a few distinct bodies, built before the clock starts.
+        let devices: Vec<(String, Vec<Vec<u8>>)> = (0..a.concurrency)
+            .map(|w| {
+                let bodies = (0..8)
+                    .map(|k| {
+                        serde_json::to_vec(
+                            &(0..batch)
+                                .map(|i| reading(now - (k * batch + i) as i64, i))
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((authorization(&fleet, &format!("bench-{w}")), bodies))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let l = match a.load {
+            LoadTool::Own => own_load(a, &child, devices).await?,
+            LoadTool::Wrk => wrk_load(a, &child, devices).await?,
+        };
+        if l.errors > 0 || l.refused > 0 {
+            println!(
+                "  batch {batch}: {} answers not 2xx, {} connection errors (first: {})",
+                l.refused,
+                l.errors,
+                l.first_error.as_deref().unwrap_or("none")
+            );
         }
-        let t0 = Instant::now();
-        let cpu0 = (cpu_seconds(pid), a.broker_pid.map_or(0.0, cpu_seconds), cpu_seconds(me));
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for t in tasks {
-            hist.add(t.await??).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let n = accepted.load(Ordering::Relaxed) as f64;
-        let per = |before: f64, after: f64| if n > 0.0 { (after - before) * 1e6 / n } else { f64::NAN };
+        let n = (l.accepted * batch as u64) as f64;
+        let per = |secs: f64| if n > 0.0 { secs * 1e6 / n } else { f64::NAN };
         cpu.push(CpuPerReading {
-            ingest_us: per(cpu0.0, cpu_seconds(pid)),
-            broker_us: if a.broker_pid.is_some() {
-                per(cpu0.1, a.broker_pid.map_or(0.0, cpu_seconds))
-            } else {
-                f64::NAN
-            },
-            load_us: per(cpu0.2, cpu_seconds(me)),
+            ingest_us: per(l.cpu.0),
+            broker_us: per(l.cpu.1),
+            load_us: per(l.cpu.2),
         });
-        let rps = n / secs;
-        per_batch.push((
-            batch,
-            rps,
-            hist.value_at_quantile(0.5) as f64 / 1000.0,
-            hist.value_at_quantile(0.99) as f64 / 1000.0,
-        ));
+        per_batch.push((batch, n / l.secs, l.p50_ms, l.p99_ms));
     }
-    let rss = rss_peak_mb(pid);
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    let rss = rss_peak_mb(child.pid);
+    let _ = child.process.start_kill();
+    let _ = child.process.wait().await;
 
+    let fleet_figures = if a.fleet > 0 {
+        Some(fleet_run(a, bin, &format!("{topic}.fleet")).await?)
+    } else {
+        None
+    };
+
+    let me = std::process::id();
     let (b0, p0) = (a.broker_pid.map_or(f64::NAN, cpu_seconds), cpu_seconds(me));
     let baseline_per_s = baseline(
         &a.brokers,
@@ -290,12 +417,152 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
         (cpu_seconds(me) - p0) * 1e6 / n,
     );
     Ok(RunFigures {
-        start_to_first_202_ms,
+        start_to_first_202_ms: child.start_to_first_202_ms,
         per_batch,
         cpu,
         baseline_cpu,
         rss_peak_mb: rss,
         baseline_per_s,
+        fleet: fleet_figures,
+    })
+}
+
+/// One batch size driven by the bench's own client, one device per connection.
+async fn own_load(a: &IngestArgs, child: &Child, devices: Vec<(String, Vec<Vec<u8>>)>) -> anyhow::Result<Load> {
+    let addr = child.addr;
+    let plan = load::Plan {
+        addr,
+        requests: devices
+            .iter()
+            .map(|(auth, bodies)| {
+                bodies
+                    .iter()
+                    .map(|b| load::post(addr, PATH, auth, b, a.connection))
+                    .collect()
+            })
+            .collect(),
+        connection: a.connection,
+        interval: None,
+        duration: Duration::from_secs(a.seconds),
+    };
+    // CPU is counted from the moment every connection is open.
+    let cpu0 = Arc::new(Mutex::new((0.0, 0.0, 0.0)));
+    let (pid, broker) = (child.pid, a.broker_pid);
+    let mark = cpu0.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        load::drive(plan, move |_| {
+            if let Ok(mut m) = mark.lock() {
+                *m = cpu_now(pid, broker);
+            }
+        })
+    })
+    .await??;
+    let c1 = cpu_now(pid, broker);
+    let c0 = *cpu0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(Load {
+        accepted: o.accepted,
+        refused: o.refused,
+        errors: o.errors,
+        first_error: o.first_error,
+        p50_ms: o.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: o.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        secs: o.elapsed.as_secs_f64(),
+        cpu: (c1.0 - c0.0, c1.1 - c0.1, c1.2 - c0.2),
+    })
+}
+
+/// One batch size driven by wrk with the same devices' requests.
+async fn wrk_load(a: &IngestArgs, child: &Child, devices: Vec<(String, Vec<Vec<u8>>)>) -> anyhow::Result<Load> {
+    let requests: Vec<(String, Vec<u8>)> = devices
+        .into_iter()
+        .flat_map(|(auth, bodies)| bodies.into_iter().map(move |b| (auth.clone(), b)))
+        .collect();
+    let script = wrk::script(PATH, &requests, a.connection)?;
+    let url = format!("http://{}{PATH}", child.addr);
+    let (pid, broker, conns, secs) = (child.pid, a.broker_pid, a.concurrency, Duration::from_secs(a.seconds));
+    let c0 = cpu_now(pid, broker);
+    let o = tokio::task::spawn_blocking(move || wrk::drive(&url, conns, secs, &script)).await??;
+    let c1 = cpu_now(pid, broker);
+    Ok(Load {
+        accepted: o.requests.saturating_sub(o.non_2xx),
+        refused: o.non_2xx,
+        errors: o.errors,
+        first_error: None,
+        p50_ms: o.p50_ms,
+        p99_ms: o.p99_ms,
+        secs: o.elapsed_s,
+        // wrk is a child, not this process: its own CPU time, from bash.
+        cpu: (c1.0 - c0.0, c1.1 - c0.1, o.cpu_s),
+    })
+}
+
+/// Many devices at once: a fresh ingest, `--fleet` keep-alive connections
+/// (one device each) sending a single reading every `--fleet-interval-ms`,
+/// and ingest's memory before the connections opened and with all open.
+async fn fleet_run(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Result<FleetFigures> {
+    let mut child = start_ingest(a, bin, topic).await?;
+    let fleet = FleetKey::new(FLEET_KEY);
+    let now = chrono::Utc::now().timestamp_millis();
+    let addr = child.addr;
+    let requests: Vec<Vec<Vec<u8>>> = (0..a.fleet)
+        .map(|w| {
+            let auth = authorization(&fleet, &format!("fleet-{w}"));
+            (0..2)
+                .map(|k| {
+                    Ok(load::post(
+                        addr,
+                        PATH,
+                        &auth,
+                        &serde_json::to_vec(&reading(now - k, w))?,
+                        load::Connection::KeepAlive,
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rss_before_mb = rss_now_mb(child.pid);
+    let plan = load::Plan {
+        addr,
+        requests,
+        connection: load::Connection::KeepAlive,
+        interval: Some(Duration::from_millis(a.fleet_interval_ms)),
+        duration: Duration::from_secs(a.seconds),
+    };
+    let (pid, broker) = (child.pid, a.broker_pid);
+    // (connections open, ingest's RSS, CPU) after each half of the fleet connected.
+    let marks = Arc::new(Mutex::new(Vec::new()));
+    let mark = marks.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        load::drive(plan, move |open| {
+            if let Ok(mut m) = mark.lock() {
+                m.push((open, rss_now_mb(pid), cpu_now(pid, broker)));
+            }
+        })
+    })
+    .await??;
+    let c1 = cpu_now(pid, broker);
+    let marks = marks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let [(half, rss_half_mb, _), (open, rss_open_mb, c0)] = marks[..] else {
+        bail!("the load generator reported {} connection marks, not 2", marks.len());
+    };
+    let _ = child.process.start_kill();
+    let _ = child.process.wait().await;
+    let n = o.accepted as f64;
+    Ok(FleetFigures {
+        offered_per_s: a.fleet as f64 * 1000.0 / a.fleet_interval_ms as f64,
+        accepted_per_s: n / o.elapsed.as_secs_f64(),
+        p50_ms: o.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: o.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        refused: o.refused,
+        errors: o.errors,
+        first_error: o.first_error,
+        rss_before_mb,
+        rss_open_mb,
+        kb_per_connection: (rss_open_mb - rss_before_mb) * 1024.0 / open.max(1) as f64,
+        // The second half's cost alone: what one more connection adds, without
+        // the memory the warm-up's concurrent requests left behind.
+        kb_per_added_connection: (rss_open_mb - rss_half_mb) * 1024.0 / open.saturating_sub(half).max(1) as f64,
+        ingest_us: if n > 0.0 { (c1.0 - c0.0) * 1e6 / n } else { f64::NAN },
     })
 }
 

@@ -6,6 +6,8 @@
 //! - this file: the subcommands and their dispatch (nothing imports it back);
 //! - `common.rs`: what several benchmarks share (medians, ports, CPU time
 //!   and memory of a process, a producer with ingest's settings, analyze's input);
+//! - `load.rs`: the bench's own HTTP/1.1 load generator (`bench ingest`);
+//! - `wrk.rs`: driving `wrk` with the same requests (`bench ingest --load wrk`);
 //! - one file per benchmark: `ingest.rs`, `process.rs`, `analyze.rs`,
 //!   `analyze_kafka.rs`, `archive.rs`, `dashboard.rs`, `dev.rs`, `start.rs`, `soak.rs`.
 
@@ -16,9 +18,11 @@ mod common;
 mod dashboard;
 mod dev;
 mod ingest;
+mod load;
 mod process;
 mod soak;
 mod start;
+mod wrk;
 
 /// Benchmark subcommands.
 #[derive(clap::Subcommand)]
