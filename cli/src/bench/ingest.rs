@@ -201,7 +201,9 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
         median(runs.iter().map(|r| r.rss_peak_mb).collect())
     );
     let base = median(runs.iter().map(|r| r.baseline_per_s).collect());
-    println!("  librdkafka alone:        {base:.0} msgs/s (same broker, same messages, same producer settings)");
+    println!(
+        "  librdkafka alone:        {base:.0} msgs/s (same broker, same messages, same producer settings but a 5 ms linger)"
+    );
     for (i, b) in a.batches.iter().enumerate() {
         let rps = median(runs.iter().map(|r| r.per_batch[i].1).collect());
         let p50 = median(runs.iter().map(|r| r.per_batch[i].2).collect());

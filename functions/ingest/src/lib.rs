@@ -64,7 +64,10 @@ impl Deps {
     /// The production dependencies `config` names: Kafka (with the raw topic
     /// created when the settings ask for it), and `$PORT` (or the Lambda runtime).
     pub async fn connect(config: &Config) -> Result<Self, Error> {
-        let log = KafkaLog::connect(&config.kafka, "tributary-ingest").map_err(Error::EventLog)?;
+        // Ingest's own linger first, so an operator's `linger.ms` option still wins.
+        let mut kafka = config.kafka.clone();
+        kafka.options.insert(0, format!("linger.ms={}", config.linger_ms));
+        let log = KafkaLog::connect(&kafka, "tributary-ingest").map_err(Error::EventLog)?;
         service::ensure_topics(&log, &config.kafka, std::slice::from_ref(&config.topics.raw)).await;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
