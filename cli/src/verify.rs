@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tributary_shared::raw::RawStore;
-use tributary_shared::results::ResultStore;
+use tributary_shared::results::{Resolution, ResultStore};
 
 /// Arguments of `tributary verify`.
 #[derive(clap::Args)]
@@ -183,7 +183,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let mut windows = BTreeMap::new();
         for m in &metrics {
             let s = results
-                .series(device, m, a.window, start, to + w, 1)
+                .series(device, m, Resolution::Windows(a.window), start, to + w, 1)
                 .await
                 .context("querying the results store")?;
             windows.insert(*m, s.points);

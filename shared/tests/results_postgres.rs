@@ -40,6 +40,21 @@ async fn merged_series_match_the_reference(pool: PgPool) {
     contract::merged_series_match_the_reference(&PgStore::new(pool)).await;
 }
 
+#[sqlx::test(migrations = "./migrations")]
+async fn rollups_equal_the_merge_of_their_windows(pool: PgPool) {
+    contract::rollups_equal_the_merge_of_their_windows(&PgStore::new(pool)).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn rollups_count_replays_and_late_windows_once(pool: PgPool) {
+    contract::rollups_count_replays_and_late_windows_once(&PgStore::new(pool)).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn rollup_retention_is_per_tier(pool: PgPool) {
+    contract::rollup_retention_is_per_tier(&PgStore::new(pool)).await;
+}
+
 /// `sslmode=require` gives an encrypted session (the machine's PostgreSQL has
 /// `ssl = on`, as Azure's flexible server requires TLS).
 #[tokio::test]

@@ -45,6 +45,21 @@ async fn large_batches_are_written() {
 }
 
 #[tokio::test]
+async fn rollups_equal_the_merge_of_their_windows() {
+    contract::rollups_equal_the_merge_of_their_windows(&store("equal-0").await).await;
+}
+
+#[tokio::test]
+async fn rollups_count_replays_and_late_windows_once() {
+    contract::rollups_count_replays_and_late_windows_once(&store("count-1").await).await;
+}
+
+#[tokio::test]
+async fn rollup_retention_is_per_tier() {
+    contract::rollup_retention_is_per_tier(&store("retention-2").await).await;
+}
+
+#[tokio::test]
 async fn the_store_persists_across_reopen() {
     let dir = std::env::temp_dir().join(format!("tributary-results-{}-reopen", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

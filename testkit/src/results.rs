@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use tributary_shared::records::{Aggregate, Alert, AlertState};
 use tributary_shared::results::{
-    AlertFilter, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome, merge_points,
+    AlertFilter, Resolution, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome, merge_points, rollup,
 };
 
 /// A fixed "now" (whole minute), so no check depends on the clock.
@@ -72,7 +72,7 @@ async fn view(s: &dyn ResultStore) -> String {
         for m in ["temp", "speed"] {
             series.push(format!(
                 "{:?}",
-                s.series(&d.device_id, m, 10, t(-600), now(), 1)
+                s.series(&d.device_id, m, Resolution::Windows(10), t(-600), now(), 1)
                     .await
                     .expect("series")
                     .points
@@ -99,7 +99,10 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     s.write_batch(&aggs, &alerts).await.expect("write");
     let first = view(s).await;
 
-    let series = s.series("truck-1", "temp", 10, t(0), t(30), 1).await.expect("series");
+    let series = s
+        .series("truck-1", "temp", Resolution::Windows(10), t(0), t(30), 1)
+        .await
+        .expect("series");
     assert_eq!(series.points.len(), 3, "one point per window in [from, to)");
     assert_eq!(
         series.points.iter().map(|p| p.mean).collect::<Vec<_>>(),
@@ -115,7 +118,7 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     assert_eq!(series.alerts.len(), 1, "the alert overlaps the range");
     assert_eq!(series.alerts[0].updated_at, t(25), "the newest record of a batch wins");
     assert!(
-        s.series("truck-1", "temp", 10, t(10), t(20), 1)
+        s.series("truck-1", "temp", Resolution::Windows(10), t(10), t(20), 1)
             .await
             .expect("series")
             .points
@@ -311,7 +314,7 @@ pub async fn retention_deletes_old_windows(s: &dyn ResultStore) {
         .expect("write");
     assert_eq!(s.delete_aggregates_before(t(20)).await.expect("delete"), 2);
     assert_eq!(
-        s.series("d", "temp", 10, t(-600), now(), 1)
+        s.series("d", "temp", Resolution::Windows(10), t(-600), now(), 1)
             .await
             .expect("series")
             .points
@@ -329,7 +332,10 @@ pub async fn large_batches_are_written(s: &dyn ResultStore) {
     s.write_batch(&aggs, &[]).await.expect("write");
     let listing = s.device_listing(1000, now()).await.expect("listing");
     assert_eq!(listing.len(), 50);
-    let series = s.series("dev-7", "temp", 10, t(-600), now(), 1).await.expect("series");
+    let series = s
+        .series("dev-7", "temp", Resolution::Windows(10), t(-600), now(), 1)
+        .await
+        .expect("series");
     assert_eq!(series.points.len(), 50);
 }
 
@@ -364,7 +370,7 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
     s.write_batch(&windows, &[]).await.expect("write");
     s.write_batch(&[minute], &[]).await.expect("write");
     let stored: Vec<_> = s
-        .series("dev-m", "temp", 10, t(0), t(1200), 1)
+        .series("dev-m", "temp", Resolution::Windows(10), t(0), t(1200), 1)
         .await
         .expect("series")
         .points;
@@ -378,7 +384,7 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
     }
     for per_point in [6u32, 7, 200] {
         let got = s
-            .series("dev-m", "temp", 10, t(0), t(1200), per_point)
+            .series("dev-m", "temp", Resolution::Windows(10), t(0), t(1200), per_point)
             .await
             .expect("merged series");
         assert_eq!(got.available_windows, vec![10, 60], "sizes on offer");
@@ -430,17 +436,231 @@ pub async fn merged_series_match_the_reference(s: &dyn ResultStore) {
         }
     }
     assert!(stored.iter().any(|p| p.stddev > 0.0));
-    let merged = s.series("dev-m", "temp", 10, t(0), t(1200), 6).await.expect("series");
+    let merged = s
+        .series("dev-m", "temp", Resolution::Windows(10), t(0), t(1200), 6)
+        .await
+        .expect("series");
     assert!(
         merged.points.iter().any(|p| p.stddev > 1.0),
         "between-window spread is in the pooled deviation"
     );
     let empty = s
-        .series("dev-m", "temp", 10, t(5000), t(6000), 6)
+        .series("dev-m", "temp", Resolution::Windows(10), t(5000), t(6000), 6)
         .await
         .expect("series");
     assert!(
         empty.points.is_empty() && empty.available_windows.is_empty(),
         "nothing stored since 'from'"
+    );
+}
+
+/// Two hours of 10 s windows from `start` (seconds after "now - 10 min"),
+/// with varied counts, values, scores, bands and warming, `shift` added to
+/// every mean (so a rewrite of the same windows differs).
+fn hours_of_windows(device: &str, start: i64, hours: i64, shift: f64) -> Vec<Aggregate> {
+    (0..hours * 360)
+        .map(|i| {
+            let mut a = agg(
+                device,
+                "temp",
+                start + i * 10,
+                20.0 + (i as f64 * 0.05).sin() * 5.0 + shift,
+            );
+            a.count = 1 + (i % 7) as u64;
+            a.stddev = 0.1 * (i % 4) as f64;
+            a.min = a.mean - 1.0 - (i % 3) as f64;
+            a.max = a.mean + 1.0 + (i % 5) as f64;
+            a.p95 = a.mean + 0.5 + 0.01 * (i % 50) as f64;
+            a.p99 = a.p95 + 0.3;
+            a.anomaly_score = ((i * 37) % 1000) as f64 / 1000.0;
+            a.model = format!("m{i}");
+            a.warming = i % 500 == 3;
+            a.expected_low = (i % 4 != 0).then_some(a.mean - 2.0 - (i % 11) as f64);
+            a.expected_high = (i % 4 != 0).then_some(a.mean + 2.0 + (i % 13) as f64);
+            a
+        })
+        .collect()
+}
+
+/// Run the rollup job until nothing is left to recompute.
+async fn roll_up_all(s: &dyn ResultStore) {
+    for _ in 0..100 {
+        if s.roll_up(500).await.expect("roll up") == 0 {
+            return;
+        }
+    }
+    panic!("the rollup job never ran out of marked buckets");
+}
+
+/// Every tier of `device`'s temperature over `[from, to)` equals
+/// [`merge_points`] of the stored 10 s windows under each of its buckets.
+async fn assert_tiers_match_windows(s: &dyn ResultStore, device: &str, from: DateTime<Utc>, to: DateTime<Utc>) {
+    let windows = s
+        .series(device, "temp", Resolution::Windows(10), from, to, 1)
+        .await
+        .expect("windows")
+        .points;
+    assert!(!windows.is_empty());
+    for tier in rollup::TIERS {
+        let got = s
+            .series(
+                device,
+                "temp",
+                Resolution::Rollup(tier),
+                rollup::bucket_of(from, tier),
+                to,
+                1,
+            )
+            .await
+            .expect("rollup series")
+            .points;
+        let mut expected = Vec::new();
+        let mut i = 0;
+        while i < windows.len() {
+            let b = rollup::bucket_of(windows[i].window_start, tier);
+            let j = windows[i..]
+                .iter()
+                .position(|w| rollup::bucket_of(w.window_start, tier) != b)
+                .map_or(windows.len(), |k| i + k);
+            let mut m = merge_points(&windows[i..j]).expect("non-empty");
+            m.window_start = b;
+            expected.push(m);
+            i = j;
+        }
+        assert_eq!(got.len(), expected.len(), "tier {tier}: one row per bucket");
+        for (g, e) in got.iter().zip(&expected) {
+            let close = |a: f64, b: f64, what: &str| {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "tier {tier} at {}: {what} {a} vs {b}",
+                    e.window_start
+                )
+            };
+            assert_eq!((g.window_start, g.count), (e.window_start, e.count), "tier {tier}");
+            assert_eq!(
+                (g.min, g.max, g.p95, g.p99),
+                (e.min, e.max, e.p95, e.p99),
+                "tier {tier}"
+            );
+            close(g.mean, e.mean, "mean");
+            close(g.stddev, e.stddev, "pooled deviation");
+            close(g.p50, e.p50, "p50");
+            assert_eq!(
+                (
+                    g.anomaly_score,
+                    g.model.as_str(),
+                    g.expected_low,
+                    g.expected_high,
+                    g.warming
+                ),
+                (
+                    e.anomaly_score,
+                    e.model.as_str(),
+                    e.expected_low,
+                    e.expected_high,
+                    e.warming
+                ),
+                "tier {tier} at {}",
+                e.window_start
+            );
+        }
+    }
+}
+
+/// Each rollup tier equals the merge of the windows under its buckets; the
+/// 1-minute tier is computed from the finest windows only (60 s windows of
+/// the same readings are not added twice); two jobs at once agree.
+pub async fn rollups_equal_the_merge_of_their_windows(s: &dyn ResultStore) {
+    let windows = hours_of_windows("dev-r", 0, 2, 0.0);
+    for chunk in windows.chunks(250) {
+        s.write_batch(chunk, &[]).await.expect("write");
+    }
+    let minutes: Vec<Aggregate> = (0..120)
+        .map(|i| {
+            let mut a = agg("dev-r", "temp", i * 60, 999.0);
+            a.window_seconds = 60;
+            a.window_end = t(i * 60 + 60);
+            a
+        })
+        .collect();
+    s.write_batch(&minutes, &[]).await.expect("write");
+    // Nothing is rolled up until the job runs.
+    let before = s
+        .series("dev-r", "temp", Resolution::Rollup(60), t(-600), t(7200), 1)
+        .await
+        .expect("series");
+    assert!(before.points.is_empty(), "rollups are computed by the job");
+    let (a, b) = tokio::join!(s.roll_up(7), s.roll_up(7));
+    assert!(a.expect("job") + b.expect("job") > 0);
+    roll_up_all(s).await;
+    assert_tiers_match_windows(s, "dev-r", t(0), t(7200)).await;
+    let day = s
+        .series("dev-r", "temp", Resolution::Rollup(86_400), t(-86_400), t(7200), 1)
+        .await
+        .expect("series");
+    assert_eq!(
+        day.points.iter().map(|p| p.count).sum::<i64>(),
+        windows.iter().map(|w| w.count as i64).sum::<i64>(),
+        "every reading counted once in the day tier"
+    );
+}
+
+/// Replayed, rewritten and late windows leave every tier as if each window
+/// had been written once, in order.
+pub async fn rollups_count_replays_and_late_windows_once(s: &dyn ResultStore) {
+    let windows = hours_of_windows("dev-l", 0, 1, 0.0);
+    let (early, late) = windows.split_at(200);
+    s.write_batch(early, &[]).await.expect("write");
+    roll_up_all(s).await;
+    // Replays of what was rolled up, the rest late and out of order, then a
+    // rewrite of some windows with other values (analyze re-emitting after a
+    // takeover): the last write of a window wins, as for the windows.
+    for chunk in early.chunks(64).rev() {
+        s.write_batch(chunk, &[]).await.expect("replay");
+    }
+    let mut reversed = late.to_vec();
+    reversed.reverse();
+    s.write_batch(&reversed, &[]).await.expect("late");
+    let rewritten = hours_of_windows("dev-l", 0, 1, 3.0);
+    s.write_batch(&rewritten[100..150], &[]).await.expect("rewrite");
+    s.write_batch(early, &[]).await.expect("replay again");
+    roll_up_all(s).await;
+    roll_up_all(s).await;
+    assert_tiers_match_windows(s, "dev-l", t(0), t(3600)).await;
+}
+
+/// Retention per tier: deleting windows keeps the rollups made from them
+/// (and a later job does not recompute them from nothing); deleting one
+/// tier's old rows leaves the others.
+pub async fn rollup_retention_is_per_tier(s: &dyn ResultStore) {
+    let windows = hours_of_windows("dev-k", 0, 1, 0.0);
+    s.write_batch(&windows, &[]).await.expect("write");
+    roll_up_all(s).await;
+    let read = |tier: u32| async move {
+        s.series("dev-k", "temp", Resolution::Rollup(tier), t(-86_400), t(7200), 1)
+            .await
+            .expect("series")
+            .points
+    };
+    let hours = read(3600).await;
+    assert!(!hours.is_empty());
+    assert_eq!(s.delete_aggregates_before(t(7200)).await.expect("delete"), 360);
+    // A window of a new bucket after the old ones are gone: only its own buckets change.
+    s.write_batch(&[agg("dev-k", "temp", 3600, 50.0)], &[])
+        .await
+        .expect("write");
+    roll_up_all(s).await;
+    let minutes = read(60).await;
+    assert_eq!(minutes.len(), 61, "the minutes of deleted windows are kept");
+    assert!(minutes[..60].iter().all(|m| m.mean < 30.0));
+    let cut = rollup::bucket_of(t(3600), 60);
+    let deleted = s.delete_rollups_before(60, cut).await.expect("delete");
+    assert_eq!(deleted, 60);
+    assert_eq!(read(60).await.len(), 1);
+    let after = read(86_400).await;
+    assert_eq!(
+        after.iter().map(|p| p.count).sum::<i64>(),
+        windows.iter().map(|w| w.count as i64).sum::<i64>() + 5,
+        "coarser tiers keep what the finer one no longer has"
     );
 }

@@ -11,12 +11,13 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
 use tributary_shared::results::{
-    AlertFilter, DeviceState, FleetSummary, StoredAlert, Transition, TransitionOutcome, windows_per_point,
+    AlertFilter, DeviceState, FleetSummary, Resolution, SeriesPoint, StoredAlert, Transition, TransitionOutcome,
+    rollup, windows_per_point,
 };
 
 use crate::{ApiError, Dashboard};
@@ -157,12 +158,31 @@ fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(DateTime<Utc>, Da
     Ok((from, to))
 }
 
+/// The answer of [`series`], serialised as it is (a `json!` value would
+/// first build a map per point).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesBody {
+    device_id: String,
+    metric: String,
+    /// Seconds each row read covers (the window size or the tier).
+    window_seconds: u32,
+    /// `windows` or `rollup`.
+    source: &'static str,
+    from: String,
+    to: String,
+    available_windows: Vec<u32>,
+    windows_per_point: u32,
+    points: Vec<SeriesPoint>,
+    alerts: Vec<StoredAlert>,
+}
+
 /// `GET /api/devices/{id}/series?metric=&window=&from=&to=`: window aggregates of one metric.
 pub async fn series(
     State(st): State<Arc<Dashboard>>,
     Path(id): Path<String>,
     Query(q): Query<SeriesParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SeriesBody>, ApiError> {
     check_id("deviceId", &id)?;
     let metric = q.metric.ok_or(ApiError::BadParam {
         param: "metric",
@@ -192,26 +212,44 @@ pub async fn series(
                 reason: format!("'{m}' is not an integer in 10..=10000"),
             })?,
     };
-    // The store merges windows into at most `max_points` points (one row per point, not per window).
-    let mut per_point = windows_per_point(window, from, to, max_points);
-    let mut series = st.store.series(&id, &metric, window, from, to, per_point).await?;
-    let mut window = window;
+    // The finest of the windows and the rollup tiers that has at most `max_points`
+    // rows in the range (one row per point); past the coarsest tier the store merges.
+    let (mut resolution, mut per_point) = rollup::pick(window, from, to, max_points);
+    let mut series = st.store.series(&id, &metric, resolution, from, to, per_point).await?;
     // No size asked for and none of the default: show the smallest size there is.
     if q.window.is_none()
         && series.points.is_empty()
         && let Some(&w) = series.available_windows.first().filter(|&&w| w != window)
     {
-        window = w;
-        per_point = windows_per_point(window, from, to, max_points);
-        series = st.store.series(&id, &metric, window, from, to, per_point).await?;
+        (resolution, per_point) = rollup::pick(w, from, to, max_points);
+        series = st.store.series(&id, &metric, resolution, from, to, per_point).await?;
     }
-    Ok(Json(json!({
-        "deviceId": id, "metric": metric, "windowSeconds": window,
-        "from": tributary_shared::model::fmt_millis(&from), "to": tributary_shared::model::fmt_millis(&to),
-        "availableWindows": series.available_windows,
-        "windowsPerPoint": per_point,
-        "points": series.points, "alerts": series.alerts,
-    })))
+    // Windows past their retention: the finest tier that has the range.
+    if series.points.is_empty() && matches!(resolution, Resolution::Windows(_)) {
+        for tier in rollup::TIERS.iter().filter(|t| **t > resolution.seconds()) {
+            let per = windows_per_point(*tier, from, to, max_points);
+            let found = st
+                .store
+                .series(&id, &metric, Resolution::Rollup(*tier), from, to, per)
+                .await?;
+            if !found.points.is_empty() {
+                (resolution, per_point, series) = (Resolution::Rollup(*tier), per, found);
+                break;
+            }
+        }
+    }
+    Ok(Json(SeriesBody {
+        device_id: id,
+        metric,
+        window_seconds: resolution.seconds(),
+        source: resolution.kind(),
+        from: tributary_shared::model::fmt_millis(&from),
+        to: tributary_shared::model::fmt_millis(&to),
+        available_windows: series.available_windows,
+        windows_per_point: per_point,
+        points: series.points,
+        alerts: series.alerts,
+    }))
 }
 
 /// Query parameters of the raw readings.

@@ -68,7 +68,10 @@ async function overview() {
 
 // ---- device ----------------------------------------------------------------
 
-const ranges = ["1h", "6h", "24h", "7d"];
+const ranges = ["1h", "6h", "24h", "7d", "30d", "365d"];
+// Points a chart asks for: about one per pixel of its width. The API reads the
+// finest of the windows and the rollup tiers with at most this many rows.
+const MAX_POINTS = 800;
 // Raw readings are drawn for ranges up to this (longer ones are what the aggregates are for).
 const rawRanges = ["1h", "6h"];
 const RAW_LIMIT = 5000;
@@ -132,7 +135,7 @@ async function device(id) {
   // Raw readings are optional: no raw store (501) or an outage only hides the dots.
   const rawReq = rawWanted ? api(`/api/devices/${encodeURIComponent(id)}/raw?from=${state.range}&limit=${RAW_LIMIT}`).catch((e) => ({ error: e.message })) : Promise.resolve(null);
   const [all, rawRes] = await Promise.all([
-    Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}${state.window ? `&window=${state.window}` : ""}`))),
+    Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}&maxPoints=${MAX_POINTS}${state.window ? `&window=${state.window}` : ""}`))),
     rawReq,
   ]);
   const rawOf = (m) => (rawRes && rawRes.readings ? rawRes.readings.filter((r) => m in r.metrics).map((r) => [Date.parse(r.eventTime), r.metrics[m]]) : []);

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tributary_dashboard::live::Live;
 use tributary_dashboard::{Dashboard, app};
 use tributary_shared::cache::{KvCache, RedisCache};
-use tributary_shared::results::PgStore;
+use tributary_shared::results::{PgStore, ResultStore};
 use tributary_shared::service::Ops;
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::telemetry::MetricsRegistry;
@@ -79,6 +79,15 @@ async fn seed(pool: &PgPool) {
     .execute(pool)
     .await
     .expect("aggregates");
+    // Windows written by SQL, not by a batch: mark their minutes as a batch would, and roll up.
+    sqlx::query(
+        "INSERT INTO rollup_dirty (window_seconds, device_id, metric, window_start)
+         SELECT DISTINCT 60, device_id, metric, date_trunc('minute', window_start) FROM aggregates",
+    )
+    .execute(pool)
+    .await
+    .expect("marks");
+    PgStore::new(pool.clone()).roll_up(1000).await.expect("roll up");
     sqlx::query(
         "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at) VALUES
          ('al-1', 'truck-1', 'speed', 'spike', 0.95, 130, 'speed spike', 'open', now() - interval '70 seconds', now() - interval '60 seconds'),
@@ -169,8 +178,9 @@ async fn fleet_devices_and_series(pool: PgPool) {
     let (s, series) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h&maxPoints=10000").await;
     assert_eq!(s, StatusCode::OK, "{series}");
     assert_eq!(
-        series["windowsPerPoint"], 1,
-        "8,640 windows fit in 10,000 points: none merged"
+        (&series["windowsPerPoint"], &series["source"]),
+        (&serde_json::json!(1), &serde_json::json!("windows")),
+        "8,640 windows fit in 10,000 points: the windows, none merged"
     );
     let pts = series["points"].as_array().expect("points");
     assert_eq!(pts.len(), 30);
@@ -188,12 +198,26 @@ async fn fleet_devices_and_series(pool: PgPool) {
         .collect();
     assert_eq!(alert_ids, vec!["al-2", "al-1"]);
 
-    // The page's default: at most 1,500 points, so a day of 10 s windows is merged
-    // 6 to a point by the database, in minute slots (the seeded windows are minute-aligned).
+    // The default of at most 1,500 points: a day of 10 s windows is 8,640 rows,
+    // of minutes 1,440, so the 1-minute tier is read, a row a point (the seeded
+    // windows are minute-aligned).
     let (_, merged) = get(&r, "/api/devices/truck-1/series?metric=speed&from=24h").await;
-    assert_eq!(merged["windowsPerPoint"], 6, "{merged}");
+    assert_eq!(
+        (&merged["source"], &merged["windowSeconds"], &merged["windowsPerPoint"]),
+        (
+            &serde_json::json!("rollup"),
+            &serde_json::json!(60),
+            &serde_json::json!(1)
+        ),
+        "{merged}"
+    );
+    assert_eq!(
+        merged["availableWindows"],
+        serde_json::json!([10]),
+        "the window sizes, as before"
+    );
     let mpts = merged["points"].as_array().expect("points");
-    assert_eq!(mpts.len(), 5, "30 windows, 6 per point");
+    assert_eq!(mpts.len(), 5, "30 windows, 6 a minute");
     assert!(mpts.iter().all(|p| p["count"] == 30), "counts add: {merged}");
     assert_eq!(
         mpts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(),

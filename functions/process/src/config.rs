@@ -4,6 +4,7 @@
 
 use clap::{ArgAction, Parser};
 use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
+use tributary_shared::results::RollupRetention;
 use tributary_shared::topics;
 
 /// Configuration of the process function.
@@ -51,6 +52,17 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_RETENTION_DAYS", default_value_t = Config::default().retention_days)]
     pub retention_days: u32,
 
+    /// Seconds between runs of the rollup job, which recomputes the rollup
+    /// tiers (1 min to 1 day) whose windows changed (0: no job; another
+    /// replica or `tributary dev` may run it).
+    #[arg(long, env = "TRIBUTARY_ROLLUP_INTERVAL_SECS", default_value_t = Config::default().rollup_interval_secs)]
+    pub rollup_interval_secs: u64,
+
+    /// How long each rollup tier is kept, e.g. `1m=90d,1h=2y,1d=forever`
+    /// (tiers 1m, 5m, 15m, 1h, 6h, 1d; tiers not named keep their default).
+    #[arg(long, env = "TRIBUTARY_ROLLUP_RETENTION", default_value_t = Config::default().rollup_retention)]
+    pub rollup_retention: RollupRetention,
+
     /// Broker connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -83,6 +95,8 @@ impl Default for Config {
             cache_ttl_secs: 86_400,
             recent_alerts: 100,
             retention_days: 30,
+            rollup_interval_secs: 10,
+            rollup_retention: RollupRetention::default(),
             kafka: KafkaArgs::default(),
             topics: TopicArgs::default(),
             group: topics::GROUP_PROCESS.into(),

@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //!
-//! - this file: [`Deps`] and [`run`], the entry point, and the [`upkeep`] task;
+//! - this file: [`Deps`] and [`run`], the entry point, and the [`upkeep`] task
+//!   (cache rebuilds, the rollup job, retention);
 //! - [`config`]: the settings, with their defaults;
 //! - [`handler`]: the batch handler (decode, validate, write, dead-letter, refresh the cache);
 //! - [`cache`]: what the dashboard reads from the cache, derived from the store;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
-use tributary_shared::results::ResultStore;
+use tributary_shared::results::{ResultStore, RollupRetention};
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
@@ -90,13 +91,14 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         deps.store.clone(),
         cache.clone(),
         deps.log.publisher(),
-        metrics,
+        metrics.clone(),
     );
     let upkeep_stop = Shutdown::new();
     let upkeep = tokio::spawn(upkeep(
         deps.store.clone(),
         cache,
-        config.retention_days,
+        Upkeep::from(&config),
+        metrics.clone(),
         upkeep_stop.wait(),
     ));
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
@@ -119,35 +121,97 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     Ok(consumed?)
 }
 
+/// What the [`upkeep`] task does besides the cache.
+#[derive(Clone, Debug)]
+pub struct Upkeep {
+    /// Days windows are kept (0: for ever).
+    pub retention_days: u32,
+    /// Between rollup jobs (zero: none).
+    pub rollup_interval: Duration,
+    /// Days each rollup tier is kept.
+    pub rollup_retention: RollupRetention,
+}
+
+impl From<&Config> for Upkeep {
+    fn from(c: &Config) -> Self {
+        Self {
+            retention_days: c.retention_days,
+            rollup_interval: Duration::from_secs(c.rollup_interval_secs),
+            rollup_retention: c.rollup_retention.clone(),
+        }
+    }
+}
+
+/// Buckets the rollup job recomputes per transaction.
+const ROLLUP_BATCH: usize = 2000;
+
 /// Background upkeep until `shutdown`: rebuild a stale cache every few
-/// seconds and apply retention hourly.
+/// seconds, run the rollup job every `rollup_interval`, and apply retention
+/// to windows and rollup tiers hourly.
 pub async fn upkeep(
     store: Arc<dyn ResultStore>,
     cache: Arc<cache::Cache>,
-    retention_days: u32,
+    settings: Upkeep,
+    metrics: metrics::Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_cache = None;
+    let mut last_rollup = None;
     let mut last_retention: Option<tokio::time::Instant> = None;
+    let due = |last: Option<tokio::time::Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        if cache.is_stale()
-            && let Err(e) = cache.rebuild(store.as_ref()).await
-        {
-            tracing::debug!(error = %e, "cache still stale");
-        }
-        if retention_days > 0 && last_retention.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-            last_retention = Some(tokio::time::Instant::now());
-            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
-            match store.delete_aggregates_before(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "retention removed old windows"),
-                Err(e) => tracing::warn!(error = %e, "retention failed"),
+        if due(last_cache, Duration::from_secs(5)) {
+            last_cache = Some(tokio::time::Instant::now());
+            if cache.is_stale()
+                && let Err(e) = cache.rebuild(store.as_ref()).await
+            {
+                tracing::debug!(error = %e, "cache still stale");
             }
+        }
+        if !settings.rollup_interval.is_zero() && due(last_rollup, settings.rollup_interval) {
+            last_rollup = Some(tokio::time::Instant::now());
+            match store.roll_up(ROLLUP_BATCH).await {
+                Ok(n) => {
+                    metrics.rolled_up(Ok(n));
+                    tracing::debug!(buckets = n, "rollups recomputed");
+                }
+                Err(e) => {
+                    // The marks stay: the next run recomputes them.
+                    metrics.rolled_up(Err(()));
+                    tracing::warn!(error = %e, "rollup job failed");
+                }
+            }
+        }
+        if due(last_retention, Duration::from_secs(3600)) {
+            last_retention = Some(tokio::time::Instant::now());
+            apply_retention(store.as_ref(), &settings).await;
+        }
+    }
+}
+
+async fn apply_retention(store: &dyn ResultStore, settings: &Upkeep) {
+    let now = chrono::Utc::now();
+    if settings.retention_days > 0 {
+        let cutoff = now - chrono::Duration::days(i64::from(settings.retention_days));
+        match store.delete_aggregates_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention removed old windows"),
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
+    }
+    for (tier, days) in settings.rollup_retention.0 {
+        let Some(days) = days else { continue };
+        let cutoff = now - chrono::Duration::days(i64::from(days));
+        match store.delete_rollups_before(tier, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, tier_seconds = tier, "retention removed old rollups"),
+            Err(e) => tracing::warn!(error = %e, tier_seconds = tier, "rollup retention failed"),
         }
     }
 }

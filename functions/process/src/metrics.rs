@@ -22,6 +22,8 @@ pub struct Metrics {
     batches: Family<OutcomeLabel, Counter>,
     deadletter: Counter,
     cache_errors: Counter,
+    rollup_buckets: Counter,
+    rollup_errors: Counter,
 }
 
 impl Metrics {
@@ -32,6 +34,8 @@ impl Metrics {
             batches: Family::default(),
             deadletter: Counter::default(),
             cache_errors: Counter::default(),
+            rollup_buckets: Counter::default(),
+            rollup_errors: Counter::default(),
         };
         registry.register(
             "tributary_process_records",
@@ -53,7 +57,25 @@ impl Metrics {
             "Batches whose cache update failed (the cache is rebuilt later)",
             m.cache_errors.clone(),
         );
+        registry.register(
+            "tributary_process_rollup_buckets",
+            "Rollup buckets recomputed by the rollup job (every tier)",
+            m.rollup_buckets.clone(),
+        );
+        registry.register(
+            "tributary_process_rollup_errors",
+            "Runs of the rollup job that failed (their buckets stay marked and are retried)",
+            m.rollup_errors.clone(),
+        );
         m
+    }
+
+    /// Count a run of the rollup job: buckets recomputed, or a failure.
+    pub fn rolled_up(&self, outcome: Result<u64, ()>) {
+        match outcome {
+            Ok(n) => self.rollup_buckets.inc_by(n),
+            Err(()) => self.rollup_errors.inc(),
+        };
     }
 
     /// Count a written batch's records.

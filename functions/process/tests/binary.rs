@@ -121,6 +121,7 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         .env("TRIBUTARY_ALERTS_TOPIC", &alerts_topic)
         .env("TRIBUTARY_DEADLETTER_TOPIC", &dead_topic)
         .env("TRIBUTARY_CONSUMER_GROUP", unique_topic("p-group"))
+        .env("TRIBUTARY_ROLLUP_INTERVAL_SECS", "1")
         // Debug for Tributary's own crates: the most a support case would turn on.
         .env("RUST_LOG", "info,tributary_process=debug,tributary_shared=debug")
         .stdin(Stdio::null())
@@ -146,6 +147,25 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The rollup job runs in the binary: every window's readings reach the day tier, once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (windows, day): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT sum(count)::bigint FROM aggregates),
+                    (SELECT sum(count)::bigint FROM rollups WHERE window_seconds = 86400)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+        if day == Some(windows) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollup job did not roll the windows up: {windows} readings in windows, {day:?} in the day tier"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
         .await
         .expect("readyz");
@@ -165,12 +185,16 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
             .text()
             .await
             .expect("text");
-        if metrics.contains("tributary_process_deadletter_records_total 1") {
+        let rolled_up = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tributary_process_rollup_buckets_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if metrics.contains("tributary_process_deadletter_records_total 1") && rolled_up.is_some_and(|n| n >= 6.0) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the garbage record was not dead-lettered: {metrics}"
+            "the garbage record was not dead-lettered, or no rollup was counted: {metrics}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -443,6 +443,9 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
     })
     .await
     .expect("runner");
+    // The rollup job runs between the crash and the replay.
+    let store = PgStore::new(pool.clone());
+    assert!(store.roll_up(100).await.expect("roll up") > 0);
 
     // Second instance: everything is delivered again (nothing was committed) and written once.
     let sub = log.subscribe("tributary-process", &topics).await.expect("subscribe");
@@ -470,6 +473,23 @@ async fn crash_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
         .await
         .expect("count");
     assert_eq!(n.0, 40, "each window exactly once");
+    store.roll_up(100).await.expect("roll up");
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT a.device_id, a.n, r.n FROM
+           (SELECT device_id, sum(count)::bigint AS n FROM aggregates GROUP BY device_id) a
+           JOIN (SELECT device_id, sum(count)::bigint AS n FROM rollups WHERE window_seconds = 86400 GROUP BY device_id) r
+           USING (device_id) ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(counts.len(), 4, "every device rolled up: {counts:?}");
+    for (device, windows, day) in counts {
+        assert_eq!(
+            windows, day,
+            "{device}: the replayed windows counted once in the day tier"
+        );
+    }
     assert_eq!(
         seen.load(Ordering::SeqCst),
         40,

@@ -5,7 +5,8 @@
 //! contract suite (`tributary-testkit`):
 //! - [`postgres::PgStore`], the production store (tables in `shared/migrations`);
 //! - [`sqlite::SqliteStore`], the embedded store of the all-in-one mode
-//!   (`shared/migrations-sqlite`), a file in the data directory.
+//!   (`shared/migrations-sqlite`), a file in the data directory;
+//! - [`rollup`]: the rollup tiers both keep, and what a chart reads.
 //!
 //! Guarantees of every backend: a batch is written entirely or not at all;
 //! writing the same records again leaves the store unchanged (upserts on the
@@ -22,9 +23,11 @@ use serde_json::Value;
 use crate::records::{Aggregate, Alert, AlertState};
 
 pub mod postgres;
+pub mod rollup;
 pub mod sqlite;
 
 pub use postgres::PgStore;
+pub use rollup::{Resolution, RollupRetention};
 pub use sqlite::SqliteStore;
 
 /// Errors of a results store, in the terms a caller acts on.
@@ -228,8 +231,8 @@ pub fn windows_per_point(window_seconds: u32, from: DateTime<Utc>, to: DateTime<
 /// One metric of one device over a time range.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
-    /// Windows of the requested size with `from <= start < to`, oldest first
-    /// (at most 10,000), merged `per_point` at a time when asked.
+    /// Rows of the requested resolution with `from <= start < to`, oldest
+    /// first (at most 10,000), merged `per_point` at a time when asked.
     pub points: Vec<SeriesPoint>,
     /// Window sizes stored for this metric since `from`, ascending.
     pub available_windows: Vec<u32>,
@@ -325,6 +328,14 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Delete windows that started before `cutoff`; returns how many.
     async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// Recompute the rollup buckets whose sources changed (see [`rollup`]),
+    /// finest tier first, at most `limit` buckets per transaction; returns
+    /// how many were recomputed. Safe to run from several replicas at once.
+    async fn roll_up(&self, limit: usize) -> Result<u64, StoreError>;
+
+    /// Delete rows of the rollup `tier` that started before `cutoff`; returns how many.
+    async fn delete_rollups_before(&self, tier: u32, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// Devices by id.
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError>;
 
@@ -355,10 +366,12 @@ pub trait ResultStore: Send + Sync + 'static {
     /// smallest window size written in the last ten minutes.
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError>;
 
-    /// One metric of one device: windows of `window_seconds` in `[from, to)`.
+    /// One metric of one device: the windows or rollup rows `resolution`
+    /// names that start in `[from, to)` (`available_windows` and `alerts`
+    /// are the same whichever it is).
     ///
-    /// With `per_point` above 1 the store merges the windows of each
-    /// `per_point * window_seconds` slot (slots aligned to the Unix epoch, so
+    /// With `per_point` above 1 the store merges the rows of each
+    /// `per_point * resolution.seconds()` slot (slots aligned to the Unix epoch, so
     /// a refreshing chart keeps its buckets) into one point, with exactly the
     /// semantics of [`merge_points`]: the merge happens in the database, so a
     /// long range costs one row per point, not one per window.
@@ -366,7 +379,7 @@ pub trait ResultStore: Send + Sync + 'static {
         &self,
         device: &str,
         metric: &str,
-        window_seconds: u32,
+        resolution: Resolution,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         per_point: u32,
@@ -467,4 +480,17 @@ pub(crate) fn device_updates<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, DateTi
             (id, first, last, Value::Object(v))
         })
         .collect()
+}
+
+/// The 1-minute rollup buckets a batch's windows touch, once each, sorted
+/// (so concurrent writers take their row locks in one order).
+pub(crate) fn minute_marks<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, &'a str, DateTime<Utc>)> {
+    let marks: std::collections::BTreeSet<(&str, &str, DateTime<Utc>)> = aggs
+        .iter()
+        .filter_map(|a| {
+            rollup::minute_bucket(a.window_seconds, a.window_start)
+                .map(|b| (a.device_id.as_str(), a.metric.as_str(), b))
+        })
+        .collect();
+    marks.into_iter().collect()
 }

@@ -1,16 +1,23 @@
 //! The PostgreSQL backend of [`ResultStore`]: batched upserts with `UNNEST`
 //! (one statement per table per batch), one transaction per batch.
+//!
+//! The rollup job's statements are in `rollup_job` (a batch marks its
+//! buckets from here, with `rollup_job::insert_marks`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use super::rollup::{self, Resolution};
+
+mod rollup_job;
 use super::{
     AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
-    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, state_str,
+    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
+use rollup_job::insert_marks;
 
 const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
 
@@ -126,6 +133,9 @@ impl ResultStore for PgStore {
             .bind(updates.into_iter().map(|u| u.3).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+
+            let marks = minute_marks(&aggs);
+            insert_marks(&mut tx, rollup::TIERS[0], &marks).await?;
         }
 
         let alerts = dedup_alerts(alerts);
@@ -170,6 +180,40 @@ impl ResultStore for PgStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+            total += n;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn roll_up(&self, limit: usize) -> Result<u64, StoreError> {
+        let limit = limit.max(1);
+        let mut total = 0;
+        for tier in rollup::TIERS {
+            // Bounded, so writers marking faster than the job keeps up cannot hold it in one tier.
+            for _ in 0..64 {
+                let n = self.roll_up_step(tier, limit).await?;
+                total += n as u64;
+                if n < limit {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn delete_rollups_before(&self, tier: u32, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM rollups WHERE ctid IN (SELECT ctid FROM rollups WHERE window_seconds = $1 AND window_start < $2 LIMIT 10000)",
+            )
+            .bind(tier as i32)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             total += n;
             if n < 10_000 {
                 return Ok(total);
@@ -269,14 +313,25 @@ impl ResultStore for PgStore {
     }
 
     async fn values_per_second(&self, now: DateTime<Utc>) -> Result<f64, StoreError> {
-        let (rate,): (f64,) = sqlx::query_as(
-            "WITH w AS (SELECT min(window_seconds) AS s FROM aggregates WHERE window_start > $1 - interval '10 minutes')
-             SELECT coalesce(sum(count), 0)::float8 / 60.0 FROM aggregates, w
-             WHERE window_seconds = w.s AND window_end > $1 - interval '1 minute' AND window_end <= $1
-               -- Implied by the window_end bound; lets the window_start index do the work.
-               AND window_start > $1 - interval '1 minute' - make_interval(secs => w.s)",
+        // Two statements: with the size known, the window_start bound is a plain
+        // parameter the planner can range-scan the index with; as one statement
+        // (a join or a subquery for the size) it read every window in the table.
+        let (size,): (Option<i32>,) = sqlx::query_as(
+            "SELECT min(window_seconds) FROM aggregates WHERE window_start > $1 - interval '10 minutes'",
         )
         .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(size) = size else { return Ok(0.0) };
+        let (rate,): (f64,) = sqlx::query_as(
+            "SELECT coalesce(sum(count), 0)::float8 / 60.0 FROM aggregates
+             WHERE window_seconds = $2 AND window_end > $1 - interval '1 minute' AND window_end <= $1
+               -- Implied by the window_end bound; lets the window_start index do the work.
+               AND window_start > $3",
+        )
+        .bind(now)
+        .bind(size)
+        .bind(now - chrono::Duration::minutes(1) - chrono::Duration::seconds(i64::from(size)))
         .fetch_one(&self.pool)
         .await?;
         Ok(rate)
@@ -286,21 +341,22 @@ impl ResultStore for PgStore {
         &self,
         device: &str,
         metric: &str,
-        window_seconds: u32,
+        resolution: Resolution,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         per_point: u32,
     ) -> Result<Series, StoreError> {
+        let table = resolution.table();
         let points: Vec<SeriesPoint> = if per_point <= 1 {
-            sqlx::query_as(
+            sqlx::query_as(&format!(
                 "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming
-                 FROM aggregates
+                 FROM {table}
                  WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
-                 ORDER BY window_start LIMIT 10000",
-            )
+                 ORDER BY window_start LIMIT 10000"
+            ))
             .bind(device)
             .bind(metric)
-            .bind(window_seconds as i32)
+            .bind(resolution.seconds() as i32)
             .bind(from)
             .bind(to)
             .fetch_all(&self.pool)
@@ -311,9 +367,9 @@ impl ResultStore for PgStore {
             // range's first window mean, materialised once: inlined, the planner
             // re-ran it per row), which keeps E[x²] - E[x]²'s cancellation away
             // from metrics with a large mean and a small spread.
-            sqlx::query_as(
+            sqlx::query_as(&format!(
                 "WITH ref AS MATERIALIZED (
-                     SELECT mean AS r FROM aggregates
+                     SELECT mean AS r FROM {table}
                      WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
                      ORDER BY window_start LIMIT 1
                  )
@@ -326,22 +382,25 @@ impl ResultStore for PgStore {
                               max(anomaly_score) AS anomaly_score,
                               (array_agg(model ORDER BY anomaly_score DESC, window_start))[1] AS model,
                               min(expected_low) AS expected_low, max(expected_high) AS expected_high, bool_or(warming) AS warming
-                       FROM aggregates CROSS JOIN ref
+                       FROM {table} CROSS JOIN ref
                        WHERE device_id = $1 AND metric = $2 AND window_seconds = $3 AND window_start >= $4 AND window_start < $5
                        GROUP BY floor(date_part('epoch', window_start) / $6)) slots
-                 ORDER BY window_start LIMIT 10000",
-            )
+                 ORDER BY window_start LIMIT 10000"
+            ))
             .bind(device)
             .bind(metric)
-            .bind(window_seconds as i32)
+            .bind(resolution.seconds() as i32)
             .bind(from)
             .bind(to)
-            .bind(f64::from(window_seconds) * f64::from(per_point))
+            .bind(f64::from(resolution.seconds()) * f64::from(per_point))
             .fetch_all(&self.pool)
             .await?
         };
         // The sizes stored since `from`, by a loose index scan over the
         // primary key (one probe per size) rather than reading every window.
+        // The probe is a lateral `LIMIT 1`: as `EXISTS`, the generic plan of
+        // the prepared statement turned it into a hash of every window since
+        // `from` (4 ms for a day of one metric, more for longer ranges).
         let windows: Vec<(i32,)> = sqlx::query_as(
             "WITH RECURSIVE sizes(s) AS (
                  SELECT (SELECT min(window_seconds) FROM aggregates WHERE device_id = $1 AND metric = $2)
@@ -350,7 +409,8 @@ impl ResultStore for PgStore {
                  FROM sizes WHERE s IS NOT NULL
              )
              SELECT s FROM sizes
-             WHERE s IS NOT NULL AND EXISTS (SELECT 1 FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_seconds = s AND window_start >= $3)
+             CROSS JOIN LATERAL (SELECT 1 FROM aggregates WHERE device_id = $1 AND metric = $2 AND window_seconds = s AND window_start >= $3 LIMIT 1) since
+             WHERE s IS NOT NULL
              ORDER BY s",
         )
         .bind(device)

@@ -1,7 +1,8 @@
 //! The SQLite backend of [`ResultStore`]: the embedded store of the
 //! all-in-one mode, one file (WAL journal) in the data directory.
 //!
-//! Same contract as PostgreSQL (the same tests run on both). Times are stored
+//! Same contract as PostgreSQL (the same tests run on both); the rollup
+//! job's statements are in `rollup_job`. Times are stored
 //! as integer milliseconds; a batch is one `IMMEDIATE`-style transaction of
 //! multi-row upserts in chunks that stay under SQLite's bind limit.
 
@@ -16,11 +17,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::rollup::{self, Resolution};
+
+mod rollup_job;
 use super::{
     AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
-    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, state_str,
+    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
+use rollup_job::insert_marks;
 
 const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
 /// Rows per statement: 16 binds a row keeps a statement under SQLite's 32,766 bind limit.
@@ -111,6 +116,26 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceState, sqlx::Error> {
 }
 
 /// `?, ?, ...` for an `IN` list.
+/// The columns of a [`SeriesPoint`], read from a row that has them by name.
+fn point_from_row(r: &SqliteRow) -> Result<SeriesPoint, sqlx::Error> {
+    Ok(SeriesPoint {
+        window_start: time(r.try_get("window_start")?),
+        count: r.try_get("count")?,
+        min: r.try_get("min")?,
+        max: r.try_get("max")?,
+        mean: r.try_get("mean")?,
+        stddev: r.try_get("stddev")?,
+        p50: r.try_get("p50")?,
+        p95: r.try_get("p95")?,
+        p99: r.try_get("p99")?,
+        anomaly_score: r.try_get("anomaly_score")?,
+        model: r.try_get("model")?,
+        expected_low: r.try_get("expected_low")?,
+        expected_high: r.try_get("expected_high")?,
+        warming: r.try_get("warming")?,
+    })
+}
+
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
@@ -194,6 +219,7 @@ impl ResultStore for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
+        insert_marks(&mut tx, rollup::TIERS[0], &minute_marks(&aggs)).await?;
         for chunk in alerts.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at) ",
@@ -232,6 +258,33 @@ impl ResultStore for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn roll_up(&self, limit: usize) -> Result<u64, StoreError> {
+        let limit = limit.max(1);
+        let mut total = 0;
+        for tier in rollup::TIERS {
+            // Bounded, so writers marking faster than the job keeps up cannot hold it in one tier.
+            for _ in 0..64 {
+                let n = self.roll_up_step(tier, limit).await?;
+                total += n as u64;
+                if n < limit {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn delete_rollups_before(&self, tier: u32, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM rollups WHERE window_seconds = ? AND window_start < ?")
+                .bind(i64::from(tier))
+                .bind(ms(cutoff))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {
@@ -353,22 +406,23 @@ impl ResultStore for SqliteStore {
         &self,
         device: &str,
         metric: &str,
-        window_seconds: u32,
+        resolution: Resolution,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         per_point: u32,
     ) -> Result<Series, StoreError> {
+        let table = resolution.table();
         let merged = per_point > 1;
         let rows = if !merged {
-            sqlx::query(
+            sqlx::query(&format!(
                 "SELECT window_start, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming
-                 FROM aggregates
+                 FROM {table}
                  WHERE device_id = ? AND metric = ? AND window_seconds = ? AND window_start >= ? AND window_start < ?
-                 ORDER BY window_start LIMIT 10000",
-            )
+                 ORDER BY window_start LIMIT 10000"
+            ))
             .bind(device)
             .bind(metric)
-            .bind(i64::from(window_seconds))
+            .bind(i64::from(resolution.seconds()))
             .bind(ms(from))
             .bind(ms(to))
             .fetch_all(&self.pool)
@@ -379,9 +433,9 @@ impl ResultStore for SqliteStore {
             // range's first window mean, materialised once), which keeps E[x²] - E[x]²'s cancellation
             // away from metrics with a large mean and a small spread; the model is
             // the top-scoring window's (a fixed-width score prefix makes max() pick it).
-            sqlx::query(
+            sqlx::query(&format!(
                 "WITH ref AS MATERIALIZED (
-                     SELECT mean AS r FROM aggregates
+                     SELECT mean AS r FROM {table}
                      WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
                      ORDER BY window_start LIMIT 1
                  )
@@ -392,16 +446,16 @@ impl ResultStore for SqliteStore {
                         max(anomaly_score) AS anomaly_score,
                         substr(max(printf('%.15f', anomaly_score) || model), 18) AS model,
                         min(expected_low) AS expected_low, max(expected_high) AS expected_high, max(warming) AS warming
-                 FROM aggregates CROSS JOIN ref
+                 FROM {table} CROSS JOIN ref
                  WHERE device_id = ?1 AND metric = ?2 AND window_seconds = ?3 AND window_start >= ?4 AND window_start < ?5
-                 GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000",
-            )
+                 GROUP BY window_start / ?6 ORDER BY 1 LIMIT 10000"
+            ))
             .bind(device)
             .bind(metric)
-            .bind(i64::from(window_seconds))
+            .bind(i64::from(resolution.seconds()))
             .bind(ms(from))
             .bind(ms(to))
-            .bind(i64::from(window_seconds) * 1000 * i64::from(per_point))
+            .bind(i64::from(resolution.seconds()) * 1000 * i64::from(per_point))
             .fetch_all(&self.pool)
             .await?
         };
