@@ -224,8 +224,13 @@ pub async fn series(
         (resolution, per_point) = rollup::pick(w, from, to, max_points);
         series = st.store.series(&id, &metric, resolution, from, to, per_point).await?;
     }
-    // Windows past their retention: the finest tier that has the range.
-    if series.points.is_empty() && matches!(resolution, Resolution::Windows(_)) {
+    // Windows past their retention (kept at least a day in any setting): the
+    // finest tier that has the range. A recent empty range (a quiet device) is
+    // not probed tier by tier.
+    if series.points.is_empty()
+        && matches!(resolution, Resolution::Windows(_))
+        && from < Utc::now() - chrono::Duration::days(1)
+    {
         for tier in rollup::TIERS.iter().filter(|t| **t > resolution.seconds()) {
             let per = windows_per_point(*tier, from, to, max_points);
             let found = st

@@ -133,6 +133,46 @@ pub fn compute(rows: Vec<SourceRow>) -> Vec<RollupRow> {
         .collect()
 }
 
+/// The buckets of tier `above` that `computed` rows (of the tier below it)
+/// fall in, once each and sorted (so concurrent jobs lock marks in one order).
+pub(crate) fn parent_marks(above: u32, computed: &[RollupRow]) -> Vec<(&str, &str, DateTime<Utc>)> {
+    let marks: std::collections::BTreeSet<(&str, &str, DateTime<Utc>)> = computed
+        .iter()
+        .map(|r| {
+            (
+                r.device_id.as_str(),
+                r.metric.as_str(),
+                bucket_of(r.point.window_start, above),
+            )
+        })
+        .collect();
+    marks.into_iter().collect()
+}
+
+/// Run one job: `step(tier, limit)` (one transaction: claim up to `limit`
+/// marks of `tier`, recompute, mark the parents; returns the marks claimed)
+/// tier by tier, finest first, until a step claims fewer than `limit`. At
+/// most 64 steps a tier, so writers marking faster than the job keeps up
+/// cannot hold it in one tier. Returns the buckets recomputed.
+pub(crate) async fn run_job<F, Fut, E>(limit: usize, mut step: F) -> Result<u64, E>
+where
+    F: FnMut(u32, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, E>>,
+{
+    let limit = limit.max(1);
+    let mut total = 0;
+    for tier in TIERS {
+        for _ in 0..64 {
+            let n = step(tier, limit).await?;
+            total += n as u64;
+            if n < limit {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// What a series is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
@@ -177,25 +217,33 @@ fn slots(seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
     (b - 1).div_euclid(size) - a.div_euclid(size) + 1
 }
 
+/// Windows a chart merges itself before it reads a rollup tier instead,
+/// per point it draws: up to this many, the newest minutes (which the rollup
+/// job reaches up to its interval later) are on the chart, at a bounded cost.
+pub const MERGE_WINDOWS_PER_POINT: i64 = 4;
+
 /// What a chart of at most `max_points` over `[from, to)` that asked for
 /// windows of `window_seconds` reads, and how many rows each point merges:
-/// the finest of those windows and the coarser tiers whose rows number at
-/// most `max_points` (one row per point, so a 24 h chart of 800 points reads
-/// the 288 five-minute rows, not 8,640 windows); when even the coarsest tier
-/// has more rows, it merges them.
+/// the windows when they number at most [`MERGE_WINDOWS_PER_POINT`] times
+/// the points (merged when more than the points); otherwise the finest tier
+/// whose rows number at most `max_points` (one row per point, so a 24 h
+/// chart of 800 points reads the 288 five-minute rows, not 8,640 windows);
+/// when even the coarsest tier has more rows, it merges them.
 pub fn pick(window_seconds: u32, from: DateTime<Utc>, to: DateTime<Utc>, max_points: u32) -> (Resolution, u32) {
-    let candidates = std::iter::once(Resolution::Windows(window_seconds)).chain(
-        TIERS
-            .iter()
-            .filter(|t| **t > window_seconds)
-            .map(|t| Resolution::Rollup(*t)),
-    );
+    let windows = slots(window_seconds, from, to);
+    if windows <= i64::from(max_points) {
+        return (Resolution::Windows(window_seconds), 1);
+    }
+    if windows <= MERGE_WINDOWS_PER_POINT * i64::from(max_points) {
+        let per_point = windows_per_point(window_seconds, from, to, max_points);
+        return (Resolution::Windows(window_seconds), per_point);
+    }
     let mut last = Resolution::Windows(window_seconds);
-    for c in candidates {
-        if slots(c.seconds(), from, to) <= i64::from(max_points) {
-            return (c, 1);
+    for tier in TIERS.iter().filter(|t| **t > window_seconds) {
+        last = Resolution::Rollup(*tier);
+        if slots(*tier, from, to) <= i64::from(max_points) {
+            return (last, 1);
         }
-        last = c;
     }
     (last, windows_per_point(last.seconds(), from, to, max_points))
 }
@@ -428,6 +476,10 @@ mod tests {
         let back = |s: i64| now - chrono::Duration::seconds(s);
         // 15 minutes of 10 s windows: 90 rows.
         assert_eq!(pick(10, back(900), now, 800), (Resolution::Windows(10), 1));
+        // 6 h of 10 s windows, or 1 h of 2 s ones, is at most 4 windows a point:
+        // merged from the windows, so the newest minutes are there.
+        assert_eq!(pick(10, back(6 * 3600), now, 800), (Resolution::Windows(10), 3));
+        assert_eq!(pick(2, back(3600), now, 800), (Resolution::Windows(2), 3));
         // 24 h: 8,640 windows, 1,440 minutes, 288 five-minute rows.
         assert_eq!(pick(10, back(86_400), now, 800), (Resolution::Rollup(300), 1));
         assert_eq!(pick(10, back(86_400), now, 1500), (Resolution::Rollup(60), 1));
