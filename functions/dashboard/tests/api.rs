@@ -253,6 +253,86 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
     }
 }
 
+/// Long ranges are read from the rollup tier that fits the chart, and a
+/// short range whose windows are past their retention from the finest tier
+/// that still has it.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn long_and_expired_ranges_are_read_from_rollup_tiers(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    // 40 days of 60 s windows of one metric, ending 10 days ago, rolled up.
+    let end = (chrono::Utc::now() - chrono::Duration::days(10)).timestamp() / 86_400 * 86_400;
+    let windows: Vec<tributary_shared::records::Aggregate> = (0..40 * 1440)
+        .map(|i| {
+            let start = chrono::DateTime::from_timestamp(end - 40 * 86_400 + i * 60, 0).expect("time");
+            tributary_shared::records::Aggregate {
+                device_id: "old-1".into(),
+                metric: "temp".into(),
+                window_seconds: 60,
+                window_start: start,
+                window_end: start + chrono::Duration::seconds(60),
+                count: 6,
+                min: 10.0,
+                max: 30.0,
+                mean: 20.0,
+                stddev: 1.0,
+                p50: 20.0,
+                p95: 28.0,
+                p99: 29.0,
+                anomaly_score: if i == 1000 { 0.97 } else { 0.1 },
+                model: "spike".into(),
+                expected_low: None,
+                expected_high: None,
+                warming: false,
+            }
+        })
+        .collect();
+    for chunk in windows.chunks(5000) {
+        store.write_batch(chunk, &[]).await.expect("write");
+    }
+    while store.roll_up(5000).await.expect("roll up") > 0 {}
+    let (r, _) = router(&pool, None, None);
+
+    let (s, month) = get(&r, "/api/devices/old-1/series?metric=temp&from=60d&maxPoints=800").await;
+    assert_eq!(s, StatusCode::OK, "{month}");
+    // 60 days: 1,440 hours is too many, 240 six-hour rows are not.
+    assert_eq!(
+        (&month["source"], &month["windowSeconds"]),
+        (&Value::from("rollup"), &Value::from(21_600))
+    );
+    let pts = month["points"].as_array().expect("points");
+    assert_eq!(pts.len(), 40 * 4, "the 40 days of data, 4 rows a day");
+    assert_eq!(
+        pts.iter().map(|p| p["count"].as_i64().expect("count")).sum::<i64>(),
+        40 * 1440 * 6
+    );
+    assert_eq!(pts.iter().filter(|p| p["anomalyScore"].as_f64() > Some(0.9)).count(), 1);
+
+    // The windows are gone; an hour of them, 20 days ago, comes from the minutes.
+    store
+        .delete_aggregates_before(chrono::Utc::now())
+        .await
+        .expect("retention");
+    let at = chrono::DateTime::from_timestamp(end - 10 * 86_400, 0).expect("time");
+    let uri = format!(
+        "/api/devices/old-1/series?metric=temp&from={}&to={}",
+        tributary_shared::model::fmt_millis(&at),
+        tributary_shared::model::fmt_millis(&(at + chrono::Duration::hours(1)))
+    );
+    let (s, hour) = get(&r, &uri).await;
+    assert_eq!(s, StatusCode::OK, "{hour}");
+    assert_eq!(
+        (&hour["source"], &hour["windowSeconds"]),
+        (&Value::from("rollup"), &Value::from(60))
+    );
+    assert_eq!(hour["points"].as_array().map(Vec::len), Some(60));
+    // A recent empty range is just empty.
+    let (_, quiet) = get(&r, "/api/devices/old-1/series?metric=temp&from=1h").await;
+    assert_eq!(
+        (&quiet["source"], quiet["points"].as_array().map(Vec::len)),
+        (&Value::from("windows"), Some(0))
+    );
+}
+
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn acknowledging_needs_the_operator_token_and_notifies_browsers(pool: PgPool) {
     seed(&pool).await;

@@ -53,6 +53,22 @@ impl PgStore {
 
 type DeviceRow = (String, DateTime<Utc>, DateTime<Utc>, Value);
 
+/// Run a statement that deletes at most 10,000 rows until it deletes fewer,
+/// so no statement holds its locks long; returns the rows deleted.
+async fn delete_in_chunks<F>(pool: &PgPool, delete: F) -> Result<u64, StoreError>
+where
+    F: Fn() -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+{
+    let mut total = 0;
+    loop {
+        let n = delete().execute(pool).await?.rows_affected();
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
 fn device_state((device_id, first_seen, last_seen, last_values): DeviceRow) -> DeviceState {
     DeviceState {
         device_id,
@@ -172,53 +188,26 @@ impl ResultStore for PgStore {
     }
 
     async fn delete_aggregates_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        // In chunks, so no statement holds locks long.
-        let mut total = 0;
-        loop {
-            let n = sqlx::query("DELETE FROM aggregates WHERE ctid IN (SELECT ctid FROM aggregates WHERE window_start < $1 LIMIT 10000)")
+        delete_in_chunks(&self.pool, || {
+            sqlx::query("DELETE FROM aggregates WHERE ctid IN (SELECT ctid FROM aggregates WHERE window_start < $1 LIMIT 10000)")
                 .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-            total += n;
-            if n < 10_000 {
-                return Ok(total);
-            }
-        }
+        })
+        .await
     }
 
     async fn roll_up(&self, limit: usize) -> Result<u64, StoreError> {
-        let limit = limit.max(1);
-        let mut total = 0;
-        for tier in rollup::TIERS {
-            // Bounded, so writers marking faster than the job keeps up cannot hold it in one tier.
-            for _ in 0..64 {
-                let n = self.roll_up_step(tier, limit).await?;
-                total += n as u64;
-                if n < limit {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+        rollup::run_job(limit, |tier, limit| self.roll_up_step(tier, limit)).await
     }
 
     async fn delete_rollups_before(&self, tier: u32, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let n = sqlx::query(
+        delete_in_chunks(&self.pool, || {
+            sqlx::query(
                 "DELETE FROM rollups WHERE ctid IN (SELECT ctid FROM rollups WHERE window_seconds = $1 AND window_start < $2 LIMIT 10000)",
             )
             .bind(tier as i32)
             .bind(cutoff)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            total += n;
-            if n < 10_000 {
-                return Ok(total);
-            }
-        }
+        })
+        .await
     }
 
     async fn devices(&self, ids: &[String]) -> Result<Vec<DeviceState>, StoreError> {

@@ -261,19 +261,7 @@ impl ResultStore for SqliteStore {
     }
 
     async fn roll_up(&self, limit: usize) -> Result<u64, StoreError> {
-        let limit = limit.max(1);
-        let mut total = 0;
-        for tier in rollup::TIERS {
-            // Bounded, so writers marking faster than the job keeps up cannot hold it in one tier.
-            for _ in 0..64 {
-                let n = self.roll_up_step(tier, limit).await?;
-                total += n as u64;
-                if n < limit {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+        rollup::run_job(limit, |tier, limit| self.roll_up_step(tier, limit)).await
     }
 
     async fn delete_rollups_before(&self, tier: u32, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -442,6 +430,7 @@ impl ResultStore for SqliteStore {
                  SELECT min(window_start) AS window_start, sum(count) AS count, min(min) AS min, max(max) AS max,
                         sum(count * mean) / sum(count) AS mean,
                         sum(count * (stddev * stddev + (mean - ref.r) * (mean - ref.r))) / sum(count) AS ex2, max(ref.r) AS r,
+                        0.0 AS stddev,
                         sum(count * p50) / sum(count) AS p50, max(p95) AS p95, max(p99) AS p99,
                         max(anomaly_score) AS anomaly_score,
                         substr(max(printf('%.15f', anomaly_score) || model), 18) AS model,
@@ -461,29 +450,14 @@ impl ResultStore for SqliteStore {
         };
         let mut points = Vec::with_capacity(rows.len());
         for r in &rows {
-            points.push(SeriesPoint {
-                window_start: time(r.try_get("window_start")?),
-                count: r.try_get("count")?,
-                min: r.try_get("min")?,
-                max: r.try_get("max")?,
-                mean: r.try_get("mean")?,
-                stddev: if merged {
-                    let (mean, reference): (f64, f64) = (r.try_get("mean")?, r.try_get("r")?);
-                    (r.try_get::<f64, _>("ex2")? - (mean - reference).powi(2))
-                        .max(0.0)
-                        .sqrt()
-                } else {
-                    r.try_get("stddev")?
-                },
-                p50: r.try_get("p50")?,
-                p95: r.try_get("p95")?,
-                p99: r.try_get("p99")?,
-                anomaly_score: r.try_get("anomaly_score")?,
-                model: r.try_get("model")?,
-                expected_low: r.try_get("expected_low")?,
-                expected_high: r.try_get("expected_high")?,
-                warming: r.try_get("warming")?,
-            });
+            let mut p = point_from_row(r)?;
+            if merged {
+                let reference: f64 = r.try_get("r")?;
+                p.stddev = (r.try_get::<f64, _>("ex2")? - (p.mean - reference).powi(2))
+                    .max(0.0)
+                    .sqrt();
+            }
+            points.push(p);
         }
         // The sizes stored since `from`, by a loose index scan over the
         // primary key (one probe per size) rather than reading every window.

@@ -98,17 +98,7 @@ impl PgStore {
         let computed = rollup::compute(sources);
         upsert_rollups(&mut tx, tier, &computed).await?;
         if let Some(above) = rollup::tier_above(tier) {
-            let parents: std::collections::BTreeSet<(&str, &str, DateTime<Utc>)> = computed
-                .iter()
-                .map(|r| {
-                    (
-                        r.device_id.as_str(),
-                        r.metric.as_str(),
-                        rollup::bucket_of(r.point.window_start, above),
-                    )
-                })
-                .collect();
-            insert_marks(&mut tx, above, &parents.into_iter().collect::<Vec<_>>()).await?;
+            insert_marks(&mut tx, above, &rollup::parent_marks(above, &computed)).await?;
         }
         tx.commit().await?;
         Ok(claimed.len())
