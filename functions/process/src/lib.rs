@@ -176,7 +176,13 @@ pub async fn upkeep(
         }
         if !settings.rollup_interval.is_zero() && due(last_rollup, settings.rollup_interval) {
             last_rollup = Some(tokio::time::Instant::now());
-            match store.roll_up(ROLLUP_BATCH).await {
+            // A stop does not wait for a long job: an unfinished transaction rolls
+            // back and its marks stay for the next start.
+            let outcome = tokio::select! {
+                _ = &mut shutdown => return,
+                outcome = store.roll_up(ROLLUP_BATCH) => outcome,
+            };
+            match outcome {
                 Ok(n) => {
                     metrics.rolled_up(Ok(n));
                     tracing::debug!(buckets = n, "rollups recomputed");
