@@ -85,3 +85,8 @@ async fn tls_is_used_when_the_url_asks_for_it() {
         "{refused}"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn fleet_list_pages_searches_filters_and_sorts(pool: PgPool) {
+    tributary_testkit::listing::fleet_list_pages_searches_filters_and_sorts(&PgStore::new(pool)).await;
+}

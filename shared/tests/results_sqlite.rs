@@ -86,3 +86,8 @@ async fn the_store_persists_across_reopen() {
 async fn merged_series_match_the_reference() {
     contract::merged_series_match_the_reference(&store("merged").await).await;
 }
+
+#[tokio::test]
+async fn fleet_list_pages_searches_filters_and_sorts() {
+    tributary_testkit::listing::fleet_list_pages_searches_filters_and_sorts(&store("listing").await).await;
+}

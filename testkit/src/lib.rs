@@ -8,6 +8,8 @@
 //!   backend must meet, run against Kafka (tansu) and the in-process log;
 //! - [`results`]: the contract of the [`ResultStore`](tributary_shared::results::ResultStore)
 //!   backends, run against PostgreSQL and SQLite;
+//! - [`listing`]: the contract of the fleet list (paging, search, filters,
+//!   order), run against the same two;
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
 //! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
@@ -19,6 +21,7 @@
 pub mod broker;
 pub mod cache;
 pub mod eventlog;
+pub mod listing;
 pub mod results;
 
 /// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.

@@ -6,7 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use tributary_shared::records::{Aggregate, Alert, AlertState};
 use tributary_shared::results::{
-    AlertFilter, Resolution, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome, merge_points, rollup,
+    AlertFilter, DeviceQuery, Resolution, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome,
+    merge_points, rollup,
 };
 
 /// A fixed "now" (whole minute), so no check depends on the clock.
@@ -16,7 +17,8 @@ pub fn now() -> DateTime<Utc> {
         .expect("valid time")
 }
 
-fn t(secs: i64) -> DateTime<Utc> {
+/// `secs` seconds after "now - 10 min".
+pub fn t(secs: i64) -> DateTime<Utc> {
     now() - Duration::minutes(10) + Duration::seconds(secs)
 }
 
@@ -44,6 +46,15 @@ pub fn agg(device: &str, metric: &str, start: i64, mean: f64) -> Aggregate {
     }
 }
 
+/// The first `limit` devices of the fleet list, most recently seen first.
+pub fn listing(limit: i64, online_since: DateTime<Utc>) -> DeviceQuery {
+    DeviceQuery {
+        limit,
+        online_since,
+        ..DeviceQuery::default()
+    }
+}
+
 /// An alert record of `device`'s temperature, opened at t(0), last changed at `updated`.
 pub fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
     Alert {
@@ -63,9 +74,10 @@ pub fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
 /// Everything a reader can see, for before/after comparisons.
 async fn view(s: &dyn ResultStore) -> String {
     let devices = s
-        .device_listing(100, now() - Duration::minutes(5))
+        .device_listing(&listing(100, now() - Duration::minutes(5)))
         .await
-        .expect("device_listing");
+        .expect("device_listing")
+        .devices;
     let alerts = s.alert_list(AlertFilter::All, None, 100).await.expect("alert_list");
     let mut series = Vec::new();
     for d in &devices {
@@ -145,9 +157,13 @@ pub async fn batch_is_written_and_replay_changes_nothing(s: &dyn ResultStore) {
     let offline = s.fleet_summary(t(30)).await.expect("summary");
     assert_eq!(offline.devices_online, 0, "no window ended after 'online since'");
 
-    let listing = s.device_listing(1, t(0)).await.expect("listing");
-    assert_eq!(listing.len(), 1, "limit applies");
-    let all = s.device_listing(10, t(0)).await.expect("listing");
+    let page = s.device_listing(&listing(1, t(0))).await.expect("listing");
+    assert_eq!(
+        (page.devices.len(), page.total),
+        (1, 2),
+        "limit applies; the total does not"
+    );
+    let all = s.device_listing(&listing(10, t(0))).await.expect("listing").devices;
     let t1 = all.iter().find(|d| d.device_id == "truck-1").expect("truck-1 listed");
     assert_eq!((t1.open_alerts, t1.online), (1, true));
 
@@ -330,8 +346,8 @@ pub async fn large_batches_are_written(s: &dyn ResultStore) {
         .map(|i| agg(&format!("dev-{}", i % 50), "temp", (i / 50) * 10 - 500, i as f64))
         .collect();
     s.write_batch(&aggs, &[]).await.expect("write");
-    let listing = s.device_listing(1000, now()).await.expect("listing");
-    assert_eq!(listing.len(), 50);
+    let page = s.device_listing(&listing(1000, now())).await.expect("listing");
+    assert_eq!((page.devices.len(), page.total), (50, 50));
     let series = s
         .series("dev-7", "temp", Resolution::Windows(10), t(-600), now(), 1)
         .await

@@ -33,7 +33,7 @@ try {
   await page.waitForSelector("[data-testid=device-row]", { timeout: 20000 });
   await page.waitForSelector("#live.on", { timeout: 10000 });
   const devices = await page.textContent("[data-testid=devices]");
-  if (Number(devices) < 1) await fail(`fleet shows ${devices} devices`, page);
+  if (!(Number(devices.replace(/,/g, "")) >= 1)) await fail(`fleet shows ${devices} devices`, page);
   const paint = await page.evaluate(() => performance.getEntriesByType("paint").find((p) => p.name === "first-contentful-paint")?.startTime);
   console.log(`FIRST-CONTENTFUL-PAINT ${paint?.toFixed(1)} ms`);
   await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });

@@ -6,7 +6,8 @@
 //! `--database-url` names) with 24 h of 10 s and 60 s windows for one device's
 //! three metrics and a year of 60 s windows of one of them, runs the rollup
 //! job over them and applies the default 30-day retention to the windows (as
-//! process would), adds a fleet of devices and alerts; starts `tributary dev` (this
+//! process would), adds a fleet of 10,000 devices and alerts (the fleet
+//! list's pages, a search and a filtered order are measured on it); starts `tributary dev` (this
 //! binary) on it with no simulated devices; then `--concurrency` keep-alive
 //! clients request each endpoint for `--seconds` over loopback and the
 //! latencies go into an HDR histogram. The clients run in this process and
@@ -22,6 +23,9 @@ use hdrhistogram::Histogram;
 use tributary_shared::records::{Aggregate, Alert, AlertState};
 
 use super::common::{free_port, median};
+
+/// Devices in the seeded fleet.
+const FLEET: usize = 10_000;
 
 /// Arguments of `bench dashboard`.
 #[derive(clap::Args)]
@@ -81,8 +85,9 @@ async fn seed(url: &str) -> anyhow::Result<()> {
             batch.push(window("bench-truck-0", metric, 60, start, i));
         }
     }
-    for d in 1..200 {
-        let start = DateTime::from_timestamp(now - 60, 0).context("time")?;
+    // A fleet of 10,000, last seen over the past three hours (the newest online).
+    for d in 1..FLEET {
+        let start = DateTime::from_timestamp(now - 60 - d as i64, 0).context("time")?;
         batch.push(window(&format!("bench-truck-{d}"), "speed", 10, start, d));
     }
     for chunk in batch.chunks(5000) {
@@ -102,7 +107,7 @@ async fn seed(url: &str) -> anyhow::Result<()> {
             let at = DateTime::from_timestamp(now - 3600 + i * 60, 0).unwrap_or_default();
             Alert {
                 id: format!("bench-alert-{i}"),
-                device_id: format!("bench-truck-{}", i % 10),
+                device_id: format!("bench-truck-{}", i * 97 % FLEET as i64),
                 metric: "speed".into(),
                 model: "threshold".into(),
                 score: 0.9,
@@ -252,7 +257,23 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
             "24 h series, full    ...&maxPoints=10000",
             format!("{base}/api/devices/bench-truck-0/series?metric=speed&window=10&from=24h&maxPoints=10000"),
         ),
-        ("device list          /api/devices", format!("{base}/api/devices")),
+        (
+            "fleet list, 200 rows /api/devices?limit=200",
+            format!("{base}/api/devices?limit=200"),
+        ),
+        ("fleet list (page)    /api/devices", format!("{base}/api/devices")),
+        (
+            "fleet list, last pg  ...&offset=9950",
+            format!("{base}/api/devices?offset=9950"),
+        ),
+        (
+            "fleet list, search   ...?q=truck-42",
+            format!("{base}/api/devices?q=truck-42"),
+        ),
+        (
+            "fleet list, alerting ...&sort=openAlerts",
+            format!("{base}/api/devices?status=alerting&sort=openAlerts"),
+        ),
     ];
     let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); endpoints.len()];
     for run in 0..a.runs {

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
 use tributary_shared::results::{
-    AlertFilter, DeviceState, FleetSummary, Resolution, SeriesPoint, StoredAlert, Transition, TransitionOutcome,
-    rollup, windows_per_point,
+    AlertFilter, DeviceListing, DeviceQuery, DeviceSort, DeviceState, DeviceStatus, FleetSummary, Resolution,
+    SeriesPoint, StoredAlert, Transition, TransitionOutcome, rollup, windows_per_point,
 };
 
 use crate::{ApiError, Dashboard};
@@ -52,12 +52,6 @@ pub async fn fleet(State(st): State<Arc<Dashboard>>) -> Result<Json<Value>, ApiE
     })))
 }
 
-/// Query parameters of a list.
-#[derive(Deserialize)]
-pub struct ListParams {
-    limit: Option<String>,
-}
-
 fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     match raw {
         None => Ok(default),
@@ -71,11 +65,106 @@ fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiErro
     }
 }
 
-/// `GET /api/devices?limit=`: devices, most recently seen first.
-pub async fn devices(State(st): State<Arc<Dashboard>>, Query(q): Query<ListParams>) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(q.limit.as_deref(), 200, 2000)?;
-    let rows = st.store.device_listing(limit, online_since(&st)).await?;
-    Ok(Json(json!({ "devices": rows })))
+/// Query parameters of the fleet list.
+#[derive(Deserialize)]
+pub struct DeviceListParams {
+    q: Option<String>,
+    status: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// Longest search term (a device id's length).
+const SEARCH_MAX: usize = 128;
+/// Deepest page: past it a search is the way to a device.
+const OFFSET_MAX: i64 = 1_000_000;
+
+/// The answer of [`devices`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceListBody {
+    devices: Vec<DeviceListing>,
+    /// Devices that match the search and status, on every page.
+    total: i64,
+    offset: i64,
+    limit: i64,
+    sort: &'static str,
+    order: &'static str,
+    status: &'static str,
+}
+
+/// `GET /api/devices?q=&status=&sort=&order=&limit=&offset=`: one page of
+/// the fleet (default: the 50 most recently seen), searched by id, filtered
+/// by status and sorted in the database, with the number that match.
+pub async fn devices(
+    State(st): State<Arc<Dashboard>>,
+    Query(p): Query<DeviceListParams>,
+) -> Result<Json<DeviceListBody>, ApiError> {
+    let limit = parse_limit(p.limit.as_deref(), 50, 2000)?;
+    let offset = match p.offset.as_deref() {
+        None => 0,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=OFFSET_MAX).contains(n))
+            .ok_or_else(|| ApiError::BadParam {
+                param: "offset",
+                reason: format!("'{s}' is not an integer in 0..={OFFSET_MAX}"),
+            })?,
+    };
+    let search = p.q.filter(|q| !q.is_empty());
+    if search.as_ref().is_some_and(|q| q.chars().count() > SEARCH_MAX) {
+        return Err(ApiError::BadParam {
+            param: "q",
+            reason: format!("longer than {SEARCH_MAX} characters"),
+        });
+    }
+    let status: DeviceStatus = match p.status.as_deref() {
+        None => DeviceStatus::All,
+        Some(s) => s.parse().map_err(|reason| ApiError::BadParam {
+            param: "status",
+            reason,
+        })?,
+    };
+    let sort: DeviceSort = match p.sort.as_deref() {
+        None => DeviceSort::LastSeen,
+        Some(s) => s
+            .parse()
+            .map_err(|reason| ApiError::BadParam { param: "sort", reason })?,
+    };
+    // Ids read A to Z; times and alert counts largest first.
+    let descending = match p.order.as_deref() {
+        None => sort != DeviceSort::DeviceId,
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::BadParam {
+                param: "order",
+                reason: format!("'{other}' is not asc or desc"),
+            });
+        }
+    };
+    let query = DeviceQuery {
+        search,
+        status,
+        sort,
+        descending,
+        offset,
+        limit,
+        online_since: online_since(&st),
+    };
+    let page = st.store.device_listing(&query).await?;
+    Ok(Json(DeviceListBody {
+        devices: page.devices,
+        total: page.total,
+        offset,
+        limit,
+        sort: sort.name(),
+        order: if descending { "desc" } else { "asc" },
+        status: status.name(),
+    }))
 }
 
 fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {

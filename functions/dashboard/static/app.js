@@ -45,25 +45,117 @@ function alertHtml(a) {
     ${acts}</div>`;
 }
 
-async function overview() {
-  const [fleet, devs, alerts] = await Promise.all([api("/api/fleet"), api("/api/devices?limit=200"), api("/api/alerts?state=unresolved&limit=50")]);
-  const cards = `<div class="cards">
-    <div class="card"><div class="k">Devices</div><div class="v" data-testid="devices">${fleet.devices}</div></div>
-    <div class="card"><div class="k">Online</div><div class="v" data-testid="online">${fleet.devicesOnline}</div></div>
-    <div class="card${fleet.alertsOpen ? " alerting" : ""}"><div class="k">Open alerts</div><div class="v" data-testid="alerts-open">${fleet.alertsOpen}</div></div>
-    <div class="card"><div class="k">Values / s</div><div class="v">${fmtNum(fleet.valuesPerSecond)}</div></div></div>`;
+// The fleet list's view: search, status, order and page, kept in the URL
+// (#/?q=&status=&sort=&order=&page=) so a view can be shared and survives a reload.
+const PAGE_SIZE = 50;
+// Where "← Fleet" on a device page leads: the fleet view it was opened from.
+let fleetHash = "#/";
+const SORTS = { deviceId: "asc", lastSeen: "desc", firstSeen: "desc", openAlerts: "desc" };
+function fleetView() {
+  const p = new URLSearchParams((location.hash.split("?")[1]) || "");
+  const sort = p.get("sort") in SORTS ? p.get("sort") : "lastSeen";
+  return {
+    q: p.get("q") || "",
+    status: ["online", "offline", "alerting"].includes(p.get("status")) ? p.get("status") : "all",
+    sort,
+    order: ["asc", "desc"].includes(p.get("order")) ? p.get("order") : SORTS[sort],
+    page: Math.max(1, parseInt(p.get("page"), 10) || 1),
+  };
+}
+function setFleetView(v) {
+  const p = new URLSearchParams();
+  if (v.q) p.set("q", v.q);
+  if (v.status !== "all") p.set("status", v.status);
+  if (v.sort !== "lastSeen") p.set("sort", v.sort);
+  if (v.order !== SORTS[v.sort]) p.set("order", v.order);
+  if (v.page > 1) p.set("page", v.page);
+  const qs = p.toString();
+  // Replaced, not pushed: typing a search is not a trail of history entries.
+  fleetHash = `#/${qs ? `?${qs}` : ""}`;
+  history.replaceState(null, "", fleetHash);
+  refreshFleet().then(() => banner(""), (e) => banner(`Could not load the fleet: ${e.message}`));
+}
+
+function fleetTable(devs, v) {
+  if (!devs.devices.length) {
+    const filtered = v.q || v.status !== "all";
+    return filtered
+      ? `<div class="empty" data-testid="no-match">No device matches${v.q ? ` “${esc(v.q)}”` : ""}${v.status !== "all" ? ` (${esc(v.status)})` : ""}.</div>`
+      : `<div class="empty" data-testid="empty">No devices yet. Send a reading, or start simulated devices with <code>tributary simulate</code>.</div>`;
+  }
+  const th = (key, label, cls = "") => {
+    const arrow = v.sort === key ? (v.order === "asc" ? " ▲" : " ▼") : "";
+    return `<th class="sortable${cls}" data-sort="${key}" data-testid="sort-${key}" aria-sort="${v.sort === key ? (v.order === "asc" ? "ascending" : "descending") : "none"}">${label}${arrow}</th>`;
+  };
   const rows = devs.devices.map((d) => {
-    const metrics = Object.entries(d.lastValues || {}).slice(0, 3).map(([k, v]) => `${esc(k)} ${fmtNum(v.value)}`).join(" · ");
-    return `<tr class="dev" data-device="${esc(d.deviceId)}" data-testid="device-row"><td><span class="dot${d.online ? " on" : ""}"></span>${esc(d.deviceId)}</td>
+    const metrics = Object.entries(d.lastValues || {}).slice(0, 3).map(([k, val]) => `${esc(k)} ${fmtNum(val.value)}`).join(" · ");
+    return `<tr class="dev" data-device="${esc(d.deviceId)}" data-testid="device-row"><td><span class="dot${d.online ? " on" : ""}"></span><a href="#/device/${encodeURIComponent(d.deviceId)}">${esc(d.deviceId)}</a></td>
       <td>${ago(d.lastSeen)}</td><td class="hide-sm">${metrics}</td><td>${d.openAlerts ? `<span class="pill open">${d.openAlerts}</span>` : ""}</td></tr>`;
   }).join("");
-  const table = devs.devices.length
-    ? `<table><thead><tr><th>Device</th><th>Last seen</th><th class="hide-sm">Latest</th><th>Alerts</th></tr></thead><tbody>${rows}</tbody></table>`
-    : `<div class="empty" data-testid="empty">No devices yet. Send a reading, or start simulated devices with <code>tributary simulate</code>.</div>`;
-  const feed = alerts.alerts.length ? alerts.alerts.map(alertHtml).join("") : `<div class="empty">No open alerts. All quiet.</div>`;
-  $("#view").innerHTML = `${cards}<div class="grid"><section class="panel"><h2>Fleet</h2>${table}</section>
-    <section class="panel" data-testid="alert-feed"><h2>Alerts</h2>${feed}</section></div>`;
-  document.querySelectorAll("tr.dev").forEach((tr) => tr.addEventListener("click", () => { location.hash = `#/device/${encodeURIComponent(tr.dataset.device)}`; }));
+  return `<table><thead><tr>${th("deviceId", "Device")}${th("lastSeen", "Last seen")}<th class="hide-sm">Latest</th>${th("openAlerts", "Alerts")}</tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function pager(devs) {
+  const first = devs.total ? devs.offset + 1 : 0, last = devs.offset + devs.devices.length;
+  return `<div class="pager"><button data-page="-1" data-testid="page-prev" ${devs.offset ? "" : "disabled"}>‹ Prev</button>
+    <span data-testid="fleet-range">${first.toLocaleString("en")}–${last.toLocaleString("en")} of ${devs.total.toLocaleString("en")}</span>
+    <button data-page="1" data-testid="page-next" ${last < devs.total ? "" : "disabled"}>Next ›</button></div>`;
+}
+
+// Only the rows and the pager change on a search, a live update or a page turn,
+// so the search box keeps its focus and caret while the list follows it.
+let fleetSeq = 0;
+async function refreshFleet() {
+  const v = fleetView();
+  const seq = ++fleetSeq;
+  const qs = new URLSearchParams({ limit: PAGE_SIZE, offset: (v.page - 1) * PAGE_SIZE, sort: v.sort, order: v.order, status: v.status });
+  if (v.q) qs.set("q", v.q);
+  const devs = await api(`/api/devices?${qs}`);
+  if (seq !== fleetSeq || !$("#fleet-list")) return; // a newer request or another view won
+  $("#fleet-list").innerHTML = fleetTable(devs, v);
+  $("#fleet-pager").innerHTML = pager(devs);
+}
+
+async function overview() {
+  const v = fleetView();
+  fleetHash = location.hash || "#/";
+  if (!$("#fleet-list")) {
+    $("#view").innerHTML = `<div class="cards" id="cards"></div><div class="grid"><section class="panel"><h2>Fleet</h2>
+      <div class="filters"><input type="search" id="fleet-search" data-testid="fleet-search" placeholder="Search device id" aria-label="Search device id" maxlength="128">
+      <select id="fleet-status" data-testid="fleet-status" aria-label="Status">${["all", "online", "offline", "alerting"].map((s) => `<option value="${s}">${s}</option>`).join("")}</select></div>
+      <div id="fleet-list"></div><div id="fleet-pager"></div></section>
+      <section class="panel" data-testid="alert-feed"><h2>Alerts</h2><div id="feed"></div></section></div>`;
+    let typing = null;
+    $("#fleet-search").addEventListener("input", (e) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => setFleetView({ ...fleetView(), q: e.target.value.trim(), page: 1 }), 200);
+    });
+    $("#fleet-status").addEventListener("change", (e) => setFleetView({ ...fleetView(), status: e.target.value, page: 1 }));
+    $("#fleet-list").addEventListener("click", (e) => {
+      const th = e.target.closest("[data-sort]");
+      if (th) {
+        const cur = fleetView(), sort = th.dataset.sort;
+        const order = cur.sort === sort ? (cur.order === "asc" ? "desc" : "asc") : SORTS[sort];
+        setFleetView({ ...cur, sort, order, page: 1 });
+        return;
+      }
+      const tr = e.target.closest("tr.dev");
+      if (tr && !e.target.closest("a")) location.hash = `#/device/${encodeURIComponent(tr.dataset.device)}`;
+    });
+    $("#fleet-pager").addEventListener("click", (e) => {
+      const b = e.target.closest("[data-page]");
+      if (b) { const cur = fleetView(); setFleetView({ ...cur, page: Math.max(1, cur.page + Number(b.dataset.page)) }); }
+    });
+  }
+  // A shared URL or the back button: the controls show the view's state.
+  if (document.activeElement !== $("#fleet-search")) $("#fleet-search").value = v.q;
+  $("#fleet-status").value = v.status;
+  const [fleet, alerts] = await Promise.all([api("/api/fleet"), api("/api/alerts?state=unresolved&limit=50"), refreshFleet()]);
+  $("#cards").innerHTML = `<div class="card"><div class="k">Devices</div><div class="v" data-testid="devices">${fleet.devices.toLocaleString("en")}</div></div>
+    <div class="card"><div class="k">Online</div><div class="v" data-testid="online">${fleet.devicesOnline.toLocaleString("en")}</div></div>
+    <div class="card${fleet.alertsOpen ? " alerting" : ""}"><div class="k">Open alerts</div><div class="v" data-testid="alerts-open">${fleet.alertsOpen}</div></div>
+    <div class="card"><div class="k">Values / s</div><div class="v">${fmtNum(fleet.valuesPerSecond)}</div></div>`;
+  $("#feed").innerHTML = alerts.alerts.length ? alerts.alerts.map(alertHtml).join("") : `<div class="empty">No open alerts. All quiet.</div>`;
 }
 
 // ---- device ----------------------------------------------------------------
@@ -147,7 +239,7 @@ async function device(id) {
     <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (state.window || all[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label>
     ${rawRanges.includes(state.range) ? `<label><input type="checkbox" id="raw" ${state.raw ? "checked" : ""}> raw readings</label>` : ""}${rawNote}</div>`;
   const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s, rawOf(s.metric))}</section>`).join("");
-  $("#view").innerHTML = `<div class="head"><a href="#/">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
+  $("#view").innerHTML = `<div class="head"><a href="${esc(fleetHash)}" data-testid="back">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
     <span><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
     ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>
     ${charts ? `<div class="legend" data-testid="legend"><i class="l-band"></i>min to max of each window<i class="l-expected"></i>what the models expected<i class="l-warming"></i>models still learning the series</div>` : ""}`;

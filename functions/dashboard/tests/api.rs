@@ -169,6 +169,38 @@ async fn fleet_devices_and_series(pool: PgPool) {
         (Some(true), Some(false))
     );
     assert_eq!(list[0]["openAlerts"], 1);
+    assert_eq!(
+        (
+            devs["total"].as_i64(),
+            devs["limit"].as_i64(),
+            devs["sort"].as_str(),
+            devs["order"].as_str()
+        ),
+        (Some(2), Some(50), Some("lastSeen"), Some("desc")),
+        "the defaults are named in the answer"
+    );
+    // The page's requests: a second page, a search, a status, an order.
+    let (_, second) = get(&r, "/api/devices?limit=1&offset=1").await;
+    assert_eq!(
+        (second["devices"][0]["deviceId"].as_str(), second["total"].as_i64()),
+        (Some("sensor-9"), Some(2))
+    );
+    let (_, found) = get(&r, "/api/devices?q=SENSOR").await;
+    assert_eq!(
+        (found["total"].as_i64(), found["devices"][0]["deviceId"].as_str()),
+        (Some(1), Some("sensor-9"))
+    );
+    let (_, alerting) = get(&r, "/api/devices?status=alerting").await;
+    assert_eq!(
+        (alerting["total"].as_i64(), alerting["status"].as_str()),
+        (Some(1), Some("alerting"))
+    );
+    let (_, by_id) = get(&r, "/api/devices?sort=deviceId").await;
+    assert_eq!(
+        (by_id["order"].as_str(), by_id["devices"][0]["deviceId"].as_str()),
+        (Some("asc"), Some("sensor-9")),
+        "ids read A to Z unless asked otherwise"
+    );
 
     let (s, dev) = get(&r, "/api/devices/truck-1").await;
     assert_eq!(s, StatusCode::OK);
@@ -233,6 +265,7 @@ async fn fleet_devices_and_series(pool: PgPool) {
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
     let (r, _) = router(&pool, None, None);
+    let long_search = format!("/api/devices?q={}", "x".repeat(129));
     for (uri, param) in [
         ("/api/devices/truck-1/series", "metric"),
         ("/api/devices/truck-1/series?metric=speed&window=abc", "window"),
@@ -245,6 +278,11 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
         ("/api/alerts?state=maybe", "state"),
         ("/api/alerts?limit=0", "limit"),
         ("/api/devices?limit=lots", "limit"),
+        ("/api/devices?offset=-1", "offset"),
+        ("/api/devices?sort=last_seen", "sort"),
+        ("/api/devices?order=up", "order"),
+        ("/api/devices?status=sleeping", "status"),
+        (long_search.as_str(), "q"),
     ] {
         let (s, body) = get(&r, uri).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {body}");

@@ -4,7 +4,8 @@
 //! binary writes them to PostgreSQL and Redis and notifies, the
 //! `tributary-dashboard` binary serves the page. Checks that charts render
 //! with data, that a live alert appears without a reload and that
-//! acknowledging it works. Screenshots go to `$TRIBUTARY_ARTIFACTS_DIR/screenshots`
+//! acknowledging it works; and the fleet list at 10,000 devices (pages,
+//! search, filter, order, a shared URL). Screenshots go to `$TRIBUTARY_ARTIFACTS_DIR/screenshots`
 //! (default `artifacts/screenshots` at the workspace root).
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +19,7 @@ use tributary_shared::config::KafkaArgs;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::results::{PgStore, ResultStore};
 use tributary_testkit::free_port;
 use tributary_testkit::{test_brokers, unique_topic};
 
@@ -40,10 +42,10 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
-#[sqlx::test(migrations = "../../shared/migrations")]
-async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
+/// Where the browser test finds its parts: the workspace root, Chromium and
+/// the screenshot directory. Panics naming what is missing.
+fn browser_env() -> (PathBuf, String, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let script = root.join("tests/browser/dashboard.mjs");
     assert!(
         root.join("tests/browser/node_modules/playwright-core").exists(),
         "playwright-core is not installed: run the tests with scripts/test (npm ci in tests/browser)"
@@ -53,29 +55,31 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         std::path::Path::new(&chromium).exists(),
         "{chromium} not found: scripts/test installs Debian's chromium"
     );
-    let process_bin = PathBuf::from(env!("CARGO_BIN_EXE_tributary-dashboard")).with_file_name("tributary-process");
-    assert!(
-        process_bin.exists(),
-        "{} not built: run the whole workspace's tests (scripts/test)",
-        process_bin.display()
-    );
     let shots = std::env::var("TRIBUTARY_ARTIFACTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("artifacts"))
         .join("screenshots");
+    (root, chromium, shots)
+}
 
+/// The URL of the test's own database (`#[sqlx::test]` made it).
+async fn db_url(pool: &PgPool) -> String {
     let db: (String,) = sqlx::query_as("SELECT current_database()")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("db");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let db_url = format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0);
-    let redis_port = free_port();
-    let _redis = Proc(
+    format!("{}/{}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base), db.0)
+}
+
+/// A Redis of the test's own (nothing cached by other tests).
+fn start_redis() -> (Proc, String) {
+    let port = free_port();
+    let redis = Proc(
         Command::new("redis-server")
             .args([
                 "--port",
-                &redis_port.to_string(),
+                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -87,8 +91,41 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
             .spawn()
             .expect("redis-server"),
     );
-    wait_port(redis_port, "redis");
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    wait_port(port, "redis");
+    (redis, format!("redis://127.0.0.1:{port}"))
+}
+
+/// The dashboard binary on `db_url` and `redis_url`, listening.
+fn start_dashboard(db_url: &str, redis_url: &str) -> (Proc, u16) {
+    let port = free_port();
+    let dashboard = Proc(
+        Command::new(env!("CARGO_BIN_EXE_tributary-dashboard"))
+            .env("PORT", port.to_string())
+            .env("TRIBUTARY_BIND", "127.0.0.1")
+            .env("DATABASE_URL", db_url)
+            .env("REDIS_URL", redis_url)
+            .env("TRIBUTARY_OPERATOR_TOKEN", "ui-operator-token")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dashboard"),
+    );
+    wait_port(port, "dashboard");
+    (dashboard, port)
+}
+
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
+    let (root, chromium, shots) = browser_env();
+    let script = root.join("tests/browser/dashboard.mjs");
+    let process_bin = PathBuf::from(env!("CARGO_BIN_EXE_tributary-dashboard")).with_file_name("tributary-process");
+    assert!(
+        process_bin.exists(),
+        "{} not built: run the whole workspace's tests (scripts/test)",
+        process_bin.display()
+    );
+    let db_url = db_url(&pool).await;
+    let (_redis, redis_url) = start_redis();
 
     let brokers = test_brokers();
     let (aggs_topic, alerts_topic, dead_topic) = (
@@ -176,20 +213,7 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let dash_port = free_port();
-    let _dashboard = Proc(
-        Command::new(env!("CARGO_BIN_EXE_tributary-dashboard"))
-            .env("PORT", dash_port.to_string())
-            .env("TRIBUTARY_BIND", "127.0.0.1")
-            .env("DATABASE_URL", &db_url)
-            .env("REDIS_URL", &redis_url)
-            .env("TRIBUTARY_OPERATOR_TOKEN", "ui-operator-token")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dashboard"),
-    );
-    wait_port(dash_port, "dashboard");
+    let (_dashboard, dash_port) = start_dashboard(&db_url, &redis_url);
 
     let mut node = Command::new("node")
         .arg(&script)
@@ -266,4 +290,83 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         assert!(shots.join(f).exists(), "screenshot {f} missing");
     }
     println!("{}", transcript.join("\n"));
+}
+
+/// The fleet list at 10,000 devices in Chromium: pages, a server-side search,
+/// the status filter, both orders of the alert count, the view in a shared
+/// URL and restored on the way back from a device, and a phone's width.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn fleet_list_of_ten_thousand_devices_in_chromium(pool: PgPool) {
+    let (root, chromium, shots) = browser_env();
+    let store = PgStore::new(pool.clone());
+    // dev-00000 is the most recently seen, dev-09999 the least.
+    let now = Utc::now() - chrono::Duration::seconds(60);
+    let windows: Vec<Aggregate> = (0..10_000i64)
+        .map(|i| {
+            let start = now - chrono::Duration::seconds(i);
+            Aggregate {
+                device_id: format!("dev-{i:05}"),
+                metric: "temp".into(),
+                window_seconds: 10,
+                window_start: start,
+                window_end: start + chrono::Duration::seconds(10),
+                count: 5,
+                min: 20.0,
+                max: 22.0,
+                mean: 21.0,
+                stddev: 0.5,
+                p50: 21.0,
+                p95: 21.8,
+                p99: 22.0,
+                anomaly_score: 0.1,
+                model: "spike".into(),
+                expected_low: None,
+                expected_high: None,
+                warming: false,
+            }
+        })
+        .collect();
+    for chunk in windows.chunks(2000) {
+        store.write_batch(chunk, &[]).await.expect("devices");
+    }
+    let alerts: Vec<Alert> = [("dev-00007", 3), ("dev-00070", 2), ("dev-00700", 1)]
+        .into_iter()
+        .flat_map(|(device, n)| {
+            (0..n).map(move |k| Alert {
+                id: format!("{device}-alert-{k}"),
+                device_id: device.into(),
+                metric: "temp".into(),
+                model: "threshold".into(),
+                score: 0.9,
+                value: 95.0,
+                reason: "temp > 90 for 30s".into(),
+                state: AlertState::Opened,
+                opened_at: now,
+                updated_at: now,
+            })
+        })
+        .collect();
+    store.write_batch(&[], &alerts).await.expect("alerts");
+
+    let db_url = db_url(&pool).await;
+    let (_redis, redis_url) = start_redis();
+    let (_dashboard, port) = start_dashboard(&db_url, &redis_url);
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/fleet.mjs"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node");
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && transcript.lines().any(|l| l == "DONE"),
+        "browser script failed:\n{transcript}\n{} (screenshots in {})",
+        String::from_utf8_lossy(&out.stderr),
+        shots.display()
+    );
+    for f in ["fleet-alerting.png", "fleet-phone.png"] {
+        assert!(shots.join(f).exists(), "screenshot {f} missing");
+    }
+    println!("{transcript}");
 }

@@ -6,7 +6,8 @@
 //! - [`postgres::PgStore`], the production store (tables in `shared/migrations`);
 //! - [`sqlite::SqliteStore`], the embedded store of the all-in-one mode
 //!   (`shared/migrations-sqlite`), a file in the data directory;
-//! - [`rollup`]: the rollup tiers both keep, and what a chart reads.
+//! - [`rollup`]: the rollup tiers both keep, and what a chart reads;
+//! - [`listing`]: the fleet list's paging, search and order.
 //!
 //! Guarantees of every backend: a batch is written entirely or not at all;
 //! writing the same records again leaves the store unchanged (upserts on the
@@ -22,10 +23,12 @@ use serde_json::Value;
 
 use crate::records::{Aggregate, Alert, AlertState};
 
+pub mod listing;
 pub mod postgres;
 pub mod rollup;
 pub mod sqlite;
 
+pub use listing::{DeviceListing, DevicePage, DeviceQuery, DeviceSort, DeviceStatus};
 pub use postgres::PgStore;
 pub use rollup::{Resolution, RollupRetention};
 pub use sqlite::SqliteStore;
@@ -79,24 +82,6 @@ pub struct DeviceState {
     /// Metric to its latest window's summary
     /// (`{"value", "windowStart", "windowSeconds", "anomalyScore"}`).
     pub last_values: Value,
-}
-
-/// A device in the fleet list, with its open alerts and whether it is online.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceListing {
-    /// Device id.
-    pub device_id: String,
-    /// Start of its first window.
-    pub first_seen: DateTime<Utc>,
-    /// End of its latest window.
-    pub last_seen: DateTime<Utc>,
-    /// As in [`DeviceState::last_values`].
-    pub last_values: Value,
-    /// Alerts of this device not resolved.
-    pub open_alerts: i64,
-    /// Whether its latest window ended after the caller's "online since".
-    pub online: bool,
 }
 
 /// An alert as stored (with the operator's acknowledgement).
@@ -342,8 +327,8 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Devices seen since `since`, newest first, at most `limit`.
     async fn recent_devices(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<DeviceState>, StoreError>;
 
-    /// The fleet list: devices, most recently seen first, at most `limit`.
-    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError>;
+    /// One page of the fleet list (see [`listing`]).
+    async fn device_listing(&self, query: &DeviceQuery) -> Result<DevicePage, StoreError>;
 
     /// Alerts by id.
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError>;

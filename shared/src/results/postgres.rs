@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use super::listing::{ListingBind, POSTGRES, like_pattern, listing_sql};
 use super::rollup::{self, Resolution};
 
 mod rollup_job;
 use super::{
-    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
-    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, minute_marks, state_str,
+    AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
+    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates,
+    minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 use rollup_job::insert_marks;
@@ -229,20 +231,30 @@ impl ResultStore for PgStore {
         Ok(rows.into_iter().map(device_state).collect())
     }
 
-    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError> {
-        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Value, i64)> = sqlx::query_as(
-            "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values,
-                    (SELECT count(*) FROM alerts a WHERE a.device_id = d.device_id AND a.state <> 'resolved')
-             FROM devices d ORDER BY d.last_seen DESC, d.device_id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
+    async fn device_listing(&self, q: &DeviceQuery) -> Result<DevicePage, StoreError> {
+        let (page, count, binds) = listing_sql(q, POSTGRES);
+        let pattern = q.search.as_deref().map(like_pattern).unwrap_or_default();
+        // Both statements in one snapshot, so the total matches the page.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut page_query = sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>, Value, i64)>(&page);
+        let mut count_query = sqlx::query_scalar::<_, i64>(&count);
+        for b in binds {
+            (page_query, count_query) = match b {
+                ListingBind::OnlineSince => (page_query.bind(q.online_since), count_query.bind(q.online_since)),
+                ListingBind::Pattern => (page_query.bind(pattern.clone()), count_query.bind(pattern.clone())),
+            };
+        }
+        let rows = page_query.bind(q.limit).bind(q.offset).fetch_all(&mut *tx).await?;
+        let total = count_query.fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let devices = rows
             .into_iter()
             .map(
                 |(device_id, first_seen, last_seen, last_values, open_alerts)| DeviceListing {
-                    online: last_seen > online_since,
+                    online: last_seen > q.online_since,
                     device_id,
                     first_seen,
                     last_seen,
@@ -250,7 +262,8 @@ impl ResultStore for PgStore {
                     open_alerts,
                 },
             )
-            .collect())
+            .collect();
+        Ok(DevicePage { total, devices })
     }
 
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {

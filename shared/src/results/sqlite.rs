@@ -17,12 +17,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::listing::{ListingBind, SQLITE, like_pattern, listing_sql};
 use super::rollup::{self, Resolution};
 
 mod rollup_job;
 use super::{
-    AlertFilter, DeviceListing, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint, StoreError, StoredAlert,
-    Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates, minute_marks, state_str,
+    AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
+    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates,
+    minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 use rollup_job::insert_marks;
@@ -295,20 +297,30 @@ impl ResultStore for SqliteStore {
         Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn device_listing(&self, limit: i64, online_since: DateTime<Utc>) -> Result<Vec<DeviceListing>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values,
-                    (SELECT count(*) FROM alerts a WHERE a.device_id = d.device_id AND a.state <> 'resolved') AS open_alerts
-             FROM devices d ORDER BY d.last_seen DESC, d.device_id LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
+    async fn device_listing(&self, q: &DeviceQuery) -> Result<DevicePage, StoreError> {
+        let (page, count, binds) = listing_sql(q, SQLITE);
+        let pattern = q.search.as_deref().map(like_pattern).unwrap_or_default();
+        // Both statements in one read transaction, so the total matches the page.
+        let mut tx = self.pool.begin().await?;
+        let mut page_query = sqlx::query(&page);
+        let mut count_query = sqlx::query_scalar::<_, i64>(&count);
+        for b in binds {
+            (page_query, count_query) = match b {
+                ListingBind::OnlineSince => (
+                    page_query.bind(ms(q.online_since)),
+                    count_query.bind(ms(q.online_since)),
+                ),
+                ListingBind::Pattern => (page_query.bind(pattern.clone()), count_query.bind(pattern.clone())),
+            };
+        }
+        let rows = page_query.bind(q.limit).bind(q.offset).fetch_all(&mut *tx).await?;
+        let total = count_query.fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let mut devices = Vec::with_capacity(rows.len());
         for r in &rows {
             let d = device_from_row(r)?;
-            out.push(DeviceListing {
-                online: d.last_seen > online_since,
+            devices.push(DeviceListing {
+                online: d.last_seen > q.online_since,
                 open_alerts: r.try_get("open_alerts")?,
                 device_id: d.device_id,
                 first_seen: d.first_seen,
@@ -316,7 +328,7 @@ impl ResultStore for SqliteStore {
                 last_values: d.last_values,
             });
         }
-        Ok(out)
+        Ok(DevicePage { total, devices })
     }
 
     async fn alerts(&self, ids: &[String]) -> Result<Vec<StoredAlert>, StoreError> {
