@@ -5,8 +5,8 @@
 //! Seeds a results store (SQLite in a temporary directory, or the PostgreSQL
 //! `--database-url` names) with 24 h of 10 s and 60 s windows for one device's
 //! three metrics and a year of 60 s windows of one of them, runs the rollup
-//! job over them and applies the default 30-day retention to the windows (as
-//! process would), adds a fleet of 10,000 devices and alerts (the fleet
+//! job over them and applies the default retention to the windows (30 days) and
+//! to each tier (as process would), adds a fleet of 10,000 devices and alerts (the fleet
 //! list's pages, a search and a filtered order are measured on it); starts `tributary dev` (this
 //! binary) on it with no simulated devices; then `--concurrency` keep-alive
 //! clients request each endpoint for `--seconds` over loopback and the
@@ -97,6 +97,14 @@ async fn seed(url: &str) -> anyhow::Result<()> {
     while store.roll_up(5000).await? > 0 {}
     let retention = DateTime::from_timestamp(now - 30 * 86_400, 0).context("time")?;
     store.delete_aggregates_before(retention).await?;
+    // And each tier's default retention (the minutes 90 days), as process's
+    // upkeep would have long before: otherwise it deletes them during the run.
+    for (tier, days) in tributary_shared::results::RollupRetention::default().0 {
+        if let Some(days) = days {
+            let cutoff = DateTime::from_timestamp(now - i64::from(days) * 86_400, 0).context("time")?;
+            while store.delete_rollups_before(tier, cutoff).await? > 0 {}
+        }
+    }
     println!(
         "bench dashboard: seeded {} windows, rolled up in {:.1} s",
         batch.len(),
