@@ -4,24 +4,10 @@
 // Expects devices dev-00000 … dev-09999, most recently seen first in id order,
 // and open alerts on exactly dev-00007 (3), dev-00070 (2) and dev-00700 (1).
 // Prints one line per step and "DONE" at the end; exits 1 naming the failed step.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { start } from "./lib.mjs";
 
 const [url, shots] = process.argv.slice(2);
-mkdirSync(shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-const errors = [];
-page.on("pageerror", (e) => errors.push(e.message));
-const fail = async (msg, p = page) => {
-  console.error(`FAIL: ${msg}`);
-  await p.screenshot({ path: `${shots}/fleet-failure.png`, fullPage: true }).catch(() => {});
-  await browser.close();
-  process.exit(1);
-};
+const { context, page, fail, shot, done } = await start(shots, "fleet");
 const range = (p = page) => p.textContent("[data-testid=fleet-range]");
 const waitRange = (text, p = page) =>
   p.waitForFunction((t) => document.querySelector("[data-testid=fleet-range]")?.textContent === t, text, { timeout: 10000 })
@@ -52,7 +38,7 @@ try {
   console.log("SEARCH-OK");
 
   // The URL is the view: opened elsewhere, it shows the same rows with the search filled in.
-  const shared = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const shared = await context.newPage();
   await shared.goto(page.url());
   await waitRange("1–10 of 10", shared);
   if ((await shared.inputValue("[data-testid=fleet-search]")) !== "dev-0042") await fail("the shared URL did not fill the search box", shared);
@@ -72,7 +58,7 @@ try {
   await page.waitForFunction(() => document.querySelector("[data-testid=device-row]")?.dataset.device === "dev-00700", null, { timeout: 10000 })
     .catch(async () => fail(`fewest alerts first: ${await rowIds()}`));
   if (!/sort=openAlerts/.test(page.url()) || !/order=asc/.test(page.url()) || !/status=alerting/.test(page.url())) await fail(`the order is not in the URL: ${page.url()}`);
-  await page.screenshot({ path: `${shots}/fleet-alerting.png`, fullPage: true });
+  await shot("fleet-alerting.png");
   console.log("STATUS-AND-ORDER-OK");
 
   // To a device and back: the fleet view it came from is restored.
@@ -87,12 +73,9 @@ try {
   await page.selectOption("[data-testid=fleet-status]", "all");
   await waitRange("1–50 of 10,000");
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
-  await page.screenshot({ path: `${shots}/fleet-phone.png`, fullPage: true });
+  await shot("fleet-phone.png");
   if (overflow) await fail("the fleet list is wider than a phone screen");
-  if (errors.length) await fail(`page errors: ${errors.join("; ")}`);
-  console.log("DONE");
 } catch (e) {
   await fail(e.message);
 }
-await browser.close();
-process.exit(0);
+await done();

@@ -52,17 +52,28 @@ pub async fn fleet(State(st): State<Arc<Dashboard>>) -> Result<Json<Value>, ApiE
     })))
 }
 
-fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+/// An integer parameter in `range`, `default` when absent.
+fn parse_int(
+    param: &'static str,
+    raw: Option<&str>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
     match raw {
         None => Ok(default),
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::BadParam {
-                param: "limit",
-                reason: format!("'{s}' is not an integer in 1..={max}"),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| ApiError::BadParam {
+                param,
+                reason: format!("'{s}' is not an integer in {}..={}", range.start(), range.end()),
             }),
-        },
     }
+}
+
+fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    parse_int("limit", raw, default, 1..=max)
 }
 
 /// Query parameters of the fleet list.
@@ -103,17 +114,7 @@ pub async fn devices(
     Query(p): Query<DeviceListParams>,
 ) -> Result<Json<DeviceListBody>, ApiError> {
     let limit = parse_limit(p.limit.as_deref(), 50, 2000)?;
-    let offset = match p.offset.as_deref() {
-        None => 0,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=OFFSET_MAX).contains(n))
-            .ok_or_else(|| ApiError::BadParam {
-                param: "offset",
-                reason: format!("'{s}' is not an integer in 0..={OFFSET_MAX}"),
-            })?,
-    };
+    let offset = parse_int("offset", p.offset.as_deref(), 0, 0..=OFFSET_MAX)?;
     let search = p.q.filter(|q| !q.is_empty());
     if search.as_ref().is_some_and(|q| q.chars().count() > SEARCH_MAX) {
         return Err(ApiError::BadParam {

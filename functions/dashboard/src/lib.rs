@@ -127,10 +127,41 @@ pub struct Dashboard {
     pub offline_after_secs: i64,
 }
 
-const INDEX_HTML: &str = include_str!("../static/index.html");
-const APP_JS: &str = include_str!("../static/app.js");
-const APP_CSS: &str = include_str!("../static/app.css");
-const OPENAPI: &str = include_str!("../static/openapi.json");
+/// The page's files, compiled in: path, content type, body.
+const ASSETS: [(&str, &str, &str); 8] = [
+    ("/", "text/html; charset=utf-8", include_str!("../static/index.html")),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/app.js"),
+    ),
+    ("/app.css", "text/css; charset=utf-8", include_str!("../static/app.css")),
+    (
+        "/charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/charts.js"),
+    ),
+    (
+        "/vendor/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "/vendor/uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("../static/vendor/uPlot.min.css"),
+    ),
+    (
+        "/vendor/uPlot.LICENSE",
+        "text/plain; charset=utf-8",
+        include_str!("../static/vendor/uPlot.LICENSE"),
+    ),
+    (
+        "/api/openapi.json",
+        "application/json",
+        include_str!("../static/openapi.json"),
+    ),
+];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -145,17 +176,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The web UI and the API; the harness adds the ops endpoints.
 pub fn app(state: Arc<Dashboard>) -> Router {
-    Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route(
-            "/api/openapi.json",
-            get(|| async { asset("application/json", OPENAPI) }),
-        )
+    let pages = ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        });
+    pages
         .route("/api/fleet", get(api::fleet))
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}", get(api::device))

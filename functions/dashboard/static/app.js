@@ -120,6 +120,8 @@ async function overview() {
   const v = fleetView();
   fleetHash = location.hash || "#/";
   if (!$("#fleet-list")) {
+    shown.charts.forEach((c) => c.destroy());
+    shown = { key: null, charts: [] };
     $("#view").innerHTML = `<div class="cards" id="cards"></div><div class="grid"><section class="panel"><h2>Fleet</h2>
       <div class="filters"><input type="search" id="fleet-search" data-testid="fleet-search" placeholder="Search device id" aria-label="Search device id" maxlength="128">
       <select id="fleet-status" data-testid="fleet-status" aria-label="Status">${["all", "online", "offline", "alerting"].map((s) => `<option value="${s}">${s}</option>`).join("")}</select></div>
@@ -161,99 +163,132 @@ async function overview() {
 // ---- device ----------------------------------------------------------------
 
 const ranges = ["1h", "6h", "24h", "7d", "30d", "365d"];
+const RANGE_MS = { "1h": 3600e3, "6h": 6 * 3600e3, "24h": 86400e3, "7d": 7 * 86400e3, "30d": 30 * 86400e3, "365d": 365 * 86400e3 };
 // Points a chart asks for: about one per pixel of its width. The API reads the
-// finest of the windows and the rollup tiers with at most this many rows.
+// finest of the windows and the rollup tiers with at most this many rows, so
+// a zoom reads finer rows.
 const MAX_POINTS = 800;
-// Raw readings are drawn for ranges up to this (longer ones are what the aggregates are for).
-const rawRanges = ["1h", "6h"];
+// Raw readings are drawn for spans up to this (longer ones are what the aggregates are for).
+const RAW_MAX_MS = 6 * 3600e3;
 const RAW_LIMIT = 5000;
-const state = { range: "1h", window: null, raw: true };
+const COMPARE_MAX = 5;
 
-function chart(series, raw) {
-  const W = 800, H = 220, L = 48, R = 10, T = 10, B = 26;
-  const pts = series.points;
-  if (!pts.length && !raw.length) return `<div class="empty">No windows in this range.</div>`;
-  const t0 = Date.parse(series.from), t1 = Date.parse(series.to);
-  let lo = Math.min(...pts.map((p) => p.min), ...raw.map((r) => r[1])), hi = Math.max(...pts.map((p) => p.max), ...raw.map((r) => r[1]));
-  if (hi === lo) { hi += 1; lo -= 1; }
-  const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
-  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-  const tx = pts.map((p) => x(Date.parse(p.windowStart) + series.windowSeconds * (series.windowsPerPoint || 1) * 500));
-  const band = pts.map((p, i) => `${tx[i]},${y(p.max)}`).concat(pts.map((p, i) => `${tx[i]},${y(p.min)}`).reverse()).join(" ");
-  const line = pts.map((p, i) => `${i ? "L" : "M"}${tx[i].toFixed(1)},${y(p.mean).toFixed(1)}`).join("");
-  // What the models expected: one polygon per run of windows that carry a band,
-  // clamped to the plot so a wide early band does not squash the data.
-  const yc = (v) => y(Math.min(hi, Math.max(lo, v)));
-  const runs = [];
-  pts.forEach((p, i) => {
-    if (p.expectedLow == null || p.expectedHigh == null) return;
-    if (i && runs.length && runs[runs.length - 1].end === i - 1) runs[runs.length - 1].end = i; else runs.push({ start: i, end: i });
-  });
-  const expected = runs.map(({ start, end }) => {
-    const idx = Array.from({ length: end - start + 1 }, (_, k) => start + k);
-    const poly = idx.map((i) => `${tx[i].toFixed(1)},${yc(pts[i].expectedHigh).toFixed(1)}`)
-      .concat(idx.reverse().map((i) => `${tx[i].toFixed(1)},${yc(pts[i].expectedLow).toFixed(1)}`)).join(" ");
-    return `<polygon class="expected" points="${poly}"><title>expected range</title></polygon>`;
-  }).join("");
-  const nExpected = pts.filter((p) => p.expectedLow != null && p.expectedHigh != null).length;
-  // Where the models were still learning the series: their scores are not to be trusted yet.
-  const step = pts.length > 1 ? (tx[pts.length - 1] - tx[0]) / (pts.length - 1) : 8;
-  const warming = pts.map((p, i) => (p.warming ? `<rect class="warming" x="${(tx[i] - step / 2).toFixed(1)}" y="${T}" width="${Math.max(1, step).toFixed(1)}" height="${H - T - B}"><title>models warming up</title></rect>` : "")).join("");
-  const nWarming = pts.filter((p) => p.warming).length;
-  const band$ = (p) => (p.expectedLow != null && p.expectedHigh != null ? `, expected ${fmtNum(p.expectedLow)} to ${fmtNum(p.expectedHigh)}` : "");
-  const anoms = pts.map((p, i) => (p.anomalyScore >= 0.7 ? `<circle class="anom" cx="${tx[i]}" cy="${y(p.max)}" r="4"><title>${esc(p.model)} score ${fmtNum(p.anomalyScore)}: ${fmtNum(p.min)} to ${fmtNum(p.max)}${band$(p)}</title></circle>` : "")).join("");
-  const spans = series.alerts.map((a) => {
-    const a0 = Math.max(t0, Date.parse(a.openedAt)), a1 = Math.min(t1, Date.parse(a.resolvedAt || a.updatedAt) + series.windowSeconds * 1000);
-    return `<rect class="span" x="${x(a0)}" y="${T}" width="${Math.max(3, x(a1) - x(a0))}" height="${H - T - B}"><title>${esc(a.reason)}</title></rect>`;
-  }).join("");
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
-    const t = t0 + f * (t1 - t0);
-    const lbl = t1 - t0 > 86400e3 ? new Date(t).toLocaleDateString([], { month: "short", day: "numeric" }) : new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const anchor = f === 0 ? "start" : f === 1 ? "end" : "middle";
-    return `<text x="${x(t)}" y="${H - 8}" text-anchor="${anchor}">${lbl}</text>`;
-  }).join("");
-  const vt = [lo + pad, (lo + hi) / 2, hi - pad].map((v) => `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${fmtNum(v)}</text>`).join("");
-  const dots = raw.map(([t, v]) => `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="1.6"/>`).join("");
-  return `<svg class="plot" viewBox="0 0 ${W} ${H}" role="img" data-testid="chart" data-points="${pts.length}" data-raw="${raw.length}" data-expected="${nExpected}" data-warming="${nWarming}">
-    ${spans}${warming}<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/>${expected}<polygon class="band" points="${band}"/>
-    <g class="raw">${dots}</g><path class="line" d="${line}"/>${anoms}${ticks}${vt}</svg>`;
+// A device page's view, all of it in the URL (#/device/<id>?range=&from=&to=&window=&compare=&overlay=&raw=)
+// so that it can be shared and the back button undoes a zoom.
+function deviceView() {
+  const [path, qs] = location.hash.slice("#/device/".length).split("?");
+  const p = new URLSearchParams(qs || "");
+  const from = Date.parse(p.get("from") || ""), to = Date.parse(p.get("to") || "");
+  const zoomed = !isNaN(from) && !isNaN(to) && from < to;
+  return {
+    id: decodeURIComponent(path),
+    range: ranges.includes(p.get("range")) ? p.get("range") : "1h",
+    from: zoomed ? from : null,
+    to: zoomed ? to : null,
+    window: Number(p.get("window")) || null,
+    compare: [...new Set((p.get("compare") || "").split(",").map((c) => c.trim()).filter(Boolean))].slice(0, COMPARE_MAX),
+    overlay: p.get("overlay") === "1",
+    raw: p.get("raw") !== "0",
+  };
 }
+function deviceHash(v) {
+  const p = new URLSearchParams();
+  if (v.range !== "1h") p.set("range", v.range);
+  if (v.from != null) { p.set("from", new Date(v.from).toISOString()); p.set("to", new Date(v.to).toISOString()); }
+  if (v.window) p.set("window", v.window);
+  if (v.compare.length) p.set("compare", v.compare.join(","));
+  if (v.overlay) p.set("overlay", "1");
+  if (!v.raw) p.set("raw", "0");
+  const qs = p.toString();
+  return `#/device/${encodeURIComponent(v.id)}${qs ? `?${qs}` : ""}`;
+}
+const setDeviceView = (v) => { location.hash = deviceHash(v); };
 
-async function device(id) {
-  const d = await api(`/api/devices/${encodeURIComponent(id)}`);
+// The charts on screen, kept across live updates so hovering and the tooltip survive them.
+let shown = { key: null, charts: [] };
+
+async function device() {
+  const v = deviceView();
+  const id = v.id, enc = encodeURIComponent;
+  const d = await api(`/api/devices/${enc(id)}`);
   const metrics = Object.keys(d.lastValues || {}).sort();
-  const rawWanted = state.raw && rawRanges.includes(state.range);
+  const rangeQ = v.from != null ? `from=${enc(new Date(v.from).toISOString())}&to=${enc(new Date(v.to).toISOString())}` : `from=${v.range}`;
+  const spanMs = v.from != null ? v.to - v.from : RANGE_MS[v.range];
+  const rawWanted = v.raw && !v.overlay && spanMs <= RAW_MAX_MS;
+  const seriesOf = (dev, m) => api(`/api/devices/${enc(dev)}/series?metric=${enc(m)}&${rangeQ}&maxPoints=${MAX_POINTS}${v.window ? `&window=${v.window}` : ""}`);
   // Raw readings are optional: no raw store (501) or an outage only hides the dots.
-  const rawReq = rawWanted ? api(`/api/devices/${encodeURIComponent(id)}/raw?from=${state.range}&limit=${RAW_LIMIT}`).catch((e) => ({ error: e.message })) : Promise.resolve(null);
-  const [all, rawRes] = await Promise.all([
-    Promise.all(metrics.map((m) => api(`/api/devices/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(m)}&from=${state.range}&maxPoints=${MAX_POINTS}${state.window ? `&window=${state.window}` : ""}`))),
+  const rawReq = rawWanted ? api(`/api/devices/${enc(id)}/raw?${rangeQ}&limit=${RAW_LIMIT}`).catch((e) => ({ error: e.message })) : Promise.resolve(null);
+  // A device compared that does not exist or lacks a metric has no line there; a bad id is named.
+  const [own, others, rawRes] = await Promise.all([
+    Promise.all(metrics.map((m) => seriesOf(id, m))),
+    Promise.all(v.compare.map((c) => Promise.all(metrics.map((m) => seriesOf(c, m).catch(() => null))))),
     rawReq,
   ]);
   const rawOf = (m) => (rawRes && rawRes.readings ? rawRes.readings.filter((r) => m in r.metrics).map((r) => [Date.parse(r.eventTime), r.metrics[m]]) : []);
+  const stamp = (t) => new Date(t).toISOString().slice(0, 16).replace(/[:T]/g, "");
+  const onZoom = (from, to) => setDeviceView({ ...deviceView(), from, to });
+  const specs = [];
+  const bounds = (s) => ({ from: Date.parse(s.from), to: Date.parse(s.to) });
+  if (v.overlay && own.length) {
+    specs.push({ key: "overlay", title: metrics.join(" · "), lines: own.map((s, i) => ({ label: metrics[i], series: s, scale: metrics[i] })), raw: [], ...bounds(own[0]), fileName: `${id}-${metrics.join("+")}-${stamp(Date.parse(own[0].from))}.csv`, onZoom });
+  } else {
+    own.forEach((s, i) => {
+      const lines = [{ label: id, series: s }];
+      v.compare.forEach((c, k) => { if (others[k][i]?.points.length) lines.push({ label: c, series: others[k][i] }); });
+      specs.push({ key: metrics[i], title: metrics[i], latest: d.lastValues[metrics[i]].value, lines, raw: rawOf(metrics[i]), ...bounds(s), fileName: `${id}-${metrics[i]}-${stamp(Date.parse(s.from))}.csv`, onZoom });
+    });
+  }
+  const key = JSON.stringify([id, v.overlay, v.compare, metrics, location.hash]);
+  const live = shown.key === key && shown.charts.length === specs.length && document.querySelector("[data-testid=chart]");
+  if (live) {
+    // A live update of the same view: new data into the charts on screen.
+    shown.charts = shown.charts.map((c, i) => c.update(specs[i]));
+    $("#last-seen").innerHTML = `<span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}`;
+    return;
+  }
+  shown.charts.forEach((c) => c.destroy());
   const rawNote = !rawWanted ? "" : rawRes && rawRes.readings
     ? `<span class="note" data-testid="raw-note">dots: ${rawRes.readings.length}${rawRes.truncated ? ` (the first ${RAW_LIMIT})` : ""} raw readings from ${rawRes.source === "cosmos" ? "Cosmos DB" : "the local archive"}</span>`
     : `<span class="note">raw readings unavailable</span>`;
-  const windows = [...new Set(all.flatMap((s) => s.availableWindows))].sort((a, b) => a - b);
-  const controls = `<div class="controls">${ranges.map((r) => `<button data-range="${r}" class="${r === state.range ? "sel" : ""}">${r}</button>`).join("")}
-    <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (state.window || all[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label>
-    ${rawRanges.includes(state.range) ? `<label><input type="checkbox" id="raw" ${state.raw ? "checked" : ""}> raw readings</label>` : ""}${rawNote}</div>`;
-  const charts = all.map((s) => `<section class="panel chart"><h3>${esc(s.metric)} <span>latest ${fmtNum(d.lastValues[s.metric].value)}</span></h3>${chart(s, rawOf(s.metric))}</section>`).join("");
+  const missing = v.compare.filter((c, k) => others[k].every((s) => !s || !s.points.length));
+  const windows = [...new Set(own.flatMap((s) => s.availableWindows))].sort((a, b) => a - b);
+  const zoomNote = v.from != null
+    ? `<span class="note" data-testid="zoom">${new Date(v.from).toLocaleString()} – ${new Date(v.to).toLocaleString()}</span><button data-testid="unzoom" id="unzoom">Reset zoom</button>` : "";
+  const controls = `<div class="controls">${ranges.map((r) => `<button data-range="${r}" class="${r === v.range && v.from == null ? "sel" : ""}">${r}</button>`).join("")}${zoomNote}
+    <label>window <select id="win">${(windows.length ? windows : [10]).map((w) => `<option value="${w}" ${w === (v.window || own[0]?.windowSeconds) ? "selected" : ""}>${w} s</option>`).join("")}</select></label>
+    ${spanMs <= RAW_MAX_MS && !v.overlay ? `<label><input type="checkbox" id="raw" ${v.raw ? "checked" : ""}> raw readings</label>` : ""}${rawNote}</div>
+    <form class="controls" id="compare-form"><label>compare with <input id="compare" data-testid="compare" placeholder="device ids, comma-separated" value="${esc(v.compare.join(", "))}"></label>
+    <button type="submit">Show</button><label><input type="checkbox" id="overlay" data-testid="overlay" ${v.overlay ? "checked" : ""}> metrics on one chart</label>
+    ${missing.length ? `<span class="note" data-testid="compare-missing">no data for ${missing.map(esc).join(", ")} in this range</span>` : ""}</form>`;
+  const sections = specs.map((s, i) => `<section class="panel chart"><h3>${esc(s.title)} ${s.latest != null ? `<span>latest ${fmtNum(s.latest)}</span>` : ""}</h3>
+    ${s.lines[0].series.points.length || s.raw.length ? `<div data-testid="chart" data-chart="${i}"></div>` : `<div class="empty">No windows in this range.</div>`}</section>`).join("");
   $("#view").innerHTML = `<div class="head"><a href="${esc(fleetHash)}" data-testid="back">← Fleet</a><h1 data-testid="device-title">${esc(id)}</h1>
-    <span><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
-    ${controls}<div class="charts">${charts || `<div class="empty">No metrics yet.</div>`}</div>
-    ${charts ? `<div class="legend" data-testid="legend"><i class="l-band"></i>min to max of each window<i class="l-expected"></i>what the models expected<i class="l-warming"></i>models still learning the series</div>` : ""}`;
-  document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { state.range = b.dataset.range; render(); }));
-  $("#win").addEventListener("change", (e) => { state.window = Number(e.target.value); render(); });
-  $("#raw")?.addEventListener("change", (e) => { state.raw = e.target.checked; render(); });
+    <span id="last-seen"><span class="dot${d.online ? " on" : ""}"></span>${d.online ? "online" : "offline"} · last seen ${ago(d.lastSeen)}</span></div>
+    ${controls}<div class="charts${v.overlay ? " one" : ""}">${sections || `<div class="empty">No metrics yet.</div>`}</div>
+    ${sections ? `<div class="legend" data-testid="legend"><i class="l-band"></i>min to max of each window<i class="l-expected"></i>what the models expected<i class="l-warming"></i>models still learning the series<i class="l-alert"></i>alert · drag across a chart to zoom</div>` : ""}`;
+  shown = {
+    key,
+    charts: specs.flatMap((s, i) => {
+      const el = document.querySelector(`[data-chart="${i}"]`);
+      return el ? [TributaryCharts.createChart(el, s)] : [];
+    }),
+  };
+  document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => setDeviceView({ ...deviceView(), range: b.dataset.range, from: null, to: null })));
+  $("#unzoom")?.addEventListener("click", () => setDeviceView({ ...deviceView(), from: null, to: null }));
+  $("#win").addEventListener("change", (e) => setDeviceView({ ...deviceView(), window: Number(e.target.value) }));
+  $("#raw")?.addEventListener("change", (e) => setDeviceView({ ...deviceView(), raw: e.target.checked }));
+  $("#overlay").addEventListener("change", (e) => setDeviceView({ ...deviceView(), overlay: e.target.checked }));
+  $("#compare-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    setDeviceView({ ...deviceView(), compare: $("#compare").value.split(",").map((c) => c.trim()).filter(Boolean).slice(0, COMPARE_MAX) });
+  });
 }
 
 // ---- routing, actions, live ------------------------------------------------
 
 async function render() {
   try {
-    const m = location.hash.match(/^#\/device\/(.+)$/);
-    if (m) await device(decodeURIComponent(m[1])); else await overview();
+    if (/^#\/device\/./.test(location.hash)) await device(); else await overview();
     banner("");
   } catch (e) {
     banner(`Could not load data: ${e.message}. Retrying when the next update arrives.`);

@@ -458,6 +458,10 @@ async fn the_page_and_its_assets_are_served_and_sse_says_hello(pool: PgPool) {
         ("/", "text/html"),
         ("/app.js", "text/javascript"),
         ("/app.css", "text/css"),
+        ("/charts.js", "text/javascript"),
+        ("/vendor/uPlot.iife.min.js", "text/javascript"),
+        ("/vendor/uPlot.min.css", "text/css"),
+        ("/vendor/uPlot.LICENSE", "text/plain"),
         ("/api/openapi.json", "application/json"),
     ] {
         let resp = r

@@ -4,8 +4,9 @@
 //! binary writes them to PostgreSQL and Redis and notifies, the
 //! `tributary-dashboard` binary serves the page. Checks that charts render
 //! with data, that a live alert appears without a reload and that
-//! acknowledging it works; and the fleet list at 10,000 devices (pages,
-//! search, filter, order, a shared URL). Screenshots go to `$TRIBUTARY_ARTIFACTS_DIR/screenshots`
+//! acknowledging it works; the fleet list at 10,000 devices (pages,
+//! search, filter, order, a shared URL); and the charts as an analyst uses
+//! them (hover, zoom, compare, overlay, CSV, a shared URL). Screenshots go to `$TRIBUTARY_ARTIFACTS_DIR/screenshots`
 //! (default `artifacts/screenshots` at the workspace root).
 
 use std::io::{BufRead, BufReader, Write};
@@ -112,6 +113,32 @@ fn start_dashboard(db_url: &str, redis_url: &str) -> (Proc, u16) {
     );
     wait_port(port, "dashboard");
     (dashboard, port)
+}
+
+/// Runs `tests/browser/<script>` with `args` after the dashboard's URL and
+/// the screenshot directory, and returns its transcript; fails the test
+/// with the transcript unless it printed "DONE" and exited 0.
+fn run_browser_script(script: &str, port: u16, args: &[&str]) -> String {
+    let (root, chromium, shots) = browser_env();
+    let out = Command::new("node")
+        .arg(root.join("tests/browser").join(script))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(&shots)
+        .args(args)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node");
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && transcript.lines().any(|l| l == "DONE"),
+        "{script} failed:\n{transcript}\n{} (screenshots in {})",
+        String::from_utf8_lossy(&out.stderr),
+        shots.display()
+    );
+    for line in transcript.lines().filter_map(|l| l.strip_prefix("SCREENSHOT ")) {
+        assert!(shots.join(line).exists(), "screenshot {line} missing");
+    }
+    transcript
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -297,33 +324,19 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
 /// URL and restored on the way back from a device, and a phone's width.
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn fleet_list_of_ten_thousand_devices_in_chromium(pool: PgPool) {
-    let (root, chromium, shots) = browser_env();
     let store = PgStore::new(pool.clone());
     // dev-00000 is the most recently seen, dev-09999 the least.
     let now = Utc::now() - chrono::Duration::seconds(60);
     let windows: Vec<Aggregate> = (0..10_000i64)
         .map(|i| {
-            let start = now - chrono::Duration::seconds(i);
-            Aggregate {
-                device_id: format!("dev-{i:05}"),
-                metric: "temp".into(),
-                window_seconds: 10,
-                window_start: start,
-                window_end: start + chrono::Duration::seconds(10),
-                count: 5,
-                min: 20.0,
-                max: 22.0,
-                mean: 21.0,
-                stddev: 0.5,
-                p50: 21.0,
-                p95: 21.8,
-                p99: 22.0,
-                anomaly_score: 0.1,
-                model: "spike".into(),
-                expected_low: None,
-                expected_high: None,
-                warming: false,
-            }
+            chart_window(
+                &format!("dev-{i:05}"),
+                "temp",
+                10,
+                now - chrono::Duration::seconds(i),
+                i,
+                false,
+            )
         })
         .collect();
     for chunk in windows.chunks(2000) {
@@ -332,41 +345,80 @@ async fn fleet_list_of_ten_thousand_devices_in_chromium(pool: PgPool) {
     let alerts: Vec<Alert> = [("dev-00007", 3), ("dev-00070", 2), ("dev-00700", 1)]
         .into_iter()
         .flat_map(|(device, n)| {
-            (0..n).map(move |k| Alert {
-                id: format!("{device}-alert-{k}"),
-                device_id: device.into(),
-                metric: "temp".into(),
-                model: "threshold".into(),
-                score: 0.9,
-                value: 95.0,
-                reason: "temp > 90 for 30s".into(),
-                state: AlertState::Opened,
-                opened_at: now,
-                updated_at: now,
+            (0..n).map(move |k| {
+                tributary_testkit::results::alert(&format!("{device}-alert-{k}"), device, AlertState::Opened, 5)
             })
         })
         .collect();
     store.write_batch(&[], &alerts).await.expect("alerts");
 
-    let db_url = db_url(&pool).await;
     let (_redis, redis_url) = start_redis();
-    let (_dashboard, port) = start_dashboard(&db_url, &redis_url);
-    let out = Command::new("node")
-        .arg(root.join("tests/browser/fleet.mjs"))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .arg(&shots)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .expect("node");
-    let transcript = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && transcript.lines().any(|l| l == "DONE"),
-        "browser script failed:\n{transcript}\n{} (screenshots in {})",
-        String::from_utf8_lossy(&out.stderr),
-        shots.display()
-    );
-    for f in ["fleet-alerting.png", "fleet-phone.png"] {
-        assert!(shots.join(f).exists(), "screenshot {f} missing");
+    let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
+    println!("{}", run_browser_script("fleet.mjs", port, &[]));
+}
+
+/// A window of `metric` for the charts test: a slow wave, `hot` scored as an anomaly.
+fn chart_window(device: &str, metric: &str, size: i64, start: chrono::DateTime<Utc>, i: i64, hot: bool) -> Aggregate {
+    let mean = 60.0 + (i as f64 / 40.0).sin() * 8.0;
+    Aggregate {
+        device_id: device.into(),
+        metric: metric.into(),
+        window_seconds: size as u32,
+        window_start: start,
+        window_end: start + chrono::Duration::seconds(size),
+        count: 10,
+        min: mean - 3.0,
+        max: mean + 3.0 + if hot { 20.0 } else { 0.0 },
+        mean,
+        stddev: 1.2,
+        p50: mean,
+        p95: mean + 2.0,
+        p99: mean + 2.8,
+        anomaly_score: if hot { 0.95 } else { 0.05 },
+        model: "spike".into(),
+        expected_low: Some(mean - 6.0),
+        expected_high: Some(mean + 6.0),
+        warming: false,
     }
-    println!("{transcript}");
+}
+
+/// A device page's charts as an analyst uses them, in Chromium: hover values
+/// (count, extremes, quantiles, anomaly score), drag to zoom with the
+/// resolution following, the zoom in a shared URL and undone by the back
+/// button, another device compared on the same chart, every metric on one
+/// chart, CSV of what is shown, and a phone's width.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn charts_hover_zoom_compare_overlay_and_export_in_chromium(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let now = Utc::now().timestamp() / 60 * 60;
+    let at = |t: i64| Utc.timestamp_opt(t, 0).single().expect("time");
+    let mut windows = Vec::new();
+    for i in 0..1440 {
+        let start = at(now - 86_400 + i * 60);
+        for metric in ["speed", "engine_temp"] {
+            windows.push(chart_window(
+                "truck-a",
+                metric,
+                60,
+                start,
+                i,
+                metric == "speed" && i == 1000,
+            ));
+        }
+        windows.push(chart_window("truck-b", "speed", 60, start, i + 50, false));
+    }
+    for i in 0..720 {
+        let start = at(now - 7200 + i * 10);
+        for metric in ["speed", "engine_temp"] {
+            windows.push(chart_window("truck-a", metric, 10, start, i, false));
+        }
+    }
+    for chunk in windows.chunks(2000) {
+        store.write_batch(chunk, &[]).await.expect("windows");
+    }
+    while store.roll_up(5000).await.expect("roll up") > 0 {}
+
+    let (_redis, redis_url) = start_redis();
+    let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
+    println!("{}", run_browser_script("charts.mjs", port, &["truck-a", "truck-b"]));
 }
