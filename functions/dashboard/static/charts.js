@@ -43,9 +43,21 @@ function columns(lines, raw) {
   return uPlot.join(tables);
 }
 
-// For the tooltip: each line's point by its x.
+// For the tooltip: each line's points in time order, to find the one whose
+// window holds a time (the cursor may rest on a raw reading's time, or on
+// another line's point).
 function pointIndex(lines) {
-  return lines.map((l) => new Map(l.series.points.map((p) => [xOf(l.series, p), p])));
+  return lines.map((l) => ({ xs: l.series.points.map((p) => xOf(l.series, p)), pts: l.series.points, half: span(l.series) / 2 }));
+}
+function pointAt(index, t) {
+  const { xs, pts, half } = index;
+  let lo = 0, hi = xs.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < t) lo = mid + 1; else hi = mid;
+  }
+  const near = [lo - 1, lo].filter((i) => i >= 0 && i < xs.length).sort((a, b) => Math.abs(xs[a] - t) - Math.abs(xs[b] - t))[0];
+  return near != null && Math.abs(xs[near] - t) <= half ? pts[near] : null;
 }
 
 function csv(lines) {
@@ -88,7 +100,7 @@ function tooltipHtml(chart, idx) {
   const u = chart.u, t = u.data[0][idx];
   const rows = [];
   chart.lines.forEach((l, i) => {
-    const p = chart.index[i].get(t);
+    const p = pointAt(chart.index[i], t);
     if (!p) return;
     const who = escHtml(chart.lines.length > 1 ? l.label : l.series.metric);
     if (i === 0) {
@@ -99,12 +111,14 @@ function tooltipHtml(chart, idx) {
       rows.push(`<div><b style="color:${l.color}">${who}</b> mean ${fmtVal(p.mean)} · min ${fmtVal(p.min)} · max ${fmtVal(p.max)}</div>`);
     }
   });
+  const reading = chart.raw.find((r) => r[0] / 1000 === t);
+  if (reading) rows.push(`<div>reading ${fmtVal(reading[1])} at ${new Date(reading[0]).toLocaleTimeString()}</div>`);
   const alerts = chart.lines[0].series.alerts.filter((a) => Date.parse(a.openedAt) / 1000 <= t && t <= Date.parse(a.resolvedAt || a.updatedAt) / 1000 + chart.lines[0].series.windowSeconds);
   for (const a of alerts) rows.push(`<div class="hot">alert: ${escHtml(a.reason)} (${escHtml(a.state)})</div>`);
   if (!rows.length) return "";
-  const s = chart.lines[0].series;
-  const when = new Date((t - span(s) / 2) * 1000);
-  return `<div class="when">${when.toLocaleString()} · ${span(s) >= 60 ? `${span(s) / 60} min` : `${span(s)} s`}</div>${rows.join("")}`;
+  const s = chart.lines[0].series, own = pointAt(chart.index[0], t);
+  const when = own ? `${new Date(own.windowStart).toLocaleString()} · ${span(s) >= 60 ? `${span(s) / 60} min` : `${span(s)} s`}` : new Date(t * 1000).toLocaleString();
+  return `<div class="when">${when}</div>${rows.join("")}`;
 }
 
 function options(chart, width) {
