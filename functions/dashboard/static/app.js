@@ -204,12 +204,26 @@ function deviceHash(v) {
 }
 const setDeviceView = (v) => { location.hash = deviceHash(v); };
 
+// The charting code (uPlot and charts.js, 55 KB), loaded when a device page
+// is first opened, alongside its data: the fleet page does not wait for it.
+let chartsLoaded = null;
+function loadCharts() {
+  const script = (src) => new Promise((resolve, reject) => {
+    const s = Object.assign(document.createElement("script"), { src, onload: resolve, onerror: () => reject(new Error(`could not load ${src}`)) });
+    document.head.append(s);
+  });
+  chartsLoaded ??= script("/vendor/uPlot.iife.min.js").then(() => script("/charts.js"));
+  // A failed load is retried on the next render.
+  return chartsLoaded.catch((e) => { chartsLoaded = null; throw e; });
+}
+
 // The charts on screen, kept across live updates so hovering and the tooltip survive them.
 let shown = { key: null, charts: [] };
 
 async function device() {
   const v = deviceView();
   const id = v.id, enc = encodeURIComponent;
+  const chartsReady = loadCharts();
   const d = await api(`/api/devices/${enc(id)}`);
   const metrics = Object.keys(d.lastValues || {}).sort();
   const rangeQ = v.from != null ? `from=${enc(new Date(v.from).toISOString())}&to=${enc(new Date(v.to).toISOString())}` : `from=${v.range}`;
@@ -238,6 +252,7 @@ async function device() {
       specs.push({ key: metrics[i], title: metrics[i], latest: d.lastValues[metrics[i]].value, lines, raw: rawOf(metrics[i]), ...bounds(s), fileName: `${id}-${metrics[i]}-${stamp(Date.parse(s.from))}.csv`, onZoom });
     });
   }
+  await chartsReady;
   const key = JSON.stringify([id, v.overlay, v.compare, metrics, location.hash]);
   const live = shown.key === key && shown.charts.length === specs.length && document.querySelector("[data-testid=chart]");
   if (live) {
