@@ -232,4 +232,4 @@ function createChart(el, spec) {
   };
 }
 
-window.TributaryCharts = { createChart, csv };
+window.TributaryCharts = { createChart };
