@@ -19,6 +19,11 @@
 #   SecretProviderClass, KEDA's (kedaClientId) on the TriggerAuthentication,
 #   and the interceptor load balancer's address (ingestBackendIp, the one API
 #   Management forwards to) and allowed sources (apimSubnetPrefix).
+# - Splunk (optional): when the environment's parameters file sets splunkUrl,
+#   the HEC token comes from TRIBUTARY_SPLUNK_HEC_TOKEN (the pipeline's
+#   optional secret variable splunkHecToken; required then), Bicep writes it
+#   to Key Vault for analyze alone, and the manifests get the component
+#   keda/components/splunk with Bicep's splunkUrl and splunkChannel.
 #   Prerequisite: the KEDA HTTP add-on (Helm chart keda-add-ons-http) in
 #   namespace keda, which the load balancer Service joins.
 set -euo pipefail
@@ -28,6 +33,9 @@ cd "$(dirname "$0")/.."
 FUNCTIONS=(ingest archive analyze process dashboard)
 # Bicep parameter = environment variable holding its value.
 SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
+# Passed only when the feature that reads it is on (see Splunk above).
+OPTIONAL_SECRET_PARAMS=(splunkHecToken=TRIBUTARY_SPLUNK_HEC_TOKEN)
+params=infra/bicep/params/$env.parameters.json
 fail() { echo "infra/deploy.sh: $*" >&2; exit 1; }
 
 # Everything this needs, checked before anything is deployed.
@@ -44,12 +52,28 @@ for p in "${SECRET_PARAMS[@]}"; do
   # An Azure Pipelines macro left as is: the secret variable does not exist.
   [[ $value != \$\(*\) ]] || fail "$var is the unexpanded macro $value: define that secret variable"
 done
+[ -f "$params" ] || fail "$params is missing (one parameters file per environment)"
+# An optional secret variable that is not defined reaches us as its macro: unset.
+splunk_token=${TRIBUTARY_SPLUNK_HEC_TOKEN:-}
+[[ $splunk_token != \$\(*\) ]] || splunk_token=
+splunk_url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["parameters"].get("splunkUrl", {}).get("value", ""))' "$params")
+passed=("${SECRET_PARAMS[@]}")
+if [ -n "$splunk_url" ]; then
+  [[ $splunk_url =~ ^https?://[^/?#]+/?$ ]] \
+    || fail "splunkUrl in $params is $splunk_url: give the HEC base URL, e.g. https://splunk.example.com:8088"
+  [ -n "$splunk_token" ] \
+    || fail "splunkUrl is set in $params but TRIBUTARY_SPLUNK_HEC_TOKEN is not (Bicep parameter splunkHecToken; the pipeline maps it from the secret variable splunkHecToken)"
+  export TRIBUTARY_SPLUNK_HEC_TOKEN=$splunk_token
+  passed+=("${OPTIONAL_SECRET_PARAMS[@]}")
+elif [ -n "$splunk_token" ]; then
+  echo "infra/deploy.sh: TRIBUTARY_SPLUNK_HEC_TOKEN is set but $params sets no splunkUrl: not forwarding to Splunk" >&2
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (
   umask 077
-  python3 - "${SECRET_PARAMS[@]}" >"$work/secrets.parameters.json" <<'PY'
+  python3 - "${passed[@]}" >"$work/secrets.parameters.json" <<'PY'
 import json, os, sys
 params = {p.split("=", 1)[0]: {"value": os.environ[p.split("=", 1)[1]]} for p in sys.argv[1:]}
 json.dump({"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
@@ -58,7 +82,7 @@ PY
 )
 
 out=$(az deployment group create --resource-group "$rg" --name "tributary-$tag" \
-  --template-file infra/bicep/main.bicep --parameters "@infra/bicep/params/$env.parameters.json" \
+  --template-file infra/bicep/main.bicep --parameters "@$params" \
   --parameters "@$work/secrets.parameters.json" \
   --query properties.outputs -o json)
 rm -f "$work/secrets.parameters.json"
@@ -94,8 +118,11 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../$src
-images:
 YAML
+  if [ -n "$(get splunkUrl)" ]; then
+    printf 'components:\n  - ../keda/components/splunk\n'
+  fi
+  echo "images:"
   for fn in "${FUNCTIONS[@]}"; do
     echo "  - {name: $from/tributary-$fn, newName: $registry/tributary-$fn, newTag: \"$tag\"}"
   done
@@ -148,5 +175,17 @@ YAML
       spec: {template: {spec: {containers: [{name: $fn, env: [{name: TRIBUTARY_COSMOS_ENDPOINT, value: "$cosmos"}]}]}}}
 YAML
   done
+  if [ -n "$(get splunkUrl)" ]; then
+    splunk_env="{name: TRIBUTARY_SPLUNK_URL, value: \"$(get splunkUrl)\"}"
+    channel=$(get splunkChannel)
+    [ -z "$channel" ] || splunk_env="$splunk_env, {name: TRIBUTARY_SPLUNK_CHANNEL, value: \"$channel\"}"
+    cat <<YAML
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: analyze, namespace: tributary}
+      spec: {template: {spec: {containers: [{name: analyze, env: [$splunk_env]}]}}}
+YAML
+  fi
 } >"$work/apply/kustomization.yaml"
 kubectl apply -k "$work/apply"

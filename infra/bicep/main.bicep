@@ -63,7 +63,20 @@ param fleetKey string
 @description('Bearer token operators acknowledge alerts with (dashboard); the pipeline passes it from a secret variable.')
 param operatorToken string
 
+@description('Splunk HTTP Event Collector base URL (e.g. https://splunk.example.com:8088) that analyze forwards aggregates and alerts to; empty: no forwarding, and no Splunk secret is written.')
+param splunkUrl string = ''
+
+@description('Splunk indexer acknowledgement channel (a GUID) when the HEC input has indexer acknowledgement on; empty: events are sent without acknowledgement.')
+param splunkChannel string = ''
+
+@secure()
+@description('Splunk HEC token (analyze), required when splunkUrl is set; the pipeline passes it from the optional secret variable splunkHecToken.')
+param splunkHecToken string = ''
+
 var prefix = 'tributary-${environment}'
+// Forwarding to Splunk is on exactly when its URL is given (infra/deploy.sh
+// then adds the keda/components/splunk component to the manifests).
+var splunkEnabled = !empty(splunkUrl)
 var namespace = 'tributary'
 // The host the ingest HTTPScaledObject routes (keda/base/ingest.yaml): the interceptor routes by Host header.
 var ingestHost = 'ingest.${namespace}.example.com'
@@ -235,6 +248,10 @@ module secrets 'modules/secrets.bicep' = {
     postgresReadonlyPassword: postgresReadonlyPassword
     fleetKey: fleetKey
     operatorToken: operatorToken
+    splunkHecToken: splunkHecToken
+    // Only analyze forwards to Splunk, and only when it is on: the component's
+    // SecretProviderClass patch adds splunk-hec-token to analyze's objects.
+    splunkReaders: splunkEnabled ? [analyzeIdentity.outputs.principalId] : []
     // Exactly what each workload reads: its SecretProviderClass's objects, and
     // for KEDA its TriggerAuthentication's (keda/base/auth.yaml).
     readers: [
@@ -288,3 +305,5 @@ output keyVaultUri string = keyvault.outputs.uri
 output keyVaultName string = keyvault.outputs.name
 output tenantId string = tenant().tenantId
 output ingestGatewayUrl string = apim.outputs.gatewayUrl
+output splunkUrl string = splunkUrl
+output splunkChannel string = splunkChannel

@@ -64,8 +64,12 @@ def parse(path):
         elif c.type == "variable_declaration":
             variables[kids[0].text.decode()] = value(kids[-1])
         elif c.type == "resource_declaration":
-            body = next(k for k in kids if k.type in ("object", "for_statement"))
-            resources.append({"symbol": kids[0].text.decode(), "type": value(kids[1]), "body": value(body)})
+            body = next(k for k in kids if k.type in ("object", "for_statement", "if_statement"))
+            condition = None
+            if body.type == "if_statement":  # `= if (<condition>) { ... }`: deployed only when the condition holds
+                condition = body.named_children[0].text.decode()
+                body = body.named_children[-1]
+            resources.append({"symbol": kids[0].text.decode(), "type": value(kids[1]), "body": value(body), "condition": condition})
         elif c.type == "module_declaration":
             body = next(k for k in kids if k.type == "object")
             modules[kids[0].text.decode()] = {"path": value(kids[1]), "body": value(body)}
@@ -201,6 +205,7 @@ def test_identities_get_only_the_roles_their_workload_uses():
     send-and-listen rule's connection string)."""
     expected = {f"{w}Identity": {("secrets", "readers")} for w in WORKLOADS} | {"kedaIdentity": {("secrets", "readers")}}
     expected["archiveIdentity"].add(("cosmos", "writerPrincipalId"))
+    expected["analyzeIdentity"].add(("secrets", "splunkReaders"))
     expected["dashboardIdentity"].add(("cosmos", "readerPrincipalId"))
     assert principal_uses() == expected
     cosmos = module("cosmos")
@@ -320,10 +325,11 @@ def test_identities_are_least_privilege():
     assert resource(module("redis"), "Microsoft.Cache/redis")["properties"]["enableNonSslPort"] is False
 
 
-def deploy_secret_params():
-    """Bicep parameter -> environment variable, the secure parameters infra/deploy.sh passes from the pipeline's secrets."""
+def deploy_secret_params(arrays=("SECRET_PARAMS", "OPTIONAL_SECRET_PARAMS")):
+    """Bicep parameter -> environment variable, the secure parameters infra/deploy.sh passes from the pipeline's
+    secrets (always, and when the feature reading them is on)."""
     script = (ROOT / "infra" / "deploy.sh").read_text()
-    return dict(p.split("=") for p in re.search(r"^SECRET_PARAMS=\(([^)]*)\)", script, re.M).group(1).split())
+    return {p.split("=")[0]: p.split("=")[1] for a in arrays for p in re.search(rf"^{a}=\(([^)]*)\)", script, re.M).group(1).split()}
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
@@ -334,6 +340,7 @@ def test_parameter_files_name_only_declared_parameters(env):
     passed = set(deploy_secret_params())
     assert not passed & set(doc["parameters"]), "a secret is in a file in the repository or passed twice"
     required = {n for n, src in declared.items() if "=" not in src}
+    assert not required & set(deploy_secret_params(["OPTIONAL_SECRET_PARAMS"])), "an optional secret has a default"
     assert required <= set(doc["parameters"]) | passed, f"{env} lacks {required - set(doc['parameters']) - passed}"
     assert "reference" in doc["parameters"]["postgresAdminPassword"], "the password comes from Key Vault, not the file"
 
@@ -532,3 +539,56 @@ def test_every_parameter_is_described():
     for f in BICEP.rglob("*.bicep"):
         for name, decorators in decorated(f).items():
             assert "@description(" in decorators, f"{f.relative_to(BICEP)}: parameter {name} has no @description"
+
+
+def component_patch(name, kind, target):
+    """The patch of keda/components/<name> aimed at `kind` `target` (its JSON 6902 list or its merge patch)."""
+    comp = yaml.safe_load((ROOT / "keda" / "components" / name / "kustomization.yaml").read_text())
+    assert comp["kind"] == "Component"
+    for p in comp["patches"]:
+        if p.get("target") == {"kind": kind, "name": target}:
+            return yaml.safe_load(p["patch"])
+        doc = yaml.safe_load(p["patch"])
+        if isinstance(doc, dict) and doc.get("kind") == kind and doc["metadata"]["name"] == target:
+            return doc
+    raise AssertionError(f"keda/components/{name} does not patch {kind} {target}")
+
+
+def test_splunk_is_optional_and_its_token_is_a_key_vault_secret_only_analyze_reads():
+    """Splunk forwarding (issue 21, item 3) is off unless splunkUrl is given; then Key Vault holds the HEC token,
+    only analyze's identity may read it, and the manifests' Splunk component syncs exactly that secret into
+    analyze's Secret."""
+    main = parse(BICEP / "main.bicep")
+    for name in ("splunkUrl", "splunkChannel", "splunkHecToken"):
+        assert main["params"][name].rstrip().endswith("= ''"), f"{name} is optional (empty by default)"
+    assert "splunkHecToken" in secure_params(BICEP / "main.bicep")
+    assert main["variables"]["splunkEnabled"] == "!empty(splunkUrl)"
+    params = main["modules"]["secrets"]["body"]["params"]
+    assert params["splunkHecToken"] == "splunkHecToken"
+    assert params["splunkReaders"] == "splunkEnabled ? [analyzeIdentity.outputs.principalId] : []", "analyze alone, and only when on"
+    assert output_expr(main, "splunkUrl") == "splunkUrl" and output_expr(main, "splunkChannel") == "splunkChannel"
+
+    secrets = module("secrets")
+    assert "splunkHecToken" in secure_params(BICEP / "modules" / "secrets.bicep")
+    token = next(r for r in secrets["resources"] if r["type"].startswith("Microsoft.KeyVault/vaults/secrets@") and r["body"]["name"] == "splunk-hec-token")
+    assert token["condition"] == "(!empty(splunkReaders))", "written only when someone reads it"
+    assert token["body"]["properties"]["value"] == "splunkHecToken"
+    assert all(r["condition"] is None for r in secrets["resources"] if r is not token), "every other secret is always written"
+    # The role assignments cover the Splunk readers with the rest: one loop over readers + splunkReaders.
+    assert secrets["variables"]["grants"] == "concat(readers, map(splunkReaders, p => { secret: 'splunk-hec-token', principalId: p }))"
+    loops = [r for r in secrets["resources"] if r["type"].startswith(("Microsoft.Authorization/roleAssignments@", "Microsoft.KeyVault/vaults/secrets@"))
+             and r["condition"] is None and r["body"].get("name") in ("g.secret", "guid(vault.id, g.secret, g.principalId, secretsUser)")]
+    assert len(loops) == 2
+    text = (BICEP / "modules" / "secrets.bicep").read_text()
+    assert "[for g in grants:" in text and "[for (g, i) in grants:" in text and "in readers:" not in text
+
+    # What the component syncs is what analyze may read: its base objects plus the token, under the key its env reads.
+    spc = component_patch("splunk", "SecretProviderClass", "analyze-secrets")
+    objects = next(op for op in spc if op["path"] == "/spec/parameters/objects")["value"]
+    names = {yaml.safe_load(o)["objectName"] for o in yaml.safe_load(objects)["array"]}
+    assert names == spc_objects("analyze-secrets") | {"splunk-hec-token"}
+    assert next(op for op in spc if op["path"] == "/spec/secretObjects/0/data/-")["value"] == {"objectName": "splunk-hec-token", "key": "splunk-hec-token"}
+    dep = component_patch("splunk", "Deployment", "analyze")
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRIBUTARY_SPLUNK_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "analyze-secrets", "key": "splunk-hec-token"}
+    assert env["TRIBUTARY_SPLUNK_URL"]["value"].startswith("https://")

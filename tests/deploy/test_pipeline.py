@@ -87,7 +87,9 @@ def test_build_publishes_the_image_archives_and_pushes_nothing():
 
 def test_each_deploy_stage_downloads_the_images_and_hands_them_and_its_secrets_to_deploy_sh():
     script = (ROOT / "infra" / "deploy.sh").read_text()
-    secret_params = dict(p.split("=") for p in re.search(r"^SECRET_PARAMS=\(([^)]*)\)", script, re.M).group(1).split())
+    secret_params = {p.split("=")[0]: p.split("=")[1] for array in ("SECRET_PARAMS", "OPTIONAL_SECRET_PARAMS")
+                     for p in re.search(rf"^{array}=\(([^)]*)\)", script, re.M).group(1).split()}
+    assert "splunkHecToken" in secret_params, "the optional secrets are handed over too"
     assert "TRIBUTARY_IMAGES_DIR" in script and 'buildah --storage-driver vfs' in script
     for name in ("DeployDev", "DeployProd"):
         stage = stages()[name]

@@ -42,6 +42,13 @@ param fleetKey string
 @description('Token operators acknowledge alerts with (dashboard).')
 param operatorToken string
 
+@secure()
+@description('Splunk HEC token (analyze); written as splunk-hec-token only when splunkReaders is not empty.')
+param splunkHecToken string = ''
+
+@description('Principal ids that may read splunk-hec-token: analyze\'s when forwarding to Splunk is on, else none (and the secret is not written).')
+param splunkReaders array = []
+
 @description('Who may read what: one {secret, principalId} per grant of Key Vault Secrets User on that one secret (nobody gets a role on the vault itself).')
 param readers array
 
@@ -102,16 +109,24 @@ resource redisUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: { value: 'rediss://:${uriComponent(cache.listKeys().primaryKey)}@${cache.properties.hostName}:${cache.properties.sslPort}' }
 }
 
-// Read access per secret, not per vault: one role assignment for each
-// (secret, reader) pair in `readers`.
-var secretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+// Optional: only written when someone reads it (forwarding to Splunk is on).
+resource splunkTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(splunkReaders)) {
+  parent: vault
+  name: 'splunk-hec-token'
+  properties: { value: splunkHecToken }
+}
 
-resource readable 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for g in readers: {
+// Read access per secret, not per vault: one role assignment for each
+// (secret, reader) pair in `readers` and the Splunk token's readers.
+var secretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var grants = concat(readers, map(splunkReaders, p => { secret: 'splunk-hec-token', principalId: p }))
+
+resource readable 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for g in grants: {
   parent: vault
   name: g.secret
 }]
 
-resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (g, i) in readers: {
+resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (g, i) in grants: {
   name: guid(vault.id, g.secret, g.principalId, secretsUser)
   scope: readable[i]
   properties: {
@@ -120,5 +135,5 @@ resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
     principalType: 'ServicePrincipal'
   }
   // A secret must exist before a role can be assigned on it.
-  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, redisUrlSecret]
+  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, redisUrlSecret, splunkTokenSecret]
 }]
