@@ -17,8 +17,9 @@
 #   puts the pushed images and Bicep's outputs on top and is applied: each
 #   function's identity (<function>ClientId) on its ServiceAccount and its
 #   SecretProviderClass, KEDA's (kedaClientId) on the TriggerAuthentication,
-#   and the interceptor load balancer's address (ingestBackendIp, the one API
-#   Management forwards to) and allowed sources (apimSubnetPrefix).
+#   the interceptor load balancer's address (ingestBackendIp, the one API
+#   Management forwards to) and allowed sources (apimSubnetPrefix), and
+#   ingest's body limit (ingestMaxBodyBytes, the one API Management checks).
 # - Splunk (optional): when the environment's parameters file sets splunkUrl,
 #   the HEC token comes from TRIBUTARY_SPLUNK_HEC_TOKEN (the pipeline's
 #   optional secret variable splunkHecToken; required then), Bicep writes it
@@ -175,6 +176,14 @@ YAML
       spec: {template: {spec: {containers: [{name: $fn, env: [{name: TRIBUTARY_COSMOS_ENDPOINT, value: "$cosmos"}]}]}}}
 YAML
   done
+  # The edge (API Management) and ingest refuse bodies over the same size.
+  cat <<YAML
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: ingest, namespace: tributary}
+      spec: {template: {spec: {containers: [{name: ingest, env: [{name: TRIBUTARY_MAX_BODY_BYTES, value: "$(get ingestMaxBodyBytes)"}]}]}}}
+YAML
   if [ -n "$(get splunkUrl)" ]; then
     splunk_env="{name: TRIBUTARY_SPLUNK_URL, value: \"$(get splunkUrl)\"}"
     channel=$(get splunkChannel)

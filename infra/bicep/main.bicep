@@ -47,6 +47,15 @@ param publisherEmail string
 @description('Requests per minute one API subscription may send to ingest.')
 param ingestRateLimitPerMinute int = 6000
 
+@description('Requests per minute one device may send to ingest, over all replicas (API Management, keyed on the device id in the SAS token; ingest\'s per-replica bucket of readings per second stays as the second line).')
+param ingestDeviceRateLimitPerMinute int = 600
+
+@description('Requests per day one device may send to ingest.')
+param ingestDeviceQuotaPerDay int = 200000
+
+@description('Largest request body ingest accepts, in bytes: checked at the edge by API Management and again by ingest (TRIBUTARY_MAX_BODY_BYTES, set to the same value).')
+param ingestMaxBodyBytes int = 1048576
+
 @secure()
 @description('PostgreSQL administrator password (kept in Key Vault).')
 param postgresAdminPassword string
@@ -281,6 +290,9 @@ module apim 'modules/apim.bicep' = {
     ingestBackendUrl: 'http://${ingestBackendIp}:${interceptorPort}'
     ingestHost: ingestHost
     rateLimitPerMinute: ingestRateLimitPerMinute
+    deviceRateLimitPerMinute: ingestDeviceRateLimitPerMinute
+    deviceQuotaPerDay: ingestDeviceQuotaPerDay
+    maxBodyBytes: ingestMaxBodyBytes
   }
 }
 
@@ -305,5 +317,7 @@ output keyVaultUri string = keyvault.outputs.uri
 output keyVaultName string = keyvault.outputs.name
 output tenantId string = tenant().tenantId
 output ingestGatewayUrl string = apim.outputs.gatewayUrl
+// Ingest refuses bodies over the same size API Management does (infra/deploy.sh sets TRIBUTARY_MAX_BODY_BYTES).
+output ingestMaxBodyBytes int = ingestMaxBodyBytes
 output splunkUrl string = splunkUrl
 output splunkChannel string = splunkChannel

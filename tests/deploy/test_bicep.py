@@ -309,8 +309,9 @@ def test_api_management_requires_keys_and_rate_limits_ingest():
     api = resource(apim, "Microsoft.ApiManagement/service/apis")["properties"]
     assert api["subscriptionRequired"] is True
     assert api["protocols"] == ["https"]
-    policy = resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"]["value"]
-    assert "rate-limit-by-key" in policy
+    policy = (BICEP / "policies" / "ingest-api.xml").read_text()
+    assert resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"]["value"] == "loadTextContent('../policies/ingest-api.xml')"
+    assert "rate-limit-by-key" in policy and "quota-by-key" in policy  # the order and keys: test_apim_policy.py
     op = resource(apim, "Microsoft.ApiManagement/service/apis/operations")["properties"]
     assert (op["method"], op["urlTemplate"]) == ("POST", "/v1/telemetry")
 
@@ -527,8 +528,9 @@ def test_api_management_forwards_ingest_to_the_interceptors_internal_load_balanc
         assert ".svc.cluster.local" not in re.sub(r"@description\('(?:[^'\\]|\\.)*'\)", "", f.read_text()), \
             f"{f.name}: API Management cannot resolve cluster-internal names"
     assert resource(apim, "Microsoft.ApiManagement/service/apis")["properties"]["serviceUrl"] == "ingestBackendUrl"
-    policy = resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"]["value"]
-    assert '<set-header name="Host" exists-action="override"><value>${ingestHost}</value></set-header>' in policy
+    policy = (BICEP / "policies" / "ingest-api.xml").read_text()
+    assert '<set-header name="Host" exists-action="override"><value>{{ingest-host}}</value></set-header>' in policy
+    assert module("apim")["variables"]["namedValues"]["ingest-host"] == "ingestHost"
     hso = next(d for d in base_docs("ingest.yaml") if d["kind"] == "HTTPScaledObject")
     host = re.search(r"var ingestHost = '([^']*)'", text).group(1)
     assert host.replace("${namespace}", main["variables"]["namespace"]) in hso["spec"]["hosts"], "the interceptor routes the Host API Management sends"

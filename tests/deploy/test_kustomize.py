@@ -354,6 +354,7 @@ OUTPUTS = {
     "tenantId": "66666666-7777-8888-9999-000000000000",
     "splunkUrl": "",
     "splunkChannel": "",
+    "ingestMaxBodyBytes": 524288,
 }
 SECRETS = {
     "TRIBUTARY_FLEET_KEY": "test-fleet-key",
@@ -459,6 +460,8 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
         assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
     for fn in ("archive", "dashboard"):
         assert env_of(docs, named(docs, "Deployment", fn))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"], fn
+    assert env_of(docs, named(docs, "Deployment", "ingest"))["TRIBUTARY_MAX_BODY_BYTES"] == str(OUTPUTS["ingestMaxBodyBytes"]), \
+        "ingest refuses what API Management refuses"
     assert not {k for k in env_of(docs, named(docs, "Deployment", "analyze")) if k.startswith("TRIBUTARY_SPLUNK")}, "Splunk is off"
     if env == "prod":
         assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \

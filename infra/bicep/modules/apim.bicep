@@ -1,5 +1,7 @@
 // API Management in front of ingest: subscription keys required, a rate
-// limit per subscription, and the device's own Authorization header passed on.
+// limit per subscription and one per device, ingest's cheap checks at the
+// edge, and the device's own Authorization header passed on
+// (policies/ingest-api.xml says what and why).
 // It is injected into the environment's virtual network in External mode: the
 // gateway stays public for devices, and it reaches the KEDA HTTP add-on
 // interceptor at the private address of an internal load balancer
@@ -28,6 +30,15 @@ param ingestHost string
 
 @description('Requests per minute one subscription may send.')
 param rateLimitPerMinute int
+
+@description('Requests per minute one device may send (keyed on the device id in its SAS token).')
+param deviceRateLimitPerMinute int
+
+@description('Requests per day one device may send.')
+param deviceQuotaPerDay int
+
+@description('Largest body accepted at the edge, in bytes (ingest\'s TRIBUTARY_MAX_BODY_BYTES).')
+param maxBodyBytes int
 
 // A virtual-network-injected service (stv2) takes a Standard public address
 // of ours for its gateway and management endpoint.
@@ -77,13 +88,30 @@ resource post 'Microsoft.ApiManagement/service/apis/operations@2023-05-01-previe
   }
 }
 
+// The values the policy names as {{name}}: settings, not secrets.
+var namedValues = {
+  'ingest-host': ingestHost
+  'ingest-subscription-calls-per-minute': string(rateLimitPerMinute)
+  'ingest-device-calls-per-minute': string(deviceRateLimitPerMinute)
+  'ingest-device-calls-per-day': string(deviceQuotaPerDay)
+  'ingest-max-body-bytes': string(maxBodyBytes)
+}
+
+resource named 'Microsoft.ApiManagement/service/namedValues@2023-05-01-preview' = [for nv in items(namedValues): {
+  parent: service
+  name: nv.key
+  properties: { displayName: nv.key, value: nv.value, secret: false }
+}]
+
 resource policy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-preview' = {
   parent: api
   name: 'policy'
   properties: {
     format: 'rawxml'
-    value: '<policies><inbound><base /><rate-limit-by-key calls="${rateLimitPerMinute}" renewal-period="60" counter-key="@(context.Subscription.Id)" /><set-header name="Host" exists-action="override"><value>${ingestHost}</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+    value: loadTextContent('../policies/ingest-api.xml')
   }
+  // API Management resolves {{name}} when the policy is saved: the values first.
+  dependsOn: [named]
 }
 
 output gatewayUrl string = service.properties.gatewayUrl
