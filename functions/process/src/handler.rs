@@ -203,6 +203,7 @@ impl Handler for ProcessHandler {
             self.metrics.cache_error();
             tracing::warn!(error = %e, "cache update failed; it will be rebuilt from the store when the cache is back");
         }
+        self.metrics.visible(aggs.iter().map(|a| a.window_end));
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,6 +25,7 @@ pub struct Metrics {
     cache_errors: Counter,
     rollup_buckets: Counter,
     rollup_errors: Counter,
+    window_visible: Histogram,
 }
 
 impl Metrics {
@@ -36,6 +38,9 @@ impl Metrics {
             cache_errors: Counter::default(),
             rollup_buckets: Counter::default(),
             rollup_errors: Counter::default(),
+            // 0.25 s to about 34 min: live windows land in the first buckets,
+            // a backlog or a replay shows as the tail.
+            window_visible: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
         };
         registry.register(
             "tributary_process_records",
@@ -67,7 +72,21 @@ impl Metrics {
             "Runs of the rollup job that failed (their buckets stay marked and are retried)",
             m.rollup_errors.clone(),
         );
+        registry.register(
+            "tributary_process_window_visible_seconds",
+            "Seconds from a window's end to its aggregate being committed to PostgreSQL and the cache (what the dashboard shows)",
+            m.window_visible.clone(),
+        );
         m
+    }
+
+    /// Time from each window's end to now, once its aggregate is committed and cached.
+    pub fn visible(&self, window_ends: impl Iterator<Item = chrono::DateTime<chrono::Utc>>) {
+        let now = chrono::Utc::now();
+        for end in window_ends {
+            let secs = (now - end).num_milliseconds().max(0) as f64 / 1000.0;
+            self.window_visible.observe(secs);
+        }
     }
 
     /// Count a run of the rollup job: buckets recomputed, or a failure.

@@ -189,12 +189,19 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
             .lines()
             .find_map(|l| l.strip_prefix("tributary_process_rollup_buckets_total "))
             .and_then(|v| v.trim().parse::<f64>().ok());
-        if metrics.contains("tributary_process_deadletter_records_total 1") && rolled_up.is_some_and(|n| n >= 6.0) {
+        let visible = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tributary_process_window_visible_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if metrics.contains("tributary_process_deadletter_records_total 1")
+            && rolled_up.is_some_and(|n| n >= 6.0)
+            && visible.is_some_and(|n| n >= 1)
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the garbage record was not dead-lettered, or no rollup was counted: {metrics}"
+            "the garbage record was not dead-lettered, no rollup was counted, or no window's visibility was timed: {metrics}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
