@@ -25,6 +25,9 @@
 #   optional secret variable splunkHecToken; required then), Bicep writes it
 #   to Key Vault for analyze alone, and the manifests get the component
 #   keda/components/splunk with Bicep's splunkUrl and splunkChannel.
+# - Grafana: the dashboard infra/monitoring/grafana/tributary.json imported
+#   into the environment's Azure Managed Grafana, as the identity running
+#   this (Bicep made it a Grafana Admin).
 #   Prerequisite: the KEDA HTTP add-on (Helm chart keda-add-ons-http) in
 #   namespace keda, which the load balancer Service joins.
 set -euo pipefail
@@ -82,9 +85,21 @@ json.dump({"$schema": "https://schema.management.azure.com/schemas/2019-04-01/de
 PY
 )
 
+# Who runs this (the pipeline's service principal, or a person): it gets
+# Grafana Admin, to import the dashboard below.
+if [ "$(az account show --query user.type -o tsv)" = servicePrincipal ]; then
+  deployer_id=$(az ad sp show --id "$(az account show --query user.name -o tsv)" --query id -o tsv)
+  deployer_type=ServicePrincipal
+else
+  deployer_id=$(az ad signed-in-user show --query id -o tsv)
+  deployer_type=User
+fi
+[ -n "$deployer_id" ] || fail "could not find the object id of the identity az is logged in as"
+
 out=$(az deployment group create --resource-group "$rg" --name "tributary-$tag" \
   --template-file infra/bicep/main.bicep --parameters "@$params" \
   --parameters "@$work/secrets.parameters.json" \
+  --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type" \
   --query properties.outputs -o json)
 rm -f "$work/secrets.parameters.json"
 get() { echo "$out" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1']['value'])"; }
@@ -198,3 +213,17 @@ YAML
   fi
 } >"$work/apply/kustomization.yaml"
 kubectl apply -k "$work/apply"
+
+# The operators' dashboard into Azure Managed Grafana (the same file every
+# time: --overwrite). A role assignment takes minutes to reach Grafana, so the
+# first import after the grant may be refused: retried for up to 5 minutes.
+az extension add --name amg --upgrade --only-show-errors
+for attempt in $(seq 1 10); do
+  if az grafana dashboard import --name "$(get grafanaName)" --resource-group "$rg" \
+      --definition infra/monitoring/grafana/tributary.json --overwrite true --only-show-errors >/dev/null; then
+    echo "imported the Grafana dashboard into $(get grafanaEndpoint)"
+    break
+  fi
+  [ "$attempt" -lt 10 ] || fail "could not import infra/monitoring/grafana/tributary.json into Grafana $(get grafanaName)"
+  sleep "${TRIBUTARY_RETRY_SECONDS:-30}"
+done

@@ -1,5 +1,6 @@
 // Tributary on Azure: the whole environment in one deployment.
-// AKS (KEDA add-on, workload identity, Istio mesh) runs the functions; Event
+// AKS (KEDA add-on, workload identity, Istio mesh, managed Prometheus) runs
+// the functions, watched by Azure Managed Grafana and Prometheus alert rules; Event
 // Hubs is the Kafka endpoint; Cosmos DB keeps raw readings; PostgreSQL and
 // Redis hold results; API Management fronts ingest; Key Vault holds secrets.
 // One virtual network holds the nodes, API Management, and the only ways into
@@ -55,6 +56,19 @@ param ingestDeviceQuotaPerDay int = 200000
 
 @description('Largest request body ingest accepts, in bytes: checked at the edge by API Management and again by ingest (TRIBUTARY_MAX_BODY_BYTES, set to the same value).')
 param ingestMaxBodyBytes int = 1048576
+
+@description('E-mail addresses the alert rules notify (infra/monitoring/alert-rules.json); empty: alerts show in the portal and Grafana only.')
+param alertEmails array = []
+
+@description('Who else administers Grafana (operators): {principalId, principalType (User, Group or ServicePrincipal)}.')
+param grafanaAdmins array = []
+
+@description('Object id of the identity running the deployment (infra/deploy.sh passes it): it gets Grafana Admin to import the dashboard. Empty: no such grant.')
+param deployerPrincipalId string = ''
+
+@description('Its kind: ServicePrincipal (the pipeline) or User (by hand).')
+@allowed(['ServicePrincipal', 'User'])
+param deployerPrincipalType string = 'ServicePrincipal'
 
 @secure()
 @description('PostgreSQL administrator password (kept in Key Vault).')
@@ -192,6 +206,17 @@ module aks 'modules/aks.bicep' = {
   }
 }
 
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    name: prefix
+    location: location
+    aksName: aks.outputs.name
+    alertEmails: alertEmails
+    grafanaAdmins: concat(grafanaAdmins, empty(deployerPrincipalId) ? [] : [{ principalId: deployerPrincipalId, principalType: deployerPrincipalType }])
+  }
+}
+
 module eventhubs 'modules/eventhubs.bicep' = {
   name: 'eventhubs'
   params: {
@@ -319,5 +344,7 @@ output tenantId string = tenant().tenantId
 output ingestGatewayUrl string = apim.outputs.gatewayUrl
 // Ingest refuses bodies over the same size API Management does (infra/deploy.sh sets TRIBUTARY_MAX_BODY_BYTES).
 output ingestMaxBodyBytes int = ingestMaxBodyBytes
+output grafanaName string = monitoring.outputs.grafanaName
+output grafanaEndpoint string = monitoring.outputs.grafanaEndpoint
 output splunkUrl string = splunkUrl
 output splunkChannel string = splunkChannel

@@ -48,6 +48,8 @@ PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${
 # The one object outside namespace tributary: the interceptor's load balancer, in the HTTP add-on's namespace.
 INTERCEPTOR_LB = ("Service", "tributary-interceptor-ilb")
 INTERCEPTOR_NAMESPACE = "keda"
+# The managed Prometheus agent's ConfigMaps, which it reads from kube-system (keda/base/monitoring.yaml).
+METRICS_AGENT_CONFIG = [("ConfigMap", "ama-metrics-settings-configmap"), ("ConfigMap", "ama-metrics-prometheus-config")]
 
 
 @functools.cache
@@ -151,7 +153,7 @@ def test_every_rendered_object_is_valid(tree):
             errors = sorted(v.iter_errors(o), key=str)
             assert not errors, f"{tree}: {kind}/{o['metadata']['name']}: " + "; ".join(e.message for e in errors)
     for d in docs:
-        expected = INTERCEPTOR_NAMESPACE if (d["kind"], d["metadata"]["name"]) == INTERCEPTOR_LB else "tributary"
+        expected = {INTERCEPTOR_LB: INTERCEPTOR_NAMESPACE, **{m: "kube-system" for m in METRICS_AGENT_CONFIG}}.get((d["kind"], d["metadata"]["name"]), "tributary")
         assert d["metadata"].get("namespace", "tributary") == expected, f"{tree}: {d['kind']}/{d['metadata']['name']} in {d['metadata'].get('namespace')}"
     check_secret_provider_classes(docs)  # no schema: structural checks
     check_least_privilege(docs, lambda dep: env_of(docs, dep))
@@ -355,7 +357,10 @@ OUTPUTS = {
     "splunkUrl": "",
     "splunkChannel": "",
     "ingestMaxBodyBytes": 524288,
+    "grafanaName": "tributary-test-grafana",
+    "grafanaEndpoint": "https://tributary-test-grafana-abcd.weu.grafana.azure.com",
 }
+DEPLOYER = {"servicePrincipal": ("sp-object-id", "ServicePrincipal"), "user": ("user-object-id", "User")}
 SECRETS = {
     "TRIBUTARY_FLEET_KEY": "test-fleet-key",
     "TRIBUTARY_OPERATOR_TOKEN": "test-operator-token",
@@ -382,6 +387,13 @@ case "$1 $2" in
     for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/given-${{a##*/}}";; esac; done
     echo '{outputs}';;
   'acr login') echo {ACR_TOKEN};;
+  'account show') case "$*" in *user.type*) echo "${{AZ_USER_TYPE:-servicePrincipal}}";; *user.name*) echo 99999999-aaaa-bbbb-cccc-dddddddddddd;; esac;;
+  'ad sp') [ "$5" = 99999999-aaaa-bbbb-cccc-dddddddddddd ] && echo {DEPLOYER["servicePrincipal"][0]};;
+  'ad signed-in-user') echo {DEPLOYER["user"][0]};;
+  'grafana dashboard')
+    # Refused AZ_GRAFANA_REFUSALS times (the grant has not reached Grafana yet), then imported.
+    n=$(cat "{tmp_path}/grafana-tries" 2>/dev/null || echo 0); echo $((n + 1)) > "{tmp_path}/grafana-tries"
+    [ "$n" -ge "${{AZ_GRAFANA_REFUSALS:-0}}" ] || {{ echo "Forbidden" >&2; exit 1; }};;
 esac
 """)
     (bin_dir / "buildah").write_text(f"""#!/bin/sh
@@ -396,7 +408,7 @@ esac
         f.chmod(0o755)
     (tmp_path / "tmpdir").mkdir()
     env_vars = {**os.environ, **SECRETS, "TRIBUTARY_IMAGES_DIR": str(images), "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                "TMPDIR": str(tmp_path / "tmpdir")}
+                "TMPDIR": str(tmp_path / "tmpdir"), "TRIBUTARY_RETRY_SECONDS": "0"}
     for k, v in overrides.items():
         if v is None:
             env_vars.pop(k, None)
@@ -413,7 +425,11 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
 
     # Bicep first (it creates the registry), its secure parameters from the environment, never from a file in the repository.
     az = (tmp_path / "az.log").read_text().splitlines()
-    assert az[0].startswith("deployment group create") and f"params/{env}.parameters.json" in az[0]
+    create = next(l for l in az if l.startswith("deployment group create"))
+    assert not [l for l in az[:az.index(create)] if not l.startswith(("account show", "ad sp show"))], "nothing before Bicep but finding who runs it"
+    assert f"params/{env}.parameters.json" in create
+    # The identity running the deploy becomes a Grafana Admin, to import the dashboard.
+    assert "deployerPrincipalId=sp-object-id deployerPrincipalType=ServicePrincipal" in create
     files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
     assert len(files) == 2
     secure = next(f for f in files if "fleetKey" in f)
@@ -463,6 +479,10 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     assert env_of(docs, named(docs, "Deployment", "ingest"))["TRIBUTARY_MAX_BODY_BYTES"] == str(OUTPUTS["ingestMaxBodyBytes"]), \
         "ingest refuses what API Management refuses"
     assert not {k for k in env_of(docs, named(docs, "Deployment", "analyze")) if k.startswith("TRIBUTARY_SPLUNK")}, "Splunk is off"
+    # Last, the operators' dashboard into the environment's Grafana.
+    assert az[-1] == (f"grafana dashboard import --name {OUTPUTS['grafanaName']} --resource-group tributary-{env} "
+                      "--definition infra/monitoring/grafana/tributary.json --overwrite true --only-show-errors")
+    assert az[-2] == "extension add --name amg --upgrade --only-show-errors"
     if env == "prod":
         assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \
             container(of_kind(source, "Deployment")[0])["resources"], "prod sizes from the overlay"
@@ -546,3 +566,19 @@ def test_deploy_script_ignores_an_undefined_splunk_variable_when_splunk_is_off(t
     assert r.returncode == 0, r.stderr
     secure = next(json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*") if "fleetKey" in f.read_text())
     assert "splunkHecToken" not in secure
+
+
+def test_deploy_script_retries_the_dashboard_import_until_the_grant_reaches_grafana(tmp_path):
+    r = run_deploy("dev", tmp_path, AZ_GRAFANA_REFUSALS="3", AZ_USER_TYPE="user")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "grafana-tries").read_text().strip() == "4"
+    assert "imported the Grafana dashboard into " + OUTPUTS["grafanaEndpoint"] in r.stdout
+    create = next(l for l in (tmp_path / "az.log").read_text().splitlines() if l.startswith("deployment group create"))
+    assert "deployerPrincipalId=user-object-id deployerPrincipalType=User" in create, "a person running it by hand"
+
+
+def test_deploy_script_fails_when_grafana_never_takes_the_dashboard(tmp_path):
+    r = run_deploy("dev", tmp_path, AZ_GRAFANA_REFUSALS="100")
+    assert r.returncode != 0
+    assert "could not import infra/monitoring/grafana/tributary.json into Grafana tributary-test-grafana" in r.stderr
+    assert (tmp_path / "grafana-tries").read_text().strip() == "10"

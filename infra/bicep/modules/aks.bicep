@@ -1,5 +1,6 @@
 // AKS with the managed KEDA add-on, workload identity (OIDC issuer), the
-// Istio-based service mesh add-on and Container Insights, its nodes in the
+// Istio-based service mesh add-on, Container Insights and the managed
+// Prometheus metrics add-on (monitoring.bicep says where they go), its nodes in the
 // environment's virtual network; the kubelet may pull from the registry, and
 // each workload identity is federated with exactly one service account.
 @description('Cluster name.')
@@ -58,6 +59,14 @@ resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
     serviceMeshProfile: {
       mode: 'Istio'
       istio: { revisions: ['asm-1-25'] }
+    }
+    // Managed Prometheus: the metrics agent (ama-metrics) and kube-state-metrics;
+    // what it scrapes beyond the defaults is keda/base/monitoring.yaml.
+    azureMonitorProfile: {
+      metrics: {
+        enabled: true
+        kubeStateMetrics: { metricLabelsAllowlist: '', metricAnnotationsAllowList: '' }
+      }
     }
     addonProfiles: {
       omsagent: { enabled: true, config: { logAnalyticsWorkspaceResourceID: logAnalyticsId } }
