@@ -25,16 +25,18 @@
 #   optional secret variable splunkHecToken; required then), Bicep writes it
 #   to Key Vault for analyze alone, and the manifests get the component
 #   keda/components/splunk with Bicep's splunkUrl and splunkChannel.
+# - before the deployment: `az bicep build` and a what-if that stops on
+#   unexpected deletes (infra/whatif_guard.py); after it, the KEDA HTTP
+#   add-on from its pinned Helm chart, then the manifests;
 # - Grafana: the dashboard infra/monitoring/grafana/tributary.json imported
 #   into the environment's Azure Managed Grafana, as the identity running
 #   this (Bicep made it a Grafana Admin).
-#   Prerequisite: the KEDA HTTP add-on (Helm chart keda-add-ons-http) in
-#   namespace keda, which the load balancer Service joins.
 set -euo pipefail
 env=${1:?environment}; tag=${2:?image tag}
 rg="tributary-$env"
 cd "$(dirname "$0")/.."
 FUNCTIONS=(ingest archive analyze process dashboard)
+HTTP_ADD_ON_CHART_VERSION=0.15.0
 # Bicep parameter = environment variable holding its value.
 SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
 # Passed only when the feature that reads it is on (see Splunk above).
@@ -49,6 +51,7 @@ for fn in "${FUNCTIONS[@]}"; do
     || fail "$images/tributary-$fn.oci.tar is missing (set TRIBUTARY_IMAGES_DIR to the directory scripts/images exported the oci-archives to)"
 done
 command -v buildah >/dev/null || fail "buildah is not installed (it pushes the images)"
+command -v helm >/dev/null || fail "helm is not installed (it installs the KEDA HTTP add-on)"
 for p in "${SECRET_PARAMS[@]}"; do
   var=${p#*=}
   value=${!var:-}
@@ -96,10 +99,19 @@ else
 fi
 [ -n "$deployer_id" ] || fail "could not find the object id of the identity az is logged in as"
 
-out=$(az deployment group create --resource-group "$rg" --name "tributary-$tag" \
-  --template-file infra/bicep/main.bicep --parameters "@$params" \
-  --parameters "@$work/secrets.parameters.json" \
-  --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type" \
+deploy_args=(--resource-group "$rg" --template-file infra/bicep/main.bicep
+  --parameters "@$params" --parameters "@$work/secrets.parameters.json"
+  --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type")
+# Compile first (a template error stops here, before anything changes), then
+# ask Azure what the deployment would change and stop if it would destroy
+# something (infra/whatif_guard.py; TRIBUTARY_WHATIF_ALLOW lets an intended
+# delete through).
+az bicep build --file infra/bicep/main.bicep --stdout >/dev/null
+az deployment group what-if "${deploy_args[@]}" --no-pretty-print -o json >"$work/what-if.json"
+python3 infra/whatif_guard.py "$work/what-if.json" \
+  || fail "what-if shows deletes this deploy did not expect (above); if intended, set TRIBUTARY_WHATIF_ALLOW"
+
+out=$(az deployment group create --name "tributary-$tag" "${deploy_args[@]}" \
   --query properties.outputs -o json)
 rm -f "$work/secrets.parameters.json"
 get() { echo "$out" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1']['value'])"; }
@@ -118,6 +130,14 @@ for fn in "${FUNCTIONS[@]}"; do
 done
 
 az aks get-credentials --resource-group "$rg" --name "$(get aksName)" --overwrite-existing
+
+# The KEDA HTTP add-on (interceptor, scaler, operator; the AKS KEDA add-on does
+# not include it) from its pinned chart, before the manifests that use its
+# HTTPScaledObjects. The version is the one whose CRDs tests/deploy validates
+# the manifests against; upgrading it is a change to this line and those CRDs.
+helm repo add kedacore https://kedacore.github.io/charts --force-update >/dev/null
+helm upgrade --install http-add-on kedacore/keda-add-ons-http --version "$HTTP_ADD_ON_CHART_VERSION" \
+  --namespace keda --create-namespace --wait --timeout 10m
 
 src=keda/base
 [ -d "keda/overlays/$env" ] && src=keda/overlays/$env

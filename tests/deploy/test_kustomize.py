@@ -385,7 +385,9 @@ echo "$*" >> "{tmp_path}/az.log"
 case "$1 $2" in
   'deployment group')
     for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/given-${{a##*/}}";; esac; done
-    echo '{outputs}';;
+    if [ "$3" = what-if ]; then cat "${{AZ_WHATIF:-/dev/null}}"; [ -n "${{AZ_WHATIF:-}}" ] || echo '{{"status": "Succeeded", "changes": []}}'
+    else echo '{outputs}'; fi;;
+  'bicep build') [ -z "${{AZ_BICEP_ERROR:-}}" ] || {{ echo "$AZ_BICEP_ERROR" >&2; exit 1; }};;
   'acr login') echo {ACR_TOKEN};;
   'account show') case "$*" in *user.type*) echo "${{AZ_USER_TYPE:-servicePrincipal}}";; *user.name*) echo 99999999-aaaa-bbbb-cccc-dddddddddddd;; esac;;
   'ad sp') [ "$5" = 99999999-aaaa-bbbb-cccc-dddddddddddd ] && echo {DEPLOYER["servicePrincipal"][0]};;
@@ -403,6 +405,7 @@ case " $* " in
   *" pull "*) for a in "$@"; do last=$a; done; name=${{last##*/}}; echo "id-${{name%.oci.tar}}";;
 esac
 """)
+    (bin_dir / "helm").write_text(f'#!/bin/sh\necho "$* applied=$([ -e "{tmp_path}/applied.yaml" ] && echo yes || echo no)" >> "{tmp_path}/helm.log"\n')
     (bin_dir / "kubectl").write_text(f'#!/bin/sh\n[ "$1" = apply ] && [ "$2" = -k ] && exec "{kubectl()}" kustomize "$3" > "{tmp_path}/applied.yaml"\nexit 64\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
@@ -426,7 +429,14 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     # Bicep first (it creates the registry), its secure parameters from the environment, never from a file in the repository.
     az = (tmp_path / "az.log").read_text().splitlines()
     create = next(l for l in az if l.startswith("deployment group create"))
-    assert not [l for l in az[:az.index(create)] if not l.startswith(("account show", "ad sp show"))], "nothing before Bicep but finding who runs it"
+    before = az[:az.index(create)]
+    assert not [l for l in before if not l.startswith(("account show", "ad sp show", "bicep build", "deployment group what-if"))], \
+        "nothing changes before Bicep: who runs it, the build and the what-if"
+    assert before[-2] == "bicep build --file infra/bicep/main.bicep --stdout"
+    whatif = before[-1]
+    assert whatif.startswith("deployment group what-if ") and whatif.endswith(" --no-pretty-print -o json")
+    assert whatif[len("deployment group what-if "):-len(" --no-pretty-print -o json")] == \
+        create[len("deployment group create --name tributary-0123abc "):-len(" --query properties.outputs -o json")], "what-if of exactly what is deployed"
     assert f"params/{env}.parameters.json" in create
     # The identity running the deploy becomes a Grafana Admin, to import the dashboard.
     assert "deployerPrincipalId=sp-object-id deployerPrincipalType=ServicePrincipal" in create
@@ -479,6 +489,10 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     assert env_of(docs, named(docs, "Deployment", "ingest"))["TRIBUTARY_MAX_BODY_BYTES"] == str(OUTPUTS["ingestMaxBodyBytes"]), \
         "ingest refuses what API Management refuses"
     assert not {k for k in env_of(docs, named(docs, "Deployment", "analyze")) if k.startswith("TRIBUTARY_SPLUNK")}, "Splunk is off"
+    # The KEDA HTTP add-on from its pinned chart, before the manifests that use its CRDs.
+    helm = (tmp_path / "helm.log").read_text().splitlines()
+    assert helm[0] == "repo add kedacore https://kedacore.github.io/charts --force-update applied=no"
+    assert helm[1] == "upgrade --install http-add-on kedacore/keda-add-ons-http --version 0.15.0 --namespace keda --create-namespace --wait --timeout 10m applied=no"
     # Last, the operators' dashboard into the environment's Grafana.
     assert az[-1] == (f"grafana dashboard import --name {OUTPUTS['grafanaName']} --resource-group tributary-{env} "
                       "--definition infra/monitoring/grafana/tributary.json --overwrite true --only-show-errors")
@@ -582,3 +596,44 @@ def test_deploy_script_fails_when_grafana_never_takes_the_dashboard(tmp_path):
     assert r.returncode != 0
     assert "could not import infra/monitoring/grafana/tributary.json into Grafana tributary-test-grafana" in r.stderr
     assert (tmp_path / "grafana-tries").read_text().strip() == "10"
+
+
+def whatif_change(rid, change_type, delta=None):
+    return {"resourceId": rid, "changeType": change_type, "delta": delta or []}
+
+
+VNET = "/subscriptions/s/resourceGroups/tributary-dev/providers/Microsoft.Network/virtualNetworks/tributary-dev-vnet"
+
+
+@pytest.mark.parametrize("case", ["a subnet removed", "bicep does not compile"])
+def test_deploy_script_stops_before_changing_anything(case, tmp_path):
+    extra = {}
+    if case == "a subnet removed":
+        f = tmp_path / "what-if.json"
+        f.write_text(json.dumps({"status": "Succeeded", "changes": [whatif_change(VNET, "Modify", [
+            {"path": "properties.subnets", "propertyChangeType": "Array", "children": [
+                {"path": "4", "propertyChangeType": "Delete", "before": {"name": "private-endpoints"}}]}])]}))
+        extra = {"AZ_WHATIF": str(f)}
+        expected = "what-if shows deletes this deploy did not expect"
+    else:
+        extra = {"AZ_BICEP_ERROR": "main.bicep(12,3) : Error BCP018: Expected the \"=\" character at this location."}
+        expected = ""
+    r = run_deploy("dev", tmp_path, **extra)
+    assert r.returncode != 0
+    assert expected in r.stderr, r.stderr
+    if case == "a subnet removed":
+        assert f"UNEXPECTED DELETE {VNET}#properties.subnets.4: would be removed" in r.stderr
+    else:
+        assert "BCP018" in r.stderr
+    az = (tmp_path / "az.log").read_text()
+    assert "deployment group create" not in az and not (tmp_path / "buildah.log").exists(), "nothing deployed or pushed"
+
+
+def test_an_intended_delete_passes_when_allowed(tmp_path):
+    f = tmp_path / "what-if.json"
+    f.write_text(json.dumps({"status": "Succeeded", "changes": [whatif_change(VNET, "Modify", [
+        {"path": "properties.subnets", "propertyChangeType": "Array", "children": [
+            {"path": "4", "propertyChangeType": "Delete", "before": {"name": "old"}}]}])]}))
+    r = run_deploy("dev", tmp_path, AZ_WHATIF=str(f), TRIBUTARY_WHATIF_ALLOW=".*/virtualNetworks/tributary-dev-vnet#properties\\.subnets\\.4")
+    assert r.returncode == 0, r.stderr
+    assert "properties.subnets.4: would be removed (allowed or harmless)" in r.stdout

@@ -97,6 +97,9 @@ def test_each_deploy_stage_downloads_the_images_and_hands_them_and_its_secrets_t
         download = next(i for i, s in enumerate(steps) if s.get("download") == "current" and s.get("artifact") == "images")
         deploy = steps[-1]
         assert deploy["inputs"]["scriptPath"] == "infra/deploy.sh" and download < len(steps) - 1
+        helm = next(i for i, s in enumerate(steps) if s.get("task") == "HelmInstaller@1")
+        assert helm < len(steps) - 1 and re.fullmatch(r"3\.\d+\.\d+", steps[helm]["inputs"]["helmVersionToInstall"]), \
+            "a pinned Helm 3 before deploy.sh (it installs the KEDA HTTP add-on)"
         env = deploy["env"]
         assert env["TRIBUTARY_IMAGES_DIR"] == "$(Pipeline.Workspace)/images", "where download puts artifact `images`"
         for param, var in secret_params.items():
