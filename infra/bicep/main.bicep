@@ -296,6 +296,7 @@ module secrets 'modules/secrets.bicep' = {
       { secret: 'eventhubs-connection-string', principalId: processIdentity.outputs.principalId }
       { secret: 'database-url', principalId: processIdentity.outputs.principalId }
       { secret: 'redis-url', principalId: processIdentity.outputs.principalId }
+      { secret: 'postgres-readonly-password', principalId: processIdentity.outputs.principalId }
       { secret: 'database-url-readonly', principalId: dashboardIdentity.outputs.principalId }
       { secret: 'redis-url', principalId: dashboardIdentity.outputs.principalId }
       { secret: 'operator-token', principalId: dashboardIdentity.outputs.principalId }

@@ -36,6 +36,17 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_MIGRATE", default_value_t = Config::default().migrate, action = ArgAction::Set)]
     pub migrate: bool,
 
+    /// Password of the dashboard's read-only PostgreSQL role: when set, each
+    /// start (after the migrations) lets that role log in with it, sent as a
+    /// SCRAM verifier, so the role needs no hand-run SQL. Unset: the role is
+    /// left as it is.
+    #[arg(long, env = "TRIBUTARY_READONLY_PASSWORD", hide_env_values = true)]
+    pub readonly_password: Option<String>,
+
+    /// The dashboard's role (the migrations create `tributary_readonly`).
+    #[arg(long, env = "TRIBUTARY_READONLY_ROLE", default_value_t = Config::default().readonly_role)]
+    pub readonly_role: String,
+
     /// Redis connection URL (the cache; the function keeps writing to PostgreSQL when it is down).
     #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value_t = Config::default().redis_url)]
     pub redis_url: String,
@@ -91,6 +102,8 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
             database_max_connections: 4,
             migrate: true,
+            readonly_password: None,
+            readonly_role: tributary_shared::results::roles::READONLY_ROLE.into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             cache_ttl_secs: 86_400,
             recent_alerts: 100,

@@ -12,6 +12,15 @@ pub enum Error {
     /// The migrations could not run.
     #[error("migrating the results store")]
     Migrate(#[source] StoreError),
+    /// The dashboard's role could not be given its password.
+    #[error("letting the dashboard's role {role} log in (TRIBUTARY_READONLY_PASSWORD)")]
+    ReadonlyRole {
+        /// The role (TRIBUTARY_READONLY_ROLE).
+        role: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
     /// `REDIS_URL` does not name a usable cache.
     #[error("opening the cache (REDIS_URL)")]
     Cache(#[source] CacheError),

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
-use tributary_shared::results::{ResultStore, RollupRetention};
+use tributary_shared::results::{ResultStore, RollupRetention, StoreError, roles};
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
@@ -77,6 +77,25 @@ impl Deps {
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
     if config.migrate {
         deps.store.migrate().await.map_err(Error::Migrate)?;
+    }
+    if let Some(password) = &config.readonly_password {
+        let role = config.readonly_role.clone();
+        let admin = config
+            .database_url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(|e| Error::ReadonlyRole {
+                role: role.clone(),
+                source: StoreError::Rejected(format!(
+                    "roles need PostgreSQL; DATABASE_URL is not a PostgreSQL URL: {e}"
+                )),
+            })?;
+        roles::enable_login(&admin, &role, password)
+            .await
+            .map_err(|source| Error::ReadonlyRole {
+                role: role.clone(),
+                source,
+            })?;
+        tracing::info!(role = %role, "the dashboard's role may log in");
     }
     // No warm-up here: the cache starts stale and the upkeep task rebuilds it at
     // once, so a database that is down at start never delays /healthz.

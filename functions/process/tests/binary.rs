@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use chrono::{TimeZone, Utc};
 use sqlx::PgPool;
 use tributary_shared::config::KafkaArgs;
@@ -100,6 +101,18 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         .remove(0)
         .expect("published");
 
+    // A role of this test's own, standing in for the dashboard's (roles are per
+    // server: other tests must not see its password change).
+    let role = format!(
+        "tributary_bin_test_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_subsec_nanos()
+    );
+    sqlx::raw_sql(&format!("CREATE ROLE {role} NOLOGIN"))
+        .execute(&pool)
+        .await
+        .expect("create role");
+
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -122,6 +135,8 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         .env("TRIBUTARY_DEADLETTER_TOPIC", &dead_topic)
         .env("TRIBUTARY_CONSUMER_GROUP", unique_topic("p-group"))
         .env("TRIBUTARY_ROLLUP_INTERVAL_SECS", "1")
+        .env("TRIBUTARY_READONLY_ROLE", &role)
+        .env("TRIBUTARY_READONLY_PASSWORD", "ro-s3cret-pw")
         // Debug for Tributary's own crates: the most a support case would turn on.
         .env("RUST_LOG", "info,tributary_process=debug,tributary_shared=debug")
         .stdin(Stdio::null())
@@ -147,6 +162,30 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // At start, after migrating, it let the dashboard's role log in with the configured password.
+    let (login, stored): (bool, String) =
+        sqlx::query_as("SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&role)
+            .fetch_one(&pool)
+            .await
+            .expect("role");
+    let salt = stored
+        .split_once(':')
+        .and_then(|(_, rest)| rest.split_once('$'))
+        .map(|(salt, _)| salt)
+        .expect("a SCRAM verifier");
+    let salt = base64::engine::general_purpose::STANDARD.decode(salt).expect("salt");
+    assert!(login, "the role may log in");
+    assert_eq!(
+        stored,
+        tributary_shared::results::roles::scram_verifier("ro-s3cret-pw", &salt, 4096),
+        "the role's password is the configured one"
+    );
+    sqlx::raw_sql(&format!("DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .expect("drop role");
+
     // The rollup job runs in the binary: every window's readings reach the day tier, once.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -231,7 +270,7 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         logs.contains("redis") || logs.contains("cache"),
         "the Redis outage was logged: {logs}"
     );
-    for secret in ["pg-s3cret-pw", "redis-s3cret-pw"] {
+    for secret in ["pg-s3cret-pw", "redis-s3cret-pw", "ro-s3cret-pw"] {
         assert!(!logs.contains(secret), "a password reached the logs: {secret}");
     }
 }

@@ -27,7 +27,7 @@ param postgresAdminLogin string
 @description('PostgreSQL administrator password.')
 param postgresAdminPassword string
 
-@description('Login of the read-only PostgreSQL role the dashboard uses (created in the database, see README).')
+@description('Login of the read-only PostgreSQL role the dashboard uses (a migration creates it; process sets its password).')
 param postgresReadonlyLogin string
 
 @secure()
@@ -97,6 +97,14 @@ resource databaseUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: { value: 'postgres://${postgresAdminLogin}:${uriComponent(postgresAdminPassword)}@${postgresHost}:5432/${database}?sslmode=require' }
 }
 
+// The same password alone, for process, which gives the role it at start
+// (it migrates the database, so it creates the role too).
+resource readonlyPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'postgres-readonly-password'
+  properties: { value: postgresReadonlyPassword }
+}
+
 resource databaseUrlReadonlySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'database-url-readonly'
@@ -135,5 +143,5 @@ resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
     principalType: 'ServicePrincipal'
   }
   // A secret must exist before a role can be assigned on it.
-  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, redisUrlSecret, splunkTokenSecret]
+  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, readonlyPasswordSecret, redisUrlSecret, splunkTokenSecret]
 }]

@@ -7,7 +7,8 @@
 //! - [`sqlite::SqliteStore`], the embedded store of the all-in-one mode
 //!   (`shared/migrations-sqlite`), a file in the data directory;
 //! - [`rollup`]: the rollup tiers both keep, and what a chart reads;
-//! - [`listing`]: the fleet list's paging, search and order.
+//! - [`listing`]: the fleet list's paging, search and order;
+//! - [`roles`]: the dashboard's PostgreSQL role, given its password at start.
 //!
 //! Guarantees of every backend: a batch is written entirely or not at all;
 //! writing the same records again leaves the store unchanged (upserts on the
@@ -25,6 +26,7 @@ use crate::records::{Aggregate, Alert, AlertState};
 
 pub mod listing;
 pub mod postgres;
+pub mod roles;
 pub mod rollup;
 pub mod sqlite;
 
