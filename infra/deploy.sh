@@ -19,15 +19,17 @@
 #   SecretProviderClass, KEDA's (kedaClientId) on the TriggerAuthentication,
 #   the interceptor load balancer's address (ingestBackendIp, the one API
 #   Management forwards to) and allowed sources (apimSubnetPrefix), and
-#   ingest's body limit (ingestMaxBodyBytes, the one API Management checks).
+#   ingest's body limit (ingestMaxBodyBytes, the one API Management checks);
 # - Splunk (optional): when the environment's parameters file sets splunkUrl,
 #   the HEC token comes from TRIBUTARY_SPLUNK_HEC_TOKEN (the pipeline's
 #   optional secret variable splunkHecToken; required then), Bicep writes it
 #   to Key Vault for analyze alone, and the manifests get the component
-#   keda/components/splunk with Bicep's splunkUrl and splunkChannel.
+#   keda/components/splunk with Bicep's splunkUrl and splunkChannel;
 # - before the deployment: `az bicep build` and a what-if that stops on
 #   unexpected deletes (infra/whatif_guard.py); after it, the KEDA HTTP
 #   add-on from its pinned Helm chart, then the manifests;
+# - the dashboard's web app on App Service (when the parameters file names its
+#   Entra ID app registration): runs the pushed tag, restarted after the push;
 # - Grafana: the dashboard infra/monitoring/grafana/tributary.json imported
 #   into the environment's Azure Managed Grafana, as the identity running
 #   this (Bicep made it a Grafana Admin).
@@ -101,7 +103,7 @@ fi
 
 deploy_args=(--resource-group "$rg" --template-file infra/bicep/main.bicep
   --parameters "@$params" --parameters "@$work/secrets.parameters.json"
-  --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type")
+  --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type" imageTag="$tag")
 # Compile first (a template error stops here, before anything changes), then
 # ask Azure what the deployment would change and stop if it would destroy
 # something (infra/whatif_guard.py; TRIBUTARY_WHATIF_ALLOW lets an intended
@@ -128,6 +130,15 @@ for fn in "${FUNCTIONS[@]}"; do
   "${B[@]}" push --quiet "$id" "docker://$registry/tributary-$fn:$tag"
   echo "pushed $registry/tributary-$fn:$tag"
 done
+
+# The dashboard's web app (when the parameters name its app registration) runs
+# the tag Bicep gave it, which exists now: restart it to pull it.
+if [ -n "$(get dashboardAppName)" ]; then
+  az webapp restart --name "$(get dashboardAppName)" --resource-group "$rg"
+  echo "dashboard: $(get dashboardUrl) (App Service, Entra ID sign-in)"
+else
+  echo "dashboard: not on App Service (set dashboardEntraClientId in $params; README, Deployment)"
+fi
 
 az aks get-credentials --resource-group "$rg" --name "$(get aksName)" --overwrite-existing
 

@@ -57,6 +57,18 @@ param ingestDeviceQuotaPerDay int = 200000
 @description('Largest request body ingest accepts, in bytes: checked at the edge by API Management and again by ingest (TRIBUTARY_MAX_BODY_BYTES, set to the same value).')
 param ingestMaxBodyBytes int = 1048576
 
+@description('Client id of the dashboard\'s Microsoft Entra ID app registration (README: Deployment). Set: the dashboard runs as a web app on App Service with sign-in; empty: no web app (the AKS deployment of the dashboard in keda/ stays available).')
+param dashboardEntraClientId string = ''
+
+@description('The Entra app role of that registration whose holders may acknowledge and resolve alerts.')
+param dashboardOperatorRole string = 'Tributary.Operator'
+
+@description('App Service plan SKU of the dashboard (Linux; P0v3 and up have virtual network integration).')
+param appServiceSku string = 'P0v3'
+
+@description('Image tag the web app runs (infra/deploy.sh passes the commit it pushed).')
+param imageTag string = 'latest'
+
 @description('E-mail addresses the alert rules notify (infra/monitoring/alert-rules.json); empty: alerts show in the portal and Grafana only.')
 param alertEmails array = []
 
@@ -113,6 +125,7 @@ var addressPlan = {
   apim: '10.40.5.0/24'
   postgres: '10.40.6.0/24'
   endpoints: '10.40.7.0/24'
+  appservice: '10.40.8.0/24'
 }
 // The fixed private address of the internal load balancer in front of the
 // KEDA HTTP add-on interceptor (keda/base/interceptor.yaml; infra/deploy.sh
@@ -138,6 +151,7 @@ module network 'modules/network.bicep' = {
       apim: addressPlan.apim
       postgres: addressPlan.postgres
       endpoints: addressPlan.endpoints
+      appservice: addressPlan.appservice
     }
   }
 }
@@ -204,6 +218,28 @@ module aks 'modules/aks.bicep' = {
       { identityName: kedaIdentity.outputs.name, namespace: 'kube-system', serviceAccount: 'keda-operator' }
     ]
   }
+}
+
+// The seed's web app: the dashboard on App Service, signed in with Entra ID.
+module dashboardApp 'modules/appservice.bicep' = if (!empty(dashboardEntraClientId)) {
+  name: 'dashboard-app'
+  params: {
+    name: prefix
+    location: location
+    sku: appServiceSku
+    subnetId: network.outputs.appServiceSubnetId
+    identityId: dashboardIdentity.outputs.id
+    identityClientId: dashboardIdentity.outputs.clientId
+    identityPrincipalId: dashboardIdentity.outputs.principalId
+    acrLoginServer: acr.outputs.loginServer
+    imageTag: imageTag
+    keyVaultName: keyvault.outputs.name
+    cosmosEndpoint: cosmos.outputs.endpoint
+    entraClientId: dashboardEntraClientId
+    operatorRole: dashboardOperatorRole
+  }
+  // Its Key Vault references resolve at start: the secrets and the grants first.
+  dependsOn: [secrets]
 }
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -345,6 +381,9 @@ output tenantId string = tenant().tenantId
 output ingestGatewayUrl string = apim.outputs.gatewayUrl
 // Ingest refuses bodies over the same size API Management does (infra/deploy.sh sets TRIBUTARY_MAX_BODY_BYTES).
 output ingestMaxBodyBytes int = ingestMaxBodyBytes
+// Empty when the dashboard is not on App Service (no app registration named).
+output dashboardAppName string = empty(dashboardEntraClientId) ? '' : dashboardApp.outputs.appName
+output dashboardUrl string = empty(dashboardEntraClientId) ? '' : dashboardApp.outputs.url
 output grafanaName string = monitoring.outputs.grafanaName
 output grafanaEndpoint string = monitoring.outputs.grafanaEndpoint
 output splunkUrl string = splunkUrl

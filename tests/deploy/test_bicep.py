@@ -71,8 +71,12 @@ def parse(path):
                 body = body.named_children[-1]
             resources.append({"symbol": kids[0].text.decode(), "type": value(kids[1]), "body": value(body), "condition": condition})
         elif c.type == "module_declaration":
-            body = next(k for k in kids if k.type == "object")
-            modules[kids[0].text.decode()] = {"path": value(kids[1]), "body": value(body)}
+            body = next(k for k in kids if k.type in ("object", "if_statement"))
+            condition = None
+            if body.type == "if_statement":
+                condition = body.named_children[0].text.decode()
+                body = body.named_children[-1]
+            modules[kids[0].text.decode()] = {"path": value(kids[1]), "body": value(body), "condition": condition}
         elif c.type == "output_declaration":
             outputs[kids[0].text.decode()] = c.text.decode()
     return {"params": params, "resources": resources, "modules": modules, "outputs": outputs, "variables": variables}
@@ -206,6 +210,7 @@ def test_identities_get_only_the_roles_their_workload_uses():
     expected = {f"{w}Identity": {("secrets", "readers")} for w in WORKLOADS} | {"kedaIdentity": {("secrets", "readers")}}
     expected["archiveIdentity"].add(("cosmos", "writerPrincipalId"))
     expected["analyzeIdentity"].add(("secrets", "splunkReaders"))
+    expected["dashboardIdentity"].add(("dashboardApp", "identityPrincipalId"))  # AcrPull, to run the image on App Service
     expected["dashboardIdentity"].add(("cosmos", "readerPrincipalId"))
     assert principal_uses() == expected
     cosmos = module("cosmos")
@@ -594,3 +599,65 @@ def test_splunk_is_optional_and_its_token_is_a_key_vault_secret_only_analyze_rea
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TRIBUTARY_SPLUNK_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "analyze-secrets", "key": "splunk-hec-token"}
     assert env["TRIBUTARY_SPLUNK_URL"]["value"].startswith("https://")
+
+
+def test_the_dashboard_web_app_requires_sign_in_and_reads_only_its_own_secrets():
+    """Issue 21, item 1: the dashboard on App Service, deployed only with an app registration to sign in with,
+    App Service authentication in front of every path but the probes, virtual network integration for the private
+    PostgreSQL and Redis, its own identity for the image, Key Vault references and Cosmos DB."""
+    from test_manifests import source_env
+    main = parse(BICEP / "main.bicep")
+    app = main["modules"]["dashboardApp"]
+    assert app["path"] == "modules/appservice.bicep"
+    assert app["condition"] == "(!empty(dashboardEntraClientId))", "no public web app without sign-in"
+    assert main["params"]["dashboardEntraClientId"].rstrip().endswith("= ''")
+    p = app["body"]["params"]
+    assert p["subnetId"] == "network.outputs.appServiceSubnetId"
+    assert (p["identityId"], p["identityClientId"], p["identityPrincipalId"]) == (
+        "dashboardIdentity.outputs.id", "dashboardIdentity.outputs.clientId", "dashboardIdentity.outputs.principalId")
+    assert p["imageTag"] == "imageTag" and "imageTag=\"$tag\"" in (ROOT / "infra" / "deploy.sh").read_text()
+    _, subnet = subnet_by_output("appServiceSubnetId")
+    assert [d["properties"]["serviceName"] for d in subnet["delegations"]] == ["Microsoft.Web/serverFarms"]
+
+    mod = module("appservice")
+    site = resource(mod, "Microsoft.Web/sites")
+    props = site["properties"]
+    assert site["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {"${identityId}": {}}}
+    assert props["httpsOnly"] is True and props["vnetRouteAllEnabled"] is True and props["virtualNetworkSubnetId"] == "subnetId"
+    assert props["keyVaultReferenceIdentity"] == "identityId"
+    cfg = props["siteConfig"]
+    assert cfg["acrUseManagedIdentityCreds"] is True and cfg["acrUserManagedIdentityID"] == "identityClientId"
+    assert cfg["linuxFxVersion"] == "'DOCKER|${acrLoginServer}/tributary-dashboard:${imageTag}'"
+    assert cfg["ftpsState"] == "Disabled" and cfg["minTlsVersion"] == "1.2"
+    settings = {s["name"]: s["value"] for s in cfg["appSettings"]}
+    assert settings["TRIBUTARY_AUTH"] == "app-service" and settings["TRIBUTARY_OPERATOR_ROLE"] == "operatorRole"
+    assert "TRIBUTARY_OPERATOR_TOKEN" not in settings, "operators are an app role here, not a shared token"
+    assert int(settings["TRIBUTARY_SSE_KEEPALIVE_SECS"]) < 230, "under App Service's idle timeout"
+    assert settings["PORT"] == settings["WEBSITES_PORT"] == "8081"
+    # Every setting is one the dashboard reads (or App Service's / the Azure SDK's own).
+    known = source_env("dashboard")
+    assert set(settings) - {"WEBSITES_PORT", "AZURE_CLIENT_ID"} <= set(known), set(settings) - set(known)
+    # Secrets by Key Vault reference only, and only ones the dashboard's identity may read.
+    refs = {n: re.fullmatch(r"secretRef\(keyVaultName, '([\w-]+)'\)", v) for n, v in settings.items() if isinstance(v, str)}
+    secret_settings = {n for n, secret in known.items() if secret}
+    for name in set(settings) & secret_settings:
+        assert refs.get(name), f"{name} must be a Key Vault reference"
+    read = {m.group(1) for m in refs.values() if m}
+    assert read == {"database-url-readonly", "redis-url"}
+    grants = {g["secret"] for g in main["modules"]["secrets"]["body"]["params"]["readers"] if g["principalId"] == "dashboardIdentity.outputs.principalId"}
+    assert read <= grants
+    assert "@Microsoft.KeyVault(VaultName=${vault};SecretName=${secret})" in (BICEP / "modules" / "appservice.bicep").read_text()
+    # App Service authentication: sign-in required everywhere but the probes, Entra ID with the registration.
+    auth = next(r for r in mod["resources"] if r["type"].startswith("Microsoft.Web/sites/config@"))["body"]
+    assert auth["name"] == "authsettingsV2"
+    gv = auth["properties"]["globalValidation"]
+    assert gv["requireAuthentication"] is True and gv["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert gv["excludedPaths"] == ["/healthz", "/readyz"]
+    aad = auth["properties"]["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True and aad["registration"]["clientId"] == "entraClientId"
+    # The identity may pull from the registry: AcrPull, on the registry alone.
+    pull = next(r for r in mod["resources"] if r["type"].startswith("Microsoft.Authorization/roleAssignments@"))["body"]
+    assert pull["scope"] == "registry" and mod["variables"]["acrPull"] == "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+    # The value the dashboard's config accepts for TRIBUTARY_AUTH.
+    src = (ROOT / "functions" / "dashboard" / "src" / "config.rs").read_text()
+    assert "pub enum AuthKind" in src and "AppService," in src and "clap::ValueEnum" in src

@@ -358,6 +358,8 @@ OUTPUTS = {
     "splunkChannel": "",
     "ingestMaxBodyBytes": 524288,
     "grafanaName": "tributary-test-grafana",
+    "dashboardAppName": "",
+    "dashboardUrl": "",
     "grafanaEndpoint": "https://tributary-test-grafana-abcd.weu.grafana.azure.com",
 }
 DEPLOYER = {"servicePrincipal": ("sp-object-id", "ServicePrincipal"), "user": ("user-object-id", "User")}
@@ -439,7 +441,9 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
         create[len("deployment group create --name tributary-0123abc "):-len(" --query properties.outputs -o json")], "what-if of exactly what is deployed"
     assert f"params/{env}.parameters.json" in create
     # The identity running the deploy becomes a Grafana Admin, to import the dashboard.
-    assert "deployerPrincipalId=sp-object-id deployerPrincipalType=ServicePrincipal" in create
+    assert "deployerPrincipalId=sp-object-id deployerPrincipalType=ServicePrincipal imageTag=0123abc" in create
+    assert not [l for l in az if l.startswith("webapp")], "no web app without an app registration"
+    assert "dashboard: not on App Service" in r.stdout
     files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
     assert len(files) == 2
     secure = next(f for f in files if "fleetKey" in f)
@@ -637,3 +641,15 @@ def test_an_intended_delete_passes_when_allowed(tmp_path):
     r = run_deploy("dev", tmp_path, AZ_WHATIF=str(f), TRIBUTARY_WHATIF_ALLOW=".*/virtualNetworks/tributary-dev-vnet#properties\\.subnets\\.4")
     assert r.returncode == 0, r.stderr
     assert "properties.subnets.4: would be removed (allowed or harmless)" in r.stdout
+
+
+def test_deploy_script_restarts_the_dashboards_web_app_after_pushing_its_image(tmp_path):
+    app = {"dashboardAppName": "tributary-test-dashboard", "dashboardUrl": "https://tributary-test-dashboard.azurewebsites.net"}
+    r = run_deploy("prod", tmp_path, outputs=app)
+    assert r.returncode == 0, r.stderr
+    az = (tmp_path / "az.log").read_text().splitlines()
+    restart = az.index("webapp restart --name tributary-test-dashboard --resource-group tributary-prod")
+    # After the image is in the registry (the pushes are buildah's; the ACR login token is asked for first).
+    assert restart > next(i for i, l in enumerate(az) if l.startswith("acr login"))
+    assert (tmp_path / "buildah.log").exists()
+    assert "dashboard: https://tributary-test-dashboard.azurewebsites.net (App Service, Entra ID sign-in)" in r.stdout

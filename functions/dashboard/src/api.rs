@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tributary_shared::cache::{CHANGES, CacheOp, FLEET_SUMMARY, alert_key, device_key};
 use tributary_shared::results::{
     AlertFilter, DeviceListing, DeviceQuery, DeviceSort, DeviceState, DeviceStatus, FleetSummary, Resolution,
@@ -459,17 +458,21 @@ pub async fn alerts(State(st): State<Arc<Dashboard>>, Query(q): Query<AlertParam
 }
 
 fn authorize(st: &Dashboard, headers: &HeaderMap) -> Result<String, ApiError> {
-    let expected = st.operator_token.as_deref().ok_or(ApiError::ReadOnly)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok("operator".into())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    st.auth.operator(headers)
+}
+
+/// `GET /api/me`: who the dashboard takes the caller for, and how it knows
+/// (`token`: anonymous reader unless the operator token is sent;
+/// `app-service`: the signed-in user), so the page offers what they may do.
+pub async fn me(State(st): State<Arc<Dashboard>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let p = st.auth.principal(&headers)?;
+    let writable = !matches!(st.auth, crate::auth::AuthMode::Token(None));
+    Ok(Json(json!({
+        "auth": st.auth.name(),
+        "name": p.name,
+        "operator": p.operator,
+        "writable": writable,
+    })))
 }
 
 async fn transition(
@@ -543,7 +546,7 @@ pub async fn events(State(st): State<Arc<Dashboard>>) -> Sse<impl Stream<Item = 
         };
         Some((Ok(Event::default().event("change").data(data)), rx))
     });
-    Sse::new(hello.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(hello.chain(changes)).keep_alive(KeepAlive::new().interval(st.sse_keepalive))
 }
 
 #[cfg(test)]

@@ -44,6 +44,23 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
 
+    /// How users are known: `token` (readers anonymous, operators by
+    /// TRIBUTARY_OPERATOR_TOKEN) or `app-service` (signed in by Azure App
+    /// Service authentication, whose X-MS-CLIENT-PRINCIPAL headers are then
+    /// trusted: set it only where App Service is in front).
+    #[arg(long, env = "TRIBUTARY_AUTH", value_enum, default_value_t = Config::default().auth)]
+    pub auth: AuthKind,
+
+    /// With `app-service`: the Entra app role whose holders may acknowledge and resolve alerts.
+    #[arg(long, env = "TRIBUTARY_OPERATOR_ROLE", default_value_t = Config::default().operator_role)]
+    pub operator_role: String,
+
+    /// Seconds between keep-alive comments on the live event stream: below
+    /// every idle timeout in front (App Service's front end closes a
+    /// response that sends nothing for 230 s).
+    #[arg(long, env = "TRIBUTARY_SSE_KEEPALIVE_SECS", default_value_t = Config::default().sse_keepalive_secs)]
+    pub sse_keepalive_secs: u64,
+
     /// Seconds since its last window after which a device counts as offline.
     #[arg(long, env = "TRIBUTARY_OFFLINE_AFTER_SECS", default_value_t = Config::default().offline_after_secs)]
     pub offline_after_secs: i64,
@@ -51,6 +68,15 @@ pub struct Config {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `TRIBUTARY_AUTH`: see [`crate::auth::AuthMode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthKind {
+    /// Readers anonymous, operators by bearer token.
+    Token,
+    /// Signed in by App Service authentication (Microsoft Entra ID).
+    AppService,
 }
 
 impl Default for Config {
@@ -62,6 +88,9 @@ impl Default for Config {
             cosmos: CosmosArgs::default(),
             cosmos_timeout_ms: 5_000,
             operator_token: None,
+            auth: AuthKind::Token,
+            operator_role: "Tributary.Operator".into(),
+            sse_keepalive_secs: 15,
             offline_after_secs: 300,
             log: LogArgs::default(),
         }
@@ -72,6 +101,21 @@ impl Config {
     /// Longest wait for one Cosmos DB request.
     pub fn cosmos_timeout(&self) -> Duration {
         Duration::from_millis(self.cosmos_timeout_ms.max(1))
+    }
+
+    /// How users are known, from `auth`, `operator_token` and `operator_role`.
+    pub fn auth_mode(&self) -> crate::auth::AuthMode {
+        match self.auth {
+            AuthKind::Token => crate::auth::AuthMode::Token(self.operator_token.clone()),
+            AuthKind::AppService => crate::auth::AuthMode::AppService {
+                operator_role: self.operator_role.clone(),
+            },
+        }
+    }
+
+    /// Between keep-alive comments on `/api/events`.
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_secs(self.sse_keepalive_secs.max(1))
     }
 }
 

@@ -28,6 +28,13 @@ pub enum ApiError {
     /// Missing or wrong operator token.
     #[error("an operator token is required (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// Behind App Service authentication, a request without a signed-in
+    /// principal: it did not come through App Service's sign-in.
+    #[error("sign-in required")]
+    SignInRequired,
+    /// Signed in, but without the operator role.
+    #[error("acknowledging and resolving alerts needs the app role '{0}'")]
+    NotOperator(String),
     /// Write actions are disabled (no operator token configured).
     #[error("the dashboard is read-only: no operator token is configured")]
     ReadOnly,
@@ -66,6 +73,8 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ReadOnly => (StatusCode::FORBIDDEN, "read_only"),
+            Self::SignInRequired => (StatusCode::UNAUTHORIZED, "sign_in_required"),
+            Self::NotOperator(_) => (StatusCode::FORBIDDEN, "not_operator"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
         }

@@ -11,14 +11,18 @@
 //!
 //! Guarantees: read-only unless an operator token is configured; acknowledging
 //! or resolving an alert needs `Authorization: Bearer <token>` (compared in
-//! constant time); bad query parameters get a 400 naming the parameter; errors
-//! never leak internals. The API is described in `/api/openapi.json`.
+//! constant time), or, behind App Service authentication
+//! (`TRIBUTARY_AUTH=app-service`), every request needs App Service's
+//! signed-in principal and changes need the operator app role ([`auth`]);
+//! bad query parameters get a 400 naming the parameter; errors never leak
+//! internals. The API is described in `/api/openapi.json`.
 //!
 //! # Layout
 //!
 //! - this file: [`Deps`] and [`run`], the entry point, the shared state
 //!   ([`Dashboard`]) and the routes ([`app`]);
 //! - [`api`]: the JSON API's handlers and the server-sent events;
+//! - [`auth`]: who is asking (operator token, or App Service's signed-in principal);
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
 //! - [`config`]: the settings, with their defaults;
 //! - [`error`]: request errors ([`error::ApiError`]) and run errors ([`Error`]);
@@ -38,6 +42,7 @@ use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{Endpoint, Host, Service, Shutdown};
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod live;
@@ -87,8 +92,14 @@ impl Deps {
 /// Serve the page and the API until `shutdown`, then finish the requests in
 /// flight (live event streams end with it).
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
-    if config.operator_token.is_none() {
-        tracing::info!("no operator token configured: the dashboard is read-only");
+    let auth = config.auth_mode();
+    match &auth {
+        auth::AuthMode::Token(None) => tracing::info!("no operator token configured: the dashboard is read-only"),
+        auth::AuthMode::Token(Some(_)) => {}
+        auth::AuthMode::AppService { operator_role } => tracing::info!(
+            operator_role = %operator_role,
+            "behind App Service authentication: every request needs a signed-in principal"
+        ),
     }
     let live = live::Live::new();
     let follower = deps.cache.clone().map(|cache| tokio::spawn(live.clone().follow(cache)));
@@ -97,7 +108,8 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         cache: deps.cache,
         raw: deps.raw,
         live,
-        operator_token: config.operator_token,
+        auth,
+        sse_keepalive: config.sse_keepalive(),
         offline_after_secs: config.offline_after_secs,
     });
     let readiness = Arc::new(ResultStoreReady(deps.store));
@@ -121,8 +133,10 @@ pub struct Dashboard {
     pub raw: Option<Arc<dyn RawStore>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
-    /// Operator token for write actions.
-    pub operator_token: Option<String>,
+    /// Who may read and who may change alerts.
+    pub auth: auth::AuthMode,
+    /// Between keep-alive comments on the live event stream.
+    pub sse_keepalive: std::time::Duration,
     /// Offline threshold in seconds.
     pub offline_after_secs: i64,
 }
@@ -163,6 +177,22 @@ const ASSETS: [(&str, &str, &str); 8] = [
     ),
 ];
 
+/// Behind App Service authentication, nothing is served to a request that
+/// did not come through its sign-in (the ops endpoints, served by the
+/// harness, stay open for the platform's probes).
+async fn signed_in(
+    axum::extract::State(state): axum::extract::State<Arc<Dashboard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.auth.requires_sign_in() {
+        if let Err(e) = state.auth.principal(request.headers()) {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -191,5 +221,7 @@ pub fn app(state: Arc<Dashboard>) -> Router {
         .route("/api/alerts/{id}/ack", post(api::acknowledge))
         .route("/api/alerts/{id}/resolve", post(api::resolve))
         .route("/api/events", get(api::events))
+        .route("/api/me", get(api::me))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), signed_in))
         .with_state(state)
 }

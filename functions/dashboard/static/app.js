@@ -14,10 +14,16 @@ const ago = (iso) => {
   return new Date(iso).toLocaleString();
 };
 const token = () => localStorage.getItem("tributary.operatorToken") || "";
+// Who the dashboard takes us for (GET /api/me): behind App Service
+// authentication the signed-in user, whose app role makes them an operator;
+// otherwise an anonymous reader who becomes an operator with the token.
+let me = { auth: "token", name: null, operator: false, writable: true };
+const appService = () => me.auth === "app-service";
+const isOperator = () => (appService() ? me.operator : !!token());
 
 async function api(path, opts = {}) {
   const headers = opts.headers || {};
-  if (opts.method === "POST" && token()) headers.Authorization = `Bearer ${token()}`;
+  if (opts.method === "POST" && !appService() && token()) headers.Authorization = `Bearer ${token()}`;
   const r = await fetch(path, { ...opts, headers });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`);
@@ -34,7 +40,7 @@ function banner(msg) {
 
 function alertHtml(a) {
   const high = a.score >= 0.9 ? " high" : "";
-  const acts = token() && a.state !== "resolved"
+  const acts = isOperator() && a.state !== "resolved"
     ? `<div class="acts">${a.state === "open" ? `<button class="primary" data-ack="${esc(a.id)}" data-testid="ack">Acknowledge</button>` : ""}<button data-resolve="${esc(a.id)}">Resolve</button></div>`
     : "";
   return `<div class="alert${high}" data-testid="alert" data-alert-id="${esc(a.id)}">
@@ -324,6 +330,8 @@ document.addEventListener("click", async (e) => {
 });
 
 $("#operator").addEventListener("click", () => {
+  // App Service's own sign-out ends the session it keeps.
+  if (appService()) { location.href = "/.auth/logout"; return; }
   const t = prompt("Operator token (kept in this browser only). Empty to sign out:", token());
   if (t === null) return;
   if (t) localStorage.setItem("tributary.operatorToken", t); else localStorage.removeItem("tributary.operatorToken");
@@ -332,7 +340,13 @@ $("#operator").addEventListener("click", () => {
 });
 
 function updateOperator() {
-  $("#operator").textContent = token() ? "Operator ✓ (sign out)" : "Operator sign-in";
+  const b = $("#operator");
+  if (appService()) {
+    b.textContent = `${me.name}${me.operator ? " · operator" : ""} (sign out)`;
+    b.title = me.operator ? "You may acknowledge and resolve alerts" : "Acknowledging and resolving alerts needs the operator app role";
+  } else {
+    b.textContent = token() ? "Operator ✓ (sign out)" : "Operator sign-in";
+  }
 }
 
 let pending = null;
@@ -350,3 +364,10 @@ window.addEventListener("hashchange", render);
 updateOperator();
 render();
 connectLive();
+// Not awaited before the first render: in token mode it changes nothing, and
+// behind App Service it only adds the operator's buttons.
+api("/api/me").then((m) => {
+  me = m;
+  updateOperator();
+  if (appService()) render();
+}).catch(() => {});

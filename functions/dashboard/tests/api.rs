@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
+use tributary_dashboard::auth::AuthMode;
 use tributary_dashboard::live::Live;
 use tributary_dashboard::{Dashboard, app};
 use tributary_shared::cache::{KvCache, RedisCache};
@@ -105,7 +106,8 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
         cache: redis.map(|r| Arc::new(RedisCache::new(&r.url()).expect("client")) as Arc<dyn KvCache>),
         raw: None,
         live: live.clone(),
-        operator_token: token.map(str::to_owned),
+        auth: AuthMode::Token(token.map(str::to_owned)),
+        sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });
     let ops = Ops::new(
@@ -520,7 +522,8 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         cache: Some(Arc::new(RedisCache::new(&url).expect("client"))),
         raw: None,
         live,
-        operator_token: None,
+        auth: AuthMode::Token(None),
+        sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });
     let ops = Ops::new(

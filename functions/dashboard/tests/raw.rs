@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
+use tributary_dashboard::auth::AuthMode;
 use tributary_dashboard::live::Live;
 use tributary_dashboard::{Dashboard, app};
 use tributary_shared::model::Reading;
@@ -63,7 +64,8 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         cache: None,
         raw,
         live: Live::new(),
-        operator_token: None,
+        auth: AuthMode::Token(None),
+        sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });
     let ops = Ops::new(MetricsRegistry::new(), Arc::new(ResultStoreReady(store)));

@@ -18,7 +18,7 @@ param location string
 @description('Address space of the virtual network.')
 param addressPrefix string
 
-@description('Address prefix of each subnet: nodes, interceptor, apim, postgres, endpoints (main.bicep: addressPlan).')
+@description('Address prefix of each subnet: nodes, interceptor, apim, postgres, endpoints, appservice (main.bicep: addressPlan).')
 param subnetPrefixes object
 
 // API Management in a virtual network (stv2, External) needs these inbound
@@ -113,6 +113,20 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
         name: 'private-endpoints'
         properties: { addressPrefix: subnetPrefixes.endpoints }
       }
+      {
+        // The dashboard's web app reaches PostgreSQL and Redis through it
+        // (App Service virtual network integration; nothing else may use it).
+        name: 'appservice'
+        properties: {
+          addressPrefix: subnetPrefixes.appservice
+          delegations: [
+            {
+              name: 'app-service'
+              properties: { serviceName: 'Microsoft.Web/serverFarms' }
+            }
+          ]
+        }
+      }
     ]
   }
 }
@@ -123,3 +137,4 @@ output interceptorSubnetId string = resourceId('Microsoft.Network/virtualNetwork
 output apimSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'apim')
 output postgresSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'postgres')
 output endpointsSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'private-endpoints')
+output appServiceSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'appservice')
