@@ -28,7 +28,8 @@ async fn login_and_verifier(pool: &PgPool, role: &str) -> (bool, String) {
         .fetch_one(pool)
         .await
         .expect("pg_authid");
-    (row.get(0), row.get(1))
+    // No password yet: NULL.
+    (row.get(0), row.get::<Option<String>, _>(1).unwrap_or_default())
 }
 
 fn verifies(password: &str, stored: &str) -> bool {

@@ -48,8 +48,8 @@ pub struct Config {
     /// TRIBUTARY_OPERATOR_TOKEN) or `app-service` (signed in by Azure App
     /// Service authentication, whose X-MS-CLIENT-PRINCIPAL headers are then
     /// trusted: set it only where App Service is in front).
-    #[arg(long, env = "TRIBUTARY_AUTH", value_enum, default_value_t = Config::default().auth)]
-    pub auth: AuthKind,
+    #[arg(long = "auth", env = "TRIBUTARY_AUTH", value_enum, default_value_t = Config::default().users)]
+    pub users: AuthKind,
 
     /// With `app-service`: the Entra app role whose holders may acknowledge and resolve alerts.
     #[arg(long, env = "TRIBUTARY_OPERATOR_ROLE", default_value_t = Config::default().operator_role)]
@@ -88,7 +88,7 @@ impl Default for Config {
             cosmos: CosmosArgs::default(),
             cosmos_timeout_ms: 5_000,
             operator_token: None,
-            auth: AuthKind::Token,
+            users: AuthKind::Token,
             operator_role: "Tributary.Operator".into(),
             sse_keepalive_secs: 15,
             offline_after_secs: 300,
@@ -103,9 +103,9 @@ impl Config {
         Duration::from_millis(self.cosmos_timeout_ms.max(1))
     }
 
-    /// How users are known, from `auth`, `operator_token` and `operator_role`.
+    /// How users are known, from `users`, `operator_token` and `operator_role`.
     pub fn auth_mode(&self) -> crate::auth::AuthMode {
-        match self.auth {
+        match self.users {
             AuthKind::Token => crate::auth::AuthMode::Token(self.operator_token.clone()),
             AuthKind::AppService => crate::auth::AuthMode::AppService {
                 operator_role: self.operator_role.clone(),

@@ -185,10 +185,10 @@ async fn signed_in(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if state.auth.requires_sign_in() {
-        if let Err(e) = state.auth.principal(request.headers()) {
-            return e.into_response();
-        }
+    if state.auth.requires_sign_in()
+        && let Err(e) = state.auth.principal(request.headers())
+    {
+        return e.into_response();
     }
     next.run(request).await
 }

@@ -27,6 +27,8 @@ use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::telemetry::MetricsRegistry;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Headers of one connection, not of the request: each side sets its own.
+const HOP_BY_HOP: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
 
 async fn seed(pool: &PgPool) {
     sqlx::query(
@@ -117,7 +119,7 @@ async fn front_end(State(fe): State<Arc<FrontEnd>>, req: Request) -> Result<Resp
     let mut out = fe.client.request(req.method().clone(), url);
     for (k, v) in req.headers() {
         // A client's own X-MS-* headers never pass: only the front end sets them.
-        if !k.as_str().starts_with("x-ms-") && k != "host" && k != "cookie" {
+        if !k.as_str().starts_with("x-ms-") && !HOP_BY_HOP.contains(&k.as_str()) && k != "cookie" {
             out = out.header(k, v);
         }
     }
@@ -132,7 +134,9 @@ async fn front_end(State(fe): State<Arc<FrontEnd>>, req: Request) -> Result<Resp
     };
     let mut builder = Response::builder().status(resp.status());
     for (k, v) in resp.headers() {
-        builder = builder.header(k, v);
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            builder = builder.header(k, v);
+        }
     }
     // The idle timeout: the response ends when nothing came for IDLE_TIMEOUT.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);

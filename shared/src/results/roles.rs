@@ -12,8 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::StoreError;
 
@@ -29,7 +28,9 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length: new_from_slice cannot fail for it.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(data);
-    mac.finalize().into_bytes().into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
 }
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`:
@@ -68,17 +69,26 @@ pub async fn enable_login(admin: &PgConnectOptions, role: &str, password: &str) 
     }
     let salt = uuid::Uuid::new_v4().into_bytes();
     let verifier = scram_verifier(password, &salt, SCRAM_ITERATIONS);
-    let mut conn = sqlx::PgConnection::connect_with(admin).await?;
+    // A pool of one, not a bare connection: its futures are Send wherever
+    // process runs this (a bare `&mut PgConnection` executor is not, in sqlx 0.8).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin.clone())
+        .await?;
     // Identifiers and literals cannot be bind parameters of ALTER ROLE: the
     // server quotes them (%I, %L), then the statement runs.
-    let (statement,): (String,) = sqlx::query_as("SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1, $2)")
-        .bind(role)
-        .bind(&verifier)
-        .fetch_one(&mut conn)
-        .await?;
-    sqlx::raw_sql(&statement).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
+    let altered = async {
+        let (statement,): (String,) = sqlx::query_as("SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1, $2)")
+            .bind(role)
+            .bind(&verifier)
+            .fetch_one(&pool)
+            .await?;
+        sqlx::raw_sql(&statement).execute(&pool).await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    pool.close().await;
+    Ok(altered?)
 }
 
 #[cfg(test)]
