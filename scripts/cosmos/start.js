@@ -15,8 +15,11 @@
 // Not fixed (server limits): TTL is stored but never enforced; aggregates and
 // some ORDER BY forms fail; `value` is a reserved word.
 //
-// Usage: node start.js [--port N] [--host 127.0.0.1] [--advertise http://HOST:PORT/]   (port 0 = any free port)
-// Prints "cosmosdb-server listening on http://HOST:PORT" once it accepts connections.
+// Usage: node start.js [--port N] [--host 127.0.0.1] [--advertise http://HOST:PORT/]
+//                      [--tls-cert FILE --tls-key FILE]   (port 0 = any free port)
+// With --tls-cert/--tls-key it serves HTTPS with that certificate (a test CA's,
+// for the TLS start check, scripts/tls-starts) and advertises https://.
+// Prints "cosmosdb-server listening on http(s)://HOST:PORT" once it accepts connections.
 "use strict";
 
 const lib = "@vercel/cosmosdb-server/lib";
@@ -33,6 +36,8 @@ function parseArgs(argv) {
     if (a === "--port" || a === "-p") args.port = parseInt(argv[++i], 10);
     else if (a === "--host") args.host = argv[++i];
     else if (a === "--advertise") args.advertise = argv[++i];
+    else if (a === "--tls-cert") args.tlsCert = argv[++i];
+    else if (a === "--tls-key") args.tlsKey = argv[++i];
     else if (a === "--help" || a === "-h") {
       process.stdout.write("usage: node start.js [--port N] [--host 127.0.0.1] [--advertise http://HOST:PORT/]\n");
       process.exit(0);
@@ -40,6 +45,10 @@ function parseArgs(argv) {
       process.stderr.write(`unknown argument: ${a}\n`);
       process.exit(2);
     }
+  }
+  if (Boolean(args.tlsCert) !== Boolean(args.tlsKey)) {
+    process.stderr.write("--tls-cert and --tls-key go together\n");
+    process.exit(2);
   }
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
     process.stderr.write("--port must be 0-65535\n");
@@ -53,7 +62,8 @@ const origRead = account.default.prototype.read;
 account.default.prototype.read = function read(...a) {
   const doc = origRead.apply(this, a);
   if (!doc || typeof doc !== "object") return doc;
-  const advertised = (l) => args.advertise || String(l.databaseAccountEndpoint).replace(/^https:/, "http:");
+  const advertised = (l) =>
+    args.advertise || (args.tlsCert ? String(l.databaseAccountEndpoint) : String(l.databaseAccountEndpoint).replace(/^https:/, "http:"));
   const fix = (locs) => (locs || []).map((l) => ({ ...l, databaseAccountEndpoint: advertised(l) }));
   return { ...doc, writableLocations: fix(doc.writableLocations), readableLocations: fix(doc.readableLocations) };
 };
@@ -104,7 +114,15 @@ routes.default = (req) => {
 };
 
 const args = parseArgs(process.argv.slice(2));
-const srv = server.createHttpServer({ keepAlive: true });
+const fs = require("fs");
+const srv = args.tlsCert
+  ? server.createHttpsServer({
+      keepAlive: true,
+      cert: fs.readFileSync(args.tlsCert),
+      key: fs.readFileSync(args.tlsKey),
+      minVersion: "TLSv1.2",
+    })
+  : server.createHttpServer({ keepAlive: true });
 srv.keepAliveTimeout = 65000;
 srv.on("error", (e) => {
   process.stderr.write(`cosmosdb-server: ${e.message}\n`);
@@ -112,7 +130,7 @@ srv.on("error", (e) => {
 });
 srv.listen(args.port, args.host, () => {
   const { address, port } = srv.address();
-  process.stdout.write(`cosmosdb-server listening on http://${address}:${port}\n`);
+  process.stdout.write(`cosmosdb-server listening on ${args.tlsCert ? "https" : "http"}://${address}:${port}\n`);
 });
 const stop = () => srv.close(() => process.exit(0));
 process.on("SIGTERM", stop);

@@ -31,6 +31,10 @@ pub struct HecConfig {
     pub timeout: Duration,
     /// Longest wait for an indexer acknowledgement.
     pub ack_timeout: Duration,
+    /// CA certificates (PEM) to trust besides the system's: Splunk's HEC
+    /// ships with a certificate of Splunk's own CA, and many sites use an
+    /// internal one. `None`: the system's roots only (`SSL_CERT_FILE`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl HecConfig {
@@ -44,6 +48,7 @@ impl HecConfig {
             initial_backoff: Duration::from_millis(200),
             timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(60),
+            ca_pem: None,
         }
     }
 }
@@ -88,10 +93,23 @@ pub struct HecClient {
 impl HecClient {
     /// A client for `cfg`.
     pub fn new(cfg: HecConfig) -> Result<Self, HecError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| HecError::Unavailable(e.to_string()))?;
+        let mut builder = reqwest::Client::builder().timeout(cfg.timeout);
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| HecError::Rejected {
+                status: 0,
+                body: format!("the Splunk CA certificates are not PEM: {e}"),
+            })?;
+            if certs.is_empty() {
+                return Err(HecError::Rejected {
+                    status: 0,
+                    body: "the Splunk CA file holds no certificate".into(),
+                });
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| HecError::Unavailable(e.to_string()))?;
         Ok(Self { http, cfg })
     }
 

@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_SPLUNK_CHANNEL")]
     pub splunk_channel: Option<String>,
 
+    /// PEM file of CA certificates to trust for the HEC endpoint besides the
+    /// system's (Splunk's own CA, or a site's internal one).
+    #[arg(long, env = "TRIBUTARY_SPLUNK_CA_FILE")]
+    pub splunk_ca_file: Option<std::path::PathBuf>,
+
     /// Compacted topic that model and alert state is snapshotted to, so that
     /// a new owner of a partition (after a crash, restart or rebalance)
     /// continues with warm models and open incidents instead of starting
@@ -121,6 +126,7 @@ impl Default for Config {
             splunk_url: None,
             splunk_token: String::new(),
             splunk_channel: None,
+            splunk_ca_file: None,
             state_topic: String::new(),
             snapshot_every_secs: 30,
             batch_max: 1000,

@@ -81,6 +81,12 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         Some(url) => {
             let mut hec = HecConfig::new(url.clone(), config.splunk_token.clone());
             hec.ack_channel.clone_from(&config.splunk_channel);
+            if let Some(path) = &config.splunk_ca_file {
+                hec.ca_pem = Some(std::fs::read(path).map_err(|source| Error::SplunkCaFile {
+                    path: path.clone(),
+                    source,
+                })?);
+            }
             tracing::info!("forwarding aggregates and alerts to Splunk HEC");
             Some(HecClient::new(hec).map_err(Error::Splunk)?)
         }
