@@ -130,9 +130,19 @@ pub fn credential(
     }
 }
 
+/// The Azure SDK's HTTP client (reqwest 0.13 on rustls without a provider of
+/// its own, see the workspace's Cargo.toml) takes rustls' process-wide
+/// provider, which nothing installs by itself: ring, the one every other TLS
+/// client here uses. Called before any Azure client is built; a second call
+/// changes nothing (the first provider stays).
+fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Workload identity (AKS: `AZURE_FEDERATED_TOKEN_FILE` set) or managed identity
 /// (system-assigned, or user-assigned when `client_id` is given).
 pub fn identity_credential(client_id: Option<String>) -> Result<Arc<dyn TokenCredential>, StoreError> {
+    use_ring_for_tls();
     let failed = |e: azure_core::Error| StoreError::Permanent(format!("Azure identity: {e}"));
     if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
         let cred = azure_identity::WorkloadIdentityCredential::new(None).map_err(failed)?;
@@ -168,6 +178,7 @@ fn is_local(endpoint: &str) -> bool {
 
 /// Build a client (no request needed beyond what the SDK does on build).
 pub async fn client(settings: &CosmosSettings) -> Result<CosmosClient, StoreError> {
+    use_ring_for_tls();
     let endpoint: AccountEndpoint = settings
         .endpoint
         .parse()
