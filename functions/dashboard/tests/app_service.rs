@@ -282,6 +282,21 @@ async fn read_events(resp: &mut reqwest::Response, want: &str, deadline: Instant
     Err(format!("no {want:?} before the deadline: {seen:?}"))
 }
 
+/// The live event stream through the front end, as a signed-in reader, once it said hello.
+async fn open_events(c: &reqwest::Client, fe: &str) -> reqwest::Response {
+    let mut events = c
+        .get(format!("{fe}/api/events"))
+        .header("cookie", "AppServiceAuthSession=bob-session")
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.status().as_u16(), 200);
+    read_events(&mut events, "event: hello", Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("hello");
+    events
+}
+
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn live_updates_outlast_the_front_ends_idle_timeout(pool: PgPool) {
     seed(&pool).await;
@@ -291,16 +306,7 @@ async fn live_updates_outlast_the_front_ends_idle_timeout(pool: PgPool) {
     // Keep-alives more often than the idle timeout: the stream stays open through quiet
     // stretches of several timeouts, and a change made later still arrives.
     let fe = front(dashboard(&pool, Duration::from_secs(1)).await).await;
-    let mut events = c
-        .get(format!("{fe}/api/events"))
-        .header("cookie", cookie("bob-session"))
-        .send()
-        .await
-        .expect("events");
-    assert_eq!(events.status().as_u16(), 200);
-    read_events(&mut events, "event: hello", Instant::now() + Duration::from_secs(5))
-        .await
-        .expect("hello");
+    let mut events = open_events(&c, &fe).await;
     tokio::time::sleep(IDLE_TIMEOUT * 3).await;
     let (s, _) = send(
         c.post(format!("{fe}/api/alerts/al-1/ack"))
@@ -316,15 +322,7 @@ async fn live_updates_outlast_the_front_ends_idle_timeout(pool: PgPool) {
     // The same stream with keep-alives rarer than the idle timeout is cut by the front end:
     // what the setting prevents (App Service: keep TRIBUTARY_SSE_KEEPALIVE_SECS under 230).
     let fe = front(dashboard(&pool, Duration::from_secs(30)).await).await;
-    let mut events = c
-        .get(format!("{fe}/api/events"))
-        .header("cookie", cookie("bob-session"))
-        .send()
-        .await
-        .expect("events");
-    read_events(&mut events, "event: hello", Instant::now() + Duration::from_secs(5))
-        .await
-        .expect("hello");
+    let mut events = open_events(&c, &fe).await;
     let cut = read_events(&mut events, "never", Instant::now() + IDLE_TIMEOUT * 4).await;
     assert!(
         cut.as_ref().is_err_and(|e| e.starts_with("the stream ended")),
