@@ -32,13 +32,23 @@
 #   Entra ID app registration): runs the pushed tag, restarted after the push;
 # - Grafana: the dashboard infra/monitoring/grafana/tributary.json imported
 #   into the environment's Azure Managed Grafana, as the identity running
-#   this (Bicep made it a Grafana Admin).
+#   this (Bicep made it a Grafana Admin);
+# - HTTPS from API Management to the interceptor: infra/interceptor_tls.sh
+#   keeps the environment's CA and the interceptor's certificate (read back
+#   from the cluster's Secrets in namespace keda, renewed when due, new on a
+#   first deploy); Bicep gets the CA for API Management to trust
+#   (interceptorCaCertificates), the cluster the certificate
+#   (tributary-interceptor-tls, which the HTTP add-on's TLS proxy serves)
+#   and the CA (tributary-interceptor-ca), and a renewed certificate restarts
+#   the interceptor.
 set -euo pipefail
 env=${1:?environment}; tag=${2:?image tag}
 rg="tributary-$env"
 cd "$(dirname "$0")/.."
 FUNCTIONS=(ingest archive analyze process dashboard)
 HTTP_ADD_ON_CHART_VERSION=0.15.0
+# The name in the interceptor's certificate besides its address.
+INTERCEPTOR_TLS_NAME=interceptor.tributary.internal
 # Bicep parameter = environment variable holding its value.
 SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
 # Passed only when the feature that reads it is on (see Splunk above).
@@ -54,6 +64,8 @@ for fn in "${FUNCTIONS[@]}"; do
 done
 command -v buildah >/dev/null || fail "buildah is not installed (it pushes the images)"
 command -v helm >/dev/null || fail "helm is not installed (it installs the KEDA HTTP add-on)"
+command -v kubectl >/dev/null || fail "kubectl is not installed (it applies the manifests)"
+command -v openssl >/dev/null || fail "openssl is not installed (it issues the interceptor's certificate)"
 for p in "${SECRET_PARAMS[@]}"; do
   var=${p#*=}
   value=${!var:-}
@@ -90,6 +102,30 @@ json.dump({"$schema": "https://schema.management.azure.com/schemas/2019-04-01/de
 PY
 )
 
+# The interceptor's TLS: what the cluster holds (if there is one yet), kept or
+# renewed; the CA now, for Bicep (API Management trusts it), the certificate
+# once Bicep has said the address API Management forwards to (below).
+tls_dir="$work/interceptor-tls"
+mkdir -m 700 "$tls_dir"
+existing_aks=$(az aks list --resource-group "$rg" --query "[0].name" -o tsv 2>/dev/null || true)
+if [ -n "$existing_aks" ]; then
+  az aks get-credentials --resource-group "$rg" --name "$existing_aks" --overwrite-existing
+  for secret in tributary-interceptor-ca tributary-interceptor-tls; do
+    kubectl get secret "$secret" --namespace keda -o json 2>/dev/null | python3 -c '
+import base64, json, pathlib, sys
+for name, data in json.load(sys.stdin).get("data", {}).items():
+    pathlib.Path(sys.argv[1], name).write_bytes(base64.b64decode(data))' "$tls_dir" \
+      || echo "infra/deploy.sh: no Secret $secret in the cluster yet"
+  done
+fi
+infra/interceptor_tls.sh ca "$tls_dir"
+python3 - "$tls_dir/apim-ca.json" >"$work/tls.parameters.json" <<'PY'
+import json, sys
+json.dump({"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+           "contentVersion": "1.0.0.0",
+           "parameters": {"interceptorCaCertificates": {"value": json.load(open(sys.argv[1]))}}}, sys.stdout)
+PY
+
 # Who runs this (the pipeline's service principal, or a person): it gets
 # Grafana Admin, to import the dashboard below.
 if [ "$(az account show --query user.type -o tsv)" = servicePrincipal ]; then
@@ -102,7 +138,7 @@ fi
 [ -n "$deployer_id" ] || fail "could not find the object id of the identity az is logged in as"
 
 deploy_args=(--resource-group "$rg" --template-file infra/bicep/main.bicep
-  --parameters "@$params" --parameters "@$work/secrets.parameters.json"
+  --parameters "@$params" --parameters "@$work/secrets.parameters.json" --parameters "@$work/tls.parameters.json"
   --parameters deployerPrincipalId="$deployer_id" deployerPrincipalType="$deployer_type" imageTag="$tag")
 # Compile first (a template error stops here, before anything changes), then
 # ask Azure what the deployment would change and stop if it would destroy
@@ -146,9 +182,28 @@ az aks get-credentials --resource-group "$rg" --name "$(get aksName)" --overwrit
 # not include it) from its pinned chart, before the manifests that use its
 # HTTPScaledObjects. The version is the one whose CRDs tests/deploy validates
 # the manifests against; upgrading it is a change to this line and those CRDs.
+# Its TLS proxy serves the certificate kept above: the Secrets first, as the
+# interceptor mounts the certificate at start. The chart has called the
+# Secret's value cert_secret and certSecret; both are set (its schema allows
+# other keys).
+infra/interceptor_tls.sh cert "$tls_dir" "$(get ingestBackendIp)" "$INTERCEPTOR_TLS_NAME"
+kubectl create namespace keda --dry-run=client -o yaml | kubectl apply -f -
+kubectl create secret tls tributary-interceptor-tls --namespace keda \
+  --cert "$tls_dir/tls.crt" --key "$tls_dir/tls.key" --dry-run=client -o yaml | kubectl apply -f -
+ca_files=(--from-file=ca.crt="$tls_dir/ca.crt" --from-file=ca.key="$tls_dir/ca.key")
+[ -e "$tls_dir/ca-previous.crt" ] && ca_files+=(--from-file=ca-previous.crt="$tls_dir/ca-previous.crt")
+kubectl create secret generic tributary-interceptor-ca --namespace keda "${ca_files[@]}" \
+  --dry-run=client -o yaml | kubectl apply -f -
 helm repo add kedacore https://kedacore.github.io/charts --force-update >/dev/null
 helm upgrade --install http-add-on kedacore/keda-add-ons-http --version "$HTTP_ADD_ON_CHART_VERSION" \
-  --namespace keda --create-namespace --wait --timeout 10m
+  --namespace keda --create-namespace --wait --timeout 10m \
+  --set interceptor.tls.enabled=true --set interceptor.tls.port=8443 \
+  --set interceptor.tls.cert_secret=tributary-interceptor-tls --set interceptor.tls.certSecret=tributary-interceptor-tls
+# The chart's interceptor Deployment; a first deploy or a changed value has just started it anew.
+if [ -e "$tls_dir/renewed" ] && [ -n "$existing_aks" ]; then
+  kubectl rollout restart deployment/keda-add-ons-http-interceptor --namespace keda
+  kubectl rollout status deployment/keda-add-ons-http-interceptor --namespace keda --timeout 5m
+fi
 
 src=keda/base
 [ -d "keda/overlays/$env" ] && src=keda/overlays/$env

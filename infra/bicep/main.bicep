@@ -57,6 +57,9 @@ param ingestDeviceQuotaPerDay int = 200000
 @description('Largest request body ingest accepts, in bytes: checked at the edge by API Management and again by ingest (TRIBUTARY_MAX_BODY_BYTES, set to the same value).')
 param ingestMaxBodyBytes int = 1048576
 
+@description('The CA certificates API Management trusts for the interceptor\'s TLS certificate (base64 DER; infra/deploy.sh passes what infra/interceptor_tls.sh keeps: the environment\'s CA, and during a CA change the previous one).')
+param interceptorCaCertificates array
+
 @description('Client id of the dashboard\'s Microsoft Entra ID app registration (README: Deployment). Set: the dashboard runs as a web app on App Service with sign-in; empty: no web app (the AKS deployment of the dashboard in keda/ stays available).')
 param dashboardEntraClientId string = ''
 
@@ -131,8 +134,10 @@ var addressPlan = {
 // KEDA HTTP add-on interceptor (keda/base/interceptor.yaml; infra/deploy.sh
 // sets it there from the output below): API Management forwards ingest to it.
 var ingestBackendIp = '10.40.4.10'
-// The interceptor's proxy port (the HTTP add-on chart's default).
-var interceptorPort = 8080
+// The interceptor's TLS proxy port (the HTTP add-on chart's default for
+// interceptor.tls.port): API Management reaches it over HTTPS only, with the
+// certificate infra/interceptor_tls.sh issues from the environment's own CA.
+var interceptorPort = 8443
 
 module logs 'modules/logs.bicep' = {
   name: 'logs'
@@ -349,7 +354,8 @@ module apim 'modules/apim.bicep' = {
     sku: apimSku
     publisherEmail: publisherEmail
     subnetId: network.outputs.apimSubnetId
-    ingestBackendUrl: 'http://${ingestBackendIp}:${interceptorPort}'
+    ingestBackendUrl: 'https://${ingestBackendIp}:${interceptorPort}'
+    interceptorCaCertificates: interceptorCaCertificates
     ingestHost: ingestHost
     rateLimitPerMinute: ingestRateLimitPerMinute
     deviceRateLimitPerMinute: ingestDeviceRateLimitPerMinute

@@ -96,7 +96,7 @@ def test_the_policy_is_the_file_apim_bicep_loads_and_parses():
     apim = module("apim")
     assert resource(apim, "Microsoft.ApiManagement/service/apis/policies")["properties"] == {
         "format": "rawxml", "value": "loadTextContent('../policies/ingest-api.xml')"}
-    assert "dependsOn: [named]" in (BICEP / "modules" / "apim.bicep").read_text(), "named values exist before the policy is saved"
+    assert "dependsOn: [named, interceptor]" in (BICEP / "modules" / "apim.bicep").read_text(), "named values and the backend exist before the policy is saved"
 
 
 def test_every_named_value_the_policy_uses_is_defined_from_main_bicep():
@@ -140,6 +140,8 @@ def test_checks_come_before_the_device_counters_which_count_only_authenticated_r
     assert [v for _, v in limits] == ["subscription", "device"] and limits[0][0] < sub and checks < limits[1][0] < dev
     host = next(s for s in steps if s.tag == "set-header")
     assert (host.get("name"), host.get("exists-action"), host.find("value").text) == ("Host", "override", "{{ingest-host}}")
+    # Last, the backend: the interceptor over HTTPS (apim.bicep's backend entity checks its certificate).
+    assert steps[-1].tag == "set-backend-service" and steps[-1].get("backend-id") == "interceptor"
 
 
 STATUS = {"BAD_REQUEST": 400, "UNAUTHORIZED": 401, "PAYLOAD_TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415,

@@ -338,12 +338,18 @@ def deploy_secret_params(arrays=("SECRET_PARAMS", "OPTIONAL_SECRET_PARAMS")):
     return {p.split("=")[0]: p.split("=")[1] for a in arrays for p in re.search(rf"^{a}=\(([^)]*)\)", script, re.M).group(1).split()}
 
 
+def deploy_generated_params():
+    """The parameters infra/deploy.sh writes into parameter files of its own making (the interceptor's CA)."""
+    script = (ROOT / "infra" / "deploy.sh").read_text()
+    return re.findall(r'"parameters": \{"(\w+)": \{"value"', script)
+
+
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_parameter_files_name_only_declared_parameters(env):
     doc = json.loads((BICEP / "params" / f"{env}.parameters.json").read_text())
     declared = parse(BICEP / "main.bicep")["params"]
     assert set(doc["parameters"]) <= set(declared), set(doc["parameters"]) - set(declared)
-    passed = set(deploy_secret_params())
+    passed = set(deploy_secret_params()) | set(deploy_generated_params())
     assert not passed & set(doc["parameters"]), "a secret is in a file in the repository or passed twice"
     required = {n for n, src in declared.items() if "=" not in src}
     assert not required & set(deploy_secret_params(["OPTIONAL_SECRET_PARAMS"])), "an optional secret has a default"
@@ -495,7 +501,7 @@ def test_api_management_forwards_ingest_to_the_interceptors_internal_load_balanc
         assert "INTERCEPTOR-LOAD-BALANCER-ADDRESS" not in f.read_text(), f.name
     ip, port, plan = main["variables"]["ingestBackendIp"], main["variables"]["interceptorPort"], address_plan()
     passed = main["modules"]["apim"]["body"]["params"]
-    assert passed["ingestBackendUrl"] == "'http://${ingestBackendIp}:${interceptorPort}'"
+    assert passed["ingestBackendUrl"] == "'https://${ingestBackendIp}:${interceptorPort}'"
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(plan["interceptor"])
     assert output_expr(main, "ingestBackendIp") == "ingestBackendIp" and output_expr(main, "apimSubnetPrefix") == "addressPlan.apim"
 
@@ -540,6 +546,37 @@ def test_api_management_forwards_ingest_to_the_interceptors_internal_load_balanc
     host = re.search(r"var ingestHost = '([^']*)'", text).group(1)
     assert host.replace("${namespace}", main["variables"]["namespace"]) in hso["spec"]["hosts"], "the interceptor routes the Host API Management sends"
     assert passed["ingestHost"] == "ingestHost"
+
+
+def test_api_management_reaches_the_interceptor_over_https_and_checks_its_certificate():
+    """The hop from API Management to the interceptor is HTTPS: the load balancer exposes only the interceptor's
+    TLS port, API Management sends every request to a backend entity that checks the certificate's chain
+    (against the environment's CA, in the service's CA store) and name, and infra/deploy.sh passes that CA from
+    what infra/interceptor_tls.sh keeps and gives the chart's TLS proxy the certificate."""
+    main = parse(BICEP / "main.bicep")
+    port = main["variables"]["interceptorPort"]
+    assert port == 8443
+    svc = next(d for d in base_docs("interceptor.yaml") if d["kind"] == "Service")
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(8443, 8443)], "no plain HTTP port"
+    apim = module("apim")
+    passed = main["modules"]["apim"]["body"]["params"]
+    assert passed["ingestBackendUrl"].startswith("'https://")
+    assert passed["interceptorCaCertificates"] == "interceptorCaCertificates"
+    assert "interceptorCaCertificates" in deploy_generated_params()
+    service = resource(apim, "Microsoft.ApiManagement/service")["properties"]
+    # One CA store entry per certificate passed (a `for` over the parameter; the parser keeps its body).
+    assert service["certificates"] == {"encodedCertificate": "c", "storeName": "Root"}
+    assert "[for c in interceptorCaCertificates:" in (BICEP / "modules" / "apim.bicep").read_text()
+    backend = resource(apim, "Microsoft.ApiManagement/service/backends")
+    assert backend["name"] == "interceptor"
+    props = backend["properties"]
+    assert props["url"] == "ingestBackendUrl" and props["protocol"] == "http"
+    assert props["tls"] == {"validateCertificateChain": True, "validateCertificateName": True}
+    policy = (BICEP / "policies" / "ingest-api.xml").read_text()
+    assert '<set-backend-service backend-id="interceptor" />' in policy
+    script = (ROOT / "infra" / "deploy.sh").read_text()
+    # The certificate names the address Bicep forwards to (its output); what deploy.sh does with it: test_kustomize.py.
+    assert 'infra/interceptor_tls.sh cert "$tls_dir" "$(get ingestBackendIp)"' in script
 
 
 def test_every_parameter_is_described():

@@ -19,6 +19,7 @@ applies (each function's identity, KEDA's, the load balancer's address).
 """
 
 import atexit
+import base64
 import functools
 import importlib.metadata
 import json
@@ -179,7 +180,7 @@ def test_interceptor_has_an_internal_load_balancer(tree):
     assert svc["metadata"]["annotations"]["service.beta.kubernetes.io/azure-load-balancer-internal"] == "true"
     assert svc["spec"]["loadBalancerSourceRanges"], "only API Management's subnet"
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "interceptor"
-    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(8080, 8080)], "the interceptor's proxy port"
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(8443, 8443)], "the interceptor's TLS proxy port, alone"
     assert [s for s in of_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"] == [svc], "nothing else is exposed"
 
 
@@ -391,6 +392,7 @@ case "$1 $2" in
     else echo '{outputs}'; fi;;
   'bicep build') [ -z "${{AZ_BICEP_ERROR:-}}" ] || {{ echo "$AZ_BICEP_ERROR" >&2; exit 1; }};;
   'acr login') echo {ACR_TOKEN};;
+  'aks list') echo "${{AZ_AKS_EXISTING:-}}";;
   'account show') case "$*" in *user.type*) echo "${{AZ_USER_TYPE:-servicePrincipal}}";; *user.name*) echo 99999999-aaaa-bbbb-cccc-dddddddddddd;; esac;;
   'ad sp') [ "$5" = 99999999-aaaa-bbbb-cccc-dddddddddddd ] && echo {DEPLOYER["servicePrincipal"][0]};;
   'ad signed-in-user') echo {DEPLOYER["user"][0]};;
@@ -407,8 +409,24 @@ case " $* " in
   *" pull "*) for a in "$@"; do last=$a; done; name=${{last##*/}}; echo "id-${{name%.oci.tar}}";;
 esac
 """)
-    (bin_dir / "helm").write_text(f'#!/bin/sh\necho "$* applied=$([ -e "{tmp_path}/applied.yaml" ] && echo yes || echo no)" >> "{tmp_path}/helm.log"\n')
-    (bin_dir / "kubectl").write_text(f'#!/bin/sh\n[ "$1" = apply ] && [ "$2" = -k ] && exec "{kubectl()}" kustomize "$3" > "{tmp_path}/applied.yaml"\nexit 64\n')
+    (bin_dir / "helm").write_text(f"""#!/bin/sh
+echo "$* applied=$([ -e "{tmp_path}/applied.yaml" ] && echo yes || echo no)" >> "{tmp_path}/helm.log"
+echo "helm $*" >> "{tmp_path}/kubectl.log"
+""")
+    # kubectl: `apply -k` renders, `create` generates as the real one does (client-side), `apply -f -` keeps what
+    # it is given, `get secret` answers from tmp_path/cluster-<name>.json (what an earlier deploy left) or NotFound.
+    (bin_dir / "kubectl").write_text(f"""#!/bin/sh
+echo "$*" >> "{tmp_path}/kubectl.log"
+case "$1 $2" in
+  'apply -k') exec "{kubectl()}" kustomize "$3" > "{tmp_path}/applied.yaml";;
+  'apply -f') cat >> "{tmp_path}/applied-direct.yaml"; echo --- >> "{tmp_path}/applied-direct.yaml"; exit 0;;
+  'get secret') [ -e "{tmp_path}/cluster-$3.json" ] && exec cat "{tmp_path}/cluster-$3.json"
+    echo "Error from server (NotFound): secrets \\"$3\\" not found" >&2; exit 1;;
+  'rollout restart'|'rollout status') exit 0;;
+esac
+[ "$1" = create ] && exec "{kubectl()}" "$@"
+exit 64
+""")
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     (tmp_path / "tmpdir").mkdir()
@@ -432,8 +450,8 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     az = (tmp_path / "az.log").read_text().splitlines()
     create = next(l for l in az if l.startswith("deployment group create"))
     before = az[:az.index(create)]
-    assert not [l for l in before if not l.startswith(("account show", "ad sp show", "bicep build", "deployment group what-if"))], \
-        "nothing changes before Bicep: who runs it, the build and the what-if"
+    assert not [l for l in before if not l.startswith(("account show", "ad sp show", "aks list", "bicep build", "deployment group what-if"))], \
+        "nothing changes before Bicep: who runs it, whether the cluster exists yet, the build and the what-if"
     assert before[-2] == "bicep build --file infra/bicep/main.bicep --stdout"
     whatif = before[-1]
     assert whatif.startswith("deployment group what-if ") and whatif.endswith(" --no-pretty-print -o json")
@@ -445,8 +463,14 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     assert not [l for l in az if l.startswith("webapp")], "no web app without an app registration"
     assert "dashboard: not on App Service" in r.stdout
     files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
-    assert len(files) == 2
+    assert len(files) == 3
     secure = next(f for f in files if "fleetKey" in f)
+    # A first deploy (no cluster yet): a new CA for API Management to trust, and the interceptor's certificate from
+    # it for the address Bicep forwards to, in the cluster before the HTTP add-on that serves it.
+    cas = next(f for f in files if "interceptorCaCertificates" in f)["interceptorCaCertificates"]["value"]
+    check_interceptor_tls(tmp_path, cas, OUTPUTS["ingestBackendIp"])
+    assert not [l for l in (tmp_path / "kubectl.log").read_text().splitlines() if l.startswith("rollout")], \
+        "nothing to restart on a first deploy"
     assert "splunkHecToken" not in secure, "no Splunk token unless forwarding is on"
     assert secure == {"fleetKey": {"value": SECRETS["TRIBUTARY_FLEET_KEY"]}, "operatorToken": {"value": SECRETS["TRIBUTARY_OPERATOR_TOKEN"]},
                       "postgresReadonlyPassword": {"value": SECRETS["TRIBUTARY_POSTGRES_READONLY_PASSWORD"]}}
@@ -496,7 +520,9 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     # The KEDA HTTP add-on from its pinned chart, before the manifests that use its CRDs.
     helm = (tmp_path / "helm.log").read_text().splitlines()
     assert helm[0] == "repo add kedacore https://kedacore.github.io/charts --force-update applied=no"
-    assert helm[1] == "upgrade --install http-add-on kedacore/keda-add-ons-http --version 0.15.0 --namespace keda --create-namespace --wait --timeout 10m applied=no"
+    assert helm[1] == ("upgrade --install http-add-on kedacore/keda-add-ons-http --version 0.15.0 --namespace keda --create-namespace "
+                       "--wait --timeout 10m --set interceptor.tls.enabled=true --set interceptor.tls.port=8443 "
+                       "--set interceptor.tls.cert_secret=tributary-interceptor-tls --set interceptor.tls.certSecret=tributary-interceptor-tls applied=no")
     # Last, the operators' dashboard into the environment's Grafana.
     assert az[-1] == (f"grafana dashboard import --name {OUTPUTS['grafanaName']} --resource-group tributary-{env} "
                       "--definition infra/monitoring/grafana/tributary.json --overwrite true --only-show-errors")
@@ -504,6 +530,71 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     if env == "prod":
         assert of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"] == \
             container(of_kind(source, "Deployment")[0])["resources"], "prod sizes from the overlay"
+
+
+def applied_secrets(tmp_path):
+    """The Secrets deploy.sh applied directly (kubectl apply -f -), by name."""
+    docs = [d for d in yaml.safe_load_all((tmp_path / "applied-direct.yaml").read_text()) if d]
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}, docs
+
+
+def check_interceptor_tls(tmp_path, cas, ip):
+    """The interceptor's Secrets: in namespace keda, applied before the HTTP add-on is installed; the certificate
+    is issued by the CA API Management was given (`cas`, base64 DER) and names `ip`."""
+    secrets, docs = applied_secrets(tmp_path)
+    assert any(d["kind"] == "Namespace" and d["metadata"]["name"] == "keda" for d in docs)
+    tls, ca = secrets["tributary-interceptor-tls"], secrets["tributary-interceptor-ca"]
+    assert tls["type"] == "kubernetes.io/tls" and {tls["metadata"]["namespace"], ca["metadata"]["namespace"]} == {"keda"}
+    work = tmp_path / "check-tls"
+    work.mkdir(exist_ok=True)
+    for name, b64 in [*tls["data"].items(), *ca["data"].items()]:
+        (work / name).write_bytes(base64.b64decode(b64))
+    ca_der = subprocess.run(["openssl", "x509", "-in", str(work / "ca.crt"), "-outform", "der"], check=True, capture_output=True).stdout
+    assert base64.b64decode(cas[0]) == ca_der, "API Management trusts the CA in the cluster"
+    subprocess.run(["openssl", "verify", "-CAfile", str(work / "ca.crt"), str(work / "tls.crt")], check=True, capture_output=True)
+    san = subprocess.run(["openssl", "x509", "-in", str(work / "tls.crt"), "-noout", "-ext", "subjectAltName"],
+                         check=True, capture_output=True, text=True).stdout
+    assert f"IP Address:{ip}," in san, san
+    calls = (tmp_path / "kubectl.log").read_text().splitlines()
+    install = next(i for i, l in enumerate(calls) if l.startswith("helm upgrade --install http-add-on"))
+    assert max(i for i, l in enumerate(calls) if l.startswith("apply -f -")) < install, "the Secrets before the add-on"
+    return work
+
+
+def cluster_secrets(tmp_path, ip):
+    """What an earlier deploy left in the cluster: the script's CA and certificate for `ip`, as `kubectl get -o json`."""
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    script = ROOT / "infra" / "interceptor_tls.sh"
+    subprocess.run([script, "ca", str(earlier)], check=True, capture_output=True)
+    subprocess.run([script, "cert", str(earlier), ip, "interceptor.tributary.internal"], check=True, capture_output=True)
+    enc = lambda f: base64.b64encode((earlier / f).read_bytes()).decode()
+    (tmp_path / "cluster-tributary-interceptor-ca.json").write_text(json.dumps({"data": {"ca.crt": enc("ca.crt"), "ca.key": enc("ca.key")}}))
+    (tmp_path / "cluster-tributary-interceptor-tls.json").write_text(json.dumps({"data": {"tls.crt": enc("tls.crt"), "tls.key": enc("tls.key")}}))
+    return earlier
+
+
+@pytest.mark.parametrize("earlier_ip", [OUTPUTS["ingestBackendIp"], "10.40.4.99"])
+def test_deploy_script_keeps_the_interceptors_tls_and_renews_what_is_due(earlier_ip, tmp_path):
+    """A cluster from an earlier deploy: its CA stays (API Management keeps trusting it), its certificate stays
+    while it names the address Bicep forwards to, and is reissued from the same CA (the interceptor restarted to
+    serve it) when it names another."""
+    earlier = cluster_secrets(tmp_path, earlier_ip)
+    r = run_deploy("prod", tmp_path, AZ_AKS_EXISTING=OUTPUTS["aksName"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    az = (tmp_path / "az.log").read_text().splitlines()
+    create = next(i for i, l in enumerate(az) if l.startswith("deployment group create"))
+    assert f"aks get-credentials --resource-group tributary-prod --name {OUTPUTS['aksName']} --overwrite-existing" in az[:create]
+    files = [json.loads(f.read_text())["parameters"] for f in tmp_path.glob("given-*")]
+    cas = next(f for f in files if "interceptorCaCertificates" in f)["interceptorCaCertificates"]["value"]
+    work = check_interceptor_tls(tmp_path, cas, OUTPUTS["ingestBackendIp"])
+    assert (work / "ca.crt").read_bytes() == (earlier / "ca.crt").read_bytes(), "the CA is kept"
+    kept = (work / "tls.crt").read_bytes() == (earlier / "tls.crt").read_bytes()
+    restarts = [l for l in (tmp_path / "kubectl.log").read_text().splitlines() if l.startswith("rollout restart")]
+    if earlier_ip == OUTPUTS["ingestBackendIp"]:
+        assert kept and not restarts
+    else:
+        assert not kept and restarts == ["rollout restart deployment/keda-add-ons-http-interceptor --namespace keda"]
 
 
 @pytest.mark.parametrize("case", ["archive missing", "secret unset", "secret macro unexpanded"])

@@ -5,7 +5,10 @@
 // It is injected into the environment's virtual network in External mode: the
 // gateway stays public for devices, and it reaches the KEDA HTTP add-on
 // interceptor at the private address of an internal load balancer
-// (keda/base/interceptor.yaml). Injection needs the Developer or Premium tier.
+// (keda/base/interceptor.yaml), over HTTPS: the backend entity checks the
+// interceptor's certificate chain against the environment's own CA (held in
+// the service's CA certificate store) and its name against the address.
+// Injection needs the Developer or Premium tier.
 @description('Service name.')
 param name string
 
@@ -22,8 +25,11 @@ param publisherEmail string
 @description('Subnet API Management is injected into (with the network security group it requires).')
 param subnetId string
 
-@description('Address of the KEDA HTTP add-on interceptor reachable from API Management: its internal load balancer in the virtual network (not a cluster-internal DNS name).')
+@description('Address of the KEDA HTTP add-on interceptor reachable from API Management: its internal load balancer in the virtual network (not a cluster-internal DNS name), https.')
 param ingestBackendUrl string
+
+@description('CA certificates (base64 DER) the interceptor\'s TLS certificate is checked against.')
+param interceptorCaCertificates array
 
 @description('Host header the interceptor routes to ingest by (the HTTPScaledObject\'s hosts).')
 param ingestHost string
@@ -62,6 +68,20 @@ resource service 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
     virtualNetworkType: 'External'
     virtualNetworkConfiguration: { subnetResourceId: subnetId }
     publicIpAddressId: publicIp.id
+    // The private CA, trusted for backend certificates only (store Root).
+    certificates: [for c in interceptorCaCertificates: { encodedCertificate: c, storeName: 'Root' }]
+  }
+}
+
+// The interceptor: HTTPS, its certificate checked (chain to the CA above,
+// name against the address). The policy sends every request here.
+resource interceptor 'Microsoft.ApiManagement/service/backends@2023-05-01-preview' = {
+  parent: service
+  name: 'interceptor'
+  properties: {
+    url: ingestBackendUrl
+    protocol: 'http'
+    tls: { validateCertificateChain: true, validateCertificateName: true }
   }
 }
 
@@ -72,7 +92,7 @@ resource api 'Microsoft.ApiManagement/service/apis@2023-05-01-preview' = {
     displayName: 'Tributary ingest'
     path: 'telemetry'
     protocols: ['https']
-    // Plain HTTP inside the virtual network: the interceptor serves no TLS.
+    // The policy sets the backend entity above; this is its address too.
     serviceUrl: ingestBackendUrl
     subscriptionRequired: true
   }
@@ -110,8 +130,8 @@ resource policy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-previe
     format: 'rawxml'
     value: loadTextContent('../policies/ingest-api.xml')
   }
-  // API Management resolves {{name}} when the policy is saved: the values first.
-  dependsOn: [named]
+  // API Management resolves {{name}} and the backend id when the policy is saved: those first.
+  dependsOn: [named, interceptor]
 }
 
 output gatewayUrl string = service.properties.gatewayUrl
