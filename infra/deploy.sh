@@ -24,7 +24,10 @@
 #   the HEC token comes from TRIBUTARY_SPLUNK_HEC_TOKEN (the pipeline's
 #   optional secret variable splunkHecToken; required then), Bicep writes it
 #   to Key Vault for analyze alone, and the manifests get the component
-#   keda/components/splunk with Bicep's splunkUrl and splunkChannel;
+#   keda/components/splunk with Bicep's splunkUrl and splunkChannel, and
+#   keda/components/splunk-ca when the parameters file sets
+#   splunkCaCertificate (a PEM CA analyze trusts for the HEC, checked before
+#   anything is deployed);
 # - before the deployment: `az bicep build` and a what-if that stops on
 #   unexpected deletes (infra/whatif_guard.py); after it, the KEDA HTTP
 #   add-on from its pinned Helm chart, then the manifests;
@@ -86,6 +89,11 @@ if [ -n "$splunk_url" ]; then
     || fail "splunkUrl is set in $params but TRIBUTARY_SPLUNK_HEC_TOKEN is not (Bicep parameter splunkHecToken; the pipeline maps it from the secret variable splunkHecToken)"
   export TRIBUTARY_SPLUNK_HEC_TOKEN=$splunk_token
   passed+=("${OPTIONAL_SECRET_PARAMS[@]}")
+  splunk_ca=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["parameters"].get("splunkCaCertificate", {}).get("value", ""))' "$params")
+  if [ -n "$splunk_ca" ]; then
+    printf '%s\n' "$splunk_ca" | openssl x509 -noout 2>/dev/null \
+      || fail "splunkCaCertificate in $params is not a PEM certificate"
+  fi
 elif [ -n "$splunk_token" ]; then
   echo "infra/deploy.sh: TRIBUTARY_SPLUNK_HEC_TOKEN is set but $params sets no splunkUrl: not forwarding to Splunk" >&2
 fi
@@ -223,6 +231,10 @@ resources:
 YAML
   if [ -n "$(get splunkUrl)" ]; then
     printf 'components:\n  - ../keda/components/splunk\n'
+    if [ -n "$(get splunkCaCertificate)" ]; then
+      get splunkCaCertificate >"$work/keda/components/splunk-ca/ca.crt"
+      printf '  - ../keda/components/splunk-ca\n'
+    fi
   fi
   echo "images:"
   for fn in "${FUNCTIONS[@]}"; do

@@ -111,6 +111,9 @@ param splunkChannel string = ''
 @description('Splunk HEC token (analyze), required when splunkUrl is set; the pipeline passes it from the optional secret variable splunkHecToken.')
 param splunkHecToken string = ''
 
+@description('PEM certificate of a CA analyze trusts for the Splunk HEC besides the public roots (Splunk\'s own default certificate, a company CA); empty: the public roots only. Used only with splunkUrl; infra/deploy.sh mounts it into analyze (keda/components/splunk-ca).')
+param splunkCaCertificate string = ''
+
 var prefix = 'tributary-${environment}'
 // Forwarding to Splunk is on exactly when its URL is given (infra/deploy.sh
 // then adds the keda/components/splunk component to the manifests).
@@ -394,3 +397,4 @@ output grafanaName string = monitoring.outputs.grafanaName
 output grafanaEndpoint string = monitoring.outputs.grafanaEndpoint
 output splunkUrl string = splunkUrl
 output splunkChannel string = splunkChannel
+output splunkCaCertificate string = splunkCaCertificate

