@@ -6,7 +6,7 @@
 // windows, rolled up; <other device> with a day of speed.
 // Prints one line per step and "DONE"; exits 1 naming the step that failed.
 import { readFileSync } from "node:fs";
-import { start } from "./lib.mjs";
+import { hoverAnomaly, start } from "./lib.mjs";
 
 const [url, shots, device, other] = process.argv.slice(2);
 const { context, page, fail, shot, done } = await start(shots, "charts", { width: 1280, height: 900 });
@@ -35,16 +35,7 @@ try {
   console.log(`DAY-OK ${dayPoints} points of ${daySpan} s`);
 
   // Hover: the window under the cursor, with its quantiles and anomaly score.
-  const at = await page.evaluate((sel) => {
-    const u = document.querySelector(sel).uplot;
-    const i = u.data[6].findIndex((v) => v != null);
-    const r = u.over.getBoundingClientRect();
-    return i < 0 ? null : { x: r.left + u.valToPos(u.data[0][i], "x"), y: r.top + u.valToPos(u.data[6][i], "y") };
-  }, SPEED);
-  if (!at) await fail("no anomaly on the day's chart");
-  await page.mouse.move(at.x, at.y);
-  await page.waitForSelector(`${SPEED} [data-testid=tooltip]:not([hidden])`, { timeout: 5000 }).catch(() => fail("no tooltip on hover"));
-  const tip = await page.textContent(`${SPEED} [data-testid=tooltip]`);
+  const tip = await hoverAnomaly(page, SPEED, fail);
   for (const want of [/\d+ values/, /min .* max /, /p50 .* p95 .* p99 /, /score 0\.95/]) {
     if (!want.test(tip)) await fail(`the tooltip "${tip}" lacks ${want}`);
   }

@@ -6,24 +6,12 @@
 // Protocol on stdout/stdin: prints "OVERVIEW-OK", then waits for a line "ALERT-SENT"
 // before expecting a live alert to appear without a reload.
 import { createInterface } from "node:readline";
-import { start } from "./lib.mjs";
+import { hoverAnomaly, start } from "./lib.mjs";
 
 const [url, shots, token, device] = process.argv.slice(2);
 const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
 const { page, fail, done } = await start(shots, "dashboard");
-// Moves the mouse onto the first chart's first anomaly and returns the tooltip's text.
-async function hoverAnomaly(page) {
-  const at = await page.evaluate(() => {
-    const u = document.querySelector("[data-testid=chart]").uplot;
-    const i = u.data[6].findIndex((v) => v != null); // the anomaly series
-    const r = u.over.getBoundingClientRect();
-    return { x: r.left + u.valToPos(u.data[0][i], "x"), y: r.top + u.valToPos(u.data[6][i], "y") };
-  });
-  await page.mouse.move(at.x, at.y);
-  await page.waitForSelector("[data-testid=tooltip]:not([hidden])", { timeout: 5000 });
-  return page.textContent("[data-testid=tooltip]");
-}
 
 await page.addInitScript((t) => localStorage.setItem("tributary.operatorToken", t), token);
 
@@ -71,7 +59,7 @@ try {
     if (!(expected > 10)) await fail(`chart draws the expected band for ${expected} windows`, page);
     if (!(warming >= 1)) await fail(`chart marks ${warming} warming windows`, page);
     // Hovering the anomaly shows its window, score and what the models expected.
-    const tip = await hoverAnomaly(page);
+    const tip = await hoverAnomaly(page, "[data-testid=chart]", fail);
     if (!/score 0\.9/.test(tip) || !/expected .* to /.test(tip) || !/p95/.test(tip)) await fail(`the anomaly's tooltip says "${tip}"`, page);
   }
   await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
