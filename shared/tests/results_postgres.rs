@@ -90,3 +90,55 @@ async fn tls_is_used_when_the_url_asks_for_it() {
 async fn fleet_list_pages_searches_filters_and_sorts(pool: PgPool) {
     tributary_testkit::listing::fleet_list_pages_searches_filters_and_sorts(&PgStore::new(pool)).await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn sketched_rollups_give_the_quantiles_of_the_readings(pool: PgPool) {
+    contract::sketched_rollups_give_the_quantiles_of_the_readings(&PgStore::new(pool)).await;
+}
+
+/// The fleet list's search on PostgreSQL reads the trigram index
+/// (migration 20261207000002) rather than every device: in a fleet of
+/// 10,000, after every device was updated (which re-adds its trigrams:
+/// the index's small pending list keeps them from piling up), the planner
+/// takes it for the list's own predicate
+/// (`results::listing`: the id under "C", `ILIKE`, escaped pattern), and the
+/// store's answer through it is the matching devices.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_search_reads_the_trigram_index_not_the_fleet(pool: PgPool) {
+    use tributary_shared::results::{DeviceQuery, ResultStore};
+    sqlx::query(
+        "INSERT INTO devices (device_id, first_seen, last_seen, last_values)
+         SELECT 'bench-truck-' || g, now() - interval '1 day', now() - g * interval '1 second', '{}'::jsonb
+         FROM generate_series(0, 9999) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("fleet");
+    // Then every device's last_seen moves, as each batch process writes does.
+    sqlx::query("UPDATE devices SET last_seen = last_seen + interval '10 seconds'")
+        .execute(&pool)
+        .await
+        .expect("update");
+    sqlx::query("ANALYZE devices").execute(&pool).await.expect("analyze");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT count(*) FROM devices d WHERE d.device_id COLLATE \"C\" ILIKE $1 ESCAPE '\\'",
+    )
+    .bind("%truck-42%")
+    .fetch_all(&pool)
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("devices_id_trgm"), "the search scans the fleet:\n{plan}");
+    let page = PgStore::new(pool)
+        .device_listing(&DeviceQuery {
+            search: Some("TRUCK-42".into()),
+            limit: 500,
+            ..DeviceQuery::default()
+        })
+        .await
+        .expect("listing");
+    // truck-42, truck-420..429 and truck-4200..4299.
+    assert_eq!(page.total, 111);
+    assert_eq!(page.devices.len(), 111);
+    assert!(page.devices.iter().all(|d| d.device_id.contains("truck-42")));
+}

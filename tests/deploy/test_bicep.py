@@ -470,6 +470,18 @@ def test_postgres_is_reachable_only_from_the_virtual_network():
     assert output_expr(module("network"), "id") == "vnet.id"
 
 
+def test_every_extension_the_migrations_create_is_allowed_on_azure():
+    """Azure Database for PostgreSQL lets a database create only the extensions its server parameter
+    azure.extensions lists: each `CREATE EXTENSION` of shared/migrations is in it."""
+    created = {m.lower() for f in (ROOT / "shared" / "migrations").glob("*.sql")
+               for m in re.findall(r"CREATE EXTENSION IF NOT EXISTS (\w+)", f.read_text(), re.I)}
+    assert "pg_trgm" in created
+    config = next(r["body"] for r in module("postgres")["resources"]
+                  if r["type"].startswith("Microsoft.DBforPostgreSQL/flexibleServers/configurations@") and r["body"]["name"] == "azure.extensions")
+    assert {e.strip().lower() for e in config["properties"]["value"].split(",")} >= created
+    assert config["dependsOn"] == ["requireTls"], "one server configuration at a time"
+
+
 def test_redis_is_reachable_only_through_its_private_endpoint():
     redis = module("redis")
     cache = resource(redis, "Microsoft.Cache/redis")["properties"]

@@ -76,5 +76,15 @@ resource requireTls 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@20
   properties: { value: 'on', source: 'user-override' }
 }
 
+// The extensions the migrations create (shared/migrations: CREATE EXTENSION):
+// Azure lets a database create only those listed here. One configuration at
+// a time: the server refuses concurrent changes.
+resource extensions 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@2023-12-01-preview' = {
+  parent: server
+  name: 'azure.extensions'
+  properties: { value: 'PG_TRGM', source: 'user-override' }
+  dependsOn: [requireTls]
+}
+
 output host string = server.properties.fullyQualifiedDomainName
 output adminLogin string = server.properties.administratorLogin
