@@ -8,6 +8,7 @@
 //! - [`model`]: the reading as devices send it and as `telemetry.raw` carries
 //!   it (schema 1), its validation and derived ids;
 //! - [`records`]: what analyze publishes (aggregates, alerts);
+//! - [`sketch`]: the mergeable quantile sketch windows carry, and its encoding;
 //! - [`topics`]: topic names and consumer groups;
 //! - [`auth`]: device keys derived from the fleet key, signed tokens;
 //! - [`config`]: the argument groups every function's config flattens
@@ -36,6 +37,7 @@ pub mod raw;
 pub mod records;
 pub mod results;
 pub mod service;
+pub mod sketch;
 pub mod splunk;
 pub mod telemetry;
 pub mod topics;

@@ -9,6 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::sketch::QuantileSketch;
+
 /// Summary of one metric of one device over one event-time tumbling window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,6 +60,13 @@ pub struct Aggregate {
     /// learning the series: its score is not yet to be trusted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warming: bool,
+    /// The window's quantile sketch (base64 of
+    /// [`QuantileSketch::to_bytes`]): what lets the results store merge
+    /// windows into rollups whose p50/p95/p99 keep the sketch's relative
+    /// error. Absent from analyze versions before it; such windows roll up
+    /// with approximate quantiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<QuantileSketch>,
 }
 
 /// Where an incident is in its life.
@@ -131,6 +140,7 @@ mod tests {
             expected_low: Some(0.5),
             expected_high: Some(2.5),
             warming: false,
+            sketch: None,
         };
         let v = serde_json::to_value(&a).expect("serialise");
         assert_eq!(v["windowStart"], "2026-11-25T12:00:00.000Z");

@@ -91,3 +91,8 @@ async fn merged_series_match_the_reference() {
 async fn fleet_list_pages_searches_filters_and_sorts() {
     tributary_testkit::listing::fleet_list_pages_searches_filters_and_sorts(&store("listing").await).await;
 }
+
+#[tokio::test]
+async fn sketched_rollups_give_the_quantiles_of_the_readings() {
+    contract::sketched_rollups_give_the_quantiles_of_the_readings(&store("sketch-3").await).await;
+}

@@ -12,6 +12,7 @@
 //!   order), run against the same two;
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
+//! - [`rng`]: a seeded PRNG for reproducible property tests;
 //! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
 //! - this file: where the tests find the services `scripts/test` starts.
 //!
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod eventlog;
 pub mod listing;
 pub mod results;
+pub mod rng;
 
 /// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.
 /// Panics when it is not set: a test that needs Kafka fails loudly, never skips.

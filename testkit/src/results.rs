@@ -9,6 +9,7 @@ use tributary_shared::results::{
     AlertFilter, DeviceQuery, Resolution, ResultStore, SeriesPoint, StoreError, Transition, TransitionOutcome,
     merge_points, rollup,
 };
+use tributary_shared::sketch::QuantileSketch;
 
 /// A fixed "now" (whole minute), so no check depends on the clock.
 pub fn now() -> DateTime<Utc> {
@@ -43,6 +44,7 @@ pub fn agg(device: &str, metric: &str, start: i64, mean: f64) -> Aggregate {
         expected_low: None,
         expected_high: None,
         warming: false,
+        sketch: None,
     }
 }
 
@@ -619,6 +621,85 @@ pub async fn rollups_equal_the_merge_of_their_windows(s: &dyn ResultStore) {
         windows.iter().map(|w| w.count as i64).sum::<i64>(),
         "every reading counted once in the day tier"
     );
+}
+
+/// Windows as analyze writes them, each with the sketch of its readings:
+/// every tier's p50/p95/p99 are the quantiles of all the readings under the
+/// bucket within the sketch's 1% relative error (the rank `floor(q * (n -
+/// 1))` value), whatever the windows' own quantiles were. A replay of the
+/// windows with other readings (analyze re-emitting after a takeover)
+/// changes the tiers to the new readings' quantiles, exactly once.
+pub async fn sketched_rollups_give_the_quantiles_of_the_readings(s: &dyn ResultStore) {
+    let mut rng = crate::rng::Rng::new(3);
+    let mut readings = |shift: f64| {
+        let mut all: Vec<(i64, f64)> = Vec::new();
+        let windows: Vec<Aggregate> = (0..360)
+            .map(|i| {
+                // A skewed, occasionally spiking metric: the windows' highest
+                // p99 is far from the hour's.
+                let xs: Vec<f64> = (0..1 + (i % 9))
+                    .map(|_| {
+                        50.0 + shift + rng.normal() * 2.0 + if rng.below(40) == 0 { 400.0 * rng.unit() } else { 0.0 }
+                    })
+                    .collect();
+                let mut sk = QuantileSketch::default();
+                xs.iter().for_each(|&x| sk.insert(x));
+                all.extend(xs.iter().map(|&x| (i * 10, x)));
+                let mut a = agg("dev-q", "temp", i * 10, xs.iter().sum::<f64>() / xs.len() as f64);
+                a.count = xs.len() as u64;
+                (a.min, a.max) = (sk.min(), sk.max());
+                a.p50 = sk.quantile(0.5).unwrap_or(a.mean);
+                a.p95 = sk.quantile(0.95).unwrap_or(a.mean);
+                a.p99 = sk.quantile(0.99).unwrap_or(a.mean);
+                a.sketch = Some(sk);
+                a
+            })
+            .collect();
+        (windows, all)
+    };
+    let check = |tiers: Vec<(u32, Vec<SeriesPoint>)>, all: &[(i64, f64)], what: &str| {
+        for (tier, points) in tiers {
+            assert!(!points.is_empty(), "{what}: tier {tier} has rows");
+            for p in points {
+                let mut xs: Vec<f64> = all
+                    .iter()
+                    .filter(|(at, _)| rollup::bucket_of(t(*at), tier) == p.window_start)
+                    .map(|(_, x)| *x)
+                    .collect();
+                xs.sort_by(f64::total_cmp);
+                assert_eq!(p.count, xs.len() as i64, "{what}: tier {tier} at {}", p.window_start);
+                for (q, got) in [(0.5, p.p50), (0.95, p.p95), (0.99, p.p99)] {
+                    let want = xs[(q * (xs.len() - 1) as f64).floor() as usize];
+                    assert!(
+                        (got - want).abs() <= 0.01 * want.abs(),
+                        "{what}: tier {tier} at {}: q{q} is {got}, the readings' is {want}",
+                        p.window_start
+                    );
+                }
+            }
+        }
+    };
+    let read = || async {
+        let mut out = Vec::new();
+        for tier in [60, 300, 3600, 86_400] {
+            let from = rollup::bucket_of(t(0), tier);
+            let points = s
+                .series("dev-q", "temp", Resolution::Rollup(tier), from, t(3600), 1)
+                .await
+                .expect("series")
+                .points;
+            out.push((tier, points));
+        }
+        out
+    };
+    let (windows, all) = readings(0.0);
+    s.write_batch(&windows, &[]).await.expect("write");
+    roll_up_all(s).await;
+    check(read().await, &all, "first write");
+    let (again, all_again) = readings(7.0);
+    s.write_batch(&again, &[]).await.expect("replay");
+    roll_up_all(s).await;
+    check(read().await, &all_again, "replay with other readings");
 }
 
 /// Replayed, rewritten and late windows leave every tier as if each window

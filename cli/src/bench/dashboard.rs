@@ -21,6 +21,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::sketch::QuantileSketch;
 
 use super::common::{free_port, median};
 
@@ -42,10 +43,20 @@ pub struct DashboardArgs {
     /// Runs; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Seed windows without quantile sketches, as analyze versions before
+    /// them wrote (the rollup job then merges approximate quantiles).
+    #[arg(long)]
+    no_sketches: bool,
 }
 
-fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize) -> Aggregate {
+/// A window of ten values around a slow sine, with their sketch unless `bare`.
+fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize, bare: bool) -> Aggregate {
     let mean = 50.0 + (i as f64 / 30.0).sin() * 10.0;
+    let sketch = (!bare).then(|| {
+        let mut sk = QuantileSketch::default();
+        (0..10).for_each(|k| sk.insert(mean - 2.0 + f64::from(k) * 0.4 + (i % 7) as f64 * 0.01));
+        sk
+    });
     Aggregate {
         device_id: device.into(),
         metric: metric.into(),
@@ -65,10 +76,11 @@ fn window(device: &str, metric: &str, size: u32, start: DateTime<Utc>, i: usize)
         expected_low: None,
         expected_high: None,
         warming: false,
+        sketch,
     }
 }
 
-async fn seed(url: &str) -> anyhow::Result<()> {
+async fn seed(url: &str, bare: bool) -> anyhow::Result<()> {
     let store = tributary_shared::results::open(url, 4).await?;
     store.migrate().await?;
     let now = Utc::now().timestamp() / 60 * 60;
@@ -76,25 +88,26 @@ async fn seed(url: &str) -> anyhow::Result<()> {
     for metric in ["speed", "rpm", "engine_temp"] {
         for i in 0..8640usize {
             let start = DateTime::from_timestamp(now - 86_400 + i as i64 * 10, 0).context("time")?;
-            batch.push(window("bench-truck-0", metric, 10, start, i));
+            batch.push(window("bench-truck-0", metric, 10, start, i, bare));
         }
         // A year of minutes for the speed chart's long ranges.
         let minutes: usize = if metric == "speed" { 366 * 1440 } else { 1440 };
         for i in 0..minutes {
             let start = DateTime::from_timestamp(now - minutes as i64 * 60 + i as i64 * 60, 0).context("time")?;
-            batch.push(window("bench-truck-0", metric, 60, start, i));
+            batch.push(window("bench-truck-0", metric, 60, start, i, bare));
         }
     }
     // A fleet of 10,000, last seen over the past three hours (the newest online).
     for d in 1..FLEET {
         let start = DateTime::from_timestamp(now - 60 - d as i64, 0).context("time")?;
-        batch.push(window(&format!("bench-truck-{d}"), "speed", 10, start, d));
+        batch.push(window(&format!("bench-truck-{d}"), "speed", 10, start, d, bare));
     }
     for chunk in batch.chunks(5000) {
         store.write_batch(chunk, &[]).await?;
     }
     let t0 = Instant::now();
     while store.roll_up(5000).await? > 0 {}
+    let rolled_up = t0.elapsed();
     let retention = DateTime::from_timestamp(now - 30 * 86_400, 0).context("time")?;
     store.delete_aggregates_before(retention).await?;
     // And each tier's default retention (the minutes 90 days), as process's
@@ -106,9 +119,11 @@ async fn seed(url: &str) -> anyhow::Result<()> {
         }
     }
     println!(
-        "bench dashboard: seeded {} windows, rolled up in {:.1} s",
+        "bench dashboard: seeded {} windows ({}), rolled up in {:.1} s, retention applied in {:.1} s",
         batch.len(),
-        t0.elapsed().as_secs_f64()
+        if bare { "without sketches" } else { "with sketches" },
+        rolled_up.as_secs_f64(),
+        (t0.elapsed() - rolled_up).as_secs_f64()
     );
     let alerts: Vec<Alert> = (0..50)
         .map(|i| {
@@ -186,7 +201,7 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
         }
         None => format!("sqlite://{}", dir.join("results.db").display()),
     };
-    seed(&url).await.context("seeding the results store")?;
+    seed(&url, a.no_sketches).await.context("seeding the results store")?;
     if a.database_url.is_some() {
         // What autovacuum does soon after the retention delete of the seed: without it
         // every index scan steps over half a million dead windows, and the planner

@@ -68,6 +68,7 @@ fn aggregates(n: usize, offset: usize) -> Vec<Aggregate> {
                 expected_low: None,
                 expected_high: None,
                 warming: false,
+                sketch: None,
             }
         })
         .collect()

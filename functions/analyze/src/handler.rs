@@ -566,6 +566,16 @@ async fn read_with_retries(log: &dyn EventLog, topic: &str, partition: i32) -> O
     }
 }
 
+/// An aggregate as Splunk gets it: the record without its sketch (base64
+/// for the results store's rollups; Splunk searches have the quantiles).
+fn hec_aggregate(a: &Aggregate) -> serde_json::Value {
+    let mut event = serde_json::to_value(a).unwrap_or_default();
+    if let Some(fields) = event.as_object_mut() {
+        fields.remove("sketch");
+    }
+    event
+}
+
 fn hec_events(aggs: &[Aggregate], alerts: &[Alert]) -> Vec<HecEvent> {
     let t = |d: &chrono::DateTime<chrono::Utc>| d.timestamp_millis() as f64 / 1000.0;
     aggs.iter()
@@ -574,7 +584,7 @@ fn hec_events(aggs: &[Aggregate], alerts: &[Alert]) -> Vec<HecEvent> {
             host: a.device_id.clone(),
             source: "tributary:analyze".into(),
             sourcetype: "tributary:aggregate".into(),
-            event: serde_json::to_value(a).unwrap_or_default(),
+            event: hec_aggregate(a),
         })
         .chain(alerts.iter().map(|a| HecEvent {
             time: t(&a.updated_at),

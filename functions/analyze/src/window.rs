@@ -303,7 +303,8 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn aggregate((end_ms, size_s): (i64, u32), (device, metric): &SeriesKey, open: &Open) -> Aggregate {
+/// The record of a closed window; its sketch moves into the record.
+fn aggregate((end_ms, size_s): (i64, u32), (device, metric): &SeriesKey, open: Open) -> Aggregate {
     let s = &open.stats;
     let q = |p: f64| s.sketch.quantile(p).unwrap_or(s.mean);
     Aggregate {
@@ -325,6 +326,7 @@ fn aggregate((end_ms, size_s): (i64, u32), (device, metric): &SeriesKey, open: &
         expected_low: (!open.expected_low.is_nan()).then_some(open.expected_low),
         expected_high: (!open.expected_high.is_nan()).then_some(open.expected_high),
         warming: open.warming,
+        sketch: Some(open.stats.sketch),
     }
 }
 
@@ -610,8 +612,8 @@ impl Windower {
                 group
                     .windows
                     .into_sorted()
-                    .iter()
-                    .map(|(series, open)| aggregate(boundary, series, open)),
+                    .into_iter()
+                    .map(|(series, open)| aggregate(boundary, &series, open)),
             );
         }
         out

@@ -210,6 +210,17 @@ async fn aggregates_are_forwarded_to_splunk_hec_and_retried_while_it_fails() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), total, "each window forwarded once");
+    // Splunk gets the quantiles, not the sketch the results store merges (Kafka's records carry it).
+    assert!(
+        aggregates
+            .iter()
+            .all(|e| e["event"].get("sketch").is_none() && e["event"]["p95"].is_number())
+    );
+    assert!(
+        emitted(&log)
+            .iter()
+            .all(|a| a.sketch.as_ref().is_some_and(|s| s.count() == a.count))
+    );
     // Kafka may hold a window twice (re-published when Splunk failed after the Kafka write: an
     // overwrite downstream); Splunk got each once, and every window reached both.
     let mut in_kafka: Vec<String> = emitted(&log)

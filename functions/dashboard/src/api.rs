@@ -571,6 +571,7 @@ mod tests {
             expected_low: (i >= 2).then_some(mean - 2.0 - i as f64),
             expected_high: (i >= 2).then_some(mean + 2.0),
             warming: i < 2,
+            sketch: None,
         }
     }
 

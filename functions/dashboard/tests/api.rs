@@ -323,6 +323,7 @@ async fn long_and_expired_ranges_are_read_from_rollup_tiers(pool: PgPool) {
                 expected_low: None,
                 expected_high: None,
                 warming: false,
+                sketch: None,
             }
         })
         .collect();

@@ -217,6 +217,7 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
                 expected_low: (i >= 6).then_some(base_v + wave - 8.0),
                 expected_high: (i >= 6).then_some(base_v + wave + 8.0),
                 warming: i < 6,
+                sketch: None,
             };
             recs.push(Record::new("truck-ui", serde_json::to_vec(&a).expect("json")));
         }
@@ -379,6 +380,7 @@ fn chart_window(device: &str, metric: &str, size: i64, start: chrono::DateTime<U
         expected_low: Some(mean - 6.0),
         expected_high: Some(mean + 6.0),
         warming: false,
+        sketch: None,
     }
 }
 

@@ -57,6 +57,17 @@ fn validate_aggregate(a: &Aggregate) -> Result<(), String> {
     if a.min > a.max {
         return Err("min > max".into());
     }
+    // The rollups count the sketch's values: one that disagrees with the
+    // window would count other readings than the window's.
+    if let Some(sketch) = &a.sketch
+        && sketch.count() != a.count
+    {
+        return Err(format!(
+            "the sketch holds {} values, count is {}",
+            sketch.count(),
+            a.count
+        ));
+    }
     Ok(())
 }
 

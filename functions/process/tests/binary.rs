@@ -69,6 +69,7 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
                 expected_low: None,
                 expected_high: None,
                 warming: false,
+                sketch: None,
             };
             Record::new(a.device_id.clone(), serde_json::to_vec(&a).expect("json"))
         })

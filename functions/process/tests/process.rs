@@ -21,6 +21,7 @@ use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::eventlog::runner::{Handler, HandlerError, RunnerConfig, run_consumer};
 use tributary_shared::eventlog::{Event, EventLog, Message, Record};
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::sketch::QuantileSketch;
 
 /// A redis-server of the test's own on a free port.
 struct TestRedis {
@@ -105,6 +106,7 @@ fn agg(device: &str, metric: &str, start: i64, mean: f64) -> Aggregate {
         expected_low: None,
         expected_high: None,
         warming: false,
+        sketch: None,
     }
 }
 
@@ -313,19 +315,40 @@ async fn bad_records_go_to_the_deadletter_topic_and_the_rest_is_written(pool: Pg
     let s = setup(&pool, &redis.url());
     let mut bad_score = agg("d", "temp", 0, 1.0);
     bad_score.anomaly_score = 2.0;
+    // A window with the sketch of its 5 values, and one whose sketch holds 2.
+    let sketch_of = |xs: &[f64]| {
+        let mut sk = QuantileSketch::default();
+        xs.iter().for_each(|&x| sk.insert(x));
+        sk
+    };
+    let mut sketched = agg("d", "temp", 20, 1.0);
+    sketched.sketch = Some(sketch_of(&[0.0, 0.5, 1.0, 1.5, 2.0]));
+    let mut miscounted = agg("d", "temp", 30, 1.0);
+    miscounted.sketch = Some(sketch_of(&[0.0, 2.0]));
     let mut b = batch(
-        &[agg("d", "temp", 10, 1.0), bad_score],
+        &[agg("d", "temp", 10, 1.0), bad_score, sketched.clone(), miscounted],
         &[
             alert("", "d", AlertState::Opened, 1),
             alert("ok", "d", AlertState::Opened, 1),
         ],
     );
     b.push(msg("telemetry.aggregates", 99, "d", b"{not json".to_vec()));
+    let mut damaged = serde_json::to_value(agg("d", "temp", 40, 1.0)).expect("json");
+    damaged["sketch"] = Value::from("AQ==");
+    b.push(msg("telemetry.aggregates", 98, "d", damaged.to_string().into_bytes()));
     s.handler.handle(&b).await.expect("batch handled");
     let (aggs, alerts, _) = snapshot(&pool).await;
-    assert_eq!((aggs.len(), alerts.len()), (1, 1));
+    assert_eq!((aggs.len(), alerts.len()), (2, 1));
+    let stored: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT sketch FROM aggregates ORDER BY window_start")
+        .fetch_all(&pool)
+        .await
+        .expect("sketches");
+    assert_eq!(
+        stored,
+        vec![None, sketched.sketch.as_ref().map(QuantileSketch::to_bytes)]
+    );
     let dead = s.log.snapshot("telemetry.deadletter");
-    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead.len(), 5, "{dead:?}");
     let header = |m: &Message, k: &str| {
         m.headers
             .iter()

@@ -119,6 +119,7 @@ async fn keda_formula_scaling_with_a_crash_loses_and_duplicates_nothing(pool: Pg
                             expected_low: None,
                             expected_high: None,
                             warming: false,
+                            sketch: None,
                         };
                         Record::new(a.device_id.clone(), serde_json::to_vec(&a).expect("json"))
                     })

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{Aggregate, Alert, AlertState};
+use crate::sketch::QuantileSketch;
 
 pub mod listing;
 pub mod postgres;
@@ -163,15 +164,24 @@ pub struct SeriesPoint {
     pub expected_high: Option<f64>,
     /// Some value was scored while the models were still learning the series.
     pub warming: bool,
+    /// The window's or rollup row's quantile sketch
+    /// ([`QuantileSketch::to_bytes`]), where the rollup job reads it; the
+    /// charts' queries leave it out, and the API never shows it.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub sketch: Option<Vec<u8>>,
 }
 
 /// Merge consecutive windows into one point (the reference semantics of
 /// [`ResultStore::series`] with `per_point` > 1, as Grafana's
 /// `maxDataPoints`): the start is the first window's; counts add; min and max
 /// are exact; the mean is count-weighted; the standard deviation is pooled
-/// (within plus between windows, population form, as the windows' own); p50
-/// is the count-weighted mean of the windows' medians and p95/p99 the highest
-/// of theirs (approximations: the sketches are not stored); the anomaly score
+/// (within plus between windows, population form, as the windows' own); p50,
+/// p95 and p99 come from the merge of the windows' sketches when every window has one
+/// (within the sketch's relative error of the quantiles of all their values,
+/// and the merged sketch is kept), otherwise p50 is the count-weighted mean
+/// of the windows' medians and p95/p99 the highest of theirs
+/// (approximations); the anomaly score
 /// and model are those of the highest-scoring window; the expected band spans
 /// the windows' bands (lowest low, highest high, over the windows that have
 /// one) and the point is warming if any window was. `None` for no windows.
@@ -188,6 +198,8 @@ pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
         first,
         |top, p| if p.anomaly_score > top.anomaly_score { p } else { top },
     );
+    let sketch = merged_sketch(windows);
+    let q = |q: f64| sketch.as_ref().and_then(|s| s.quantile(q));
     Some(SeriesPoint {
         window_start: first.window_start,
         count: n,
@@ -195,15 +207,29 @@ pub fn merge_points(windows: &[SeriesPoint]) -> Option<SeriesPoint> {
         max: windows.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
         mean,
         stddev: var.max(0.0).sqrt(),
-        p50: windows.iter().map(|p| w(p) * p.p50).sum(),
-        p95: windows.iter().map(|p| p.p95).fold(f64::NEG_INFINITY, f64::max),
-        p99: windows.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max),
+        p50: q(0.5).unwrap_or_else(|| windows.iter().map(|p| w(p) * p.p50).sum()),
+        p95: q(0.95).unwrap_or_else(|| windows.iter().map(|p| p.p95).fold(f64::NEG_INFINITY, f64::max)),
+        p99: q(0.99).unwrap_or_else(|| windows.iter().map(|p| p.p99).fold(f64::NEG_INFINITY, f64::max)),
         anomaly_score: top.anomaly_score,
         model: top.model.clone(),
         expected_low: windows.iter().filter_map(|p| p.expected_low).reduce(f64::min),
         expected_high: windows.iter().filter_map(|p| p.expected_high).reduce(f64::max),
         warming: windows.iter().any(|p| p.warming),
+        sketch: sketch.map(|s| s.to_bytes()),
     })
+}
+
+/// The merge of the windows' sketches; `None` when one has none (or one
+/// that does not decode: the windows then merge as if none had one).
+fn merged_sketch(windows: &[SeriesPoint]) -> Option<QuantileSketch> {
+    let mut sketches = windows
+        .iter()
+        .map(|p| p.sketch.as_deref().and_then(|b| QuantileSketch::from_bytes(b).ok()));
+    let mut merged = sketches.next()??;
+    for s in sketches {
+        merged.merge(&s?);
+    }
+    Some(merged)
 }
 
 /// How many windows of `window_seconds` each point must merge so that a

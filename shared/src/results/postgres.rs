@@ -19,6 +19,7 @@ use super::{
     minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
+use crate::sketch::QuantileSketch;
 use rollup_job::insert_marks;
 
 const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
@@ -102,15 +103,15 @@ impl ResultStore for PgStore {
         if !aggs.is_empty() {
             sqlx::query(
                 "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99,
-                                         anomaly_score, model, expected_low, expected_high, warming)
+                                         anomaly_score, model, expected_low, expected_high, warming, sketch)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
                                       $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[],
-                                      $16::float8[], $17::float8[], $18::bool[])
+                                      $16::float8[], $17::float8[], $18::bool[], $19::bytea[])
                  ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
                    window_end = EXCLUDED.window_end, count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
                    stddev = EXCLUDED.stddev, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
                    anomaly_score = EXCLUDED.anomaly_score, model = EXCLUDED.model, expected_low = EXCLUDED.expected_low,
-                   expected_high = EXCLUDED.expected_high, warming = EXCLUDED.warming, written_at = now()",
+                   expected_high = EXCLUDED.expected_high, warming = EXCLUDED.warming, sketch = EXCLUDED.sketch, written_at = now()",
             )
             .bind(aggs.iter().map(|a| a.device_id.clone()).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.metric.clone()).collect::<Vec<_>>())
@@ -130,6 +131,7 @@ impl ResultStore for PgStore {
             .bind(aggs.iter().map(|a| a.expected_low).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.expected_high).collect::<Vec<_>>())
             .bind(aggs.iter().map(|a| a.warming).collect::<Vec<_>>())
+            .bind(aggs.iter().map(|a| a.sketch.as_ref().map(QuantileSketch::to_bytes)).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
 

@@ -13,10 +13,14 @@
 //!   nothing (the marks are durable).
 //! - **The merge is [`merge_points`]**, the same merge the dashboard applies
 //!   to windows: counts add, min and max are exact, the mean is
-//!   count-weighted, the standard deviation pooled, p50 the count-weighted
-//!   mean of medians and p95/p99 the highest (approximations: windows carry
-//!   no sketch), the top anomaly and its model kept. Every part of it is
-//!   associative, so a tier equals the merge of the windows under it.
+//!   count-weighted, the standard deviation pooled, the top anomaly and its
+//!   model kept. p50/p95/p99 come from the merge of the windows' quantile
+//!   sketches (kept with the row, so the tier above merges them again):
+//!   within the sketch's 1% relative error of the quantiles of every value
+//!   under the bucket. Where a source has no sketch (windows from an analyze
+//!   before sketches), p50 is the count-weighted mean of medians and p95/p99
+//!   the highest (approximations), and the row keeps no sketch. Every part
+//!   of it is associative, so a tier equals the merge of the windows under it.
 //! - **Retention per tier** ([`RollupRetention`]): a tier's rows outlive the
 //!   windows they came from; a bucket whose sources are gone is left as it
 //!   is, never recomputed from nothing.
@@ -344,6 +348,8 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    use crate::sketch::QuantileSketch;
+
     fn t(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(s, 0).single().expect("valid")
     }
@@ -364,6 +370,7 @@ mod tests {
             expected_low: None,
             expected_high: None,
             warming: false,
+            sketch: None,
         }
     }
 
@@ -468,6 +475,109 @@ mod tests {
             (direct.expected_low, direct.expected_high)
         );
         assert!(hour.warming);
+    }
+
+    /// The lower quantile the sketch estimates: rank `floor(q * (n - 1))`.
+    fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    }
+
+    /// 10 s windows of random readings as analyze writes them (sketch
+    /// included), rolled up to 1 h through every tier: the hour's quantiles
+    /// are those of all its readings within the sketch's relative error, and
+    /// its sketch is exactly the sketch of all of them.
+    #[test]
+    fn sketched_windows_roll_up_to_the_quantiles_of_their_readings() {
+        let mut rng = tributary_testkit::rng::Rng::new(41);
+        for case in 0..24 {
+            let mut all = Vec::new();
+            let mut whole = QuantileSketch::default();
+            let windows: Vec<SeriesPoint> = (0..360)
+                .filter_map(|i| {
+                    // Gaps, single values, bursts; level shifts, heavy tails, negatives.
+                    let n = [0, 1, 1, 3, 8, 40][rng.below(6) as usize];
+                    let level =
+                        if case % 3 == 0 { 0.0 } else { 20.0 * f64::from(case) } + if i > 200 { 15.0 } else { 0.0 };
+                    let xs: Vec<f64> = (0..n)
+                        .map(|_| {
+                            level
+                                + rng.normal() * (1.0 + f64::from(case % 4))
+                                + if rng.below(50) == 0 { 1e3 } else { 0.0 }
+                        })
+                        .collect();
+                    if xs.is_empty() {
+                        return None;
+                    }
+                    let mut sk = QuantileSketch::default();
+                    xs.iter().for_each(|&x| sk.insert(x));
+                    whole.merge(&sk);
+                    all.extend_from_slice(&xs);
+                    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                    let mut w = p(i64::from(i) * 10, xs.len() as i64, mean, 0.0);
+                    w.min = sk.min();
+                    w.max = sk.max();
+                    (w.p50, w.p95, w.p99) = (sk.quantile(0.5)?, sk.quantile(0.95)?, sk.quantile(0.99)?);
+                    w.sketch = Some(sk.to_bytes());
+                    Some(w)
+                })
+                .collect();
+            let mut level = windows;
+            let mut size = 10;
+            for tier in [60, 300, 900, 3600] {
+                let rows = level
+                    .iter()
+                    .map(|w| SourceRow {
+                        device_id: "d".into(),
+                        metric: "m".into(),
+                        bucket: bucket_of(w.window_start, tier),
+                        size,
+                        point: w.clone(),
+                    })
+                    .collect();
+                level = compute(rows).into_iter().map(|r| r.point).collect();
+                size = tier;
+            }
+            assert_eq!(level.len(), 1);
+            let hour = &level[0];
+            all.sort_by(f64::total_cmp);
+            assert_eq!(hour.count, all.len() as i64);
+            for (q, got) in [(0.5, hour.p50), (0.95, hour.p95), (0.99, hour.p99)] {
+                let want = exact_quantile(&all, q);
+                assert!(
+                    (got - want).abs() <= 0.01 * want.abs() + 1e-9,
+                    "case {case}: p{} is {got}, the readings' is {want}",
+                    q * 100.0
+                );
+            }
+            let merged = QuantileSketch::from_bytes(hour.sketch.as_deref().expect("a sketch")).expect("decodes");
+            assert_eq!(merged, whole, "case {case}");
+        }
+    }
+
+    #[test]
+    fn a_window_without_a_sketch_makes_its_bucket_approximate() {
+        let mut with = p(0, 2, 10.0, 0.0);
+        let mut sk = QuantileSketch::default();
+        [9.0, 11.0].iter().for_each(|&x| sk.insert(x));
+        with.sketch = Some(sk.to_bytes());
+        let without = p(10, 2, 30.0, 0.0);
+        let merged = merge_points(&[with.clone(), without.clone()]).expect("merged");
+        assert_eq!(merged.sketch, None);
+        assert_eq!((merged.p95, merged.p99), (without.p95, without.p99));
+        assert_eq!(merged.p50, 20.0);
+        // A sketch that does not decode counts as none.
+        let mut broken = with.clone();
+        broken.sketch = Some(vec![7, 7]);
+        assert_eq!(merge_points(&[with.clone(), broken]).expect("merged").sketch, None);
+        // Both sketched: exact, and the sketch kept.
+        let mut other = without;
+        let mut sk2 = QuantileSketch::default();
+        [29.0, 31.0].iter().for_each(|&x| sk2.insert(x));
+        other.sketch = Some(sk2.to_bytes());
+        let merged = merge_points(&[with, other]).expect("merged");
+        assert!((merged.p50 - 11.0).abs() <= 0.11, "{}", merged.p50);
+        assert!((merged.p99 - 29.0).abs() <= 0.3, "{}", merged.p99);
+        assert!(merged.sketch.is_some());
     }
 
     #[test]

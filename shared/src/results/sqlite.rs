@@ -27,6 +27,7 @@ use super::{
     minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
+use crate::sketch::QuantileSketch;
 use rollup_job::insert_marks;
 
 const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
@@ -135,6 +136,11 @@ fn point_from_row(r: &SqliteRow) -> Result<SeriesPoint, sqlx::Error> {
         expected_low: r.try_get("expected_low")?,
         expected_high: r.try_get("expected_high")?,
         warming: r.try_get("warming")?,
+        // Only the rollup job reads sketches; the charts' queries leave them out.
+        sketch: match r.try_get("sketch") {
+            Err(sqlx::Error::ColumnNotFound(_)) => None,
+            other => other?,
+        },
     })
 }
 
@@ -168,7 +174,7 @@ impl ResultStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for chunk in aggs.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming, written_at) ",
+                "INSERT INTO aggregates (device_id, metric, window_seconds, window_start, window_end, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming, sketch, written_at) ",
             );
             q.push_values(chunk, |mut b, a| {
                 b.push_bind(&a.device_id)
@@ -189,6 +195,7 @@ impl ResultStore for SqliteStore {
                     .push_bind(a.expected_low)
                     .push_bind(a.expected_high)
                     .push_bind(a.warming)
+                    .push_bind(a.sketch.as_ref().map(QuantileSketch::to_bytes))
                     .push_bind(now);
             });
             q.push(
@@ -196,7 +203,7 @@ impl ResultStore for SqliteStore {
                    window_end = excluded.window_end, count = excluded.count, min = excluded.min, max = excluded.max, mean = excluded.mean,
                    stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, p99 = excluded.p99,
                    anomaly_score = excluded.anomaly_score, model = excluded.model, expected_low = excluded.expected_low,
-                   expected_high = excluded.expected_high, warming = excluded.warming, written_at = excluded.written_at",
+                   expected_high = excluded.expected_high, warming = excluded.warming, sketch = excluded.sketch, written_at = excluded.written_at",
             );
             q.build().execute(&mut *tx).await?;
         }

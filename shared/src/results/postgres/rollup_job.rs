@@ -68,7 +68,7 @@ impl PgStore {
         // of the series for every bucket, 13 s per 5,000 buckets on a year of minutes.
         let rows = sqlx::query(&format!(
             "SELECT d.device_id, d.metric, d.bucket, a.window_seconds AS size, a.window_start, a.count, a.min, a.max, a.mean,
-                    a.stddev, a.p50, a.p95, a.p99, a.anomaly_score, a.model, a.expected_low, a.expected_high, a.warming
+                    a.stddev, a.p50, a.p95, a.p99, a.anomaly_score, a.model, a.expected_low, a.expected_high, a.warming, a.sketch
              FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS d(device_id, metric, bucket)
              CROSS JOIN UNNEST($4::int[]) AS s(size)
              CROSS JOIN LATERAL (
@@ -116,19 +116,19 @@ async fn upsert_rollups(
     let col = |f: fn(&SeriesPoint) -> f64| rows.iter().map(|r| f(&r.point)).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO rollups (device_id, metric, window_seconds, window_start, source_seconds, count, min, max, mean, stddev,
-                              p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming)
+                              p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming, sketch)
          SELECT u.device_id, u.metric, $3, u.window_start, u.source_seconds, u.count, u.min, u.max, u.mean, u.stddev,
-                u.p50, u.p95, u.p99, u.anomaly_score, u.model, u.expected_low, u.expected_high, u.warming
+                u.p50, u.p95, u.p99, u.anomaly_score, u.model, u.expected_low, u.expected_high, u.warming, u.sketch
          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int[], $6::bigint[], $7::float8[], $8::float8[], $9::float8[],
                      $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], $16::float8[],
-                     $17::float8[], $18::bool[])
+                     $17::float8[], $18::bool[], $19::bytea[])
               AS u(device_id, metric, window_start, source_seconds, count, min, max, mean, stddev, p50, p95, p99,
-                   anomaly_score, model, expected_low, expected_high, warming)
+                   anomaly_score, model, expected_low, expected_high, warming, sketch)
          ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
            source_seconds = EXCLUDED.source_seconds, count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max,
            mean = EXCLUDED.mean, stddev = EXCLUDED.stddev, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
            anomaly_score = EXCLUDED.anomaly_score, model = EXCLUDED.model, expected_low = EXCLUDED.expected_low,
-           expected_high = EXCLUDED.expected_high, warming = EXCLUDED.warming",
+           expected_high = EXCLUDED.expected_high, warming = EXCLUDED.warming, sketch = EXCLUDED.sketch",
     )
     .bind(rows.iter().map(|r| r.device_id.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>())
@@ -148,6 +148,7 @@ async fn upsert_rollups(
     .bind(rows.iter().map(|r| r.point.expected_low).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.point.expected_high).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.point.warming).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.point.sketch.as_deref()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

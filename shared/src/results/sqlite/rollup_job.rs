@@ -36,7 +36,7 @@ async fn upsert_rollups(
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO rollups (device_id, metric, window_seconds, window_start, source_seconds, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming) ",
+            "INSERT INTO rollups (device_id, metric, window_seconds, window_start, source_seconds, count, min, max, mean, stddev, p50, p95, p99, anomaly_score, model, expected_low, expected_high, warming, sketch) ",
         );
         q.push_values(chunk, |mut b, r| {
             let p = &r.point;
@@ -57,14 +57,15 @@ async fn upsert_rollups(
                 .push_bind(&p.model)
                 .push_bind(p.expected_low)
                 .push_bind(p.expected_high)
-                .push_bind(p.warming);
+                .push_bind(p.warming)
+                .push_bind(p.sketch.as_deref());
         });
         q.push(
             " ON CONFLICT (device_id, metric, window_seconds, window_start) DO UPDATE SET
                source_seconds = excluded.source_seconds, count = excluded.count, min = excluded.min, max = excluded.max,
                mean = excluded.mean, stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, p99 = excluded.p99,
                anomaly_score = excluded.anomaly_score, model = excluded.model, expected_low = excluded.expected_low,
-               expected_high = excluded.expected_high, warming = excluded.warming",
+               expected_high = excluded.expected_high, warming = excluded.warming, sketch = excluded.sketch",
         );
         q.build().execute(&mut **tx).await?;
     }
@@ -104,7 +105,7 @@ impl SqliteStore {
             q.push(format!(
                 ") SELECT d.device_id AS device_id, d.metric AS metric, d.bucket AS bucket, a.window_seconds AS size,
                           a.window_start, a.count, a.min, a.max, a.mean, a.stddev, a.p50, a.p95, a.p99, a.anomaly_score,
-                          a.model, a.expected_low, a.expected_high, a.warming
+                          a.model, a.expected_low, a.expected_high, a.warming, a.sketch
                    FROM d JOIN {table} a ON a.device_id = d.device_id AND a.metric = d.metric AND a.window_seconds IN ({sizes})
                                          AND a.window_start >= d.bucket AND a.window_start < d.bucket + {}",
                 i64::from(tier) * 1000

@@ -26,6 +26,15 @@
 //! equality, quantiles and merges depend only on the buckets' counts. A
 //! bucket's count saturates at `u32::MAX` (4.3 billion values of one series
 //! in one bucket of one window, far past what ingest admits).
+//!
+//! Encoding: [`QuantileSketch::to_bytes`] is what an aggregate carries on
+//! `telemetry.aggregates` (base64 in JSON) and what the results store keeps
+//! per window and per rollup row, so rollups merge windows with the same
+//! guarantee. It holds the non-empty buckets only (a window of a few values
+//! is a few dozen bytes; a day of one series at most a few KB) and
+//! [`QuantileSketch::from_bytes`] checks everything it reads: a damaged
+//! encoding is an error, never a panic or a sketch that breaks the
+//! invariants above.
 
 /// Magnitudes below this are counted in the zero bucket.
 pub const MIN_INDEXABLE: f64 = 1e-9;
@@ -401,10 +410,190 @@ impl QuantileSketch {
     }
 }
 
+/// The encoding's version byte ([`QuantileSketch::to_bytes`]).
+const ENCODING_V1: u8 = 1;
+
+/// Why bytes are not a sketch's encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SketchDecodeError {
+    /// The bytes end inside a field.
+    #[error("the sketch's encoding ends early")]
+    Truncated,
+    /// A version this build does not read.
+    #[error("the sketch's encoding has version {0}, this build reads version 1")]
+    Version(u8),
+    /// A field is out of its range.
+    #[error("the sketch's encoding is invalid: {0}")]
+    Invalid(&'static str),
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads the encoding front to back.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> Result<u8, SketchDecodeError> {
+        let (&b, rest) = self.0.split_first().ok_or(SketchDecodeError::Truncated)?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, SketchDecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(SketchDecodeError::Invalid("a number longer than 64 bits"))
+    }
+
+    fn f64(&mut self) -> Result<f64, SketchDecodeError> {
+        let (head, rest) = self.0.split_at_checked(8).ok_or(SketchDecodeError::Truncated)?;
+        self.0 = rest;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(head);
+        Ok(f64::from_le_bytes(b))
+    }
+}
+
+fn valid_key(key: i64) -> bool {
+    let (lo, hi) = (i64::from(-MAX_INDEX), i64::from(MAX_INDEX));
+    let neg = i64::from(NEGATIVE_BASE);
+    (lo..=hi).contains(&key) || (neg - hi..=neg - lo).contains(&key)
+}
+
+impl QuantileSketch {
+    /// The compact encoding (see the module docs): version 1, then as
+    /// LEB128 varints the bucket cap, the zero bucket's count and the
+    /// number of non-empty buckets, min and max as little-endian f64, and
+    /// per bucket its key (the first zigzag-encoded, then the gap to the
+    /// previous one) and its count.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + 3 * self.bucket_count());
+        out.push(ENCODING_V1);
+        put_varint(&mut out, u64::from(self.max_buckets));
+        put_varint(&mut out, u64::from(self.zero));
+        put_varint(&mut out, self.bucket_count() as u64);
+        out.extend_from_slice(&self.min.to_le_bytes());
+        out.extend_from_slice(&self.max.to_le_bytes());
+        let mut prev: Option<i32> = None;
+        for (k, c) in self.buckets() {
+            match prev {
+                None => {
+                    let k = i64::from(k);
+                    put_varint(&mut out, ((k << 1) ^ (k >> 63)) as u64);
+                }
+                Some(p) => put_varint(&mut out, (i64::from(k) - i64::from(p)) as u64),
+            }
+            put_varint(&mut out, u64::from(c));
+            prev = Some(k);
+        }
+        out
+    }
+
+    /// The sketch `to_bytes` encoded, checked: keys in range and strictly
+    /// increasing, at most the cap of buckets per sign, no empty bucket,
+    /// min and max consistent with the count, nothing after the last bucket.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchDecodeError> {
+        use SketchDecodeError::Invalid;
+        let mut r = Bytes(bytes);
+        let version = r.byte()?;
+        if version != ENCODING_V1 {
+            return Err(SketchDecodeError::Version(version));
+        }
+        let cap = r.varint()?;
+        if !(2..=1 << 15).contains(&cap) {
+            return Err(Invalid("bucket cap out of range"));
+        }
+        let zero = u32::try_from(r.varint()?).map_err(|_| Invalid("zero count past 32 bits"))?;
+        let n = r.varint()?;
+        if n > 2 * cap {
+            return Err(Invalid("more buckets than the cap allows"));
+        }
+        let (min, max) = (r.f64()?, r.f64()?);
+        let mut buckets: Vec<(i32, u32)> = Vec::with_capacity(n as usize);
+        let mut count = u64::from(zero);
+        let mut prev: Option<i64> = None;
+        for _ in 0..n {
+            let v = r.varint()?;
+            let key = match prev {
+                None => ((v >> 1) as i64) ^ -((v & 1) as i64),
+                Some(p) if v > 0 => p.checked_add_unsigned(v).ok_or(Invalid("key out of range"))?,
+                Some(_) => return Err(Invalid("keys not increasing")),
+            };
+            if !valid_key(key) {
+                return Err(Invalid("key out of range"));
+            }
+            let c = u32::try_from(r.varint()?).map_err(|_| Invalid("bucket count past 32 bits"))?;
+            if c == 0 {
+                return Err(Invalid("an empty bucket"));
+            }
+            buckets.push((key as i32, c));
+            count += u64::from(c);
+            prev = Some(key);
+        }
+        if !r.0.is_empty() {
+            return Err(Invalid("bytes after the last bucket"));
+        }
+        let negatives = buckets.iter().take_while(|&&(k, _)| is_negative(k)).count();
+        if negatives as u64 > cap || (buckets.len() - negatives) as u64 > cap {
+            return Err(Invalid("more buckets of one sign than the cap"));
+        }
+        if count == 0 {
+            if !(min == f64::INFINITY && max == f64::NEG_INFINITY) {
+                return Err(Invalid("an empty sketch with a min or max"));
+            }
+        } else if !(min.is_finite() && max.is_finite() && min <= max) {
+            return Err(Invalid("min and max"));
+        }
+        Ok(Self {
+            store: Store::Buckets {
+                buckets,
+                negatives: negatives as u16,
+            },
+            max_buckets: cap as u16,
+            zero,
+            count,
+            min,
+            max,
+        })
+    }
+}
+
+/// In JSON a sketch is the base64 (standard alphabet, padded) of
+/// [`QuantileSketch::to_bytes`].
+impl serde::Serialize for QuantileSketch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.to_bytes()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for QuantileSketch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("the sketch is not base64: {e}")))?;
+        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::Rng;
+    use tributary_testkit::rng::Rng;
 
     fn exact(sorted: &[f64], q: f64) -> f64 {
         sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
@@ -586,5 +775,121 @@ mod tests {
             (empty.bucket_count(), empty.count(), empty.quantile(0.5)),
             (0, 1, Some(0.0))
         );
+    }
+
+    /// Sketches of every shape: empty, zeros only, one value, both signs,
+    /// few values (key store), many (bucket store), folded, a small cap.
+    fn shapes() -> Vec<QuantileSketch> {
+        let mut rng = Rng::new(23);
+        let mut out = vec![QuantileSketch::default()];
+        let mut zeros = QuantileSketch::default();
+        (0..5).for_each(|_| zeros.insert(0.0));
+        out.push(zeros);
+        for (n, cap, spread) in [
+            (1usize, 1024usize, 1.0),
+            (9, 1024, 50.0),
+            (500, 1024, 1e4),
+            (3000, 64, 1e6),
+            (40, 2, 1e3),
+        ] {
+            let mut s = QuantileSketch::new(cap);
+            for _ in 0..n {
+                s.insert((rng.unit() - 0.3) * spread * rng.unit().powi(4));
+            }
+            s.insert(0.0);
+            out.push(s);
+        }
+        out
+    }
+
+    #[test]
+    fn the_encoding_round_trips_exactly_and_is_compact() {
+        for s in shapes() {
+            let bytes = s.to_bytes();
+            let back = QuantileSketch::from_bytes(&bytes).expect("decodes");
+            assert_eq!(back, s);
+            assert_eq!(back.count(), s.count());
+            for q in [0.0, 0.01, 0.5, 0.95, 0.99, 1.0] {
+                assert_eq!(back.quantile(q), s.quantile(q));
+            }
+            // Merging a decoded sketch is merging the original.
+            let (mut a, mut b) = (shapes()[3].clone(), shapes()[3].clone());
+            a.merge(&s);
+            b.merge(&back);
+            assert_eq!(a, b);
+            // Header (at most 24 bytes) and at most 8 bytes a bucket, usually 2 or 3.
+            assert!(
+                bytes.len() <= 24 + 8 * s.bucket_count(),
+                "{} bytes for {} buckets",
+                bytes.len(),
+                s.bucket_count()
+            );
+        }
+        let mut window = QuantileSketch::default();
+        (0..10).for_each(|i| window.insert(20.0 + f64::from(i) * 0.1));
+        assert!(
+            window.to_bytes().len() <= 48,
+            "a 10-value window takes {} bytes",
+            window.to_bytes().len()
+        );
+    }
+
+    #[test]
+    fn json_is_base64_of_the_encoding() {
+        let s = shapes().remove(3);
+        let json = serde_json::to_string(&s).expect("serialises");
+        use base64::Engine as _;
+        let text: String = serde_json::from_str(&json).expect("a JSON string");
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).expect("base64"), s.to_bytes());
+        assert_eq!(serde_json::from_str::<QuantileSketch>(&json).expect("parses"), s);
+        let err = serde_json::from_str::<QuantileSketch>("\"not base64!\"").expect_err("refused");
+        assert!(err.to_string().contains("not base64"), "{err}");
+        let err = serde_json::from_str::<QuantileSketch>("\"AgA=\"").expect_err("refused");
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn damaged_encodings_are_errors_never_panics_or_broken_sketches() {
+        let mut rng = Rng::new(99);
+        for s in shapes() {
+            let bytes = s.to_bytes();
+            // Every proper prefix ends early.
+            for len in 0..bytes.len() {
+                assert_eq!(
+                    QuantileSketch::from_bytes(&bytes[..len]),
+                    Err(SketchDecodeError::Truncated),
+                    "prefix {len}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(QuantileSketch::from_bytes(&longer).is_err());
+            // Random damage: either an error or a sketch that keeps the invariants.
+            for _ in 0..300 {
+                let mut b = bytes.clone();
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] ^= 1 << rng.below(8);
+                if let Ok(d) = QuantileSketch::from_bytes(&b) {
+                    let total: u64 = d.buckets().map(|(_, c)| u64::from(c)).sum::<u64>() + u64::from(d.zero);
+                    assert_eq!(total, d.count());
+                    assert!(d.buckets().zip(d.buckets().skip(1)).all(|(a, b)| a.0 < b.0));
+                    if d.count() > 0 {
+                        let (lo, hi) = (d.quantile(0.0).expect("some"), d.quantile(1.0).expect("some"));
+                        assert!(d.min() <= lo && hi <= d.max());
+                    }
+                    assert_eq!(QuantileSketch::from_bytes(&d.to_bytes()), Ok(d));
+                }
+            }
+        }
+        for (bytes, want) in [
+            (vec![1, 2, 0, 0], SketchDecodeError::Truncated),
+            (vec![1, 1, 0, 0], SketchDecodeError::Invalid("bucket cap out of range")),
+            (
+                vec![1, 0x80, 0x80, 0x04, 0, 0],
+                SketchDecodeError::Invalid("bucket cap out of range"),
+            ),
+        ] {
+            assert_eq!(QuantileSketch::from_bytes(&bytes), Err(want));
+        }
     }
 }
