@@ -840,7 +840,10 @@ mod tests {
         let json = serde_json::to_string(&s).expect("serialises");
         use base64::Engine as _;
         let text: String = serde_json::from_str(&json).expect("a JSON string");
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).expect("base64"), s.to_bytes());
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(text).expect("base64"),
+            s.to_bytes()
+        );
         assert_eq!(serde_json::from_str::<QuantileSketch>(&json).expect("parses"), s);
         let err = serde_json::from_str::<QuantileSketch>("\"not base64!\"").expect_err("refused");
         assert!(err.to_string().contains("not base64"), "{err}");
