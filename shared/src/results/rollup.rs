@@ -415,6 +415,28 @@ mod tests {
         assert_eq!(out[0].point.model, "m60");
     }
 
+    /// 10 s windows rolled up as the job does, tier by tier: 60 s from the
+    /// windows, 300 from 60, 900 from 300, 3600 from 900.
+    fn up_to_the_hour(windows: Vec<SeriesPoint>) -> Vec<SeriesPoint> {
+        let mut level = windows;
+        let mut size = 10;
+        for tier in [60, 300, 900, 3600] {
+            let rows = level
+                .iter()
+                .map(|w| SourceRow {
+                    device_id: "d".into(),
+                    metric: "m".into(),
+                    bucket: bucket_of(w.window_start, tier),
+                    size,
+                    point: w.clone(),
+                })
+                .collect();
+            level = compute(rows).into_iter().map(|r| r.point).collect();
+            size = tier;
+        }
+        level
+    }
+
     #[test]
     fn a_tier_of_tiers_equals_the_merge_of_the_windows_under_it() {
         // 1 h of 10 s windows with varied counts, means and scores.
@@ -434,23 +456,7 @@ mod tests {
             })
             .collect();
         let direct = merge_points(&windows).expect("windows");
-        // Up the tiers: 60 s from windows, 300 from 60, 900 from 300, 3600 from 900.
-        let mut level: Vec<SeriesPoint> = windows.clone();
-        let mut size = 10;
-        for tier in [60, 300, 900, 3600] {
-            let rows = level
-                .iter()
-                .map(|w| SourceRow {
-                    device_id: "d".into(),
-                    metric: "m".into(),
-                    bucket: bucket_of(w.window_start, tier),
-                    size,
-                    point: w.clone(),
-                })
-                .collect();
-            level = compute(rows).into_iter().map(|r| r.point).collect();
-            size = tier;
-        }
+        let level = up_to_the_hour(windows);
         assert_eq!(level.len(), 1);
         let hour = &level[0];
         assert_eq!(hour.count, direct.count);
@@ -521,22 +527,7 @@ mod tests {
                     Some(w)
                 })
                 .collect();
-            let mut level = windows;
-            let mut size = 10;
-            for tier in [60, 300, 900, 3600] {
-                let rows = level
-                    .iter()
-                    .map(|w| SourceRow {
-                        device_id: "d".into(),
-                        metric: "m".into(),
-                        bucket: bucket_of(w.window_start, tier),
-                        size,
-                        point: w.clone(),
-                    })
-                    .collect();
-                level = compute(rows).into_iter().map(|r| r.point).collect();
-                size = tier;
-            }
+            let level = up_to_the_hour(windows);
             assert_eq!(level.len(), 1);
             let hour = &level[0];
             all.sort_by(f64::total_cmp);
