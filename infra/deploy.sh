@@ -115,7 +115,11 @@ PY
 # once Bicep has said the address API Management forwards to (below).
 tls_dir="$work/interceptor-tls"
 mkdir -m 700 "$tls_dir"
-existing_aks=$(az aks list --resource-group "$rg" --query "[0].name" -o tsv 2>/dev/null || true)
+# An empty answer means no cluster yet; an error stops the deploy (taken for a
+# first deploy, it would put a new CA in API Management while the interceptor
+# kept serving the old certificate, with no restart).
+existing_aks=$(az aks list --resource-group "$rg" --query "[0].name" -o tsv) \
+  || fail "could not ask Azure whether the cluster exists (az aks list)"
 if [ -n "$existing_aks" ]; then
   az aks get-credentials --resource-group "$rg" --name "$existing_aks" --overwrite-existing
   for secret in tributary-interceptor-ca tributary-interceptor-tls; do

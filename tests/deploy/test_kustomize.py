@@ -406,7 +406,7 @@ case "$1 $2" in
     else printf '%s\\n' '{outputs}'; fi;;  # printf: dash's echo would expand the JSON's escapes
   'bicep build') [ -z "${{AZ_BICEP_ERROR:-}}" ] || {{ echo "$AZ_BICEP_ERROR" >&2; exit 1; }};;
   'acr login') echo {ACR_TOKEN};;
-  'aks list') echo "${{AZ_AKS_EXISTING:-}}";;
+  'aks list') [ -z "${{AZ_AKS_ERROR:-}}" ] || {{ echo "$AZ_AKS_ERROR" >&2; exit 1; }}; echo "${{AZ_AKS_EXISTING:-}}";;
   'account show') case "$*" in *user.type*) echo "${{AZ_USER_TYPE:-servicePrincipal}}";; *user.name*) echo 99999999-aaaa-bbbb-cccc-dddddddddddd;; esac;;
   'ad sp') [ "$5" = 99999999-aaaa-bbbb-cccc-dddddddddddd ] && echo {DEPLOYER["servicePrincipal"][0]};;
   'ad signed-in-user') echo {DEPLOYER["user"][0]};;
@@ -609,6 +609,14 @@ def test_deploy_script_keeps_the_interceptors_tls_and_renews_what_is_due(earlier
         assert kept and not restarts
     else:
         assert not kept and restarts == ["rollout restart deployment/keda-add-ons-http-interceptor --namespace keda"]
+
+
+def test_deploy_script_stops_when_it_cannot_tell_whether_the_cluster_exists(tmp_path):
+    """Taken for a first deploy, a failed `az aks list` would give API Management a new CA while the interceptor
+    kept serving the old certificate: it stops the deploy before Bicep instead."""
+    r = run_deploy("dev", tmp_path, AZ_AKS_ERROR="ERROR: network unreachable")
+    assert r.returncode != 0 and "could not ask Azure whether the cluster exists" in r.stderr, r.stderr
+    assert "deployment group create" not in (tmp_path / "az.log").read_text()
 
 
 @pytest.mark.parametrize("case", ["archive missing", "secret unset", "secret macro unexpanded"])
