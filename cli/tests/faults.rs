@@ -34,171 +34,20 @@
 //! re-emitted a closed window holding only a few retried readings; see
 //! `functions/analyze/tests/checkpoint.rs`.)
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tributary_testkit::free_port;
+use tributary_testkit::process::{Proc, log_file, on_path, sibling, tail, wait_healthy, wait_port};
 
 const TRIBUTARY: &str = env!("CARGO_BIN_EXE_tributary");
 const FLEET_KEY: &str = "fault-matrix-fleet-key-0123456789abcdef";
 const WINDOW_SECS: u32 = 5;
 const LATENESS_SECS: u32 = 20;
 const SIMULATE_SECS: u64 = 52;
-
-fn wait_port(port: u16, secs: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on 127.0.0.1:{port} within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status, body), or `None` when nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    ))
-}
-
-fn wait_healthy(port: u16, secs: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while http_get(port, "/healthz").map(|(s, _)| s) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} was not healthy on port {port} within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A program on `PATH` (resolved here: the processes below start with an empty environment).
-fn on_path(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
-        .unwrap_or_else(|| panic!("{name} not found on PATH: the fault test needs it"))
-}
-
-/// A sibling binary of `tributary` in the target directory.
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(TRIBUTARY).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: the fault test runs the function binaries; build them with `cargo test --workspace` (scripts/test does)",
-        p.display()
-    );
-    p
-}
-
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .expect("log file")
-}
-
-fn tail(dir: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-/// A process this test starts, kills with SIGKILL and starts again, with the
-/// same arguments, environment and port.
-struct Proc {
-    name: String,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn new(name: &str, program: PathBuf, args: &[&str], env: &[(&str, String)], dir: &Path) -> Self {
-        Self {
-            name: name.into(),
-            program,
-            args: args.iter().map(|s| (*s).to_owned()).collect(),
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
-            dir: dir.to_owned(),
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already runs", self.name);
-        writeln!(log_file(&self.dir, &self.name), "--- start ---").expect("log");
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            // Nothing from the test environment leaks in: each process gets exactly this.
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log_file(&self.dir, &self.name))
-            .stderr(log_file(&self.dir, &self.name))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("{} is not running", self.name));
-        if let Some(status) = c.try_wait().expect("try_wait") {
-            panic!(
-                "{} had already exited ({status}) before it was killed:\n{}",
-                self.name,
-                tail(&self.dir, &self.name)
-            );
-        }
-        c.kill().expect("SIGKILL");
-        c.wait().expect("wait");
-    }
-
-    /// Still running (a function must survive every outage of what it depends on).
-    fn assert_alive(&mut self) {
-        let c = self
-            .child
-            .as_mut()
-            .unwrap_or_else(|| panic!("{} is not running", self.name));
-        if let Some(status) = c.try_wait().expect("try_wait") {
-            panic!(
-                "{} exited ({status}) during the run:\n{}",
-                self.name,
-                tail(&self.dir, &self.name)
-            );
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Run `cmd` as the `postgres` user when we are root (PostgreSQL refuses to run as root).
 fn as_postgres(program: &Path) -> Command {
@@ -513,7 +362,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
     let ingest_port = free_port();
     let mut ingest = Proc::new(
         "ingest",
-        sibling("tributary-ingest"),
+        sibling(TRIBUTARY, "tributary-ingest"),
         &[],
         &with(
             common(ingest_port),
@@ -527,7 +376,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
     let archive_port = free_port();
     let mut archive = Proc::new(
         "archive",
-        sibling("tributary-archive"),
+        sibling(TRIBUTARY, "tributary-archive"),
         &[],
         &with(
             common(archive_port),
@@ -543,7 +392,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
     let analyze_port = free_port();
     let mut analyze = Proc::new(
         "analyze",
-        sibling("tributary-analyze"),
+        sibling(TRIBUTARY, "tributary-analyze"),
         &[],
         &with(
             common(analyze_port),
@@ -558,7 +407,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
     let process_port = free_port();
     let mut process = Proc::new(
         "process",
-        sibling("tributary-process"),
+        sibling(TRIBUTARY, "tributary-process"),
         &[],
         &with(
             common(process_port),

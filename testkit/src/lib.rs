@@ -14,6 +14,7 @@
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
 //! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
+//! - [`process`]: function binaries and servers as processes of a test's own;
 //! - this file: where the tests find the services `scripts/test` starts.
 //!
 //! A test that needs a service and does not find it fails with the variable
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod cache;
 pub mod eventlog;
 pub mod listing;
+pub mod process;
 pub mod results;
 pub mod rng;
 
