@@ -62,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(a) => token::run(a),
         Command::Dev(a) => dev::run(a).await,
         Command::Simulate(a) => {
-            tributary_shared::telemetry::init("warn", tributary_shared::telemetry::LogFormat::Text);
+            let _telemetry = tributary_shared::telemetry::init(
+                "warn",
+                tributary_shared::telemetry::LogFormat::Text,
+                "tributary-simulate",
+            )?;
             let totals = simulate::run(a, tributary_shared::service::shutdown::signal()).await?;
             println!("{}", serde_json::to_string(&totals)?);
             Ok(())

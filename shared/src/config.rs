@@ -270,9 +270,11 @@ impl Default for LogArgs {
 }
 
 impl LogArgs {
-    /// Install the global log subscriber with these settings.
-    pub fn init(&self) {
-        crate::telemetry::init(&self.filter, self.format);
+    /// Install the global log subscriber with these settings, and traces
+    /// when `OTEL_EXPORTER_OTLP_ENDPOINT` asks for them (see
+    /// [`crate::telemetry::trace`]); keep the guard until the process ends.
+    pub fn init(&self) -> Result<crate::telemetry::TelemetryGuard, crate::telemetry::trace::TraceError> {
+        crate::telemetry::init(&self.filter, self.format, &crate::telemetry::binary_name())
     }
 }
 

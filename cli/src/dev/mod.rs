@@ -183,7 +183,7 @@ impl Running {
 
 /// Run until Ctrl-C or SIGTERM.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    tributary_shared::telemetry::init(&a.log, LogFormat::Text);
+    let _telemetry = tributary_shared::telemetry::init(&a.log, LogFormat::Text, "tributary-dev")?;
     let started = Instant::now();
     let (data_dir, temporary) = match &a.data_dir {
         Some(d) => {

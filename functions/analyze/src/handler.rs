@@ -24,6 +24,8 @@
 //!   run's. A clean stop snapshots every partition once more and commits up
 //!   to it. Without a state topic, models restart cold from the replayed
 //!   readings.
+//! - with traces on, an aggregate or alert carries the trace context of the
+//!   reading that closed its window or raised it (see [`crate::outbox`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,11 +38,12 @@ use tributary_shared::eventlog::{Committed, EventLog, KeyValues, Message, Publis
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
 use tributary_shared::splunk::{HecClient, HecEvent};
-use tributary_shared::telemetry::ErrorChain;
+use tributary_shared::telemetry::{ErrorChain, trace};
 
 use crate::engine::{Analyzer, Evictions};
 use crate::idle::IdleClock;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, TraceHeaders};
 use crate::state;
 
 /// How often [`AnalyzeHandler::tick`] sweeps idle series.
@@ -57,8 +60,8 @@ const CAP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Pending {
-    aggregates: Vec<Aggregate>,
-    alerts: Vec<Alert>,
+    aggregates: Outbox<Aggregate>,
+    alerts: Outbox<Alert>,
     dead: Vec<Record>,
 }
 
@@ -324,8 +327,9 @@ impl AnalyzeHandler {
                     Ok(r) => {
                         readings += 1;
                         let out = st.analyzer.process(m.partition, m.offset, &r);
-                        st.pending.aggregates.extend(out.aggregates);
-                        st.pending.alerts.extend(out.alerts);
+                        let traced: Option<TraceHeaders> = trace::carried(&m.headers).map(Arc::from);
+                        st.pending.aggregates.extend(out.aggregates, traced.as_ref());
+                        st.pending.alerts.extend(out.alerts, traced.as_ref());
                     }
                     Err(e) => st
                         .pending
@@ -379,33 +383,27 @@ impl AnalyzeHandler {
         if aggs.is_empty() && alerts.is_empty() && dead.is_empty() {
             return Ok(());
         }
-        let to_record = |device: &str, v: Vec<u8>| Record::new(device.to_owned(), v);
         self.publish_all(
             &self.outputs.aggregates,
-            aggs.iter()
-                .map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default()))
-                .collect(),
+            aggs.records(|a| Record::new(a.device_id.clone(), serde_json::to_vec(a).unwrap_or_default())),
         )
         .await?;
         self.publish_all(
             &self.outputs.alerts,
-            alerts
-                .iter()
-                .map(|a| to_record(&a.device_id, serde_json::to_vec(a).unwrap_or_default()))
-                .collect(),
+            alerts.records(|a| Record::new(a.device_id.clone(), serde_json::to_vec(a).unwrap_or_default())),
         )
         .await?;
         self.publish_all(&self.outputs.deadletter, dead.clone()).await?;
         if let Some(hec) = &self.splunk {
-            hec.send(&hec_events(&aggs, &alerts))
+            hec.send(&hec_events(aggs.items(), alerts.items()))
                 .await
                 .map_err(|e| HandlerError::new("forwarding to Splunk", e))?;
         }
         self.metrics.published(aggs.len(), alerts.len(), dead.len());
         // Only the gate holder appends, so what was cloned is a prefix of what is pending.
         let mut st = self.lock();
-        st.pending.aggregates.drain(..aggs.len());
-        st.pending.alerts.drain(..alerts.len());
+        st.pending.aggregates.drain_front(aggs.len());
+        st.pending.alerts.drain_front(alerts.len());
         st.pending.dead.drain(..dead.len());
         Ok(())
     }
@@ -461,7 +459,7 @@ impl AnalyzeHandler {
                         );
                     }
                     closed += out.len();
-                    st.pending.aggregates.extend(out);
+                    st.pending.aggregates.extend(out, None);
                 }
                 self.metrics.idle_closed(closed);
                 st.commit_due |= closed > 0;
@@ -469,7 +467,7 @@ impl AnalyzeHandler {
             if st.last_sweep.elapsed() >= SWEEP_EVERY {
                 st.last_sweep = Instant::now();
                 let resolved = st.analyzer.evict_idle_series();
-                st.pending.alerts.extend(resolved);
+                st.pending.alerts.extend(resolved, None);
                 self.report_series(st);
             }
         }

@@ -20,6 +20,7 @@
 //! - [`detect`]: the anomaly models, the combiner, threshold rules and the
 //!   alert state machine;
 //! - [`idle`]: the rule that closes the windows of quiet partitions;
+//! - [`outbox`]: outputs not yet published, with the trace context they continue;
 //! - [`state`]: snapshots of model and alert state, for a warm takeover;
 //! - [`records`]: the published records (the contract lives in the shared crate);
 //! - [`metrics`]: the Prometheus counters;
@@ -42,6 +43,7 @@ pub mod handler;
 pub mod idle;
 pub mod metrics;
 pub mod nab;
+pub mod outbox;
 /// The records analyze publishes: the contract lives in the shared crate.
 pub mod records {
     pub use tributary_shared::records::{Aggregate, Alert, AlertState};

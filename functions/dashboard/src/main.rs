@@ -7,7 +7,7 @@ use tributary_shared::service::Shutdown;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config.log.init();
+    let _telemetry = config.log.init()?;
     let deps = Deps::connect(&config).await?;
     run(config, deps, Shutdown::on_signal()).await?;
     Ok(())

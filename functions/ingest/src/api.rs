@@ -5,6 +5,8 @@
 //! acknowledged it; every refusal names the item, field and reason; a token
 //! valid for another device gets 403, not 422 (decided by the item error's
 //! kind); when the log cannot take records the answer is 503 with `Retry-After`.
+//! With traces on, a request is a span (a child of the device's
+//! `traceparent`, if sent) whose context every record it publishes carries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +18,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
+use tracing::Instrument;
 use tributary_shared::auth::FleetKey;
 use tributary_shared::eventlog::{EventLogError, Publisher, Record};
 use tributary_shared::model::{self, ItemErrorKind, Limits};
-use tributary_shared::telemetry::{ErrorChain, MetricsRegistry};
+use tributary_shared::telemetry::{ErrorChain, MetricsRegistry, trace};
 
 use crate::error::{self, ApiError};
 use crate::oversize::{self, DrainLimits, Refusal};
@@ -117,7 +120,34 @@ pub struct IngestResponse {
 
 async fn ingest(State(st): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let resp = match handle(&st, &headers, body).await {
+    let resp = if trace::enabled() {
+        // A child of the device's own span when it sent a `traceparent`.
+        let span = tracing::info_span!(
+            "ingest",
+            otel.name = "POST /v1/telemetry",
+            otel.kind = "server",
+            http.request.method = "POST",
+            url.path = "/v1/telemetry",
+            device.id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        trace::set_parent_from_http(&span, &headers);
+        let resp = respond(&st, &headers, body).instrument(span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        if resp.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        resp
+    } else {
+        respond(&st, &headers, body).await
+    };
+    st.metrics.observe_request(resp.status(), started.elapsed());
+    resp
+}
+
+async fn respond(st: &Ingest, headers: &HeaderMap, body: Body) -> Response {
+    match handle(st, headers, body).await {
         Ok(r) => r,
         Err(e) => {
             if matches!(e.error, ApiError::Unavailable(_)) {
@@ -125,9 +155,7 @@ async fn ingest(State(st): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -
             }
             e.into_response()
         }
-    };
-    st.metrics.observe_request(resp.status(), started.elapsed());
-    resp
+    }
 }
 
 async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
@@ -136,6 +164,9 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
         .fleet
         .verify_header(auth, tributary_shared::auth::now_unix(), st.token_max_ttl_secs)
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if trace::enabled() {
+        tracing::Span::current().record("device.id", device.as_str());
+    }
     // A declared length over the limit is refused before any of the body is
     // kept; it is still drained (see `oversize`), but only for a device
     // that authenticated, so no one else can make ingest read 64 MiB.
@@ -165,11 +196,19 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
     let mut records = Vec::with_capacity(items.len());
     let mut record_index = Vec::with_capacity(items.len());
     let mut forbidden = 0usize;
+    // Every record of the request continues its trace (nothing when traces are off).
+    let trace_headers = if trace::enabled() {
+        trace::context_headers(&tracing::Span::current())
+    } else {
+        Vec::new()
+    };
     for (index, raw) in items.iter().enumerate() {
         match model::fast::encode_item(raw, &ctx) {
             Ok(enc) => {
                 record_index.push((index, enc.id));
-                records.push(Record::new(enc.device_id, enc.bytes));
+                let mut record = Record::new(enc.device_id, enc.bytes);
+                record.headers.clone_from(&trace_headers);
+                records.push(record);
                 results.push(None);
             }
             Err(e) => {

@@ -318,3 +318,22 @@ async fn a_client_that_sends_a_whole_oversized_body_first_reads_the_413() {
     }
     assert!(answers[2].0.starts_with("HTTP/1.1 202"), "{:?}", answers[2]);
 }
+
+/// Traces asked for with an endpoint that is not a URL: the function stops at
+/// start and says which setting is wrong, rather than running without traces.
+#[test]
+fn a_bad_otlp_endpoint_stops_the_start_with_the_setting_named() {
+    let child = spawn(&[
+        ("PORT", tributary_testkit::free_port().to_string()),
+        ("TRIBUTARY_BIND", "127.0.0.1".into()),
+        ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[not a host".into()),
+    ]);
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started anyway: {stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP"),
+        "the error does not name the setting: {stderr}"
+    );
+}

@@ -36,9 +36,10 @@ impl Drop for Running {
 }
 
 fn init_logs() {
-    tributary_shared::telemetry::init(
+    let _ = tributary_shared::telemetry::init(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         tributary_shared::telemetry::LogFormat::Text,
+        "ingest-test",
     );
 }
 

@@ -26,6 +26,10 @@
 //! [`Handler::committed`], and every poll's wait to [`Handler::polled`]. A
 //! clean stop calls [`Handler::on_stop`] last and commits what it returns
 //! (analyze writes a final snapshot there, so the next owner replays nothing).
+//!
+//! With traces on, each record that carries a sampled context gets a span
+//! from its arrival in a batch until the handler's write is durable (see
+//! [`crate::telemetry::trace::consume_spans`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{Committed, Event, EventLogError, Message, Subscription, TopicPartition};
-use crate::telemetry::ErrorChain;
+use crate::telemetry::{ErrorChain, trace};
 
 /// Why a handler could not finish a batch: what it was doing, and the
 /// backend's error as the source. The runner logs it with its causes and
@@ -126,6 +130,8 @@ pub struct RunnerConfig {
     pub max_backoff: Duration,
     /// Least time between two commits (zero: after every batch).
     pub commit_every: Duration,
+    /// The consumer group, named on the spans of traced records.
+    pub group: String,
 }
 
 impl Default for RunnerConfig {
@@ -136,6 +142,7 @@ impl Default for RunnerConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             commit_every: Duration::from_secs(1),
+            group: String::new(),
         }
     }
 }
@@ -163,7 +170,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             ev = sub.next(cfg.max_batch, cfg.max_wait) => ev,
         };
         handler.polled(started.elapsed());
-        let batch = match ev {
+        let mut batch = match ev {
             Ok(Event::Assigned(p)) => {
                 tracing::info!(partitions = ?p, "partitions assigned");
                 // The handler's checkpoint (commit metadata) must be restored before it sees
@@ -211,6 +218,8 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             }
         };
 
+        // Traced records' spans end when this is dropped, after the handler's write.
+        let traced = trace::consume_spans(&mut batch, &cfg.group);
         // Retry the same batch until it succeeds: committing past it would lose data.
         let mut attempt = 0u32;
         loop {
@@ -238,6 +247,7 @@ pub async fn run_consumer<H: Handler + ?Sized>(
             }
         }
         backoff = cfg.initial_backoff;
+        drop(traced);
 
         let offsets: Offsets = handler
             .committable(next_offsets(&batch))

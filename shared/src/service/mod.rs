@@ -170,6 +170,7 @@ impl ConsumerSettings {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             runner: RunnerConfig {
                 max_batch,
+                group: group.to_owned(),
                 ..RunnerConfig::default()
             },
             sink: None,

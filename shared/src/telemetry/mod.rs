@@ -1,17 +1,26 @@
-//! Logging and metrics setup.
+//! Logging, traces and metrics setup.
 //!
 //! Logs go to stdout through `tracing-subscriber`, as JSON by default (one
 //! object per line with key/value fields; errors in a field named `error`,
-//! with their causes: [`ErrorChain`]). Metrics live in a [`MetricsRegistry`]
-//! that [`crate::service`] serves on `/metrics`; names follow
-//! `tributary_<thing>_<unit>_total` and labels stay low-cardinality (never a
-//! device id).
+//! with their causes: [`ErrorChain`]). Traces go over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and are off otherwise ([`trace`]).
+//! Metrics live in a [`MetricsRegistry`] that [`crate::service`] serves on
+//! `/metrics`; names follow `tributary_<thing>_<unit>_total` and labels stay
+//! low-cardinality (never a device id).
+//!
+//! # Layout
+//! - this file: [`init`] and its [`TelemetryGuard`], [`ErrorChain`], [`MetricsRegistry`];
+//! - [`trace`]: the OTLP exporter and the W3C context on requests and records.
+
+pub mod trace;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -22,15 +31,74 @@ pub enum LogFormat {
     Text,
 }
 
-/// Install the global subscriber. Safe to call twice (the second call is a no-op),
-/// so tests and the all-in-one mode can share it.
-pub fn init(filter: &str, format: LogFormat) {
+/// Keeps traces flowing; dropping it sends the spans still queued (at most
+/// the exporter's timeout), so a function's last spans are not lost at a clean stop.
+#[must_use = "dropping the guard stops the trace exporter"]
+#[derive(Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "sending the last spans at stop failed");
+        }
+    }
+}
+
+/// Install the global subscriber: logs filtered by `filter` in `format`,
+/// and the OTLP trace layer when the environment asks for it (spans of
+/// `service`, unless `OTEL_SERVICE_NAME` names another). Safe to call twice
+/// (the second call changes nothing), so tests and the all-in-one mode can
+/// share it. Fails only when traces are asked for and cannot be set up.
+pub fn init(filter: &str, format: LogFormat, service: &str) -> Result<TelemetryGuard, trace::TraceError> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_target(true);
+    let logs = match format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).boxed(),
+        LogFormat::Text => logs.compact().boxed(),
+    }
+    .with_filter(filter);
+    let provider = if trace::configured() {
+        Some(trace::provider(service)?)
+    } else {
+        None
     };
+    let traces = provider.as_ref().map(trace::layer);
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .is_ok();
+    match provider {
+        Some(provider) if installed => {
+            trace::set_enabled();
+            tracing::info!(service, "exporting traces over OTLP");
+            Ok(TelemetryGuard {
+                provider: Some(provider),
+            })
+        }
+        Some(provider) => {
+            let _ = provider.shutdown();
+            Ok(TelemetryGuard::default())
+        }
+        None => Ok(TelemetryGuard::default()),
+    }
+}
+
+/// This binary's name (`tributary-ingest`...): the service name spans carry by default.
+pub fn binary_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "tributary".to_owned())
 }
 
 /// An error with its causes, `outer: cause: root cause`: what a log line's
