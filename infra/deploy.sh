@@ -28,6 +28,9 @@
 #   keda/components/splunk-ca when the parameters file sets
 #   splunkCaCertificate (a PEM CA analyze trusts for the HEC, checked before
 #   anything is deployed);
+# - traces (optional): when the parameters file sets otlpEndpoint, the
+#   manifests get keda/components/traces with Bicep's otlpEndpoint and
+#   traceSampleRatio (both checked before anything is deployed);
 # - before the deployment: `az bicep build` and a what-if that stops on
 #   unexpected deletes (infra/whatif_guard.py); after it, the KEDA HTTP
 #   add-on from its pinned Helm chart, then the manifests;
@@ -96,6 +99,14 @@ if [ -n "$splunk_url" ]; then
   fi
 elif [ -n "$splunk_token" ]; then
   echo "infra/deploy.sh: TRIBUTARY_SPLUNK_HEC_TOKEN is set but $params sets no splunkUrl: not forwarding to Splunk" >&2
+fi
+otlp_endpoint=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["parameters"].get("otlpEndpoint", {}).get("value", ""))' "$params")
+if [ -n "$otlp_endpoint" ]; then
+  [[ $otlp_endpoint =~ ^https?://[^/?#[:space:]]+/?$ ]] \
+    || fail "otlpEndpoint in $params is $otlp_endpoint: give the collector's OTLP/HTTP base URL, e.g. http://otel-collector.monitoring:4318"
+  ratio=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["parameters"].get("traceSampleRatio", {}).get("value", "0.01"))' "$params")
+  python3 -c 'import sys; r = float(sys.argv[1]); sys.exit(not 0 <= r <= 1)' "$ratio" 2>/dev/null \
+    || fail "traceSampleRatio in $params is $ratio: give a number from 0 to 1"
 fi
 
 work=$(mktemp -d)
@@ -233,12 +244,22 @@ kind: Kustomization
 resources:
   - ../$src
 YAML
+  components=()
   if [ -n "$(get splunkUrl)" ]; then
-    printf 'components:\n  - ../keda/components/splunk\n'
+    components+=(splunk)
     if [ -n "$(get splunkCaCertificate)" ]; then
       get splunkCaCertificate >"$work/keda/components/splunk-ca/ca.crt"
-      printf '  - ../keda/components/splunk-ca\n'
+      components+=(splunk-ca)
     fi
+  fi
+  if [ -n "$(get otlpEndpoint)" ]; then
+    printf 'OTEL_EXPORTER_OTLP_ENDPOINT=%s\nOTEL_TRACES_SAMPLER=parentbased_traceidratio\nOTEL_TRACES_SAMPLER_ARG=%s\n' \
+      "$(get otlpEndpoint)" "$(get traceSampleRatio)" >"$work/keda/components/traces/traces.env"
+    components+=(traces)
+  fi
+  if [ "${#components[@]}" -gt 0 ]; then
+    echo "components:"
+    printf '  - ../keda/components/%s\n' "${components[@]}"
   fi
   echo "images:"
   for fn in "${FUNCTIONS[@]}"; do

@@ -114,6 +114,12 @@ param splunkHecToken string = ''
 @description('PEM certificate of a CA analyze trusts for the Splunk HEC besides the public roots (Splunk\'s own default certificate, a company CA); empty: the public roots only. Used only with splunkUrl; infra/deploy.sh mounts it into analyze (keda/components/splunk-ca).')
 param splunkCaCertificate string = ''
 
+@description('OTLP/HTTP endpoint of an OpenTelemetry Collector the functions export traces to (e.g. http://otel-collector.monitoring:4318); empty: traces off. infra/deploy.sh adds keda/components/traces with it.')
+param otlpEndpoint string = ''
+
+@description('Share of traces started at ingest that are sampled (OTEL_TRACES_SAMPLER_ARG, 0 to 1); a device that sends a sampled traceparent is always traced. Used only with otlpEndpoint.')
+param traceSampleRatio string = '0.01'
+
 var prefix = 'tributary-${environment}'
 // Forwarding to Splunk is on exactly when its URL is given (infra/deploy.sh
 // then adds the keda/components/splunk component to the manifests).
@@ -398,3 +404,5 @@ output grafanaEndpoint string = monitoring.outputs.grafanaEndpoint
 output splunkUrl string = splunkUrl
 output splunkChannel string = splunkChannel
 output splunkCaCertificate string = splunkCaCertificate
+output otlpEndpoint string = otlpEndpoint
+output traceSampleRatio string = traceSampleRatio

