@@ -40,6 +40,28 @@ fn token(device: &str) -> String {
     )
 }
 
+/// SIGTERM, then the output once it exited (at most 20 s), which must be 0.
+fn stop(mut child: Child) -> std::process::Output {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    child.wait_with_output().expect("output")
+}
+
 /// Wait until the binary on `port` reports ready (at most 30 s).
 async fn wait_ready(client: &reqwest::Client, port: u16) {
     let start = Instant::now();
@@ -57,7 +79,7 @@ async fn wait_ready(client: &reqwest::Client, port: u16) {
 #[tokio::test]
 async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
     let port = free_port();
-    let mut child = spawn(&[
+    let child = spawn(&[
         ("PORT", port.to_string()),
         ("TRIBUTARY_BIND", "127.0.0.1".into()),
         ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
@@ -77,24 +99,7 @@ async fn sigterm_finishes_and_exits_cleanly_with_json_logs() {
         .expect("post");
     assert_eq!(r.status().as_u16(), 202);
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit within 20 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
-    let out = child.wait_with_output().expect("output");
+    let out = stop(child);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout
         .lines()
@@ -324,7 +329,7 @@ async fn a_client_that_sends_a_whole_oversized_body_first_reads_the_413() {
 #[test]
 fn a_bad_otlp_endpoint_stops_the_start_with_the_setting_named() {
     let child = spawn(&[
-        ("PORT", tributary_testkit::free_port().to_string()),
+        ("PORT", free_port().to_string()),
         ("TRIBUTARY_BIND", "127.0.0.1".into()),
         ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[not a host".into()),
@@ -335,5 +340,49 @@ fn a_bad_otlp_endpoint_stops_the_start_with_the_setting_named() {
     assert!(
         stderr.contains("OTEL_EXPORTER_OTLP"),
         "the error does not name the setting: {stderr}"
+    );
+}
+
+/// Traces on and the collector unreachable: devices are still answered, the
+/// export failure is logged as an error (why no traces arrive), and a stop
+/// does not hang on the spans it could not send.
+#[tokio::test]
+async fn an_unreachable_collector_is_logged_and_devices_are_still_answered() {
+    let port = free_port();
+    let nobody = free_port();
+    let child = spawn(&[
+        ("PORT", port.to_string()),
+        ("TRIBUTARY_BIND", "127.0.0.1".into()),
+        ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ("TRIBUTARY_RAW_TOPIC", unique_topic("bin-otlp-raw")),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{nobody}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", "info".into()),
+    ]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/v1/telemetry"))
+        .header("authorization", token("otlp-dev"))
+        .header("content-type", "application/json")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .body(reading().to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = stop(child);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let export_errors: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "BatchSpanProcessor.ExportError" || l["name"] == "BatchSpanProcessor.ExportError")
+        .collect();
+    assert!(!export_errors.is_empty(), "no export error logged: {stdout}");
+    assert_eq!(export_errors[0]["level"], "ERROR", "{stdout}");
+    assert!(
+        export_errors[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{stdout}"
     );
 }
