@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,38 +55,31 @@ impl Drop for TelemetryGuard {
 /// (the second call changes nothing), so tests and the all-in-one mode can
 /// share it. Fails only when traces are asked for and cannot be set up.
 pub fn init(filter: &str, format: LogFormat, service: &str) -> Result<TelemetryGuard, trace::TraceError> {
+    // One global filter, as before traces: what it refuses is decided once per
+    // callsite. (An `Option` layer left `None` would make every callsite
+    // "always" interesting, and each disabled `debug!` a check per call.)
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer().with_target(true);
     let logs = match format {
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).boxed(),
         LogFormat::Text => logs.compact().boxed(),
-    }
-    .with_filter(filter);
-    let provider = if trace::configured() {
-        Some(trace::provider(service)?)
-    } else {
-        None
     };
-    let traces = provider.as_ref().map(trace::layer);
-    let installed = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .is_ok();
-    match provider {
-        Some(provider) if installed => {
-            trace::set_enabled();
-            tracing::info!(service, "exporting traces over OTLP");
-            Ok(TelemetryGuard {
-                provider: Some(provider),
-            })
-        }
-        Some(provider) => {
-            let _ = provider.shutdown();
-            Ok(TelemetryGuard::default())
-        }
-        None => Ok(TelemetryGuard::default()),
+    let subscriber = tracing_subscriber::registry().with(filter).with(logs);
+    if !trace::configured() {
+        let _ = subscriber.try_init();
+        return Ok(TelemetryGuard::default());
     }
+    let provider = trace::provider(service)?;
+    if subscriber.with(trace::layer(&provider)).try_init().is_err() {
+        // Another subscriber is installed (a second call): keep it, export nothing.
+        let _ = provider.shutdown();
+        return Ok(TelemetryGuard::default());
+    }
+    trace::set_enabled();
+    tracing::info!(service, "exporting traces over OTLP");
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
 }
 
 /// This binary's name (`tributary-ingest`...): the service name spans carry by default.

@@ -104,15 +104,17 @@ where
     S: tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use tracing_subscriber::Layer as _;
-    let tracer = provider.tracer("tributary");
+    // Tributary's spans (and its events inside them, as span events), and
+    // warnings and errors of any crate; not the libraries' spans (hyper,
+    // sqlx...). A static filter, so what it refuses is decided once per
+    // callsite: a dynamic one would make every disabled `debug!` cost a
+    // check per call.
+    let wanted = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("tributary", tracing::Level::INFO);
     tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            // Tributary's spans, and warnings and errors inside them as span events;
-            // not the spans of the libraries underneath (hyper, sqlx...).
-            (meta.is_span() && meta.target().starts_with("tributary"))
-                || (meta.is_event() && *meta.level() <= tracing::Level::WARN)
-        }))
+        .with_tracer(provider.tracer("tributary"))
+        .with_filter(wanted)
 }
 
 pub(super) fn set_enabled() {
