@@ -33,6 +33,8 @@ const FLEET_KEY: &str = "traces-test-fleet-key-0123456789abcdef";
 /// The device's own span and trace, as its `traceparent` names them.
 const DEVICE_TRACE: &str = "5af7183fc1c0a4b2d3e4f5a6b7c8d9e0";
 const DEVICE_SPAN: &str = "a1b2c3d4e5f60718";
+/// Readings per request.
+const READINGS: usize = 6;
 
 /// A span as the receiver got it.
 #[derive(Clone, Debug)]
@@ -260,7 +262,7 @@ async fn one_requests_spans_share_a_trace_across_every_function(pool: PgPool) {
     // partition, whose event clock the first request moved on: no lateness allowed).
     let t0 = (chrono::Utc::now().timestamp_millis() / 5_000 - 12) * 5_000;
     let readings = |from: i64| -> String {
-        let items: Vec<_> = (0..6)
+        let items: Vec<_> = (0..READINGS as i64)
             .map(|i| json!({"timestamp": from + i * 3_000, "metrics": {"temperature": 20.0 + i as f64}}))
             .collect();
         serde_json::Value::Array(items).to_string()
@@ -299,8 +301,14 @@ async fn one_requests_spans_share_a_trace_across_every_function(pool: PgPool) {
             .find(|s| s.service == "tributary-ingest" && s.attributes.get("device.id") == Some(&untraced_device))
             .map(|s| s.trace.clone());
         let untraced = own_trace.as_deref().and_then(|t| hops(&spans, t, None, &topics));
-        if let (Some(t), Some(u)) = (traced.clone(), untraced.clone()) {
-            break (t, u);
+        // Every reading's span at each hop (they may reach the receiver in
+        // different exports, after the first aggregates' spans).
+        let complete = |h: &Option<Hops>| {
+            h.as_ref()
+                .is_some_and(|h| h.1.len() >= READINGS && h.2.len() >= READINGS)
+        };
+        if complete(&traced) && complete(&untraced) {
+            break (traced.expect("complete"), untraced.expect("complete"));
         }
         if Instant::now() > deadline {
             let logs: Vec<String> = ["ingest", "archive", "analyze", "process"]
@@ -308,9 +316,9 @@ async fn one_requests_spans_share_a_trace_across_every_function(pool: PgPool) {
                 .map(|n| format!("--- {n} ---\n{}", tail(&dir, n)))
                 .collect();
             panic!(
-                "not every hop reported a span in 90 s (traced: {}, untraced: {}); spans received:\n{:#?}\n{}",
-                traced.is_some(),
-                untraced.is_some(),
+                "not every hop reported its spans in 90 s (traced complete: {}, untraced complete: {}); spans received:\n{:#?}\n{}",
+                complete(&traced),
+                complete(&untraced),
                 spans
                     .iter()
                     .map(|s| format!(
@@ -332,9 +340,9 @@ async fn one_requests_spans_share_a_trace_across_every_function(pool: PgPool) {
         ingest.attributes.get("http.response.status_code").map(String::as_str),
         Some("202")
     );
-    // One consume span per reading in archive and analyze (the request held 6).
-    assert_eq!(archive.len(), 6, "archive's spans: {archive:#?}");
-    assert_eq!(analyze.len(), 6, "analyze's spans: {analyze:#?}");
+    // One consume span per reading in archive and analyze, and no more.
+    assert_eq!(archive.len(), READINGS, "archive's spans: {archive:#?}");
+    assert_eq!(analyze.len(), READINGS, "analyze's spans: {analyze:#?}");
     for s in archive.iter().chain(&analyze) {
         assert_eq!(s.name, format!("{} process", topics.raw));
         assert_eq!(s.attributes.get("messaging.system").map(String::as_str), Some("kafka"));
@@ -351,8 +359,8 @@ async fn one_requests_spans_share_a_trace_across_every_function(pool: PgPool) {
         own.parent.is_empty(),
         "a request without traceparent is a root span: {own:?}"
     );
-    assert_eq!(own_archive.len(), 6);
-    assert_eq!(own_analyze.len(), 6);
+    assert_eq!(own_archive.len(), READINGS);
+    assert_eq!(own_analyze.len(), READINGS);
     assert!(!own_process.is_empty());
     // And nothing of one request leaked into the other's trace.
     let spans = receiver.spans();
