@@ -10,15 +10,16 @@
 //!   other scheme is refused.
 //! - odd (seeds start with `S`): the rest drives a structured case: a fleet
 //!   secret, two different devices A and B, a clock, an expiry, a maximum
-//!   lifetime and one tampering. A token minted by FleetKey for A verifies as
-//!   A exactly when unexpired and within the maximum lifetime (Expired /
-//!   TooLong otherwise); it never verifies for B (re-targeted, or signed with
-//!   B's key), nor under another fleet key; any one-byte change, truncation
-//!   or extension of it is refused.
+//!   lifetime, one tampering and a key version. A token minted by FleetKey
+//!   for A at that version verifies as A at that version exactly when
+//!   unexpired and within the maximum lifetime (Expired / TooLong otherwise);
+//!   it never verifies for B (re-targeted, or signed with B's key), nor under
+//!   another fleet key; a token of A's next version cannot claim this one;
+//!   any one-byte change, truncation or extension of it is refused.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary_shared::auth::{AuthError, FleetKey};
+use tributary_shared::auth::{AuthError, FleetKey, Verified};
 use tributary_shared::model::valid_id;
 
 /// Raw mode's fleet key and clock (the seeds' valid tokens are minted with them).
@@ -52,14 +53,15 @@ impl Cursor<'_> {
     }
 }
 
-fn refused(r: &Result<String, AuthError>) -> bool {
+fn refused(r: &Result<Verified, AuthError>) -> bool {
     r.is_err()
 }
 
 fn raw(text: &str) {
     let fleet = FleetKey::new(FLEET);
     let got = fleet.verify(text, NOW, TTL);
-    if let Ok(device) = &got {
+    if let Ok(verified) = &got {
+        let device = &verified.device;
         assert!(valid_id(device), "verified an invalid device id {device:?}");
         assert_eq!(
             FleetKey::new("another-fleet").verify(text, NOW, TTL),
@@ -74,8 +76,12 @@ fn raw(text: &str) {
             .and_then(|s| s.parse().ok())
             .expect("a verified token has se");
         assert_eq!(
-            fleet.verify(&fleet.device_key(device).token(device, se), NOW, TTL),
-            Ok(device.clone())
+            fleet.verify(
+                &fleet.device_key_at(device, verified.key_version).token(device, se),
+                NOW,
+                TTL
+            ),
+            Ok(verified.clone())
         );
         // A token that verifies now is expired at its expiry.
         assert_eq!(fleet.verify(text, se, u64::MAX), Err(AuthError::Expired));
@@ -117,9 +123,10 @@ fn structured(data: &[u8]) {
     let expiry = now.saturating_add_signed(c.u64(4) as u32 as i32 as i64);
     let ttl = c.u64(4);
     let (tamper_pos, tamper_byte, tamper_op) = (c.u64(2) as usize, c.byte(), c.byte());
+    let version = u32::from(c.byte() % 3);
 
     let fleet = FleetKey::new(&secret);
-    let key_a = fleet.device_key(&a);
+    let key_a = fleet.device_key_at(&a, version);
     let token = key_a.token(&a, expiry);
 
     // Minted by the fleet key: verifies as A exactly within its lifetime.
@@ -128,7 +135,10 @@ fn structured(data: &[u8]) {
     } else if expiry - now > ttl {
         Err(AuthError::TooLong(ttl))
     } else {
-        Ok(a.clone())
+        Ok(Verified {
+            device: a.clone(),
+            key_version: version,
+        })
     };
     assert_eq!(
         fleet.verify(&token, now, ttl),
@@ -144,21 +154,39 @@ fn structured(data: &[u8]) {
         expected
     );
     // Signature failures take precedence: whatever the clock, A's token never verifies for B.
-    let retargeted = format!("sr={b}&{}", token.split_once('&').expect("sr=..&se=..&sig=..").1);
+    let retargeted = format!(
+        "sr={b}&{}",
+        token.split_once('&').expect("sr=..&se=..[&kv=..]&sig=..").1
+    );
     assert_eq!(
         fleet.verify(&retargeted, now, ttl),
         Err(AuthError::BadSignature),
         "A's token verified for B"
     );
     assert_eq!(
-        fleet.verify(&fleet.device_key(&b).token(&a, expiry), now, ttl),
+        fleet.verify(&fleet.device_key_at(&b, version).token(&a, expiry), now, ttl),
         Err(AuthError::BadSignature),
         "B's key signed for A"
     );
     assert_eq!(
-        fleet.verify(&fleet.device_key(&a).token(&b, expiry), now, ttl),
+        fleet.verify(&key_a.token(&b, expiry), now, ttl),
         Err(AuthError::BadSignature),
         "A's key signed for B"
+    );
+    // A token from A's next key version cannot claim this version.
+    let next = version + 1;
+    let claimed = fleet.device_key_at(&a, next).token(&a, expiry).replace(
+        &format!("&kv={next}"),
+        &if version == 0 {
+            String::new()
+        } else {
+            format!("&kv={version}")
+        },
+    );
+    assert_eq!(
+        fleet.verify(&claimed, now, ttl),
+        Err(AuthError::BadSignature),
+        "a token of key version {next} verified as version {version}"
     );
     // Another fleet key refuses it.
     let mut other = secret.clone();

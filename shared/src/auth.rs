@@ -1,15 +1,21 @@
 //! Device authentication without a database lookup.
 //!
 //! As in Azure DPS group enrollment, each device's key is derived from one
-//! fleet key: `device_key = HMAC-SHA256(fleet_key, device_id)`. A device (or
+//! fleet key and the device's key version (see the device registry): version
+//! 0 is `HMAC-SHA256(fleet_key, device_id)`, version `n > 0` is
+//! `HMAC-SHA256(fleet_key, "<device_id>\n<n>")`. A device (or
 //! `tributary token`) signs short-lived tokens with it, in the shape of an IoT
-//! Hub SAS token: `sr=<device>&se=<unix expiry>&sig=<base64url HMAC-SHA256(device_key, "<device>\n<expiry>")>`.
-//! The server re-derives the key from the fleet key, so it needs no device
-//! registry, and compares signatures in constant time.
+//! Hub SAS token: `sr=<device>&se=<unix expiry>[&kv=<n>]&sig=<base64url HMAC-SHA256(device_key, "<device>\n<expiry>")>`
+//! (`kv` is left out for version 0, so tokens from before versions existed
+//! are unchanged). The server re-derives the key from the fleet key, so it
+//! needs no database lookup, and compares signatures in constant time.
 //!
-//! Guarantees: a token names exactly one device; it is rejected once expired
-//! and when its lifetime exceeds the configured maximum (which bounds how long
-//! a leaked token can be replayed).
+//! Guarantees: a token names exactly one device and one key version (the
+//! version is bound by the key that signed it: changing `kv` breaks the
+//! signature); it is rejected once expired and when its lifetime exceeds the
+//! configured maximum (which bounds how long a leaked token can be replayed).
+//! Whether that version is the device's current one is the registry's
+//! question, not this module's.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,13 +63,27 @@ impl FleetKey {
         Self(secret.as_ref().to_vec())
     }
 
-    /// The key of one device: what is provisioned onto it at the factory.
+    /// The key of one device at key version 0: what is provisioned onto it
+    /// at the factory.
     pub fn device_key(&self, device: &str) -> DeviceKey {
-        DeviceKey(hmac(&self.0, device.as_bytes()))
+        self.device_key_at(device, 0)
+    }
+
+    /// The key of one device at a key version (each rotation of the device's
+    /// key moves it to the next version).
+    pub fn device_key_at(&self, device: &str, version: u32) -> DeviceKey {
+        let bytes = if version == 0 {
+            hmac(&self.0, device.as_bytes())
+        } else {
+            // Device ids never contain a newline, so no (id, version) pair
+            // derives the same key as another, nor as a version-0 id.
+            hmac(&self.0, format!("{device}\n{version}").as_bytes())
+        };
+        DeviceKey { bytes, version }
     }
 
     /// Check an `Authorization` header value and return the device it authenticates.
-    pub fn verify_header(&self, header: Option<&str>, now_unix: u64, max_ttl_secs: u64) -> Result<String, AuthError> {
+    pub fn verify_header(&self, header: Option<&str>, now_unix: u64, max_ttl_secs: u64) -> Result<Verified, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let token = header
             .strip_prefix("SharedAccessSignature ")
@@ -72,9 +92,9 @@ impl FleetKey {
         self.verify(token.trim(), now_unix, max_ttl_secs)
     }
 
-    /// Check a token and return the device it authenticates.
-    pub fn verify(&self, token: &str, now_unix: u64, max_ttl_secs: u64) -> Result<String, AuthError> {
-        let (mut sr, mut se, mut sig) = (None, None, None);
+    /// Check a token and return the device (and key version) it authenticates.
+    pub fn verify(&self, token: &str, now_unix: u64, max_ttl_secs: u64) -> Result<Verified, AuthError> {
+        let (mut sr, mut se, mut kv, mut sig) = (None, None, None, None);
         for part in token.split('&') {
             let (k, v) = part
                 .split_once('=')
@@ -82,6 +102,7 @@ impl FleetKey {
             match k {
                 "sr" => sr = Some(v),
                 "se" => se = Some(v),
+                "kv" => kv = Some(v),
                 "sig" => sig = Some(v),
                 _ => return Err(AuthError::Malformed("unknown token field")),
             }
@@ -94,13 +115,20 @@ impl FleetKey {
             .ok_or(AuthError::Malformed("missing se"))?
             .parse()
             .map_err(|_| AuthError::Malformed("se is not a unix time"))?;
+        let key_version = match kv {
+            None => 0,
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v
+                .parse::<u32>()
+                .map_err(|_| AuthError::Malformed("kv is out of range"))?,
+            Some(_) => return Err(AuthError::Malformed("kv is not a key version")),
+        };
         let sig = URL_SAFE_NO_PAD
             .decode(sig.ok_or(AuthError::Malformed("missing sig"))?)
             .map_err(|_| AuthError::Malformed("sig is not base64url"))?;
 
         // Check the signature first so an attacker learns nothing about expiry rules from unsigned tokens.
-        let key = self.device_key(device);
-        let mut mac = HmacSha256::new_from_slice(&key.0).map_err(|_| AuthError::BadSignature)?;
+        let key = self.device_key_at(device, key_version);
+        let mut mac = HmacSha256::new_from_slice(&key.bytes).map_err(|_| AuthError::BadSignature)?;
         mac.update(string_to_sign(device, expiry).as_bytes());
         mac.verify_slice(&sig).map_err(|_| AuthError::BadSignature)?;
 
@@ -110,13 +138,28 @@ impl FleetKey {
         if expiry - now_unix > max_ttl_secs {
             return Err(AuthError::TooLong(max_ttl_secs));
         }
-        Ok(device.to_owned())
+        Ok(Verified {
+            device: device.to_owned(),
+            key_version,
+        })
     }
 }
 
-/// One device's key.
+/// What a valid token proves: who signed it, with which of its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The device the token names (`sr`).
+    pub device: String,
+    /// The key version that signed it (`kv`, 0 when absent).
+    pub key_version: u32,
+}
+
+/// One device's key at one key version.
 #[derive(Clone)]
-pub struct DeviceKey(Vec<u8>);
+pub struct DeviceKey {
+    bytes: Vec<u8>,
+    version: u32,
+}
 
 impl std::fmt::Debug for DeviceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,13 +170,22 @@ impl std::fmt::Debug for DeviceKey {
 impl DeviceKey {
     /// The key as base64 (standard alphabet), for provisioning.
     pub fn to_base64(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(&self.0)
+        base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+    }
+
+    /// The key version this key is.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Mint a token for `device` that expires at `expiry_unix`.
     pub fn token(&self, device: &str, expiry_unix: u64) -> String {
-        let sig = hmac(&self.0, string_to_sign(device, expiry_unix).as_bytes());
-        format!("sr={device}&se={expiry_unix}&sig={}", URL_SAFE_NO_PAD.encode(sig))
+        let sig = URL_SAFE_NO_PAD.encode(hmac(&self.bytes, string_to_sign(device, expiry_unix).as_bytes()));
+        if self.version == 0 {
+            format!("sr={device}&se={expiry_unix}&sig={sig}")
+        } else {
+            format!("sr={device}&se={expiry_unix}&kv={}&sig={sig}", self.version)
+        }
     }
 }
 
@@ -162,18 +214,69 @@ mod tests {
 
     const DAY: u64 = 86_400;
 
+    fn v0(device: &str) -> Verified {
+        Verified {
+            device: device.into(),
+            key_version: 0,
+        }
+    }
+
+    #[test]
+    fn key_versions_give_distinct_keys_and_tokens_carry_theirs() {
+        let fleet = FleetKey::new("fleet-secret");
+        // Version 0 is the derivation from before versions existed: its tokens have no kv.
+        let v0_token = fleet.device_key("truck-7").token("truck-7", 4_600);
+        assert!(!v0_token.contains("kv="), "{v0_token}");
+        assert_eq!(fleet.device_key_at("truck-7", 0).token("truck-7", 4_600), v0_token);
+
+        let v3 = fleet.device_key_at("truck-7", 3);
+        assert_eq!(v3.version(), 3);
+        assert_ne!(v3.to_base64(), fleet.device_key("truck-7").to_base64());
+        assert_ne!(v3.to_base64(), fleet.device_key_at("truck-7", 2).to_base64());
+        let token = v3.token("truck-7", 4_600);
+        assert!(token.contains("&kv=3&"), "{token}");
+        assert_eq!(
+            fleet.verify(&token, 1_000, DAY),
+            Ok(Verified {
+                device: "truck-7".into(),
+                key_version: 3
+            })
+        );
+        // The version is bound by the key: claiming another one breaks the signature.
+        for other in ["kv=2", "kv=4", "kv=0"] {
+            let claimed = token.replace("kv=3", other);
+            assert_eq!(
+                fleet.verify(&claimed, 1_000, DAY),
+                Err(AuthError::BadSignature),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            fleet.verify(&token.replace("&kv=3", ""), 1_000, DAY),
+            Err(AuthError::BadSignature)
+        );
+        // A version-0 token claiming a version is refused too.
+        let claimed = v0_token.replace("&sig=", "&kv=1&sig=");
+        assert_eq!(fleet.verify(&claimed, 1_000, DAY), Err(AuthError::BadSignature));
+        // No id and version derive another id's key ("a\n1" is not a valid id).
+        assert_ne!(
+            fleet.device_key_at("a", 1).to_base64(),
+            fleet.device_key("a1").to_base64()
+        );
+    }
+
     #[test]
     fn minted_token_verifies_for_its_device_only() {
         let fleet = FleetKey::new("fleet-secret");
         let token = fleet.device_key("truck-7").token("truck-7", 1_000 + 3_600);
-        assert_eq!(fleet.verify(&token, 1_000, DAY), Ok("truck-7".into()));
+        assert_eq!(fleet.verify(&token, 1_000, DAY), Ok(v0("truck-7")));
         assert_eq!(
             fleet.verify_header(Some(&format!("SharedAccessSignature {token}")), 1_000, DAY),
-            Ok("truck-7".into())
+            Ok(v0("truck-7"))
         );
         assert_eq!(
             fleet.verify_header(Some(&format!("Bearer {token}")), 1_000, DAY),
-            Ok("truck-7".into())
+            Ok(v0("truck-7"))
         );
 
         // Another device's key cannot sign for truck-7, and the token cannot be re-targeted.
@@ -196,7 +299,7 @@ mod tests {
         let fleet = FleetKey::new("k");
         let t = fleet.device_key("d").token("d", 2_000);
         assert_eq!(fleet.verify(&t, 2_000, DAY), Err(AuthError::Expired));
-        assert_eq!(fleet.verify(&t, 1_999, DAY), Ok("d".into()));
+        assert_eq!(fleet.verify(&t, 1_999, DAY), Ok(v0("d")));
         assert_eq!(fleet.verify(&t, 1_000, 500), Err(AuthError::TooLong(500)));
     }
 
@@ -213,6 +316,10 @@ mod tests {
             "Bearer sr=&se=1&sig=AA",
             "Bearer a&b",
             "Bearer sr=d&se=1&sig=AA&x=1",
+            "Bearer sr=d&se=1&kv=&sig=AA",
+            "Bearer sr=d&se=1&kv=-1&sig=AA",
+            "Bearer sr=d&se=1&kv=+1&sig=AA",
+            "Bearer sr=d&se=1&kv=99999999999&sig=AA",
         ] {
             assert!(
                 matches!(fleet.verify_header(Some(h), 0, DAY), Err(AuthError::Malformed(_))),
