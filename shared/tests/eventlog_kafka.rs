@@ -187,3 +187,8 @@ async fn a_tombstone_is_a_null_payload_and_an_empty_value_is_not() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_tail_reads_history_then_follows() {
+    contract::a_tail_reads_history_then_follows(&log(), &unique_topic("tail")).await;
+}

@@ -57,3 +57,8 @@ async fn committed_metadata_belongs_to_the_latest_commit() {
 async fn a_partition_reads_back_what_was_written_to_it() {
     contract::a_partition_reads_back_what_was_written_to_it(&MemoryLog::default(), &unique_topic("state")).await;
 }
+
+#[tokio::test]
+async fn a_tail_reads_history_then_follows() {
+    contract::a_tail_reads_history_then_follows(&MemoryLog::default(), &unique_topic("tail")).await;
+}

@@ -173,6 +173,80 @@ pub async fn a_partition_reads_back_what_was_written_to_it(log: &dyn EventLog, t
     );
 }
 
+/// A tail returns the topic's history from every partition, says when it
+/// has caught up with what was there at open, then returns what is appended;
+/// a missing topic is an error, not an empty view.
+pub async fn a_tail_reads_history_then_follows(log: &dyn EventLog, topic: &str) {
+    assert!(log.tail(topic).await.is_err(), "a missing topic cannot be followed");
+    log.ensure_compacted_topic(topic, 3).await.expect("create topic");
+    let history: Vec<Record> = (0..30)
+        .map(|i| Record::new(format!("k{i}"), format!("v{i}")).to_partition(i % 3))
+        .collect();
+    for d in log.publisher().publish(topic, history).await {
+        d.expect("acknowledged");
+    }
+    let mut tail = log.tail(topic).await.expect("open a tail");
+    assert!(!tail.caught_up(), "nothing read yet");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !tail.caught_up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up in 30 s: {} records",
+            seen.len()
+        );
+        // Small batches: catching up takes several calls.
+        seen.extend(tail.next(7, Duration::from_millis(500)).await.expect("next"));
+    }
+    assert_eq!(seen.len(), 30, "the history, once");
+    let mut keys: Vec<String> = seen
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    keys.sort_unstable();
+    let mut want: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    // Within a partition, in the order written.
+    let p0: Vec<&[u8]> = seen
+        .iter()
+        .filter(|(k, _)| (0..30).step_by(3).any(|i| k.as_slice() == format!("k{i}").as_bytes()))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let want_p0: Vec<String> = (0..30).step_by(3).map(|i| format!("v{i}")).collect();
+    assert_eq!(p0, want_p0.iter().map(String::as_bytes).collect::<Vec<_>>());
+    assert!(
+        tail.next(100, Duration::from_millis(300))
+            .await
+            .expect("idle")
+            .is_empty(),
+        "nothing new"
+    );
+
+    // What is appended later arrives, tombstones as empty values.
+    let later = vec![
+        Record::new("k1", "v1-new").to_partition(1),
+        Record::tombstone("k2").to_partition(2),
+    ];
+    for d in log.publisher().publish(topic, later).await {
+        d.expect("acknowledged");
+    }
+    let mut appended = Vec::new();
+    while appended.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appended records did not arrive: {appended:?}"
+        );
+        appended.extend(tail.next(100, Duration::from_secs(1)).await.expect("next"));
+    }
+    appended.sort();
+    assert_eq!(
+        appended,
+        vec![(b"k1".to_vec(), b"v1-new".to_vec()), (b"k2".to_vec(), Vec::new())]
+    );
+    assert!(tail.caught_up());
+}
+
 struct FlakyHandler {
     failures_left: AtomicUsize,
     seen: Mutex<Vec<Message>>,

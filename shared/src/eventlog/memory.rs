@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    Committed, Delivered, Event, EventLog, EventLogError, KeyValues, Message, Publisher, Record, Subscription,
+    Committed, Delivered, Event, EventLog, EventLogError, KeyValues, Message, Publisher, Record, Subscription, Tail,
     TopicPartition, partition_for,
 };
 
@@ -324,6 +324,21 @@ impl EventLog for MemoryLog {
         self.ensure_topics(&[topic.to_owned()], partitions).await
     }
 
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Tail>, EventLogError> {
+        let st = self.shared.lock();
+        let parts = st
+            .topics
+            .get(topic)
+            .ok_or_else(|| EventLogError::Other(format!("topic {topic} does not exist")))?;
+        let targets: Vec<i64> = parts.iter().map(|l| l.base + l.records.len() as i64).collect();
+        Ok(Box::new(MemoryTail {
+            log: self.clone(),
+            topic: topic.to_owned(),
+            positions: parts.iter().map(|l| l.base).collect(),
+            targets,
+        }))
+    }
+
     async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
         let st = self.shared.lock();
         let Some(log) = st
@@ -338,6 +353,64 @@ impl EventLog for MemoryLog {
             .iter()
             .map(|(r, _)| (r.key.clone(), r.value.clone()))
             .collect())
+    }
+}
+
+/// A [`Tail`] of the in-process log: a position per partition.
+struct MemoryTail {
+    log: MemoryLog,
+    topic: String,
+    /// Next offset to return, per partition.
+    positions: Vec<i64>,
+    /// End of each partition when the tail was opened.
+    targets: Vec<i64>,
+}
+
+impl MemoryTail {
+    fn take(&mut self, max: usize) -> KeyValues {
+        let st = self.log.shared.lock();
+        let mut out = Vec::new();
+        let Some(parts) = st.topics.get(&self.topic) else {
+            return out;
+        };
+        for (p, log) in parts.iter().enumerate() {
+            if p >= self.positions.len() {
+                // Partitions added since the tail opened are read from their start.
+                self.positions.resize(p + 1, 0);
+            }
+            let from = usize::try_from((self.positions[p] - log.base).max(0)).unwrap_or(0);
+            for (r, _) in log.records.iter().skip(from) {
+                if out.len() >= max {
+                    return out;
+                }
+                out.push((r.key.clone(), r.value.clone()));
+                self.positions[p] = self.positions[p].max(log.base) + 1;
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Tail for MemoryTail {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<KeyValues, EventLogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a publish in between is not missed.
+            let shared = self.log.shared.clone();
+            let notified = shared.notify.notified();
+            let batch = self.take(max.max(1));
+            if !batch.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    fn caught_up(&self) -> bool {
+        self.targets
+            .iter()
+            .zip(&self.positions)
+            .all(|(target, position)| position >= target)
     }
 }
 

@@ -228,6 +228,20 @@ pub trait Subscription: Send {
     async fn close(self: Box<Self>);
 }
 
+/// A reader of a whole topic outside any consumer group: every partition
+/// from its start, then whatever is appended. How each replica follows state
+/// kept in a compacted topic (the device registry's `tributary.devices`).
+#[async_trait]
+pub trait Tail: Send {
+    /// The next records (at most about `max`), in offset order within each
+    /// partition, waiting at most `wait` when there are none; empty if none came.
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<KeyValues, EventLogError>;
+
+    /// Whether every record the topic held when the tail was opened has been
+    /// returned.
+    fn caught_up(&self) -> bool;
+}
+
 /// A backend: makes publishers and subscriptions, and creates topics.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -249,6 +263,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// up to its end when called; nothing if the topic does not exist. For
     /// reading state back, outside any consumer group.
     async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError>;
+
+    /// Follow every partition of `topic` from its start (see [`Tail`]). The
+    /// topic must exist.
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Tail>, EventLogError>;
 }
 
 /// Stable partition choice for the in-process backend (FNV-1a of the key).

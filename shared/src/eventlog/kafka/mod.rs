@@ -17,6 +17,7 @@
 //! - `consumer.rs`: the subscription, rebalance events in order with records;
 //! - `metadata.rs`: the commit-metadata mirror topic for brokers that drop it;
 //! - `reader.rs`: reading a partition back from its start (state topics);
+//! - `tail.rs`: following a whole topic from its start (views every replica keeps);
 //! - `admin.rs`: topic creation.
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::{EventLog, EventLogError, KeyValues, Publisher, Subscription};
+use super::{EventLog, EventLogError, KeyValues, Publisher, Subscription, Tail};
 use crate::config::KafkaArgs;
 use admin::create_topics;
 use consumer::KafkaSubscription;
@@ -37,6 +38,7 @@ mod consumer;
 mod metadata;
 mod producer;
 mod reader;
+mod tail;
 
 /// A connection to a Kafka-protocol cluster.
 #[derive(Clone)]
@@ -155,6 +157,10 @@ impl EventLog for KafkaLog {
 
     async fn read_partition(&self, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
         reader::read_partition(self, topic, partition).await
+    }
+
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Tail>, EventLogError> {
+        Ok(Box::new(tail::open(self, topic).await?))
     }
 }
 

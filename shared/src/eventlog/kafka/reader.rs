@@ -19,6 +19,24 @@ use crate::eventlog::{EventLogError, KeyValues};
 /// silent partial state.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// librdkafka properties only a producer reads.
+const PRODUCER_ONLY: [&str; 14] = [
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "batch.num.messages",
+    "batch.size",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "compression.type",
+    "compression.codec",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "message.send.max.retries",
+];
+
 /// The records of `topic`'s `partition` (see the module docs).
 pub(super) async fn read_partition(log: &KafkaLog, topic: &str, partition: i32) -> Result<KeyValues, EventLogError> {
     let cfg = reader_config(log, topic)?;
@@ -36,7 +54,15 @@ pub(super) async fn read_partition(log: &KafkaLog, topic: &str, partition: i32) 
 /// A consumer configuration for reading `topic` by assignment, outside any
 /// group: librdkafka wants a group id, but nothing is ever committed.
 pub(super) fn reader_config(log: &KafkaLog, topic: &str) -> Result<ClientConfig, EventLogError> {
-    let mut cfg = base_config(&log.args, &log.client_id)?;
+    // Options meant for the producer (ingest's linger among them) are left
+    // out, so librdkafka does not warn at every start that a consumer
+    // ignores them.
+    let mut args = log.args.clone();
+    args.options.retain(|o| {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+        !PRODUCER_ONLY.contains(&key)
+    });
+    let mut cfg = base_config(&args, &log.client_id)?;
     cfg.set("group.id", format!("{topic}-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
