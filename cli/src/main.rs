@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - `token.rs`: mint a device token (and show the key to provision);
+//! - `device.rs`: the device registry (add, import, list, disable, rotate a key);
 //! - `simulate.rs`: simulated devices, also the load generator;
 //! - `dev/`: the whole pipeline in one process on embedded backends;
 //! - `verify.rs`: reconcile what devices were told with the archive and the aggregates;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dev;
+mod device;
 mod eval;
 mod simulate;
 mod token;
@@ -35,6 +37,8 @@ struct Cli {
 enum Command {
     /// Mint a device token (and show the device key to provision).
     Token(token::Args),
+    /// The device registry: add, import, list, show, disable, enable, rotate-key.
+    Device(device::Args),
     /// Simulated devices sending to an ingest URL (also the load generator).
     Simulate(simulate::Args),
     /// Run the whole pipeline in one process: embedded stores, simulated devices, dashboard on localhost.
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(a) => token::run(a),
+        Command::Device(a) => device::run(a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Simulate(a) => {
             let _telemetry = tributary_shared::telemetry::init(

@@ -161,6 +161,10 @@ pub struct TopicArgs {
     /// Records a consumer cannot handle, with the reason in their headers.
     #[arg(long = "deadletter-topic", env = "TRIBUTARY_DEADLETTER_TOPIC", default_value_t = Self::default().deadletter)]
     pub deadletter: String,
+
+    /// The device registry's changes (compacted): ingest follows it.
+    #[arg(long = "devices-topic", env = "TRIBUTARY_DEVICES_TOPIC", default_value_t = Self::default().devices)]
+    pub devices: String,
 }
 
 impl Default for TopicArgs {
@@ -170,6 +174,7 @@ impl Default for TopicArgs {
             aggregates: crate::topics::AGGREGATES.into(),
             alerts: crate::topics::ALERTS.into(),
             deadletter: crate::topics::DEADLETTER.into(),
+            devices: crate::topics::DEVICES.into(),
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   backends, and the consumer runner that commits only after a handler
 //!   succeeded;
 //! - [`results`]: the results store (PostgreSQL, SQLite);
+//! - [`registry`]: the device registry in the same database;
 //! - [`cache`]: the hot-data cache and change notifications (Redis, in-process);
 //! - [`raw`]: the raw archive (Cosmos DB behind feature `cosmos`, SQLite);
 //! - [`splunk`]: the Splunk HTTP Event Collector client.
@@ -35,6 +36,7 @@ pub mod eventlog;
 pub mod model;
 pub mod raw;
 pub mod records;
+pub mod registry;
 pub mod results;
 pub mod service;
 pub mod sketch;

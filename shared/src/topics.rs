@@ -12,6 +12,11 @@ pub const ALERTS: &str = "telemetry.alerts";
 /// naming the source topic, partition, offset, function and error.
 pub const DEADLETTER: &str = "telemetry.deadletter";
 
+/// The device registry's changes (compacted): key = device id, value =
+/// [`crate::registry::view::DeviceChange`] JSON. Written by whoever changes
+/// the registry (`tributary device …`); every ingest replica follows it.
+pub const DEVICES: &str = "tributary.devices";
+
 /// Consumer group of the Cosmos DB archive.
 pub const GROUP_ARCHIVE: &str = "tributary-archive";
 /// Consumer group of the analyze function.

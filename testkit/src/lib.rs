@@ -10,6 +10,8 @@
 //!   backends, run against PostgreSQL and SQLite;
 //! - [`listing`]: the contract of the fleet list (paging, search, filters,
 //!   order), run against the same two;
+//! - [`registry`]: the contract of the device registry, run against
+//!   PostgreSQL and SQLite;
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
@@ -25,6 +27,7 @@ pub mod cache;
 pub mod eventlog;
 pub mod listing;
 pub mod process;
+pub mod registry;
 pub mod results;
 pub mod rng;
 
