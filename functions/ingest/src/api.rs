@@ -22,17 +22,23 @@ use tracing::Instrument;
 use tributary_shared::auth::FleetKey;
 use tributary_shared::eventlog::{EventLogError, Publisher, Record};
 use tributary_shared::model::{self, ItemErrorKind, Limits};
+use tributary_shared::registry::view::{DeviceView, EnrollmentMode};
 use tributary_shared::telemetry::{ErrorChain, MetricsRegistry, trace};
 
 use crate::error::{self, ApiError};
 use crate::oversize::{self, DrainLimits, Refusal};
 use crate::{Config, body, metrics, ratelimit};
 
+/// Longest a request waits for the device registry to be read at start.
+pub const REGISTRY_WAIT: Duration = Duration::from_secs(5);
+
 /// Everything a request needs, built once at start.
 pub struct Ingest {
     publisher: Arc<dyn Publisher>,
     topic: String,
     fleet: FleetKey,
+    devices: Arc<DeviceView>,
+    enrollment: EnrollmentMode,
     token_max_ttl_secs: u64,
     max_body_bytes: usize,
     drain: DrainLimits,
@@ -50,6 +56,8 @@ impl Ingest {
             publisher,
             topic: cfg.topics.raw.clone(),
             fleet: FleetKey::new(&cfg.fleet_key),
+            devices: Arc::new(DeviceView::new()),
+            enrollment: cfg.enrollment,
             token_max_ttl_secs: cfg.token_max_ttl_secs,
             max_body_bytes: cfg.max_body_bytes,
             drain: DrainLimits {
@@ -62,6 +70,12 @@ impl Ingest {
             limiter: ratelimit::RateLimiter::new(cfg.device_rate, cfg.device_burst.max(cfg.max_batch as u32)),
             metrics: registry.register(metrics::Metrics::new),
         }
+    }
+
+    /// The registry as this replica knows it: [`crate::run`] keeps it up to
+    /// date from the devices topic; every request is admitted by it.
+    pub fn devices(&self) -> &Arc<DeviceView> {
+        &self.devices
     }
 }
 
@@ -160,10 +174,20 @@ async fn respond(st: &Ingest, headers: &HeaderMap, body: Body) -> Response {
 
 async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let device = st
+    let verified = st
         .fleet
         .verify_header(auth, tributary_shared::auth::now_unix(), st.token_max_ttl_secs)
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    // Until the registry has been read, a disabled device cannot be told
+    // from an active one: wait for it a little (a replica just started),
+    // then ask the device to come back rather than guess.
+    if !st.devices.is_caught_up() && !st.devices.wait_caught_up(REGISTRY_WAIT).await {
+        return Err(ApiError::Unavailable("the device registry is still being read; retry shortly".into()).into());
+    }
+    st.devices
+        .admit(&verified.device, verified.key_version, st.enrollment)
+        .map_err(ApiError::from)?;
+    let device = verified.device;
     if trace::enabled() {
         tracing::Span::current().record("device.id", device.as_str());
     }

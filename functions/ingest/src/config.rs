@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
+use tributary_shared::registry::view::EnrollmentMode;
 
 /// The fleet key used when none is configured: fine on a laptop, never in
 /// production (the function logs a warning when it is in use).
@@ -37,6 +38,13 @@ pub struct Config {
         default_value_t = Config::default().fleet_key
     )]
     pub fleet_key: String,
+
+    /// Devices the registry does not know: `open` admits any with a key
+    /// derived from the fleet key (version 0), `registered` refuses them
+    /// (403 `device_unknown`). Disabled devices and rotated keys are refused
+    /// in both.
+    #[arg(long, env = "TRIBUTARY_ENROLLMENT", value_enum, default_value_t = Config::default().enrollment)]
+    pub enrollment: EnrollmentMode,
 
     /// Longest token lifetime accepted, in seconds (bounds replay of a leaked token).
     #[arg(long, env = "TRIBUTARY_TOKEN_MAX_TTL_SECS", default_value_t = Config::default().token_max_ttl_secs)]
@@ -91,6 +99,7 @@ impl Default for Config {
             kafka: KafkaArgs::default(),
             topics: TopicArgs::default(),
             fleet_key: DEV_FLEET_KEY.into(),
+            enrollment: EnrollmentMode::Open,
             token_max_ttl_secs: 7 * 86_400,
             max_body_bytes: 1 << 20,
             oversize_drain_bytes: 64 << 20,

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tributary_shared::registry::view::Refusal;
 
 /// Why a whole request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,13 @@ pub enum ApiError {
     /// The body could not be read as the declared format.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing or invalid credentials.
+    /// Missing or invalid credentials (a token of a rotated key among them).
     #[error("{0}")]
     Unauthorized(String),
+    /// The registry refuses the device: disabled, or unknown where only
+    /// registered devices may send. Sending again will not help.
+    #[error("{0}")]
+    DeviceRefused(Refusal),
     /// Too many bytes or readings.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -44,9 +49,18 @@ pub enum Error {
     /// The Kafka client could not be created from the settings.
     #[error("connecting to the event log")]
     EventLog(#[source] tributary_shared::eventlog::EventLogError),
+    /// The thread that follows the device registry could not start.
+    #[error("starting the device registry's follower")]
+    Follower(#[source] std::io::Error),
     /// Binding, serving or the Lambda runtime failed.
     #[error(transparent)]
     Service(#[from] tributary_shared::service::ServiceError),
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        Self::DeviceRefused(r)
+    }
 }
 
 impl ApiError {
@@ -59,6 +73,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::DeviceRefused(Refusal::Disabled(_)) => (StatusCode::FORBIDDEN, "device_disabled"),
+            Self::DeviceRefused(Refusal::Unknown(_)) => (StatusCode::FORBIDDEN, "device_unknown"),
+            Self::DeviceRefused(Refusal::StaleKey { .. }) => (StatusCode::UNAUTHORIZED, "key_rotated"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -88,7 +105,7 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, retry_after(Duration::from_secs(1)));
             }
-            Self::Unauthorized(_) => {
+            Self::Unauthorized(_) | Self::DeviceRefused(Refusal::StaleKey { .. }) => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("SharedAccessSignature"),

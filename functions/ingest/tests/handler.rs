@@ -16,11 +16,14 @@ use tributary_shared::config::TopicArgs;
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::model::Reading;
+use tributary_shared::registry::DeviceStatus;
+use tributary_shared::registry::view::{DeviceChange, EnrollmentMode};
 use tributary_shared::service::Ops;
 use tributary_shared::service::readiness::PublisherReady;
 use tributary_shared::telemetry::MetricsRegistry;
 
 struct Harness {
+    state: Arc<Ingest>,
     router: Router,
     log: MemoryLog,
     cfg: Config,
@@ -38,8 +41,11 @@ fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     let log = MemoryLog::new(4, 100_000);
     let metrics = MetricsRegistry::new();
     let state = Arc::new(Ingest::new(&cfg, log.publisher(), &metrics));
+    // No registry topic here: the view is filled by the tests that need it.
+    state.devices().mark_caught_up();
     let ops = Ops::new(metrics, Arc::new(PublisherReady(log.publisher())));
     Harness {
+        state: state.clone(),
         router: app(state).merge(ops.router()),
         log,
         cfg,
@@ -429,6 +435,120 @@ async fn bad_tokens_are_401() {
         assert!(headers.contains_key(header::WWW_AUTHENTICATE));
     }
     assert!(h.stored().is_empty());
+}
+
+/// A request with a token of `device` at `key_version`: (status, headers, body).
+async fn send_as(h: &Harness, device: &str, key_version: u32) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let token = FleetKey::new(&h.cfg.fleet_key)
+        .device_key_at(device, key_version)
+        .token(device, now_unix() + 600);
+    let body = json!({"timestamp": now_ms(), "metrics": {"x": 1}}).to_string();
+    let req = Request::post("/v1/telemetry")
+        .header(header::AUTHORIZATION, format!("SharedAccessSignature {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    h.send(req).await
+}
+
+fn change(id: &str, status: DeviceStatus, key_version: u32, revision: i64) -> (Vec<u8>, Vec<u8>) {
+    let r = DeviceChange {
+        id: id.into(),
+        status,
+        key_version,
+        revision,
+        group: "g".into(),
+    }
+    .to_record();
+    (r.key, r.value)
+}
+
+#[tokio::test]
+async fn the_registry_refuses_disabled_devices_and_rotated_keys() {
+    let h = harness(|_| {});
+    h.state.devices().apply(&[
+        change("off", DeviceStatus::Disabled, 0, 2),
+        change("rotated", DeviceStatus::Active, 2, 3),
+    ]);
+    let (status, headers, resp) = send_as(&h, "off", 0).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(resp["error"]["code"], "device_disabled");
+    assert!(
+        resp["error"]["message"].as_str().is_some_and(|m| m.contains("\"off\"")),
+        "{resp}"
+    );
+    assert!(
+        !headers.contains_key(header::WWW_AUTHENTICATE),
+        "a new token will not help"
+    );
+
+    let (status, headers, resp) = send_as(&h, "rotated", 1).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp["error"]["code"], "key_rotated");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key version 1") && m.contains("is 2")),
+        "{resp}"
+    );
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    assert_eq!(send_as(&h, "rotated", 2).await.0, StatusCode::ACCEPTED);
+    // Open enrollment: a device nobody registered sends with its version-0 key only.
+    assert_eq!(send_as(&h, "newcomer", 0).await.0, StatusCode::ACCEPTED);
+    assert_eq!(send_as(&h, "newcomer", 1).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.stored().len(), 2, "only the accepted readings are in the log");
+}
+
+#[tokio::test]
+async fn registered_enrollment_refuses_unknown_devices() {
+    let h = harness(|c| c.enrollment = EnrollmentMode::Registered);
+    h.state.devices().apply(&[change("known", DeviceStatus::Active, 0, 1)]);
+    assert_eq!(send_as(&h, "known", 0).await.0, StatusCode::ACCEPTED);
+    let (status, _, resp) = send_as(&h, "stranger", 0).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(resp["error"]["code"], "device_unknown");
+}
+
+/// Paused time: the 5 s wait for the registry passes at once when nothing else is due.
+#[tokio::test(start_paused = true)]
+async fn nothing_is_admitted_before_the_registry_is_read() {
+    let cfg = Config {
+        topics: TopicArgs {
+            raw: "raw".into(),
+            ..TopicArgs::default()
+        },
+        ..Config::default()
+    };
+    let log = MemoryLog::new(1, 1000);
+    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &MetricsRegistry::new()));
+    let h = Harness {
+        state: state.clone(),
+        router: app(state),
+        log,
+        cfg,
+    };
+    // Never read: 503 once the wait is over.
+    let started = tokio::time::Instant::now();
+    let (status, headers, resp) = send_as(&h, "early", 0).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp["error"]["code"], "unavailable");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        started.elapsed() >= tributary_ingest::api::REGISTRY_WAIT,
+        "it waited first"
+    );
+    assert!(h.stored().is_empty());
+
+    // Read while the request waits (a replica that just started): admitted.
+    let state = h.state.clone();
+    let marker = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        state.devices().mark_caught_up();
+    });
+    let started = tokio::time::Instant::now();
+    assert_eq!(send_as(&h, "early", 0).await.0, StatusCode::ACCEPTED);
+    assert!(started.elapsed() < tributary_ingest::api::REGISTRY_WAIT);
+    marker.await.expect("marker");
 }
 
 #[tokio::test]

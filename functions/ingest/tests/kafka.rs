@@ -52,7 +52,7 @@ async fn start(config: Config, log: KafkaLog) -> Running {
     let stop = Shutdown::new();
     let fleet = FleetKey::new(&config.fleet_key);
     let deps = Deps {
-        publisher: log.publisher(),
+        log: std::sync::Arc::new(log),
         host: Host::new(endpoint),
     };
     tokio::spawn(run(config, deps, stop.clone()));
@@ -398,7 +398,14 @@ async fn unreachable_broker_means_not_ready_and_503() {
             false,
         )
         .await;
+    // Nothing can be admitted before the device registry is read, and it
+    // cannot be read from a broker that is not there: 503 after the wait.
     assert_eq!(s, 503, "{body}");
-    assert_eq!(body["items"][0]["status"], "failed");
-    assert!(body["items"][0]["id"].is_string(), "the id to retry with is returned");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("device registry")),
+        "{body}"
+    );
 }

@@ -53,6 +53,22 @@ resource analyzeState 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
   }
 }
 
+// The device registry's changes (TRIBUTARY_DEVICES_TOPIC): compacted, so each
+// device's newest record is kept for as long as the device is registered;
+// every ingest replica reads it whole before it reports ready. One partition:
+// it is small (about 100 bytes a device) and read whole by every reader.
+resource devices 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: ns
+  name: 'tributary.devices'
+  properties: {
+    partitionCount: 1
+    retentionDescription: {
+      cleanupPolicy: 'Compact'
+      tombstoneRetentionTimeInHours: 24
+    }
+  }
+}
+
 // The Kafka endpoint's SASL PLAIN login is a connection string (user
 // $ConnectionString): a namespace rule that may only send and listen, not
 // manage. Its connection string goes to Key Vault (secrets.bicep) for the
