@@ -3,7 +3,9 @@
 //! archive, the windows, the results store and the dashboard API within
 //! seconds; SIGTERM stops cleanly; a restart on the same data directory keeps
 //! the history and finishes the windows that were open at the stop, with
-//! every reading counted exactly once.
+//! every reading counted exactly once. A device disabled in the registry of
+//! a running instance (by `tributary device` on its SQLite file) is refused
+//! within 2 s, through the relay in its process function.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -365,4 +367,85 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
     assert_eq!(n, 9, "every probe reading archived once");
     dev.stop();
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// One reading from `device` with a token of the development fleet key: the status.
+async fn post_reading(dev: &Dev, device: &str) -> u16 {
+    let token = FleetKey::new(tributary_ingest::config::DEV_FLEET_KEY)
+        .device_key(device)
+        .token(device, now_unix() + 600);
+    reqwest::Client::new()
+        .post(format!("{}/v1/telemetry", dev.ingest))
+        .header("authorization", format!("SharedAccessSignature {token}"))
+        .header("content-type", "application/json")
+        .body(json!({"timestamp": Utc::now().timestamp_millis(), "metrics": {"t": 1.0}}).to_string())
+        .send()
+        .await
+        .expect("ingest answers")
+        .status()
+        .as_u16()
+}
+
+fn device_command(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["device", "--no-publish"])
+        .args(args)
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", data_dir.join("results.db").display()),
+        )
+        .output()
+        .expect("tributary device");
+    assert!(
+        out.status.success(),
+        "tributary device {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll until `device`'s readings get `status`, at most 2 s after `since`.
+async fn within_two_seconds(dev: &Dev, device: &str, status: u16, since: Instant) {
+    loop {
+        if post_reading(dev, device).await == status {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "{device} did not get {status} within 2 s of the registry change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_disabled_in_the_registry_is_refused_by_the_running_instance() {
+    let dir = std::env::temp_dir().join(format!("tributary-dev-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let dev = Dev::start(&dir, 1);
+    assert_eq!(
+        post_reading(&dev, "pump-9").await,
+        202,
+        "open enrollment: an unregistered device sends"
+    );
+
+    let added = device_command(&dir, &["add", "pump-9", "--group", "pumps"]);
+    assert!(added.contains("\"group\": \"pumps\""), "{added}");
+    let disabled = Instant::now();
+    device_command(&dir, &["disable", "pump-9"]);
+    within_two_seconds(&dev, "pump-9", 403, disabled).await;
+    assert_eq!(post_reading(&dev, "pump-8").await, 202, "other devices still send");
+
+    let enabled = Instant::now();
+    device_command(&dir, &["enable", "pump-9"]);
+    within_two_seconds(&dev, "pump-9", 202, enabled).await;
+    let listed = device_command(&dir, &["list"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("pump-9") && l.contains("active")),
+        "{listed}"
+    );
+    dev.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

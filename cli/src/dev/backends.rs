@@ -15,6 +15,7 @@ use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::memory::MemoryLog;
 use tributary_shared::raw::cosmos::CosmosStore;
 use tributary_shared::raw::{LocalRawStore, RawStore};
+use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::results::ResultStore;
 use tributary_shared::topics;
 
@@ -37,6 +38,8 @@ pub struct Backends {
     pub kafka: KafkaArgs,
     /// Results (migrated).
     pub store: Arc<dyn ResultStore>,
+    /// The device registry, in the results database.
+    pub registry: Arc<dyn DeviceRegistry>,
     /// The cache and change notifications.
     pub cache: Arc<dyn KvCache>,
     /// The raw archive.
@@ -83,6 +86,9 @@ impl Backends {
             .context("opening the results store")?;
         // Before any function starts, so the dashboard never queries missing tables.
         store.migrate().await.context("creating the results tables")?;
+        let registry = tributary_shared::registry::open(&store_url, 2)
+            .await
+            .context("opening the device registry")?;
         let cache: Arc<dyn KvCache> = match &args.redis_url {
             Some(url) => Arc::new(RedisCache::new(url).context("REDIS_URL")?),
             None => Arc::new(MemoryCache::default()),
@@ -113,6 +119,7 @@ impl Backends {
             memory,
             kafka,
             store,
+            registry,
             cache,
             raw,
         })

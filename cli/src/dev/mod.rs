@@ -224,7 +224,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ..Default::default()
         };
         let deps = tributary_ingest::Deps {
-            publisher: b.log.publisher(),
+            log: b.log.clone(),
             host: Host {
                 endpoint: ingest_endpoint,
                 metrics: metrics.clone(),
@@ -270,6 +270,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let deps = tributary_process::Deps {
             log: b.log.clone(),
             store: b.store.clone(),
+            registry: b.registry.clone(),
             cache: b.cache.clone(),
             host: Host::embedded(metrics.clone()),
         };
@@ -310,6 +311,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ""
         }
     );
+    if a.database_url.is_none() {
+        // The relay in process publishes what the command writes to this file.
+        println!(
+            "  devices:   DATABASE_URL=sqlite://{} tributary device --no-publish list   (add, import, disable, rotate-key: in force here within a second)",
+            data_dir.join("results.db").display()
+        );
+    }
     println!("  token for {device} (24 h): {token}");
     println!("  send a reading by hand:");
     println!(

@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_CACHE_TTL_SECS", default_value_t = Config::default().cache_ttl_secs)]
     pub cache_ttl_secs: u64,
 
+    /// Between polls of the device registry's changes, which are published
+    /// to the devices topic ingest follows (0: no relay here).
+    #[arg(long, env = "TRIBUTARY_REGISTRY_RELAY_MS", default_value_t = Config::default().registry_relay_ms)]
+    pub registry_relay_ms: u64,
+
     /// Most alerts in the cached "recent alerts" list.
     #[arg(long, env = "TRIBUTARY_RECENT_ALERTS", default_value_t = Config::default().recent_alerts)]
     pub recent_alerts: usize,
@@ -107,6 +112,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             cache_ttl_secs: 86_400,
             recent_alerts: 100,
+            registry_relay_ms: 500,
             retention_days: 30,
             rollup_interval_secs: 10,
             rollup_retention: RollupRetention::default(),

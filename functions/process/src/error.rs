@@ -9,6 +9,9 @@ pub enum Error {
     /// `DATABASE_URL` does not name a usable results store.
     #[error("opening the results store (DATABASE_URL)")]
     Store(#[source] StoreError),
+    /// `DATABASE_URL` does not name a usable device registry.
+    #[error("opening the device registry (DATABASE_URL)")]
+    Registry(#[source] tributary_shared::registry::RegistryError),
     /// The migrations could not run.
     #[error("migrating the results store")]
     Migrate(#[source] StoreError),

@@ -3,6 +3,10 @@
 //! idempotent upserts) and keeps the Redis cache and change notifications the
 //! dashboard reads.
 //!
+//! It also runs the device registry's relay ([`tributary_shared::registry::relay`]):
+//! every change recorded in the registry (same database) is published to
+//! `tributary.devices`, which ingest follows.
+//!
 //! Guarantees: offsets are committed only after the batch's transaction
 //! committed (the shared consumer runner retries a failed batch); replays
 //! change nothing; records that can never be stored go to
@@ -26,6 +30,8 @@ use std::time::Duration;
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::registry::DeviceRegistry;
+use tributary_shared::registry::relay::{self, Relay, RelaySettings};
 use tributary_shared::results::{ResultStore, RollupRetention, StoreError, roles};
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
@@ -47,6 +53,8 @@ pub struct Deps {
     pub log: Arc<dyn EventLog>,
     /// The results store (PostgreSQL in production).
     pub store: Arc<dyn ResultStore>,
+    /// The device registry, in the same database.
+    pub registry: Arc<dyn DeviceRegistry>,
     /// The hot-data cache (Redis in production).
     pub cache: Arc<dyn KvCache>,
     /// Where the ops endpoints are served, and metrics registered.
@@ -60,12 +68,16 @@ impl Deps {
         let store = store::open(&config.database_url, config.database_max_connections)
             .await
             .map_err(Error::Store)?;
+        let registry = tributary_shared::registry::open(&config.database_url, 2)
+            .await
+            .map_err(Error::Registry)?;
         let cache = Arc::new(RedisCache::new(&config.redis_url).map_err(Error::Cache)?);
         let log = KafkaLog::connect(&config.kafka, "tributary-process").map_err(Error::EventLog)?;
         let host = Host::new(Endpoint::bind(config.listen.addr()).await?);
         Ok(Self {
             log: Arc::new(log),
             store,
+            registry,
             cache,
             host,
         })
@@ -120,6 +132,26 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         metrics.clone(),
         upkeep_stop.wait(),
     ));
+    // Compacted, before the relay's first record could create it otherwise.
+    if config.registry_relay_ms > 0
+        && config.kafka.create_topics
+        && let Err(e) = deps.log.ensure_compacted_topic(&config.topics.devices, 1).await
+    {
+        tracing::warn!(topic = %config.topics.devices, error = %tributary_shared::telemetry::ErrorChain(&e), "could not create the registry topic");
+    }
+    let relay = (config.registry_relay_ms > 0).then(|| {
+        let settings = RelaySettings {
+            every: Duration::from_millis(config.registry_relay_ms),
+            ..RelaySettings::default()
+        };
+        let relay = Relay::new(
+            deps.registry.clone(),
+            deps.log.publisher(),
+            config.topics.devices.clone(),
+            settings,
+        );
+        tokio::spawn(relay::run(relay, upkeep_stop.clone()))
+    });
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
     let topics = [config.topics.aggregates.as_str(), config.topics.alerts.as_str()];
     let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max)
@@ -137,6 +169,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
     upkeep_stop.trigger();
     let _ = upkeep.await;
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     Ok(consumed?)
 }
 
