@@ -82,6 +82,12 @@ pub struct IngestArgs {
     /// `TRIBUTARY_KAFKA_OPTIONS=linger.ms=1` to compare producer settings).
     #[arg(long = "ingest-env")]
     ingest_env: Vec<String>,
+    /// Register this many devices (`bench-0`, `bench-1`, …, and the fleet
+    /// phase's) in a registry topic of the run's own, and run ingest in
+    /// `registered` enrollment, so every request is admitted by a view of
+    /// this size; the RSS after start then includes the view.
+    #[arg(long, default_value_t = 0)]
+    registered: usize,
 }
 
 /// What the fleet phase measured.
@@ -137,6 +143,7 @@ struct CpuPerReading {
 
 struct RunFigures {
     start_to_first_202_ms: f64,
+    rss_start_mb: f64,
     per_batch: Vec<(usize, f64, f64, f64)>,
     cpu: Vec<CpuPerReading>,
     /// CPU µs per record of the broker and the producer in the baseline.
@@ -180,9 +187,10 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
     for run in 0..a.runs {
         let f = one_run(&a, &bin, run).await?;
         println!(
-            "run {}: start->first 202 {:.1} ms, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s (CPU per record: producer {:.2} us, broker {:.2} us)",
+            "run {}: start->first 202 {:.1} ms, RSS at first 202 {:.1} MB, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s (CPU per record: producer {:.2} us, broker {:.2} us)",
             run + 1,
             f.start_to_first_202_ms,
+            f.rss_start_mb,
             f.rss_peak_mb,
             f.baseline_per_s,
             f.baseline_cpu.1,
@@ -203,6 +211,15 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
     println!(
         "  start -> first 202:      {:.1} ms",
         median(runs.iter().map(|r| r.start_to_first_202_ms).collect())
+    );
+    println!(
+        "  RSS at first 202:        {:.1} MB{}",
+        median(runs.iter().map(|r| r.rss_start_mb).collect()),
+        if a.registered > 0 {
+            format!(" ({} devices registered, in ingest's view)", a.registered + a.fleet)
+        } else {
+            String::new()
+        }
     );
     println!(
         "  peak RSS of ingest:      {:.1} MB",
@@ -263,6 +280,8 @@ struct Child {
     pid: u32,
     addr: SocketAddr,
     start_to_first_202_ms: f64,
+    /// RSS right after the first 202 (with `--registered`, the view included).
+    rss_start_mb: f64,
 }
 
 /// The bench's fleet key, and a device's `Authorization` header under it.
@@ -275,17 +294,67 @@ fn authorization(fleet: &FleetKey, device: &str) -> String {
     )
 }
 
+/// Publish `--registered` devices to a registry topic of this ingest's own;
+/// the environment that makes ingest follow it in `registered` enrollment.
+async fn register(a: &IngestArgs, topic: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use tributary_shared::eventlog::EventLog;
+    use tributary_shared::registry::view::DeviceChange;
+    let devices = format!("{topic}.devices");
+    let log = tributary_shared::eventlog::kafka::KafkaLog::connect(
+        &tributary_shared::config::KafkaArgs {
+            brokers: a.brokers.clone(),
+            ..Default::default()
+        },
+        "bench-registry",
+    )?;
+    log.ensure_compacted_topic(&devices, 1).await?;
+    let ids = (0..a.registered)
+        .map(|i| format!("bench-{i}"))
+        .chain((0..a.fleet).map(|i| format!("fleet-{i}")));
+    let records: Vec<_> = ids
+        .map(|id| {
+            DeviceChange {
+                id,
+                status: tributary_shared::registry::DeviceStatus::Active,
+                key_version: 0,
+                revision: 1,
+                group: "bench".into(),
+            }
+            .to_record()
+        })
+        .collect();
+    let publisher = log.publisher();
+    for chunk in records.chunks(5_000) {
+        for d in publisher.publish(&devices, chunk.to_vec()).await {
+            d.context("registering the bench's devices")?;
+        }
+    }
+    Ok(vec![
+        ("TRIBUTARY_DEVICES_TOPIC".into(), devices),
+        ("TRIBUTARY_ENROLLMENT".into(), "registered".into()),
+    ])
+}
+
 /// Start the ingest binary on a free port and wait for its first 202.
 async fn start_ingest(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Result<Child> {
     let port = free_port()?;
-    let extra = a
+    let mut extra = a
         .ingest_env
         .iter()
         .map(|kv| {
             kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .with_context(|| format!("--ingest-env {kv}: not KEY=VALUE"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.registered > 0 {
+        anyhow::ensure!(
+            a.registered >= a.concurrency,
+            "--registered must cover the {} connections' devices",
+            a.concurrency
+        );
+        extra.extend(register(a, topic).await?);
+    }
     let started = Instant::now();
     let process = tokio::process::Command::new(bin)
         .env("PORT", port.to_string())
@@ -328,6 +397,7 @@ async fn start_ingest(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Res
         pid,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         start_to_first_202_ms,
+        rss_start_mb: rss_now_mb(pid),
     })
 }
 
@@ -428,6 +498,7 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
     );
     Ok(RunFigures {
         start_to_first_202_ms: child.start_to_first_202_ms,
+        rss_start_mb: child.rss_start_mb,
         per_batch,
         cpu,
         baseline_cpu,
