@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tributary_shared::auth::{FleetKey, now_unix};
@@ -24,8 +25,9 @@ use tributary_shared::config::KafkaArgs;
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::registry::import::{self, Format};
+use tributary_shared::registry::relay::{Relay, RelaySettings};
 use tributary_shared::registry::view;
-use tributary_shared::registry::{DeviceRegistry, DeviceStatus, MAX_LIST, NewDevice, RegisteredDevice, RegistryQuery};
+use tributary_shared::registry::{DeviceRegistry, DeviceStatus, NewDevice, RegisteredDevice, RegistryQuery};
 
 /// Arguments of `tributary device`.
 #[derive(clap::Args)]
@@ -170,13 +172,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             let outcome = registry.import(&devices, now).await.context("nothing was imported")?;
             println!("{}", serde_json::to_string(&outcome)?);
             if outcome.created + outcome.updated > 0 {
-                topic.publish_all(registry.as_ref()).await?;
+                topic.publish_all(registry.clone()).await?;
             }
             Ok(())
         }
         Command::Publish => {
             anyhow::ensure!(topic.enabled, "publish with --no-publish does nothing");
-            let n = topic.publish_all(registry.as_ref()).await?;
+            let n = topic.publish_all(registry.clone()).await?;
             println!("{}", serde_json::json!({ "published": n }));
             Ok(())
         }
@@ -272,28 +274,17 @@ impl Topic {
     }
 
     /// Publish every registered device, a page at a time; returns how many.
-    async fn publish_all(&self, registry: &dyn DeviceRegistry) -> anyhow::Result<usize> {
+    async fn publish_all(&self, registry: Arc<dyn DeviceRegistry>) -> anyhow::Result<usize> {
         if !self.enabled {
             return Ok(0);
         }
         let log = self.log().await?;
-        let mut after = None;
-        let mut total = 0;
-        loop {
-            let page = registry
-                .list(&RegistryQuery {
-                    after: after.clone(),
-                    limit: MAX_LIST,
-                    ..RegistryQuery::default()
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            total += view::publish(log.publisher().as_ref(), &self.name, &page)
-                .await
-                .with_context(|| format!("publishing the registry to {} on {}", self.name, self.kafka.brokers))?;
-        }
-        Ok(total)
+        // What the relay does at its start: every device, a page at a time.
+        let mut relay = Relay::new(registry, log.publisher(), &self.name, RelaySettings::default());
+        relay
+            .publish_all()
+            .await
+            .with_context(|| format!("publishing the registry to {} on {}", self.name, self.kafka.brokers))
     }
 }
 

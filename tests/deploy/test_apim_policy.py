@@ -144,8 +144,8 @@ def test_checks_come_before_the_device_counters_which_count_only_authenticated_r
     assert steps[-1].tag == "set-backend-service" and steps[-1].get("backend-id") == "interceptor"
 
 
-STATUS = {"BAD_REQUEST": 400, "UNAUTHORIZED": 401, "PAYLOAD_TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415,
-          "TOO_MANY_REQUESTS": 429, "SERVICE_UNAVAILABLE": 503}
+STATUS = {"BAD_REQUEST": 400, "UNAUTHORIZED": 401, "FORBIDDEN": 403, "PAYLOAD_TOO_LARGE": 413,
+          "UNSUPPORTED_MEDIA_TYPE": 415, "TOO_MANY_REQUESTS": 429, "SERVICE_UNAVAILABLE": 503}
 
 
 def ingest_error_codes():

@@ -10,7 +10,7 @@ use super::{
     DeviceRegistry, DeviceStatus, Enrollment, ImportOutcome, NewDevice, RegisteredDevice, RegistryError, RegistryQuery,
     validate_all,
 };
-use crate::results::StoreError;
+use crate::results::PgStore;
 use crate::results::listing::like_pattern;
 
 const COLUMNS: &str =
@@ -34,14 +34,10 @@ impl PgRegistry {
     }
 
     /// A registry on a lazily connecting pool (calls fail with
-    /// [`StoreError::Unavailable`] until PostgreSQL answers).
+    /// [`crate::results::StoreError::Unavailable`] until PostgreSQL answers).
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, RegistryError> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy(url)
-            .map_err(|e| StoreError::Unavailable(format!("database URL: {e}")))?;
-        Ok(Self { pool })
+        // The results store's pool settings: the registry is in the same database.
+        Ok(Self::new(PgStore::connect_lazy(url, max_connections)?.pool().clone()))
     }
 }
 
