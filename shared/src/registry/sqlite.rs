@@ -3,7 +3,7 @@
 //! inside one transaction.
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
@@ -13,7 +13,9 @@ use super::{
     validate_all,
 };
 use crate::results::SqliteStore;
+// Times are integer milliseconds, as in the results tables of the same file.
 use crate::results::listing::like_pattern;
+use crate::results::sqlite::{ms, time};
 
 /// Rows per statement: 5 binds each stays far under SQLite's bind limit.
 const CHUNK: usize = 1000;
@@ -28,14 +30,6 @@ const SELECT: &str = "SELECT r.device_id, r.display_name, r.device_group, r.tags
 #[derive(Clone, Debug)]
 pub struct SqliteRegistry {
     pool: SqlitePool,
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 impl SqliteRegistry {
