@@ -25,3 +25,13 @@ async fn status_and_key_changes_move_revisions(pool: PgPool) {
 async fn changes_are_recorded_and_relayed(pool: PgPool) {
     contract::changes_are_recorded_and_relayed(std::sync::Arc::new(PgRegistry::new(pool))).await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn first_windows_enroll_devices(pool: PgPool) {
+    contract::first_windows_enroll_devices(&PgRegistry::new(pool.clone()), &PgStore::new(pool)).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn operators_adopt_first_contact_devices(pool: PgPool) {
+    contract::operators_adopt_first_contact_devices(&PgRegistry::new(pool.clone()), &PgStore::new(pool)).await;
+}

@@ -36,3 +36,15 @@ async fn status_and_key_changes_move_revisions() {
 async fn changes_are_recorded_and_relayed() {
     contract::changes_are_recorded_and_relayed(std::sync::Arc::new(open("relay").await.0)).await;
 }
+
+#[tokio::test]
+async fn first_windows_enroll_devices() {
+    let (registry, results) = open("first-contact").await;
+    contract::first_windows_enroll_devices(&registry, &results).await;
+}
+
+#[tokio::test]
+async fn operators_adopt_first_contact_devices() {
+    let (registry, results) = open("adopt").await;
+    contract::operators_adopt_first_contact_devices(&registry, &results).await;
+}

@@ -344,3 +344,98 @@ pub async fn changes_are_recorded_and_relayed(reg: Arc<dyn DeviceRegistry>) {
     assert!(reg.prune_changes(now() + Duration::seconds(1)).await.expect("prune") > 1_200);
     assert!(reg.changes_after(0, 10).await.expect("changes").is_empty());
 }
+
+/// Open enrollment's first contact: storing a device's first window
+/// registers it (`first-contact`, active, key version 0) and records the
+/// change for the relay; storing more windows changes nothing, and a device
+/// an operator registered (and disabled) keeps what the operator set.
+pub async fn first_windows_enroll_devices(reg: &dyn DeviceRegistry, results: &dyn ResultStore) {
+    reg.add(&device("known", "trucks"), now()).await.expect("add");
+    reg.set_status("known", DeviceStatus::Disabled, now())
+        .await
+        .expect("disable");
+    let before = reg.last_change().await.expect("last");
+    results
+        .write_batch(
+            &[
+                agg("new-1", "t", 0, 1.0),
+                agg("new-2", "t", 0, 2.0),
+                agg("known", "t", 0, 3.0),
+            ],
+            &[],
+        )
+        .await
+        .expect("write");
+    let new = reg
+        .get("new-1")
+        .await
+        .expect("get")
+        .expect("new-1 enrolled on first contact");
+    assert_eq!(new.enrolled_by, Enrollment::FirstContact);
+    assert_eq!(new.status, DeviceStatus::Active);
+    assert_eq!((new.key_version, new.revision), (0, 1));
+    assert_eq!(new.group, DEFAULT_GROUP);
+    assert!(new.last_seen.is_some(), "its window is joined in");
+    let known = reg.get("known").await.expect("get").expect("known");
+    assert_eq!(known.status, DeviceStatus::Disabled, "first contact never re-enables");
+    assert_eq!(known.enrolled_by, Enrollment::Operator);
+    let changes = reg.changes_after(before, 100).await.expect("changes");
+    let mut changed = ids(&changes.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    changed.sort();
+    assert_eq!(
+        changed,
+        ["new-1", "new-2"],
+        "one change per new device, none for the known one"
+    );
+
+    let last = reg.last_change().await.expect("last");
+    results
+        .write_batch(&[agg("new-1", "t", 1, 1.5)], &[])
+        .await
+        .expect("write again");
+    assert_eq!(
+        reg.last_change().await.expect("last"),
+        last,
+        "a second window enrolls nothing"
+    );
+    assert_eq!(reg.get("new-1").await.expect("get").map(|d| d.revision), Some(1));
+}
+
+/// An operator adding or importing a device enrolled on first contact adopts
+/// it: the operator's name and group, its state and key version kept.
+pub async fn operators_adopt_first_contact_devices(reg: &dyn DeviceRegistry, results: &dyn ResultStore) {
+    results
+        .write_batch(&[agg("pump-1", "t", 0, 1.0), agg("pump-2", "t", 0, 1.0)], &[])
+        .await
+        .expect("write");
+    reg.rotate_key("pump-1", now()).await.expect("rotate");
+    let adopted = reg.add(&device("pump-1", "pumps"), now()).await.expect("adopt by add");
+    assert_eq!(adopted.enrolled_by, Enrollment::Operator);
+    assert_eq!((adopted.group.as_str(), adopted.key_version), ("pumps", 1));
+    assert_eq!(adopted.revision, 3, "enrolled, rotated, adopted");
+    assert!(
+        matches!(
+            reg.add(&device("pump-1", "pumps"), now()).await,
+            Err(RegistryError::Exists(_))
+        ),
+        "a second add is refused once an operator registered it"
+    );
+    let outcome = reg
+        .import(&[device("pump-1", "pumps"), NewDevice::new("pump-2")], now())
+        .await
+        .expect("import");
+    assert_eq!(
+        outcome,
+        ImportOutcome {
+            created: 0,
+            updated: 1,
+            unchanged: 1
+        },
+        "pump-2 adopted as it is, pump-1 unchanged"
+    );
+    let pump2 = reg.get("pump-2").await.expect("get").expect("pump-2");
+    assert_eq!(pump2.enrolled_by, Enrollment::Operator);
+}

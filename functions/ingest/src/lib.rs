@@ -112,7 +112,14 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
             .name("registry-view".into())
             .spawn(
                 move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(view::follow(log, topic, devices, stop)),
+                    Ok(rt) => {
+                        rt.block_on(view::follow(log, topic, devices, stop));
+                        // A tail still opening against an unreachable broker
+                        // is a blocking call of up to its metadata timeout:
+                        // dropping the runtime would wait for it and hold
+                        // the stop for seconds.
+                        rt.shutdown_background();
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot start the device registry's follower"),
                 },
             )

@@ -327,12 +327,15 @@ pub trait DeviceRegistry: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), RegistryError>;
 
     /// Register one device, active at key version 0; [`RegistryError::Exists`]
-    /// when it is registered already.
+    /// when an operator registered it already. A device enrolled on first
+    /// contact is adopted: it takes the operator's name, group and tags and
+    /// keeps its state and key version.
     async fn add(&self, device: &NewDevice, now: DateTime<Utc>) -> Result<RegisteredDevice, RegistryError>;
 
     /// Register or describe many devices in one transaction: new ones are
     /// created active at key version 0; registered ones get the file's name,
-    /// group and tags, and keep their state and key version.
+    /// group and tags (and count as the operator's), and keep their state
+    /// and key version.
     async fn import(&self, devices: &[NewDevice], now: DateTime<Utc>) -> Result<ImportOutcome, RegistryError>;
 
     /// One device, if registered.

@@ -83,8 +83,12 @@ impl DeviceRegistry for PgRegistry {
         d.validate()?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO device_registry (device_id, display_name, device_group, tags, enrolled_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4::jsonb, 'operator', $5, $5) ON CONFLICT (device_id) DO NOTHING",
+            "INSERT INTO device_registry AS r (device_id, display_name, device_group, tags, enrolled_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4::jsonb, 'operator', $5, $5)
+             ON CONFLICT (device_id) DO UPDATE SET
+               display_name = EXCLUDED.display_name, device_group = EXCLUDED.device_group, tags = EXCLUDED.tags,
+               enrolled_by = 'operator', revision = r.revision + 1, updated_at = EXCLUDED.updated_at
+             WHERE r.enrolled_by = 'first-contact'",
         )
         .bind(&d.id)
         .bind(&d.name)
@@ -117,9 +121,9 @@ impl DeviceRegistry for PgRegistry {
                FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, grp, tags)
                ON CONFLICT (device_id) DO UPDATE SET
                  display_name = EXCLUDED.display_name, device_group = EXCLUDED.device_group, tags = EXCLUDED.tags,
-                 revision = r.revision + 1, updated_at = EXCLUDED.updated_at
-               WHERE (r.display_name, r.device_group, r.tags) IS DISTINCT FROM
-                     (EXCLUDED.display_name, EXCLUDED.device_group, EXCLUDED.tags)
+                 enrolled_by = 'operator', revision = r.revision + 1, updated_at = EXCLUDED.updated_at
+               WHERE (r.display_name, r.device_group, r.tags, r.enrolled_by) IS DISTINCT FROM
+                     (EXCLUDED.display_name, EXCLUDED.device_group, EXCLUDED.tags, 'operator')
                RETURNING r.device_id, r.revision
              ), recorded AS (
                INSERT INTO device_registry_changes (device_id, changed_at) SELECT device_id, $5 FROM written
@@ -257,6 +261,35 @@ async fn record_change(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Open enrollment's "first contact": of `ids` (devices whose windows are
+/// being stored), register the ones not registered yet, active at key
+/// version 0, and record a change for each so the relay publishes them.
+/// Runs in the results store's write transaction, so a device is in the
+/// registry from the moment its first window is stored. A registered
+/// device (disabled or not) is left as it is. Returns how many were new.
+pub(crate) async fn enroll_first_contact(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let created: i64 = sqlx::query_scalar(
+        "WITH created AS (
+           INSERT INTO device_registry (device_id, enrolled_by, created_at, updated_at)
+           SELECT id, 'first-contact', $2, $2 FROM UNNEST($1::text[]) AS t(id)
+           ON CONFLICT (device_id) DO NOTHING
+           RETURNING device_id
+         ), recorded AS (
+           INSERT INTO device_registry_changes (device_id, changed_at) SELECT device_id, $2 FROM created
+         )
+         SELECT count(*) FROM created",
+    )
+    .bind(ids)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(created.unsigned_abs())
 }
 
 /// Created rows come back at revision 1, changed ones above it; rows the

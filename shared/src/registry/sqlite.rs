@@ -85,8 +85,12 @@ impl DeviceRegistry for SqliteRegistry {
         d.validate()?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO device_registry (device_id, display_name, device_group, tags, enrolled_by, created_at, updated_at)
-             VALUES (?1, ?2, ?3, json(?4), 'operator', ?5, ?5) ON CONFLICT (device_id) DO NOTHING",
+            "INSERT INTO device_registry AS r (device_id, display_name, device_group, tags, enrolled_by, created_at, updated_at)
+             VALUES (?1, ?2, ?3, json(?4), 'operator', ?5, ?5)
+             ON CONFLICT (device_id) DO UPDATE SET
+               display_name = excluded.display_name, device_group = excluded.device_group, tags = excluded.tags,
+               enrolled_by = 'operator', revision = r.revision + 1, updated_at = excluded.updated_at
+             WHERE r.enrolled_by = 'first-contact'",
         )
         .bind(&d.id)
         .bind(&d.name)
@@ -118,9 +122,9 @@ impl DeviceRegistry for SqliteRegistry {
                  VALUES {values}
                  ON CONFLICT (device_id) DO UPDATE SET
                    display_name = excluded.display_name, device_group = excluded.device_group, tags = excluded.tags,
-                   revision = r.revision + 1, updated_at = excluded.updated_at
+                   enrolled_by = 'operator', revision = r.revision + 1, updated_at = excluded.updated_at
                  WHERE r.display_name IS NOT excluded.display_name OR r.device_group IS NOT excluded.device_group
-                    OR r.tags IS NOT excluded.tags
+                    OR r.tags IS NOT excluded.tags OR r.enrolled_by <> 'operator'
                  RETURNING device_id, revision"
             );
             let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
@@ -254,6 +258,29 @@ impl DeviceRegistry for SqliteRegistry {
 }
 
 /// Record a change of each device, in chunks under the bind limit.
+/// As [`super::postgres::enroll_first_contact`], for the embedded store.
+pub(crate) async fn enroll_first_contact(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut created = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO device_registry (device_id, enrolled_by, created_at, updated_at) VALUES {}
+             ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
+            vec!["(?, 'first-contact', ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for id in chunk {
+            q = q.bind(*id).bind(ms(now)).bind(ms(now));
+        }
+        created.extend(q.fetch_all(&mut **tx).await?);
+    }
+    record_changes(tx, &created, now).await?;
+    Ok(created.len() as u64)
+}
+
 async fn record_changes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &[String],

@@ -466,6 +466,12 @@ pub(crate) fn state_str(s: AlertState) -> &'static str {
 /// per metric its newest window.
 type DeviceSpan<'a> = (DateTime<Utc>, DateTime<Utc>, BTreeMap<&'a str, &'a Aggregate>);
 
+/// The distinct devices of `aggs`, in id order.
+pub(crate) fn device_ids<'a>(aggs: &[&'a Aggregate]) -> Vec<&'a str> {
+    let ids: std::collections::BTreeSet<&str> = aggs.iter().map(|a| a.device_id.as_str()).collect();
+    ids.into_iter().collect()
+}
+
 /// Per device in a batch: first window start, last window end, and per
 /// metric its newest window's summary (`last_values`).
 pub(crate) fn device_updates<'a>(aggs: &[&'a Aggregate]) -> Vec<(&'a str, DateTime<Utc>, DateTime<Utc>, Value)> {

@@ -15,7 +15,7 @@ use super::rollup::{self, Resolution};
 mod rollup_job;
 use super::{
     AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
-    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates,
+    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids, device_updates,
     minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
@@ -153,6 +153,9 @@ impl ResultStore for PgStore {
             .bind(updates.into_iter().map(|u| u.3).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+
+            let ids = device_ids(&aggs);
+            crate::registry::postgres::enroll_first_contact(&mut tx, &ids, Utc::now()).await?;
 
             let marks = minute_marks(&aggs);
             insert_marks(&mut tx, rollup::TIERS[0], &marks).await?;

@@ -23,7 +23,7 @@ use super::rollup::{self, Resolution};
 mod rollup_job;
 use super::{
     AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
-    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_updates,
+    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids, device_updates,
     minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
@@ -228,6 +228,7 @@ impl ResultStore for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
+        crate::registry::sqlite::enroll_first_contact(&mut tx, &device_ids(&aggs), Utc::now()).await?;
         insert_marks(&mut tx, rollup::TIERS[0], &minute_marks(&aggs)).await?;
         for chunk in alerts.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
