@@ -285,6 +285,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             store: b.store.clone(),
             cache: Some(b.cache.clone()),
             raw: Some(b.raw.clone()),
+            registry: Some(b.registry.clone()),
             host: Host {
                 endpoint: dashboard_endpoint,
                 metrics: metrics.clone(),

@@ -71,7 +71,7 @@ fn parse_int(
     }
 }
 
-fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+pub(crate) fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     parse_int("limit", raw, default, 1..=max)
 }
 
@@ -167,7 +167,7 @@ pub async fn devices(
     }))
 }
 
-fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
     if tributary_shared::model::valid_id(id) {
         Ok(())
     } else {

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tributary_shared::registry::RegistryError;
 use tributary_shared::results::StoreError;
 use tributary_shared::telemetry::ErrorChain;
 
@@ -33,7 +34,7 @@ pub enum ApiError {
     #[error("sign-in required")]
     SignInRequired,
     /// Signed in, but without the operator role.
-    #[error("acknowledging and resolving alerts needs the app role '{0}'")]
+    #[error("changing alerts or devices needs the app role '{0}'")]
     NotOperator(String),
     /// Write actions are disabled (no operator token configured).
     #[error("the dashboard is read-only: no operator token is configured")]
@@ -44,6 +45,12 @@ pub enum ApiError {
     /// The feature needs a store this instance was not configured with.
     #[error("{0}")]
     NotConfigured(&'static str),
+    /// A request body that is not the JSON the endpoint takes.
+    #[error("invalid request body: {0}")]
+    BadBody(String),
+    /// The device registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl From<tributary_shared::raw::StoreError> for ApiError {
@@ -77,6 +84,32 @@ impl ApiError {
             Self::NotOperator(_) => (StatusCode::FORBIDDEN, "not_operator"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
+            Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            Self::Registry(e) => (
+                e.status_code(),
+                match e {
+                    RegistryError::NotFound(_) => "not_found",
+                    RegistryError::Exists(_) => "conflict",
+                    RegistryError::Invalid(_) | RegistryError::Duplicate(_) => "invalid_device",
+                    RegistryError::Store(StoreError::Rejected(_)) => "rejected",
+                    RegistryError::Store(StoreError::Unavailable(_)) => "unavailable",
+                },
+            ),
+        }
+    }
+
+    /// What the answer says: the error itself, except a store's failure,
+    /// whose details stay in the log.
+    fn message(&self) -> String {
+        match self {
+            Self::Registry(RegistryError::Store(e)) => {
+                tracing::warn!(error = %ErrorChain(e), "device registry query failed");
+                match e {
+                    StoreError::Rejected(_) => "the database refused the change".into(),
+                    StoreError::Unavailable(_) => Self::Unavailable.to_string(),
+                }
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -84,9 +117,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
+        let mut body = json!({"error": {"code": code, "message": self.message()}});
         if let Self::BadParam { param, .. } = &self {
             body["error"]["parameter"] = json!(param);
+        }
+        if let Self::Registry(RegistryError::Invalid(e)) = &self {
+            body["error"]["field"] = json!(e.field);
         }
         (status, axum::Json(body)).into_response()
     }
@@ -104,6 +140,9 @@ pub enum Error {
     /// The Cosmos DB settings are unusable (a missing key, no identity).
     #[error("Cosmos DB settings")]
     Cosmos(#[source] tributary_shared::raw::StoreError),
+    /// `DATABASE_URL` does not name a usable device registry.
+    #[error("opening the device registry (DATABASE_URL)")]
+    Registry(#[source] RegistryError),
     /// Binding, serving or the Lambda runtime failed.
     #[error(transparent)]
     Service(#[from] tributary_shared::service::ServiceError),

@@ -24,6 +24,8 @@
 //! - [`api`]: the JSON API's handlers and the server-sent events;
 //! - [`auth`]: who is asking (operator token, or App Service's signed-in principal);
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
+//! - [`registry`]: the device registry's operator API (list, add, disable,
+//!   enable, rotate a key);
 //! - [`config`]: the settings, with their defaults;
 //! - [`error`]: request errors ([`error::ApiError`]) and run errors ([`Error`]);
 //! - `static/`: the page, its script and style, and the OpenAPI document.
@@ -37,6 +39,7 @@ use axum::routing::{get, post};
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::raw::RawStore;
 use tributary_shared::raw::cosmos::LazyCosmosStore;
+use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::results::ResultStore;
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{Endpoint, Host, Service, Shutdown};
@@ -46,6 +49,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod live;
+pub mod registry;
 
 pub use config::Config;
 pub use error::{ApiError, Error};
@@ -59,6 +63,8 @@ pub struct Deps {
     pub cache: Option<Arc<dyn KvCache>>,
     /// Raw readings as archived (Cosmos DB in production; `None`: aggregates only).
     pub raw: Option<Arc<dyn RawStore>>,
+    /// The device registry, in the results database (`None`: the registry API answers 501).
+    pub registry: Option<Arc<dyn DeviceRegistry>>,
     /// Where the page, the API and the ops endpoints are served, and metrics registered.
     pub host: Host,
 }
@@ -79,11 +85,15 @@ impl Deps {
                 None
             }
         };
+        let registry = tributary_shared::registry::open(&config.database_url, 4)
+            .await
+            .map_err(Error::Registry)?;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
             store,
             cache: Some(cache),
             raw,
+            registry: Some(registry),
             host: Host::new(endpoint),
         })
     }
@@ -107,6 +117,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         store: deps.store.clone(),
         cache: deps.cache,
         raw: deps.raw,
+        registry: deps.registry,
         live,
         auth,
         sse_keepalive: config.sse_keepalive(),
@@ -131,6 +142,8 @@ pub struct Dashboard {
     /// Raw readings as archived (Cosmos DB; SQLite in the all-in-one mode).
     /// `None`: the raw-points API answers 501 and the page shows aggregates only.
     pub raw: Option<Arc<dyn RawStore>>,
+    /// The device registry (`None`: the registry API answers 501).
+    pub registry: Option<Arc<dyn DeviceRegistry>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
     /// Who may read and who may change alerts.
@@ -142,7 +155,7 @@ pub struct Dashboard {
 }
 
 /// The page's files, compiled in: path, content type, body.
-const ASSETS: [(&str, &str, &str); 8] = [
+const ASSETS: [(&str, &str, &str); 9] = [
     ("/", "text/html; charset=utf-8", include_str!("../static/index.html")),
     (
         "/app.js",
@@ -150,6 +163,11 @@ const ASSETS: [(&str, &str, &str); 8] = [
         include_str!("../static/app.js"),
     ),
     ("/app.css", "text/css; charset=utf-8", include_str!("../static/app.css")),
+    (
+        "/registry.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/registry.js"),
+    ),
     (
         "/charts.js",
         "text/javascript; charset=utf-8",
@@ -222,6 +240,11 @@ pub fn app(state: Arc<Dashboard>) -> Router {
         .route("/api/alerts/{id}/resolve", post(api::resolve))
         .route("/api/events", get(api::events))
         .route("/api/me", get(api::me))
+        .route("/api/registry/devices", get(registry::list).post(registry::add))
+        .route("/api/registry/devices/{id}", get(registry::show))
+        .route("/api/registry/devices/{id}/disable", post(registry::disable))
+        .route("/api/registry/devices/{id}/enable", post(registry::enable))
+        .route("/api/registry/devices/{id}/rotate-key", post(registry::rotate_key))
         .layer(axum::middleware::from_fn_with_state(state.clone(), signed_in))
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 // Tributary dashboard: a small single-page app over the JSON API.
-// Views: #/ (fleet overview, alert feed) and #/device/<id> (charts).
+// Views: #/ (fleet overview, alert feed), #/device/<id> (charts) and
+// #/registry (the device registry, for operators: registry.js).
 // Live updates arrive as server-sent events and refresh what they touch.
 "use strict";
 
@@ -23,7 +24,8 @@ const isOperator = () => (appService() ? me.operator : !!token());
 
 async function api(path, opts = {}) {
   const headers = opts.headers || {};
-  if (opts.method === "POST" && !appService() && token()) headers.Authorization = `Bearer ${token()}`;
+  // Sent with reads too: the registry's are for operators only.
+  if (!appService() && token()) headers.Authorization = `Bearer ${token()}`;
   const r = await fetch(path, { ...opts, headers });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`);
@@ -309,7 +311,9 @@ async function device() {
 
 async function render() {
   try {
-    if (/^#\/device\/./.test(location.hash)) await device(); else await overview();
+    if (/^#\/device\/./.test(location.hash)) await device();
+    else if (/^#\/registry/.test(location.hash)) await registryPage();
+    else await overview();
     banner("");
   } catch (e) {
     banner(`Could not load data: ${e.message}. Retrying when the next update arrives.`);
@@ -340,6 +344,7 @@ $("#operator").addEventListener("click", () => {
 });
 
 function updateOperator() {
+  $("#registry-link").hidden = !isOperator();
   const b = $("#operator");
   if (appService()) {
     b.textContent = `${me.name}${me.operator ? " · operator" : ""} (sign out)`;

@@ -16,6 +16,7 @@ use tributary_dashboard::auth::AuthMode;
 use tributary_dashboard::live::Live;
 use tributary_dashboard::{Dashboard, app};
 use tributary_shared::cache::{KvCache, RedisCache};
+use tributary_shared::registry::PgRegistry;
 use tributary_shared::results::{PgStore, ResultStore};
 use tributary_shared::service::Ops;
 use tributary_shared::service::readiness::ResultStoreReady;
@@ -105,6 +106,7 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
         store: Arc::new(PgStore::new(pool.clone())),
         cache: redis.map(|r| Arc::new(RedisCache::new(&r.url()).expect("client")) as Arc<dyn KvCache>),
         raw: None,
+        registry: Some(Arc::new(PgRegistry::new(pool.clone()))),
         live: live.clone(),
         auth: AuthMode::Token(token.map(str::to_owned)),
         sse_keepalive: std::time::Duration::from_secs(15),
@@ -126,6 +128,201 @@ async fn call(r: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
 
 async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
     call(r, Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+/// `GET uri` as the operator of [`router`]'s `op-secret`.
+async fn get_op(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    call(
+        r,
+        Request::get(uri)
+            .header(header::AUTHORIZATION, "Bearer op-secret")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await
+}
+
+/// `POST uri` with no body as the operator.
+fn op_post(uri: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::AUTHORIZATION, "Bearer op-secret")
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// `POST uri` with a JSON body as the operator.
+fn op_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::AUTHORIZATION, "Bearer op-secret")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+/// The registry's operator API: only for the operator, reads included;
+/// add (and the conflicts and bad input it refuses, writing nothing), list
+/// with search, group, state and pages, disable, enable and rotate, each
+/// change recorded in the outbox the relay publishes from.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn the_registry_api_manages_devices_for_operators_only(pool: PgPool) {
+    use tributary_shared::registry::DeviceRegistry;
+    let (r, _) = router(&pool, None, Some("op-secret"));
+    let (s, body) = get(&r, "/api/registry/devices").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+        "reads need the operator too"
+    );
+    let (s, _) = call(
+        &r,
+        Request::get("/api/registry/devices")
+            .header(header::AUTHORIZATION, "Bearer wrong")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (read_only, _) = router(&pool, None, None);
+    let (s, body) = call(&read_only, op_post("/api/registry/devices/x/disable")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("read_only"))
+    );
+
+    let (s, van) = call(
+        &r,
+        op_json(
+            "/api/registry/devices",
+            r#"{"id":"van-1","name":"Van 1","group":"vans","tags":{"site":"north"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{van}");
+    assert_eq!(
+        (
+            van["id"].as_str(),
+            van["group"].as_str(),
+            van["status"].as_str(),
+            van["keyVersion"].as_u64(),
+            van["enrolledBy"].as_str(),
+            van["tags"]["site"].as_str()
+        ),
+        (
+            Some("van-1"),
+            Some("vans"),
+            Some("active"),
+            Some(0),
+            Some("operator"),
+            Some("north")
+        )
+    );
+    let (s, body) = call(&r, op_json("/api/registry/devices", r#"{"id":"van-1"}"#)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict")),
+        "{body}"
+    );
+    let (s, body) = call(&r, op_json("/api/registry/devices", r#"{"id":"van 2","group":"vans"}"#)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str(), body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_device"), Some("id")),
+        "{body}"
+    );
+    let (s, body) = call(&r, op_json("/api/registry/devices", r#"{"id":"van-3","colour":"red"}"#)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_body"))
+    );
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("colour")),
+        "names the field: {body}"
+    );
+    let (s, _) = call(&r, op_json("/api/registry/devices", "not json")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for id in ["van-2", "freezer-1", "freezer-2"] {
+        let group = if id.starts_with("van") { "vans" } else { "freezers" };
+        let (s, body) = call(
+            &r,
+            op_json(
+                "/api/registry/devices",
+                &format!(r#"{{"id":"{id}","group":"{group}"}}"#),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+
+    let (s, all) = get_op(&r, "/api/registry/devices").await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let ids = |v: &Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ids(&all),
+        ["freezer-1", "freezer-2", "van-1", "van-2"],
+        "by id; nothing of the refused adds"
+    );
+    assert_eq!((all["registered"].as_u64(), all["next"].as_str()), (Some(4), None));
+    let (_, vans) = get_op(&r, "/api/registry/devices?group=vans").await;
+    assert_eq!(ids(&vans), ["van-1", "van-2"]);
+    let (_, found) = get_op(&r, "/api/registry/devices?q=VAN%201").await;
+    assert_eq!(ids(&found), ["van-1"], "the name is searched too");
+    let (_, page) = get_op(&r, "/api/registry/devices?limit=3").await;
+    assert_eq!((ids(&page).len(), page["next"].as_str()), (3, Some("van-1")));
+    let (_, rest) = get_op(&r, "/api/registry/devices?limit=3&after=van-1").await;
+    assert_eq!((ids(&rest), rest["next"].as_str()), (vec!["van-2".to_owned()], None));
+    for (uri, param) in [
+        ("/api/registry/devices?status=frozen", "status"),
+        ("/api/registry/devices?limit=0", "limit"),
+        ("/api/registry/devices?group=a%20b", "group"),
+        ("/api/registry/devices?after=a%20b", "after"),
+    ] {
+        let (s, body) = get_op(&r, uri).await;
+        assert_eq!(
+            (s, body["error"]["parameter"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{uri}: {body}"
+        );
+    }
+
+    let registry = PgRegistry::new(pool.clone());
+    let before = registry.last_change().await.expect("last change");
+    let (s, body) = call(&r, op_post("/api/registry/devices/van-1/disable")).await;
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (StatusCode::OK, Some("disabled")),
+        "{body}"
+    );
+    let (_, disabled) = get_op(&r, "/api/registry/devices?status=disabled").await;
+    assert_eq!(ids(&disabled), ["van-1"]);
+    let (s, body) = call(&r, op_post("/api/registry/devices/van-1/enable")).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("active")));
+    let (s, body) = call(&r, op_post("/api/registry/devices/van-1/rotate-key")).await;
+    assert_eq!(
+        (s, body["keyVersion"].as_u64(), body["revision"].as_i64()),
+        (StatusCode::OK, Some(1), Some(4))
+    );
+    let (s, shown) = get_op(&r, "/api/registry/devices/van-1").await;
+    assert_eq!((s, shown["keyVersion"].as_u64()), (StatusCode::OK, Some(1)));
+    let changes = registry.changes_after(before, 100).await.expect("changes");
+    assert_eq!(changes.len(), 3, "one outbox row per change, for the relay");
+
+    let (s, body) = call(&r, op_post("/api/registry/devices/nobody/disable")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{body}"
+    );
+    let (s, _) = get_op(&r, "/api/registry/devices/nobody").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, body) = call(&r, op_post("/api/registry/devices/bad%20id/rotate-key")).await;
+    assert_eq!(
+        (s, body["error"]["parameter"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
 }
 
 #[sqlx::test(migrations = "../../shared/migrations")]
@@ -522,6 +719,7 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         store: Arc::new(PgStore::new(pool.clone())),
         cache: Some(Arc::new(RedisCache::new(&url).expect("client"))),
         raw: None,
+        registry: None,
         live,
         auth: AuthMode::Token(None),
         sse_keepalive: std::time::Duration::from_secs(15),
@@ -608,6 +806,19 @@ async fn the_migrated_read_only_role_serves_every_endpoint_and_writes_no_results
         (StatusCode::OK, Some("resolved")),
         "{body}"
     );
+    // Operators manage devices as this role too, each change with its outbox row.
+    let (s, body) = call(
+        &r,
+        op_json("/api/registry/devices", r#"{"id":"van-ro","group":"vans"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    for action in ["disable", "enable", "rotate-key"] {
+        let (s, body) = call(&r, op_post(&format!("/api/registry/devices/van-ro/{action}"))).await;
+        assert_eq!(s, StatusCode::OK, "{action} as {role}: {body}");
+    }
+    let (s, body) = get_op(&r, "/api/registry/devices?group=vans").await;
+    assert_eq!((s, body["registered"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
     let readyz = r
         .clone()
         .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
@@ -621,6 +832,9 @@ async fn the_migrated_read_only_role_serves_every_endpoint_and_writes_no_results
         "UPDATE aggregates SET mean = 0",
         "UPDATE alerts SET reason = 'tampered'",
         "DELETE FROM alerts",
+        "DELETE FROM device_registry",
+        "UPDATE device_registry SET created_at = now()",
+        "DELETE FROM device_registry_changes",
     ] {
         let err = sqlx::query(stmt).execute(&ro).await.expect_err(stmt);
         assert!(err.to_string().contains("permission denied"), "{stmt}: {err}");

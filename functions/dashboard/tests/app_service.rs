@@ -53,6 +53,7 @@ async fn dashboard(pool: &PgPool, keepalive: Duration) -> String {
         store: Arc::new(PgStore::new(pool.clone())),
         cache: None,
         raw: None,
+        registry: None,
         live: Live::new(),
         auth: AuthMode::AppService {
             operator_role: "Tributary.Operator".into(),

@@ -424,3 +424,61 @@ async fn charts_hover_zoom_compare_overlay_and_export_in_chromium(pool: PgPool) 
     let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
     println!("{}", run_browser_script("charts.mjs", port, &["truck-a", "truck-b"]));
 }
+
+/// The device registry page in Chromium: hidden from readers; for the
+/// operator, pages through 251 registered devices, filters by group, search
+/// and state (in a shared URL too), disables a device, rotates a key and
+/// registers a device (a bad id refused by name); the database then holds
+/// what the page did.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn device_registry_page_in_chromium(pool: PgPool) {
+    use tributary_shared::registry::{DeviceRegistry, DeviceStatus, Enrollment, NewDevice, PgRegistry};
+    let registry = PgRegistry::new(pool.clone());
+    let fleet: Vec<NewDevice> = (0..150)
+        .map(|i| NewDevice {
+            group: Some("trucks".into()),
+            ..NewDevice::new(format!("veh-{i:03}"))
+        })
+        .chain((0..100).map(|i| NewDevice {
+            group: Some("freezers".into()),
+            ..NewDevice::new(format!("frz-{i:03}"))
+        }))
+        .collect();
+    registry.import(&fleet, Utc::now()).await.expect("import");
+    // One device that enrolled itself: its first window was stored.
+    PgStore::new(pool.clone())
+        .write_batch(
+            &[chart_window(
+                "pump-1",
+                "temp",
+                10,
+                Utc::now() - chrono::Duration::seconds(30),
+                0,
+                false,
+            )],
+            &[],
+        )
+        .await
+        .expect("first contact");
+
+    let (_redis, redis_url) = start_redis();
+    let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
+    println!("{}", run_browser_script("registry.mjs", port, &["ui-operator-token"]));
+
+    let get = |id: &'static str| {
+        let registry = registry.clone();
+        async move { registry.get(id).await.expect("get").expect(id) }
+    };
+    assert_eq!(get("frz-007").await.status, DeviceStatus::Disabled);
+    assert_eq!(get("frz-008").await.key_version, 1);
+    let van = get("van-new").await;
+    assert_eq!(
+        (van.group.as_str(), van.name.as_deref(), van.enrolled_by),
+        ("vans", Some("New van"), Enrollment::Operator)
+    );
+    assert_eq!(
+        registry.count().await.expect("count"),
+        252,
+        "the bad id was not registered"
+    );
+}

@@ -63,6 +63,7 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         store: store.clone(),
         cache: None,
         raw,
+        registry: None,
         live: Live::new(),
         auth: AuthMode::Token(None),
         sse_keepalive: std::time::Duration::from_secs(15),
