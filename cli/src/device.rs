@@ -295,7 +295,7 @@ fn print_device(d: &RegisteredDevice) -> anyhow::Result<()> {
 
 /// Devices as aligned columns, with a header.
 fn table(devices: &[RegisteredDevice]) -> String {
-    let rows: Vec<[String; 6]> = devices
+    let rows: Vec<[String; 7]> = devices
         .iter()
         .map(|d| {
             [
@@ -303,14 +303,15 @@ fn table(devices: &[RegisteredDevice]) -> String {
                 d.group.clone(),
                 d.status.as_str().to_owned(),
                 d.key_version.to_string(),
+                d.enrolled_by.as_str().to_owned(),
                 d.last_seen
                     .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
                 d.name.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    let header = ["ID", "GROUP", "STATE", "KEY", "LAST SEEN", "NAME"].map(str::to_owned);
-    let mut width = [0usize; 6];
+    let header = ["ID", "GROUP", "STATE", "KEY", "ENROLLED BY", "LAST SEEN", "NAME"].map(str::to_owned);
+    let mut width = [0usize; 7];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -355,7 +356,10 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("ID              GROUP"), "{out}");
-        assert!(lines[1].starts_with("a               g      active  2    -"), "{out}");
+        assert!(
+            lines[1].starts_with("a               g      active  2    operator     -"),
+            "{out}"
+        );
         assert!(lines[1].ends_with("Alpha"), "{out}");
         assert!(lines[2].ends_with('-'), "no trailing spaces: {out}");
     }

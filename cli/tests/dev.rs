@@ -446,6 +446,29 @@ async fn a_device_disabled_in_the_registry_is_refused_by_the_running_instance() 
         listed.lines().any(|l| l.starts_with("pump-9") && l.contains("active")),
         "{listed}"
     );
+    // Open enrollment: pump-8, never registered, appears once its first window is stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = device_command(&dir, &["list", "--json"]);
+        let pump8 = listed
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|d| d["id"] == "pump-8");
+        if let Some(d) = pump8 {
+            assert_eq!(
+                (d["enrolledBy"].as_str(), d["status"].as_str()),
+                (Some("first-contact"), Some("active")),
+                "{d}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pump-8 was not enrolled on first contact within 30 s:\n{listed}"
+        );
+        let _ = post_reading(&dev, "pump-8").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     dev.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,7 +37,7 @@ pub enum LoadTool {
 }
 
 /// Arguments of `bench ingest`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct IngestArgs {
     /// Broker to benchmark against (start one with scripts/bench).
     #[arg(long, env = "TRIBUTARY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -85,7 +85,10 @@ pub struct IngestArgs {
     /// Register this many devices (`bench-0`, `bench-1`, …, and the fleet
     /// phase's) in a registry topic of the run's own, and run ingest in
     /// `registered` enrollment, so every request is admitted by a view of
-    /// this size; the RSS after start then includes the view.
+    /// this size; the RSS after start then includes the view. Each run then
+    /// first measures its peer, an ingest in open enrollment with an empty
+    /// view, and the medians compare the two (throughput ratio per batch,
+    /// view memory per device).
     #[arg(long, default_value_t = 0)]
     registered: usize,
 }
@@ -184,7 +187,28 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
         bin.display()
     );
     let mut runs = Vec::new();
+    // The peer of a run with a registered fleet: the same run, an empty view.
+    let open_args = (a.registered > 0).then(|| IngestArgs {
+        registered: 0,
+        fleet: 0,
+        ..a.clone()
+    });
+    let mut peers: Vec<RunFigures> = Vec::new();
     for run in 0..a.runs {
+        if let Some(open) = &open_args {
+            let f = one_run(open, &bin, run).await?;
+            println!(
+                "run {} peer (open enrollment, empty view): RSS at first 202 {:.1} MB, {}",
+                run + 1,
+                f.rss_start_mb,
+                f.per_batch
+                    .iter()
+                    .map(|(b, rps, _, _)| format!("batch {b}: {rps:.0} readings/s"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            peers.push(f);
+        }
         let f = one_run(&a, &bin, run).await?;
         println!(
             "run {}: start->first 202 {:.1} ms, RSS at first 202 {:.1} MB, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s (CPU per record: producer {:.2} us, broker {:.2} us)",
@@ -270,6 +294,23 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
             ingest_us: m(|f| f.ingest_us),
         };
         println!("  {} (answers not 2xx and errors: over all runs)", medians.line(&a));
+    }
+    if !peers.is_empty() {
+        let view_mb = median(runs.iter().map(|r| r.rss_start_mb).collect())
+            - median(peers.iter().map(|r| r.rss_start_mb).collect());
+        let devices = a.registered + a.fleet;
+        println!(
+            "  against the peer (open enrollment, empty view, same runs): view of {devices} devices {view_mb:.1} MB, {:.0} bytes per device",
+            view_mb * 1024.0 * 1024.0 / devices as f64
+        );
+        for (i, b) in a.batches.iter().enumerate() {
+            let with = median(runs.iter().map(|r| r.per_batch[i].1).collect());
+            let without = median(peers.iter().map(|r| r.per_batch[i].1).collect());
+            println!(
+                "    batch {b:>5}: {with:.0} vs {without:.0} readings/s: {:.1}% of the peer",
+                100.0 * with / without
+            );
+        }
     }
     Ok(())
 }

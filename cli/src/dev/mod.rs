@@ -301,6 +301,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .token(device, now_unix() + 86_400);
     println!("Tributary dev mode: ready in {} ms", started.elapsed().as_millis());
     println!("  dashboard: http://{dashboard_addr}/   (operator token for acknowledging alerts: {operator_token})");
+    println!(
+        "  registry:  http://{dashboard_addr}/#/registry   (devices: list, disable, enable, rotate a key; with the operator token)"
+    );
     println!("  ingest:    http://{ingest_addr}/v1/telemetry   (health: /healthz, metrics: /metrics)");
     println!("  backends:  {}", b.describe());
     println!(

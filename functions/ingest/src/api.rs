@@ -55,7 +55,8 @@ impl Ingest {
         Self {
             publisher,
             topic: cfg.topics.raw.clone(),
-            fleet: FleetKey::new(&cfg.fleet_key),
+            // `run` refused to start without a usable key; in-process users are a laptop's.
+            fleet: FleetKey::new(cfg.effective_fleet_key().unwrap_or(crate::config::DEV_FLEET_KEY)),
             devices: Arc::new(DeviceView::new()),
             enrollment: cfg.enrollment,
             token_max_ttl_secs: cfg.token_max_ttl_secs,

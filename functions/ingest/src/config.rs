@@ -5,8 +5,9 @@ use clap::Parser;
 use tributary_shared::config::{KafkaArgs, ListenArgs, LogArgs, TopicArgs};
 use tributary_shared::registry::view::EnrollmentMode;
 
-/// The fleet key used when none is configured: fine on a laptop, never in
-/// production (the function logs a warning when it is in use).
+/// The built-in development fleet key: public (it is in this source), so
+/// the binary uses it only when told to (`--insecure-dev-fleet-key`), and
+/// logs a warning when it does.
 pub const DEV_FLEET_KEY: &str = "tributary-development-fleet-key-do-not-use-in-production";
 
 /// Configuration of the ingest function.
@@ -30,14 +31,15 @@ pub struct Config {
     pub topics: TopicArgs,
 
     /// Secret every device key derives from (HMAC-SHA256 of the device id).
-    #[arg(
-        long,
-        env = "TRIBUTARY_FLEET_KEY",
-        hide_env_values = true,
-        hide_default_value = true,
-        default_value_t = Config::default().fleet_key
-    )]
+    /// Required: without it (or with the public development key) ingest
+    /// refuses to start unless `--insecure-dev-fleet-key` is given.
+    #[arg(long, env = "TRIBUTARY_FLEET_KEY", hide_env_values = true, default_value = "")]
     pub fleet_key: String,
+
+    /// Accept devices signed with the built-in, public development fleet key
+    /// when no fleet key is set: for a laptop, never for a deployment.
+    #[arg(long, env = "TRIBUTARY_INSECURE_DEV_FLEET_KEY")]
+    pub insecure_dev_fleet_key: bool,
 
     /// Devices the registry does not know: `open` admits any with a key
     /// derived from the fleet key (version 0), `registered` refuses them
@@ -98,7 +100,10 @@ impl Default for Config {
             listen: ListenArgs::default(),
             kafka: KafkaArgs::default(),
             topics: TopicArgs::default(),
+            // In-process use (`tributary dev`, tests, benches) is a laptop's;
+            // the binary's flags start from an empty key and no permission.
             fleet_key: DEV_FLEET_KEY.into(),
+            insecure_dev_fleet_key: true,
             enrollment: EnrollmentMode::Open,
             token_max_ttl_secs: 7 * 86_400,
             max_body_bytes: 1 << 20,
@@ -117,15 +122,80 @@ impl Default for Config {
     }
 }
 
+/// Why ingest will not start with the fleet key it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FleetKeyError {
+    /// No key, and no permission to use the development one.
+    #[error(
+        "no fleet key: set TRIBUTARY_FLEET_KEY (the secret device keys derive from), or pass --insecure-dev-fleet-key \
+         (TRIBUTARY_INSECURE_DEV_FLEET_KEY=true) to accept the public development key on a laptop"
+    )]
+    Missing,
+    /// The public development key, without permission to use it.
+    #[error(
+        "TRIBUTARY_FLEET_KEY is the public development key: set a secret of your own, or pass --insecure-dev-fleet-key on a laptop"
+    )]
+    Public,
+}
+
+impl Config {
+    /// The fleet key to verify tokens with: the one configured, or the
+    /// development key when allowed; never a public key by accident.
+    pub fn effective_fleet_key(&self) -> Result<&str, FleetKeyError> {
+        match (self.fleet_key.as_str(), self.insecure_dev_fleet_key) {
+            ("", true) => Ok(DEV_FLEET_KEY),
+            ("", false) => Err(FleetKeyError::Missing),
+            (DEV_FLEET_KEY, false) => Err(FleetKeyError::Public),
+            (key, _) => Ok(key),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_flags_default_to_config_default() {
+    fn the_flags_default_to_config_default_but_the_fleet_key() {
         let mut parsed = Config::parse_from(["tributary-ingest"]);
-        // Whoever runs the tests may set RUST_LOG; everything else must come from `Default`.
+        // Whoever runs the tests may set RUST_LOG and the fleet key settings;
+        // everything else must come from `Default`.
         parsed.log = LogArgs::default();
+        let (key, insecure) = (parsed.fleet_key.clone(), parsed.insecure_dev_fleet_key);
+        parsed.fleet_key = DEV_FLEET_KEY.into();
+        parsed.insecure_dev_fleet_key = true;
         assert_eq!(parsed, Config::default());
+        if std::env::var_os("TRIBUTARY_FLEET_KEY").is_none()
+            && std::env::var_os("TRIBUTARY_INSECURE_DEV_FLEET_KEY").is_none()
+        {
+            assert_eq!(
+                (key.as_str(), insecure),
+                ("", false),
+                "the binary starts with no key and no permission"
+            );
+        }
+    }
+
+    #[test]
+    fn the_binary_needs_a_key_of_its_own_or_the_development_flag() {
+        let with = |key: &str, insecure: bool| Config {
+            fleet_key: key.into(),
+            insecure_dev_fleet_key: insecure,
+            ..Config::default()
+        };
+        assert_eq!(with("", false).effective_fleet_key(), Err(FleetKeyError::Missing));
+        assert_eq!(
+            with(DEV_FLEET_KEY, false).effective_fleet_key(),
+            Err(FleetKeyError::Public)
+        );
+        assert_eq!(with("", true).effective_fleet_key(), Ok(DEV_FLEET_KEY));
+        assert_eq!(with("s3cret", false).effective_fleet_key(), Ok("s3cret"));
+        assert_eq!(
+            with("s3cret", true).effective_fleet_key(),
+            Ok("s3cret"),
+            "a key set wins over the flag"
+        );
+        let parsed = Config::try_parse_from(["tributary-ingest", "--insecure-dev-fleet-key"]).expect("flag");
+        assert!(parsed.insecure_dev_fleet_key);
     }
 }

@@ -46,6 +46,9 @@ pub enum ApiError {
 /// Why ingest could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No usable fleet key is configured.
+    #[error(transparent)]
+    FleetKey(#[from] crate::config::FleetKeyError),
     /// The Kafka client could not be created from the settings.
     #[error("connecting to the event log")]
     EventLog(#[source] tributary_shared::eventlog::EventLogError),

@@ -87,7 +87,7 @@ impl Deps {
 
 /// Serve devices until `shutdown`, then answer what is in flight and flush the producer.
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
-    if config.fleet_key == config::DEV_FLEET_KEY {
+    if config.effective_fleet_key()? == config::DEV_FLEET_KEY {
         tracing::warn!("using the built-in development fleet key; set TRIBUTARY_FLEET_KEY in production");
     }
     let publisher = deps.log.publisher();

@@ -15,7 +15,15 @@ use tributary_testkit::{test_brokers, unique_topic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary-ingest");
 
+/// The binary with only `envs` (and PATH), allowed the development fleet key.
 fn spawn(envs: &[(&str, String)]) -> Child {
+    let mut with_dev_key = vec![("TRIBUTARY_INSECURE_DEV_FLEET_KEY", "true".to_owned())];
+    with_dev_key.extend(envs.iter().cloned());
+    spawn_exactly(&with_dev_key)
+}
+
+/// The binary with only `envs` (and PATH).
+fn spawn_exactly(envs: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in envs {
@@ -322,6 +330,30 @@ async fn a_client_that_sends_a_whole_oversized_body_first_reads_the_413() {
         assert!(!headers.to_ascii_lowercase().contains("connection: close"), "{headers}");
     }
     assert!(answers[2].0.starts_with("HTTP/1.1 202"), "{:?}", answers[2]);
+}
+
+/// Secure by default: with no fleet key, or with the public development key,
+/// the binary refuses to start and says what to set; the explicit flag
+/// starts it (the other tests here).
+#[test]
+fn no_fleet_key_stops_the_start_unless_the_development_flag_is_given() {
+    for key in [None, Some(tributary_ingest::config::DEV_FLEET_KEY)] {
+        let mut envs = vec![
+            ("PORT", free_port().to_string()),
+            ("TRIBUTARY_BIND", "127.0.0.1".into()),
+            ("TRIBUTARY_KAFKA_BROKERS", test_brokers()),
+        ];
+        if let Some(key) = key {
+            envs.push(("TRIBUTARY_FLEET_KEY", key.into()));
+        }
+        let out = spawn_exactly(&envs).wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "it started with {key:?}: {stderr}");
+        assert!(
+            stderr.contains("TRIBUTARY_FLEET_KEY") && stderr.contains("--insecure-dev-fleet-key"),
+            "names the setting and the flag: {stderr}"
+        );
+    }
 }
 
 /// Traces asked for with an endpoint that is not a URL: the function stops at
