@@ -56,7 +56,7 @@ HTTP_ADD_ON_CHART_VERSION=0.15.0
 # The name in the interceptor's certificate besides its address.
 INTERCEPTOR_TLS_NAME=interceptor.tributary.internal
 # Bicep parameter = environment variable holding its value.
-SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
+SECRET_PARAMS=(fleetKey=TRIBUTARY_FLEET_KEY operatorToken=TRIBUTARY_OPERATOR_TOKEN viewerToken=TRIBUTARY_VIEWER_TOKEN postgresReadonlyPassword=TRIBUTARY_POSTGRES_READONLY_PASSWORD)
 # Passed only when the feature that reads it is on (see Splunk above).
 OPTIONAL_SECRET_PARAMS=(splunkHecToken=TRIBUTARY_SPLUNK_HEC_TOKEN)
 params=infra/bicep/params/$env.parameters.json

@@ -101,6 +101,10 @@ param fleetKey string
 @description('Bearer token operators acknowledge alerts with (dashboard); the pipeline passes it from a secret variable.')
 param operatorToken string
 
+@secure()
+@description('Token readers sign in to the dashboard on AKS with; the pipeline passes it from a secret variable.')
+param viewerToken string
+
 @description('Splunk HTTP Event Collector base URL (e.g. https://splunk.example.com:8088) that analyze forwards aggregates and alerts to; empty: no forwarding, and no Splunk secret is written.')
 param splunkUrl string = ''
 
@@ -332,6 +336,7 @@ module secrets 'modules/secrets.bicep' = {
     postgresReadonlyPassword: postgresReadonlyPassword
     fleetKey: fleetKey
     operatorToken: operatorToken
+    viewerToken: viewerToken
     splunkHecToken: splunkHecToken
     // Only analyze forwards to Splunk, and only when it is on: the component's
     // SecretProviderClass patch adds splunk-hec-token to analyze's objects.
@@ -350,6 +355,7 @@ module secrets 'modules/secrets.bicep' = {
       { secret: 'database-url-readonly', principalId: dashboardIdentity.outputs.principalId }
       { secret: 'redis-url', principalId: dashboardIdentity.outputs.principalId }
       { secret: 'operator-token', principalId: dashboardIdentity.outputs.principalId }
+      { secret: 'viewer-token', principalId: dashboardIdentity.outputs.principalId }
       { secret: 'eventhubs-connection-string', principalId: kedaIdentity.outputs.principalId }
     ]
   }

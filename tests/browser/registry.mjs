@@ -1,13 +1,15 @@
 // Drives the device registry page in headless Chromium for the browser test
 // (functions/dashboard/tests/browser.rs registers the devices and runs it).
-// Usage: node registry.mjs <dashboard url> <screenshot dir> <operator token>
+// Usage: node registry.mjs <dashboard url> <screenshot dir> <operator token> <viewer token>
+// The dashboard runs with a viewer token: the script signs in as a viewer
+// first (a wrong token refused), then becomes the operator.
 // Expects frz-000 … frz-099 (group freezers), pump-1 (enrolled on first
 // contact) and veh-000 … veh-149 (group trucks), all active at key version 0.
 // Leaves frz-007 disabled, frz-008 at key version 1 and van-new registered in
 // vans, which the Rust side then checks in the database.
 import { start } from "./lib.mjs";
 
-const [url, shots, operatorToken] = process.argv.slice(2);
+const [url, shots, operatorToken, viewerToken] = process.argv.slice(2);
 const { context, page, fail, shot, done } = await start(shots, "registry");
 page.on("dialog", (d) => d.accept());
 const rowIds = (p = page) => p.$$eval("[data-testid=registry-row]", (rows) => rows.map((r) => r.dataset.device));
@@ -23,7 +25,25 @@ const waitRows = async (check, what, p = page) => {
 const row = (id) => `[data-testid=registry-row][data-device="${id}"]`;
 
 try {
-  // Not an operator: the page says what to do and the link is hidden.
+  // Nothing is read before signing in; a wrong token is refused by name.
+  await page.goto(url);
+  await page.waitForSelector("[data-testid=signin]", { timeout: 20000 }).catch(() => fail("no sign-in form without a session"));
+  await page.fill("[data-testid=signin-token]", "a-guess");
+  await page.click("[data-testid=signin-submit]");
+  await page.waitForFunction(() => /Not signed in: that token is neither/.test(document.querySelector("[data-testid=signin-result]")?.textContent), null, { timeout: 10000 })
+    .catch(async () => fail(`a wrong token: ${await page.textContent("[data-testid=signin-result]")}`));
+  await page.fill("[data-testid=signin-token]", viewerToken);
+  await page.click("[data-testid=signin-submit]");
+  await page.waitForSelector("[data-testid=devices]", { timeout: 20000 }).catch(() => fail("the fleet did not load after signing in as a viewer"));
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === "tributary_session");
+  if (!session || !session.httpOnly || session.sameSite !== "Strict") await fail(`the session cookie: ${JSON.stringify(session)}`);
+  if (session.value.includes(viewerToken)) await fail("the token is in the cookie");
+  await page.waitForSelector("[data-testid=live].on", { timeout: 10000 }).catch(() => fail("the live stream did not connect with the session"));
+  await shot("signed-in-viewer.png");
+  console.log("VIEWER-SIGN-IN-OK");
+
+  // A viewer, not an operator: the page says what to do and the link is hidden.
   await page.goto(`${url}#/registry`);
   await page.waitForSelector("[data-testid=registry-signin]", { timeout: 20000 }).catch(() => fail("no sign-in note for a reader"));
   if (await page.isVisible("[data-testid=registry-link]")) await fail("the registry link is shown to a reader");

@@ -242,7 +242,7 @@ def test_key_vault_reads_are_granted_per_secret_and_match_the_secret_provider_cl
     ta = next(d for d in base_docs("auth.yaml") if d["kind"] == "TriggerAuthentication")
     assert grants["kedaIdentity"] == {s["name"] for s in ta["spec"]["azureKeyVault"]["secrets"]}
     assert set(grants) == {f"{w}Identity" for w in WORKLOADS} | {"kedaIdentity"}
-    assert grants["dashboardIdentity"] == {"database-url-readonly", "redis-url", "operator-token"}
+    assert grants["dashboardIdentity"] == {"database-url-readonly", "redis-url", "operator-token", "viewer-token"}
     assert grants["ingestIdentity"] == {"fleet-key", "eventhubs-connection-string"}, "ingest needs no database, cache or Cosmos DB"
     secrets = module("secrets")
     written = {r["body"]["name"] for r in secrets["resources"] if r["type"].startswith("Microsoft.KeyVault/vaults/secrets@") and r["body"].get("properties")}

@@ -395,6 +395,7 @@ DEPLOYER = {"servicePrincipal": ("sp-object-id", "ServicePrincipal"), "user": ("
 SECRETS = {
     "TRIBUTARY_FLEET_KEY": "test-fleet-key",
     "TRIBUTARY_OPERATOR_TOKEN": "test-operator-token",
+    "TRIBUTARY_VIEWER_TOKEN": "test-viewer-token",
     "TRIBUTARY_POSTGRES_READONLY_PASSWORD": "test p@ss'word",
 }
 ACR_TOKEN = "acr-access-token"
@@ -501,6 +502,7 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
         "nothing to restart on a first deploy"
     assert "splunkHecToken" not in secure, "no Splunk token unless forwarding is on"
     assert secure == {"fleetKey": {"value": SECRETS["TRIBUTARY_FLEET_KEY"]}, "operatorToken": {"value": SECRETS["TRIBUTARY_OPERATOR_TOKEN"]},
+                      "viewerToken": {"value": SECRETS["TRIBUTARY_VIEWER_TOKEN"]},
                       "postgresReadonlyPassword": {"value": SECRETS["TRIBUTARY_POSTGRES_READONLY_PASSWORD"]}}
     assert not any((tmp_path / "tmpdir").iterdir()), "the secure parameters file and the work directory are removed"
 

@@ -47,7 +47,7 @@ FUNCTIONS = {
     # deployment name -> (binary, env vars that must be set)
     "ingest": ("tributary-ingest", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_FLEET_KEY", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
     "process": ("tributary-process", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
-    "dashboard": ("tributary-dashboard", {"PORT", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_OPERATOR_TOKEN"}),
+    "dashboard": ("tributary-dashboard", {"PORT", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_OPERATOR_TOKEN", "TRIBUTARY_VIEWER_TOKEN"}),
     "analyze": ("tributary-analyze", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
     "archive": ("tributary-archive", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_COSMOS_ENDPOINT", "TRIBUTARY_COSMOS_AUTH", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
 }
@@ -471,7 +471,7 @@ def test_secret_provider_classes_sync_every_key_the_deployments_read():
     assert sorted(s["metadata"]["name"] for s in spcs) == sorted(f"{fn}-secrets" for fn in FUNCTIONS), "one per function"
     refs = secret_key_refs(docs)
     assert {n for n, _ in refs} <= {f"{fn}-secrets" for fn in FUNCTIONS}
-    assert {k for _, k in refs} >= {"fleet-key", "database-url", "database-url-readonly", "redis-url", "operator-token", "eventhubs-connection-string"}
+    assert {k for _, k in refs} >= {"fleet-key", "database-url", "database-url-readonly", "redis-url", "operator-token", "viewer-token", "eventhubs-connection-string"}
     check_secret_provider_classes(docs)
     synced = {(so["secretName"], d["key"]) for s in spcs for so in s["spec"]["secretObjects"] for d in so["data"]}
     assert synced == refs, "sync exactly the keys read"
@@ -492,14 +492,15 @@ def test_each_function_runs_as_its_own_identity_and_reads_only_its_secrets():
     dash = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == "dashboard")
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in dash["spec"]["template"]["spec"]["containers"][0]["env"]
             if "secretKeyRef" in e.get("valueFrom", {})}
-    assert refs == {"DATABASE_URL": "database-url-readonly", "REDIS_URL": "redis-url", "TRIBUTARY_OPERATOR_TOKEN": "operator-token"}
+    assert refs == {"DATABASE_URL": "database-url-readonly", "REDIS_URL": "redis-url", "TRIBUTARY_OPERATOR_TOKEN": "operator-token",
+                    "TRIBUTARY_VIEWER_TOKEN": "viewer-token"}
     assert secret_settings_used("dashboard", deployment_env(dash)) == set(refs)
     assert deployment_env(dash)["TRIBUTARY_COSMOS_AUTH"] == "identity"
 
 
 def test_source_env_reads_the_configs():
     """The source parser finds what the configs declare, flattened fragments included."""
-    assert {k for k, s in source_env("dashboard").items() if s} == {"DATABASE_URL", "REDIS_URL", "TRIBUTARY_COSMOS_KEY", "TRIBUTARY_OPERATOR_TOKEN"}
+    assert {k for k, s in source_env("dashboard").items() if s} == {"DATABASE_URL", "REDIS_URL", "TRIBUTARY_COSMOS_KEY", "TRIBUTARY_OPERATOR_TOKEN", "TRIBUTARY_VIEWER_TOKEN"}
     assert source_env("ingest")["TRIBUTARY_FLEET_KEY"] is True and source_env("ingest")["TRIBUTARY_KAFKA_SASL_PASSWORD"] is True
     assert source_env("ingest")["TRIBUTARY_KAFKA_BROKERS"] is False
     assert "TRIBUTARY_KAFKA_BROKERS" not in source_env("dashboard"), "the dashboard flattens no Kafka settings"

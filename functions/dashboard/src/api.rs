@@ -466,13 +466,75 @@ fn authorize(st: &Dashboard, headers: &HeaderMap) -> Result<String, ApiError> {
 /// `app-service`: the signed-in user), so the page offers what they may do.
 pub async fn me(State(st): State<Arc<Dashboard>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let p = st.auth.principal(&headers)?;
-    let writable = !matches!(st.auth, crate::auth::AuthMode::Token(None));
+    let writable = !matches!(st.auth, crate::auth::AuthMode::Token { operator: None, .. });
     Ok(Json(json!({
         "auth": st.auth.name(),
         "name": p.name,
         "operator": p.operator,
         "writable": writable,
     })))
+}
+
+/// What `POST /api/session` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    token: String,
+}
+
+/// Whether the browser reached us over HTTPS (directly or through the
+/// ingress or App Service, which say so in `X-Forwarded-Proto`).
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// `POST /api/session` with `{"token": "<viewer or operator token>"}`: a
+/// session cookie of that token's role (token mode; App Service signs users
+/// in itself). The token is never logged.
+pub async fn sign_in(
+    State(st): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if !matches!(st.auth, crate::auth::AuthMode::Token { .. }) {
+        return Err(ApiError::NotConfigured(
+            "sessions are for token mode: App Service signs users in",
+        ));
+    }
+    let s: SignIn = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let role = st.auth.role_of_token(&s.token).ok_or(ApiError::WrongToken)?;
+    let value = st
+        .auth
+        .token_of(role)
+        .and_then(|secret| crate::session::issue(role, secret, Utc::now().timestamp()))
+        .ok_or(ApiError::WrongToken)?;
+    let operator = role == crate::session::Role::Operator;
+    tracing::info!(operator, "signed in with a session");
+    Ok((
+        [(
+            axum::http::header::SET_COOKIE,
+            crate::session::set_cookie(Some(&value), over_https(&headers)),
+        )],
+        Json(json!({ "operator": operator, "expiresInSecs": crate::session::TTL_SECS })),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/session`: end this browser's session.
+pub async fn sign_out(headers: HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::NO_CONTENT,
+        [(
+            axum::http::header::SET_COOKIE,
+            crate::session::set_cookie(None, over_https(&headers)),
+        )],
+    )
+        .into_response()
 }
 
 async fn transition(

@@ -1,8 +1,11 @@
 //! Who is asking: the two ways the dashboard knows its users.
 //!
-//! - [`AuthMode::Token`] (the default; AKS and the all-in-one mode): anyone
-//!   who reaches the dashboard reads it; acknowledging or resolving an alert
-//!   needs `Authorization: Bearer <operator token>`, compared in constant time.
+//! - [`AuthMode::Token`] (the default; AKS and the all-in-one mode): reading
+//!   needs the viewer token (or the operator's), acting on alerts and devices
+//!   the operator token, each sent as `Authorization: Bearer <token>` or
+//!   exchanged once for a session cookie ([`crate::session`]); tokens are
+//!   compared in constant time. Without a viewer token reads are public,
+//!   which the binary allows only when told to (`TRIBUTARY_PUBLIC_READ`).
 //! - [`AuthMode::AppService`]: behind Azure App Service authentication (Easy
 //!   Auth) with Microsoft Entra ID. App Service signs users in before a
 //!   request reaches the dashboard, removes any `X-MS-CLIENT-PRINCIPAL*`
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::session::{self, Role};
 
 /// The principal App Service sets: base64 of [`ClientPrincipal`] (JSON).
 pub const PRINCIPAL_HEADER: &str = "x-ms-client-principal";
@@ -29,8 +33,13 @@ pub const PRINCIPAL_NAME_HEADER: &str = "x-ms-client-principal-name";
 /// How users are known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthMode {
-    /// Readers unauthenticated, operators by bearer token (`None`: no one may write).
-    Token(Option<String>),
+    /// Readers and operators by their tokens (or sessions signed with them).
+    Token {
+        /// The operator token (`None`: no one may write).
+        operator: Option<String>,
+        /// The viewer token (`None`: anyone may read).
+        viewer: Option<String>,
+    },
     /// Signed in by App Service authentication.
     AppService {
         /// The Entra app role whose holders may acknowledge and resolve alerts.
@@ -72,19 +81,33 @@ impl AuthMode {
     /// The principal behind a request, or why it is refused.
     pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         match self {
-            Self::Token(expected) => {
-                let given = headers
+            Self::Token { viewer, .. } => {
+                let bearer = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
-                let operator = match (expected, given) {
-                    (Some(expected), Some(given)) => bool::from(given.as_bytes().ct_eq(expected.as_bytes())),
-                    _ => false,
+                // A bearer token is what a script sends, a session what the page has.
+                let role = match bearer.and_then(|b| self.role_of_token(b)) {
+                    Some(role) => Some(role),
+                    None => session::from_headers(headers).and_then(|cookie| {
+                        session::verify(cookie, |r| self.token_of(r), chrono::Utc::now().timestamp())
+                    }),
                 };
-                Ok(Principal {
-                    name: operator.then(|| "operator".to_owned()),
-                    operator,
-                })
+                match role {
+                    Some(Role::Operator) => Ok(Principal {
+                        name: Some("operator".to_owned()),
+                        operator: true,
+                    }),
+                    Some(Role::Viewer) => Ok(Principal {
+                        name: Some("viewer".to_owned()),
+                        operator: false,
+                    }),
+                    None if viewer.is_none() => Ok(Principal {
+                        name: None,
+                        operator: false,
+                    }),
+                    None => Err(ApiError::SignInRequired),
+                }
             }
             Self::AppService { operator_role } => {
                 let raw = headers
@@ -123,11 +146,35 @@ impl AuthMode {
         }
     }
 
+    /// The token of `role` (token mode).
+    pub fn token_of(&self, role: Role) -> Option<&str> {
+        match (self, role) {
+            (Self::Token { operator, .. }, Role::Operator) => operator.as_deref(),
+            (Self::Token { viewer, .. }, Role::Viewer) => viewer.as_deref(),
+            (Self::AppService { .. }, _) => None,
+        }
+    }
+
+    /// Which role `given` is the token of (token mode), in constant time per token.
+    pub fn role_of_token(&self, given: &str) -> Option<Role> {
+        let is = |role| {
+            self.token_of(role)
+                .is_some_and(|t| bool::from(given.as_bytes().ct_eq(t.as_bytes())))
+        };
+        if is(Role::Operator) {
+            Some(Role::Operator)
+        } else if is(Role::Viewer) {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
+
     /// The name an operator's change is recorded under, or why it is refused.
     pub fn operator(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         match self {
-            Self::Token(None) => Err(ApiError::ReadOnly),
-            Self::Token(Some(_)) => match self.principal(headers)? {
+            Self::Token { operator: None, .. } => Err(ApiError::ReadOnly),
+            Self::Token { operator: Some(_), .. } => match self.principal(headers)? {
                 Principal {
                     operator: true,
                     name: Some(name),
@@ -144,15 +191,17 @@ impl AuthMode {
         }
     }
 
-    /// Whether every request must carry a signed-in principal.
+    /// Whether every request must carry a signed-in principal (in token
+    /// mode the page's own files and the sign-in are served to anyone, so a
+    /// browser can show the sign-in).
     pub fn requires_sign_in(&self) -> bool {
-        matches!(self, Self::AppService { .. })
+        matches!(self, Self::AppService { .. } | Self::Token { viewer: Some(_), .. })
     }
 
     /// `token` or `app-service`, for `/api/me` and the logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Token(_) => "token",
+            Self::Token { .. } => "token",
             Self::AppService { .. } => "app-service",
         }
     }
@@ -238,7 +287,10 @@ mod tests {
     fn token_mode_ignores_app_service_headers() {
         // Only App Service may set them: outside it they are a client's claim, worth nothing.
         let h = principal_headers(&[("name", "Eve"), ("roles", "Tributary.Operator")], Some("eve"));
-        let mode = AuthMode::Token(Some("t0ken".into()));
+        let mode = AuthMode::Token {
+            operator: Some("t0ken".into()),
+            viewer: None,
+        };
         assert_eq!(
             mode.principal(&h).ok(),
             Some(Principal {
@@ -250,6 +302,54 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
         assert_eq!(mode.operator(&h).ok().as_deref(), Some("operator"));
-        assert!(matches!(AuthMode::Token(None).operator(&h), Err(ApiError::ReadOnly)));
+        assert!(matches!(
+            AuthMode::Token {
+                operator: None,
+                viewer: None
+            }
+            .operator(&h),
+            Err(ApiError::ReadOnly)
+        ));
+    }
+
+    #[test]
+    fn with_a_viewer_token_reading_needs_a_token_or_a_session() {
+        let mode = AuthMode::Token {
+            operator: Some("op".into()),
+            viewer: Some("view".into()),
+        };
+        assert!(mode.requires_sign_in());
+        assert!(matches!(
+            mode.principal(&HeaderMap::new()),
+            Err(ApiError::SignInRequired)
+        ));
+        let bearer = |t: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(t));
+            h
+        };
+        let viewer = mode.principal(&bearer("Bearer view")).ok();
+        assert_eq!(
+            viewer.map(|p| (p.name, p.operator)),
+            Some((Some("viewer".into()), false))
+        );
+        assert!(matches!(
+            mode.operator(&bearer("Bearer view")),
+            Err(ApiError::Unauthorized)
+        ));
+        assert_eq!(mode.operator(&bearer("Bearer op")).ok().as_deref(), Some("operator"));
+        assert!(matches!(
+            mode.principal(&bearer("Bearer nope")),
+            Err(ApiError::SignInRequired)
+        ));
+        // A session cookie signed with the viewer token reads, and only reads.
+        let cookie = session::issue(Role::Viewer, "view", chrono::Utc::now().timestamp()).unwrap_or_default();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{}={cookie}", session::COOKIE)).unwrap_or(HeaderValue::from_static("")),
+        );
+        assert_eq!(mode.principal(&h).ok().map(|p| p.operator), Some(false));
+        assert!(matches!(mode.operator(&h), Err(ApiError::Unauthorized)));
     }
 }

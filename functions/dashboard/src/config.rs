@@ -44,8 +44,19 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
 
-    /// How users are known: `token` (readers anonymous, operators by
-    /// TRIBUTARY_OPERATOR_TOKEN) or `app-service` (signed in by Azure App
+    /// Token viewers present to read the dashboard and its API (as a bearer
+    /// token, or once at the page's sign-in). Required in `token` mode
+    /// unless `--public-read` says that anyone may read.
+    #[arg(long, env = "TRIBUTARY_VIEWER_TOKEN", hide_env_values = true)]
+    pub viewer_token: Option<String>,
+
+    /// In `token` mode without a viewer token: let anyone who reaches the
+    /// dashboard read it (a laptop, or a network that is itself the gate).
+    #[arg(long, env = "TRIBUTARY_PUBLIC_READ")]
+    pub public_read: bool,
+
+    /// How users are known: `token` (readers by TRIBUTARY_VIEWER_TOKEN,
+    /// operators by TRIBUTARY_OPERATOR_TOKEN) or `app-service` (signed in by Azure App
     /// Service authentication, whose X-MS-CLIENT-PRINCIPAL headers are then
     /// trusted: set it only where App Service is in front).
     #[arg(long = "auth", env = "TRIBUTARY_AUTH", value_enum, default_value_t = Config::default().users)]
@@ -88,6 +99,10 @@ impl Default for Config {
             cosmos: CosmosArgs::default(),
             cosmos_timeout_ms: 5_000,
             operator_token: None,
+            viewer_token: None,
+            // In-process use (`tributary dev`, tests) is a laptop's; the
+            // binary's flag starts false, so a deployment must choose.
+            public_read: true,
             users: AuthKind::Token,
             operator_role: "Tributary.Operator".into(),
             sse_keepalive_secs: 15,
@@ -103,14 +118,26 @@ impl Config {
         Duration::from_millis(self.cosmos_timeout_ms.max(1))
     }
 
-    /// How users are known, from `users`, `operator_token` and `operator_role`.
-    pub fn auth_mode(&self) -> crate::auth::AuthMode {
-        match self.users {
-            AuthKind::Token => crate::auth::AuthMode::Token(self.operator_token.clone()),
+    /// How users are known, from `users`, the tokens and `operator_role`;
+    /// [`crate::Error::NoViewerToken`] when token mode would let anyone read
+    /// without `public_read` saying so.
+    pub fn auth_mode(&self) -> Result<crate::auth::AuthMode, crate::Error> {
+        let empty_is_none = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+        Ok(match self.users {
+            AuthKind::Token => {
+                let viewer = empty_is_none(&self.viewer_token);
+                if viewer.is_none() && !self.public_read {
+                    return Err(crate::Error::NoViewerToken);
+                }
+                crate::auth::AuthMode::Token {
+                    operator: empty_is_none(&self.operator_token),
+                    viewer,
+                }
+            }
             AuthKind::AppService => crate::auth::AuthMode::AppService {
                 operator_role: self.operator_role.clone(),
             },
-        }
+        })
     }
 
     /// Between keep-alive comments on `/api/events`.
@@ -131,6 +158,43 @@ mod tests {
         parsed.database_url.clone_from(&defaults.database_url);
         parsed.redis_url.clone_from(&defaults.redis_url);
         parsed.log = LogArgs::default();
+        // The binary starts without public reads; in-process use with them.
+        let public_read = std::mem::replace(&mut parsed.public_read, defaults.public_read);
+        parsed.viewer_token.clone_from(&defaults.viewer_token);
         assert_eq!(parsed, defaults);
+        if std::env::var_os("TRIBUTARY_PUBLIC_READ").is_none() {
+            assert!(!public_read, "a deployment must choose viewers or public reads");
+        }
+    }
+
+    #[test]
+    fn token_mode_needs_a_viewer_token_or_public_reads() {
+        let config = |viewer: Option<&str>, public_read: bool| Config {
+            viewer_token: viewer.map(str::to_owned),
+            public_read,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config(None, false).auth_mode(),
+            Err(crate::Error::NoViewerToken)
+        ));
+        assert!(matches!(
+            config(Some(""), false).auth_mode(),
+            Err(crate::Error::NoViewerToken)
+        ));
+        assert!(matches!(
+            config(None, true).auth_mode(),
+            Ok(crate::auth::AuthMode::Token { viewer: None, .. })
+        ));
+        assert!(matches!(
+            config(Some("v"), false).auth_mode(),
+            Ok(crate::auth::AuthMode::Token { viewer: Some(_), .. })
+        ));
+        let app_service = Config {
+            users: AuthKind::AppService,
+            public_read: false,
+            ..Config::default()
+        };
+        assert!(app_service.auth_mode().is_ok(), "App Service signs readers in itself");
     }
 }

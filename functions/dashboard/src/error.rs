@@ -33,6 +33,9 @@ pub enum ApiError {
     /// principal: it did not come through App Service's sign-in.
     #[error("sign-in required")]
     SignInRequired,
+    /// A sign-in with a token that is neither the viewer's nor the operator's.
+    #[error("that token is neither the viewer token nor the operator token")]
+    WrongToken,
     /// Signed in, but without the operator role.
     #[error("changing alerts or devices needs the app role '{0}'")]
     NotOperator(String),
@@ -81,6 +84,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ReadOnly => (StatusCode::FORBIDDEN, "read_only"),
             Self::SignInRequired => (StatusCode::UNAUTHORIZED, "sign_in_required"),
+            Self::WrongToken => (StatusCode::UNAUTHORIZED, "wrong_token"),
             Self::NotOperator(_) => (StatusCode::FORBIDDEN, "not_operator"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
@@ -140,6 +144,11 @@ pub enum Error {
     /// The Cosmos DB settings are unusable (a missing key, no identity).
     #[error("Cosmos DB settings")]
     Cosmos(#[source] tributary_shared::raw::StoreError),
+    /// Token mode with neither a viewer token nor public reads allowed.
+    #[error(
+        "no viewer token: set TRIBUTARY_VIEWER_TOKEN (readers sign in with it), or TRIBUTARY_PUBLIC_READ=true (--public-read) to let anyone who reaches the dashboard read it"
+    )]
+    NoViewerToken,
     /// `DATABASE_URL` does not name a usable device registry.
     #[error("opening the device registry (DATABASE_URL)")]
     Registry(#[source] RegistryError),

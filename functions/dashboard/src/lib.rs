@@ -9,9 +9,11 @@
 //! as server-sent events fed by the process function's cache notifications
 //! (`/api/events`).
 //!
-//! Guarantees: read-only unless an operator token is configured; acknowledging
-//! or resolving an alert needs `Authorization: Bearer <token>` (compared in
-//! constant time), or, behind App Service authentication
+//! Guarantees: reading needs the viewer token (or a session signed with it)
+//! unless public reads were chosen; read-only unless an operator token is
+//! configured; acknowledging or resolving an alert, or changing a device,
+//! needs the operator token (compared in constant time), or, behind App
+//! Service authentication
 //! (`TRIBUTARY_AUTH=app-service`), every request needs App Service's
 //! signed-in principal and changes need the operator app role ([`auth`]);
 //! bad query parameters get a 400 naming the parameter; errors never leak
@@ -26,6 +28,7 @@
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
 //! - [`registry`]: the device registry's operator API (list, add, disable,
 //!   enable, rotate a key);
+//! - [`session`]: the signed session cookie a browser reads with in token mode;
 //! - [`config`]: the settings, with their defaults;
 //! - [`error`]: request errors ([`error::ApiError`]) and run errors ([`Error`]);
 //! - `static/`: the page, its script and style, and the OpenAPI document.
@@ -50,6 +53,7 @@ pub mod config;
 pub mod error;
 pub mod live;
 pub mod registry;
+pub mod session;
 
 pub use config::Config;
 pub use error::{ApiError, Error};
@@ -102,10 +106,16 @@ impl Deps {
 /// Serve the page and the API until `shutdown`, then finish the requests in
 /// flight (live event streams end with it).
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
-    let auth = config.auth_mode();
+    let auth = config.auth_mode()?;
     match &auth {
-        auth::AuthMode::Token(None) => tracing::info!("no operator token configured: the dashboard is read-only"),
-        auth::AuthMode::Token(Some(_)) => {}
+        auth::AuthMode::Token { operator, viewer } => {
+            if operator.is_none() {
+                tracing::info!("no operator token configured: the dashboard is read-only");
+            }
+            if viewer.is_none() {
+                tracing::warn!("public reads: anyone who reaches the dashboard reads it (no viewer token)");
+            }
+        }
         auth::AuthMode::AppService { operator_role } => tracing::info!(
             operator_role = %operator_role,
             "behind App Service authentication: every request needs a signed-in principal"
@@ -196,14 +206,19 @@ const ASSETS: [(&str, &str, &str); 9] = [
 ];
 
 /// Behind App Service authentication, nothing is served to a request that
-/// did not come through its sign-in (the ops endpoints, served by the
-/// harness, stay open for the platform's probes).
+/// did not come through its sign-in; with a viewer token, nothing but the
+/// page's own files (no data in them) and the sign-in itself is served
+/// without a credential. The ops endpoints, served by the harness, stay open
+/// for the platform's probes.
 async fn signed_in(
     axum::extract::State(state): axum::extract::State<Arc<Dashboard>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let open_to_all = matches!(state.auth, auth::AuthMode::Token { .. })
+        && (request.uri().path() == "/api/session" || ASSETS.iter().any(|(path, _, _)| *path == request.uri().path()));
     if state.auth.requires_sign_in()
+        && !open_to_all
         && let Err(e) = state.auth.principal(request.headers())
     {
         return e.into_response();
@@ -240,6 +255,7 @@ pub fn app(state: Arc<Dashboard>) -> Router {
         .route("/api/alerts/{id}/resolve", post(api::resolve))
         .route("/api/events", get(api::events))
         .route("/api/me", get(api::me))
+        .route("/api/session", post(api::sign_in).delete(api::sign_out))
         .route("/api/registry/devices", get(registry::list).post(registry::add))
         .route("/api/registry/devices/{id}", get(registry::show))
         .route("/api/registry/devices/{id}/disable", post(registry::disable))

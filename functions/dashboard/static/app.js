@@ -27,9 +27,31 @@ async function api(path, opts = {}) {
   // Sent with reads too: the registry's are for operators only.
   if (!appService() && token()) headers.Authorization = `Bearer ${token()}`;
   const r = await fetch(path, { ...opts, headers });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`);
+  const body = r.status === 204 ? {} : await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`), { code: body.error && body.error.code });
   return body;
+}
+
+// Token mode with a viewer token: nothing is read before signing in. The
+// token is exchanged for a session cookie (HttpOnly, so no script here holds
+// it) that the live stream sends too.
+function signInView() {
+  shown.charts.forEach((c) => c.destroy());
+  shown = { key: null, charts: [] };
+  $("#view").innerHTML = `<section class="panel signin" data-testid="signin"><h2>Sign in</h2>
+    <p>Reading this dashboard needs the viewer token (or the operator token) your administrator gave you.</p>
+    <form id="signin-form" class="filters"><input type="password" id="signin-token" data-testid="signin-token" placeholder="viewer or operator token" aria-label="Token" required autocomplete="current-password">
+    <button class="primary" type="submit" data-testid="signin-submit">Sign in</button></form>
+    <div class="note" id="signin-result" data-testid="signin-result"></div></section>`;
+  $("#signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("/api/session", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("#signin-token").value }) });
+      location.reload();
+    } catch (err) {
+      $("#signin-result").textContent = `Not signed in: ${err.message}`;
+    }
+  });
 }
 
 function banner(msg) {
@@ -316,6 +338,7 @@ async function render() {
     else await overview();
     banner("");
   } catch (e) {
+    if (e.code === "sign_in_required" && !appService()) { banner(""); signInView(); return; }
     banner(`Could not load data: ${e.message}. Retrying when the next update arrives.`);
   }
 }
@@ -345,6 +368,8 @@ $("#operator").addEventListener("click", () => {
 
 function updateOperator() {
   $("#registry-link").hidden = !isOperator();
+  // A session (viewer or operator) ends with a sign-out; App Service has its own.
+  $("#signout").hidden = appService() || !me.name;
   const b = $("#operator");
   if (appService()) {
     b.textContent = `${me.name}${me.operator ? " · operator" : ""} (sign out)`;
@@ -353,6 +378,12 @@ function updateOperator() {
     b.textContent = token() ? "Operator ✓ (sign out)" : "Operator sign-in";
   }
 }
+
+$("#signout").addEventListener("click", async () => {
+  await api("/api/session", { method: "DELETE" }).catch(() => {});
+  localStorage.removeItem("tributary.operatorToken");
+  location.reload();
+});
 
 let pending = null;
 function connectLive() {

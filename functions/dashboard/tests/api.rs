@@ -101,6 +101,17 @@ async fn seed(pool: &PgPool) {
 }
 
 fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axum::Router, Live) {
+    router_with(
+        pool,
+        redis,
+        AuthMode::Token {
+            operator: token.map(str::to_owned),
+            viewer: None,
+        },
+    )
+}
+
+fn router_with(pool: &PgPool, redis: Option<&TestRedis>, auth: AuthMode) -> (axum::Router, Live) {
     let live = Live::new();
     let state = Arc::new(Dashboard {
         store: Arc::new(PgStore::new(pool.clone())),
@@ -108,7 +119,7 @@ fn router(pool: &PgPool, redis: Option<&TestRedis>, token: Option<&str>) -> (axu
         raw: None,
         registry: Some(Arc::new(PgRegistry::new(pool.clone()))),
         live: live.clone(),
-        auth: AuthMode::Token(token.map(str::to_owned)),
+        auth,
         sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });
@@ -157,6 +168,149 @@ fn op_json(uri: &str, body: &str) -> Request<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .expect("request")
+}
+
+/// With a viewer token, every read needs a credential (the page's files and
+/// the sign-in excepted): the viewer or operator token as a bearer token, or
+/// a session cookie from `POST /api/session`, which reads (the live stream
+/// too) but cannot act unless it is the operator's; a forged cookie or a
+/// wrong token gets nothing.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn with_a_viewer_token_reading_needs_a_credential_or_a_session(pool: PgPool) {
+    seed(&pool).await;
+    let (r, _) = router_with(
+        &pool,
+        None,
+        AuthMode::Token {
+            operator: Some("op-secret".into()),
+            viewer: Some("view-secret".into()),
+        },
+    );
+    let with = |uri: &str, name: &str, value: &str| {
+        Request::get(uri)
+            .header(name, value.to_owned())
+            .body(Body::empty())
+            .expect("request")
+    };
+    for uri in [
+        "/api/fleet",
+        "/api/devices",
+        "/api/alerts",
+        "/api/me",
+        "/api/events",
+        "/api/devices/truck-1",
+    ] {
+        let (s, body) = get(&r, uri).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("sign_in_required")),
+            "{uri} without a credential"
+        );
+    }
+    for uri in ["/", "/app.js", "/registry.js", "/api/openapi.json"] {
+        let resp = r
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{uri}: the page's files, so a browser can sign in"
+        );
+    }
+    let (s, fleet) = call(&r, with("/api/fleet", "authorization", "Bearer view-secret")).await;
+    assert_eq!((s, fleet["devices"].as_i64()), (StatusCode::OK, Some(2)));
+    let (s, _) = call(&r, with("/api/fleet", "authorization", "Bearer wrong")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let ack_as = |name: &str, value: &str| {
+        Request::post("/api/alerts/al-1/ack")
+            .header(name, value.to_owned())
+            .body(Body::empty())
+            .expect("request")
+    };
+    let (s, _) = call(&r, ack_as("authorization", "Bearer view-secret")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a viewer does not act");
+
+    // Sign in: a wrong token, then the viewer's.
+    let sign_in = |token: &str| {
+        Request::post("/api/session")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::json!({ "token": token }).to_string()))
+            .expect("request")
+    };
+    let (s, body) = call(&r, sign_in("guess")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("wrong_token"))
+    );
+    let cookie_of = |resp: &axum::response::Response| -> String {
+        let set = resp.headers()[header::SET_COOKIE].to_str().expect("ascii").to_owned();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            !set.contains("view-secret") && !set.contains("op-secret"),
+            "no token in the cookie: {set}"
+        );
+        set.split(';').next().expect("name=value").to_owned()
+    };
+    let resp = r.clone().oneshot(sign_in("view-secret")).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let viewer = cookie_of(&resp);
+    for uri in ["/api/fleet", "/api/alerts", "/api/me"] {
+        let (s, body) = call(&r, with(uri, "cookie", &viewer)).await;
+        assert_eq!(s, StatusCode::OK, "{uri} with the viewer's session: {body}");
+    }
+    let events = r
+        .clone()
+        .oneshot(with("/api/events", "cookie", &viewer))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        events.status(),
+        StatusCode::OK,
+        "the live stream reads with the session"
+    );
+    let (_, me) = call(&r, with("/api/me", "cookie", &viewer)).await;
+    assert_eq!(
+        (me["name"].as_str(), me["operator"].as_bool()),
+        (Some("viewer"), Some(false))
+    );
+    let (s, _) = call(&r, ack_as("cookie", &viewer)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a viewer's session does not act");
+    let (s, _) = call(&r, with("/api/registry/devices", "cookie", &viewer)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "nor read the registry");
+    let forged = viewer.replacen("viewer", "operator", 1);
+    let (s, _) = call(&r, with("/api/fleet", "cookie", &forged)).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a cookie promoted by hand is worth nothing"
+    );
+
+    // The operator's session acts.
+    let resp = r.clone().oneshot(sign_in("op-secret")).await.expect("infallible");
+    let operator = cookie_of(&resp);
+    let (s, body) = call(&r, ack_as("cookie", &operator)).await;
+    assert_eq!(
+        (s, body["state"].as_str()),
+        (StatusCode::OK, Some("acknowledged")),
+        "{body}"
+    );
+    let (s, _) = call(&r, with("/api/registry/devices", "cookie", &operator)).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let out = r
+        .clone()
+        .oneshot(Request::delete("/api/session").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(
+        out.headers()[header::SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0")
+    );
 }
 
 /// The registry's operator API: only for the operator, reads included;
@@ -721,7 +875,10 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         raw: None,
         registry: None,
         live,
-        auth: AuthMode::Token(None),
+        auth: AuthMode::Token {
+            operator: None,
+            viewer: None,
+        },
         sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });

@@ -96,9 +96,24 @@ fn start_redis() -> (Proc, String) {
     (redis, format!("redis://127.0.0.1:{port}"))
 }
 
-/// The dashboard binary on `db_url` and `redis_url`, listening.
+/// The dashboard binary on `db_url` and `redis_url`, listening, readable by anyone.
 fn start_dashboard(db_url: &str, redis_url: &str) -> (Proc, u16) {
+    start_dashboard_with(db_url, redis_url, &[("TRIBUTARY_PUBLIC_READ", "true")], None)
+}
+
+/// The dashboard binary on `db_url` and `redis_url` with `env` (which may
+/// override `RUST_LOG=warn`), its log to `log` if given, listening.
+fn start_dashboard_with(
+    db_url: &str,
+    redis_url: &str,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (Proc, u16) {
     let port = free_port();
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+        None => Stdio::null(),
+    };
     let dashboard = Proc(
         Command::new(env!("CARGO_BIN_EXE_tributary-dashboard"))
             .env("PORT", port.to_string())
@@ -107,7 +122,8 @@ fn start_dashboard(db_url: &str, redis_url: &str) -> (Proc, u16) {
             .env("REDIS_URL", redis_url)
             .env("TRIBUTARY_OPERATOR_TOKEN", "ui-operator-token")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(stdout)
             .spawn()
             .expect("dashboard"),
     );
@@ -425,7 +441,9 @@ async fn charts_hover_zoom_compare_overlay_and_export_in_chromium(pool: PgPool) 
     println!("{}", run_browser_script("charts.mjs", port, &["truck-a", "truck-b"]));
 }
 
-/// The device registry page in Chromium: hidden from readers; for the
+/// Signing in as a viewer (a wrong token refused; an HttpOnly, SameSite
+/// cookie without the token; the live stream with it), then the device
+/// registry page in Chromium: hidden from viewers; for the
 /// operator, pages through 251 registered devices, filters by group, search
 /// and state (in a shared URL too), disables a device, rotates a key and
 /// registers a device (a bad id refused by name); the database then holds
@@ -462,8 +480,37 @@ async fn device_registry_page_in_chromium(pool: PgPool) {
         .expect("first contact");
 
     let (_redis, redis_url) = start_redis();
-    let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
-    println!("{}", run_browser_script("registry.mjs", port, &["ui-operator-token"]));
+    let log = std::env::temp_dir().join(format!("tributary-registry-page-{}.log", std::process::id()));
+    let (dashboard, port) = start_dashboard_with(
+        &db_url(&pool).await,
+        &redis_url,
+        &[("TRIBUTARY_VIEWER_TOKEN", "ui-viewer-token"), ("RUST_LOG", "info")],
+        Some(&log),
+    );
+    println!(
+        "{}",
+        run_browser_script("registry.mjs", port, &["ui-operator-token", "ui-viewer-token"])
+    );
+    drop(dashboard);
+    // What was done is in the log; no token, nor a session made from one, is.
+    let logged = std::fs::read_to_string(&log).expect("the dashboard's log");
+    let _ = std::fs::remove_file(&log);
+    for done in [
+        "signed in with a session",
+        "device changed by an operator",
+        "device registered by an operator",
+    ] {
+        assert!(logged.contains(done), "{done:?} not logged:\n{logged}");
+    }
+    for secret in [
+        "ui-viewer-token",
+        "ui-operator-token",
+        "a-guess",
+        "tributary_session",
+        "v1.viewer.",
+    ] {
+        assert!(!logged.contains(secret), "{secret:?} reached the log:\n{logged}");
+    }
 
     let get = |id: &'static str| {
         let registry = registry.clone();

@@ -65,7 +65,10 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         raw,
         registry: None,
         live: Live::new(),
-        auth: AuthMode::Token(None),
+        auth: AuthMode::Token {
+            operator: None,
+            viewer: None,
+        },
         sse_keepalive: std::time::Duration::from_secs(15),
         offline_after_secs: 300,
     });

@@ -43,6 +43,10 @@ param fleetKey string
 param operatorToken string
 
 @secure()
+@description('Token readers sign in to the dashboard with (dashboard on AKS).')
+param viewerToken string
+
+@secure()
 @description('Splunk HEC token (analyze); written as splunk-hec-token only when splunkReaders is not empty.')
 param splunkHecToken string = ''
 
@@ -83,6 +87,12 @@ resource operatorTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'operator-token'
   properties: { value: operatorToken }
+}
+
+resource viewerTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'viewer-token'
+  properties: { value: viewerToken }
 }
 
 resource eventHubsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
@@ -143,5 +153,5 @@ resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
     principalType: 'ServicePrincipal'
   }
   // A secret must exist before a role can be assigned on it.
-  dependsOn: [fleetKeySecret, operatorTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, readonlyPasswordSecret, redisUrlSecret, splunkTokenSecret]
+  dependsOn: [fleetKeySecret, operatorTokenSecret, viewerTokenSecret, eventHubsSecret, databaseUrlSecret, databaseUrlReadonlySecret, readonlyPasswordSecret, redisUrlSecret, splunkTokenSecret]
 }]
