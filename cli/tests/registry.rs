@@ -217,6 +217,39 @@ async fn two_replicas_refuse_a_disabled_device_within_two_seconds() {
             "an unregistered device is refused"
         );
         assert_eq!(post(&client, port, "veh-1", 0, "warm-1").await.0, 202);
+        // Each replica reports its view: every device, and its memory.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = client
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let sample = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            };
+            let (held, bytes) = (
+                sample("tributary_registry_view_devices"),
+                sample("tributary_registry_view_bytes"),
+            );
+            if held == Some(DEVICES as f64) {
+                let bytes = bytes.expect("the view's bytes are reported with its devices");
+                assert!(
+                    bytes > 0.0 && bytes / (DEVICES as f64) < 200.0,
+                    "{bytes} bytes for {DEVICES} devices"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the view's gauges did not report {DEVICES} devices:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     // A steady load: each device alternates replicas, one reading at a time.

@@ -86,9 +86,9 @@ pub struct IngestArgs {
     /// phase's) in a registry topic of the run's own, and run ingest in
     /// `registered` enrollment, so every request is admitted by a view of
     /// this size; the RSS after start then includes the view. Each run then
-    /// first measures its peer, an ingest in open enrollment with an empty
-    /// view, and the medians compare the two (throughput ratio per batch,
-    /// view memory per device).
+    /// also measures its peer, an ingest in open enrollment with an empty
+    /// view (before it in even runs, after it in odd ones), and the medians
+    /// compare the two (throughput ratio per batch, view memory per device).
     #[arg(long, default_value_t = 0)]
     registered: usize,
 }
@@ -147,6 +147,7 @@ struct CpuPerReading {
 struct RunFigures {
     start_to_first_202_ms: f64,
     rss_start_mb: f64,
+    view_bytes: f64,
     per_batch: Vec<(usize, f64, f64, f64)>,
     cpu: Vec<CpuPerReading>,
     /// CPU µs per record of the broker and the producer in the baseline.
@@ -195,21 +196,16 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
     });
     let mut peers: Vec<RunFigures> = Vec::new();
     for run in 0..a.runs {
-        if let Some(open) = &open_args {
-            let f = one_run(open, &bin, run).await?;
-            println!(
-                "run {} peer (open enrollment, empty view): RSS at first 202 {:.1} MB, {}",
-                run + 1,
-                f.rss_start_mb,
-                f.per_batch
-                    .iter()
-                    .map(|(b, rps, _, _)| format!("batch {b}: {rps:.0} readings/s"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            peers.push(f);
+        // The peer goes first in even runs and last in odd ones, so a broker
+        // that slows as it fills weighs on both alike.
+        let peer_first = run % 2 == 0;
+        if let Some(open) = open_args.as_ref().filter(|_| peer_first) {
+            peers.push(peer_run(open, &bin, run).await?);
         }
         let f = one_run(&a, &bin, run).await?;
+        if let Some(open) = open_args.as_ref().filter(|_| !peer_first) {
+            peers.push(peer_run(open, &bin, run).await?);
+        }
         println!(
             "run {}: start->first 202 {:.1} ms, RSS at first 202 {:.1} MB, peak RSS {:.1} MB, librdkafka alone {:.0} msgs/s (CPU per record: producer {:.2} us, broker {:.2} us)",
             run + 1,
@@ -299,9 +295,12 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
         let view_mb = median(runs.iter().map(|r| r.rss_start_mb).collect())
             - median(peers.iter().map(|r| r.rss_start_mb).collect());
         let devices = a.registered + a.fleet;
+        let estimate = median(runs.iter().map(|r| r.view_bytes).collect());
         println!(
-            "  against the peer (open enrollment, empty view, same runs): view of {devices} devices {view_mb:.1} MB, {:.0} bytes per device",
-            view_mb * 1024.0 * 1024.0 / devices as f64
+            "  against the peer (open enrollment, empty view, same runs): RSS at first 202 up {view_mb:.1} MB with {devices} devices, {:.0} bytes per device; the view's own estimate {:.1} MB, {:.0} bytes per device",
+            view_mb * 1024.0 * 1024.0 / devices as f64,
+            estimate / (1024.0 * 1024.0),
+            estimate / devices as f64
         );
         for (i, b) in a.batches.iter().enumerate() {
             let with = median(runs.iter().map(|r| r.per_batch[i].1).collect());
@@ -315,6 +314,22 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One run of the peer (open enrollment, empty view), printed.
+async fn peer_run(open: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<RunFigures> {
+    let f = one_run(open, bin, run).await?;
+    println!(
+        "run {} peer (open enrollment, empty view): RSS at first 202 {:.1} MB, {}",
+        run + 1,
+        f.rss_start_mb,
+        f.per_batch
+            .iter()
+            .map(|(b, rps, _, _)| format!("batch {b}: {rps:.0} readings/s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(f)
+}
+
 /// A running ingest child and where it listens.
 struct Child {
     process: tokio::process::Child,
@@ -323,6 +338,8 @@ struct Child {
     start_to_first_202_ms: f64,
     /// RSS right after the first 202 (with `--registered`, the view included).
     rss_start_mb: f64,
+    /// The view's own memory as ingest estimates it (`tributary_registry_view_bytes`), once it holds every device.
+    view_bytes: f64,
 }
 
 /// The bench's fleet key, and a device's `Authorization` header under it.
@@ -433,13 +450,49 @@ async fn start_ingest(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let rss_start_mb = rss_now_mb(pid);
+    let view_bytes = if a.registered > 0 {
+        view_bytes(&client, port, a.registered + a.fleet).await?
+    } else {
+        0.0
+    };
     Ok(Child {
         process,
         pid,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         start_to_first_202_ms,
-        rss_start_mb: rss_now_mb(pid),
+        rss_start_mb,
+        view_bytes,
     })
+}
+
+/// `tributary_registry_view_bytes` of the ingest on `port` once its view
+/// holds `devices` (its gauges are set every second).
+async fn view_bytes(client: &reqwest::Client, port: u16, devices: usize) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let sample = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        };
+        if let (Some(held), Some(bytes)) = (
+            sample("tributary_registry_view_devices"),
+            sample("tributary_registry_view_bytes"),
+        ) && held >= devices as f64
+        {
+            return Ok(bytes);
+        }
+        if Instant::now() > deadline {
+            bail!("ingest's view did not report {devices} devices within 10 s of its first 202");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// CPU seconds so far of ingest, the broker (when known) and this process.
@@ -540,6 +593,7 @@ async fn one_run(a: &IngestArgs, bin: &PathBuf, run: usize) -> anyhow::Result<Ru
     Ok(RunFigures {
         start_to_first_202_ms: child.start_to_first_202_ms,
         rss_start_mb: child.rss_start_mb,
+        view_bytes: child.view_bytes,
         per_batch,
         cpu,
         baseline_cpu,

@@ -101,6 +101,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     }
     // On a thread of its own: nothing the follower does (librdkafka calls,
     // its log lines) runs on the threads that serve requests.
+    let gauges = deps.host.metrics.register(metrics::ViewGauges::new);
     let follower = {
         let (log, topic, devices, stop) = (
             deps.log.clone(),
@@ -113,7 +114,19 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
             .spawn(
                 move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => {
-                        rt.block_on(view::follow(log, topic, devices, stop));
+                        rt.block_on(async {
+                            let observed = devices.clone();
+                            let gauges = async move {
+                                loop {
+                                    gauges.observe(&observed);
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            };
+                            tokio::select! {
+                                () = view::follow(log, topic, devices, stop) => {}
+                                () = gauges => {}
+                            }
+                        });
                         // A tail still opening against an unreachable broker
                         // is a blocking call of up to its metadata timeout:
                         // dropping the runtime would wait for it and hold

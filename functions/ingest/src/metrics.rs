@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -70,5 +71,37 @@ impl Metrics {
                 self.readings.get_or_create(&OutcomeLabel { outcome }).inc_by(n as u64);
             }
         }
+    }
+}
+
+/// The device registry's view in this replica: how many devices it holds and
+/// its memory (an estimate, see [`tributary_shared::registry::view::DeviceView::memory_bytes`]).
+#[derive(Clone, Default)]
+pub struct ViewGauges {
+    devices: Gauge,
+    bytes: Gauge,
+}
+
+impl ViewGauges {
+    /// Register the gauges in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let g = Self::default();
+        registry.register(
+            "tributary_registry_view_devices",
+            "Devices in this replica's view of the device registry",
+            g.devices.clone(),
+        );
+        registry.register(
+            "tributary_registry_view_bytes",
+            "Memory of this replica's view of the device registry (estimate)",
+            g.bytes.clone(),
+        );
+        g
+    }
+
+    /// Set both from `view`.
+    pub fn observe(&self, view: &tributary_shared::registry::view::DeviceView) {
+        self.devices.set(i64::try_from(view.len()).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(view.memory_bytes()).unwrap_or(i64::MAX));
     }
 }

@@ -33,6 +33,10 @@ pub(super) async fn open(log: &KafkaLog, topic: &str) -> Result<KafkaTail, Event
     // A change must reach every follower quickly (the registry promises 2 s):
     // the broker answers an empty fetch after 100 ms, not librdkafka's 500.
     cfg.set("fetch.wait.max.ms", "100");
+    // A follower keeps its own view of what it reads: librdkafka's prefetch
+    // queue (64 MB by default) would hold a large topic a second time
+    // while it is read at start.
+    cfg.set("queued.max.messages.kbytes", "4096");
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = cfg
