@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use tributary_shared::results::{
     SeriesPoint, StoredAlert, Transition, TransitionOutcome, rollup, windows_per_point,
 };
 
+use crate::extract::{Path, Query};
 use crate::{ApiError, Dashboard};
 
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -215,7 +216,12 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
         param,
         reason: format!("'{s}' is neither an RFC 3339 time nor a duration like 90m, 24h or 7d"),
     };
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    // At the last character, not the last byte: a multi-byte character
+    // there must be a 400, not a panic.
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, _)) => s.split_at(i),
+        None => return Err(bad()),
+    };
     let n: i64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "s" => 1,
@@ -224,10 +230,11 @@ pub fn parse_time(param: &'static str, s: &str, now: DateTime<Utc>) -> Result<Da
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    if !(0..=366 * 86_400).contains(&(n * secs)) {
-        return Err(bad());
-    }
-    Ok(now - chrono::Duration::seconds(n * secs))
+    let back = n
+        .checked_mul(secs)
+        .filter(|b| (0..=366 * 86_400).contains(b))
+        .ok_or_else(bad)?;
+    Ok(now - chrono::Duration::seconds(back))
 }
 
 /// The `from` (default 1 h back) and `to` (default now) parameters, checked to be in order.
@@ -613,6 +620,7 @@ pub async fn events(State(st): State<Arc<Dashboard>>) -> Sse<impl Stream<Item = 
 
 #[cfg(test)]
 mod tests {
+    use super::{ApiError, Utc, parse_time};
     use chrono::TimeZone;
     use tributary_shared::results::{SeriesPoint, merge_points, windows_per_point};
 
@@ -635,6 +643,35 @@ mod tests {
             warming: i < 2,
             sketch: None,
         }
+    }
+
+    #[test]
+    fn times_with_any_characters_are_refused_not_a_panic() {
+        let now = Utc::now();
+        for bad in [
+            "",
+            "h",
+            "1\u{904b0}",
+            "Nf$\u{904b0}",
+            "é",
+            "1é",
+            "\u{10FFFF}h",
+            "-1h",
+            "9999999999999d",
+            "999999999999999999d",
+        ] {
+            assert!(
+                matches!(
+                    parse_time("from", bad, now),
+                    Err(ApiError::BadParam { param: "from", .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_time("from", "90m", now).ok(),
+            Some(now - chrono::Duration::minutes(90))
+        );
     }
 
     #[test]

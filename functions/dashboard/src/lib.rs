@@ -30,6 +30,7 @@
 //!   enable, rotate a key);
 //! - [`session`]: the signed session cookie a browser reads with in token mode;
 //! - [`config`]: the settings, with their defaults;
+//! - [`extract`]: `Query` and `Path` whose rejections are the API's JSON 400s;
 //! - [`error`]: request errors ([`error::ApiError`]) and run errors ([`Error`]);
 //! - `static/`: the page, its script and style, and the OpenAPI document.
 
@@ -51,6 +52,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod live;
 pub mod registry;
 pub mod session;

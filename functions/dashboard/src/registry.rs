@@ -18,13 +18,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tributary_shared::registry::{DeviceRegistry, DeviceStatus, MAX_LIST, NewDevice, RegisteredDevice, RegistryQuery};
 
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::{Dashboard, api};
 
 /// Longest search text, in characters.

@@ -636,11 +636,26 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
         ("/api/devices?order=up", "order"),
         ("/api/devices?status=sleeping", "status"),
         (long_search.as_str(), "q"),
+        // A multi-byte character where a duration's unit goes: a 400, not a panic.
+        ("/api/devices/truck-1/series?metric=speed&from=1%F3%90%92%B0", "from"),
+        ("/api/devices/truck-1/series?metric=speed&to=%C3%A9", "to"),
+        // What axum itself would refuse in plain text is the API's JSON 400.
+        ("/api/alerts?state=open&state=open", "query"),
+        ("/api/devices/%FF/series?metric=speed", "path"),
     ] {
         let (s, body) = get(&r, uri).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert_eq!(body["error"]["parameter"], param, "{uri}: {body}");
         assert_eq!(body["error"]["code"], "bad_parameter");
+    }
+    // An empty value is an absent parameter.
+    for uri in [
+        "/api/alerts?device=",
+        "/api/devices/truck-1/series?metric=speed&from=&to=&window=",
+        "/api/devices?q=&status=&limit=",
+    ] {
+        let (s, body) = get(&r, uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
     }
 }
 

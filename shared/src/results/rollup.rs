@@ -326,7 +326,11 @@ impl FromStr for RollupRetention {
                 None
             } else {
                 let bad = || format!("'{keep}' is not an age like 90d, 2y or forever");
-                let (n, unit) = keep.split_at(keep.len().saturating_sub(1));
+                // At the last character, not byte: anything typed is an error, never a panic.
+                let (n, unit) = match keep.char_indices().last() {
+                    Some((i, _)) => keep.split_at(i),
+                    None => return Err(bad()),
+                };
                 let n: u32 = n.parse().map_err(|_| bad())?;
                 let days = match unit {
                     "d" => n,
@@ -372,6 +376,14 @@ mod tests {
             warming: false,
             sketch: None,
         }
+    }
+
+    #[test]
+    fn a_retention_with_any_characters_is_an_error_not_a_panic() {
+        for bad in ["1h=2\u{904b0}", "1h=é", "1h=", "1h=\u{10FFFF}d"] {
+            assert!(bad.parse::<RollupRetention>().is_err(), "{bad:?}");
+        }
+        assert!("1h=2y".parse::<RollupRetention>().is_ok());
     }
 
     #[test]
