@@ -648,15 +648,21 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
         assert_eq!(body["error"]["parameter"], param, "{uri}: {body}");
         assert_eq!(body["error"]["code"], "bad_parameter");
     }
-    // An empty value is an absent parameter.
-    for uri in [
-        "/api/alerts?device=",
-        "/api/devices/truck-1/series?metric=speed&from=&to=&window=",
-        "/api/devices?q=&status=&limit=",
+    // An empty value is a value: refused where the description asks for one
+    // (an id, a time), taken as no search where it allows it.
+    for (uri, param) in [
+        ("/api/alerts?device=", "device"),
+        ("/api/devices/truck-1/series?metric=speed&to=", "to"),
     ] {
         let (s, body) = get(&r, uri).await;
-        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(
+            (s, body["error"]["parameter"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{uri}: {body}"
+        );
     }
+    let (s, body) = get(&r, "/api/devices?q=").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
 }
 
 /// Long ranges are read from the rollup tier that fits the chart, and a

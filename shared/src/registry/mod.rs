@@ -36,11 +36,11 @@ pub use sqlite::SqliteRegistry;
 
 /// The group a device is in when none is given.
 pub const DEFAULT_GROUP: &str = "default";
-/// Longest display name, in bytes.
+/// Longest display name, in characters.
 pub const MAX_NAME_LEN: usize = 200;
 /// Longest group name and tag key, in bytes.
 pub const MAX_GROUP_LEN: usize = 64;
-/// Longest tag value, in bytes.
+/// Longest tag value, in characters.
 pub const MAX_TAG_VALUE_LEN: usize = 256;
 /// Most tags on one device.
 pub const MAX_TAGS: usize = 32;
@@ -154,11 +154,11 @@ impl NewDevice {
             return Err(bad("id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into()));
         }
         if let Some(name) = &self.name
-            && (name.len() > MAX_NAME_LEN || name.trim().is_empty() || name.chars().any(char::is_control))
+            && (name.chars().count() > MAX_NAME_LEN || name.trim().is_empty() || name.chars().any(char::is_control))
         {
             return Err(bad(
                 "name",
-                format!("must be 1-{MAX_NAME_LEN} bytes of text without control characters"),
+                format!("must be 1-{MAX_NAME_LEN} characters of text without control characters, not all blank"),
             ));
         }
         if let Some(group) = &self.group
@@ -179,10 +179,12 @@ impl NewDevice {
                     format!("tag key {k:?} must be 1-{MAX_GROUP_LEN} characters of A-Z a-z 0-9 . _ : -"),
                 ));
             }
-            if v.len() > MAX_TAG_VALUE_LEN || v.chars().any(char::is_control) {
+            if v.chars().count() > MAX_TAG_VALUE_LEN || v.chars().any(char::is_control) {
                 return Err(bad(
                     "tags",
-                    format!("tag {k:?}: value must be at most {MAX_TAG_VALUE_LEN} bytes without control characters"),
+                    format!(
+                        "tag {k:?}: value must be at most {MAX_TAG_VALUE_LEN} characters without control characters"
+                    ),
                 ));
             }
         }
