@@ -169,8 +169,15 @@ impl Relay {
 pub async fn run(mut relay: Relay, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    // Each call is raced against the stop: with the broker unreachable a
+    // publish waits out its delivery timeout, and a stop must not. What it
+    // leaves unsent is sent again at the next start (publish_all first).
     loop {
-        match relay.publish_all().await {
+        let published = tokio::select! {
+            _ = &mut stop => return,
+            p = relay.publish_all() => p,
+        };
+        match published {
             Ok(n) => {
                 tracing::info!(topic = %relay.topic, devices = n, "device registry published");
                 break;
@@ -190,7 +197,11 @@ pub async fn run(mut relay: Relay, shutdown: Shutdown) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(relay.settings.every) => {}
         }
-        if let Err(e) = relay.step().await {
+        let stepped = tokio::select! {
+            _ = &mut stop => return,
+            s = relay.step() => s,
+        };
+        if let Err(e) = stepped {
             tracing::warn!(topic = %relay.topic, error = %ErrorChain(&e), "relaying registry changes failed; retrying");
         }
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
