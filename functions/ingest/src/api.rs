@@ -50,13 +50,17 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Build the function's state from its config, publishing through `publisher`.
-    pub fn new(cfg: &Config, publisher: Arc<dyn Publisher>, registry: &MetricsRegistry) -> Self {
-        Self {
+    /// Build the function's state from its config, publishing through
+    /// `publisher`; refused when the config has no usable fleet key.
+    pub fn new(
+        cfg: &Config,
+        publisher: Arc<dyn Publisher>,
+        registry: &MetricsRegistry,
+    ) -> Result<Self, crate::config::FleetKeyError> {
+        Ok(Self {
             publisher,
             topic: cfg.topics.raw.clone(),
-            // `run` refused to start without a usable key; in-process users are a laptop's.
-            fleet: FleetKey::new(cfg.effective_fleet_key().unwrap_or(crate::config::DEV_FLEET_KEY)),
+            fleet: FleetKey::new(cfg.effective_fleet_key()?),
             devices: Arc::new(DeviceView::new()),
             enrollment: cfg.enrollment,
             token_max_ttl_secs: cfg.token_max_ttl_secs,
@@ -70,7 +74,7 @@ impl Ingest {
             limits: Limits::default(),
             limiter: ratelimit::RateLimiter::new(cfg.device_rate, cfg.device_burst.max(cfg.max_batch as u32)),
             metrics: registry.register(metrics::Metrics::new),
-        }
+        })
     }
 
     /// The registry as this replica knows it: [`crate::run`] keeps it up to

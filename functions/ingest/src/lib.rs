@@ -87,11 +87,11 @@ impl Deps {
 
 /// Serve devices until `shutdown`, then answer what is in flight and flush the producer.
 pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), Error> {
+    let publisher = deps.log.publisher();
+    let state = Arc::new(Ingest::new(&config, publisher.clone(), &deps.host.metrics)?);
     if config.effective_fleet_key()? == config::DEV_FLEET_KEY {
         tracing::warn!("using the built-in development fleet key; set TRIBUTARY_FLEET_KEY in production");
     }
-    let publisher = deps.log.publisher();
-    let state = Arc::new(Ingest::new(&config, publisher.clone(), &deps.host.metrics));
     // Created here when missing, as the other topics are (a compacted topic
     // is not made by publishing to it); production creates it in the deployment.
     if config.kafka.create_topics

@@ -40,7 +40,7 @@ fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     tweak(&mut cfg);
     let log = MemoryLog::new(4, 100_000);
     let metrics = MetricsRegistry::new();
-    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &metrics));
+    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &metrics).expect("a fleet key"));
     // No registry topic here: the view is filled by the tests that need it.
     state.devices().mark_caught_up();
     let ops = Ops::new(metrics, Arc::new(PublisherReady(log.publisher())));
@@ -520,7 +520,7 @@ async fn nothing_is_admitted_before_the_registry_is_read() {
         ..Config::default()
     };
     let log = MemoryLog::new(1, 1000);
-    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &MetricsRegistry::new()));
+    let state = Arc::new(Ingest::new(&cfg, log.publisher(), &MetricsRegistry::new()).expect("a fleet key"));
     let h = Harness {
         state: state.clone(),
         router: app(state),
