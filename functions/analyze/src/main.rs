@@ -9,11 +9,13 @@ use tributary_shared::service::Shutdown;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let _telemetry = config.log.init()?;
-    let deps = Deps::connect(&config).await?;
-    run(config, deps, Shutdown::on_signal()).await?;
-    Ok(())
+fn main() -> anyhow::Result<()> {
+    // Not #[tokio::main]: its runtime waits at exit for abandoned blocking calls.
+    tributary_shared::service::runtime::block_on(async {
+        let config = Config::parse();
+        let _telemetry = config.log.init()?;
+        let deps = Deps::connect(&config).await?;
+        run(config, deps, Shutdown::on_signal()).await?;
+        anyhow::Ok(())
+    })?
 }

@@ -21,6 +21,8 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`readiness`]: the [`Readiness`](readiness::Readiness) trait, its error
 //!   and one adapter per backend trait;
+//! - [`runtime`]: the runtime a binary's `main` runs on, which exits without
+//!   waiting for abandoned blocking calls;
 //! - [`shutdown`]: the shutdown token and the signal listener.
 
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use crate::telemetry::{ErrorChain, MetricsRegistry};
 pub mod http;
 pub mod ops;
 pub mod readiness;
+pub mod runtime;
 pub mod shutdown;
 
 pub use ops::Ops;
