@@ -165,6 +165,10 @@ pub struct TopicArgs {
     /// The device registry's changes (compacted): ingest follows it.
     #[arg(long = "devices-topic", env = "TRIBUTARY_DEVICES_TOPIC", default_value_t = Self::default().devices)]
     pub devices: String,
+
+    /// The alert rules (compacted): process publishes, analyze follows.
+    #[arg(id = "rules_topic", long = "rules-topic", env = "TRIBUTARY_RULES_TOPIC", default_value_t = Self::default().rules)]
+    pub rules: String,
 }
 
 impl Default for TopicArgs {
@@ -175,6 +179,7 @@ impl Default for TopicArgs {
             alerts: crate::topics::ALERTS.into(),
             deadletter: crate::topics::DEADLETTER.into(),
             devices: crate::topics::DEVICES.into(),
+            rules: crate::topics::RULES.into(),
         }
     }
 }

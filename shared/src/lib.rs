@@ -21,6 +21,7 @@
 //!   succeeded;
 //! - [`results`]: the results store (PostgreSQL, SQLite);
 //! - [`registry`]: the device registry in the same database;
+//! - [`rules`]: alert rules per device group or device, in the same database;
 //! - [`cache`]: the hot-data cache and change notifications (Redis, in-process);
 //! - [`raw`]: the raw archive (Cosmos DB behind feature `cosmos`, SQLite);
 //! - [`splunk`]: the Splunk HTTP Event Collector client.
@@ -38,6 +39,7 @@ pub mod raw;
 pub mod records;
 pub mod registry;
 pub mod results;
+pub mod rules;
 pub mod service;
 pub mod sketch;
 pub mod splunk;

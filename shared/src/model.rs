@@ -161,6 +161,11 @@ pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// Whether `s` is a valid metric name: 1..=64 of `[A-Za-z0-9._-]`.
+pub fn valid_metric_name(s: &str) -> bool {
+    valid_name(s)
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }

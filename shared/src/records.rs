@@ -100,6 +100,10 @@ pub struct Alert {
     pub value: f64,
     /// Human-readable reason.
     pub reason: String,
+    /// How urgent: the rule's severity for an incident a rule opened,
+    /// `warning` for the models' (and for records from before severities).
+    #[serde(default)]
+    pub severity: crate::rules::Severity,
     /// Opened, updated or resolved.
     pub state: AlertState,
     /// Event time of the reading that opened the incident.
@@ -179,6 +183,7 @@ mod tests {
             score: 1.0,
             value: 95.0,
             reason: "r".into(),
+            severity: crate::rules::Severity::Critical,
             state: AlertState::Resolved,
             opened_at: t(1000),
             updated_at: t(2500),
@@ -186,6 +191,7 @@ mod tests {
         let v = serde_json::to_value(&a).expect("serialise");
         assert_eq!(v["state"], "resolved");
         assert_eq!(v["updatedAt"], "1970-01-01T00:00:02.500Z");
+        assert_eq!(v["severity"], "critical");
         assert_eq!(serde_json::from_value::<Alert>(v).expect("deserialise"), a);
     }
 }

@@ -17,6 +17,11 @@ pub const DEADLETTER: &str = "telemetry.deadletter";
 /// the registry (`tributary device …`); every ingest replica follows it.
 pub const DEVICES: &str = "tributary.devices";
 
+/// The alert rules (compacted): key = rule id, value =
+/// [`crate::rules::AlertRule`] JSON (a deleted one marked so). Written by
+/// process's relay from the results database; analyze follows it.
+pub const RULES: &str = "tributary.rules";
+
 /// Consumer group of the Cosmos DB archive.
 pub const GROUP_ARCHIVE: &str = "tributary-archive";
 /// Consumer group of the analyze function.

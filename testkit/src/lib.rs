@@ -12,6 +12,7 @@
 //!   order), run against the same two;
 //! - [`registry`]: the contract of the device registry, run against
 //!   PostgreSQL and SQLite;
+//! - [`rules`]: the contract of the alert rule store, run against the same two;
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
@@ -30,6 +31,7 @@ pub mod process;
 pub mod registry;
 pub mod results;
 pub mod rng;
+pub mod rules;
 
 /// The broker the integration tests use, from `TRIBUTARY_TEST_KAFKA_BROKERS`.
 /// Panics when it is not set: a test that needs Kafka fails loudly, never skips.

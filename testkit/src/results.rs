@@ -67,6 +67,7 @@ pub fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
         score: 0.9,
         value: 95.0 + updated as f64,
         reason: "temp > 90 for 30s".into(),
+        severity: Default::default(),
         state,
         opened_at: t(0),
         updated_at: t(updated),

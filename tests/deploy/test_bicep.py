@@ -300,6 +300,19 @@ def test_event_hubs_speak_kafka_with_the_documented_partitions():
     assert len(state) == 1, "one compacted state hub"
     assert state[0]["properties"]["partitionCount"] == "partitions"
     assert state[0]["properties"]["retentionDescription"]["cleanupPolicy"] == "Compact"
+    # The registry and the rules: compacted, one partition, read whole by
+    # every ingest (registry) and analyze (both) replica.
+    for name in ("tributary.devices", "tributary.rules"):
+        hub = [
+            r["body"]
+            for r in eh["resources"]
+            if r["type"].startswith("Microsoft.EventHub/namespaces/eventhubs@")
+            and isinstance(r["body"], dict)
+            and r["body"].get("name") == name
+        ]
+        assert len(hub) == 1, name
+        assert hub[0]["properties"]["partitionCount"] == 1, name
+        assert hub[0]["properties"]["retentionDescription"]["cleanupPolicy"] == "Compact", name
 
 
 def test_skus_come_from_parameters():

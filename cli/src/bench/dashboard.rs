@@ -136,6 +136,7 @@ async fn seed(url: &str, bare: bool) -> anyhow::Result<()> {
                 score: 0.9,
                 value: 130.0,
                 reason: "speed > 120 for 30s".into(),
+                severity: Default::default(),
                 state: if i % 3 == 0 {
                     AlertState::Resolved
                 } else {

@@ -17,6 +17,7 @@ use tributary_shared::raw::cosmos::CosmosStore;
 use tributary_shared::raw::{LocalRawStore, RawStore};
 use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::results::ResultStore;
+use tributary_shared::rules::RuleStore;
 use tributary_shared::topics;
 
 use super::Args;
@@ -40,6 +41,8 @@ pub struct Backends {
     pub store: Arc<dyn ResultStore>,
     /// The device registry, in the results database.
     pub registry: Arc<dyn DeviceRegistry>,
+    /// The alert rules, in the results database.
+    pub rules: Arc<dyn RuleStore>,
     /// The cache and change notifications.
     pub cache: Arc<dyn KvCache>,
     /// The raw archive.
@@ -89,6 +92,9 @@ impl Backends {
         let registry = tributary_shared::registry::open(&store_url, 2)
             .await
             .context("opening the device registry")?;
+        let rules = tributary_shared::rules::open(&store_url, 2)
+            .await
+            .context("opening the alert rules")?;
         let cache: Arc<dyn KvCache> = match &args.redis_url {
             Some(url) => Arc::new(RedisCache::new(url).context("REDIS_URL")?),
             None => Arc::new(MemoryCache::default()),
@@ -120,6 +126,7 @@ impl Backends {
             kafka,
             store,
             registry,
+            rules,
             cache,
             raw,
         })

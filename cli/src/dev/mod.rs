@@ -271,6 +271,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             log: b.log.clone(),
             store: b.store.clone(),
             registry: b.registry.clone(),
+            rules: b.rules.clone(),
             cache: b.cache.clone(),
             host: Host::embedded(metrics.clone()),
         };
@@ -286,6 +287,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             cache: Some(b.cache.clone()),
             raw: Some(b.raw.clone()),
             registry: Some(b.registry.clone()),
+            rules: Some(b.rules.clone()),
             host: Host {
                 endpoint: dashboard_endpoint,
                 metrics: metrics.clone(),
@@ -303,6 +305,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     println!("  dashboard: http://{dashboard_addr}/   (operator token for acknowledging alerts: {operator_token})");
     println!(
         "  registry:  http://{dashboard_addr}/#/registry   (devices: list, disable, enable, rotate a key; with the operator token)"
+    );
+    println!(
+        "  rules:     http://{dashboard_addr}/#/rules   (alert rules per device group or device, applied within seconds; edit with the operator token)"
     );
     println!("  ingest:    http://{ingest_addr}/v1/telemetry   (health: /healthz, metrics: /metrics)");
     println!("  backends:  {}", b.describe());

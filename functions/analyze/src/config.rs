@@ -64,9 +64,17 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = Config::default().max_series)]
     pub max_series: usize,
 
-    /// Threshold rules, `;`-separated, e.g. `temperature > 90 for 30s; vibration >= 2`.
+    /// Threshold rules, `;`-separated, e.g. `temperature > 90 for 30s; vibration >= 2`:
+    /// the default for every device group without rules in the rule store.
     #[arg(long, env = "TRIBUTARY_RULES", default_value_t = Config::default().rules)]
     pub rules: String,
+
+    /// Follow the rule store's rules (topic `tributary.rules`) and the
+    /// device registry's groups (`tributary.devices`), applying rules per
+    /// group from the next reading after a change. Off: `TRIBUTARY_RULES`
+    /// applies to every device.
+    #[arg(long, env = "TRIBUTARY_FOLLOW_RULES", default_value_t = Config::default().follow_rules, action = clap::ArgAction::Set)]
+    pub follow_rules: bool,
 
     /// Splunk HTTP Event Collector base URL; when set, aggregates and alerts are forwarded.
     #[arg(long, env = "TRIBUTARY_SPLUNK_URL")]
@@ -123,6 +131,7 @@ impl Default for Config {
             series_idle_secs: u64::try_from(models.series.idle.num_seconds()).unwrap_or(0),
             max_series: models.series.max,
             rules: String::new(),
+            follow_rules: true,
             splunk_url: None,
             splunk_token: String::new(),
             splunk_channel: None,

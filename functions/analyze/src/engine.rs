@@ -16,6 +16,12 @@
 //! start cold from the committed offset; aggregates are re-emitted with the
 //! same identity (an overwrite), but their scores may differ.
 //!
+//! Threshold rules: each series takes its rules from the current
+//! [`RuleBook`] (set with [`Analyzer::set_rules`], per group through the
+//! device registry's [`GroupView`]) at every reading, so a rule change
+//! applies from the next reading on; windows already closed are never
+//! touched.
+//!
 //! # Bounded memory: series eviction
 //!
 //! The model state of a (device, metric) series (under 1.5 KiB with the
@@ -51,8 +57,12 @@ use std::sync::Arc;
 
 use tributary_shared::eventlog::KeyValues;
 use tributary_shared::model::Reading;
+use tributary_shared::registry::view::GroupView;
+use tributary_shared::rules::Severity;
 
 use crate::detect::alert::{AlertConfig, AlertTracker};
+use crate::detect::rulebook::RuleBook;
+use crate::detect::rules::Rule;
 use crate::detect::{DetectorConfig, SeriesModel};
 use crate::records::{Aggregate, Alert};
 use crate::state;
@@ -282,6 +292,8 @@ pub struct Analyzer {
     evictions: Evictions,
     duplicates: u64,
     snapshots: Snapshots,
+    rules: Arc<RuleBook>,
+    groups: Option<Arc<GroupView>>,
 }
 
 /// Snapshot bookkeeping (see [`crate::state`]); empty while snapshots are off.
@@ -340,13 +352,26 @@ impl Analyzer {
     pub fn new(config: AnalyzerConfig) -> Self {
         Self {
             windower: Windower::new(config.windows.clone()),
+            rules: Arc::new(RuleBook::from_defaults(&config.detectors.rules)),
             config,
             series: SeriesMap::default(),
             used: 0,
             evictions: Evictions::default(),
             duplicates: 0,
             snapshots: Snapshots::default(),
+            groups: None,
         }
+    }
+
+    /// Apply `rules` from the next reading on.
+    pub fn set_rules(&mut self, rules: Arc<RuleBook>) {
+        self.rules = rules;
+    }
+
+    /// Where devices' groups are looked up (without it, every device is in
+    /// the default group).
+    pub fn set_groups(&mut self, groups: Arc<GroupView>) {
+        self.groups = Some(groups);
     }
 
     /// Keep what snapshots need (which series changed, which were evicted)
@@ -556,6 +581,12 @@ impl Analyzer {
         }
         let detectors = &self.config.detectors;
         let alert_config = &self.config.alerts;
+        let book = &*self.rules;
+        // Looked up once per reading, and only when some rule is per group.
+        let group = match &self.groups {
+            Some(groups) if book.has_group_rules() => groups.group_of(device),
+            _ => None,
+        };
         let (device_name, mut series) = match self.series.device_mut(device) {
             Some((name, series)) => (Arc::clone(name), Some(series)),
             // Not reached (the device's series were just made); should that
@@ -585,8 +616,13 @@ impl Analyzer {
             s.newest_ms = s.newest_ms.max(t);
             s.used = self.used;
             s.last_value = x;
-            let v = s.model.update(detectors, reading.event_time, x);
+            let rules = book.for_series(device, group.as_deref(), metric);
+            let v = s.model.update(detectors, &rules, reading.event_time, x);
             let model = &s.model;
+            let severity = match model.fired_rule() {
+                Some(rule) if v.model == Rule::NAME => rule.severity,
+                _ => Severity::Warning,
+            };
             if let Some(a) = s.alerts.observe(
                 alert_config,
                 &reading.device_id,
@@ -594,7 +630,7 @@ impl Analyzer {
                 reading.event_time,
                 x,
                 v.score,
-                v.model,
+                (v.model, severity),
                 || v.reason(x, model.fired_rule()),
             ) {
                 alerts.push(a);
@@ -1141,6 +1177,87 @@ mod tests {
             vec![("d", AlertState::Resolved)]
         );
         assert!(out.alerts[0].reason.contains("cap"));
+    }
+
+    #[test]
+    fn rules_apply_per_group_from_the_next_reading_and_defaults_fill_in() {
+        use tributary_shared::eventlog::follow::TopicView;
+        use tributary_shared::registry::view::DeviceChange;
+        use tributary_shared::rules::{AlertRule, Condition, RuleSpec};
+        let mut config = AnalyzerConfig::default();
+        config.detectors.rules = vec![Rule::parse("temp > 1000").expect("valid")];
+        let mut a = Analyzer::new(config);
+        let groups = Arc::new(GroupView::new());
+        let rec = |id: &str, group: &str| {
+            let r = DeviceChange {
+                id: id.into(),
+                status: tributary_shared::registry::DeviceStatus::Active,
+                key_version: 0,
+                revision: 1,
+                group: group.into(),
+            }
+            .to_record();
+            (r.key, r.value)
+        };
+        groups.apply(&[rec("f-1", "freezers"), rec("t-1", "trucks")]);
+        a.set_groups(groups);
+        let threshold_alerts = |out: &Output| {
+            out.alerts
+                .iter()
+                .filter(|al| al.model == Rule::NAME)
+                .map(|al| (al.device_id.clone(), al.severity, al.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        // Defaults only: -5 is calm everywhere.
+        let mut offset = 0;
+        let mut feed = |a: &mut Analyzer, device: &str, s: i64, x: f64| {
+            offset += 1;
+            a.process(0, offset, &reading(device, s, x))
+        };
+        assert!(threshold_alerts(&feed(&mut a, "f-1", 0, -5.0)).is_empty());
+        let stored = AlertRule {
+            id: "freezer-warm".into(),
+            spec: RuleSpec {
+                metric: "temp".into(),
+                condition: Condition::Above,
+                threshold: -10.0,
+                hold_seconds: 0,
+                severity: Severity::Critical,
+                group: Some("freezers".into()),
+                device: None,
+                description: None,
+            },
+            revision: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            deleted: false,
+        };
+        a.set_rules(Arc::new(RuleBook::new(&a.config().detectors.rules.clone(), &[stored])));
+        // The next reading of the freezer meets the group's rule...
+        let out = feed(&mut a, "f-1", 1, -5.0);
+        let found = threshold_alerts(&out);
+        assert_eq!(found.len(), 1, "{out:?}");
+        assert_eq!((found[0].0.as_str(), found[0].1), ("f-1", Severity::Critical));
+        assert!(
+            found[0].2.starts_with("rule 'freezer-warm' (temp > -10) holds"),
+            "{}",
+            found[0].2
+        );
+        // ...a truck's does not, and trucks keep the default; so does a
+        // device the registry does not know (the default group).
+        assert!(threshold_alerts(&feed(&mut a, "t-1", 1, -5.0)).is_empty());
+        let t = threshold_alerts(&feed(&mut a, "t-1", 2, 2000.0));
+        assert_eq!((t.len(), t[0].1), (1, Severity::Warning));
+        assert_eq!(threshold_alerts(&feed(&mut a, "stranger", 2, 2000.0)).len(), 1);
+        // The freezers have a rule, so the default no longer applies to them.
+        let mut b = Analyzer::new(a.config().clone());
+        b.set_groups(a.groups.clone().expect("groups"));
+        b.set_rules(a.rules.clone());
+        assert!(
+            threshold_alerts(&b.process(0, 0, &reading("f-1", 0, 2000.0)))
+                .iter()
+                .all(|(_, _, why)| why.contains("freezer-warm"))
+        );
     }
 
     #[test]

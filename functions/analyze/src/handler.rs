@@ -24,6 +24,10 @@
 //!   run's. A clean stop snapshots every partition once more and commits up
 //!   to it. Without a state topic, models restart cold from the replayed
 //!   readings.
+//! - with a [`RuleSource`], the threshold rules in force are rebuilt
+//!   whenever the followed rules change, before the next batch is applied:
+//!   a rule change applies from the next reading on (see
+//!   [`crate::detect::rulebook`]).
 //! - with traces on, an aggregate or alert carries the trace context of the
 //!   reading that closed its window or raised it (see [`crate::outbox`]).
 
@@ -37,9 +41,12 @@ use tributary_shared::eventlog::runner::{Handler, HandlerError, Offsets};
 use tributary_shared::eventlog::{Committed, EventLog, KeyValues, Message, Publisher, Record, TopicPartition};
 use tributary_shared::model::Reading;
 use tributary_shared::records::{Aggregate, Alert};
+use tributary_shared::registry::view::GroupView;
+use tributary_shared::rules::view::RuleView;
 use tributary_shared::splunk::{HecClient, HecEvent};
 use tributary_shared::telemetry::{ErrorChain, trace};
 
+use crate::detect::rulebook::RuleBook;
 use crate::engine::{Analyzer, Evictions};
 use crate::idle::IdleClock;
 use crate::metrics::Metrics;
@@ -84,6 +91,18 @@ struct State {
     last_snapshot: Instant,
     /// When writing a snapshot last failed: no new attempt for a while.
     snapshot_failed_at: Option<Instant>,
+    /// The generation of the followed rules the analyzer applies.
+    rules_generation: u64,
+}
+
+/// Where the rules in force and the devices' groups come from: views of the
+/// compacted topics `tributary.rules` and `tributary.devices`.
+#[derive(Clone)]
+pub struct RuleSource {
+    /// The rules in the rule store.
+    pub rules: Arc<RuleView>,
+    /// Each device's group.
+    pub groups: Arc<GroupView>,
 }
 
 /// Where and how often model and alert state is snapshotted (see [`crate::state`]).
@@ -123,6 +142,7 @@ pub struct AnalyzeHandler {
     snapshots: Option<Snapshots>,
     /// The state topic was created (or found): once per process, not per rebalance.
     state_topic_ready: std::sync::atomic::AtomicBool,
+    rules: Option<Arc<RuleView>>,
 }
 
 impl AnalyzeHandler {
@@ -149,6 +169,7 @@ impl AnalyzeHandler {
             cap_logged_at: None,
             last_snapshot: Instant::now(),
             snapshot_failed_at: None,
+            rules_generation: 0,
         };
         Self {
             state: Mutex::new(state),
@@ -159,7 +180,29 @@ impl AnalyzeHandler {
             metrics,
             snapshots: None,
             state_topic_ready: std::sync::atomic::AtomicBool::new(false),
+            rules: None,
         }
+    }
+
+    /// Apply the rules `source` follows, per device group, from the next
+    /// batch after each change.
+    pub fn with_rules(mut self, source: RuleSource) -> Self {
+        self.lock().analyzer.set_groups(Arc::clone(&source.groups));
+        self.rules = Some(source.rules);
+        self
+    }
+
+    /// Rebuild the analyzer's rules if the followed ones changed.
+    fn refresh_rules(&self, st: &mut State) {
+        let Some(view) = &self.rules else { return };
+        if view.generation() == st.rules_generation {
+            return;
+        }
+        let (generation, stored) = view.snapshot();
+        let book = RuleBook::new(&st.analyzer.config().detectors.rules, &stored);
+        st.analyzer.set_rules(Arc::new(book));
+        st.rules_generation = generation;
+        tracing::info!(rules = stored.len(), generation, "alert rules applied");
     }
 
     /// Snapshot model and alert state to `snapshots`' topic and restore it
@@ -312,6 +355,7 @@ impl AnalyzeHandler {
     fn apply(&self, batch: &[Message]) {
         let mut st = self.lock();
         let st = &mut *st;
+        self.refresh_rules(st);
         let mut readings = 0u64;
         // Runs of one partition's records (a fetch hands them out that way):
         // its bookkeeping is looked up and written once per run, not per record.

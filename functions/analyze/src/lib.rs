@@ -17,8 +17,8 @@
 //!   publish, what is safe to commit, the tick between batches);
 //! - [`engine`]: windows and models per consumer, series eviction;
 //! - [`window`], [`sketch`]: tumbling windows and mergeable statistics;
-//! - [`detect`]: the anomaly models, the combiner, threshold rules and the
-//!   alert state machine;
+//! - [`detect`]: the anomaly models, the combiner, threshold rules (and
+//!   which apply to which series) and the alert state machine;
 //! - [`idle`]: the rule that closes the windows of quiet partitions;
 //! - [`outbox`]: outputs not yet published, with the trace context they continue;
 //! - [`state`]: snapshots of model and alert state, for a warm takeover;
@@ -30,7 +30,10 @@
 use std::sync::Arc;
 
 use tributary_shared::eventlog::EventLog;
+use tributary_shared::eventlog::follow::{self, TopicView, ViewsCaughtUp};
 use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::registry::view::GroupView;
+use tributary_shared::rules::view::RuleView;
 use tributary_shared::service::readiness::PublisherReady;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Service, Shutdown};
 use tributary_shared::splunk::{HecClient, HecConfig};
@@ -126,13 +129,47 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         &config.topics.deadletter,
     ]
     .map(String::as_str);
-    let consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
+    let mut consumer = ConsumerSettings::new(&config.group, &[&config.topics.raw], config.batch_max)
         .committing(&config.kafka)
         .creating(&config.kafka, &outputs_and_input);
+    let followers = Shutdown::new();
+    let mut following = Vec::new();
+    if config.follow_rules {
+        let source = handler::RuleSource {
+            rules: Arc::new(RuleView::new()),
+            groups: Arc::new(GroupView::new()),
+        };
+        let views: [(&String, Arc<dyn TopicView>); 2] = [
+            (&config.topics.rules, source.rules.clone()),
+            (&config.topics.devices, source.groups.clone()),
+        ];
+        for (topic, view) in &views {
+            // Compacted, before a publisher could create them otherwise.
+            if config.kafka.create_topics
+                && let Err(e) = deps.log.ensure_compacted_topic(topic, 1).await
+            {
+                tracing::warn!(topic = %topic, error = %tributary_shared::telemetry::ErrorChain(&e), "could not create the topic");
+            }
+            following.push(tokio::spawn(follow::follow(
+                Arc::clone(&deps.log),
+                (*topic).clone(),
+                Arc::clone(view),
+                followers.clone(),
+            )));
+        }
+        // Readings are scored under the rules in force: not before they are read.
+        consumer = consumer.after(Arc::new(ViewsCaughtUp(
+            views.map(|(topic, view)| (topic.clone(), view)).into(),
+        )));
+        handler = handler.with_rules(source);
+    }
     let service = Service::new("analyze", deps.host, Arc::new(PublisherReady(publisher)));
-    service
-        .consume(deps.log.as_ref(), &consumer, &handler, &shutdown)
-        .await?;
+    let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
+    followers.trigger();
+    for f in following {
+        let _ = f.await;
+    }
+    consumed?;
     Ok(())
 }
 

@@ -558,7 +558,7 @@ pub fn evaluate_with(data_dir: &Path, out_dir: &Path, config: &DetectorConfig) -
             let mut out = String::from("timestamp,value,anomaly_score,raw_score,model\n");
             let mut scores = Vec::with_capacity(rows.len());
             for (ts, v, t, x) in &rows {
-                let verdict = model.update(config, Utc.from_utc_datetime(t), *x);
+                let verdict = model.update(config, &[], Utc.from_utc_datetime(t), *x);
                 let s = verdict.detection.clamp(0.0, 1.0);
                 scores.push(s);
                 let _ = writeln!(out, "{ts},{v},{s},{},{}", verdict.score, verdict.model);

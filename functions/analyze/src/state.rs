@@ -46,8 +46,11 @@ use crate::window::ScorePart;
 
 /// The format of entries and markers (the first byte of each value).
 /// Version 1 had 76 calibration bins, version 2 no range model; their
-/// entries start their series cold.
-const VERSION: u8 = 3;
+/// entries start their series cold. Version 3 had no severity in an open
+/// incident: it is read, the incident taken for a warning.
+const VERSION: u8 = 4;
+/// The oldest version still read.
+const OLDEST_READ: u8 = 3;
 const SERIES: u8 = b'S';
 const MARKER: u8 = b'M';
 
@@ -88,7 +91,7 @@ pub fn marker_value(at: i64) -> Vec<u8> {
 
 fn parse_marker(value: &[u8]) -> Option<i64> {
     let mut r = Reader::new(value);
-    (r.u8().ok()? == VERSION).then_some(())?;
+    (OLDEST_READ..=VERSION).contains(&r.u8().ok()?).then_some(())?;
     let at = r.i64().ok()?;
     r.is_empty().then_some(at)
 }
@@ -148,14 +151,15 @@ fn model_name(name: &str) -> Result<Option<&'static str>, Corrupt> {
 /// Read a series' entry for a series of `metric` under `config`.
 pub fn decode_entry(config: &DetectorConfig, metric: &str, value: &[u8]) -> Result<Entry, Corrupt> {
     let mut r = Reader::new(value);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if !(OLDEST_READ..=VERSION).contains(&version) {
         return Err(Corrupt);
     }
     let newest_ms = r.i64()?;
     let used = r.u64()?;
     let last_value = r.f64()?;
     let model = SeriesModel::load(config, metric, &mut r)?;
-    let alerts = AlertTracker::load(&mut r)?;
+    let alerts = AlertTracker::load(&mut r, version)?;
     let n = r.u16()?;
     let mut windows = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
@@ -249,8 +253,12 @@ mod tests {
         let config = DetectorConfig::default();
         let mut model = SeriesModel::new(&config, "temp");
         let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        // A rule's state is part of the entry, written as its condition.
+        let rules = [std::sync::Arc::new(
+            crate::detect::rules::Rule::parse("temp > 3 for 2s").expect("valid"),
+        )];
         for i in 0..500 {
-            model.update(&config, t + chrono::Duration::seconds(i), (i % 7) as f64);
+            model.update(&config, &rules, t + chrono::Duration::seconds(i), (i % 7) as f64);
         }
         let part = ScorePart {
             score: Some((0.5, SpikeDetector::NAME)),

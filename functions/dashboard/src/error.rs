@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tributary_shared::registry::RegistryError;
 use tributary_shared::results::StoreError;
+use tributary_shared::rules::RuleError;
 use tributary_shared::telemetry::ErrorChain;
 
 /// Errors of the API, mapped to status codes without internals.
@@ -54,6 +55,9 @@ pub enum ApiError {
     /// The device registry refused or failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The rule store refused or failed.
+    #[error(transparent)]
+    Rules(#[from] RuleError),
 }
 
 impl From<tributary_shared::raw::StoreError> for ApiError {
@@ -99,6 +103,16 @@ impl ApiError {
                     RegistryError::Store(StoreError::Unavailable(_)) => "unavailable",
                 },
             ),
+            Self::Rules(e) => (
+                e.status_code(),
+                match e {
+                    RuleError::NotFound(_) => "not_found",
+                    RuleError::Invalid(_) => "invalid_rule",
+                    RuleError::TooMany => "too_many_rules",
+                    RuleError::Store(StoreError::Rejected(_)) => "rejected",
+                    RuleError::Store(StoreError::Unavailable(_)) => "unavailable",
+                },
+            ),
         }
     }
 
@@ -108,6 +122,13 @@ impl ApiError {
         match self {
             Self::Registry(RegistryError::Store(e)) => {
                 tracing::warn!(error = %ErrorChain(e), "device registry query failed");
+                match e {
+                    StoreError::Rejected(_) => "the database refused the change".into(),
+                    StoreError::Unavailable(_) => Self::Unavailable.to_string(),
+                }
+            }
+            Self::Rules(RuleError::Store(e)) => {
+                tracing::warn!(error = %ErrorChain(e), "rule store query failed");
                 match e {
                     StoreError::Rejected(_) => "the database refused the change".into(),
                     StoreError::Unavailable(_) => Self::Unavailable.to_string(),
@@ -126,6 +147,9 @@ impl IntoResponse for ApiError {
             body["error"]["parameter"] = json!(param);
         }
         if let Self::Registry(RegistryError::Invalid(e)) = &self {
+            body["error"]["field"] = json!(e.field);
+        }
+        if let Self::Rules(RuleError::Invalid(e)) = &self {
             body["error"]["field"] = json!(e.field);
         }
         (status, axum::Json(body)).into_response()
@@ -152,6 +176,9 @@ pub enum Error {
     /// `DATABASE_URL` does not name a usable device registry.
     #[error("opening the device registry (DATABASE_URL)")]
     Registry(#[source] RegistryError),
+    /// `DATABASE_URL` does not name a usable rule store.
+    #[error("opening the alert rules (DATABASE_URL)")]
+    Rules(#[source] RuleError),
     /// Binding, serving or the Lambda runtime failed.
     #[error(transparent)]
     Service(#[from] tributary_shared::service::ServiceError),

@@ -28,6 +28,7 @@
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
 //! - [`registry`]: the device registry's operator API (list, add, disable,
 //!   enable, rotate a key);
+//! - [`rules`]: the alert rules' API (everyone reads, operators write);
 //! - [`session`]: the signed session cookie a browser reads with in token mode;
 //! - [`config`]: the settings, with their defaults;
 //! - [`extract`]: `Query` and `Path` whose rejections are the API's JSON 400s;
@@ -45,6 +46,7 @@ use tributary_shared::raw::RawStore;
 use tributary_shared::raw::cosmos::LazyCosmosStore;
 use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::results::ResultStore;
+use tributary_shared::rules::RuleStore;
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{Endpoint, Host, Service, Shutdown};
 
@@ -55,6 +57,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod registry;
+pub mod rules;
 pub mod session;
 
 pub use config::Config;
@@ -71,6 +74,8 @@ pub struct Deps {
     pub raw: Option<Arc<dyn RawStore>>,
     /// The device registry, in the results database (`None`: the registry API answers 501).
     pub registry: Option<Arc<dyn DeviceRegistry>>,
+    /// The alert rules, in the results database (`None`: the rules API answers 501).
+    pub rules: Option<Arc<dyn RuleStore>>,
     /// Where the page, the API and the ops endpoints are served, and metrics registered.
     pub host: Host,
 }
@@ -94,12 +99,16 @@ impl Deps {
         let registry = tributary_shared::registry::open(&config.database_url, 4)
             .await
             .map_err(Error::Registry)?;
+        let rules = tributary_shared::rules::open(&config.database_url, 2)
+            .await
+            .map_err(Error::Rules)?;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
             store,
             cache: Some(cache),
             raw,
             registry: Some(registry),
+            rules: Some(rules),
             host: Host::new(endpoint),
         })
     }
@@ -130,6 +139,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         cache: deps.cache,
         raw: deps.raw,
         registry: deps.registry,
+        rules: deps.rules,
         live,
         auth,
         sse_keepalive: config.sse_keepalive(),
@@ -156,6 +166,8 @@ pub struct Dashboard {
     pub raw: Option<Arc<dyn RawStore>>,
     /// The device registry (`None`: the registry API answers 501).
     pub registry: Option<Arc<dyn DeviceRegistry>>,
+    /// The alert rules (`None`: the rules API answers 501).
+    pub rules: Option<Arc<dyn RuleStore>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
     /// Who may read and who may change alerts.
@@ -167,7 +179,7 @@ pub struct Dashboard {
 }
 
 /// The page's files, compiled in: path, content type, body.
-const ASSETS: [(&str, &str, &str); 9] = [
+const ASSETS: [(&str, &str, &str); 10] = [
     ("/", "text/html; charset=utf-8", include_str!("../static/index.html")),
     (
         "/app.js",
@@ -179,6 +191,11 @@ const ASSETS: [(&str, &str, &str); 9] = [
         "/registry.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/registry.js"),
+    ),
+    (
+        "/rules.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/rules.js"),
     ),
     (
         "/charts.js",
@@ -263,6 +280,11 @@ pub fn app(state: Arc<Dashboard>) -> Router {
         .route("/api/registry/devices/{id}/disable", post(registry::disable))
         .route("/api/registry/devices/{id}/enable", post(registry::enable))
         .route("/api/registry/devices/{id}/rotate-key", post(registry::rotate_key))
+        .route("/api/rules", get(rules::list))
+        .route(
+            "/api/rules/{id}",
+            get(rules::show).put(rules::put).delete(rules::delete),
+        )
         .layer(axum::middleware::from_fn_with_state(state.clone(), signed_in))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 // Tributary dashboard: a small single-page app over the JSON API.
 // Views: #/ (fleet overview, alert feed), #/device/<id> (charts) and
-// #/registry (the device registry, for operators: registry.js).
+// #/registry (the device registry, for operators: registry.js),
+// #/rules (the alert rules; operators edit them: rules.js).
 // Live updates arrive as server-sent events and refresh what they touch.
 "use strict";
 
@@ -69,6 +70,7 @@ function alertHtml(a) {
     : "";
   return `<div class="alert${high}" data-testid="alert" data-alert-id="${esc(a.id)}">
     <div><span class="pill ${esc(a.state)}" data-testid="alert-state">${esc(a.state)}</span>
+      ${a.severity && a.severity !== "warning" ? `<span class="pill sev-${esc(a.severity)}" data-testid="alert-severity">${esc(a.severity)}</span>` : ""}
       <a href="#/device/${encodeURIComponent(a.deviceId)}">${esc(a.deviceId)}</a> · <b>${esc(a.metric)}</b> = ${fmtNum(a.value)}</div>
     <div>${esc(a.reason)}</div>
     <div class="meta">${esc(a.model)} · score ${fmtNum(a.score)} · opened ${ago(a.openedAt)}${a.acknowledgedBy ? ` · acknowledged by ${esc(a.acknowledgedBy)}` : ""}</div>
@@ -335,6 +337,7 @@ async function render() {
   try {
     if (/^#\/device\/./.test(location.hash)) await device();
     else if (/^#\/registry/.test(location.hash)) await registryPage();
+    else if (/^#\/rules/.test(location.hash)) await rulesPage();
     else await overview();
     banner("");
   } catch (e) {

@@ -118,6 +118,7 @@ fn router_with(pool: &PgPool, redis: Option<&TestRedis>, auth: AuthMode) -> (axu
         cache: redis.map(|r| Arc::new(RedisCache::new(&r.url()).expect("client")) as Arc<dyn KvCache>),
         raw: None,
         registry: Some(Arc::new(PgRegistry::new(pool.clone()))),
+        rules: Some(Arc::new(tributary_shared::rules::PgRules::new(pool.clone()))),
         live: live.clone(),
         auth,
         sse_keepalive: std::time::Duration::from_secs(15),
@@ -895,6 +896,7 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         cache: Some(Arc::new(RedisCache::new(&url).expect("client"))),
         raw: None,
         registry: None,
+        rules: None,
         live,
         auth: AuthMode::Token {
             operator: None,
@@ -1026,4 +1028,140 @@ async fn the_migrated_read_only_role_serves_every_endpoint_and_writes_no_results
         .execute(&pool)
         .await
         .expect("drop role");
+}
+
+/// `PUT uri` with a JSON body, as the operator when `op`.
+fn put_json(uri: &str, body: &str, op: bool) -> Request<Body> {
+    let mut b = Request::put(uri).header(header::CONTENT_TYPE, "application/json");
+    if op {
+        b = b.header(header::AUTHORIZATION, "Bearer op-secret");
+    }
+    b.body(Body::from(body.to_owned())).expect("request")
+}
+
+/// The rules API: anyone who reads reads the rules; only the operator
+/// creates (201), replaces (200, a new revision; the same rule again: 200,
+/// the same revision) and deletes (204) them; bad ids and bodies are 400s,
+/// an invalid rule a 422 naming the field; without a rule store, 501.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn the_rules_api_reads_for_everyone_and_writes_for_operators(pool: PgPool) {
+    let (r, _) = router(&pool, None, Some("op-secret"));
+    let (s, body) = get(&r, "/api/rules").await;
+    assert_eq!(
+        (s, body["rules"].as_array().map(Vec::len), body["max"].as_u64()),
+        (StatusCode::OK, Some(0), Some(1000))
+    );
+    let rule = r#"{"metric":"temperature","condition":">","threshold":-10,"holdSeconds":300,"severity":"critical","group":"freezers","description":"too warm"}"#;
+    let (s, body) = call(&r, put_json("/api/rules/freezer-warm", rule, false)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (read_only, _) = router(&pool, None, None);
+    let (s, body) = call(&read_only, put_json("/api/rules/freezer-warm", rule, true)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("read_only"))
+    );
+
+    let (s, created) = call(&r, put_json("/api/rules/freezer-warm", rule, true)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (
+            created["id"].as_str(),
+            created["condition"].as_str(),
+            created["holdSeconds"].as_u64(),
+            created["group"].as_str(),
+            created["revision"].as_i64()
+        ),
+        (Some("freezer-warm"), Some(">"), Some(300), Some("freezers"), Some(1))
+    );
+    assert!(
+        created.get("device").is_none() && created.get("deleted").is_none(),
+        "{created}"
+    );
+    let (s, same) = call(&r, put_json("/api/rules/freezer-warm", rule, true)).await;
+    assert_eq!((s, same["revision"].as_i64()), (StatusCode::OK, Some(1)), "unchanged");
+    let changed = rule.replace("-10", "-12");
+    let (s, body) = call(&r, put_json("/api/rules/freezer-warm", &changed, true)).await;
+    assert_eq!(
+        (s, body["revision"].as_i64(), body["threshold"].as_f64()),
+        (StatusCode::OK, Some(2), Some(-12.0))
+    );
+    let (s, one) = get(&r, "/api/rules/freezer-warm").await;
+    assert_eq!((s, one["revision"].as_i64()), (StatusCode::OK, Some(2)));
+
+    for (uri, body, status, field) in [
+        ("/api/rules/bad%20id", rule.to_owned(), StatusCode::BAD_REQUEST, None),
+        ("/api/rules/x", "not json".to_owned(), StatusCode::BAD_REQUEST, None),
+        (
+            "/api/rules/x",
+            rule.replace("\"group\"", "\"grp\""),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "/api/rules/x",
+            rule.replace("\">\"", "\"=>\""),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "/api/rules/x",
+            rule.replace("\"group\":\"freezers\"", "\"group\":\"freezers\",\"device\":\"d\""),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("group"),
+        ),
+        (
+            "/api/rules/x",
+            rule.replace("temperature", "temp erature"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("metric"),
+        ),
+        (
+            "/api/rules/x",
+            rule.replace("300", "604801"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("holdSeconds"),
+        ),
+    ] {
+        let (s, b) = call(&r, put_json(uri, &body, true)).await;
+        assert_eq!((s, b["error"]["field"].as_str()), (status, field), "{uri} {body}: {b}");
+    }
+    let (s, _) = get(&r, "/api/rules/x").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing written by the refused ones");
+
+    let del = |op: bool| {
+        let mut b = Request::delete("/api/rules/freezer-warm");
+        if op {
+            b = b.header(header::AUTHORIZATION, "Bearer op-secret");
+        }
+        b.body(Body::empty()).expect("request")
+    };
+    assert_eq!(call(&r, del(false)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&r, del(true)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(call(&r, del(true)).await.0, StatusCode::NOT_FOUND);
+    let (s, body) = get(&r, "/api/rules").await;
+    assert_eq!((s, body["rules"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+
+    // No rule store: 501, named.
+    let r = app(Arc::new(Dashboard {
+        store: Arc::new(PgStore::new(pool.clone())),
+        cache: None,
+        raw: None,
+        registry: None,
+        rules: None,
+        live: Live::new(),
+        auth: AuthMode::Token {
+            operator: Some("op-secret".into()),
+            viewer: None,
+        },
+        sse_keepalive: std::time::Duration::from_secs(15),
+        offline_after_secs: 300,
+    }));
+    let (s, body) = get(&r, "/api/rules").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_configured"))
+    );
 }

@@ -54,6 +54,7 @@ async fn dashboard(pool: &PgPool, keepalive: Duration) -> String {
         cache: None,
         raw: None,
         registry: None,
+        rules: None,
         live: Live::new(),
         auth: AuthMode::AppService {
             operator_role: "Tributary.Operator".into(),

@@ -294,6 +294,7 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
         score: 0.99,
         value: 121.0,
         reason: "engine_temp > 110 for 30s".into(),
+        severity: Default::default(),
         state: AlertState::Opened,
         opened_at: Utc::now() - chrono::Duration::seconds(30),
         updated_at: Utc::now(),
@@ -527,5 +528,60 @@ async fn device_registry_page_in_chromium(pool: PgPool) {
         registry.count().await.expect("count"),
         252,
         "the bad id was not registered"
+    );
+}
+
+/// The alert rules page in Chromium: a reader sees the rules and no editing
+/// control; the operator adds a rule, edits one from its row, and a bad one
+/// is refused naming the field. The rules are then checked in the database.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn alert_rules_page_in_chromium(pool: PgPool) {
+    use tributary_shared::rules::{Condition, PgRules, RuleSpec, RuleStore, Severity};
+    let rules = PgRules::new(pool.clone());
+    let speed = RuleSpec {
+        metric: "speed".into(),
+        condition: Condition::Above,
+        threshold: 120.0,
+        hold_seconds: 30,
+        severity: Severity::Warning,
+        group: Some("trucks".into()),
+        device: None,
+        description: None,
+    };
+    rules.put("truck-speed", &speed, Utc::now()).await.expect("a rule");
+    let (_redis, redis_url) = start_redis();
+    let (dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
+    println!("{}", run_browser_script("rules.mjs", port, &["ui-operator-token"]));
+    drop(dashboard);
+    let listed = rules.list().await.expect("list");
+    assert_eq!(
+        listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["freezer-warm", "truck-speed"],
+        "the bad rule was not written"
+    );
+    let warm = &listed[0].spec;
+    assert_eq!(
+        (
+            warm.metric.as_str(),
+            warm.condition,
+            warm.threshold,
+            warm.hold_seconds,
+            warm.severity,
+            warm.group.as_deref()
+        ),
+        (
+            "temperature",
+            Condition::Above,
+            -10.0,
+            300,
+            Severity::Critical,
+            Some("freezers")
+        )
+    );
+    assert_eq!(warm.description.as_deref(), Some("Freezer too warm"));
+    assert_eq!(
+        (listed[1].revision, listed[1].spec.severity, listed[1].spec.threshold),
+        (2, Severity::Critical, 120.0),
+        "edited in place"
     );
 }

@@ -64,6 +64,7 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         cache: None,
         raw,
         registry: None,
+        rules: None,
         live: Live::new(),
         auth: AuthMode::Token {
             operator: None,

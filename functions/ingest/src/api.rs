@@ -264,7 +264,7 @@ async fn handle(st: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response
                     let reason = match &e {
                         EventLogError::QueueFull => "ingest is overloaded; retry later".to_owned(),
                         EventLogError::Unavailable(_) => "event log unavailable; retry later".to_owned(),
-                        EventLogError::Rejected(_) | EventLogError::Other(_) => {
+                        EventLogError::Rejected(_) | EventLogError::NoSuchTopic(_) | EventLogError::Other(_) => {
                             "could not be stored; retry later".to_owned()
                         }
                     };

@@ -55,8 +55,9 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_CACHE_TTL_SECS", default_value_t = Config::default().cache_ttl_secs)]
     pub cache_ttl_secs: u64,
 
-    /// Between polls of the device registry's changes, which are published
-    /// to the devices topic ingest follows (0: no relay here).
+    /// Between polls of the device registry's changes and of the alert
+    /// rules, which are published to the devices and rules topics ingest and
+    /// analyze follow (0: no relays here).
     #[arg(long, env = "TRIBUTARY_REGISTRY_RELAY_MS", default_value_t = Config::default().registry_relay_ms)]
     pub registry_relay_ms: u64,
 

@@ -12,6 +12,9 @@ pub enum Error {
     /// `DATABASE_URL` does not name a usable device registry.
     #[error("opening the device registry (DATABASE_URL)")]
     Registry(#[source] tributary_shared::registry::RegistryError),
+    /// `DATABASE_URL` does not name a usable rule store.
+    #[error("opening the alert rules (DATABASE_URL)")]
+    Rules(#[source] tributary_shared::rules::RuleError),
     /// The migrations could not run.
     #[error("migrating the results store")]
     Migrate(#[source] StoreError),

@@ -5,7 +5,9 @@
 //!
 //! It also runs the device registry's relay ([`tributary_shared::registry::relay`]):
 //! every change recorded in the registry (same database) is published to
-//! `tributary.devices`, which ingest follows.
+//! `tributary.devices`, which ingest and analyze follow; and the alert
+//! rules' relay ([`tributary_shared::rules::relay`]), publishing every rule
+//! to `tributary.rules`, which analyze follows.
 //!
 //! Guarantees: offsets are committed only after the batch's transaction
 //! committed (the shared consumer runner retries a failed batch); replays
@@ -33,6 +35,8 @@ use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::registry::relay::{self, Relay, RelaySettings};
 use tributary_shared::results::{ResultStore, RollupRetention, StoreError, roles};
+use tributary_shared::rules::RuleStore;
+use tributary_shared::rules::relay::RulesRelay;
 use tributary_shared::service::readiness::ResultStoreReady;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
@@ -55,6 +59,8 @@ pub struct Deps {
     pub store: Arc<dyn ResultStore>,
     /// The device registry, in the same database.
     pub registry: Arc<dyn DeviceRegistry>,
+    /// The alert rules, in the same database.
+    pub rules: Arc<dyn RuleStore>,
     /// The hot-data cache (Redis in production).
     pub cache: Arc<dyn KvCache>,
     /// Where the ops endpoints are served, and metrics registered.
@@ -71,6 +77,9 @@ impl Deps {
         let registry = tributary_shared::registry::open(&config.database_url, 2)
             .await
             .map_err(Error::Registry)?;
+        let rules = tributary_shared::rules::open(&config.database_url, 2)
+            .await
+            .map_err(Error::Rules)?;
         let cache = Arc::new(RedisCache::new(&config.redis_url).map_err(Error::Cache)?);
         let log = KafkaLog::connect(&config.kafka, "tributary-process").map_err(Error::EventLog)?;
         let host = Host::new(Endpoint::bind(config.listen.addr()).await?);
@@ -78,6 +87,7 @@ impl Deps {
             log: Arc::new(log),
             store,
             registry,
+            rules,
             cache,
             host,
         })
@@ -132,13 +142,23 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         metrics.clone(),
         upkeep_stop.wait(),
     ));
-    // Compacted, before the relay's first record could create it otherwise.
-    if config.registry_relay_ms > 0
-        && config.kafka.create_topics
-        && let Err(e) = deps.log.ensure_compacted_topic(&config.topics.devices, 1).await
-    {
-        tracing::warn!(topic = %config.topics.devices, error = %tributary_shared::telemetry::ErrorChain(&e), "could not create the registry topic");
+    // Compacted, before the relays' first records could create them otherwise.
+    if config.registry_relay_ms > 0 && config.kafka.create_topics {
+        for topic in [&config.topics.devices, &config.topics.rules] {
+            if let Err(e) = deps.log.ensure_compacted_topic(topic, 1).await {
+                tracing::warn!(topic = %topic, error = %tributary_shared::telemetry::ErrorChain(&e), "could not create the topic");
+            }
+        }
     }
+    let rules_relay = (config.registry_relay_ms > 0).then(|| {
+        let relay = RulesRelay::new(
+            deps.rules.clone(),
+            deps.log.publisher(),
+            config.topics.rules.clone(),
+            Duration::from_millis(config.registry_relay_ms),
+        );
+        tokio::spawn(tributary_shared::rules::relay::run(relay, upkeep_stop.clone()))
+    });
     let relay = (config.registry_relay_ms > 0).then(|| {
         let settings = RelaySettings {
             every: Duration::from_millis(config.registry_relay_ms),
@@ -169,7 +189,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     let consumed = service.consume(deps.log.as_ref(), &consumer, &handler, &shutdown).await;
     upkeep_stop.trigger();
     let _ = upkeep.await;
-    if let Some(relay) = relay {
+    for relay in [relay, rules_relay].into_iter().flatten() {
         let _ = relay.await;
     }
     Ok(consumed?)

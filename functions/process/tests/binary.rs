@@ -82,6 +82,7 @@ async fn consumes_from_kafka_into_postgres_and_stops_on_sigterm(pool: PgPool) {
         score: 0.97,
         value: 40.0,
         reason: "spike".into(),
+        severity: Default::default(),
         state: AlertState::Opened,
         opened_at: start,
         updated_at: start,

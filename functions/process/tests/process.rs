@@ -119,6 +119,7 @@ fn alert(id: &str, device: &str, state: AlertState, updated: i64) -> Alert {
         score: 0.9,
         value: 95.0,
         reason: "temp > 90 for 30s".into(),
+        severity: Default::default(),
         state,
         opened_at: t(0),
         updated_at: t(updated),

@@ -69,6 +69,22 @@ resource devices 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
   }
 }
 
+// The alert rules (TRIBUTARY_RULES_TOPIC): compacted, each rule's newest
+// record kept (a deleted rule's too, marked deleted); process's relay writes
+// it from the results database and every analyze replica reads it whole
+// before it consumes. One partition: at most 1,000 rules.
+resource rules 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: ns
+  name: 'tributary.rules'
+  properties: {
+    partitionCount: 1
+    retentionDescription: {
+      cleanupPolicy: 'Compact'
+      tombstoneRetentionTimeInHours: 24
+    }
+  }
+}
+
 // The Kafka endpoint's SASL PLAIN login is a connection string (user
 // $ConnectionString): a namespace rule that may only send and listen, not
 // manage. Its connection string goes to Key Vault (secrets.bicep) for the

@@ -329,7 +329,7 @@ impl EventLog for MemoryLog {
         let parts = st
             .topics
             .get(topic)
-            .ok_or_else(|| EventLogError::Other(format!("topic {topic} does not exist")))?;
+            .ok_or_else(|| EventLogError::NoSuchTopic(topic.to_owned()))?;
         let targets: Vec<i64> = parts.iter().map(|l| l.base + l.records.len() as i64).collect();
         Ok(Box::new(MemoryTail {
             log: self.clone(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod follow;
 pub mod kafka;
 pub mod memory;
 pub mod runner;
@@ -182,6 +183,10 @@ pub enum EventLogError {
     /// The record was refused for what it is (too large, bad topic): do not retry as is.
     #[error("record rejected: {0}")]
     Rejected(String),
+    /// The topic does not exist (a follower of a topic nobody created yet
+    /// takes it for an empty one).
+    #[error("topic {0} does not exist")]
+    NoSuchTopic(String),
     /// Anything else from the backend.
     #[error("event log error: {0}")]
     Other(String),

@@ -11,14 +11,13 @@
 //! [`DeviceView::is_caught_up`] (the topic as it was at start has been read).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::{DeviceStatus, RegisteredDevice};
+use crate::eventlog::follow::{CatchUp, TopicView};
 use crate::eventlog::{EventLog, EventLogError, Publisher, Record};
 use crate::service::Shutdown;
-use crate::telemetry::ErrorChain;
 
 /// One device's record on the registry topic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -119,9 +118,29 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct DeviceView {
     entries: RwLock<HashMap<Box<str>, Entry>>,
-    caught_up: AtomicBool,
-    /// Woken when the view catches up.
-    reached: tokio::sync::Notify,
+    caught_up: CatchUp,
+}
+
+/// One record of the topic, read: `Ok(None)` for a tombstone of `id`.
+fn read_change<'a>(key: &'a [u8], value: &[u8]) -> Result<(&'a str, Option<DeviceChange>), ()> {
+    let Ok(id) = std::str::from_utf8(key) else {
+        return Err(());
+    };
+    if value.is_empty() {
+        return Ok((id, None));
+    }
+    let change: DeviceChange = match serde_json::from_slice(value) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(device.id = id, error = %e, "a registry record cannot be read; skipped");
+            return Err(());
+        }
+    };
+    if change.id != id {
+        tracing::warn!(device.id = id, record.id = %change.id, "a registry record's id differs from its key; skipped");
+        return Err(());
+    }
+    Ok((id, Some(change)))
 }
 
 impl DeviceView {
@@ -135,37 +154,27 @@ impl DeviceView {
         let mut bad = 0;
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         for (key, value) in records {
-            let Ok(id) = std::str::from_utf8(key) else {
-                bad += 1;
-                continue;
-            };
-            if value.is_empty() {
-                entries.remove(id);
-                continue;
-            }
-            let change: DeviceChange = match serde_json::from_slice(value) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(device.id = id, error = %e, "a registry record cannot be read; skipped");
+            let change = match read_change(key, value) {
+                Ok((id, None)) => {
+                    entries.remove(id);
+                    continue;
+                }
+                Ok((_, Some(change))) => change,
+                Err(()) => {
                     bad += 1;
                     continue;
                 }
             };
-            if change.id != id {
-                tracing::warn!(device.id = id, record.id = %change.id, "a registry record's id differs from its key; skipped");
-                bad += 1;
-                continue;
-            }
             let entry = Entry {
                 revision: change.revision,
                 key_version: change.key_version,
                 disabled: change.status == DeviceStatus::Disabled,
             };
-            match entries.get_mut(id) {
+            match entries.get_mut(change.id.as_str()) {
                 Some(held) if held.revision >= entry.revision => {}
                 Some(held) => *held = entry,
                 None => {
-                    entries.insert(id.into(), entry);
+                    entries.insert(change.id.into_boxed_str(), entry);
                 }
             }
         }
@@ -223,88 +232,129 @@ impl DeviceView {
 
     /// Whether the topic as it was at start has been read.
     pub fn is_caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Acquire)
+        self.caught_up.is_done()
     }
 
     /// Say the view has caught up (for views filled by other means, as in tests).
     pub fn mark_caught_up(&self) {
-        self.caught_up.store(true, Ordering::Release);
-        self.reached.notify_waiters();
+        self.caught_up.mark();
     }
 
     /// Wait until the view has caught up, at most `timeout`; whether it has.
     /// (A request that arrives while a replica starts, as the first one of a
     /// Lambda cold start does, waits for the registry instead of failing.)
     pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
-        if self.is_caught_up() {
-            return true;
-        }
-        let reached = self.reached.notified();
-        tokio::pin!(reached);
-        // Registered before looking again, so a catch-up in between is not missed.
-        reached.as_mut().enable();
-        if self.is_caught_up() {
-            return true;
-        }
-        tokio::time::timeout(timeout, reached).await.is_ok() || self.is_caught_up()
+        self.caught_up.wait(timeout).await
     }
 }
 
-/// Keep `view` up to date from `topic` until `shutdown`: read it from the
-/// start, mark the view caught up, then apply what is appended. A broken
-/// tail is reopened (from the start; revisions make that harmless) after 1 s.
-pub async fn follow(log: Arc<dyn EventLog>, topic: String, view: Arc<DeviceView>, shutdown: Shutdown) {
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        let opened = tokio::select! {
-            _ = &mut stop => return,
-            t = log.tail(&topic) => t,
-        };
-        let mut tail = match opened {
-            Ok(t) if t.caught_up() => {
-                // An empty topic: nothing to wait for.
-                if !view.is_caught_up() {
-                    view.mark_caught_up();
-                    tracing::info!(topic = %topic, devices = view.len(), "device registry read");
-                }
-                t
-            }
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(topic = %topic, error = %ErrorChain(&e), "cannot follow the device registry; retrying in 1 s");
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = &mut stop => return,
-                n = tail.next(10_000, Duration::from_millis(500)) => n,
-            };
-            match next {
-                Ok(records) => {
-                    let bad = view.apply(&records);
-                    if bad > 0 {
-                        tracing::warn!(topic = %topic, skipped = bad, "registry records that cannot be read were skipped");
-                    }
-                    if !view.is_caught_up() && tail.caught_up() {
-                        view.mark_caught_up();
-                        tracing::info!(topic = %topic, devices = view.len(), "device registry read");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %topic, error = %ErrorChain(&e), "following the device registry failed; reopening in 1 s");
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
-                    }
-                }
-            }
-        }
+impl TopicView for DeviceView {
+    fn what(&self) -> &'static str {
+        "device registry"
     }
+    fn apply(&self, records: &[(Vec<u8>, Vec<u8>)]) -> usize {
+        DeviceView::apply(self, records)
+    }
+    fn len(&self) -> usize {
+        DeviceView::len(self)
+    }
+    fn catch_up(&self) -> &CatchUp {
+        &self.caught_up
+    }
+}
+
+/// A device's revision and group.
+type GroupEntry = (i64, Arc<str>);
+
+/// Each device's group, as analyze needs it to apply rules per group, kept
+/// from the same topic with the same guarantees as [`DeviceView`]. Group
+/// names are shared, not copied per device.
+#[derive(Debug, Default)]
+pub struct GroupView {
+    entries: RwLock<HashMap<Box<str>, GroupEntry>>,
+    caught_up: CatchUp,
+}
+
+impl GroupView {
+    /// An empty view, not caught up.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The group of `device`, if the registry has it.
+    pub fn group_of(&self, device: &str) -> Option<Arc<str>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .map(|(_, g)| Arc::clone(g))
+    }
+
+    /// Whether the topic as it was at start has been read.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.is_done()
+    }
+
+    /// Say the view has caught up (for views filled by other means, as in tests).
+    pub fn mark_caught_up(&self) {
+        self.caught_up.mark();
+    }
+}
+
+impl TopicView for GroupView {
+    fn what(&self) -> &'static str {
+        "device registry"
+    }
+
+    fn apply(&self, records: &[(Vec<u8>, Vec<u8>)]) -> usize {
+        let mut bad = 0;
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        // The groups seen in this batch, so each name is allocated once.
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for (key, value) in records {
+            let change = match read_change(key, value) {
+                Ok((id, None)) => {
+                    entries.remove(id);
+                    continue;
+                }
+                Ok((_, Some(change))) => change,
+                Err(()) => {
+                    bad += 1;
+                    continue;
+                }
+            };
+            if entries
+                .get(change.id.as_str())
+                .is_some_and(|(r, _)| *r >= change.revision)
+            {
+                continue;
+            }
+            let group = match names.iter().find(|n| ***n == *change.group) {
+                Some(n) => Arc::clone(n),
+                None => {
+                    let n: Arc<str> = Arc::from(change.group.as_str());
+                    names.push(Arc::clone(&n));
+                    n
+                }
+            };
+            entries.insert(change.id.into_boxed_str(), (change.revision, group));
+        }
+        bad
+    }
+
+    fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn catch_up(&self) -> &CatchUp {
+        &self.caught_up
+    }
+}
+
+/// Keep `view` up to date from `topic` until `shutdown` (see
+/// [`crate::eventlog::follow`]).
+pub async fn follow(log: Arc<dyn EventLog>, topic: String, view: Arc<DeviceView>, shutdown: Shutdown) {
+    crate::eventlog::follow::follow(log, topic, view, shutdown).await;
 }
 
 #[cfg(test)]
@@ -391,24 +441,36 @@ mod tests {
         assert_eq!(view.len(), 1);
     }
 
-    #[tokio::test]
-    async fn a_waiter_is_woken_when_the_view_catches_up() {
-        let view = Arc::new(DeviceView::new());
-        assert!(!view.wait_caught_up(Duration::from_millis(20)).await, "times out");
-        let waiter = tokio::spawn({
-            let view = view.clone();
-            async move { view.wait_caught_up(Duration::from_secs(30)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        view.mark_caught_up();
-        assert!(
-            tokio::time::timeout(Duration::from_secs(5), waiter)
-                .await
-                .expect("woken at once, not at the timeout")
-                .expect("task"),
-            "caught up"
+    #[test]
+    fn groups_follow_the_newest_revision_and_share_their_names() {
+        let view = GroupView::new();
+        let rec = |id: &str, group: &str, revision: i64| {
+            let r = DeviceChange {
+                id: id.into(),
+                status: DeviceStatus::Active,
+                key_version: 0,
+                revision,
+                group: group.into(),
+            }
+            .to_record();
+            (r.key, r.value)
+        };
+        let bad = TopicView::apply(
+            &view,
+            &[
+                rec("a", "freezers", 1),
+                rec("b", "freezers", 1),
+                rec("a", "trucks", 2),
+                rec("a", "freezers", 1),
+                (b"x".to_vec(), b"{".to_vec()),
+            ],
         );
-        assert!(view.wait_caught_up(Duration::ZERO).await);
+        assert_eq!(bad, 1);
+        assert_eq!(view.group_of("a").as_deref(), Some("trucks"));
+        assert_eq!(view.group_of("b").as_deref(), Some("freezers"));
+        assert_eq!(view.group_of("c"), None);
+        TopicView::apply(&view, &[(b"b".to_vec(), Vec::new())]);
+        assert_eq!(view.group_of("b"), None, "a tombstone removes the device");
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct StoredAlert {
     pub value: f64,
     /// Reason.
     pub reason: String,
+    /// info, warning or critical (cached entries from before severities: warning).
+    #[serde(default)]
+    #[sqlx(try_from = "String")]
+    pub severity: crate::rules::Severity,
     /// open, acknowledged or resolved.
     pub state: String,
     /// When the incident began (event time).

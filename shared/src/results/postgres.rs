@@ -22,7 +22,7 @@ use crate::records::{Aggregate, Alert, AlertState};
 use crate::sketch::QuantileSketch;
 use rollup_job::insert_marks;
 
-const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
+const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, severity, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
 
 /// Results in PostgreSQL (`shared/migrations`).
 #[derive(Clone, Debug)]
@@ -164,9 +164,9 @@ impl ResultStore for PgStore {
         let alerts = dedup_alerts(alerts);
         if !alerts.is_empty() {
             sqlx::query(
-                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at)
+                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, severity)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[],
-                                      $9::timestamptz[], $10::timestamptz[], $11::timestamptz[])
+                                      $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[])
                  ON CONFLICT (id) DO UPDATE SET
                    score = EXCLUDED.score, value = EXCLUDED.value, reason = EXCLUDED.reason,
                    state = CASE WHEN EXCLUDED.state = 'resolved' THEN 'resolved'
@@ -187,6 +187,7 @@ impl ResultStore for PgStore {
             .bind(alerts.iter().map(|a| a.opened_at).collect::<Vec<_>>())
             .bind(alerts.iter().map(|a| a.updated_at).collect::<Vec<_>>())
             .bind(alerts.iter().map(|a| (a.state == AlertState::Resolved).then_some(a.updated_at)).collect::<Vec<_>>())
+            .bind(alerts.iter().map(|a| a.severity.as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

@@ -30,7 +30,7 @@ use crate::records::{Aggregate, Alert, AlertState};
 use crate::sketch::QuantileSketch;
 use rollup_job::insert_marks;
 
-const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
+const ALERT_COLUMNS: &str = "id, device_id, metric, model, score, value, reason, severity, state, opened_at, updated_at, resolved_at, acknowledged_at, acknowledged_by";
 /// Rows per statement: 16 binds a row keeps a statement under SQLite's 32,766 bind limit.
 const CHUNK: usize = 1000;
 
@@ -96,6 +96,10 @@ fn alert_from_row(r: &SqliteRow) -> Result<StoredAlert, sqlx::Error> {
         score: r.try_get("score")?,
         value: r.try_get("value")?,
         reason: r.try_get("reason")?,
+        severity: r
+            .try_get::<&str, _>("severity")?
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         state: r.try_get("state")?,
         opened_at: time(r.try_get("opened_at")?),
         updated_at: time(r.try_get("updated_at")?),
@@ -232,7 +236,7 @@ impl ResultStore for SqliteStore {
         insert_marks(&mut tx, rollup::TIERS[0], &minute_marks(&aggs)).await?;
         for chunk in alerts.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at) ",
+                "INSERT INTO alerts (id, device_id, metric, model, score, value, reason, state, opened_at, updated_at, resolved_at, severity) ",
             );
             q.push_values(chunk, |mut b, a| {
                 b.push_bind(&a.id)
@@ -245,7 +249,8 @@ impl ResultStore for SqliteStore {
                     .push_bind(state_str(a.state))
                     .push_bind(ms(a.opened_at))
                     .push_bind(ms(a.updated_at))
-                    .push_bind((a.state == AlertState::Resolved).then_some(ms(a.updated_at)));
+                    .push_bind((a.state == AlertState::Resolved).then_some(ms(a.updated_at)))
+                    .push_bind(a.severity.as_str());
             });
             q.push(
                 " ON CONFLICT (id) DO UPDATE SET

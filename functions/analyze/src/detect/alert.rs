@@ -20,6 +20,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use tributary_shared::rules::Severity;
+
 use crate::records::{Alert, AlertState};
 use crate::state::codec::{Corrupt, Reader, Writer};
 
@@ -66,6 +68,7 @@ pub fn alert_id(device: &str, metric: &str, model: &str, opened_at: DateTime<Utc
 struct Incident {
     id: String,
     model: String,
+    severity: Severity,
     opened_at: DateTime<Utc>,
     last_sent: DateTime<Utc>,
     calm_since: Option<DateTime<Utc>>,
@@ -92,7 +95,9 @@ impl AlertTracker {
     }
 
     /// Feed one scored value (event-time order per series); returns the
-    /// record to publish, if any. `reason` is called only for a record.
+    /// record to publish, if any. `reason` is called only for a record;
+    /// `severity` is the incident's if this value opens one (every record of
+    /// an incident keeps the severity it opened with).
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
@@ -102,7 +107,7 @@ impl AlertTracker {
         t: DateTime<Utc>,
         value: f64,
         score: f64,
-        model: &str,
+        (model, severity): (&str, Severity),
         reason: impl Fn() -> String,
     ) -> Option<Alert> {
         let make = |inc: &Incident, state: AlertState| Alert {
@@ -113,6 +118,7 @@ impl AlertTracker {
             score,
             value,
             reason: reason(),
+            severity: inc.severity,
             state,
             opened_at: inc.opened_at,
             updated_at: t,
@@ -124,6 +130,7 @@ impl AlertTracker {
                     let inc = Box::new(Incident {
                         id: alert_id(device, metric, model, t),
                         model: model.to_owned(),
+                        severity,
                         opened_at: t,
                         last_sent: t,
                         calm_since: None,
@@ -171,6 +178,7 @@ impl AlertTracker {
             score: 0.0,
             value,
             reason: why.to_owned(),
+            severity: inc.severity,
             state: AlertState::Resolved,
             opened_at: inc.opened_at,
             updated_at: t.max(inc.opened_at),
@@ -185,6 +193,7 @@ impl AlertTracker {
         if let Some(inc) = &self.open {
             w.str(&inc.id);
             w.str(&inc.model);
+            w.u8(inc.severity.code());
             w.time(inc.opened_at);
             w.time(inc.last_sent);
             w.opt_time(inc.calm_since);
@@ -192,12 +201,18 @@ impl AlertTracker {
         w.opt_time(self.resolved_at);
     }
 
-    /// Read what [`AlertTracker::save`] wrote.
-    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+    /// Read what [`AlertTracker::save`] wrote, in state format `version`
+    /// (3 had no severity: such an incident is a warning).
+    pub(crate) fn load(r: &mut Reader<'_>, version: u8) -> Result<Self, Corrupt> {
         let open = if r.bool()? {
             Some(Box::new(Incident {
                 id: r.str()?.to_owned(),
                 model: r.str()?.to_owned(),
+                severity: if version >= 4 {
+                    Severity::from_code(r.u8()?).ok_or(Corrupt)?
+                } else {
+                    Severity::Warning
+                },
                 opened_at: r.time()?,
                 last_sent: r.time()?,
                 calm_since: r.opt_time()?,
@@ -233,7 +248,16 @@ mod tests {
             } else {
                 0.1
             };
-            if let Some(al) = a.observe(&cfg, "d", "temp", t(s), s as f64, score, "spike", || "r".into()) {
+            if let Some(al) = a.observe(
+                &cfg,
+                "d",
+                "temp",
+                t(s),
+                s as f64,
+                score,
+                ("spike", Severity::Warning),
+                || "r".into(),
+            ) {
                 out.push(al);
             }
         }

@@ -6,6 +6,7 @@
 //! - [`seasonal`]: values unusual for the time of day,
 //! - [`range`]: values beyond every value the series has shown,
 //! - [`rules`]: operator thresholds like `temperature > 90 for 30s`,
+//! - [`rulebook`]: which of them apply to which series (per group, per device),
 //! - [`robust`]: the streaming robust level and spread they share,
 //! - [`calibrate`]: per-series calibration of each model's strength,
 //! - [`SeriesModel`]: the combiner, giving every value a [`Verdict`],
@@ -25,9 +26,12 @@ pub mod calibrate;
 pub mod changepoint;
 pub mod range;
 pub mod robust;
+pub mod rulebook;
 pub mod rules;
 pub mod seasonal;
 pub mod spike;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -62,7 +66,8 @@ pub struct DetectorConfig {
     pub seasonal: Option<SeasonalConfig>,
     /// Range parameters (`None`: no range model).
     pub range: Option<RangeConfig>,
-    /// Threshold rules (only those whose metric matches a series apply to it).
+    /// The default threshold rules (`TRIBUTARY_RULES`): see
+    /// [`rulebook::RuleBook`] for which rules a series gets.
     pub rules: Vec<Rule>,
     /// Novelty window of the detection score (see [`Verdict::detection`]); 0
     /// turns the filter off. Default [`DEFAULT_NOVELTY`].
@@ -134,14 +139,14 @@ pub struct Verdict {
 
 impl Verdict {
     /// A sentence for an operator, built only when an alert needs it (`x` is
-    /// the value the verdict is about, `rule` the text of a rule that fired).
-    pub fn reason(&self, x: f64, rule: Option<&str>) -> String {
+    /// the value the verdict is about, `rule` the rule that fired).
+    pub fn reason(&self, x: f64, rule: Option<&Rule>) -> String {
         let expected = self
             .expected
             .map(|(lo, hi)| format!(", expected {} to {}", sig(lo), sig(hi)))
             .unwrap_or_default();
         match (self.model, rule) {
-            (Rule::NAME, Some(text)) => format!("rule '{text}' holds (value {x}{expected})"),
+            (Rule::NAME, Some(rule)) => format!("rule {} holds (value {x}{expected})", rule.describe()),
             (ChangePointDetector::NAME, _) => match self.shift {
                 Some((from, to)) => format!(
                     "level shift from about {} to about {} (change-point score {:.3})",
@@ -198,8 +203,9 @@ pub struct SeriesModel {
 }
 
 impl SeriesModel {
-    /// Fresh models for the series of `metric`.
-    pub fn new(config: &DetectorConfig, metric: &str) -> Self {
+    /// Fresh models for the series of `metric` (its rules come with each
+    /// value, see [`SeriesModel::update`]).
+    pub fn new(config: &DetectorConfig, _metric: &str) -> Self {
         let novelty = config.novelty.unwrap_or(DEFAULT_NOVELTY);
         Self {
             spike: SpikeDetector::default(),
@@ -209,13 +215,7 @@ impl SeriesModel {
                 .as_ref()
                 .map(|c| Box::new((SeasonalDetector::new(c), Calibrator::default()))),
             range: RangeDetector::default(),
-            rules: config
-                .rules
-                .iter()
-                .filter(|r| r.metric == metric)
-                .cloned()
-                .map(RuleState::new)
-                .collect(),
+            rules: Box::default(),
             spike_cal: Calibrator::default(),
             changepoint_cal: Calibrator::default(),
             recent: vec![0; novelty.min(usize::from(u16::MAX))].into_boxed_slice(),
@@ -233,14 +233,45 @@ impl SeriesModel {
         size_of::<Self>() + seasonal + self.rules.len() * size_of::<RuleState>() + self.recent.len()
     }
 
-    /// The text of the first of this series' rules that holds, if any.
-    pub fn fired_rule(&self) -> Option<&str> {
-        self.rules.iter().find(|r| r.fired()).map(|r| r.rule().text.as_str())
+    /// The most severe of this series' rules that holds (the first of them
+    /// on a tie), if any.
+    pub fn fired_rule(&self) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|r| r.fired())
+            .map(|r| &**r.rule())
+            .reduce(|a, b| if b.severity > a.severity { b } else { a })
     }
 
-    /// Score the value `x` taken at event time `t` (values of a series must
-    /// come in event-time order for the rules' hold times to mean anything).
-    pub fn update(&mut self, config: &DetectorConfig, t: DateTime<Utc>, x: f64) -> Verdict {
+    /// Follow `rules` from now on: a rule with the same condition as one
+    /// followed before keeps its state (how long it has held); others start
+    /// fresh, and rules no longer given are dropped. Nothing is done when the
+    /// rules are the very ones followed (the usual case: one pointer
+    /// comparison per rule).
+    fn follow(&mut self, rules: &[Arc<Rule>]) {
+        if self.rules.len() == rules.len() && self.rules.iter().zip(rules).all(|(s, r)| Arc::ptr_eq(s.rule(), r)) {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.rules).into_vec();
+        self.rules = rules
+            .iter()
+            .map(|r| match old.iter().position(|s| s.rule().same_condition(r)) {
+                Some(i) => {
+                    let mut s = old.swap_remove(i);
+                    s.adopt(Arc::clone(r));
+                    s
+                }
+                None => RuleState::new(Arc::clone(r)),
+            })
+            .collect();
+    }
+
+    /// Score the value `x` taken at event time `t` under the series'
+    /// threshold `rules` (values of a series must come in event-time order
+    /// for the rules' hold times to mean anything; a change of the rules
+    /// applies from this value on).
+    pub fn update(&mut self, config: &DetectorConfig, rules: &[Arc<Rule>], t: DateTime<Utc>, x: f64) -> Verdict {
+        self.follow(rules);
         let cal = &config.calibration;
         let spike = self
             .spike_cal
@@ -310,8 +341,8 @@ impl SeriesModel {
 
 impl SeriesModel {
     /// Write the models' state (see [`crate::state`]); the configuration is
-    /// not written, but each rule's text is, so state is never restored
-    /// into another rule.
+    /// not written, but each rule's condition is, so a rule's state is only
+    /// ever carried over to a rule with the same condition.
     pub(crate) fn save(&self, w: &mut Writer) {
         self.spike.save(w);
         self.changepoint.save(w);
@@ -334,9 +365,11 @@ impl SeriesModel {
 
     /// Read what [`SeriesModel::save`] wrote, for a series of `metric` under
     /// `config`. State of another shape (the configuration changed between
-    /// the writer and the reader: seasonal model on or off, other slots,
-    /// rules or novelty) is [`Corrupt`]: the series then starts cold rather
-    /// than with state that means something else.
+    /// the writer and the reader: seasonal model on or off, other slots or
+    /// novelty) is [`Corrupt`]: the series then starts cold rather than with
+    /// state that means something else. Rules are not configuration: the
+    /// series meets its rules at its next value and keeps the state of those
+    /// whose condition is unchanged.
     pub(crate) fn load(config: &DetectorConfig, metric: &str, r: &mut Reader<'_>) -> Result<Self, Corrupt> {
         let mut m = Self::new(config, metric);
         m.spike = SpikeDetector::load(r)?;
@@ -350,15 +383,13 @@ impl SeriesModel {
             _ => return Err(Corrupt),
         }
         m.range = RangeDetector::load(r)?;
-        if usize::from(r.u16()?) != m.rules.len() {
-            return Err(Corrupt);
-        }
-        for rule in m.rules.iter_mut() {
-            if r.str()? != rule.rule().text {
-                return Err(Corrupt);
-            }
-            rule.load_into(r)?;
-        }
+        let rules = usize::from(r.u16()?);
+        m.rules = (0..rules)
+            .map(|_| {
+                let text = r.str()?.to_owned();
+                RuleState::load(&text, r)
+            })
+            .collect::<Result<_, _>>()?;
         m.spike_cal = Calibrator::load(r)?;
         m.changepoint_cal = Calibrator::load(r)?;
         let recent = r.bytes()?;
@@ -396,19 +427,17 @@ mod tests {
 
     #[test]
     fn combiner_picks_the_strongest_model_explains_it_and_reports_an_incident_once() {
-        let cfg = DetectorConfig {
-            rules: vec![Rule::parse("temp > 1000").expect("valid")],
-            ..DetectorConfig::default()
-        };
+        let cfg = DetectorConfig::default();
+        let rules = [Arc::new(Rule::parse("temp > 1000").expect("valid"))];
         let mut m = SeriesModel::new(&cfg, "temp");
         let mut rng = Rng::new(4);
-        assert!(m.update(&cfg, t(0), 20.0).warming);
+        assert!(m.update(&cfg, &rules, t(0), 20.0).warming);
         // Warm up past every model's history (the change point needs 468 values).
         for i in 1..1200 {
-            let v = m.update(&cfg, t(i), 20.0 + rng.normal());
+            let v = m.update(&cfg, &rules, t(i), 20.0 + rng.normal());
             assert!((0.0..=1.0).contains(&v.score) && (0.0..=1.0).contains(&v.detection));
         }
-        let spike = m.update(&cfg, t(1200), 60.0);
+        let spike = m.update(&cfg, &rules, t(1200), 60.0);
         assert_eq!(spike.model, "spike");
         assert!(spike.detection > 0.9 && !spike.warming);
         let (lo, hi) = spike.expected.expect("a warm model expects a band");
@@ -422,10 +451,10 @@ mod tests {
         // the calibration and levels absorb it), but reported as a new
         // incident only at its start.
         (1201..1400).for_each(|i| {
-            m.update(&cfg, t(i), 20.0 + rng.normal());
+            m.update(&cfg, &rules, t(i), 20.0 + rng.normal());
         });
         let shifted: Vec<Verdict> = (1400..1500)
-            .map(|i| m.update(&cfg, t(i), 35.0 + rng.normal()))
+            .map(|i| m.update(&cfg, &rules, t(i), 35.0 + rng.normal()))
             .collect();
         let high = shifted.iter().filter(|v| v.score > 0.9).count();
         assert!(high >= 5, "the shift scored > 0.9 only {high} times");
@@ -439,21 +468,66 @@ mod tests {
         let (from, to) = cp.shift.expect("a change point says from where to where");
         assert!((from - 20.0).abs() < 3.0 && to > from + 1.0, "shift {from} -> {to}");
         assert!(cp.reason(35.0, None).starts_with("level shift from about "));
-        let rule = m.update(&cfg, t(1500), 2000.0);
+        let rule = m.update(&cfg, &rules, t(1500), 2000.0);
         assert_eq!((rule.model, rule.score), ("threshold", 1.0));
-        assert_eq!(m.fired_rule(), Some("temp > 1000"));
+        assert_eq!(m.fired_rule().map(|r| r.text.as_str()), Some("temp > 1000"));
         assert!(
             rule.reason(2000.0, m.fired_rule())
                 .starts_with("rule 'temp > 1000' holds (value 2000")
         );
-        // Rules of other metrics do not apply.
-        let mut other = SeriesModel::new(&cfg, "rpm");
-        assert_ne!(other.update(&cfg, t(0), 5000.0).model, "threshold");
+        // Without the rule, the same value is only a model's finding.
+        let none = m.update(&cfg, &[], t(1501), 2000.0);
+        assert_ne!(none.model, "threshold");
+        assert!(m.fired_rule().is_none());
+    }
+
+    #[test]
+    fn a_rule_change_applies_from_the_next_value_and_keeps_the_state_of_unchanged_conditions() {
+        let cfg = DetectorConfig::default();
+        let mut m = SeriesModel::new(&cfg, "temp");
+        let held = Arc::new(Rule::parse("temp > 50 for 30s").expect("valid"));
+        let rules = [Arc::clone(&held)];
+        assert_ne!(m.update(&cfg, &rules, t(0), 60.0).model, "threshold");
+        assert_ne!(
+            m.update(&cfg, &rules, t(20), 60.0).model,
+            "threshold",
+            "held 20 s of 30"
+        );
+        // The rule is now stored with an id and a severity, same condition:
+        // the 20 s already held carry over.
+        let mut stored = Rule::parse("temp > 50 for 30s").expect("valid");
+        stored.id = Some("hot".into());
+        stored.severity = tributary_shared::rules::Severity::Critical;
+        let renamed = [Arc::new(stored)];
+        let v = m.update(&cfg, &renamed, t(30), 60.0);
+        assert_eq!((v.model, v.score), ("threshold", 1.0));
+        let fired = m.fired_rule().expect("fired");
+        assert_eq!(
+            (fired.id.as_deref(), fired.severity),
+            (Some("hot"), tributary_shared::rules::Severity::Critical)
+        );
+        assert!(
+            v.reason(60.0, Some(fired))
+                .starts_with("rule 'hot' (temp > 50 for 30s) holds (value 60")
+        );
+        // A new threshold is a new condition: it starts to hold only now.
+        let higher = [Arc::new(Rule::parse("temp > 55 for 30s").expect("valid"))];
+        assert_ne!(m.update(&cfg, &higher, t(40), 60.0).model, "threshold");
+        assert_eq!(m.update(&cfg, &higher, t(70), 60.0).model, "threshold");
+        // Several rules fire: the most severe is the one reported.
+        let mut info = Rule::parse("temp > 0").expect("valid");
+        info.severity = tributary_shared::rules::Severity::Info;
+        let mut crit = Rule::parse("temp > 1").expect("valid");
+        crit.severity = tributary_shared::rules::Severity::Critical;
+        let two = [Arc::new(info), Arc::new(crit)];
+        m.update(&cfg, &two, t(80), 60.0);
+        assert_eq!(m.fired_rule().map(|r| r.text.as_str()), Some("temp > 1"));
     }
 
     #[test]
     fn a_value_past_the_whole_range_is_explained_by_the_range() {
         let cfg = DetectorConfig::default();
+        let rules: [Arc<Rule>; 0] = [];
         let mut m = SeriesModel::new(&cfg, "x");
         let mut rng = Rng::new(21);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -461,12 +535,12 @@ mod tests {
             // A wide, calm series: the spike model's band is wide too.
             let x = 20.0 + 3.0 * rng.normal();
             (lo, hi) = (lo.min(x), hi.max(x));
-            m.update(&cfg, t(i), x);
+            m.update(&cfg, &rules, t(i), x);
         }
         // A tenth of the width past the highest value ever seen, but only a few
         // spreads from the level: a new extreme, scored by the range model.
         let x = hi + 0.1 * (hi - lo);
-        let v = m.update(&cfg, t(600), x);
+        let v = m.update(&cfg, &rules, t(600), x);
         assert_eq!(v.model, "range", "{v:?}");
         assert!(v.score > 0.5 && v.score <= 0.6, "{v:?}");
         let (elo, ehi) = v.expected.expect("the range so far");
@@ -480,18 +554,19 @@ mod tests {
             v.reason(x, None)
         );
         // Now inside the range: the range model is quiet.
-        let again = m.update(&cfg, t(601), x);
+        let again = m.update(&cfg, &rules, t(601), x);
         assert_ne!(again.model, "range");
     }
 
     #[test]
     fn same_input_same_verdicts() {
         let cfg = DetectorConfig::default();
+        let rules: [Arc<Rule>; 0] = [];
         let run = || {
             let mut m = SeriesModel::new(&cfg, "x");
             let mut rng = Rng::new(8);
             (0..2000)
-                .map(|i| m.update(&cfg, t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 }))
+                .map(|i| m.update(&cfg, &rules, t(i), rng.normal() + if i > 1000 { 5.0 } else { 0.0 }))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
@@ -500,6 +575,7 @@ mod tests {
     #[test]
     fn a_series_state_stays_within_its_bound_whatever_the_input() {
         let cfg = DetectorConfig::default();
+        let rules: [Arc<Rule>; 0] = [];
         let fresh = SeriesModel::new(&cfg, "x").memory_bytes();
         assert!(fresh <= 1536, "{fresh} bytes per series");
         let inputs: [Box<dyn Fn(i64) -> f64>; 5] = [
@@ -515,7 +591,7 @@ mod tests {
             let mut s = 0;
             for i in 0..5000 {
                 s += if i % 700 == 0 { 7 * 86_400 } else { 60 };
-                let v = m.update(&cfg, t(s), f(i));
+                let v = m.update(&cfg, &rules, t(s), f(i));
                 assert!((0.0..=1.0).contains(&v.score), "input {k}: score {}", v.score);
                 assert!(
                     (0.0..=1.0).contains(&v.detection),

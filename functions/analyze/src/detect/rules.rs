@@ -4,10 +4,17 @@
 //! `<`, `<=`, duration a positive integer with unit `ms`, `s`, `m` or `h`
 //! (`for 0s` and no `for` mean "at once"). A rule scores 1 once the condition
 //! has held continuously, in event time, for the duration, else 0. Memory per
-//! series and rule: one timestamp.
+//! series and rule: one timestamp and a shared pointer to the rule.
+//!
+//! Rules come from two places: `TRIBUTARY_RULES` (parsed here, the default
+//! for groups without rules of their own) and the rule store
+//! ([`Rule::from_stored`], see [`super::rulebook`]).
+
+use std::sync::Arc;
 
 use crate::state::codec::{Corrupt, Reader, Writer};
 use chrono::{DateTime, Duration, Utc};
+use tributary_shared::rules::{AlertRule, Condition, Severity};
 
 /// Comparison of a rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +40,13 @@ pub struct Rule {
     pub threshold: f64,
     /// How long the condition must hold.
     pub hold: Duration,
-    /// The rule as written, for alert reasons.
+    /// The condition as written (normalised), for alert reasons: also what
+    /// identifies its state in a snapshot.
     pub text: String,
+    /// The stored rule's id (`None` for a `TRIBUTARY_RULES` rule).
+    pub id: Option<Box<str>>,
+    /// The severity of the alerts it opens.
+    pub severity: Severity,
 }
 
 /// Why a rule did not parse.
@@ -100,7 +112,46 @@ impl Rule {
             threshold,
             hold,
             text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+            id: None,
+            severity: Severity::Warning,
         })
+    }
+
+    /// A rule of the rule store.
+    pub fn from_stored(rule: &AlertRule) -> Rule {
+        let spec = &rule.spec;
+        Rule {
+            metric: spec.metric.clone(),
+            op: match spec.condition {
+                Condition::Above => Op::Gt,
+                Condition::AtLeast => Op::Ge,
+                Condition::Below => Op::Lt,
+                Condition::AtMost => Op::Le,
+            },
+            threshold: spec.threshold,
+            hold: Duration::seconds(i64::from(spec.hold_seconds)),
+            text: spec.condition_text(),
+            id: Some(rule.id.as_str().into()),
+            severity: spec.severity,
+        }
+    }
+
+    /// Whether `other` watches for the same thing (a series' state of one
+    /// carries over to the other).
+    pub fn same_condition(&self, other: &Rule) -> bool {
+        self.metric == other.metric
+            && self.op == other.op
+            && self.threshold == other.threshold
+            && self.hold == other.hold
+    }
+
+    /// How an alert reason names it: `'freezer-warm' (temperature > -10 for 5m)`
+    /// for a stored rule, `'temperature > 90'` for a default one.
+    pub fn describe(&self) -> String {
+        match &self.id {
+            Some(id) => format!("'{id}' ({})", self.text),
+            None => format!("'{}'", self.text),
+        }
     }
 
     /// Whether `x` meets the condition (ignoring the hold time).
@@ -117,14 +168,14 @@ impl Rule {
 /// A rule's state on one series.
 #[derive(Clone, Debug)]
 pub struct RuleState {
-    rule: Rule,
+    rule: Arc<Rule>,
     since: Option<DateTime<Utc>>,
     fired: bool,
 }
 
 impl RuleState {
     /// Fresh state.
-    pub fn new(rule: Rule) -> Self {
+    pub fn new(rule: Arc<Rule>) -> Self {
         Self {
             rule,
             since: None,
@@ -133,8 +184,14 @@ impl RuleState {
     }
 
     /// The rule.
-    pub fn rule(&self) -> &Rule {
+    pub fn rule(&self) -> &Arc<Rule> {
         &self.rule
+    }
+
+    /// Follow `rule` from now on (the same condition, changed otherwise:
+    /// its id, severity or description), keeping the state.
+    pub fn adopt(&mut self, rule: Arc<Rule>) {
+        self.rule = rule;
     }
 
     /// Score the value at event time `t`: 1 when the condition has held since
@@ -164,11 +221,16 @@ impl RuleState {
         w.bool(self.fired);
     }
 
-    /// Read what [`RuleState::save`] wrote into the state of the same rule.
-    pub(crate) fn load_into(&mut self, r: &mut Reader<'_>) -> Result<(), Corrupt> {
-        self.since = r.opt_time()?;
-        self.fired = r.bool()?;
-        Ok(())
+    /// Read what [`RuleState::save`] wrote, for the rule written as `text`
+    /// (a rule with no id until the series next meets its rule, see
+    /// [`crate::detect::SeriesModel::update`]).
+    pub(crate) fn load(text: &str, r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        let rule = Rule::parse(text).map_err(|_| Corrupt)?;
+        Ok(Self {
+            rule: Arc::new(rule),
+            since: r.opt_time()?,
+            fired: r.bool()?,
+        })
     }
 }
 
@@ -208,14 +270,44 @@ mod tests {
 
     #[test]
     fn fires_only_after_holding_for_the_duration() {
-        let mut s = RuleState::new(Rule::parse("temperature > 90 for 30s").expect("valid"));
+        let mut s = RuleState::new(Arc::new(Rule::parse("temperature > 90 for 30s").expect("valid")));
         assert_eq!(s.update(t(0), 95.0), 0.0);
         assert_eq!(s.update(t(20), 96.0), 0.0);
         assert_eq!(s.update(t(30), 97.0), 1.0);
         assert_eq!(s.update(t(40), 90.0), 0.0, "90 is not > 90: the run ends");
         assert_eq!(s.update(t(50), 91.0), 0.0, "a new run starts");
         assert_eq!(s.update(t(80), 91.0), 1.0);
-        let mut at_once = RuleState::new(Rule::parse("x <= 0").expect("valid"));
+        let mut at_once = RuleState::new(Arc::new(Rule::parse("x <= 0").expect("valid")));
         assert_eq!(at_once.update(t(0), 0.0), 1.0);
+    }
+
+    #[test]
+    fn a_stored_rule_reads_as_its_condition_and_names_itself() {
+        use tributary_shared::rules::RuleSpec;
+        let stored = AlertRule {
+            id: "freezer-warm".into(),
+            spec: RuleSpec {
+                metric: "temperature".into(),
+                condition: Condition::Above,
+                threshold: -10.0,
+                hold_seconds: 300,
+                severity: Severity::Critical,
+                group: Some("freezers".into()),
+                device: None,
+                description: None,
+            },
+            revision: 1,
+            created_at: t(0),
+            updated_at: t(0),
+            deleted: false,
+        };
+        let r = Rule::from_stored(&stored);
+        let parsed = Rule::parse("temperature > -10 for 5m").expect("valid");
+        assert!(r.same_condition(&parsed) && parsed.same_condition(&r));
+        assert_eq!(r.text, parsed.text);
+        assert_eq!(r.describe(), "'freezer-warm' (temperature > -10 for 5m)");
+        assert_eq!(parsed.describe(), "'temperature > -10 for 5m'");
+        assert_eq!(r.severity, Severity::Critical);
+        assert!(!r.same_condition(&Rule::parse("temperature > -10 for 6m").expect("valid")));
     }
 }

@@ -52,7 +52,7 @@ pub(super) async fn open(log: &KafkaLog, topic: &str) -> Result<KafkaTail, Event
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(EventLogError::Rejected(format!("topic {topic} does not exist")));
+            return Err(EventLogError::NoSuchTopic(topic));
         }
         let mut behind = HashMap::new();
         let mut tpl = TopicPartitionList::new();
