@@ -47,8 +47,14 @@ pub use ops::Ops;
 pub use readiness::{NotReady, Readiness};
 pub use shutdown::Shutdown;
 
-/// How long a consumer waits at stop for the records it published to be acknowledged.
-const FLUSH_AT_STOP: Duration = Duration::from_secs(10);
+/// How long a consumer waits at stop for records still queued in its
+/// publisher. Every publish a function acts on is awaited until the log has
+/// it (see [`crate::eventlog::Publisher::publish`]), so what is still
+/// queued when `run` ends is only what a caller stopped waiting for (the
+/// registry and rules relays race each publish against the stop and send
+/// everything again at the next start): not worth waiting out a delivery
+/// timeout for when the broker is unreachable (process's stop took 5.1 s).
+const FLUSH_AT_STOP: Duration = Duration::from_millis(500);
 /// Longest wait between two readiness checks before a consumer joins its group.
 const MAX_READY_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -264,6 +270,38 @@ impl Service {
     }
 }
 
+/// Run a further consumer group in a function that serves its ops
+/// endpoints already (process's notifier): what [`Service::consume`] does,
+/// without ops endpoints of its own, until `shutdown`.
+pub async fn consume_beside<H: Handler + ?Sized>(
+    name: &'static str,
+    log: &dyn EventLog,
+    settings: &ConsumerSettings,
+    handler: &H,
+    shutdown: &Shutdown,
+) -> Result<(), ServiceError> {
+    if let Some(sink) = &settings.sink
+        && !wait_until_ready(name, sink.as_ref(), shutdown).await?
+    {
+        return Ok(());
+    }
+    if let Some((topics, partitions)) = &settings.create {
+        create_topics(log, topics, *partitions).await;
+    }
+    let group = settings.group.clone();
+    let sub = log
+        .subscribe(&settings.group, &settings.topics)
+        .await
+        .map_err(|source| ServiceError::Consumer {
+            group: group.clone(),
+            source,
+        })?;
+    tracing::info!(function = name, group = %settings.group, topics = ?settings.topics, "{name} consuming");
+    run_consumer(sub, handler, &settings.runner, shutdown.wait())
+        .await
+        .map_err(|source| ServiceError::Consumer { group, source })
+}
+
 async fn consume<H: Handler + ?Sized>(
     name: &'static str,
     ops: &Ops,
@@ -293,7 +331,7 @@ async fn consume<H: Handler + ?Sized>(
         .await
         .map_err(|source| ServiceError::Consumer { group, source })?;
     if let Err(e) = log.publisher().flush(FLUSH_AT_STOP).await {
-        tracing::error!(function = name, error = %ErrorChain(&e), "flushing the publisher at stop failed");
+        tracing::warn!(function = name, error = %ErrorChain(&e), "records nobody waited for any more were left unsent at stop");
     }
     Ok(())
 }
