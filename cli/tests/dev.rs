@@ -5,7 +5,9 @@
 //! the history and finishes the windows that were open at the stop, with
 //! every reading counted exactly once. A device disabled in the registry of
 //! a running instance (by `tributary device` on its SQLite file) is refused
-//! within 2 s, through the relay in its process function.
+//! within 2 s, through the relay in its process function; a rule written
+//! through its dashboard applies, and its alert reaches the `dev-console`
+//! notification channel, which prints it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -103,6 +105,17 @@ impl Dev {
                     self.seen.join("\n")
                 ),
             }
+        }
+    }
+
+    /// Take what was printed for up to `wait`.
+    fn drain_lines(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l);
         }
     }
 
@@ -424,7 +437,7 @@ async fn a_device_disabled_in_the_registry_is_refused_by_the_running_instance() 
     let dir = std::env::temp_dir().join(format!("tributary-dev-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("data dir");
-    let dev = Dev::start(&dir, 1);
+    let mut dev = Dev::start(&dir, 1);
     assert_eq!(
         post_reading(&dev, "pump-9").await,
         202,
@@ -468,6 +481,39 @@ async fn a_device_disabled_in_the_registry_is_refused_by_the_running_instance() 
         );
         let _ = post_reading(&dev, "pump-8").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A rule for the pumps, written through the dashboard's API, reaches
+    // the running analyze; its alert reaches the dev-console channel, whose
+    // receiver prints it.
+    let banner = dev.wait_line("operator token for acknowledging alerts: ", Duration::from_secs(1));
+    let operator = banner
+        .rsplit("operator token for acknowledging alerts: ")
+        .next()
+        .and_then(|t| t.split(')').next())
+        .expect("the operator token in the banner")
+        .to_owned();
+    dev.wait_line("notify:    channel dev-console", Duration::from_secs(1));
+    let put = reqwest::Client::new()
+        .put(format!("{}/api/rules/pumps-running", dev.dashboard))
+        .bearer_auth(&operator)
+        .json(&json!({"metric": "t", "condition": ">=", "threshold": 1, "severity": "critical", "group": "pumps"}))
+        .send()
+        .await
+        .expect("dashboard answers");
+    assert_eq!(put.status().as_u16(), 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert_eq!(post_reading(&dev, "pump-9").await, 202);
+        if dev.seen.iter().any(|l| l.contains("notified: [CRITICAL] pump-9")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification printed:\n{}",
+            dev.seen.join("\n")
+        );
+        dev.drain_lines(Duration::from_millis(500));
     }
     dev.stop();
     let _ = std::fs::remove_dir_all(&dir);

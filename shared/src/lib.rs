@@ -22,6 +22,8 @@
 //! - [`results`]: the results store (PostgreSQL, SQLite);
 //! - [`registry`]: the device registry in the same database;
 //! - [`rules`]: alert rules per device group or device, in the same database;
+//! - [`notify`]: alert notification channels, their payload formats,
+//!   signatures and retried deliveries;
 //! - [`cache`]: the hot-data cache and change notifications (Redis, in-process);
 //! - [`raw`]: the raw archive (Cosmos DB behind feature `cosmos`, SQLite);
 //! - [`splunk`]: the Splunk HTTP Event Collector client.
@@ -35,6 +37,7 @@ pub mod cache;
 pub mod config;
 pub mod eventlog;
 pub mod model;
+pub mod notify;
 pub mod raw;
 pub mod records;
 pub mod registry;

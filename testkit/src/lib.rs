@@ -13,6 +13,7 @@
 //! - [`registry`]: the contract of the device registry, run against
 //!   PostgreSQL and SQLite;
 //! - [`rules`]: the contract of the alert rule store, run against the same two;
+//! - [`notify`]: the contract of the notification channel store, the same two;
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
@@ -27,6 +28,7 @@ pub mod broker;
 pub mod cache;
 pub mod eventlog;
 pub mod listing;
+pub mod notify;
 pub mod process;
 pub mod registry;
 pub mod results;

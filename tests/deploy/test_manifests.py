@@ -430,7 +430,10 @@ def test_topics_and_groups_equal_the_code_defaults():
         name = so["spec"]["scaleTargetRef"]["name"]
         defaults = help_env(FUNCTIONS[name][0])
         for t in so["spec"]["triggers"]:
-            assert t["metadata"]["consumerGroup"] == defaults["TRIBUTARY_CONSUMER_GROUP"], name
+            groups = {defaults["TRIBUTARY_CONSUMER_GROUP"], defaults.get("TRIBUTARY_NOTIFY_GROUP")}
+            assert t["metadata"]["consumerGroup"] in groups, name
+            if t["metadata"]["consumerGroup"] == defaults.get("TRIBUTARY_NOTIFY_GROUP"):
+                assert t["metadata"]["topic"] == defaults["TRIBUTARY_ALERTS_TOPIC"], "the notifier reads the alerts"
             inputs = {defaults[k] for k in ("TRIBUTARY_RAW_TOPIC", "TRIBUTARY_AGGREGATES_TOPIC", "TRIBUTARY_ALERTS_TOPIC") if k in defaults and not (name != "process" and k != "TRIBUTARY_RAW_TOPIC")}
             assert t["metadata"]["topic"] in inputs, f"{name} scales on {t['metadata']['topic']}, reads {inputs}"
     for name, (binary, _) in FUNCTIONS.items():

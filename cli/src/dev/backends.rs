@@ -13,6 +13,7 @@ use tributary_shared::config::{CosmosArgs, KafkaArgs};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::memory::MemoryLog;
+use tributary_shared::notify::store::ChannelStore;
 use tributary_shared::raw::cosmos::CosmosStore;
 use tributary_shared::raw::{LocalRawStore, RawStore};
 use tributary_shared::registry::DeviceRegistry;
@@ -43,6 +44,8 @@ pub struct Backends {
     pub registry: Arc<dyn DeviceRegistry>,
     /// The alert rules, in the results database.
     pub rules: Arc<dyn RuleStore>,
+    /// The notification channels, in the results database.
+    pub channels: Arc<dyn ChannelStore>,
     /// The cache and change notifications.
     pub cache: Arc<dyn KvCache>,
     /// The raw archive.
@@ -95,6 +98,9 @@ impl Backends {
         let rules = tributary_shared::rules::open(&store_url, 2)
             .await
             .context("opening the alert rules")?;
+        let channels = tributary_shared::notify::store::open(&store_url, 2)
+            .await
+            .context("opening the notification channels")?;
         let cache: Arc<dyn KvCache> = match &args.redis_url {
             Some(url) => Arc::new(RedisCache::new(url).context("REDIS_URL")?),
             None => Arc::new(MemoryCache::default()),
@@ -127,6 +133,7 @@ impl Backends {
             store,
             registry,
             rules,
+            channels,
             cache,
             raw,
         })

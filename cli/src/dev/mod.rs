@@ -38,6 +38,7 @@ use tributary_shared::topics;
 
 mod backends;
 mod pending;
+mod receiver;
 
 use backends::Backends;
 
@@ -272,6 +273,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             store: b.store.clone(),
             registry: b.registry.clone(),
             rules: b.rules.clone(),
+            channels: b.channels.clone(),
             cache: b.cache.clone(),
             host: Host::embedded(metrics.clone()),
         };
@@ -288,6 +290,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             raw: Some(b.raw.clone()),
             registry: Some(b.registry.clone()),
             rules: Some(b.rules.clone()),
+            channels: Some(b.channels.clone()),
             host: Host {
                 endpoint: dashboard_endpoint,
                 metrics: metrics.clone(),
@@ -295,6 +298,23 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         };
         Running::spawn("dashboard", tributary_dashboard::run(config, deps, back.clone()))
     };
+
+    // A notification channel that works with no setup: every alert reaches a
+    // receiver here, which checks its signature and prints it.
+    let console_secret = random_token();
+    let receiver_url = receiver::start(console_secret.clone(), back.clone()).await?;
+    let console = tributary_shared::notify::ChannelSpec {
+        url: receiver_url.clone(),
+        format: tributary_shared::notify::Format::Generic,
+        secret: Some(console_secret),
+        groups: Vec::new(),
+        min_severity: tributary_shared::rules::Severity::Info,
+        enabled: true,
+    };
+    b.channels
+        .put("dev-console", &console, chrono::Utc::now())
+        .await
+        .context("creating the dev-console notification channel")?;
 
     // --- what a person needs ------------------------------------------------------
     let device = "demo-device-1";
@@ -308,6 +328,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     println!(
         "  rules:     http://{dashboard_addr}/#/rules   (alert rules per device group or device, applied within seconds; edit with the operator token)"
+    );
+    println!(
+        "  notify:    channel dev-console -> {receiver_url}   (every alert, signed; printed here as 'notified: …')"
     );
     println!("  ingest:    http://{ingest_addr}/v1/telemetry   (health: /healthz, metrics: /metrics)");
     println!("  backends:  {}", b.describe());

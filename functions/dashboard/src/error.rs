@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tributary_shared::notify::store::ChannelError;
 use tributary_shared::registry::RegistryError;
 use tributary_shared::results::StoreError;
 use tributary_shared::rules::RuleError;
@@ -58,6 +59,9 @@ pub enum ApiError {
     /// The rule store refused or failed.
     #[error(transparent)]
     Rules(#[from] RuleError),
+    /// The channel store refused or failed.
+    #[error(transparent)]
+    Channels(#[from] ChannelError),
 }
 
 impl From<tributary_shared::raw::StoreError> for ApiError {
@@ -113,6 +117,16 @@ impl ApiError {
                     RuleError::Store(StoreError::Unavailable(_)) => "unavailable",
                 },
             ),
+            Self::Channels(e) => (
+                e.status_code(),
+                match e {
+                    ChannelError::NotFound(_) => "not_found",
+                    ChannelError::Invalid(_) => "invalid_channel",
+                    ChannelError::TooMany => "too_many_channels",
+                    ChannelError::Store(StoreError::Rejected(_)) => "rejected",
+                    ChannelError::Store(StoreError::Unavailable(_)) => "unavailable",
+                },
+            ),
         }
     }
 
@@ -122,6 +136,13 @@ impl ApiError {
         match self {
             Self::Registry(RegistryError::Store(e)) => {
                 tracing::warn!(error = %ErrorChain(e), "device registry query failed");
+                match e {
+                    StoreError::Rejected(_) => "the database refused the change".into(),
+                    StoreError::Unavailable(_) => Self::Unavailable.to_string(),
+                }
+            }
+            Self::Channels(ChannelError::Store(e)) => {
+                tracing::warn!(error = %ErrorChain(e), "channel store query failed");
                 match e {
                     StoreError::Rejected(_) => "the database refused the change".into(),
                     StoreError::Unavailable(_) => Self::Unavailable.to_string(),
@@ -152,6 +173,9 @@ impl IntoResponse for ApiError {
         if let Self::Rules(RuleError::Invalid(e)) = &self {
             body["error"]["field"] = json!(e.field);
         }
+        if let Self::Channels(ChannelError::Invalid(e)) = &self {
+            body["error"]["field"] = json!(e.field);
+        }
         (status, axum::Json(body)).into_response()
     }
 }
@@ -176,6 +200,9 @@ pub enum Error {
     /// `DATABASE_URL` does not name a usable device registry.
     #[error("opening the device registry (DATABASE_URL)")]
     Registry(#[source] RegistryError),
+    /// `DATABASE_URL` does not name a usable channel store.
+    #[error("opening the notification channels (DATABASE_URL)")]
+    Channels(#[source] ChannelError),
     /// `DATABASE_URL` does not name a usable rule store.
     #[error("opening the alert rules (DATABASE_URL)")]
     Rules(#[source] RuleError),

@@ -25,6 +25,7 @@
 //!   ([`Dashboard`]) and the routes ([`app`]);
 //! - [`api`]: the JSON API's handlers and the server-sent events;
 //! - [`auth`]: who is asking (operator token, or App Service's signed-in principal);
+//! - [`channels`]: the notification channels' operator API, with dead letters;
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
 //! - [`registry`]: the device registry's operator API (list, add, disable,
 //!   enable, rotate a key);
@@ -42,6 +43,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tributary_shared::cache::{KvCache, RedisCache};
+use tributary_shared::notify::store::ChannelStore;
 use tributary_shared::raw::RawStore;
 use tributary_shared::raw::cosmos::LazyCosmosStore;
 use tributary_shared::registry::DeviceRegistry;
@@ -52,6 +54,7 @@ use tributary_shared::service::{Endpoint, Host, Service, Shutdown};
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -76,6 +79,8 @@ pub struct Deps {
     pub registry: Option<Arc<dyn DeviceRegistry>>,
     /// The alert rules, in the results database (`None`: the rules API answers 501).
     pub rules: Option<Arc<dyn RuleStore>>,
+    /// The notification channels, in the results database (`None`: their API answers 501).
+    pub channels: Option<Arc<dyn ChannelStore>>,
     /// Where the page, the API and the ops endpoints are served, and metrics registered.
     pub host: Host,
 }
@@ -102,6 +107,9 @@ impl Deps {
         let rules = tributary_shared::rules::open(&config.database_url, 2)
             .await
             .map_err(Error::Rules)?;
+        let channels = tributary_shared::notify::store::open(&config.database_url, 2)
+            .await
+            .map_err(Error::Channels)?;
         let endpoint = Endpoint::lambda_or_bind(config.listen.addr()).await?;
         Ok(Self {
             store,
@@ -109,6 +117,7 @@ impl Deps {
             raw,
             registry: Some(registry),
             rules: Some(rules),
+            channels: Some(channels),
             host: Host::new(endpoint),
         })
     }
@@ -140,6 +149,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         raw: deps.raw,
         registry: deps.registry,
         rules: deps.rules,
+        channels: deps.channels,
         live,
         auth,
         sse_keepalive: config.sse_keepalive(),
@@ -168,6 +178,8 @@ pub struct Dashboard {
     pub registry: Option<Arc<dyn DeviceRegistry>>,
     /// The alert rules (`None`: the rules API answers 501).
     pub rules: Option<Arc<dyn RuleStore>>,
+    /// The notification channels (`None`: their API answers 501).
+    pub channels: Option<Arc<dyn ChannelStore>>,
     /// Change notifications for SSE clients.
     pub live: live::Live,
     /// Who may read and who may change alerts.
@@ -285,6 +297,12 @@ pub fn app(state: Arc<Dashboard>) -> Router {
             "/api/rules/{id}",
             get(rules::show).put(rules::put).delete(rules::delete),
         )
+        .route("/api/channels", get(channels::list))
+        .route(
+            "/api/channels/{id}",
+            axum::routing::put(channels::put).delete(channels::delete),
+        )
+        .route("/api/channels/{id}/dead-letters", get(channels::dead_letters))
         .layer(axum::middleware::from_fn_with_state(state.clone(), signed_in))
         .with_state(state)
 }

@@ -119,6 +119,9 @@ fn router_with(pool: &PgPool, redis: Option<&TestRedis>, auth: AuthMode) -> (axu
         raw: None,
         registry: Some(Arc::new(PgRegistry::new(pool.clone()))),
         rules: Some(Arc::new(tributary_shared::rules::PgRules::new(pool.clone()))),
+        channels: Some(Arc::new(tributary_shared::notify::postgres::PgChannels::new(
+            pool.clone(),
+        ))),
         live: live.clone(),
         auth,
         sse_keepalive: std::time::Duration::from_secs(15),
@@ -897,6 +900,7 @@ async fn redis_down_still_serves_from_postgres(pool: PgPool) {
         raw: None,
         registry: None,
         rules: None,
+        channels: None,
         live,
         auth: AuthMode::Token {
             operator: None,
@@ -1151,6 +1155,7 @@ async fn the_rules_api_reads_for_everyone_and_writes_for_operators(pool: PgPool)
         raw: None,
         registry: None,
         rules: None,
+        channels: None,
         live: Live::new(),
         auth: AuthMode::Token {
             operator: Some("op-secret".into()),
@@ -1163,5 +1168,104 @@ async fn the_rules_api_reads_for_everyone_and_writes_for_operators(pool: PgPool)
     assert_eq!(
         (s, body["error"]["code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("not_configured"))
+    );
+}
+
+/// The channels API: operators only, reads included; a channel's secret is
+/// never answered (only hasSecret); an invalid channel is a 422 naming the
+/// field; dead letters per channel, 404 for an unknown one.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool) {
+    use tributary_shared::notify::store::{ChannelStore, DeadLetter};
+    let (r, _) = router(&pool, None, Some("op-secret"));
+    let (s, body) = get(&r, "/api/channels").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, body) = get_op(&r, "/api/channels").await;
+    assert_eq!(
+        (s, body["channels"].as_array().map(Vec::len), body["max"].as_u64()),
+        (StatusCode::OK, Some(0), Some(100))
+    );
+    let channel = r#"{"url":"https://hooks.example.com/ops","format":"generic","secret":"channel-secret-0123456789","groups":["freezers"],"minSeverity":"critical"}"#;
+    let (s, created) = call(&r, put_json("/api/channels/ops", channel, true)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (
+            created["hasSecret"].as_bool(),
+            created["minSeverity"].as_str(),
+            created["enabled"].as_bool()
+        ),
+        (Some(true), Some("critical"), Some(true))
+    );
+    assert!(!created.to_string().contains("channel-secret"), "{created}");
+    let (s, _) = call(&r, put_json("/api/channels/ops", channel, true)).await;
+    assert_eq!(s, StatusCode::OK, "unchanged");
+    let (s, listed) = get_op(&r, "/api/channels").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!listed.to_string().contains("channel-secret"), "{listed}");
+    for (body, field) in [
+        (channel.replace("https://hooks.example.com/ops", "ftp://x"), "url"),
+        (
+            channel.replace("\"secret\":\"channel-secret-0123456789\",", ""),
+            "secret",
+        ),
+        (channel.replace("freezers", "no spaces"), "groups"),
+    ] {
+        let (s, b) = call(&r, put_json("/api/channels/other", &body, true)).await;
+        assert_eq!(
+            (s, b["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{b}"
+        );
+    }
+    let (s, _) = call(
+        &r,
+        put_json(
+            "/api/channels/other",
+            r#"{"url":"https://x.example","format":"email"}"#,
+            true,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let store = tributary_shared::notify::postgres::PgChannels::new(pool.clone());
+    store
+        .dead_letter(&DeadLetter {
+            channel_id: "ops".into(),
+            key: "a1.opened.1".into(),
+            alert_id: "a1".into(),
+            device_id: "freezer-7".into(),
+            severity: tributary_shared::rules::Severity::Critical,
+            state: "opened".into(),
+            attempts: 9,
+            status: Some(503),
+            error: "503: maintenance".into(),
+            body: "{}".into(),
+            failed_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("letter");
+    let (s, letters) = get_op(&r, "/api/channels/ops/dead-letters").await;
+    assert_eq!(
+        (
+            s,
+            letters["total"].as_u64(),
+            letters["deadLetters"][0]["attempts"].as_u64()
+        ),
+        (StatusCode::OK, Some(1), Some(9))
+    );
+    let (s, _) = get_op(&r, "/api/channels/nope/dead-letters").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let del = Request::delete("/api/channels/ops")
+        .header(header::AUTHORIZATION, "Bearer op-secret")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(call(&r, del).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get_op(&r, "/api/channels/ops/dead-letters").await.0,
+        StatusCode::NOT_FOUND
     );
 }

@@ -55,6 +55,7 @@ async fn dashboard(pool: &PgPool, keepalive: Duration) -> String {
         raw: None,
         registry: None,
         rules: None,
+        channels: None,
         live: Live::new(),
         auth: AuthMode::AppService {
             operator_role: "Tributary.Operator".into(),

@@ -65,6 +65,7 @@ async fn router(raw: Option<Arc<dyn RawStore>>, name: &str) -> axum::Router {
         raw,
         registry: None,
         rules: None,
+        channels: None,
         live: Live::new(),
         auth: AuthMode::Token {
             operator: None,

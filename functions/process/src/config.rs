@@ -92,6 +92,15 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_CONSUMER_GROUP", default_value_t = Config::default().group)]
     pub group: String,
 
+    /// Deliver alerts to the notification channels (a consumer group of its
+    /// own on the alerts topic, see `notify`).
+    #[arg(long, env = "TRIBUTARY_NOTIFY", default_value_t = Config::default().notify, action = ArgAction::Set)]
+    pub notify: bool,
+
+    /// The notifier's consumer group.
+    #[arg(long, env = "TRIBUTARY_NOTIFY_GROUP", default_value_t = Config::default().notify_group)]
+    pub notify_group: String,
+
     /// Most records per batch (one PostgreSQL transaction each).
     #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = Config::default().batch_max)]
     pub batch_max: usize,
@@ -120,6 +129,8 @@ impl Default for Config {
             kafka: KafkaArgs::default(),
             topics: TopicArgs::default(),
             group: topics::GROUP_PROCESS.into(),
+            notify: true,
+            notify_group: crate::notify::GROUP.into(),
             batch_max: 1000,
             log: LogArgs::default(),
         }

@@ -15,6 +15,12 @@ pub enum Error {
     /// `DATABASE_URL` does not name a usable rule store.
     #[error("opening the alert rules (DATABASE_URL)")]
     Rules(#[source] tributary_shared::rules::RuleError),
+    /// `DATABASE_URL` does not name a usable channel store.
+    #[error("opening the notification channels (DATABASE_URL)")]
+    Channels(#[source] tributary_shared::notify::store::ChannelError),
+    /// The notifier's HTTP client could not be made.
+    #[error("creating the notifier's HTTP client")]
+    NotifyClient(#[source] reqwest::Error),
     /// The migrations could not run.
     #[error("migrating the results store")]
     Migrate(#[source] StoreError),

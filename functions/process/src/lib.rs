@@ -23,6 +23,8 @@
 //! - [`handler`]: the batch handler (decode, validate, write, dead-letter, refresh the cache);
 //! - [`cache`]: what the dashboard reads from the cache, derived from the store;
 //! - [`store`]: the results store as process uses it;
+//! - [`notify`]: the notifier, delivering alerts to notification channels
+//!   (a consumer group of its own);
 //! - [`metrics`]: the Prometheus counters;
 //! - [`error`]: why [`run`] could not start or stopped.
 
@@ -32,6 +34,8 @@ use std::time::Duration;
 use tributary_shared::cache::{KvCache, RedisCache};
 use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
+use tributary_shared::notify::deliver::Deliverer;
+use tributary_shared::notify::store::ChannelStore;
 use tributary_shared::registry::DeviceRegistry;
 use tributary_shared::registry::relay::{self, Relay, RelaySettings};
 use tributary_shared::results::{ResultStore, RollupRetention, StoreError, roles};
@@ -45,6 +49,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod notify;
 pub mod store;
 
 pub use config::Config;
@@ -61,6 +66,8 @@ pub struct Deps {
     pub registry: Arc<dyn DeviceRegistry>,
     /// The alert rules, in the same database.
     pub rules: Arc<dyn RuleStore>,
+    /// The notification channels, in the same database.
+    pub channels: Arc<dyn ChannelStore>,
     /// The hot-data cache (Redis in production).
     pub cache: Arc<dyn KvCache>,
     /// Where the ops endpoints are served, and metrics registered.
@@ -80,6 +87,9 @@ impl Deps {
         let rules = tributary_shared::rules::open(&config.database_url, 2)
             .await
             .map_err(Error::Rules)?;
+        let channels = tributary_shared::notify::store::open(&config.database_url, 2)
+            .await
+            .map_err(Error::Channels)?;
         let cache = Arc::new(RedisCache::new(&config.redis_url).map_err(Error::Cache)?);
         let log = KafkaLog::connect(&config.kafka, "tributary-process").map_err(Error::EventLog)?;
         let host = Host::new(Endpoint::bind(config.listen.addr()).await?);
@@ -88,6 +98,7 @@ impl Deps {
             store,
             registry,
             rules,
+            channels,
             cache,
             host,
         })
@@ -172,6 +183,25 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         );
         tokio::spawn(relay::run(relay, upkeep_stop.clone()))
     });
+    let notifier = if config.notify {
+        let deliverer = Deliverer::new(notify::backoff(), Duration::from_secs(10)).map_err(Error::NotifyClient)?;
+        let handler = notify::Notifier::new(
+            deps.channels.clone(),
+            deps.registry.clone(),
+            deliverer,
+            shutdown.clone(),
+            metrics.clone(),
+        );
+        let settings = ConsumerSettings::new(&config.notify_group, &[config.topics.alerts.as_str()], 100)
+            .committing(&config.kafka)
+            .creating(&config.kafka, &[&config.topics.alerts]);
+        let (log, stop) = (deps.log.clone(), shutdown.clone());
+        Some(tokio::spawn(async move {
+            tributary_shared::service::consume_beside("notify", log.as_ref(), &settings, &handler, &stop).await
+        }))
+    } else {
+        None
+    };
     let ready: Arc<dyn Readiness> = Arc::new(ResultStoreReady(deps.store));
     let topics = [config.topics.aggregates.as_str(), config.topics.alerts.as_str()];
     let consumer = ConsumerSettings::new(&config.group, &topics, config.batch_max)
@@ -191,6 +221,15 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
     let _ = upkeep.await;
     for relay in [relay, rules_relay].into_iter().flatten() {
         let _ = relay.await;
+    }
+    if let Some(notifier) = notifier {
+        match notifier.await {
+            Ok(Err(e)) => {
+                tracing::error!(error = %tributary_shared::telemetry::ErrorChain(&e), "the notifier stopped with an error")
+            }
+            Err(e) => tracing::error!(error = %e, "the notifier's task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     Ok(consumed?)
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     rollup_buckets: Counter,
     rollup_errors: Counter,
     window_visible: Histogram,
+    notifications: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -41,7 +42,13 @@ impl Metrics {
             // 0.25 s to about 34 min: live windows land in the first buckets,
             // a backlog or a replay shows as the tail.
             window_visible: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
+            notifications: Family::default(),
         };
+        registry.register(
+            "tributary_notifications",
+            "Alert notifications by outcome (delivered; refused or gave_up: in the channel's dead letters)",
+            m.notifications.clone(),
+        );
         registry.register(
             "tributary_process_records",
             "Records written to PostgreSQL by kind",
@@ -105,6 +112,11 @@ impl Metrics {
         self.records
             .get_or_create(&KindLabel { kind: "alert" })
             .inc_by(alerts as u64);
+    }
+
+    /// Count a notification's outcome.
+    pub fn notified(&self, outcome: &'static str) {
+        self.notifications.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Count a batch outcome.

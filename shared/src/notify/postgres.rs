@@ -1,0 +1,217 @@
+//! The PostgreSQL backend of [`ChannelStore`] (`shared/migrations`). Channel
+//! writers take a table lock only they conflict on, so the count limit holds.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::store::{ChannelError, ChannelStore, DeadLetter, MAX_CHANNELS, MAX_DEAD_LETTERS, decide};
+use super::{Channel, ChannelSpec};
+use crate::results::PgStore;
+use crate::rules::Written;
+
+const SELECT: &str =
+    "SELECT channel_id, url, format, secret, groups::text AS groups, min_severity, enabled FROM notify_channels";
+const LETTERS: &str = "SELECT channel_id, idempotency_key, alert_id, device_id, severity, state, attempts, status,
+        error, body, failed_at FROM notify_dead_letters";
+
+/// Channels in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgChannels {
+    pool: PgPool,
+}
+
+impl PgChannels {
+    /// Channels on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Channels on a lazily connecting pool.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, ChannelError> {
+        Ok(Self::new(PgStore::connect_lazy(url, max_connections)?.pool().clone()))
+    }
+}
+
+fn decode<E: std::fmt::Display>(e: E) -> sqlx::Error {
+    sqlx::Error::Decode(e.to_string().into())
+}
+
+fn channel(r: &PgRow) -> Result<Channel, sqlx::Error> {
+    Ok(Channel {
+        id: r.try_get("channel_id")?,
+        spec: ChannelSpec {
+            url: r.try_get("url")?,
+            format: r.try_get::<&str, _>("format")?.parse().map_err(decode)?,
+            secret: r.try_get("secret")?,
+            groups: serde_json::from_str(r.try_get("groups")?).map_err(decode)?,
+            min_severity: r.try_get::<&str, _>("min_severity")?.parse().map_err(decode)?,
+            enabled: r.try_get("enabled")?,
+        },
+    })
+}
+
+fn letter(r: &PgRow) -> Result<DeadLetter, sqlx::Error> {
+    Ok(DeadLetter {
+        channel_id: r.try_get("channel_id")?,
+        key: r.try_get("idempotency_key")?,
+        alert_id: r.try_get("alert_id")?,
+        device_id: r.try_get("device_id")?,
+        severity: r.try_get::<&str, _>("severity")?.parse().map_err(decode)?,
+        state: r.try_get("state")?,
+        attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).map_err(decode)?,
+        status: r
+            .try_get::<Option<i32>, _>("status")?
+            .map(u16::try_from)
+            .transpose()
+            .map_err(decode)?,
+        error: r.try_get("error")?,
+        body: r.try_get("body")?,
+        failed_at: r.try_get("failed_at")?,
+    })
+}
+
+#[async_trait]
+impl ChannelStore for PgChannels {
+    async fn put(&self, id: &str, spec: &ChannelSpec, now: DateTime<Utc>) -> Result<(Channel, Written), ChannelError> {
+        spec.validate(id)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE notify_channels IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let before = sqlx::query(&format!("{SELECT} WHERE channel_id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(channel)
+            .transpose()?;
+        let written = decide(before.as_ref().map(|c| &c.spec), spec);
+        match written {
+            Written::Unchanged => {}
+            Written::Created => {
+                let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM notify_channels")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count >= MAX_CHANNELS as i64 {
+                    return Err(ChannelError::TooMany);
+                }
+                sqlx::query(
+                    "INSERT INTO notify_channels (channel_id, url, format, secret, groups, min_severity, enabled, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $8)",
+                )
+                .bind(id)
+                .bind(&spec.url)
+                .bind(spec.format.as_str())
+                .bind(&spec.secret)
+                .bind(serde_json::to_string(&spec.groups).unwrap_or_else(|_| "[]".into()))
+                .bind(spec.min_severity.as_str())
+                .bind(spec.enabled)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Written::Updated => {
+                sqlx::query(
+                    "UPDATE notify_channels SET url = $2, format = $3, secret = $4, groups = $5::jsonb, min_severity = $6,
+                        enabled = $7, updated_at = $8 WHERE channel_id = $1",
+                )
+                .bind(id)
+                .bind(&spec.url)
+                .bind(spec.format.as_str())
+                .bind(&spec.secret)
+                .bind(serde_json::to_string(&spec.groups).unwrap_or_else(|_| "[]".into()))
+                .bind(spec.min_severity.as_str())
+                .bind(spec.enabled)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok((
+            Channel {
+                id: id.to_owned(),
+                spec: spec.clone(),
+            },
+            written,
+        ))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Channel>, ChannelError> {
+        let row = sqlx::query(&format!("{SELECT} WHERE channel_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(channel).transpose()?)
+    }
+
+    async fn list(&self) -> Result<Vec<Channel>, ChannelError> {
+        let rows = sqlx::query(&format!("{SELECT} ORDER BY channel_id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(channel).collect::<Result<_, _>>()?)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ChannelError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM notify_dead_letters WHERE channel_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM notify_channels WHERE channel_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            return Err(ChannelError::NotFound(id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, l: &DeadLetter) -> Result<(), ChannelError> {
+        sqlx::query(
+            "INSERT INTO notify_dead_letters (channel_id, idempotency_key, alert_id, device_id, severity, state, attempts,
+                status, error, body, failed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (channel_id, idempotency_key) DO UPDATE SET
+               attempts = notify_dead_letters.attempts + EXCLUDED.attempts, status = EXCLUDED.status,
+               error = EXCLUDED.error, body = EXCLUDED.body, failed_at = EXCLUDED.failed_at",
+        )
+        .bind(&l.channel_id)
+        .bind(&l.key)
+        .bind(&l.alert_id)
+        .bind(&l.device_id)
+        .bind(l.severity.as_str())
+        .bind(&l.state)
+        .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
+        .bind(l.status.map(i32::from))
+        .bind(&l.error)
+        .bind(&l.body)
+        .bind(l.failed_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, channel_id: &str, limit: u32) -> Result<(Vec<DeadLetter>, u64), ChannelError> {
+        let rows = sqlx::query(&format!(
+            "{LETTERS} WHERE channel_id = $1 ORDER BY failed_at DESC, idempotency_key LIMIT $2"
+        ))
+        .bind(channel_id)
+        .bind(i64::from(limit.clamp(1, MAX_DEAD_LETTERS)))
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM notify_dead_letters WHERE channel_id = $1")
+            .bind(channel_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((
+            rows.iter().map(letter).collect::<Result<_, _>>()?,
+            u64::try_from(total).unwrap_or(0),
+        ))
+    }
+}
