@@ -304,6 +304,7 @@ YAML
     patch: |-
       - {op: replace, path: /spec/triggers/0/metadata/bootstrapServers, value: "$kafka"}
       - {op: replace, path: /spec/triggers/1/metadata/bootstrapServers, value: "$kafka"}
+      - {op: replace, path: /spec/triggers/2/metadata/bootstrapServers, value: "$kafka"}
 YAML
   for fn in archive dashboard; do
     cat <<YAML
