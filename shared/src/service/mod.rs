@@ -280,10 +280,25 @@ pub async fn consume_beside<H: Handler + ?Sized>(
     handler: &H,
     shutdown: &Shutdown,
 ) -> Result<(), ServiceError> {
+    join_and_run(name, log, settings, handler, shutdown, shutdown.wait()).await?;
+    Ok(())
+}
+
+/// Wait for the settings' sink, create their topics, join the group and
+/// drive `handler` until `stop`; whether the group was joined at all (a
+/// shutdown while waiting for the sink: no).
+async fn join_and_run<H: Handler + ?Sized>(
+    name: &'static str,
+    log: &dyn EventLog,
+    settings: &ConsumerSettings,
+    handler: &H,
+    shutdown: &Shutdown,
+    stop: impl Future<Output = ()>,
+) -> Result<bool, ServiceError> {
     if let Some(sink) = &settings.sink
         && !wait_until_ready(name, sink.as_ref(), shutdown).await?
     {
-        return Ok(());
+        return Ok(false);
     }
     if let Some((topics, partitions)) = &settings.create {
         create_topics(log, topics, *partitions).await;
@@ -297,9 +312,10 @@ pub async fn consume_beside<H: Handler + ?Sized>(
             source,
         })?;
     tracing::info!(function = name, group = %settings.group, topics = ?settings.topics, "{name} consuming");
-    run_consumer(sub, handler, &settings.runner, shutdown.wait())
+    run_consumer(sub, handler, &settings.runner, stop)
         .await
-        .map_err(|source| ServiceError::Consumer { group, source })
+        .map_err(|source| ServiceError::Consumer { group, source })?;
+    Ok(true)
 }
 
 async fn consume<H: Handler + ?Sized>(
@@ -310,26 +326,9 @@ async fn consume<H: Handler + ?Sized>(
     handler: &H,
     shutdown: &Shutdown,
 ) -> Result<(), ServiceError> {
-    if let Some(sink) = &settings.sink
-        && !wait_until_ready(name, sink.as_ref(), shutdown).await?
-    {
+    if !join_and_run(name, log, settings, handler, shutdown, drain(ops, shutdown)).await? {
         return Ok(());
     }
-    if let Some((topics, partitions)) = &settings.create {
-        create_topics(log, topics, *partitions).await;
-    }
-    let group = settings.group.clone();
-    let sub = log
-        .subscribe(&settings.group, &settings.topics)
-        .await
-        .map_err(|source| ServiceError::Consumer {
-            group: group.clone(),
-            source,
-        })?;
-    tracing::info!(function = name, group = %settings.group, topics = ?settings.topics, "{name} consuming");
-    run_consumer(sub, handler, &settings.runner, drain(ops, shutdown))
-        .await
-        .map_err(|source| ServiceError::Consumer { group, source })?;
     if let Err(e) = log.publisher().flush(FLUSH_AT_STOP).await {
         tracing::warn!(function = name, error = %ErrorChain(&e), "records nobody waited for any more were left unsent at stop");
     }
