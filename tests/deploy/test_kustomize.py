@@ -36,7 +36,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from test_manifests import (CLIENT_ID, CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, check_least_privilege, check_secret_provider_classes,
+from test_manifests import (CLIENT_ID, CRDS, FUNCTIONS, KAFKA_TRIGGER_KEYS, PARTITIONS, POSTGRESQL_TRIGGER_KEYS, check_least_privilege, check_secret_provider_classes,
                             crd_validator, help_env, secret_key_refs)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -216,6 +216,9 @@ def test_kafka_triggers_and_references_resolve(tree):
         assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= PARTITIONS, "never more consumers than partitions"
         for t in spec["triggers"]:
             md = t["metadata"]
+            if t["type"] == "postgresql":
+                assert set(md) <= POSTGRESQL_TRIGGER_KEYS and md["connectionFromEnv"] in env_of(docs, named(docs, "Deployment", spec["scaleTargetRef"]["name"]))
+                continue
             assert t["type"] == "kafka" and set(md) <= KAFKA_TRIGGER_KEYS and all(isinstance(v, str) for v in md.values()), md
             assert int(md["activationLagThreshold"]) < int(md["lagThreshold"])
             if "authenticationRef" in t:
@@ -281,6 +284,8 @@ def test_local_has_no_mesh_and_no_azure():
     for so in of_kind(docs, "ScaledObject"):
         for t in so["spec"]["triggers"]:
             assert "authenticationRef" not in t
+            if t["type"] != "kafka":
+                continue
             assert t["metadata"]["bootstrapServers"].endswith(".svc.cluster.local:9092"), "KEDA resolves the broker from its own namespace"
     for dep in of_kind(docs, "Deployment"):
         assert "TRIBUTARY_KAFKA_SASL_PASSWORD" not in env_of(docs, dep)
@@ -335,8 +340,9 @@ def test_prod_names_are_the_ones_bicep_gives_environment_prod():
     assert {container(d)["image"].rsplit(":", 1)[0] for d in of_kind(docs, "Deployment")} == {f"{registry}/tributary-{fn}" for fn in FUNCTIONS}
     assert named(docs, "ConfigMap", "tributary-config")["data"]["TRIBUTARY_KAFKA_BROKERS"] == brokers
     for so in of_kind(docs, "ScaledObject"):
-        assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {brokers}
-        assert all(t["authenticationRef"]["name"] == "eventhubs" for t in so["spec"]["triggers"])
+        kafka = [t for t in so["spec"]["triggers"] if t["type"] == "kafka"]
+        assert {t["metadata"]["bootstrapServers"] for t in kafka} == {brokers}
+        assert all(t["authenticationRef"]["name"] == "eventhubs" for t in kafka)
     assert named(docs, "TriggerAuthentication", "eventhubs")["spec"]["azureKeyVault"]["vaultUri"] == f"https://{PROD_PREFIX}-kv.vault.azure.net"
     for fn in FUNCTIONS:
         assert named(docs, "SecretProviderClass", f"{fn}-secrets")["spec"]["parameters"]["keyvaultName"] == f"{PROD_PREFIX}-kv"
@@ -541,7 +547,8 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
     assert lb["spec"]["loadBalancerSourceRanges"] == [OUTPUTS["apimSubnetPrefix"]]
     assert lb["metadata"]["namespace"] == INTERCEPTOR_NAMESPACE
     for so in of_kind(docs, "ScaledObject"):
-        assert {t["metadata"]["bootstrapServers"] for t in so["spec"]["triggers"]} == {OUTPUTS["kafkaBootstrap"]}
+        kafka = [t for t in so["spec"]["triggers"] if t["type"] == "kafka"]
+        assert {t["metadata"]["bootstrapServers"] for t in kafka} == {OUTPUTS["kafkaBootstrap"]}
     for fn in ("archive", "dashboard"):
         assert env_of(docs, named(docs, "Deployment", fn))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"], fn
     assert env_of(docs, named(docs, "Deployment", "ingest"))["TRIBUTARY_MAX_BODY_BYTES"] == str(OUTPUTS["ingestMaxBodyBytes"]), \

@@ -52,6 +52,7 @@ FUNCTIONS = {
     "archive": ("tributary-archive", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_COSMOS_ENDPOINT", "TRIBUTARY_COSMOS_AUTH", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
 }
 
+POSTGRESQL_TRIGGER_KEYS = {"connectionFromEnv", "query", "targetQueryValue", "activationTargetQueryValue"}
 KAFKA_TRIGGER_KEYS = {
     "bootstrapServers", "consumerGroup", "topic", "lagThreshold", "activationLagThreshold", "offsetResetPolicy",
     "allowIdleConsumers", "scaleToZeroOnInvalidOffset", "excludePersistentLag", "limitToPartitionsWithLag",
@@ -381,8 +382,10 @@ def test_kafka_triggers_are_well_formed_and_capped_at_the_partitions():
         assert spec["minReplicaCount"] == 0, "consumers scale to zero"
         assert 1 <= spec["maxReplicaCount"] <= PARTITIONS, "KEDA never needs more consumers than partitions"
         for t in spec["triggers"]:
-            assert t["type"] == "kafka"
             md = t["metadata"]
+            if t["type"] == "postgresql":
+                continue  # test_the_notification_queue_trigger
+            assert t["type"] == "kafka"
             unknown = set(md) - KAFKA_TRIGGER_KEYS
             assert not unknown, f"unknown kafka trigger keys {unknown}"
             assert all(isinstance(v, str) for v in md.values()), f"trigger metadata values must be strings: {md}"
@@ -425,11 +428,26 @@ def test_ports_probes_and_termination_match(name):
     assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
+def test_the_notification_queue_trigger():
+    """Process also scales on its notification queue: a postgresql trigger on
+    the connection string the container has, waking one replica only."""
+    triggers = [(so, t) for so in of_kind("ScaledObject") for t in so["spec"]["triggers"] if t["type"] != "kafka"]
+    assert [(so["metadata"]["name"], t["type"]) for so, t in triggers] == [("process", "postgresql")]
+    so, t = triggers[0]
+    md = t["metadata"]
+    assert set(md) <= POSTGRESQL_TRIGGER_KEYS and all(isinstance(v, str) for v in md.values()), md
+    dep = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == "process")
+    assert md["connectionFromEnv"] in deployment_env(dep), "KEDA reads the connection string from the container"
+    assert "notify_queue" in md["query"] and "done_at IS NULL" in md["query"]
+    assert float(md["activationTargetQueryValue"]) == 0 and float(md["targetQueryValue"]) >= 100_000, "wakes one replica"
+    assert "authenticationRef" not in t
+
+
 def test_topics_and_groups_equal_the_code_defaults():
     for so in of_kind("ScaledObject"):
         name = so["spec"]["scaleTargetRef"]["name"]
         defaults = help_env(FUNCTIONS[name][0])
-        for t in so["spec"]["triggers"]:
+        for t in (t for t in so["spec"]["triggers"] if t["type"] == "kafka"):
             groups = {defaults["TRIBUTARY_CONSUMER_GROUP"], defaults.get("TRIBUTARY_NOTIFY_GROUP")}
             assert t["metadata"]["consumerGroup"] in groups, name
             if t["metadata"]["consumerGroup"] == defaults.get("TRIBUTARY_NOTIFY_GROUP"):

@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_NOTIFY_GROUP", default_value_t = Config::default().notify_group)]
     pub notify_group: String,
 
+    /// How long a notification is retried, from its first attempt, before
+    /// it goes to its channel's dead letters (seconds).
+    #[arg(long, env = "TRIBUTARY_NOTIFY_RETRY_FOR_SECS", default_value_t = Config::default().notify_retry_for_secs)]
+    pub notify_retry_for_secs: u64,
+
     /// Most records per batch (one PostgreSQL transaction each).
     #[arg(long, env = "TRIBUTARY_BATCH_MAX", default_value_t = Config::default().batch_max)]
     pub batch_max: usize,
@@ -131,6 +136,8 @@ impl Default for Config {
             group: topics::GROUP_PROCESS.into(),
             notify: true,
             notify_group: crate::notify::GROUP.into(),
+            // A receiver down for a deploy or a restart still gets everything.
+            notify_retry_for_secs: 15 * 60,
             batch_max: 1000,
             log: LogArgs::default(),
         }

@@ -23,8 +23,9 @@
 //! - [`handler`]: the batch handler (decode, validate, write, dead-letter, refresh the cache);
 //! - [`cache`]: what the dashboard reads from the cache, derived from the store;
 //! - [`store`]: the results store as process uses it;
-//! - [`notify`]: the notifier, delivering alerts to notification channels
-//!   (a consumer group of its own);
+//! - [`notify`]: the notifier, queuing alerts for the notification channels
+//!   (a consumer group of its own), and its dispatcher, delivering the queue
+//!   one lane per channel;
 //! - [`metrics`]: the Prometheus counters;
 //! - [`error`]: why [`run`] could not start or stopped.
 
@@ -184,20 +185,35 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         tokio::spawn(relay::run(relay, upkeep_stop.clone()))
     });
     let notifier = if config.notify {
-        let deliverer = Deliverer::new(notify::backoff(), Duration::from_secs(10)).map_err(Error::NotifyClient)?;
+        let deliverer = Deliverer::new(
+            notify::backoff(Duration::from_secs(config.notify_retry_for_secs)),
+            Duration::from_secs(10),
+        )
+        .map_err(Error::NotifyClient)?;
+        let queued = Arc::new(tokio::sync::Notify::new());
         let handler = notify::Notifier::new(
             deps.channels.clone(),
             deps.registry.clone(),
-            deliverer,
-            shutdown.clone(),
+            queued.clone(),
             metrics.clone(),
         );
+        let dispatcher = Arc::new(notify::dispatch::Dispatcher::new(
+            deps.channels.clone(),
+            deliverer,
+            notify::dispatch::DispatchSettings::default(),
+            queued,
+            metrics.clone(),
+        ));
+        let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
         let settings = ConsumerSettings::new(&config.notify_group, &[config.topics.alerts.as_str()], 100)
             .committing(&config.kafka)
             .creating(&config.kafka, &[&config.topics.alerts]);
         let (log, stop) = (deps.log.clone(), shutdown.clone());
         Some(tokio::spawn(async move {
-            tributary_shared::service::consume_beside("notify", log.as_ref(), &settings, &handler, &stop).await
+            let consumed =
+                tributary_shared::service::consume_beside("notify", log.as_ref(), &settings, &handler, &stop).await;
+            let _ = dispatching.await;
+            consumed
         }))
     } else {
         None

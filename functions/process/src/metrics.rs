@@ -46,7 +46,7 @@ impl Metrics {
         };
         registry.register(
             "tributary_notifications",
-            "Alert notifications by outcome (delivered; refused or gave_up: in the channel's dead letters)",
+            "Alert notifications by outcome (queued; delivered; retried: an attempt failed; refused or gave_up: in the channel's dead letters)",
             m.notifications.clone(),
         );
         registry.register(
@@ -116,7 +116,12 @@ impl Metrics {
 
     /// Count a notification's outcome.
     pub fn notified(&self, outcome: &'static str) {
-        self.notifications.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.notified_n(outcome, 1);
+    }
+
+    /// Count `n` notifications of one outcome.
+    pub fn notified_n(&self, outcome: &'static str, n: u64) {
+        self.notifications.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
     }
 
     /// Count a batch outcome.

@@ -1,13 +1,16 @@
 //! Alert notifications through the real process binary on tansu (issue 19,
 //! item 4): alert records on the alerts topic reach three channels served
-//! by local receivers that check every signature. The generic receiver is
-//! down for a minute and then back: it gets every record it wants, each
-//! record once, signed, and the notifier's offsets do not move until then
-//! (the batch being delivered waits for it: the other channels get that
-//! batch's records meanwhile, and the later ones after). A PagerDuty
-//! receiver gets one incident per alert (trigger, then resolve); a receiver
-//! that answers 400 leaves every record in its channel's dead letters, with
-//! the status.
+//! by local receivers that check every signature.
+//!
+//! The generic receiver is down for a minute. Meanwhile the other channels
+//! get every record (a channel that is down holds back only itself), the
+//! notifier's offsets are committed (the deliveries are in the queue), the
+//! channel's backlog shows the waiting deliveries, and process is stopped
+//! and started again. When the receiver is back it gets every record it
+//! wants, each once, signed, in order. A PagerDuty receiver gets one
+//! incident per alert (trigger, then resolve); a receiver that answers 400
+//! leaves every record in its channel's dead letters, with the status, and
+//! once it accepts them, sending the letters again delivers them in order.
 //! Needs `TRIBUTARY_TEST_KAFKA_BROKERS` (tansu).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +29,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tributary_shared::config::KafkaArgs;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
+use tributary_shared::notify::queue::DeliveryQueue;
 use tributary_shared::notify::sign::{HEADER, IDEMPOTENCY_HEADER, REPLAY_WINDOW_SECS, verify};
 use tributary_shared::notify::sqlite::SqliteChannels;
 use tributary_shared::notify::store::ChannelStore;
@@ -44,6 +48,8 @@ const OUTAGE: Duration = Duration::from_secs(60);
 struct Receivers {
     /// `/ops` answers 503 until then.
     ops_down_until: Option<Instant>,
+    /// `/refuse` answers 400 while this is false.
+    refuse_fixed: bool,
     /// Per path: (idempotency key, body) of every request answered 2xx, in order.
     accepted: BTreeMap<String, Vec<(String, serde_json::Value)>>,
     /// Per path: requests answered 503.
@@ -66,7 +72,7 @@ async fn receive(
         }
     }
     match path.as_str() {
-        "refuse" => return StatusCode::BAD_REQUEST,
+        "refuse" if !r.refuse_fixed => return StatusCode::BAD_REQUEST,
         "ops" if r.ops_down_until.is_some_and(|t| Instant::now() < t) => {
             *r.down.entry(path).or_default() += 1;
             return StatusCode::SERVICE_UNAVAILABLE;
@@ -140,7 +146,7 @@ fn committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_down_for_a_minute_gets_every_notification_and_offsets_wait_for_it() {
+async fn a_receiver_down_for_a_minute_holds_back_only_its_channel_and_gets_everything_after_a_restart() {
     let brokers = test_brokers();
     let dir = std::env::temp_dir().join(format!("tributary-notify-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -220,57 +226,92 @@ async fn a_receiver_down_for_a_minute_gets_every_notification_and_offsets_wait_f
     receivers.lock().expect("lock").ops_down_until = Some(Instant::now() + OUTAGE);
 
     let group = unique_topic("notify-group");
-    let port = free_port();
-    let _process = Killed(
+    let (aggs, dead) = (unique_topic("notify-aggs"), unique_topic("notify-dead"));
+    let start = |log_name: &str| {
         Command::new(env!("CARGO_BIN_EXE_tributary-process"))
             .env_clear()
-            .env("PORT", port.to_string())
+            .env("PORT", free_port().to_string())
             .env("TRIBUTARY_BIND", "127.0.0.1")
             .env("TRIBUTARY_KAFKA_BROKERS", &brokers)
             .env("DATABASE_URL", &database_url)
             // Nothing listens: process writes its results without a cache.
             .env("REDIS_URL", "redis://127.0.0.1:9")
             .env("TRIBUTARY_ALERTS_TOPIC", &topic)
-            .env("TRIBUTARY_AGGREGATES_TOPIC", unique_topic("notify-aggs"))
-            .env("TRIBUTARY_DEADLETTER_TOPIC", unique_topic("notify-dead"))
+            .env("TRIBUTARY_AGGREGATES_TOPIC", &aggs)
+            .env("TRIBUTARY_DEADLETTER_TOPIC", &dead)
             .env("TRIBUTARY_CONSUMER_GROUP", format!("{group}-results"))
             .env("TRIBUTARY_NOTIFY_GROUP", &group)
             .env("TRIBUTARY_REGISTRY_RELAY_MS", "0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("process.log")).expect("log"))
+            .stderr(std::fs::File::create(dir.join(log_name)).expect("log"))
             .spawn()
-            .expect("start tributary-process"),
-    );
-    let log_tail = || std::fs::read_to_string(dir.join("process.log")).unwrap_or_default();
+            .expect("start tributary-process")
+    };
+    let mut first = Killed(start("process-1.log"));
+    let log_tail = || {
+        ["process-1.log", "process-2.log"]
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+            .join("\n--- restarted ---\n")
+    };
 
-    // While the generic receiver is down: the others get the records of the
-    // batch being delivered (the refusals kept as dead letters), and nothing
-    // is committed: the batch waits for the generic receiver.
+    // While the generic receiver is down: the others get every record (the
+    // refusals kept as dead letters), the offsets are committed, and the
+    // generic channel's backlog shows its waiting deliveries.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let pd = receivers.lock().expect("lock").accepted.get("pd").map_or(0, Vec::len);
         let (_, letters) = channels.dead_letters("refusing", 10).await.expect("letters");
-        if pd >= 1 && letters >= 1 {
+        if pd == 4 && letters == 4 && committed(&brokers, &group, &topic) == Some(4) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "pd got {pd}, refusing kept {letters}:\n{}",
+            "pd got {pd}, refusing kept {letters}, committed {:?}:\n{}",
+            committed(&brokers, &group, &topic),
             log_tail()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let backlog = loop {
+        let backlog = channels.backlog().await.expect("backlog");
+        if backlog.iter().any(|b| b.channel_id == "ops" && b.attempts >= 2) {
+            break backlog;
+        }
+        assert!(Instant::now() < deadline, "ops is not retried: {backlog:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(backlog.len(), 1, "only the channel that is down waits: {backlog:?}");
+    assert_eq!(backlog[0].queued, 3, "{backlog:?}");
     assert!(
-        receivers.lock().expect("lock").down.get("ops").copied().unwrap_or(0) >= 2,
-        "ops is retried while down"
+        backlog[0].last_error.as_deref().is_some_and(|e| e.starts_with("503")),
+        "{backlog:?}"
     );
-    assert_eq!(
-        committed(&brokers, &group, &topic),
-        None,
-        "no offset is committed while a delivery is pending"
+    assert!(!receivers.lock().expect("lock").accepted.contains_key("ops"));
+
+    // A restart while the receiver is down: the queue outlives the process.
+    assert!(
+        receivers
+            .lock()
+            .expect("lock")
+            .ops_down_until
+            .is_some_and(|t| Instant::now() + Duration::from_secs(5) < t),
+        "the restart comes while the receiver is down"
     );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &first.0.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not stop within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _process = Killed(start("process-2.log"));
 
     // The generic receiver comes back: every record it wants arrives, signed.
     let deadline = Instant::now() + OUTAGE + Duration::from_secs(90);
@@ -299,20 +340,6 @@ async fn a_receiver_down_for_a_minute_gets_every_notification_and_offsets_wait_f
     }
     // The others got everything too: PagerDuty one incident per alert, in
     // order; every refusal is a dead letter with its status.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pd = receivers.lock().expect("lock").accepted.get("pd").map_or(0, Vec::len);
-        let (_, letters) = channels.dead_letters("refusing", 10).await.expect("letters");
-        if pd == 4 && letters == 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pd got {pd}, refusing kept {letters}:\n{}",
-            log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let (letters, _) = channels.dead_letters("refusing", 10).await.expect("letters");
     assert!(
         letters.iter().all(|l| l.status == Some(400) && l.attempts == 1),
@@ -346,9 +373,50 @@ async fn a_receiver_down_for_a_minute_gets_every_notification_and_offsets_wait_f
         );
         assert!(r.accepted["pd"].iter().all(|(_, b)| b["routing_key"] == ROUTING_KEY));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while committed(&brokers, &group, &topic) != Some(4) {
-        assert!(Instant::now() < deadline, "the offset did not advance after delivery");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        channels.backlog().await.expect("backlog").is_empty(),
+        "nothing is left queued"
+    );
+
+    // The refusing receiver is fixed: its dead letters, sent again, arrive in order.
+    receivers.lock().expect("lock").refuse_fixed = true;
+    let resent = channels.resend("refusing", None, Utc::now()).await.expect("resend");
+    assert_eq!((resent.resent, resent.not_resendable), (4, 0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = receivers
+            .lock()
+            .expect("lock")
+            .accepted
+            .get("refuse")
+            .map_or(0, Vec::len);
+        if got == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refuse got {got} of 4:\n{}", log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let order: Vec<(String, String)> = receivers.lock().expect("lock").accepted["refuse"]
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["alert"]["id"].as_str().unwrap_or("").to_owned(),
+                b["alert"]["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let order: Vec<(&str, &str)> = order.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
+    assert_eq!(
+        order,
+        [("a1", "opened"), ("a2", "opened"), ("a1", "resolved"), ("a3", "opened")],
+        "sent again in the order they first came"
+    );
+    assert!(
+        channels
+            .dead_letters("refusing", 10)
+            .await
+            .expect("letters")
+            .0
+            .is_empty()
+    );
 }

@@ -57,6 +57,20 @@ pub enum Outcome {
     },
 }
 
+/// What a test notification got ([`Deliverer::send_test`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestOutcome {
+    /// Whether the receiver accepted it (2xx).
+    pub delivered: bool,
+    /// The receiver's status, if it answered.
+    pub status: Option<u16>,
+    /// Why it was not delivered.
+    pub error: Option<String>,
+    /// The test alert's id.
+    pub alert_id: String,
+}
+
 /// Makes deliveries (one client, shared connections).
 #[derive(Clone, Debug)]
 pub struct Deliverer {
@@ -65,14 +79,22 @@ pub struct Deliverer {
 }
 
 /// Why an attempt failed, and whether another can help.
-enum Failure {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer, or one that may change: try again.
     Retry {
+        /// The status and answer, or the transport error.
         error: String,
+        /// The status, if the receiver answered.
         status: Option<u16>,
+        /// How long the receiver asked to wait (`Retry-After`).
         after: Option<Duration>,
     },
+    /// A 4xx that sending again cannot change.
     Refused {
+        /// Its status.
         status: u16,
+        /// The start of its answer.
         answer: String,
     },
 }
@@ -102,7 +124,13 @@ impl Deliverer {
         (body, headers)
     }
 
-    async fn attempt(&self, channel: &Channel, alert: &Alert, group: &str) -> Result<(), Failure> {
+    /// The retry schedule.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// One attempt to deliver `alert` to `channel`, without retries.
+    pub async fn attempt(&self, channel: &Channel, alert: &Alert, group: &str) -> Result<(), Failure> {
         // Signed at each attempt: a retry an hour later is inside the window.
         let (body, headers) = Self::request(channel, alert, group, chrono::Utc::now().timestamp());
         let mut req = self.client.post(&channel.spec.url).body(body);
@@ -146,6 +174,31 @@ impl Deliverer {
             })
         } else {
             Err(Failure::Refused { status: code, answer })
+        }
+    }
+
+    /// Send `channel` a test notification from `who`, once, without retries
+    /// (the operator sees the answer at once and tries again by hand); for
+    /// PagerDuty, resolve the test incident right after.
+    pub async fn send_test(&self, channel: &Channel, who: &str, now: chrono::DateTime<chrono::Utc>) -> TestOutcome {
+        let alert = super::test_alert(channel, who, now);
+        let group = crate::registry::DEFAULT_GROUP;
+        let mut result = self.attempt(channel, &alert, group).await;
+        if result.is_ok() && channel.spec.format == Format::PagerDuty {
+            result = self.attempt(channel, &super::test_alert_resolved(&alert), group).await;
+        }
+        let (delivered, status, error) = match result {
+            Ok(()) => (true, None, None),
+            Err(Failure::Refused { status, answer }) => {
+                (false, Some(status), Some(format!("refused with {status}: {answer}")))
+            }
+            Err(Failure::Retry { error, status, .. }) => (false, status, Some(error)),
+        };
+        TestOutcome {
+            delivered,
+            status,
+            error,
+            alert_id: alert.id,
         }
     }
 

@@ -12,7 +12,9 @@
 //! - [`deliver`]: one alert record to one channel, retried until it is
 //!   delivered or its time is up;
 //! - [`store`]: channels and dead letters in the results database
-//!   ([`postgres`], [`sqlite`]).
+//!   ([`postgres`], [`sqlite`]);
+//! - [`queue`]: the delivery queue between the alerts topic and the
+//!   receivers, one lane per channel ([`queue_postgres`], [`queue_sqlite`]).
 //!
 //! Guarantees: a channel's secret never leaves the store in an API answer
 //! (only whether there is one) nor in a log line; every delivery of the same
@@ -24,6 +26,9 @@ pub mod backoff;
 pub mod deliver;
 pub mod format;
 pub mod postgres;
+pub mod queue;
+pub mod queue_postgres;
+pub mod queue_sqlite;
 pub mod sign;
 pub mod sqlite;
 pub mod store;
@@ -223,6 +228,39 @@ impl Channel {
         self.spec.enabled
             && alert.severity >= self.spec.min_severity
             && (self.spec.groups.is_empty() || self.spec.groups.iter().any(|g| g == group))
+    }
+}
+
+/// The device id test notifications name.
+pub const TEST_DEVICE: &str = "tributary-test";
+
+/// A test notification for `channel`, sent by `who` at `now`: an `opened`
+/// alert at the channel's least severity (so its filter lets it through)
+/// whose device is [`TEST_DEVICE`] and whose reason says it is a test. For
+/// PagerDuty, send its [`resolved`](test_alert_resolved) twin after it, so
+/// no incident is left open.
+pub fn test_alert(channel: &Channel, who: &str, now: chrono::DateTime<chrono::Utc>) -> Alert {
+    Alert {
+        id: format!("test-{}-{}", channel.id, now.timestamp_millis()),
+        device_id: TEST_DEVICE.into(),
+        metric: "test".into(),
+        model: "test".into(),
+        score: 0.0,
+        value: 0.0,
+        reason: format!("a test notification sent by {who}: this channel works"),
+        severity: channel.spec.min_severity,
+        state: AlertState::Opened,
+        opened_at: now,
+        updated_at: now,
+    }
+}
+
+/// `alert`, resolved a moment later.
+pub fn test_alert_resolved(alert: &Alert) -> Alert {
+    Alert {
+        state: AlertState::Resolved,
+        updated_at: alert.updated_at + chrono::Duration::milliseconds(1),
+        ..alert.clone()
     }
 }
 

@@ -14,12 +14,12 @@ use crate::rules::Written;
 const SELECT: &str =
     "SELECT channel_id, url, format, secret, groups::text AS groups, min_severity, enabled FROM notify_channels";
 const LETTERS: &str = "SELECT channel_id, idempotency_key, alert_id, device_id, severity, state, attempts, status,
-        error, body, failed_at FROM notify_dead_letters";
+        error, body, failed_at, alert, group_name FROM notify_dead_letters";
 
 /// Channels in PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PgChannels {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgChannels {
@@ -34,7 +34,7 @@ impl PgChannels {
     }
 }
 
-fn decode<E: std::fmt::Display>(e: E) -> sqlx::Error {
+pub(super) fn decode<E: std::fmt::Display>(e: E) -> sqlx::Error {
     sqlx::Error::Decode(e.to_string().into())
 }
 
@@ -69,7 +69,42 @@ fn letter(r: &PgRow) -> Result<DeadLetter, sqlx::Error> {
         error: r.try_get("error")?,
         body: r.try_get("body")?,
         failed_at: r.try_get("failed_at")?,
+        alert: r
+            .try_get::<Option<&str>, _>("alert")?
+            .map(super::queue::alert_of)
+            .transpose()?,
+        group: r.try_get("group_name")?,
     })
+}
+
+/// Keep (or update) a dead letter, on `e` (a pool or a transaction).
+pub(crate) async fn insert_letter<'e, E: sqlx::PgExecutor<'e>>(e: E, l: &DeadLetter) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notify_dead_letters (channel_id, idempotency_key, alert_id, device_id, severity, state, attempts,
+            status, error, body, failed_at, alert, group_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (channel_id, idempotency_key) DO UPDATE SET
+           attempts = notify_dead_letters.attempts + EXCLUDED.attempts, status = EXCLUDED.status,
+           error = EXCLUDED.error, body = EXCLUDED.body, failed_at = EXCLUDED.failed_at,
+           alert = COALESCE(EXCLUDED.alert, notify_dead_letters.alert),
+           group_name = COALESCE(EXCLUDED.group_name, notify_dead_letters.group_name)",
+    )
+    .bind(&l.channel_id)
+    .bind(&l.key)
+    .bind(&l.alert_id)
+    .bind(&l.device_id)
+    .bind(l.severity.as_str())
+    .bind(&l.state)
+    .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
+    .bind(l.status.map(i32::from))
+    .bind(&l.error)
+    .bind(&l.body)
+    .bind(l.failed_at)
+    .bind(l.alert.as_ref().map(super::queue::alert_json))
+    .bind(&l.group)
+    .execute(e)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -156,10 +191,12 @@ impl ChannelStore for PgChannels {
 
     async fn delete(&self, id: &str) -> Result<(), ChannelError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM notify_dead_letters WHERE channel_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["notify_dead_letters", "notify_queue", "notify_leases"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE channel_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let gone = sqlx::query("DELETE FROM notify_channels WHERE channel_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -173,27 +210,7 @@ impl ChannelStore for PgChannels {
     }
 
     async fn dead_letter(&self, l: &DeadLetter) -> Result<(), ChannelError> {
-        sqlx::query(
-            "INSERT INTO notify_dead_letters (channel_id, idempotency_key, alert_id, device_id, severity, state, attempts,
-                status, error, body, failed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (channel_id, idempotency_key) DO UPDATE SET
-               attempts = notify_dead_letters.attempts + EXCLUDED.attempts, status = EXCLUDED.status,
-               error = EXCLUDED.error, body = EXCLUDED.body, failed_at = EXCLUDED.failed_at",
-        )
-        .bind(&l.channel_id)
-        .bind(&l.key)
-        .bind(&l.alert_id)
-        .bind(&l.device_id)
-        .bind(l.severity.as_str())
-        .bind(&l.state)
-        .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
-        .bind(l.status.map(i32::from))
-        .bind(&l.error)
-        .bind(&l.body)
-        .bind(l.failed_at)
-        .execute(&self.pool)
-        .await?;
+        insert_letter(&self.pool, l).await?;
         Ok(())
     }
 

@@ -7,12 +7,14 @@
 //! writing one exactly as it is changes nothing; a dead letter is keyed by
 //! (channel, idempotency key), so a record that fails again after a restart
 //! updates its letter instead of adding a second; deleting a channel
-//! deletes its dead letters.
+//! deletes its dead letters and its queue.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::queue::DeliveryQueue;
 use super::{Channel, ChannelSpec, InvalidChannel};
+use crate::records::Alert;
 use crate::results::StoreError;
 use crate::rules::{Severity, Written};
 
@@ -48,6 +50,17 @@ pub struct DeadLetter {
     pub body: String,
     /// When it was given up on.
     pub failed_at: DateTime<Utc>,
+    /// The alert record, to send it again; shown as whether there is one
+    /// (`resendable`: letters kept before the delivery queue have none).
+    #[serde(rename = "resendable", serialize_with = "holds_record", skip_deserializing)]
+    pub alert: Option<Alert>,
+    /// The device's group the record was queued with.
+    #[serde(skip)]
+    pub group: Option<String>,
+}
+
+fn holds_record<S: serde::Serializer>(alert: &Option<Alert>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(alert.is_some())
 }
 
 /// Errors of the channel store, in the terms a caller acts on.
@@ -86,16 +99,17 @@ impl From<sqlx::Error> for ChannelError {
     }
 }
 
-/// The channels and their dead letters, in the results database.
+/// The channels, their dead letters and their delivery queue
+/// ([`DeliveryQueue`]), in the results database.
 #[async_trait]
-pub trait ChannelStore: Send + Sync + 'static {
+pub trait ChannelStore: DeliveryQueue + Send + Sync + 'static {
     /// Create or replace channel `id` (see the module docs).
     async fn put(&self, id: &str, spec: &ChannelSpec, now: DateTime<Utc>) -> Result<(Channel, Written), ChannelError>;
     /// One channel, if it exists.
     async fn get(&self, id: &str) -> Result<Option<Channel>, ChannelError>;
     /// Every channel, by id.
     async fn list(&self) -> Result<Vec<Channel>, ChannelError>;
-    /// Delete a channel and its dead letters.
+    /// Delete a channel, its dead letters and its queue.
     async fn delete(&self, id: &str) -> Result<(), ChannelError>;
     /// Keep (or update) a dead letter.
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), ChannelError>;
