@@ -1,13 +1,16 @@
 //! The notification channels' API, for operators only (a Slack or Teams
 //! URL is itself a secret, and a channel's secret is never returned: only
-//! whether it has one): list, create or replace, delete, and each channel's
-//! dead letters (the deliveries given up on, newest first).
+//! whether it has one): list (with each channel's backlog: deliveries
+//! queued and not yet made), create or replace, delete, send a test
+//! notification, and each channel's dead letters (the deliveries given up
+//! on, newest first), which can be sent again.
 //!
 //! Guarantees: an invalid channel gets a 422 naming the field and nothing is
 //! written; a body that is not a channel a 400; writing one exactly as it is
 //! changes nothing (200). Without a channel store (`Deps::channels` is
 //! `None`) the endpoints answer 501. Process's notifier reads the channels
-//! at each batch, so a change applies from the next alert on.
+//! at each batch and its dispatcher before each attempt, so a change
+//! applies from the next delivery on.
 
 use std::sync::Arc;
 
@@ -17,6 +20,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tributary_shared::notify::backoff::Backoff;
+use tributary_shared::notify::deliver::{Deliverer, TestOutcome};
+use tributary_shared::notify::queue::{Backlog, MAX_RESEND, Resent};
 use tributary_shared::notify::store::{ChannelStore, DeadLetter, MAX_CHANNELS, MAX_DEAD_LETTERS};
 use tributary_shared::notify::{Channel, ChannelSpec, MAX_CHANNEL_ID_LEN};
 use tributary_shared::rules::Written;
@@ -48,6 +54,8 @@ fn check_channel_id(id: &str) -> Result<(), ApiError> {
 #[derive(Debug, Serialize)]
 pub struct ListBody {
     channels: Vec<Channel>,
+    /// The channels with deliveries queued and not yet made.
+    backlog: Vec<Backlog>,
     /// The most channels there can be.
     max: usize,
 }
@@ -57,6 +65,7 @@ pub async fn list(State(st): State<Arc<Dashboard>>, headers: HeaderMap) -> Resul
     let (channels, _) = store(&st, &headers)?;
     Ok(Json(ListBody {
         channels: channels.list().await?,
+        backlog: channels.backlog().await?,
         max: MAX_CHANNELS,
     }))
 }
@@ -130,4 +139,80 @@ pub async fn dead_letters(
         .dead_letters(&id, u32::try_from(limit).unwrap_or(MAX_DEAD_LETTERS))
         .await?;
     Ok(Json(LettersBody { dead_letters, total }))
+}
+
+/// Longest key a resend takes.
+const MAX_KEY_LEN: usize = 256;
+
+/// What to send again.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResendBody {
+    /// The dead letters' keys (absent: all of the channel's, oldest first;
+    /// `null` is refused, not taken for "all").
+    #[serde(default, deserialize_with = "present")]
+    keys: Option<Vec<String>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::deserialize(d).map(Some)
+}
+
+/// `POST /api/channels/{id}/dead-letters/resend` (body optional:
+/// `{"keys": [...]}`): move dead letters back to the end of the channel's
+/// queue, to be delivered again at once (at most 1000 per call).
+pub async fn resend(
+    State(st): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Resent>, ApiError> {
+    let (channels, who) = store(&st, &headers)?;
+    check_channel_id(&id)?;
+    let asked: ResendBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResendBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?
+    };
+    if let Some(keys) = &asked.keys {
+        if keys.is_empty() || keys.len() > MAX_RESEND as usize {
+            return Err(ApiError::BadBody(format!(
+                "keys: give 1-{MAX_RESEND} keys, or none to send every dead letter again"
+            )));
+        }
+        // Keys are `<alert id>.<state>.<ms>`: anything else names no letter.
+        let valid = |k: &str| {
+            (1..=MAX_KEY_LEN).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        };
+        if let Some(bad) = keys.iter().find(|k| !valid(k)) {
+            return Err(ApiError::BadBody(format!(
+                "keys: {bad:?} is not a dead letter's key (1-{MAX_KEY_LEN} characters of A-Z a-z 0-9 . _ : -)"
+            )));
+        }
+    }
+    let done = channels.resend(&id, asked.keys.as_deref(), Utc::now()).await?;
+    tracing::info!(channel = %id, resent = done.resent, not_resendable = done.not_resendable, operator = %who, "dead letters sent again by an operator");
+    Ok(Json(done))
+}
+
+/// `POST /api/channels/{id}/test`: send the channel one test notification
+/// now (no retries) and answer what the receiver did; 200 either way.
+pub async fn test(
+    State(st): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TestOutcome>, ApiError> {
+    let (channels, who) = store(&st, &headers)?;
+    check_channel_id(&id)?;
+    let channel = channels
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("channel '{id}'")))?;
+    let deliverer = Deliverer::new(Backoff::default(), std::time::Duration::from_secs(10)).map_err(|e| {
+        tracing::error!(error = %tributary_shared::telemetry::ErrorChain(&e), "building the HTTP client failed");
+        ApiError::Unavailable
+    })?;
+    let outcome = deliverer.send_test(&channel, &who, Utc::now()).await;
+    tracing::info!(channel = %id, delivered = outcome.delivered, status = outcome.status, operator = %who, "test notification sent by an operator");
+    Ok(Json(outcome))
 }

@@ -25,7 +25,8 @@
 //!   ([`Dashboard`]) and the routes ([`app`]);
 //! - [`api`]: the JSON API's handlers and the server-sent events;
 //! - [`auth`]: who is asking (operator token, or App Service's signed-in principal);
-//! - [`channels`]: the notification channels' operator API, with dead letters;
+//! - [`channels`]: the notification channels' operator API, with backlog,
+//!   test sends and dead letters (sent again on request);
 //! - [`live`]: the fan-out of the cache's change notifications to browsers;
 //! - [`registry`]: the device registry's operator API (list, add, disable,
 //!   enable, rotate a key);
@@ -191,7 +192,7 @@ pub struct Dashboard {
 }
 
 /// The page's files, compiled in: path, content type, body.
-const ASSETS: [(&str, &str, &str); 10] = [
+const ASSETS: [(&str, &str, &str); 11] = [
     ("/", "text/html; charset=utf-8", include_str!("../static/index.html")),
     (
         "/app.js",
@@ -208,6 +209,11 @@ const ASSETS: [(&str, &str, &str); 10] = [
         "/rules.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/rules.js"),
+    ),
+    (
+        "/channels.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/channels.js"),
     ),
     (
         "/charts.js",
@@ -303,6 +309,11 @@ pub fn app(state: Arc<Dashboard>) -> Router {
             axum::routing::put(channels::put).delete(channels::delete),
         )
         .route("/api/channels/{id}/dead-letters", get(channels::dead_letters))
+        .route(
+            "/api/channels/{id}/dead-letters/resend",
+            axum::routing::post(channels::resend),
+        )
+        .route("/api/channels/{id}/test", axum::routing::post(channels::test))
         .layer(axum::middleware::from_fn_with_state(state.clone(), signed_in))
         .with_state(state)
 }

@@ -1,7 +1,8 @@
 // Tributary dashboard: a small single-page app over the JSON API.
 // Views: #/ (fleet overview, alert feed), #/device/<id> (charts) and
 // #/registry (the device registry, for operators: registry.js),
-// #/rules (the alert rules; operators edit them: rules.js).
+// #/rules (the alert rules; operators edit them: rules.js),
+// #/channels (notification channels, for operators: channels.js).
 // Live updates arrive as server-sent events and refresh what they touch.
 "use strict";
 
@@ -338,6 +339,7 @@ async function render() {
     if (/^#\/device\/./.test(location.hash)) await device();
     else if (/^#\/registry/.test(location.hash)) await registryPage();
     else if (/^#\/rules/.test(location.hash)) await rulesPage();
+    else if (/^#\/channels/.test(location.hash)) await channelsPage();
     else await overview();
     banner("");
   } catch (e) {
@@ -371,6 +373,7 @@ $("#operator").addEventListener("click", () => {
 
 function updateOperator() {
   $("#registry-link").hidden = !isOperator();
+  $("#channels-link").hidden = !isOperator();
   // A session (viewer or operator) ends with a sign-out; App Service has its own.
   $("#signout").hidden = appService() || !me.name;
   const b = $("#operator");

@@ -1245,6 +1245,8 @@ async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool
             error: "503: maintenance".into(),
             body: "{}".into(),
             failed_at: chrono::Utc::now(),
+            alert: None,
+            group: None,
         })
         .await
         .expect("letter");
@@ -1257,6 +1259,7 @@ async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool
         ),
         (StatusCode::OK, Some(1), Some(9))
     );
+    assert_eq!(letters["deadLetters"][0]["resendable"], false, "{letters}");
     let (s, _) = get_op(&r, "/api/channels/nope/dead-letters").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let del = Request::delete("/api/channels/ops")
@@ -1268,4 +1271,154 @@ async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool
         get_op(&r, "/api/channels/ops/dead-letters").await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+/// A test notification through the API reaches a local receiver, signed;
+/// one to a receiver that is not there answers 200 with the failure.
+/// Dead letters are sent again: the API says how many, the channel's
+/// backlog then shows them queued; a letter without its record is left.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn channels_are_tested_and_dead_letters_sent_again_through_the_api(pool: PgPool) {
+    use tributary_shared::notify::store::{ChannelStore, DeadLetter};
+    use tributary_shared::records::{Alert, AlertState};
+    const SECRET: &str = "channel-secret-0123456789";
+    let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let receiver = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Arc<std::sync::Mutex<Vec<serde_json::Value>>>>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let signed = headers
+                        .get(tributary_shared::notify::sign::HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let now = chrono::Utc::now().timestamp();
+                    if tributary_shared::notify::sign::verify(SECRET, signed, &body, now, 300).is_err() {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    seen.lock()
+                        .expect("lock")
+                        .push(serde_json::from_slice(&body).unwrap_or_default());
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let (r, _) = router(&pool, None, Some("op-secret"));
+    let channel = format!(r#"{{"url":"http://{addr}/hook","format":"generic","secret":"{SECRET}"}}"#);
+    let (s, _) = call(&r, put_json("/api/channels/ops", &channel, true)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let post = |path: &str, body: &str| {
+        Request::post(path)
+            .header(header::AUTHORIZATION, "Bearer op-secret")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    };
+    let (s, outcome) = call(&r, post("/api/channels/ops/test", "")).await;
+    assert_eq!(
+        (s, outcome["delivered"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{outcome}"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+    assert_eq!(seen.lock().expect("lock")[0]["alert"]["deviceId"], "tributary-test");
+    let unreachable = r#"{"url":"http://127.0.0.1:9/hook","format":"slack"}"#;
+    let (s, _) = call(&r, put_json("/api/channels/gone", unreachable, true)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, outcome) = call(&r, post("/api/channels/gone/test", "")).await;
+    assert_eq!(
+        (s, outcome["delivered"].as_bool(), outcome["status"].is_null()),
+        (StatusCode::OK, Some(false), true),
+        "{outcome}"
+    );
+    assert!(outcome["error"].as_str().is_some_and(|e| !e.is_empty()), "{outcome}");
+    assert_eq!(
+        call(&r, post("/api/channels/nope/test", "")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let store = tributary_shared::notify::postgres::PgChannels::new(pool.clone());
+    let now = chrono::Utc::now();
+    let alert = Alert {
+        id: "a1".into(),
+        device_id: "freezer-7".into(),
+        metric: "temperature".into(),
+        model: "threshold".into(),
+        score: 1.0,
+        value: -4.5,
+        reason: "too warm".into(),
+        severity: tributary_shared::rules::Severity::Critical,
+        state: AlertState::Opened,
+        opened_at: now,
+        updated_at: now,
+    };
+    let letter = |key: &str, alert: Option<Alert>| DeadLetter {
+        channel_id: "ops".into(),
+        key: key.into(),
+        alert_id: "a1".into(),
+        device_id: "freezer-7".into(),
+        severity: tributary_shared::rules::Severity::Critical,
+        state: "opened".into(),
+        attempts: 9,
+        status: Some(503),
+        error: "503: maintenance".into(),
+        body: "{}".into(),
+        failed_at: now,
+        group: alert.as_ref().map(|_| "freezers".to_owned()),
+        alert,
+    };
+    store
+        .dead_letter(&letter("old.opened.1", None))
+        .await
+        .expect("old letter");
+    let key = tributary_shared::notify::idempotency_key(&alert);
+    store.dead_letter(&letter(&key, Some(alert))).await.expect("letter");
+    let (_, letters) = get_op(&r, "/api/channels/ops/dead-letters").await;
+    let resendable: Vec<bool> = letters["deadLetters"]
+        .as_array()
+        .expect("letters")
+        .iter()
+        .map(|l| l["resendable"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(resendable.iter().filter(|r| **r).count(), 1, "{letters}");
+    for bad in [
+        r#"{"keys":[]}"#,
+        r#"{"keys":["a\u0000b"]}"#,
+        r#"{"keys":"a1"}"#,
+        r#"{"all":true}"#,
+    ] {
+        let (s, b) = call(&r, post("/api/channels/ops/dead-letters/resend", bad)).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_body")),
+            "{bad}"
+        );
+    }
+    let (s, done) = call(&r, post("/api/channels/ops/dead-letters/resend", "")).await;
+    assert_eq!(
+        (s, done),
+        (StatusCode::OK, serde_json::json!({"resent": 1, "notResendable": 1}))
+    );
+    let (_, listed) = get_op(&r, "/api/channels").await;
+    assert_eq!(
+        (
+            listed["backlog"][0]["channelId"].as_str(),
+            listed["backlog"][0]["queued"].as_u64()
+        ),
+        (Some("ops"), Some(1)),
+        "{listed}"
+    );
+    let (s, _) = call(&r, post("/api/channels/nope/dead-letters/resend", "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let viewer = Request::post("/api/channels/ops/dead-letters/resend")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(call(&r, viewer).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -585,3 +585,130 @@ async fn alert_rules_page_in_chromium(pool: PgPool) {
         "edited in place"
     );
 }
+
+/// The notification channels page in Chromium: a reader is told it is for
+/// operators; the operator sees a channel's waiting delivery, tests the
+/// channel (a local receiver accepts the signed test), sends its dead
+/// letter again, adds a Slack channel, and a PagerDuty channel without a
+/// routing key is refused naming the field. The database is checked after.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn notification_channels_page_in_chromium(pool: PgPool) {
+    use std::sync::{Arc, Mutex};
+    use tributary_shared::notify::postgres::PgChannels;
+    use tributary_shared::notify::queue::{DeliveryQueue, Queued};
+    use tributary_shared::notify::store::{ChannelStore, DeadLetter};
+    use tributary_shared::notify::{ChannelSpec, Format};
+    use tributary_shared::rules::Severity;
+    const SECRET: &str = "browser-channel-secret-0123";
+
+    let tests: Arc<Mutex<usize>> = Arc::default();
+    let receiver = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(tests): axum::extract::State<Arc<Mutex<usize>>>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let signed = headers
+                        .get(tributary_shared::notify::sign::HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if tributary_shared::notify::sign::verify(SECRET, signed, &body, Utc::now().timestamp(), 300)
+                        .is_err()
+                    {
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    *tests.lock().expect("lock") += 1;
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(tests.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let channels = PgChannels::new(pool.clone());
+    let spec = ChannelSpec {
+        url: format!("http://{addr}/hook"),
+        format: Format::Generic,
+        secret: Some(SECRET.into()),
+        groups: vec![],
+        min_severity: Severity::Warning,
+        enabled: true,
+    };
+    channels.put("ops", &spec, Utc::now()).await.expect("channel");
+    let alert = |id: &str| Alert {
+        id: id.into(),
+        device_id: "freezer-7".into(),
+        metric: "temperature".into(),
+        model: "threshold".into(),
+        score: 1.0,
+        value: -4.5,
+        reason: "too warm".into(),
+        severity: Severity::Critical,
+        state: AlertState::Opened,
+        opened_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    channels
+        .enqueue(&[Queued::new("ops", &alert("waiting"), "freezers")], Utc::now())
+        .await
+        .expect("queued");
+    let dead = alert("dead");
+    channels
+        .dead_letter(&DeadLetter {
+            channel_id: "ops".into(),
+            key: tributary_shared::notify::idempotency_key(&dead),
+            alert_id: dead.id.clone(),
+            device_id: dead.device_id.clone(),
+            severity: dead.severity,
+            state: "opened".into(),
+            attempts: 12,
+            status: Some(503),
+            error: "503: maintenance".into(),
+            body: String::new(),
+            failed_at: Utc::now(),
+            alert: Some(dead.clone()),
+            group: Some("freezers".into()),
+        })
+        .await
+        .expect("letter");
+
+    let (_redis, redis_url) = start_redis();
+    let (dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);
+    let transcript =
+        tokio::task::spawn_blocking(move || run_browser_script("channels.mjs", port, &["ui-operator-token"]))
+            .await
+            .expect("browser");
+    println!("{transcript}");
+    drop(dashboard);
+
+    assert_eq!(*tests.lock().expect("lock"), 1, "one signed test reached the receiver");
+    assert!(channels.dead_letters("ops", 10).await.expect("letters").0.is_empty());
+    let backlog = channels.backlog().await.expect("backlog");
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|b| (b.channel_id.as_str(), b.queued))
+            .collect::<Vec<_>>(),
+        [("ops", 2)],
+        "the letter waits behind the delivery that was waiting"
+    );
+    let slack = channels.get("team-slack").await.expect("get").expect("added");
+    assert_eq!(
+        (
+            slack.spec.format,
+            slack.spec.groups.clone(),
+            slack.spec.min_severity,
+            slack.spec.secret.clone()
+        ),
+        (
+            Format::Slack,
+            vec!["freezers".to_owned(), "trucks".to_owned()],
+            Severity::Critical,
+            None
+        )
+    );
+    assert_eq!(channels.get("pager").await.expect("get"), None, "refused");
+}
