@@ -310,20 +310,10 @@ fn table(devices: &[RegisteredDevice]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "GROUP", "STATE", "KEY", "ENROLLED BY", "LAST SEEN", "NAME"].map(str::to_owned);
-    let mut width = [0usize; 7];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row.iter().zip(width).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::render(
+        ["ID", "GROUP", "STATE", "KEY", "ENROLLED BY", "LAST SEEN", "NAME"],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!
 //! - `token.rs`: mint a device token (and show the key to provision);
 //! - `device.rs`: the device registry (add, import, list, disable, rotate a key);
+//! - `channel.rs`: alert notification channels (list, put, test, dead letters, resend);
+//! - `table.rs`: tables for people;
 //! - `simulate.rs`: simulated devices, also the load generator;
 //! - `dev/`: the whole pipeline in one process on embedded backends;
 //! - `verify.rs`: reconcile what devices were told with the archive and the aggregates;
@@ -15,10 +17,12 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod channel;
 mod dev;
 mod device;
 mod eval;
 mod simulate;
+mod table;
 mod token;
 mod verify;
 
@@ -39,6 +43,8 @@ enum Command {
     Token(token::Args),
     /// The device registry: add, import, list, show, disable, enable, rotate-key.
     Device(device::Args),
+    /// Alert notification channels: list, put, delete, test, dead-letters, resend.
+    Channel(channel::Args),
     /// Simulated devices sending to an ingest URL (also the load generator).
     Simulate(simulate::Args),
     /// Run the whole pipeline in one process: embedded stores, simulated devices, dashboard on localhost.
@@ -65,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Token(a) => token::run(a),
         Command::Device(a) => device::run(a).await,
+        Command::Channel(a) => channel::run(a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Simulate(a) => {
             let _telemetry = tributary_shared::telemetry::init(
