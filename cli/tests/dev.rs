@@ -515,6 +515,46 @@ async fn a_device_disabled_in_the_registry_is_refused_by_the_running_instance() 
         );
         dev.drain_lines(Duration::from_millis(500));
     }
+
+    // The operator acknowledges it on the dashboard: the channel is told.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert_id = loop {
+        let listed: serde_json::Value = client
+            .get(format!("{}/api/alerts?device=pump-9", dev.dashboard))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .expect("dashboard answers")
+            .json()
+            .await
+            .expect("json");
+        if let Some(id) = listed["alerts"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "pump-9's alert is not listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let acked = client
+        .post(format!("{}/api/alerts/{alert_id}/ack", dev.dashboard))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .expect("dashboard answers");
+    assert_eq!(acked.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dev
+        .seen
+        .iter()
+        .any(|l| l.contains("notified: [CRITICAL] pump-9") && l.contains("(acknowledged): acknowledged by operator"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledgement was not notified:\n{}",
+            dev.seen.join("\n")
+        );
+        dev.drain_lines(Duration::from_millis(500));
+    }
     dev.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,6 +79,22 @@ pub enum AlertState {
     Updated,
     /// The score stayed low long enough: the incident is over.
     Resolved,
+    /// An operator acknowledged the incident on the dashboard. Never on the
+    /// alerts topic: the dashboard queues this record for the notification
+    /// channels only (PagerDuty's `acknowledge`).
+    Acknowledged,
+}
+
+impl AlertState {
+    /// The name a record carries (`opened`, `updated`, `resolved`, `acknowledged`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Updated => "updated",
+            Self::Resolved => "resolved",
+            Self::Acknowledged => "acknowledged",
+        }
+    }
 }
 
 /// One state change of an incident. All records of an incident share `id`,

@@ -558,6 +558,7 @@ async fn transition(
         TransitionOutcome::Conflict(state) => return Err(ApiError::Conflict(format!("alert '{id}' is {state}"))),
     };
     tracing::info!(alert = %id, state = %alert.state, "alert changed by an operator");
+    crate::channels::queue_operator_change(st, &alert, action, &who).await;
     let change = json!({"kind": "alert", "alerts": [id]}).to_string();
     // Through the cache, so every dashboard instance hears of it; locally if the cache is down.
     let published = match &st.cache {

@@ -22,9 +22,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tributary_shared::notify::backoff::Backoff;
 use tributary_shared::notify::deliver::{Deliverer, TestOutcome};
-use tributary_shared::notify::queue::{Backlog, MAX_RESEND, Resent};
+use tributary_shared::notify::queue::{Backlog, MAX_RESEND, Queued, Resent};
 use tributary_shared::notify::store::{ChannelStore, DeadLetter, MAX_CHANNELS, MAX_DEAD_LETTERS};
 use tributary_shared::notify::{Channel, ChannelSpec, MAX_CHANNEL_ID_LEN};
+use tributary_shared::records::{Alert, AlertState};
+use tributary_shared::registry::DEFAULT_GROUP;
+use tributary_shared::results::{StoredAlert, Transition};
 use tributary_shared::rules::Written;
 
 use crate::error::ApiError;
@@ -215,4 +218,70 @@ pub async fn test(
     let outcome = deliverer.send_test(&channel, &who, Utc::now()).await;
     tracing::info!(channel = %id, delivered = outcome.delivered, status = outcome.status, operator = %who, "test notification sent by an operator");
     Ok(Json(outcome))
+}
+
+/// After an operator acknowledged or resolved `alert`: queue the record of
+/// that change for every channel that takes the alert (PagerDuty
+/// acknowledges or resolves its incident; the others get a message), for
+/// process's dispatcher to deliver. The change is already committed, so a
+/// failure here is logged (`error`), not answered: the operator's action
+/// stands. Returns how many deliveries were queued.
+pub(crate) async fn queue_operator_change(st: &Dashboard, alert: &StoredAlert, action: Transition, who: &str) -> u64 {
+    let Some(channels) = st.channels.as_deref() else {
+        return 0;
+    };
+    let now = Utc::now();
+    let (state, at, verb) = match action {
+        Transition::Acknowledge => (
+            AlertState::Acknowledged,
+            alert.acknowledged_at.unwrap_or(now),
+            "acknowledged",
+        ),
+        Transition::Resolve => (AlertState::Resolved, alert.resolved_at.unwrap_or(now), "resolved"),
+    };
+    let record = Alert {
+        id: alert.id.clone(),
+        device_id: alert.device_id.clone(),
+        metric: alert.metric.clone(),
+        model: alert.model.clone(),
+        score: alert.score,
+        value: alert.value,
+        reason: format!("{verb} by {who} on the dashboard ({})", alert.reason),
+        severity: alert.severity,
+        state,
+        opened_at: alert.opened_at,
+        updated_at: at,
+    };
+    let queued = async {
+        let group = match &st.registry {
+            Some(registry) => registry
+                .get(&alert.device_id)
+                .await?
+                .map_or_else(|| DEFAULT_GROUP.to_owned(), |d| d.group),
+            None => DEFAULT_GROUP.to_owned(),
+        };
+        let items: Vec<Queued> = channels
+            .list()
+            .await?
+            .iter()
+            .filter(|c| c.wants(&record, &group))
+            .map(|c| Queued::new(&c.id, &record, &group))
+            .collect();
+        if items.is_empty() {
+            return Ok(0);
+        }
+        Ok::<_, ApiError>(channels.enqueue(&items, now).await?)
+    };
+    match queued.await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(alert = %alert.id, state = state.as_str(), deliveries = n, "operator's change queued for the notification channels");
+            }
+            n
+        }
+        Err(e) => {
+            tracing::error!(alert = %alert.id, state = state.as_str(), error = %tributary_shared::telemetry::ErrorChain(&e), "queuing the operator's change for the notification channels failed; the change stands, the channels are not told");
+            0
+        }
+    }
 }

@@ -1422,3 +1422,82 @@ async fn channels_are_tested_and_dead_letters_sent_again_through_the_api(pool: P
         .expect("request");
     assert_eq!(call(&r, viewer).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// An operator acknowledging or resolving an alert on the dashboard queues
+/// that change for the channels that take the alert (PagerDuty then
+/// acknowledges or resolves its incident), in order; a channel whose least
+/// severity is above the alert's gets nothing.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn operators_acknowledging_and_resolving_queue_the_change_for_the_channels(pool: PgPool) {
+    use tributary_shared::notify::queue::DeliveryQueue;
+    use tributary_shared::notify::store::ChannelStore;
+    use tributary_shared::records::AlertState;
+    seed(&pool).await;
+    let (r, _) = router(&pool, None, Some("op-secret"));
+    for (id, body) in [
+        (
+            "pager",
+            r#"{"url":"https://events.pagerduty.example/v2/enqueue","format":"pagerduty","secret":"routing-key-0123456789"}"#,
+        ),
+        (
+            "crit-only",
+            r#"{"url":"https://hooks.example.com/crit","format":"slack","minSeverity":"critical"}"#,
+        ),
+    ] {
+        let (s, b) = call(&r, put_json(&format!("/api/channels/{id}"), body, true)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let post = |uri: &str| {
+        Request::post(uri)
+            .header(header::AUTHORIZATION, "Bearer op-secret")
+            .body(Body::empty())
+            .expect("request")
+    };
+    assert_eq!(call(&r, post("/api/alerts/al-1/ack")).await.0, StatusCode::OK);
+    assert_eq!(call(&r, post("/api/alerts/al-1/resolve")).await.0, StatusCode::OK);
+
+    let store = tributary_shared::notify::postgres::PgChannels::new(pool.clone());
+    let backlog = store.backlog().await.expect("backlog");
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|b| (b.channel_id.as_str(), b.queued))
+            .collect::<Vec<_>>(),
+        [("pager", 2)],
+        "the critical-only channel does not take a warning"
+    );
+    let first = store.head("pager").await.expect("head").expect("queued");
+    assert_eq!(
+        (
+            first.queued.alert.id.as_str(),
+            first.queued.alert.state,
+            first.queued.group.as_str()
+        ),
+        ("al-1", AlertState::Acknowledged, "default")
+    );
+    assert!(
+        first
+            .queued
+            .alert
+            .reason
+            .starts_with("acknowledged by operator on the dashboard"),
+        "{}",
+        first.queued.alert.reason
+    );
+    let body = tributary_shared::notify::format::body(
+        &store.get("pager").await.expect("get").expect("pager"),
+        &first.queued.alert,
+        &first.queued.group,
+    );
+    assert_eq!(
+        (body["event_action"].as_str(), body["dedup_key"].as_str()),
+        (Some("acknowledge"), Some("al-1"))
+    );
+    store.delivered(first.seq, chrono::Utc::now()).await.expect("delivered");
+    let second = store.head("pager").await.expect("head").expect("queued");
+    assert_eq!(
+        second.queued.alert.state,
+        AlertState::Resolved,
+        "in the order they were made"
+    );
+}

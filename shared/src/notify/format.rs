@@ -3,7 +3,8 @@
 //! - Slack incoming webhook: `text` (the fallback) and `blocks`;
 //! - Microsoft Teams workflow webhook ("When a Teams webhook request is
 //!   received"): a `message` with one Adaptive Card attachment;
-//! - PagerDuty Events API v2: `trigger` for an opened or updated incident and
+//! - PagerDuty Events API v2: `trigger` for an opened or updated incident,
+//!   `acknowledge` when an operator acknowledged it on the dashboard and
 //!   `resolve` for a resolved one, `dedup_key` = the alert id, so PagerDuty
 //!   folds every record of an incident into one incident.
 //!
@@ -24,6 +25,7 @@ fn state_word(state: AlertState) -> &'static str {
         AlertState::Opened => "opened",
         AlertState::Updated => "still open",
         AlertState::Resolved => "resolved",
+        AlertState::Acknowledged => "acknowledged",
     }
 }
 
@@ -117,10 +119,10 @@ fn teams(alert: &Alert, group: &str) -> Value {
 }
 
 fn pagerduty(routing_key: &str, alert: &Alert, group: &str) -> Value {
-    let action = if alert.state == AlertState::Resolved {
-        "resolve"
-    } else {
-        "trigger"
+    let action = match alert.state {
+        AlertState::Resolved => "resolve",
+        AlertState::Acknowledged => "acknowledge",
+        AlertState::Opened | AlertState::Updated => "trigger",
     };
     let summary: String = headline(alert).chars().take(PAGERDUTY_SUMMARY_MAX).collect();
     json!({
@@ -198,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn pagerduty_triggers_and_resolves_one_incident_per_alert() {
+    fn pagerduty_triggers_acknowledges_and_resolves_one_incident_per_alert() {
         let c = channel(Format::PagerDuty);
         let opened = body(&c, &alert(AlertState::Opened, Severity::Warning), "freezers");
         assert_eq!(
@@ -220,6 +222,12 @@ mod tests {
         assert_eq!(
             (resolved["event_action"].as_str(), resolved["dedup_key"].as_str()),
             (Some("resolve"), Some("4f1c2a"))
+        );
+        let acked = body(&c, &alert(AlertState::Acknowledged, Severity::Warning), "freezers");
+        assert_eq!(
+            (acked["event_action"].as_str(), acked["dedup_key"].as_str()),
+            (Some("acknowledge"), Some("4f1c2a")),
+            "an operator's acknowledgement acknowledges the incident"
         );
         let mut long = alert(AlertState::Opened, Severity::Info);
         long.reason = "é".repeat(3000);

@@ -267,12 +267,12 @@ pub fn test_alert_resolved(alert: &Alert) -> Alert {
 /// The idempotency key of one alert record: the same for every delivery of
 /// it (to any channel), different for each state change of the incident.
 pub fn idempotency_key(alert: &Alert) -> String {
-    let state = match alert.state {
-        AlertState::Opened => "opened",
-        AlertState::Updated => "updated",
-        AlertState::Resolved => "resolved",
-    };
-    format!("{}.{state}.{}", alert.id, alert.updated_at.timestamp_millis())
+    format!(
+        "{}.{}.{}",
+        alert.id,
+        alert.state.as_str(),
+        alert.updated_at.timestamp_millis()
+    )
 }
 
 #[cfg(test)]

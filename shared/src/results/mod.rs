@@ -463,6 +463,7 @@ pub(crate) fn state_str(s: AlertState) -> &'static str {
     match s {
         AlertState::Opened | AlertState::Updated => "open",
         AlertState::Resolved => "resolved",
+        AlertState::Acknowledged => "acknowledged",
     }
 }
 

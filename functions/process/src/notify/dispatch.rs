@@ -31,7 +31,6 @@ use tributary_shared::notify::deliver::{Deliverer, Failure};
 use tributary_shared::notify::queue::{KEEP_DONE, Pending, Retry};
 use tributary_shared::notify::store::{ChannelError, ChannelStore, DeadLetter};
 use tributary_shared::notify::{Channel, Format, format};
-use tributary_shared::records::AlertState;
 use tributary_shared::service::Shutdown;
 use tributary_shared::telemetry::ErrorChain;
 
@@ -234,12 +233,7 @@ impl Dispatcher {
             alert_id: q.alert.id.clone(),
             device_id: q.alert.device_id.clone(),
             severity: q.alert.severity,
-            state: match q.alert.state {
-                AlertState::Opened => "opened",
-                AlertState::Updated => "updated",
-                AlertState::Resolved => "resolved",
-            }
-            .into(),
+            state: q.alert.state.as_str().into(),
             attempts,
             status,
             error,
