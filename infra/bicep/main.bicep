@@ -66,6 +66,9 @@ param dashboardEntraClientId string = ''
 @description('The Entra app role of that registration whose holders may acknowledge and resolve alerts.')
 param dashboardOperatorRole string = 'Tributary.Operator'
 
+@description('The Entra app role of that registration whose holders may read the dashboard (operators read too); empty: every signed-in user of the tenant may.')
+param dashboardViewerRole string = 'Tributary.Viewer'
+
 @description('App Service plan SKU of the dashboard (Linux; P0v3 and up have virtual network integration).')
 param appServiceSku string = 'P0v3'
 
@@ -255,6 +258,7 @@ module dashboardApp 'modules/appservice.bicep' = if (!empty(dashboardEntraClient
     cosmosEndpoint: cosmos.outputs.endpoint
     entraClientId: dashboardEntraClientId
     operatorRole: dashboardOperatorRole
+    viewerRole: dashboardViewerRole
   }
   // Its Key Vault references resolve at start: the secrets and the grants first.
   dependsOn: [secrets]

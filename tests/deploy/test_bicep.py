@@ -693,6 +693,7 @@ def test_the_dashboard_web_app_requires_sign_in_and_reads_only_its_own_secrets()
     assert cfg["ftpsState"] == "Disabled" and cfg["minTlsVersion"] == "1.2"
     settings = {s["name"]: s["value"] for s in cfg["appSettings"]}
     assert settings["TRIBUTARY_AUTH"] == "app-service" and settings["TRIBUTARY_OPERATOR_ROLE"] == "operatorRole"
+    assert settings["TRIBUTARY_VIEWER_ROLE"] == "viewerRole", "reading needs an app role, not just a tenant account"
     assert "TRIBUTARY_OPERATOR_TOKEN" not in settings, "operators are an app role here, not a shared token"
     assert int(settings["TRIBUTARY_SSE_KEEPALIVE_SECS"]) < 230, "under App Service's idle timeout"
     assert settings["PORT"] == settings["WEBSITES_PORT"] == "8081"

@@ -12,9 +12,11 @@
 //!   header a client sent, and sets them for the signed-in user; the
 //!   dashboard trusts them only in this mode, which must be configured only
 //!   where App Service is in front. A request without a principal is refused
-//!   (401): it did not come through App Service's sign-in. Operators are the
-//!   users with the Entra app role [`AuthMode::AppService::operator_role`]
-//!   (a `roles` claim), and alerts they change are marked with their name.
+//!   (401): it did not come through App Service's sign-in. With a viewer
+//!   role, reading needs it (or the operator role): a user of the tenant
+//!   without either is refused (403). Operators are the users with the Entra
+//!   app role [`AuthMode::AppService::operator_role`] (a `roles` claim), and
+//!   alerts they change are marked with their name.
 
 use axum::http::HeaderMap;
 use axum::http::header;
@@ -44,6 +46,9 @@ pub enum AuthMode {
     AppService {
         /// The Entra app role whose holders may acknowledge and resolve alerts.
         operator_role: String,
+        /// The Entra app role whose holders may read (`None`: every
+        /// signed-in user of the tenant may).
+        viewer_role: Option<String>,
     },
 }
 
@@ -109,7 +114,10 @@ impl AuthMode {
                     None => Err(ApiError::SignInRequired),
                 }
             }
-            Self::AppService { operator_role } => {
+            Self::AppService {
+                operator_role,
+                viewer_role,
+            } => {
                 let raw = headers
                     .get(PRINCIPAL_HEADER)
                     .and_then(|v| v.to_str().ok())
@@ -119,10 +127,18 @@ impl AuthMode {
                     .map_err(|_| ApiError::SignInRequired)?;
                 let p: ClientPrincipal = serde_json::from_slice(&json).map_err(|_| ApiError::SignInRequired)?;
                 let role_typ = p.role_typ.as_deref();
-                let operator = p.claims.iter().any(|c| {
-                    (ROLE_CLAIMS.contains(&c.typ.as_str()) || Some(c.typ.as_str()) == role_typ)
-                        && c.val == *operator_role
-                });
+                let has_role = |role: &str| {
+                    p.claims.iter().any(|c| {
+                        (ROLE_CLAIMS.contains(&c.typ.as_str()) || Some(c.typ.as_str()) == role_typ) && c.val == role
+                    })
+                };
+                let operator = has_role(operator_role);
+                if let Some(viewer) = viewer_role
+                    && !operator
+                    && !has_role(viewer)
+                {
+                    return Err(ApiError::NotViewer(viewer.clone()));
+                }
                 let name_typ = p.name_typ.as_deref();
                 let name = headers
                     .get(PRINCIPAL_NAME_HEADER)
@@ -181,7 +197,7 @@ impl AuthMode {
                 } => Ok(name),
                 _ => Err(ApiError::Unauthorized),
             },
-            Self::AppService { operator_role } => match self.principal(headers)? {
+            Self::AppService { operator_role, .. } => match self.principal(headers)? {
                 Principal {
                     operator: true,
                     name: Some(name),
@@ -236,7 +252,37 @@ mod tests {
     fn app_service() -> AuthMode {
         AuthMode::AppService {
             operator_role: "Tributary.Operator".into(),
+            viewer_role: None,
         }
+    }
+
+    #[test]
+    fn app_service_with_a_viewer_role_lets_only_viewers_and_operators_read() {
+        let mode = AuthMode::AppService {
+            operator_role: "Tributary.Operator".into(),
+            viewer_role: Some("Tributary.Viewer".into()),
+        };
+        let viewer = principal_headers(&[("name", "Vi"), ("roles", "Tributary.Viewer")], Some("vi"));
+        assert_eq!(
+            mode.principal(&viewer).ok(),
+            Some(Principal {
+                name: Some("vi".into()),
+                operator: false
+            })
+        );
+        assert!(matches!(mode.operator(&viewer), Err(ApiError::NotOperator(_))));
+        let operator = principal_headers(&[("name", "Op"), ("roles", "Tributary.Operator")], Some("op"));
+        assert_eq!(
+            mode.operator(&operator).ok().as_deref(),
+            Some("op"),
+            "an operator reads too"
+        );
+        let stranger = principal_headers(&[("name", "Sam"), ("roles", "Tributary.Reader")], Some("sam"));
+        assert!(
+            matches!(mode.principal(&stranger), Err(ApiError::NotViewer(r)) if r == "Tributary.Viewer"),
+            "a signed-in user of the tenant without the role reads nothing"
+        );
+        assert!(matches!(mode.operator(&stranger), Err(ApiError::NotViewer(_))));
     }
 
     #[test]

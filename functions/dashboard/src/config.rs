@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_OPERATOR_ROLE", default_value_t = Config::default().operator_role)]
     pub operator_role: String,
 
+    /// With `app-service`: the Entra app role whose holders may read (the
+    /// operator role reads too); unset or empty: every signed-in user of
+    /// the tenant may read.
+    #[arg(long, env = "TRIBUTARY_VIEWER_ROLE")]
+    pub viewer_role: Option<String>,
+
     /// Seconds between keep-alive comments on the live event stream: below
     /// every idle timeout in front (App Service's front end closes a
     /// response that sends nothing for 230 s).
@@ -105,6 +111,7 @@ impl Default for Config {
             public_read: true,
             users: AuthKind::Token,
             operator_role: "Tributary.Operator".into(),
+            viewer_role: None,
             sse_keepalive_secs: 15,
             offline_after_secs: 300,
             log: LogArgs::default(),
@@ -136,6 +143,7 @@ impl Config {
             }
             AuthKind::AppService => crate::auth::AuthMode::AppService {
                 operator_role: self.operator_role.clone(),
+                viewer_role: empty_is_none(&self.viewer_role),
             },
         })
     }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A sign-in with a token that is neither the viewer's nor the operator's.
     #[error("that token is neither the viewer token nor the operator token")]
     WrongToken,
+    /// Signed in, but without the viewer role (nor the operator's).
+    #[error("reading the dashboard needs the app role '{0}'")]
+    NotViewer(String),
     /// Signed in, but without the operator role.
     #[error("changing alerts or devices needs the app role '{0}'")]
     NotOperator(String),
@@ -94,6 +97,7 @@ impl ApiError {
             Self::SignInRequired => (StatusCode::UNAUTHORIZED, "sign_in_required"),
             Self::WrongToken => (StatusCode::UNAUTHORIZED, "wrong_token"),
             Self::NotOperator(_) => (StatusCode::FORBIDDEN, "not_operator"),
+            Self::NotViewer(_) => (StatusCode::FORBIDDEN, "not_viewer"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
             Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),

@@ -137,8 +137,12 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
                 tracing::warn!("public reads: anyone who reaches the dashboard reads it (no viewer token)");
             }
         }
-        auth::AuthMode::AppService { operator_role } => tracing::info!(
+        auth::AuthMode::AppService {
+            operator_role,
+            viewer_role,
+        } => tracing::info!(
             operator_role = %operator_role,
+            viewer_role = viewer_role.as_deref().unwrap_or("(any signed-in user)"),
             "behind App Service authentication: every request needs a signed-in principal"
         ),
     }

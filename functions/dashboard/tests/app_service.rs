@@ -49,6 +49,11 @@ async fn seed(pool: &PgPool) {
 
 /// The dashboard on a port of its own, as App Service runs the container.
 async fn dashboard(pool: &PgPool, keepalive: Duration) -> String {
+    dashboard_with(pool, keepalive, None).await
+}
+
+/// The same, reading only for the holders of `viewer_role` (and operators).
+async fn dashboard_with(pool: &PgPool, keepalive: Duration, viewer_role: Option<&str>) -> String {
     let state = Arc::new(Dashboard {
         store: Arc::new(PgStore::new(pool.clone())),
         cache: None,
@@ -59,6 +64,7 @@ async fn dashboard(pool: &PgPool, keepalive: Duration) -> String {
         live: Live::new(),
         auth: AuthMode::AppService {
             operator_role: "Tributary.Operator".into(),
+            viewer_role: viewer_role.map(str::to_owned),
         },
         sse_keepalive: keepalive,
         offline_after_secs: 300,
@@ -172,6 +178,7 @@ async fn front(upstream: String) -> String {
         sessions: HashMap::from([
             ("ada-session", ("ada@example.com", vec!["Tributary.Operator"])),
             ("bob-session", ("bob@example.com", vec![])),
+            ("vi-session", ("vi@example.com", vec!["Tributary.Viewer"])),
         ]),
     });
     serve(axum::Router::new().fallback(front_end).with_state(fe)).await
@@ -331,4 +338,41 @@ async fn live_updates_outlast_the_front_ends_idle_timeout(pool: PgPool) {
         cut.as_ref().is_err_and(|e| e.starts_with("the stream ended")),
         "{cut:?}"
     );
+}
+
+/// With a viewer role, a signed-in user of the tenant without it (nor the
+/// operator role) reads nothing, not even the page: 403 `not_viewer`
+/// naming the role; a viewer reads and cannot act; an operator does both.
+#[sqlx::test(migrations = "../../shared/migrations")]
+async fn with_a_viewer_role_only_viewers_and_operators_read(pool: PgPool) {
+    seed(&pool).await;
+    let fe = front(dashboard_with(&pool, Duration::from_secs(15), Some("Tributary.Viewer")).await).await;
+    let c = client();
+    let as_user =
+        |req: reqwest::RequestBuilder, session: &str| req.header("cookie", format!("AppServiceAuthSession={session}"));
+    for path in ["/", "/api/fleet", "/api/alerts", "/api/me"] {
+        let (s, body) = send(as_user(c.get(format!("{fe}{path}")), "bob-session")).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("not_viewer")),
+            "{path}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Tributary.Viewer")),
+            "{body}"
+        );
+    }
+    let (s, alerts) = send(as_user(c.get(format!("{fe}/api/alerts")), "vi-session")).await;
+    assert_eq!((s, alerts["alerts"][0]["id"].as_str()), (StatusCode::OK, Some("al-1")));
+    let (s, body) = send(as_user(c.post(format!("{fe}/api/alerts/al-1/ack")), "vi-session")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_operator"))
+    );
+    let (s, _) = send(as_user(c.get(format!("{fe}/api/fleet")), "ada-session")).await;
+    assert_eq!(s, StatusCode::OK, "an operator reads");
+    let (s, alert) = send(as_user(c.post(format!("{fe}/api/alerts/al-1/ack")), "ada-session")).await;
+    assert_eq!((s, alert["state"].as_str()), (StatusCode::OK, Some("acknowledged")));
 }

@@ -44,6 +44,9 @@ param entraClientId string
 @description('The app role whose holders may acknowledge and resolve alerts.')
 param operatorRole string
 
+@description('The app role whose holders may read the dashboard (operators read too); empty: every signed-in user of the tenant.')
+param viewerRole string
+
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: split(acrLoginServer, '.')[0]
 }
@@ -106,6 +109,8 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         // operators are the holders of the app role.
         { name: 'TRIBUTARY_AUTH', value: 'app-service' }
         { name: 'TRIBUTARY_OPERATOR_ROLE', value: operatorRole }
+        // Reading needs this role too: a user of the tenant without it sees nothing.
+        { name: 'TRIBUTARY_VIEWER_ROLE', value: viewerRole }
         // Under the front end's 230 s idle timeout, so live updates stay open.
         { name: 'TRIBUTARY_SSE_KEEPALIVE_SECS', value: '15' }
         { name: 'TRIBUTARY_LOG_FORMAT', value: 'json' }
