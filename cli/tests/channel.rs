@@ -16,9 +16,8 @@ use serde_json::Value;
 use tributary_shared::notify::queue::DeliveryQueue;
 use tributary_shared::notify::sign::{HEADER, REPLAY_WINDOW_SECS, verify};
 use tributary_shared::notify::sqlite::SqliteChannels;
-use tributary_shared::notify::store::{ChannelStore, DeadLetter};
-use tributary_shared::records::{Alert, AlertState};
-use tributary_shared::rules::Severity;
+use tributary_shared::notify::store::ChannelStore;
+use tributary_shared::records::AlertState;
 
 const TRIBUTARY: &str = env!("CARGO_BIN_EXE_tributary");
 const SECRET: &str = "channel-cli-secret-0123456789";
@@ -140,38 +139,10 @@ async fn operators_manage_test_and_resend_channels_from_the_command_line() {
 
     // Dead letters: listed, then sent again to the end of the queue.
     let store = SqliteChannels::open(&db).await.expect("store");
-    // Alert records carry milliseconds.
-    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
-    let alert = Alert {
-        id: "a1".into(),
-        device_id: "freezer-7".into(),
-        metric: "temperature".into(),
-        model: "threshold".into(),
-        score: 1.0,
-        value: -4.5,
-        reason: "too warm".into(),
-        severity: Severity::Critical,
-        state: AlertState::Opened,
-        opened_at: now,
-        updated_at: now,
-    };
+    let alert = tributary_testkit::notify::alert("a1", AlertState::Opened, 0);
     let key = tributary_shared::notify::idempotency_key(&alert);
     store
-        .dead_letter(&DeadLetter {
-            channel_id: "ops".into(),
-            key: key.clone(),
-            alert_id: alert.id.clone(),
-            device_id: alert.device_id.clone(),
-            severity: alert.severity,
-            state: "opened".into(),
-            attempts: 9,
-            status: Some(503),
-            error: "503: down".into(),
-            body: String::new(),
-            failed_at: now,
-            alert: Some(alert.clone()),
-            group: Some("freezers".into()),
-        })
+        .dead_letter(&tributary_testkit::notify::dead_letter("ops", &alert, "freezers", true))
         .await
         .expect("letter");
     let (ok, out, err) = run(args(&["dead-letters", "ops"])).await.expect("join");

@@ -119,6 +119,27 @@ pub async fn channels_and_dead_letters(store: &dyn ChannelStore) {
     );
 }
 
+/// A dead letter of `channel` for `alert`, of a device in `group`, given up
+/// on after 9 attempts answered 503; `resendable`: it holds its record (as
+/// the dispatcher writes them), or not (as letters from before the queue).
+pub fn dead_letter(channel: &str, alert: &Alert, group: &str, resendable: bool) -> DeadLetter {
+    DeadLetter {
+        channel_id: channel.into(),
+        key: idempotency_key(alert),
+        alert_id: alert.id.clone(),
+        device_id: alert.device_id.clone(),
+        severity: alert.severity,
+        state: alert.state.as_str().into(),
+        attempts: 9,
+        status: Some(503),
+        error: "503: maintenance".into(),
+        body: "{}".into(),
+        failed_at: now(),
+        alert: resendable.then(|| alert.clone()),
+        group: resendable.then(|| group.to_owned()),
+    }
+}
+
 /// A critical alert record `id` in `state`, updated `at_s` after [`now`].
 pub fn alert(id: &str, state: AlertState, at_s: i64) -> Alert {
     Alert {

@@ -1176,7 +1176,7 @@ async fn the_rules_api_reads_for_everyone_and_writes_for_operators(pool: PgPool)
 /// field; dead letters per channel, 404 for an unknown one.
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool) {
-    use tributary_shared::notify::store::{ChannelStore, DeadLetter};
+    use tributary_shared::notify::store::ChannelStore;
     let (r, _) = router(&pool, None, Some("op-secret"));
     let (s, body) = get(&r, "/api/channels").await;
     assert_eq!(
@@ -1232,22 +1232,9 @@ async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let store = tributary_shared::notify::postgres::PgChannels::new(pool.clone());
+    let a1 = tributary_testkit::notify::alert("a1", tributary_shared::records::AlertState::Opened, 0);
     store
-        .dead_letter(&DeadLetter {
-            channel_id: "ops".into(),
-            key: "a1.opened.1".into(),
-            alert_id: "a1".into(),
-            device_id: "freezer-7".into(),
-            severity: tributary_shared::rules::Severity::Critical,
-            state: "opened".into(),
-            attempts: 9,
-            status: Some(503),
-            error: "503: maintenance".into(),
-            body: "{}".into(),
-            failed_at: chrono::Utc::now(),
-            alert: None,
-            group: None,
-        })
+        .dead_letter(&tributary_testkit::notify::dead_letter("ops", &a1, "freezers", false))
         .await
         .expect("letter");
     let (s, letters) = get_op(&r, "/api/channels/ops/dead-letters").await;
@@ -1280,7 +1267,7 @@ async fn the_channels_api_is_for_operators_and_never_shows_a_secret(pool: PgPool
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn channels_are_tested_and_dead_letters_sent_again_through_the_api(pool: PgPool) {
     use tributary_shared::notify::store::{ChannelStore, DeadLetter};
-    use tributary_shared::records::{Alert, AlertState};
+    use tributary_shared::records::AlertState;
     const SECRET: &str = "channel-secret-0123456789";
     let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
     let receiver = axum::Router::new()
@@ -1345,41 +1332,17 @@ async fn channels_are_tested_and_dead_letters_sent_again_through_the_api(pool: P
     );
 
     let store = tributary_shared::notify::postgres::PgChannels::new(pool.clone());
-    let now = chrono::Utc::now();
-    let alert = Alert {
-        id: "a1".into(),
-        device_id: "freezer-7".into(),
-        metric: "temperature".into(),
-        model: "threshold".into(),
-        score: 1.0,
-        value: -4.5,
-        reason: "too warm".into(),
-        severity: tributary_shared::rules::Severity::Critical,
-        state: AlertState::Opened,
-        opened_at: now,
-        updated_at: now,
-    };
-    let letter = |key: &str, alert: Option<Alert>| DeadLetter {
-        channel_id: "ops".into(),
+    let alert = tributary_testkit::notify::alert("a1", AlertState::Opened, 0);
+    let letter = |key: &str, resendable: bool| DeadLetter {
         key: key.into(),
-        alert_id: "a1".into(),
-        device_id: "freezer-7".into(),
-        severity: tributary_shared::rules::Severity::Critical,
-        state: "opened".into(),
-        attempts: 9,
-        status: Some(503),
-        error: "503: maintenance".into(),
-        body: "{}".into(),
-        failed_at: now,
-        group: alert.as_ref().map(|_| "freezers".to_owned()),
-        alert,
+        ..tributary_testkit::notify::dead_letter("ops", &alert, "freezers", resendable)
     };
     store
-        .dead_letter(&letter("old.opened.1", None))
+        .dead_letter(&letter("old.opened.1", false))
         .await
         .expect("old letter");
     let key = tributary_shared::notify::idempotency_key(&alert);
-    store.dead_letter(&letter(&key, Some(alert))).await.expect("letter");
+    store.dead_letter(&letter(&key, true)).await.expect("letter");
     let (_, letters) = get_op(&r, "/api/channels/ops/dead-letters").await;
     let resendable: Vec<bool> = letters["deadLetters"]
         .as_array()

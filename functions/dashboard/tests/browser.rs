@@ -596,7 +596,7 @@ async fn notification_channels_page_in_chromium(pool: PgPool) {
     use std::sync::{Arc, Mutex};
     use tributary_shared::notify::postgres::PgChannels;
     use tributary_shared::notify::queue::{DeliveryQueue, Queued};
-    use tributary_shared::notify::store::{ChannelStore, DeadLetter};
+    use tributary_shared::notify::store::ChannelStore;
     use tributary_shared::notify::{ChannelSpec, Format};
     use tributary_shared::rules::Severity;
     const SECRET: &str = "browser-channel-secret-0123";
@@ -638,40 +638,18 @@ async fn notification_channels_page_in_chromium(pool: PgPool) {
         enabled: true,
     };
     channels.put("ops", &spec, Utc::now()).await.expect("channel");
-    let alert = |id: &str| Alert {
-        id: id.into(),
-        device_id: "freezer-7".into(),
-        metric: "temperature".into(),
-        model: "threshold".into(),
-        score: 1.0,
-        value: -4.5,
-        reason: "too warm".into(),
-        severity: Severity::Critical,
-        state: AlertState::Opened,
-        opened_at: Utc::now(),
-        updated_at: Utc::now(),
-    };
+    let alert = |id: &str| tributary_testkit::notify::alert(id, AlertState::Opened, 0);
     channels
         .enqueue(&[Queued::new("ops", &alert("waiting"), "freezers")], Utc::now())
         .await
         .expect("queued");
-    let dead = alert("dead");
     channels
-        .dead_letter(&DeadLetter {
-            channel_id: "ops".into(),
-            key: tributary_shared::notify::idempotency_key(&dead),
-            alert_id: dead.id.clone(),
-            device_id: dead.device_id.clone(),
-            severity: dead.severity,
-            state: "opened".into(),
-            attempts: 12,
-            status: Some(503),
-            error: "503: maintenance".into(),
-            body: String::new(),
-            failed_at: Utc::now(),
-            alert: Some(dead.clone()),
-            group: Some("freezers".into()),
-        })
+        .dead_letter(&tributary_testkit::notify::dead_letter(
+            "ops",
+            &alert("dead"),
+            "freezers",
+            true,
+        ))
         .await
         .expect("letter");
 

@@ -103,19 +103,9 @@ async fn start_receivers() -> (SocketAddr, Arc<Mutex<Receivers>>) {
 }
 
 fn alert(id: &str, state: AlertState, severity: Severity, at_s: i64) -> Alert {
-    let t = |s| Utc::now() - chrono::Duration::seconds(100 - s);
     Alert {
-        id: id.into(),
-        device_id: format!("dev-{id}"),
-        metric: "temperature".into(),
-        model: "threshold".into(),
-        score: 1.0,
-        value: -4.5,
-        reason: "rule 'freezer-warm' (temperature > -10) holds (value -4.5)".into(),
         severity,
-        state,
-        opened_at: t(0),
-        updated_at: t(at_s),
+        ..tributary_testkit::notify::alert(id, state, at_s)
     }
 }
 
