@@ -92,6 +92,12 @@ async fn fleet_list_pages_searches_filters_and_sorts(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "./migrations")]
+async fn fleet_list_by_registry_group(pool: PgPool) {
+    let registry = tributary_shared::registry::PgRegistry::new(pool.clone());
+    tributary_testkit::listing::fleet_list_by_registry_group(&PgStore::new(pool), &registry).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
 async fn sketched_rollups_give_the_quantiles_of_the_readings(pool: PgPool) {
     contract::sketched_rollups_give_the_quantiles_of_the_readings(&PgStore::new(pool)).await;
 }

@@ -93,6 +93,13 @@ async fn fleet_list_pages_searches_filters_and_sorts() {
 }
 
 #[tokio::test]
+async fn fleet_list_by_registry_group() {
+    let s = store("groups").await;
+    let registry = tributary_shared::registry::SqliteRegistry::new(s.pool().clone());
+    tributary_testkit::listing::fleet_list_by_registry_group(&s, &registry).await;
+}
+
+#[tokio::test]
 async fn sketched_rollups_give_the_quantiles_of_the_readings() {
     contract::sketched_rollups_give_the_quantiles_of_the_readings(&store("sketch-3").await).await;
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use tributary_shared::records::{Aggregate, AlertState};
+use tributary_shared::registry::{DeviceRegistry, NewDevice};
 use tributary_shared::results::{DevicePage, DeviceQuery, DeviceSort, DeviceStatus, ResultStore};
 
 use crate::results::{agg, alert, now, t};
@@ -158,4 +159,101 @@ pub async fn fleet_list_pages_searches_filters_and_sorts(s: &dyn ResultStore) {
         ids(&page(s, by(DeviceSort::FirstSeen, false)).await),
         ["dev-00", "dev-01", "dev-02"]
     );
+}
+
+fn grouped(group: &str, ids: impl IntoIterator<Item = String>) -> Vec<NewDevice> {
+    ids.into_iter()
+        .map(|id| NewDevice {
+            group: Some(group.into()),
+            ..NewDevice::new(id)
+        })
+        .collect()
+}
+
+/// The group filter and column follow the device registry at read time: a
+/// group's devices only (with search and status), a device moved to another
+/// group is listed there at once, a device first stored is in the default
+/// group (enrolled on first contact), and the groups list counts registered
+/// devices whether they sent or not.
+/// `registry` must be the registry in `s`'s database.
+pub async fn fleet_list_by_registry_group(s: &dyn ResultStore, registry: &dyn DeviceRegistry) {
+    seed(s).await;
+    let mut devices = grouped("trucks", (0..10).map(|i| format!("dev-{i:02}")));
+    devices.extend(grouped("freezers", (10..15).map(|i| format!("dev-{i:02}"))));
+    // Registered, never sent: counted in its group, not in the fleet list.
+    devices.extend(grouped("trucks", ["idle-1".to_owned()]));
+    registry.import(&devices, now()).await.expect("import");
+    let base = DeviceQuery {
+        limit: 100,
+        online_since: t(55),
+        ..DeviceQuery::default()
+    };
+    let of = |group: &str| DeviceQuery {
+        group: Some(group.into()),
+        ..base.clone()
+    };
+
+    let trucks = page(s, of("trucks")).await;
+    assert_eq!(trucks.total, 10, "{:?}", ids(&trucks));
+    assert_eq!(ids(&trucks).first(), Some(&"dev-09"), "newest first within the group");
+    assert!(trucks.devices.iter().all(|d| d.group.as_deref() == Some("trucks")));
+    let alerting = page(
+        s,
+        DeviceQuery {
+            status: DeviceStatus::Alerting,
+            sort: DeviceSort::DeviceId,
+            descending: false,
+            ..of("trucks")
+        },
+    )
+    .await;
+    assert_eq!(ids(&alerting), ["dev-03", "dev-07"], "group and status together");
+    assert_eq!(
+        ids(&page(
+            s,
+            DeviceQuery {
+                search: Some("1".into()),
+                ..of("freezers")
+            }
+        )
+        .await),
+        ["dev-14", "dev-13", "dev-12", "dev-11", "dev-10"],
+        "group and search together"
+    );
+    let none = page(s, of("nobody")).await;
+    assert!(
+        none.devices.is_empty() && none.total == 0,
+        "an unknown group lists nothing"
+    );
+
+    // The column on the unfiltered list.
+    let all = page(s, base.clone()).await;
+    assert_eq!(all.total, 32);
+    let group_of = |id: &str| {
+        all.devices
+            .iter()
+            .find(|d| d.device_id == id)
+            .map(|d| d.group.clone())
+            .expect("listed")
+    };
+    assert_eq!(group_of("dev-12").as_deref(), Some("freezers"));
+    assert_eq!(
+        group_of("dev-20").as_deref(),
+        Some("default"),
+        "enrolled on first contact"
+    );
+
+    // Online after t(55): devices 5 and up.
+    let groups = s.device_groups(t(55)).await.expect("groups");
+    let counts: Vec<(&str, i64, i64)> = groups.iter().map(|g| (g.name.as_str(), g.devices, g.online)).collect();
+    assert_eq!(counts, [("default", 17, 17), ("freezers", 5, 5), ("trucks", 11, 5)]);
+
+    // Moved in the registry: listed in its new group from the next read.
+    registry
+        .import(&grouped("freezers", ["dev-00".to_owned()]), now())
+        .await
+        .expect("move");
+    assert_eq!(page(s, of("trucks")).await.total, 9);
+    let freezers = page(s, of("freezers")).await;
+    assert_eq!((freezers.total, ids(&freezers).last()), (6, Some(&"dev-00")));
 }

@@ -2,7 +2,8 @@
 // (functions/dashboard/tests/browser.rs seeds 10,000 devices and runs it).
 // Usage: node fleet.mjs <dashboard url> <screenshot dir>
 // Expects devices dev-00000 … dev-09999, most recently seen first in id order,
-// and open alerts on exactly dev-00007 (3), dev-00070 (2) and dev-00700 (1).
+// and open alerts on exactly dev-00007 (3), dev-00070 (2) and dev-00700 (1);
+// every fifth device (dev-00000, dev-00005, …) registered in group "trucks".
 // Prints one line per step and "DONE" at the end; exits 1 naming the failed step.
 import { start } from "./lib.mjs";
 
@@ -68,6 +69,28 @@ try {
   await waitRange("1–3 of 3");
   if ((await page.inputValue("[data-testid=fleet-status]")) !== "alerting") await fail("the status was lost on the way back");
   console.log("BACK-OK");
+
+  // A group of the device registry (2,000 trucks), offered with its counts and kept in the URL.
+  await page.selectOption("[data-testid=fleet-status]", "all");
+  await waitRange("1–50 of 10,000");
+  const label = await page.$eval("[data-testid=fleet-group] option[value=trucks]", (o) => o.textContent).catch(() => "");
+  if (!/^trucks \([\d,]+\/2,000 online\)$/.test(label)) await fail(`the group filter offers "${label}"`);
+  await page.selectOption("[data-testid=fleet-group]", "trucks");
+  await waitRange("1–50 of 2,000");
+  ids = await rowIds();
+  if (ids[0] !== "dev-00000" || ids[1] !== "dev-00005") await fail(`group rows: ${ids.slice(0, 3)}`);
+  const cells = await page.$$eval("[data-testid=device-group]", (cs) => cs.map((c) => c.textContent));
+  if (cells.length !== 50 || !cells.every((g) => g === "trucks")) await fail(`group column: ${cells.slice(0, 3)}`);
+  if (!/group=trucks/.test(page.url())) await fail(`the group is not in the URL: ${page.url()}`);
+  await shot("fleet-group.png");
+  const grouped = await context.newPage();
+  await grouped.goto(page.url());
+  await waitRange("1–50 of 2,000", grouped);
+  if ((await grouped.inputValue("[data-testid=fleet-group]")) !== "trucks") await fail("the shared URL did not select the group", grouped);
+  await grouped.close();
+  await page.selectOption("[data-testid=fleet-group]", "");
+  await waitRange("1–50 of 10,000");
+  console.log("GROUP-OK");
 
   await page.setViewportSize({ width: 390, height: 844 });
   await page.selectOption("[data-testid=fleet-status]", "all");

@@ -81,6 +81,7 @@ pub(crate) fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i
 pub struct DeviceListParams {
     q: Option<String>,
     status: Option<String>,
+    group: Option<String>,
     sort: Option<String>,
     order: Option<String>,
     limit: Option<String>,
@@ -104,11 +105,15 @@ pub struct DeviceListBody {
     sort: &'static str,
     order: &'static str,
     status: &'static str,
+    /// The group filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
-/// `GET /api/devices?q=&status=&sort=&order=&limit=&offset=`: one page of
-/// the fleet (default: the 50 most recently seen), searched by id, filtered
-/// by status and sorted in the database, with the number that match.
+/// `GET /api/devices?q=&status=&group=&sort=&order=&limit=&offset=`: one
+/// page of the fleet (default: the 50 most recently seen), searched by id,
+/// filtered by status and by the device registry's group, and sorted in the
+/// database, with the number that match.
 pub async fn devices(
     State(st): State<Arc<Dashboard>>,
     Query(p): Query<DeviceListParams>,
@@ -129,6 +134,10 @@ pub async fn devices(
             reason,
         })?,
     };
+    let group = p.group.filter(|g| !g.is_empty());
+    if let Some(g) = &group {
+        check_group(g)?;
+    }
     let sort: DeviceSort = match p.sort.as_deref() {
         None => DeviceSort::LastSeen,
         Some(s) => s
@@ -150,6 +159,7 @@ pub async fn devices(
     let query = DeviceQuery {
         search,
         status,
+        group: group.clone(),
         sort,
         descending,
         offset,
@@ -165,7 +175,30 @@ pub async fn devices(
         sort: sort.name(),
         order: if descending { "desc" } else { "asc" },
         status: status.name(),
+        group,
     }))
+}
+
+pub(crate) fn check_group(group: &str) -> Result<(), ApiError> {
+    if tributary_shared::registry::valid_label(group) {
+        Ok(())
+    } else {
+        Err(ApiError::BadParam {
+            param: "group",
+            reason: format!(
+                "must be 1-{} characters of A-Z a-z 0-9 . _ : -",
+                tributary_shared::registry::MAX_GROUP_LEN
+            ),
+        })
+    }
+}
+
+/// `GET /api/groups`: the device registry's groups, each with its
+/// registered devices and how many of them are online (what the fleet
+/// list's group filter offers).
+pub async fn groups(State(st): State<Arc<Dashboard>>) -> Result<Json<Value>, ApiError> {
+    let groups = st.store.device_groups(online_since(&st)).await?;
+    Ok(Json(json!({ "groups": groups })))
 }
 
 pub(crate) fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {

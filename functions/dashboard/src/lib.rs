@@ -288,6 +288,7 @@ pub fn app(state: Arc<Dashboard>) -> Router {
     pages
         .route("/api/fleet", get(api::fleet))
         .route("/api/devices", get(api::devices))
+        .route("/api/groups", get(api::groups))
         .route("/api/devices/{id}", get(api::device))
         .route("/api/devices/{id}/series", get(api::series))
         .route("/api/devices/{id}/raw", get(api::raw))

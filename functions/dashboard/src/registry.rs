@@ -80,7 +80,7 @@ pub async fn list(
     }
     let group = p.group.filter(|g| !g.is_empty());
     if let Some(g) = &group {
-        api::check_id("group", g)?;
+        api::check_group(g)?;
     }
     let after = p.after.filter(|a| !a.is_empty());
     if let Some(a) = &after {

@@ -78,8 +78,8 @@ function alertHtml(a) {
     ${acts}</div>`;
 }
 
-// The fleet list's view: search, status, order and page, kept in the URL
-// (#/?q=&status=&sort=&order=&page=) so a view can be shared and survives a reload.
+// The fleet list's view: search, status, group, order and page, kept in the URL
+// (#/?q=&status=&group=&sort=&order=&page=) so a view can be shared and survives a reload.
 const PAGE_SIZE = 50;
 // Where "← Fleet" on a device page leads: the fleet view it was opened from.
 let fleetHash = "#/";
@@ -90,6 +90,7 @@ function fleetView() {
   return {
     q: p.get("q") || "",
     status: ["online", "offline", "alerting"].includes(p.get("status")) ? p.get("status") : "all",
+    group: p.get("group") || "",
     sort,
     order: ["asc", "desc"].includes(p.get("order")) ? p.get("order") : SORTS[sort],
     page: Math.max(1, parseInt(p.get("page"), 10) || 1),
@@ -99,6 +100,7 @@ function setFleetView(v) {
   const p = new URLSearchParams();
   if (v.q) p.set("q", v.q);
   if (v.status !== "all") p.set("status", v.status);
+  if (v.group) p.set("group", v.group);
   if (v.sort !== "lastSeen") p.set("sort", v.sort);
   if (v.order !== SORTS[v.sort]) p.set("order", v.order);
   if (v.page > 1) p.set("page", v.page);
@@ -111,9 +113,9 @@ function setFleetView(v) {
 
 function fleetTable(devs, v) {
   if (!devs.devices.length) {
-    const filtered = v.q || v.status !== "all";
+    const filtered = v.q || v.status !== "all" || v.group;
     return filtered
-      ? `<div class="empty" data-testid="no-match">No device matches${v.q ? ` “${esc(v.q)}”` : ""}${v.status !== "all" ? ` (${esc(v.status)})` : ""}.</div>`
+      ? `<div class="empty" data-testid="no-match">No device matches${v.q ? ` “${esc(v.q)}”` : ""}${v.status !== "all" ? ` (${esc(v.status)})` : ""}${v.group ? ` in group ${esc(v.group)}` : ""}.</div>`
       : `<div class="empty" data-testid="empty">No devices yet. Send a reading, or start simulated devices with <code>tributary simulate</code>.</div>`;
   }
   const th = (key, label, cls = "") => {
@@ -123,9 +125,9 @@ function fleetTable(devs, v) {
   const rows = devs.devices.map((d) => {
     const metrics = Object.entries(d.lastValues || {}).slice(0, 3).map(([k, val]) => `${esc(k)} ${fmtNum(val.value)}`).join(" · ");
     return `<tr class="dev" data-device="${esc(d.deviceId)}" data-testid="device-row"><td><span class="dot${d.online ? " on" : ""}"></span><a href="#/device/${encodeURIComponent(d.deviceId)}">${esc(d.deviceId)}</a></td>
-      <td>${ago(d.lastSeen)}</td><td class="hide-sm">${metrics}</td><td>${d.openAlerts ? `<span class="pill open">${d.openAlerts}</span>` : ""}</td></tr>`;
+      <td class="hide-sm" data-testid="device-group">${d.group ? esc(d.group) : ""}</td><td>${ago(d.lastSeen)}</td><td class="hide-sm">${metrics}</td><td>${d.openAlerts ? `<span class="pill open">${d.openAlerts}</span>` : ""}</td></tr>`;
   }).join("");
-  return `<table><thead><tr>${th("deviceId", "Device")}${th("lastSeen", "Last seen")}<th class="hide-sm">Latest</th>${th("openAlerts", "Alerts")}</tr></thead><tbody>${rows}</tbody></table>`;
+  return `<table><thead><tr>${th("deviceId", "Device")}<th class="hide-sm">Group</th>${th("lastSeen", "Last seen")}<th class="hide-sm">Latest</th>${th("openAlerts", "Alerts")}</tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function pager(devs) {
@@ -143,10 +145,21 @@ async function refreshFleet() {
   const seq = ++fleetSeq;
   const qs = new URLSearchParams({ limit: PAGE_SIZE, offset: (v.page - 1) * PAGE_SIZE, sort: v.sort, order: v.order, status: v.status });
   if (v.q) qs.set("q", v.q);
+  if (v.group) qs.set("group", v.group);
   const devs = await api(`/api/devices?${qs}`);
   if (seq !== fleetSeq || !$("#fleet-list")) return; // a newer request or another view won
   $("#fleet-list").innerHTML = fleetTable(devs, v);
   $("#fleet-pager").innerHTML = pager(devs);
+}
+
+// The group filter offers the registry's groups (with online/registered
+// counts), and keeps a group from a shared URL even if it has no devices now.
+function fillGroups(groups, current) {
+  const names = groups.map((g) => g.name);
+  if (current && !names.includes(current)) groups = [...groups, { name: current, devices: 0, online: 0 }];
+  $("#fleet-group").innerHTML = `<option value="">all groups</option>` + groups.map((g) =>
+    `<option value="${esc(g.name)}">${esc(g.name)} (${g.online.toLocaleString("en")}/${g.devices.toLocaleString("en")} online)</option>`).join("");
+  $("#fleet-group").value = current;
 }
 
 async function overview() {
@@ -157,7 +170,8 @@ async function overview() {
     shown = { key: null, charts: [] };
     $("#view").innerHTML = `<div class="cards" id="cards"></div><div class="grid"><section class="panel"><h2>Fleet</h2>
       <div class="filters"><input type="search" id="fleet-search" data-testid="fleet-search" placeholder="Search device id" aria-label="Search device id" maxlength="128">
-      <select id="fleet-status" data-testid="fleet-status" aria-label="Status">${["all", "online", "offline", "alerting"].map((s) => `<option value="${s}">${s}</option>`).join("")}</select></div>
+      <select id="fleet-status" data-testid="fleet-status" aria-label="Status">${["all", "online", "offline", "alerting"].map((s) => `<option value="${s}">${s}</option>`).join("")}</select>
+      <select id="fleet-group" data-testid="fleet-group" aria-label="Group"><option value="">all groups</option></select></div>
       <div id="fleet-list"></div><div id="fleet-pager"></div></section>
       <section class="panel" data-testid="alert-feed"><h2>Alerts</h2><div id="feed"></div></section></div>`;
     let typing = null;
@@ -166,6 +180,7 @@ async function overview() {
       typing = setTimeout(() => setFleetView({ ...fleetView(), q: e.target.value.trim(), page: 1 }), 200);
     });
     $("#fleet-status").addEventListener("change", (e) => setFleetView({ ...fleetView(), status: e.target.value, page: 1 }));
+    $("#fleet-group").addEventListener("change", (e) => setFleetView({ ...fleetView(), group: e.target.value, page: 1 }));
     $("#fleet-list").addEventListener("click", (e) => {
       const th = e.target.closest("[data-sort]");
       if (th) {
@@ -185,7 +200,8 @@ async function overview() {
   // A shared URL or the back button: the controls show the view's state.
   if (document.activeElement !== $("#fleet-search")) $("#fleet-search").value = v.q;
   $("#fleet-status").value = v.status;
-  const [fleet, alerts] = await Promise.all([api("/api/fleet"), api("/api/alerts?state=unresolved&limit=50"), refreshFleet()]);
+  const [fleet, alerts, groups] = await Promise.all([api("/api/fleet"), api("/api/alerts?state=unresolved&limit=50"), api("/api/groups"), refreshFleet()]);
+  fillGroups(groups.groups, v.group);
   $("#cards").innerHTML = `<div class="card"><div class="k">Devices</div><div class="v" data-testid="devices">${fleet.devices.toLocaleString("en")}</div></div>
     <div class="card"><div class="k">Online</div><div class="v" data-testid="online">${fleet.devicesOnline.toLocaleString("en")}</div></div>
     <div class="card${fleet.alertsOpen ? " alerting" : ""}"><div class="k">Open alerts</div><div class="v" data-testid="alerts-open">${fleet.alertsOpen}</div></div>

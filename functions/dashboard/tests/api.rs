@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use tributary_dashboard::auth::AuthMode;
@@ -552,6 +552,41 @@ async fn fleet_devices_and_series(pool: PgPool) {
         (alerting["total"].as_i64(), alerting["status"].as_str()),
         (Some(1), Some("alerting"))
     );
+    // Groups come from the device registry: truck-1 is a truck, sensor-9 is
+    // not registered, and a registered truck that never sent counts in its group.
+    {
+        use tributary_shared::registry::{DeviceRegistry, NewDevice};
+        let trucks = ["truck-1", "truck-2"].map(|id| NewDevice {
+            group: Some("trucks".into()),
+            ..NewDevice::new(id)
+        });
+        PgRegistry::new(pool.clone())
+            .import(&trucks, chrono::Utc::now())
+            .await
+            .expect("register");
+    }
+    let (s, groups) = get(&r, "/api/groups").await;
+    assert_eq!(s, StatusCode::OK, "{groups}");
+    assert_eq!(
+        groups["groups"],
+        json!([{"name": "trucks", "devices": 2, "online": 1}]),
+        "readers see the groups"
+    );
+    let (_, in_group) = get(&r, "/api/devices?group=trucks").await;
+    assert_eq!(
+        (
+            in_group["total"].as_i64(),
+            in_group["group"].as_str(),
+            in_group["devices"][0]["group"].as_str()
+        ),
+        (Some(1), Some("trucks"), Some("trucks"))
+    );
+    let (_, all) = get(&r, "/api/devices?sort=deviceId").await;
+    assert_eq!(
+        all["devices"][0]["group"],
+        Value::Null,
+        "an unregistered device has no group: {all}"
+    );
     let (_, by_id) = get(&r, "/api/devices?sort=deviceId").await;
     assert_eq!(
         (by_id["order"].as_str(), by_id["devices"][0]["deviceId"].as_str()),
@@ -639,6 +674,7 @@ async fn bad_parameters_get_a_400_naming_them(pool: PgPool) {
         ("/api/devices?sort=last_seen", "sort"),
         ("/api/devices?order=up", "order"),
         ("/api/devices?status=sleeping", "status"),
+        ("/api/devices?group=a%20b", "group"),
         (long_search.as_str(), "q"),
         // A multi-byte character where a duration's unit goes: a 400, not a panic.
         ("/api/devices/truck-1/series?metric=speed&from=1%F3%90%92%B0", "from"),

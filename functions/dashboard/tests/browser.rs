@@ -20,6 +20,7 @@ use tributary_shared::config::KafkaArgs;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::eventlog::{EventLog, Record};
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::registry::{DeviceRegistry, NewDevice, PgRegistry};
 use tributary_shared::results::{PgStore, ResultStore};
 use tributary_testkit::free_port;
 use tributary_testkit::{test_brokers, unique_topic};
@@ -339,7 +340,8 @@ async fn live_alert_chart_and_acknowledge_in_chromium(pool: PgPool) {
 
 /// The fleet list at 10,000 devices in Chromium: pages, a server-side search,
 /// the status filter, both orders of the alert count, the view in a shared
-/// URL and restored on the way back from a device, and a phone's width.
+/// URL and restored on the way back from a device, a group of the device
+/// registry, and a phone's width.
 #[sqlx::test(migrations = "../../shared/migrations")]
 async fn fleet_list_of_ten_thousand_devices_in_chromium(pool: PgPool) {
     let store = PgStore::new(pool.clone());
@@ -369,6 +371,17 @@ async fn fleet_list_of_ten_thousand_devices_in_chromium(pool: PgPool) {
         })
         .collect();
     store.write_batch(&[], &alerts).await.expect("alerts");
+    let trucks: Vec<NewDevice> = (0..10_000)
+        .step_by(5)
+        .map(|i| NewDevice {
+            group: Some("trucks".into()),
+            ..NewDevice::new(format!("dev-{i:05}"))
+        })
+        .collect();
+    PgRegistry::new(pool.clone())
+        .import(&trucks, Utc::now())
+        .await
+        .expect("register the trucks");
 
     let (_redis, redis_url) = start_redis();
     let (_dashboard, port) = start_dashboard(&db_url(&pool).await, &redis_url);

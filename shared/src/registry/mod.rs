@@ -192,7 +192,9 @@ impl NewDevice {
     }
 }
 
-fn valid_label(s: &str) -> bool {
+/// Whether `s` can name a group (or a tag key): what a filter by group may
+/// be checked with before it is looked up.
+pub fn valid_label(s: &str) -> bool {
     s.len() <= MAX_GROUP_LEN && crate::model::valid_id(s)
 }
 

@@ -17,6 +17,10 @@ use serde_json::Value;
 pub struct DeviceListing {
     /// Device id.
     pub device_id: String,
+    /// Its group in the device registry (`None`: not registered, which only
+    /// a device stored before the registry existed can be: storing a
+    /// device's first window enrolls it).
+    pub group: Option<String>,
     /// Start of its first window.
     pub first_seen: DateTime<Utc>,
     /// End of its latest window.
@@ -108,6 +112,8 @@ pub struct DeviceQuery {
     pub search: Option<String>,
     /// Only devices in this state.
     pub status: DeviceStatus,
+    /// Only devices of this group of the device registry.
+    pub group: Option<String>,
     /// Order.
     pub sort: DeviceSort,
     /// Largest first.
@@ -126,6 +132,7 @@ impl Default for DeviceQuery {
         Self {
             search: None,
             status: DeviceStatus::All,
+            group: None,
             sort: DeviceSort::LastSeen,
             descending: true,
             offset: 0,
@@ -133,6 +140,18 @@ impl Default for DeviceQuery {
             online_since: Utc::now() - chrono::Duration::minutes(5),
         }
     }
+}
+
+/// A group of the device registry, as the fleet list's group filter shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceGroup {
+    /// The group's name.
+    pub name: String,
+    /// Devices registered in it.
+    pub devices: i64,
+    /// Of those, the ones whose latest window ended after "online since".
+    pub online: i64,
 }
 
 /// A page of the fleet list and how many devices match in all.
@@ -151,6 +170,8 @@ pub(crate) enum ListingBind {
     OnlineSince,
     /// [`like_pattern`] of the search.
     Pattern,
+    /// [`DeviceQuery::group`].
+    Group,
 }
 
 /// `%term%` with `LIKE`'s wildcards and the escape itself escaped by `\`.
@@ -234,6 +255,13 @@ pub(crate) fn listing_sql(q: &DeviceQuery, dialect: Dialect) -> (String, String,
             next(ListingBind::Pattern)
         ));
     }
+    if q.group.is_some() {
+        // Through the registry's (group, id) index: a group's ids, not the fleet.
+        filters.push(format!(
+            "d.device_id IN (SELECT r.device_id FROM device_registry r WHERE r.device_group = {})",
+            next(ListingBind::Group)
+        ));
+    }
     let filter = if filters.is_empty() {
         String::new()
     } else {
@@ -248,10 +276,11 @@ pub(crate) fn listing_sql(q: &DeviceQuery, dialect: Dialect) -> (String, String,
         DeviceSort::OpenAlerts => OPEN_ALERTS.to_owned(),
     };
     let page = format!(
-        "SELECT d.device_id, d.first_seen, d.last_seen, d.last_values, {OPEN_ALERTS} AS open_alerts
+        "SELECT d.device_id, r.device_group, d.first_seen, d.last_seen, d.last_values, {OPEN_ALERTS} AS open_alerts
          FROM (SELECT d.device_id, {key} AS k FROM devices d {filter}
                ORDER BY {key} {dir}, d.device_id{collate} {dir} LIMIT {} OFFSET {}) p
          JOIN devices d ON d.device_id = p.device_id
+         LEFT JOIN device_registry r ON r.device_id = p.device_id
          ORDER BY p.k {dir}, p.device_id{collate} {dir}",
         placeholder(binds.len() + 1),
         placeholder(binds.len() + 2),

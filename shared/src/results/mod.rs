@@ -31,7 +31,7 @@ pub mod roles;
 pub mod rollup;
 pub mod sqlite;
 
-pub use listing::{DeviceListing, DevicePage, DeviceQuery, DeviceSort, DeviceStatus};
+pub use listing::{DeviceGroup, DeviceListing, DevicePage, DeviceQuery, DeviceSort, DeviceStatus};
 pub use postgres::PgStore;
 pub use rollup::{Resolution, RollupRetention};
 pub use sqlite::SqliteStore;
@@ -375,6 +375,10 @@ pub trait ResultStore: Send + Sync + 'static {
         device: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// The device registry's groups with their devices and how many of
+    /// those have sent since `online_since`, in name order.
+    async fn device_groups(&self, online_since: DateTime<Utc>) -> Result<Vec<DeviceGroup>, StoreError>;
 
     /// Fleet-wide counts.
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError>;

@@ -14,9 +14,9 @@ use super::rollup::{self, Resolution};
 
 mod rollup_job;
 use super::{
-    AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
-    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids, device_updates,
-    minute_marks, state_str,
+    AlertFilter, DeviceGroup, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series,
+    SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids,
+    device_updates, minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 use crate::sketch::QuantileSketch;
@@ -245,12 +245,14 @@ impl ResultStore for PgStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut page_query = sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>, Value, i64)>(&page);
+        let mut page_query =
+            sqlx::query_as::<_, (String, Option<String>, DateTime<Utc>, DateTime<Utc>, Value, i64)>(&page);
         let mut count_query = sqlx::query_scalar::<_, i64>(&count);
         for b in binds {
             (page_query, count_query) = match b {
                 ListingBind::OnlineSince => (page_query.bind(q.online_since), count_query.bind(q.online_since)),
                 ListingBind::Pattern => (page_query.bind(pattern.clone()), count_query.bind(pattern.clone())),
+                ListingBind::Group => (page_query.bind(q.group.clone()), count_query.bind(q.group.clone())),
             };
         }
         let rows = page_query.bind(q.limit).bind(q.offset).fetch_all(&mut *tx).await?;
@@ -259,9 +261,10 @@ impl ResultStore for PgStore {
         let devices = rows
             .into_iter()
             .map(
-                |(device_id, first_seen, last_seen, last_values, open_alerts)| DeviceListing {
+                |(device_id, group, first_seen, last_seen, last_values, open_alerts)| DeviceListing {
                     online: last_seen > q.online_since,
                     device_id,
+                    group,
                     first_seen,
                     last_seen,
                     last_values,
@@ -302,6 +305,21 @@ impl ResultStore for PgStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn device_groups(&self, online_since: DateTime<Utc>) -> Result<Vec<DeviceGroup>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT r.device_group, count(*), count(*) FILTER (WHERE d.last_seen > $1)
+             FROM device_registry r LEFT JOIN devices d ON d.device_id = r.device_id
+             GROUP BY r.device_group ORDER BY r.device_group COLLATE \"C\"",
+        )
+        .bind(online_since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, devices, online)| DeviceGroup { name, devices, online })
+            .collect())
     }
 
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {

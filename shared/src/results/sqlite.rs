@@ -22,9 +22,9 @@ use super::rollup::{self, Resolution};
 
 mod rollup_job;
 use super::{
-    AlertFilter, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series, SeriesPoint,
-    StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids, device_updates,
-    minute_marks, state_str,
+    AlertFilter, DeviceGroup, DeviceListing, DevicePage, DeviceQuery, DeviceState, FleetSummary, ResultStore, Series,
+    SeriesPoint, StoreError, StoredAlert, Transition, TransitionOutcome, dedup_aggregates, dedup_alerts, device_ids,
+    device_updates, minute_marks, state_str,
 };
 use crate::records::{Aggregate, Alert, AlertState};
 use crate::sketch::QuantileSketch;
@@ -324,6 +324,7 @@ impl ResultStore for SqliteStore {
                     count_query.bind(ms(q.online_since)),
                 ),
                 ListingBind::Pattern => (page_query.bind(pattern.clone()), count_query.bind(pattern.clone())),
+                ListingBind::Group => (page_query.bind(q.group.clone()), count_query.bind(q.group.clone())),
             };
         }
         let rows = page_query.bind(q.limit).bind(q.offset).fetch_all(&mut *tx).await?;
@@ -335,6 +336,7 @@ impl ResultStore for SqliteStore {
             devices.push(DeviceListing {
                 online: d.last_seen > q.online_since,
                 open_alerts: r.try_get("open_alerts")?,
+                group: r.try_get("device_group")?,
                 device_id: d.device_id,
                 first_seen: d.first_seen,
                 last_seen: d.last_seen,
@@ -382,6 +384,21 @@ impl ResultStore for SqliteStore {
             q = q.bind(*s);
         }
         alerts_from_rows(q.bind(device).bind(device).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    async fn device_groups(&self, online_since: DateTime<Utc>) -> Result<Vec<DeviceGroup>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT r.device_group, count(*), count(*) FILTER (WHERE d.last_seen > ?)
+             FROM device_registry r LEFT JOIN devices d ON d.device_id = r.device_id
+             GROUP BY r.device_group ORDER BY r.device_group",
+        )
+        .bind(ms(online_since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, devices, online)| DeviceGroup { name, devices, online })
+            .collect())
     }
 
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
