@@ -6,8 +6,9 @@
 //! `--database-url` names) with 24 h of 10 s and 60 s windows for one device's
 //! three metrics and a year of 60 s windows of one of them, runs the rollup
 //! job over them and applies the default retention to the windows (30 days) and
-//! to each tier (as process would), adds a fleet of 10,000 devices and alerts (the fleet
-//! list's pages, a search and a filtered order are measured on it); starts `tributary dev` (this
+//! to each tier (as process would), adds a fleet of 10,000 devices and alerts, a
+//! tenth of them in one registry group (the fleet list's pages, a search, a
+//! filtered order, a group and the groups are measured on it); starts `tributary dev` (this
 //! binary) on it with no simulated devices; then `--concurrency` keep-alive
 //! clients request each endpoint for `--seconds` over loopback and the
 //! latencies go into an HDR histogram. The clients run in this process and
@@ -21,6 +22,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use tributary_shared::records::{Aggregate, Alert, AlertState};
+use tributary_shared::registry::NewDevice;
 use tributary_shared::sketch::QuantileSketch;
 
 use super::common::{free_port, median};
@@ -148,6 +150,19 @@ async fn seed(url: &str, bare: bool) -> anyhow::Result<()> {
         })
         .collect();
     store.write_batch(&[], &alerts).await?;
+    // Every tenth device in one group of the registry (the others stay in
+    // the default group they were enrolled in on first contact).
+    let reefers: Vec<NewDevice> = (0..FLEET)
+        .step_by(10)
+        .map(|d| NewDevice {
+            group: Some("reefer".into()),
+            ..NewDevice::new(format!("bench-truck-{d}"))
+        })
+        .collect();
+    tributary_shared::registry::open(url, 4)
+        .await?
+        .import(&reefers, Utc::now())
+        .await?;
     Ok(())
 }
 
@@ -195,7 +210,7 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(u)
                 .await
                 .context("connecting to PostgreSQL")?;
-            sqlx::query("DROP TABLE IF EXISTS aggregates, alerts, devices, rollups, rollup_dirty, _sqlx_migrations")
+            sqlx::query("DROP TABLE IF EXISTS aggregates, alerts, devices, rollups, rollup_dirty, device_registry, device_registry_changes, _sqlx_migrations")
                 .execute(&mut conn)
                 .await?;
             u.clone()
@@ -298,6 +313,11 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<()> {
             "fleet list, alerting ...&sort=openAlerts",
             format!("{base}/api/devices?status=alerting&sort=openAlerts"),
         ),
+        (
+            "fleet list, group    ...?group=reefer",
+            format!("{base}/api/devices?group=reefer"),
+        ),
+        ("fleet groups         /api/groups", format!("{base}/api/groups")),
     ];
     let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); endpoints.len()];
     for run in 0..a.runs {
