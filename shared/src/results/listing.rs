@@ -154,6 +154,15 @@ pub struct DeviceGroup {
     pub online: i64,
 }
 
+impl DeviceGroup {
+    /// The groups from (name, registered, online) rows, as both backends read them.
+    pub(crate) fn from_rows(rows: Vec<(String, i64, i64)>) -> Vec<Self> {
+        rows.into_iter()
+            .map(|(name, devices, online)| Self { name, devices, online })
+            .collect()
+    }
+}
+
 /// A page of the fleet list and how many devices match in all.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DevicePage {

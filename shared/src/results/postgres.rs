@@ -316,10 +316,7 @@ impl ResultStore for PgStore {
         .bind(online_since)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, devices, online)| DeviceGroup { name, devices, online })
-            .collect())
+        Ok(DeviceGroup::from_rows(rows))
     }
 
     async fn fleet_summary(&self, online_since: DateTime<Utc>) -> Result<FleetSummary, StoreError> {
