@@ -30,6 +30,8 @@ pub const GROUP_ANALYZE: &str = "tributary-analyze";
 /// `tributary-analyze.state`, its model and alert state for a warm
 /// takeover; compacted, a partition per input partition).
 pub const STATE_SUFFIX: &str = ".state";
+/// Consumer group of the lake function.
+pub const GROUP_LAKE: &str = "tributary-lake";
 /// Consumer group of the process function.
 pub const GROUP_PROCESS: &str = "tributary-process";
 

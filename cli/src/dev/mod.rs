@@ -23,7 +23,8 @@
 //!
 //! - this file: the arguments and the order of start and stop;
 //! - `backends.rs`: opening the embedded or real backends;
-//! - `pending.rs`: the readings of open windows kept across a clean restart.
+//! - `pending.rs`: the readings of open windows and the log's offsets, kept
+//!   across a clean restart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,6 +124,16 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_secs: u64,
 
+    /// Where the lake's Delta tables go (a directory or an `abfss://` URL).
+    /// Unset: `lake` in the data directory.
+    #[arg(long, env = "TRIBUTARY_LAKE_URL")]
+    pub lake_url: Option<String>,
+
+    /// Seconds until buffered readings and aggregates are committed to the
+    /// lake's tables (queryable).
+    #[arg(long, default_value_t = 30)]
+    pub lake_roll_secs: u64,
+
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     pub log: String,
@@ -130,6 +141,8 @@ pub struct Args {
 
 /// Readings analyze still needed at the last clean shutdown, replayed at start.
 const PENDING_FILE: &str = "pending-raw.ndjson";
+/// Where the in-process log's topics ended at the last clean stop.
+const LOG_STATE_FILE: &str = "log-state.json";
 
 fn free_data_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
@@ -195,13 +208,24 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let b = Backends::open(&a, &data_dir).await?;
 
-    // Readings saved at the last clean stop go back in first, so analyze rebuilds its open windows.
+    // The in-process log continues where the last clean stop left it, and the
+    // readings saved then go back in first (at their own offsets), so analyze
+    // rebuilds its open windows and the lake recognises what it holds.
     let pending_path = data_dir.join(PENDING_FILE);
-    if b.memory.is_some() {
+    let log_state_path = data_dir.join(LOG_STATE_FILE);
+    // Kafka's offsets outlive the process: one incarnation for ever.
+    let mut incarnation = "0".to_owned();
+    if let Some(memory) = &b.memory {
+        let state = pending::take_log_state(&log_state_path)?.unwrap_or_else(|| pending::LogState {
+            incarnation: format!("dev-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")),
+            ends: Default::default(),
+        });
+        incarnation = state.incarnation.clone();
         let saved = pending::load(&pending_path)?;
-        if !saved.is_empty() {
-            let n = saved.len();
-            for r in b.log.publisher().publish(topics::RAW, saved).await {
+        let replay = pending::resume(memory, &state.ends, topics::RAW, saved);
+        if !replay.is_empty() {
+            let n = replay.len();
+            for r in b.log.publisher().publish(topics::RAW, replay).await {
                 r.context("replaying saved readings")?;
             }
             println!("  replayed {n} readings saved at the last stop");
@@ -263,6 +287,29 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         };
         Running::spawn("analyze", tributary_analyze::run(config, deps, back.clone()))
     };
+    let lake_stop = Shutdown::new();
+    let lake = {
+        let default_dir = data_dir.join("lake");
+        let config = tributary_lake::Config {
+            lake_url: a.lake_url.clone().unwrap_or_else(|| default_dir.display().to_string()),
+            roll_secs: a.lake_roll_secs,
+            epoch: incarnation.clone(),
+            kafka: b.kafka.clone(),
+            ..Default::default()
+        };
+        let (store, root) = tributary_lake::store::open(&config.lake_url)?;
+        let deps = tributary_lake::Deps {
+            log: b.log.clone(),
+            store,
+            root,
+            host: Host::embedded(metrics.clone()),
+        };
+        Running::spawn("lake", tributary_lake::run(config, deps, lake_stop.clone()))
+    };
+    let lake_url = a
+        .lake_url
+        .clone()
+        .unwrap_or_else(|| data_dir.join("lake").display().to_string());
     let process = {
         let config = tributary_process::Config {
             kafka: b.kafka.clone(),
@@ -333,6 +380,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "  notify:    channel dev-console -> {receiver_url}   (every alert, signed; printed here as 'notified: …')"
     );
     println!("  ingest:    http://{ingest_addr}/v1/telemetry   (health: /healthz, metrics: /metrics)");
+    println!(
+        "  lake:      {lake_url}/raw and /aggregates   (Delta tables, committed every {} s; README: reading it with DuckDB or Spark)",
+        a.lake_roll_secs
+    );
     println!("  backends:  {}", b.describe());
     println!(
         "  data:      {}{}",
@@ -428,16 +479,39 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     for function in [archive, analyze, process, dashboard] {
         function.join().await;
     }
+    // The lake stops last, once it was handed everything the others wrote:
+    // its clean stop commits what it buffered.
+    if let Some(m) = &b.memory {
+        let deadline = Instant::now() + Duration::from_secs(a.drain_timeout_secs);
+        while m.undelivered(topics::GROUP_LAKE, topics::RAW) + m.undelivered(topics::GROUP_LAKE, topics::AGGREGATES) > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    lake_stop.trigger();
+    lake.join().await;
 
     // 4. What analyze still held in open windows (and anything a consumer did not reach) waits for the next start.
     if let Some(m) = &b.memory {
-        let held = m.uncommitted(&[topics::GROUP_ARCHIVE, topics::GROUP_ANALYZE], topics::RAW);
+        let held = m.uncommitted(
+            &[topics::GROUP_ARCHIVE, topics::GROUP_ANALYZE, topics::GROUP_LAKE],
+            topics::RAW,
+        );
         if temporary {
             println!(
                 "  {} readings were in open windows (not kept: no --data-dir)",
                 held.len()
             );
-        } else if !held.is_empty() {
+        } else {
+            let ends = [topics::RAW, topics::AGGREGATES]
+                .into_iter()
+                .map(|t| (t.to_owned(), m.end_offsets(t)))
+                .filter(|(_, e)| !e.is_empty())
+                .collect();
+            pending::save_log_state(&log_state_path, &pending::LogState { incarnation, ends })?;
+        }
+        if !temporary && !held.is_empty() {
             pending::save(&pending_path, &held)?;
             println!(
                 "  saved {} readings still in open windows; the next start replays them",

@@ -30,6 +30,8 @@ struct PartitionLog {
 #[derive(Default)]
 struct Group {
     committed: HashMap<TopicPartition, (i64, String)>,
+    /// The offset after the newest record handed to a member, per partition.
+    delivered: HashMap<TopicPartition, i64>,
     topics: Vec<String>,
     /// Member id to its assignment.
     members: BTreeMap<u64, Vec<TopicPartition>>,
@@ -88,6 +90,39 @@ impl MemoryLog {
 }
 
 impl MemoryLog {
+    /// Each partition's end offset in `topic` (the offset its next record
+    /// gets); empty for a topic never written.
+    pub fn end_offsets(&self, topic: &str) -> Vec<i64> {
+        self.shared
+            .lock()
+            .topics
+            .get(topic)
+            .map(|p| p.iter().map(|l| l.base + l.records.len() as i64).collect())
+            .unwrap_or_default()
+    }
+
+    /// Start `topic` with one partition per entry of `next`, whose next
+    /// record gets that offset: a log that outlives its process (the
+    /// all-in-one mode with a data directory) continues its offsets as Kafka
+    /// would, so a consumer that remembers offsets (the lake's tables) never
+    /// sees an offset again for another record. False, and nothing changed,
+    /// when `topic` was written already or `next` is empty.
+    pub fn resume(&self, topic: &str, next: &[i64]) -> bool {
+        let mut st = self.shared.lock();
+        if next.is_empty() || st.topics.contains_key(topic) {
+            return false;
+        }
+        let parts = next
+            .iter()
+            .map(|&base| PartitionLog {
+                base: base.max(0),
+                records: Default::default(),
+            })
+            .collect();
+        st.topics.insert(topic.to_owned(), parts);
+        true
+    }
+
     /// Records currently held in `topic` (all partitions).
     pub fn len(&self, topic: &str) -> usize {
         self.shared
@@ -129,6 +164,26 @@ impl MemoryLog {
                     .unwrap_or(0)
                     .max(l.base);
                 (end - from).max(0)
+            })
+            .sum()
+    }
+
+    /// Records of `topic` not yet handed to any member of `group` (nor
+    /// committed by it): once this is 0, every record published so far is in
+    /// a batch the group's runner handles before it stops.
+    pub fn undelivered(&self, group: &str, topic: &str) -> i64 {
+        let st = self.shared.lock();
+        let Some(parts) = st.topics.get(topic) else { return 0 };
+        let g = st.groups.get(group);
+        parts
+            .iter()
+            .enumerate()
+            .map(|(p, l)| {
+                let tp = TopicPartition::new(topic, p as i32);
+                let committed = g.and_then(|g| g.committed.get(&tp)).map_or(0, |c| c.0);
+                let delivered = g.and_then(|g| g.delivered.get(&tp)).copied().unwrap_or(0);
+                let end = l.base + l.records.len() as i64;
+                (end - committed.max(delivered).max(l.base)).max(0)
             })
             .sum()
     }
@@ -465,13 +520,15 @@ impl MemorySubscription {
     }
 
     fn take(&mut self, max: usize) -> Vec<Message> {
-        let st = self.log.shared.lock();
+        let mut st = self.log.shared.lock();
+        let State { topics, groups, .. } = &mut *st;
+        let mut delivered = groups.get_mut(&self.group).map(|g| &mut g.delivered);
         let mut out = Vec::new();
         for tp in &self.assigned {
             if out.len() >= max {
                 break;
             }
-            let Some(log) = st.topics.get(&tp.topic).and_then(|p| p.get(tp.partition as usize)) else {
+            let Some(log) = topics.get(&tp.topic).and_then(|p| p.get(tp.partition as usize)) else {
                 continue;
             };
             let pos = self.positions.get(tp).copied().unwrap_or(0).max(log.base);
@@ -481,6 +538,9 @@ impl MemorySubscription {
                 out.push(to_message(&tp.topic, tp.partition, pos + i as i64, r, *ts));
             }
             self.positions.insert(tp.clone(), pos + n as i64);
+            if let Some(d) = delivered.as_deref_mut() {
+                d.insert(tp.clone(), pos + n as i64);
+            }
         }
         out
     }
@@ -568,5 +628,52 @@ impl Drop for MemorySubscription {
             drop(st);
             self.log.shared.notify.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_resumed_topic_continues_its_offsets() {
+        let log = MemoryLog::new(2, 100);
+        assert!(log.resume("t", &[40, 7]));
+        assert!(!log.resume("t", &[0, 0]), "only a topic not written yet");
+        let mut r = Record::new("k", "v");
+        r.partition = Some(1);
+        let delivered = log.publisher().publish("t", vec![r.clone(), r]).await;
+        let offsets: Vec<i64> = delivered
+            .into_iter()
+            .map(|d| d.map(|d| d.offset).unwrap_or(-1))
+            .collect();
+        assert_eq!(offsets, vec![7, 8]);
+        assert_eq!(log.end_offsets("t"), vec![40, 9]);
+        assert_eq!(
+            log.lag("g", "t"),
+            2,
+            "a group with no commit starts at the resumed offsets"
+        );
+        assert!(log.end_offsets("unknown").is_empty());
+    }
+
+    #[tokio::test]
+    async fn undelivered_counts_what_no_member_was_handed() {
+        let log = MemoryLog::new(1, 100);
+        let records = (0..5).map(|i| Record::new("k", format!("{i}"))).collect();
+        for d in log.publisher().publish("t", records).await {
+            d.expect("published");
+        }
+        let mut sub = log.subscribe("g", &["t".to_owned()]).await.expect("subscribed");
+        assert_eq!(log.undelivered("g", "t"), 5);
+        let mut handed = 0;
+        while handed < 3 {
+            match sub.next(3 - handed, Duration::from_millis(50)).await.expect("polled") {
+                Event::Messages(b) => handed += b.len(),
+                _ => continue,
+            }
+        }
+        assert_eq!(log.undelivered("g", "t"), 2);
+        assert_eq!(log.lag("g", "t"), 5, "handed is not committed");
     }
 }

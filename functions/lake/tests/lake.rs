@@ -1,0 +1,512 @@
+//! The lake against a local directory, read back by delta-rs (the Python
+//! `deltalake` package `scripts/test` installs, an implementation of the
+//! Delta protocol independent of ours): what a data scientist's Spark job or
+//! notebook would see. Covers: both tables with their columns and
+//! partitions, dead letters, rolls by size and by age, what is committable
+//! when, a replay after a crash between the table commit and the offset
+//! commit (no row twice), and a lost commit race. A missing `python3` or
+//! `deltalake` fails the tests; none skips.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use serde_json::Value;
+use tributary_lake::rows::{Row, TableKind};
+use tributary_lake::writer::TableWriter;
+use tributary_lake::{LakeHandler, LakeMetrics, RollPolicy};
+use tributary_shared::eventlog::memory::MemoryLog;
+use tributary_shared::eventlog::runner::{Handler, HandlerError, Offsets, RunnerConfig, next_offsets, run_consumer};
+use tributary_shared::eventlog::{Committed, EventLog, Message, Record, TopicPartition};
+use tributary_shared::model::{Location, Reading, SCHEMA_VERSION};
+use tributary_shared::records::Aggregate;
+
+const RAW: &str = "telemetry.raw";
+const AGGREGATES: &str = "telemetry.aggregates";
+const DEADLETTER: &str = "telemetry.deadletter";
+const GROUP: &str = "tributary-lake";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 7, 10, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
+fn reading(i: usize) -> Reading {
+    let mut metrics = BTreeMap::from([("temperature".to_owned(), 20.0 + i as f64 / 10.0)]);
+    // A metric that appears halfway: a new map key, not a new column.
+    if i >= 150 {
+        metrics.insert("battery".to_owned(), 100.0 - i as f64 / 10.0);
+    }
+    let mut tags = BTreeMap::new();
+    if i.is_multiple_of(3) {
+        tags.insert("site".to_owned(), format!("site-{}", i % 4));
+    }
+    Reading {
+        schema_version: SCHEMA_VERSION,
+        id: format!("r-{i:04}"),
+        device_id: format!("dev-{}", i % 10),
+        // 300 readings 30 s apart: 10:00 to 12:29, three hours.
+        event_time: t0() + chrono::Duration::seconds(30 * i as i64),
+        received_time: t0() + chrono::Duration::seconds(30 * i as i64 + 1),
+        metrics,
+        tags,
+        location: i.is_multiple_of(5).then_some(Location {
+            lat: 47.5 + i as f64 / 1000.0,
+            lon: 8.5,
+            alt: i.is_multiple_of(10).then_some(400.0),
+        }),
+    }
+}
+
+fn aggregate(i: usize) -> Aggregate {
+    let start = t0() + chrono::Duration::seconds(60 * i as i64);
+    Aggregate {
+        device_id: format!("dev-{}", i % 4),
+        metric: "temperature".into(),
+        window_seconds: 60,
+        window_start: start,
+        window_end: start + chrono::Duration::seconds(60),
+        count: 6,
+        min: 19.0,
+        max: 23.0 + i as f64,
+        mean: 21.0,
+        stddev: 1.25,
+        p50: 21.0,
+        p95: 22.5,
+        p99: 22.9,
+        anomaly_score: if i == 7 { 0.97 } else { 0.1 },
+        model: if i == 7 { "spike".into() } else { "none".into() },
+        expected_low: (i > 2).then_some(19.5),
+        expected_high: (i > 2).then_some(22.5),
+        warming: i <= 2,
+        sketch: None,
+    }
+}
+
+fn record(key: &str, value: Vec<u8>) -> Record {
+    Record::new(key, value)
+}
+
+/// 300 readings and 40 aggregates, and a record of each topic that is not one.
+async fn fill(log: &MemoryLog) -> usize {
+    let mut raw: Vec<Record> = (0..300)
+        .map(|i| {
+            let r = reading(i);
+            record(&r.device_id, serde_json::to_vec(&r).expect("serializes"))
+        })
+        .collect();
+    raw.insert(120, record("dev-3", b"{\"not\": \"a reading\"}".to_vec()));
+    let mut aggs: Vec<Record> = (0..40)
+        .map(|i| {
+            let a = aggregate(i);
+            record(&a.device_id, serde_json::to_vec(&a).expect("serializes"))
+        })
+        .collect();
+    aggs.push(record("dev-1", b"not json".to_vec()));
+    let n = raw.len() + aggs.len();
+    for r in log.publisher().publish(RAW, raw).await {
+        r.expect("published");
+    }
+    for r in log.publisher().publish(AGGREGATES, aggs).await {
+        r.expect("published");
+    }
+    n
+}
+
+fn writers(store: &Arc<dyn ObjectStore>, epoch: &str) -> Vec<(String, TableWriter)> {
+    [(RAW, TableKind::Raw), (AGGREGATES, TableKind::Aggregates)]
+        .into_iter()
+        .map(|(topic, kind)| {
+            let app = format!("tributary-lake/{topic}/{epoch}");
+            (
+                topic.to_owned(),
+                TableWriter::new(kind, store.clone(), &Path::default(), app),
+            )
+        })
+        .collect()
+}
+
+fn handler(log: &MemoryLog, store: &Arc<dyn ObjectStore>, policy: RollPolicy) -> (LakeHandler, LakeMetrics) {
+    let metrics = LakeMetrics::default();
+    let h = LakeHandler::new(
+        writers(store, "0"),
+        policy,
+        log.publisher(),
+        DEADLETTER,
+        metrics.clone(),
+    );
+    (h, metrics)
+}
+
+fn local_store(dir: &FsPath) -> Arc<dyn ObjectStore> {
+    Arc::new(LocalFileSystem::new_with_prefix(dir).expect("a local store"))
+}
+
+/// Counts the records handed to the inner handler; optionally drops every
+/// offset the inner one makes committable (a crash after the table commit,
+/// before the offset commit).
+struct Counting<'a> {
+    inner: &'a LakeHandler,
+    handled: AtomicUsize,
+    drop_offsets: bool,
+}
+
+#[async_trait]
+impl Handler for Counting<'_> {
+    async fn handle(&self, batch: &[Message]) -> Result<(), HandlerError> {
+        self.inner.handle(batch).await?;
+        self.handled.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(())
+    }
+    fn committable(&self, processed: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i64)> {
+        if self.drop_offsets {
+            Vec::new()
+        } else {
+            self.inner.committable(processed)
+        }
+    }
+    async fn on_assigned(&self, p: &[TopicPartition], c: &[Committed]) {
+        self.inner.on_assigned(p, c).await;
+    }
+    async fn on_revoked(&self, p: &[TopicPartition]) {
+        self.inner.on_revoked(p).await;
+    }
+    async fn tick(&self) -> Offsets {
+        let o = self.inner.tick().await;
+        if self.drop_offsets { Vec::new() } else { o }
+    }
+    async fn on_stop(&self) -> Offsets {
+        let o = self.inner.on_stop().await;
+        if self.drop_offsets { Vec::new() } else { o }
+    }
+}
+
+/// Run `h` on group [`GROUP`] until it has handled `n` records, then stop it cleanly.
+async fn run_until(log: &MemoryLog, h: &LakeHandler, n: usize, drop_offsets: bool) {
+    let counting = Counting {
+        inner: h,
+        handled: AtomicUsize::new(0),
+        drop_offsets,
+    };
+    let sub = log
+        .subscribe(GROUP, &[RAW.to_owned(), AGGREGATES.to_owned()])
+        .await
+        .expect("subscribed");
+    let cfg = RunnerConfig {
+        max_batch: 64,
+        max_wait: Duration::from_millis(50),
+        commit_every: Duration::ZERO,
+        group: GROUP.into(),
+        ..RunnerConfig::default()
+    };
+    let stop = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while counting.handled.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lake handled {} of {n} records",
+                counting.handled.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    run_consumer(sub, &counting, &cfg, stop)
+        .await
+        .expect("the runner stops cleanly");
+}
+
+/// What delta-rs reads of the table at `dir`, with the `txn` versions of `apps`.
+fn read_table(dir: &FsPath, apps: &[String]) -> Value {
+    let script = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_delta.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg("null")
+        .args(apps)
+        .output()
+        .expect("python3 runs (scripts/test installs it with the deltalake package)");
+    assert!(
+        out.status.success(),
+        "delta-rs could not read {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+}
+
+fn rows(v: &Value) -> &Vec<Value> {
+    v["rows"].as_array().expect("rows")
+}
+
+#[tokio::test]
+async fn readings_and_aggregates_land_in_delta_tables_that_delta_rs_reads() {
+    let dir = tempdir("tables");
+    let store = local_store(&dir);
+    let log = MemoryLog::new(3, 1_000_000);
+    let n = fill(&log).await;
+    let (h, metrics) = handler(&log, &store, RollPolicy::default());
+    run_until(&log, &h, n, false).await;
+
+    // The clean stop committed everything buffered, then the offsets.
+    assert_eq!(log.lag(GROUP, RAW), 0, "raw offsets committed after the table commit");
+    assert_eq!(log.lag(GROUP, AGGREGATES), 0);
+    assert_eq!(metrics.deadlettered(), 2, "one bad record of each topic");
+    let dead = log.snapshot(DEADLETTER);
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().any(|m| m.value == b"not json"));
+
+    let apps: Vec<String> = (0..3).map(|p| format!("tributary-lake/{RAW}/0/{p}")).collect();
+    let raw = read_table(&dir.join("raw"), &apps);
+    assert_eq!(raw["partition_columns"], serde_json::json!(["date", "hour"]));
+    let schema = &raw["schema"];
+    assert_eq!(schema["event_time"], "timestamp[us, tz=UTC]");
+    assert_eq!(schema["metrics"], "map<string, double>");
+    assert_eq!(schema["tags"], "map<string, string>");
+    assert_eq!(schema["date"], "date32[day]");
+    assert_eq!(schema["hour"], "int32");
+    let got = rows(&raw);
+    assert_eq!(got.len(), 300, "every reading once, the bad record not");
+    let ids: BTreeSet<&str> = got.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), 300);
+    let sources: BTreeSet<(i64, i64)> = got
+        .iter()
+        .map(|r| {
+            (
+                r["source_partition"].as_i64().unwrap_or(-1),
+                r["source_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(sources.len(), 300, "no Kafka record twice");
+
+    // One reading, field by field, as the device sent it.
+    let r = got
+        .iter()
+        .find(|r| r["id"] == "r-0200")
+        .expect("r-0200 is in the table");
+    let want = reading(200);
+    assert_eq!(r["device_id"], "dev-0");
+    assert_eq!(r["event_time"], "2026-12-07T11:40:00+00:00");
+    assert_eq!(r["received_time"], "2026-12-07T11:40:01+00:00");
+    assert_eq!(
+        r["metrics"]["temperature"].as_f64(),
+        want.metrics.get("temperature").copied()
+    );
+    assert_eq!(r["metrics"]["battery"].as_f64(), want.metrics.get("battery").copied());
+    assert_eq!(r["location"]["lat"].as_f64(), want.location.as_ref().map(|l| l.lat));
+    assert_eq!(r["location"]["alt"].as_f64(), Some(400.0));
+    assert_eq!(r["date"], "2026-12-07");
+    assert_eq!(r["hour"], 11);
+    let early = got.iter().find(|r| r["id"] == "r-0001").expect("r-0001");
+    assert_eq!(
+        early["metrics"].as_object().map(|m| m.len()),
+        Some(1),
+        "no battery before it appeared"
+    );
+    assert!(early["location"].is_null());
+    assert_eq!(early["tags"], serde_json::json!({}));
+    assert_eq!(
+        got.iter().find(|r| r["id"] == "r-0003").map(|r| &r["tags"]["site"]),
+        Some(&Value::from("site-3"))
+    );
+    // Hour partitions follow the event time.
+    let hours: BTreeMap<i64, usize> = got.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r["hour"].as_i64().unwrap_or(-1)).or_default() += 1;
+        m
+    });
+    assert_eq!(hours, BTreeMap::from([(10, 120), (11, 120), (12, 60)]));
+    // The table says up to which offset each partition is in it: its last record.
+    let ends: BTreeMap<i32, i64> = log.snapshot(RAW).iter().fold(BTreeMap::new(), |mut m, msg| {
+        let e = m.entry(msg.partition).or_insert(msg.offset);
+        *e = (*e).max(msg.offset);
+        m
+    });
+    for (p, app) in apps.iter().enumerate() {
+        assert_eq!(raw["txn"][app].as_i64(), ends.get(&(p as i32)).copied(), "txn of {app}");
+    }
+
+    let aggs = read_table(&dir.join("aggregates"), &[]);
+    let got = rows(&aggs);
+    assert_eq!(got.len(), 40);
+    let spike = got
+        .iter()
+        .find(|a| a["anomaly_score"].as_f64() == Some(0.97))
+        .expect("the spike window");
+    assert_eq!(spike["model"], "spike");
+    assert_eq!(spike["window_start"], "2026-12-07T10:07:00+00:00");
+    assert_eq!(spike["max"].as_f64(), Some(30.0));
+    assert_eq!(spike["expected_high"].as_f64(), Some(22.5));
+    assert_eq!(spike["warming"], false);
+    let first = got
+        .iter()
+        .find(|a| a["window_start"] == "2026-12-07T10:00:00+00:00")
+        .expect("the first window");
+    assert!(first["expected_low"].is_null());
+    assert_eq!(first["warming"], true);
+    assert_eq!(aggs["schema"]["count"], "int64");
+    assert_eq!(aggs["schema"]["window_seconds"], "int32");
+
+    // The README's Python snippet, run as written against this table.
+    let out = run_readme_snippet(&dir.join("raw"));
+    let dev0_10h = out
+        .lines()
+        .find(|l| l.contains("dev-0") && l.contains("10:00:00"))
+        .unwrap_or_default();
+    assert!(dev0_10h.contains("25.5"), "dev-0's mean from 10:00 is 25.5:\n{out}");
+}
+
+/// The README's `lake-python` block with its table path pointed at `table`: what it prints.
+fn run_readme_snippet(table: &FsPath) -> String {
+    let readme =
+        std::fs::read_to_string(FsPath::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).expect("README.md");
+    let after = readme
+        .split("<!-- lake-python")
+        .nth(1)
+        .expect("the README marks its lake snippet");
+    let code = after
+        .split("```python\n")
+        .nth(1)
+        .and_then(|c| c.split("```").next())
+        .expect("a python block after the marker");
+    assert!(
+        code.contains("\"data/lake/raw\""),
+        "the snippet reads data/lake/raw:\n{code}"
+    );
+    let code = code.replace("\"data/lake/raw\"", &format!("{:?}", table.display().to_string()));
+    // Past the snippet, leave without the interpreter's teardown (see read_delta.py).
+    let code = format!("{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n");
+    let out = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the README snippet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_replay_after_a_crash_between_the_table_commit_and_the_offset_commit_adds_no_row() {
+    let dir = tempdir("replay");
+    let store = local_store(&dir);
+    let log = MemoryLog::new(3, 1_000_000);
+    let n = fill(&log).await;
+    let (first, _) = handler(&log, &store, RollPolicy::default());
+    // The table commit happens; the offsets never reach the group.
+    run_until(&log, &first, n, true).await;
+    assert_eq!(log.lag(GROUP, RAW), 301, "no offset committed");
+    let before = read_table(&dir.join("raw"), &[]);
+    assert_eq!(rows(&before).len(), 300);
+
+    // The next owner reads everything again.
+    let (second, metrics) = handler(&log, &store, RollPolicy::default());
+    run_until(&log, &second, n, false).await;
+    assert_eq!(metrics.skipped(), 342, "every record is recognised as in the table");
+    assert_eq!(metrics.deadlettered(), 0, "and the bad ones as dead-lettered already");
+    let after = read_table(&dir.join("raw"), &[]);
+    assert_eq!(rows(&after), rows(&before), "not a row more");
+    assert_eq!(after["version"], before["version"], "and no empty commit");
+    assert_eq!(log.lag(GROUP, RAW), 0, "now the offsets are committed");
+    assert_eq!(rows(&read_table(&dir.join("aggregates"), &[])).len(), 40);
+}
+
+#[tokio::test]
+async fn offsets_are_committable_only_once_their_rows_are_in_a_commit() {
+    let dir = tempdir("committable");
+    let store = local_store(&dir);
+    let log = MemoryLog::new(1, 1_000_000);
+    let policy = RollPolicy {
+        max_bytes: 5_000,
+        max_age: Duration::from_millis(300),
+    };
+    let (h, metrics) = handler(&log, &store, policy);
+    let msg = |offset: i64, i: usize| Message {
+        topic: RAW.into(),
+        partition: 0,
+        offset,
+        key: None,
+        value: serde_json::to_vec(&reading(i)).expect("serializes"),
+        headers: Vec::new(),
+        timestamp_ms: None,
+    };
+    let tp = TopicPartition::new(RAW, 0);
+
+    // A small batch is buffered: its offsets are held back.
+    let batch: Vec<Message> = (0..5).map(|i| msg(i as i64, i)).collect();
+    h.handle(&batch).await.expect("handled");
+    assert_eq!(h.committable(next_offsets(&batch)), vec![(tp.clone(), 0)]);
+    assert!(h.tick().await.is_empty(), "not due yet");
+    assert!(!dir.join("raw/_delta_log").exists(), "nothing written yet");
+
+    // Once the oldest row is old enough, the tick commits the table and the offsets.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(h.tick().await, vec![(tp.clone(), 5, String::new())]);
+    assert_eq!(metrics.rows("raw"), 5);
+    assert_eq!(h.committable(next_offsets(&batch)), vec![(tp.clone(), 5)]);
+    assert_eq!(rows(&read_table(&dir.join("raw"), &[])).len(), 5);
+
+    // The same batch again (a retry): nothing new.
+    h.handle(&batch).await.expect("handled");
+    assert!(h.tick().await.is_empty());
+
+    // Past the size limit the batch itself rolls.
+    let big: Vec<Message> = (5..60).map(|i| msg(i as i64, i)).collect();
+    h.handle(&big).await.expect("handled");
+    assert_eq!(h.committable(next_offsets(&big)), vec![(tp.clone(), 60)]);
+    let table = read_table(&dir.join("raw"), &[format!("tributary-lake/{RAW}/0/0")]);
+    assert_eq!(rows(&table).len(), 60);
+    assert_eq!(table["txn"][format!("tributary-lake/{RAW}/0/0")], 59);
+    assert_eq!(table["version"], 1, "two commits: by age, then by size");
+}
+
+#[tokio::test]
+async fn a_commit_that_loses_a_race_drops_what_the_winner_wrote() {
+    let dir = tempdir("race");
+    let store = local_store(&dir);
+    let app = format!("tributary-lake/{RAW}/0");
+    // The old and the new owner of partition 0 during a rebalance, both with overlapping records.
+    let mut old = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    let mut new = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    old.refresh().await.expect("read");
+    new.refresh().await.expect("read");
+    for i in 0..10 {
+        old.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+    }
+    for i in 5..16 {
+        new.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+    }
+    let won = old.roll(None, 1).await.expect("the first commit");
+    assert_eq!(won.committable, vec![(0, 10)]);
+    let lost = new.roll(None, 2).await.expect("decided again and committed");
+    assert_eq!(lost.rows, 6, "only offsets 10 to 15");
+    assert_eq!(lost.committable, vec![(0, 16)]);
+
+    let table = read_table(&dir.join("raw"), &[format!("{app}/0")]);
+    let offsets: Vec<i64> = rows(&table)
+        .iter()
+        .filter_map(|r| r["source_offset"].as_i64())
+        .collect();
+    assert_eq!(offsets, (0..16).collect::<Vec<_>>(), "each offset once");
+    assert_eq!(table["txn"][format!("{app}/0")], 15);
+    assert_eq!(table["files"], 2, "the lost attempt's file is not in the table");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("tributary-lake-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
