@@ -17,6 +17,7 @@
 //! - [`cache`]: the contract of the [`KvCache`](tributary_shared::cache::KvCache)
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
+//! - [`azurite`]: Azure's Storage emulator as a process of a test's own;
 //! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
 //! - [`process`]: function binaries and servers as processes of a test's own;
 //! - this file: where the tests find the services `scripts/test` starts.
@@ -24,6 +25,7 @@
 //! A test that needs a service and does not find it fails with the variable
 //! to set; none skips.
 
+pub mod azurite;
 pub mod broker;
 pub mod cache;
 pub mod eventlog;

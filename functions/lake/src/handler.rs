@@ -58,6 +58,7 @@ pub struct LakeMetrics {
     deadlettered: Counter,
     skipped: Counter,
     buffered: Gauge,
+    buffered_rows: Gauge,
 }
 
 impl LakeMetrics {
@@ -95,6 +96,11 @@ impl LakeMetrics {
             "tributary_lake_buffered_bytes",
             "Record bytes buffered for the next roll",
             m.buffered.clone(),
+        );
+        registry.register(
+            "tributary_lake_buffered_rows",
+            "Rows buffered for the next roll (not yet queryable)",
+            m.buffered_rows.clone(),
         );
         m
     }
@@ -234,9 +240,10 @@ impl LakeHandler {
     fn update_held(&self, tables: &Tables) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.clear();
-        let mut bytes = 0;
+        let (mut bytes, mut rows) = (0, 0);
         for (topic, w) in &tables.by_topic {
             bytes += w.buffered_bytes();
+            rows += w.buffered_rows();
             for p in w.buffered_partitions() {
                 if let Some(first) = w.first_buffered(p) {
                     held.insert(TopicPartition::new(topic, p), first);
@@ -244,6 +251,7 @@ impl LakeHandler {
             }
         }
         self.metrics.buffered.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics.buffered_rows.set(i64::try_from(rows).unwrap_or(i64::MAX));
     }
 
     async fn dead_letter(&self, poison: Vec<(&Message, String)>) -> Result<(), HandlerError> {
