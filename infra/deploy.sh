@@ -51,7 +51,7 @@ set -euo pipefail
 env=${1:?environment}; tag=${2:?image tag}
 rg="tributary-$env"
 cd "$(dirname "$0")/.."
-FUNCTIONS=(ingest archive analyze process dashboard)
+FUNCTIONS=(ingest archive analyze process dashboard lake)
 HTTP_ADD_ON_CHART_VERSION=0.15.0
 # The name in the interceptor's certificate besides its address.
 INTERCEPTOR_TLS_NAME=interceptor.tributary.internal
@@ -305,6 +305,15 @@ YAML
       - {op: replace, path: /spec/triggers/0/metadata/bootstrapServers, value: "$kafka"}
       - {op: replace, path: /spec/triggers/1/metadata/bootstrapServers, value: "$kafka"}
       - {op: replace, path: /spec/triggers/2/metadata/bootstrapServers, value: "$kafka"}
+  - target: {kind: ScaledObject, name: lake}
+    patch: |-
+      - {op: replace, path: /spec/triggers/0/metadata/bootstrapServers, value: "$kafka"}
+      - {op: replace, path: /spec/triggers/1/metadata/bootstrapServers, value: "$kafka"}
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: lake, namespace: tributary}
+      spec: {template: {spec: {containers: [{name: lake, env: [{name: TRIBUTARY_LAKE_URL, value: "$(get lakeUrl)"}]}]}}}
 YAML
   for fn in archive dashboard; do
     cat <<YAML

@@ -32,6 +32,12 @@ param partitions int = 12
 @description('Days raw readings are kept in Cosmos DB (container default TTL).')
 param rawRetentionDays int = 30
 
+@description('Storage account SKU of the lake (its redundancy).')
+param lakeSku string = 'Standard_ZRS'
+
+@description('Days after its last change a blob of the lake moves to the cool tier.')
+param lakeCoolAfterDays int = 30
+
 @description('PostgreSQL flexible server SKU name and tier.')
 param postgresSku object = { name: 'Standard_B2s', tier: 'Burstable' }
 
@@ -179,10 +185,10 @@ module network 'modules/network.bicep' = {
 
 // One identity per workload, so that each holds only what it uses: the
 // Key Vault secrets in `readers` below (the same ones its SecretProviderClass
-// syncs, keda/base/secrets.yaml), and the Cosmos DB role for archive (write)
-// and dashboard (read). Each is federated with its own service account
-// (keda/base/namespace.yaml); KEDA's kafka scaler runs as the KEDA add-on's
-// keda-operator in kube-system.
+// syncs, keda/base/secrets.yaml), the Cosmos DB role for archive (write) and
+// dashboard (read), and the lake's container for lake (write). Each is
+// federated with its own service account (keda/base/namespace.yaml); KEDA's
+// kafka scaler runs as the KEDA add-on's keda-operator in kube-system.
 module ingestIdentity 'modules/identity.bicep' = {
   name: 'identity-ingest'
   params: { name: '${prefix}-ingest', location: location }
@@ -206,6 +212,11 @@ module processIdentity 'modules/identity.bicep' = {
 module dashboardIdentity 'modules/identity.bicep' = {
   name: 'identity-dashboard'
   params: { name: '${prefix}-dashboard', location: location }
+}
+
+module lakeIdentity 'modules/identity.bicep' = {
+  name: 'identity-lake'
+  params: { name: '${prefix}-lake', location: location }
 }
 
 module kedaIdentity 'modules/identity.bicep' = {
@@ -236,6 +247,7 @@ module aks 'modules/aks.bicep' = {
       { identityName: analyzeIdentity.outputs.name, namespace: namespace, serviceAccount: 'analyze' }
       { identityName: processIdentity.outputs.name, namespace: namespace, serviceAccount: 'process' }
       { identityName: dashboardIdentity.outputs.name, namespace: namespace, serviceAccount: 'dashboard' }
+      { identityName: lakeIdentity.outputs.name, namespace: namespace, serviceAccount: 'lake' }
       { identityName: kedaIdentity.outputs.name, namespace: 'kube-system', serviceAccount: 'keda-operator' }
     ]
   }
@@ -296,6 +308,18 @@ module cosmos 'modules/cosmos.bicep' = {
   }
 }
 
+// The lake's Delta tables (ADLS Gen2); only the lake's identity writes them.
+module lake 'modules/lake.bicep' = {
+  name: 'lake'
+  params: {
+    name: replace('${prefix}lake', '-', '')
+    location: location
+    sku: lakeSku
+    coolAfterDays: lakeCoolAfterDays
+    writerPrincipalId: lakeIdentity.outputs.principalId
+  }
+}
+
 module postgres 'modules/postgres.bicep' = {
   name: 'postgres'
   params: {
@@ -353,6 +377,7 @@ module secrets 'modules/secrets.bicep' = {
       { secret: 'eventhubs-connection-string', principalId: archiveIdentity.outputs.principalId }
       { secret: 'eventhubs-connection-string', principalId: analyzeIdentity.outputs.principalId }
       { secret: 'eventhubs-connection-string', principalId: processIdentity.outputs.principalId }
+      { secret: 'eventhubs-connection-string', principalId: lakeIdentity.outputs.principalId }
       { secret: 'database-url', principalId: processIdentity.outputs.principalId }
       { secret: 'redis-url', principalId: processIdentity.outputs.principalId }
       { secret: 'postgres-readonly-password', principalId: processIdentity.outputs.principalId }
@@ -393,11 +418,13 @@ output archiveClientId string = archiveIdentity.outputs.clientId
 output analyzeClientId string = analyzeIdentity.outputs.clientId
 output processClientId string = processIdentity.outputs.clientId
 output dashboardClientId string = dashboardIdentity.outputs.clientId
+output lakeClientId string = lakeIdentity.outputs.clientId
 output kedaClientId string = kedaIdentity.outputs.clientId
 output ingestBackendIp string = ingestBackendIp
 output apimSubnetPrefix string = addressPlan.apim
 output kafkaBootstrap string = eventhubs.outputs.bootstrap
 output cosmosEndpoint string = cosmos.outputs.endpoint
+output lakeUrl string = lake.outputs.url
 output postgresHost string = postgres.outputs.host
 output redisHost string = redis.outputs.host
 output keyVaultUri string = keyvault.outputs.uri

@@ -108,7 +108,7 @@ def decorated(path):
             for prev, c in zip([None] + kids, kids) if c.type == "parameter_declaration"}
 
 
-WORKLOADS = ["ingest", "archive", "analyze", "process", "dashboard"]  # the functions, one identity each
+WORKLOADS = ["ingest", "archive", "analyze", "process", "dashboard", "lake"]  # the functions, one identity each
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 COSMOS_READER, COSMOS_CONTRIBUTOR = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
 
@@ -212,6 +212,7 @@ def test_identities_get_only_the_roles_their_workload_uses():
     expected["analyzeIdentity"].add(("secrets", "splunkReaders"))
     expected["dashboardIdentity"].add(("dashboardApp", "identityPrincipalId"))  # AcrPull, to run the image on App Service
     expected["dashboardIdentity"].add(("cosmos", "readerPrincipalId"))
+    expected["lakeIdentity"].add(("lake", "writerPrincipalId"))
     assert principal_uses() == expected
     cosmos = module("cosmos")
     roles = {r["body"]["properties"]["roleDefinitionId"].strip("'").rsplit("/", 1)[-1]: r["body"]["properties"]["principalId"]

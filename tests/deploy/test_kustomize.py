@@ -290,6 +290,7 @@ def test_local_has_no_mesh_and_no_azure():
     for dep in of_kind(docs, "Deployment"):
         assert "TRIBUTARY_KAFKA_SASL_PASSWORD" not in env_of(docs, dep)
     assert "archive" not in {d["metadata"]["name"] for d in docs}, "archive needs Cosmos DB: not run locally"
+    assert "lake" not in {d["metadata"]["name"] for d in docs}, "the lake needs Azure Storage: not run locally"
     assert not [s for s in of_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"], "no Azure load balancer locally"
     assert all(d["metadata"].get("namespace") == "tributary" for d in docs if d["kind"] != "Namespace")
     assert not of_kind(docs, "SecretProviderClass"), "no Key Vault locally: the Secret is generated"
@@ -383,6 +384,7 @@ OUTPUTS = {
     "apimSubnetPrefix": "10.99.5.0/24",
     "kafkaBootstrap": "tributary-test-ehns.servicebus.windows.net:9093",
     "cosmosEndpoint": "https://tributary-test-cosmos.documents.azure.com:443/",
+    "lakeUrl": "abfss://lake@tributarytestlake.dfs.core.windows.net/tributary",
     "keyVaultUri": "https://tributary-test-kv.vault.azure.net/",
     "keyVaultName": "tributary-test-kv",
     "tenantId": "66666666-7777-8888-9999-000000000000",
@@ -551,6 +553,7 @@ def test_deploy_script_pushes_the_images_and_applies_the_tag_and_bicep_outputs(e
         assert {t["metadata"]["bootstrapServers"] for t in kafka} == {OUTPUTS["kafkaBootstrap"]}
     for fn in ("archive", "dashboard"):
         assert env_of(docs, named(docs, "Deployment", fn))["TRIBUTARY_COSMOS_ENDPOINT"] == OUTPUTS["cosmosEndpoint"], fn
+    assert env_of(docs, named(docs, "Deployment", "lake"))["TRIBUTARY_LAKE_URL"] == OUTPUTS["lakeUrl"]
     assert env_of(docs, named(docs, "Deployment", "ingest"))["TRIBUTARY_MAX_BODY_BYTES"] == str(OUTPUTS["ingestMaxBodyBytes"]), \
         "ingest refuses what API Management refuses"
     assert not {k for k in env_of(docs, named(docs, "Deployment", "analyze")) if k.startswith("TRIBUTARY_SPLUNK")}, "Splunk is off"

@@ -50,6 +50,7 @@ FUNCTIONS = {
     "dashboard": ("tributary-dashboard", {"PORT", "DATABASE_URL", "REDIS_URL", "TRIBUTARY_OPERATOR_TOKEN", "TRIBUTARY_VIEWER_TOKEN"}),
     "analyze": ("tributary-analyze", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
     "archive": ("tributary-archive", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_COSMOS_ENDPOINT", "TRIBUTARY_COSMOS_AUTH", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
+    "lake": ("tributary-lake", {"PORT", "TRIBUTARY_KAFKA_BROKERS", "TRIBUTARY_LAKE_URL", "TRIBUTARY_KAFKA_SASL_PASSWORD"}),
 }
 
 POSTGRESQL_TRIGGER_KEYS = {"connectionFromEnv", "query", "targetQueryValue", "activationTargetQueryValue"}
@@ -118,6 +119,7 @@ CONFIG_SOURCES = {
     "analyze": "functions/analyze/src/config.rs",
     "process": "functions/process/src/config.rs",
     "dashboard": "functions/dashboard/src/config.rs",
+    "lake": "functions/lake/src/config.rs",
 }
 SHARED_CONFIG = "shared/src/config.rs"  # the groups the configs flatten (ListenArgs, KafkaArgs, CosmosArgs, LogArgs)
 
@@ -452,7 +454,12 @@ def test_topics_and_groups_equal_the_code_defaults():
             assert t["metadata"]["consumerGroup"] in groups, name
             if t["metadata"]["consumerGroup"] == defaults.get("TRIBUTARY_NOTIFY_GROUP"):
                 assert t["metadata"]["topic"] == defaults["TRIBUTARY_ALERTS_TOPIC"], "the notifier reads the alerts"
-            inputs = {defaults[k] for k in ("TRIBUTARY_RAW_TOPIC", "TRIBUTARY_AGGREGATES_TOPIC", "TRIBUTARY_ALERTS_TOPIC") if k in defaults and not (name != "process" and k != "TRIBUTARY_RAW_TOPIC")}
+            # The topics each consumer reads: process the analysis, the lake readings and aggregates, the others readings.
+            reads = {
+                "process": ("TRIBUTARY_RAW_TOPIC", "TRIBUTARY_AGGREGATES_TOPIC", "TRIBUTARY_ALERTS_TOPIC"),
+                "lake": ("TRIBUTARY_RAW_TOPIC", "TRIBUTARY_AGGREGATES_TOPIC"),
+            }.get(name, ("TRIBUTARY_RAW_TOPIC",))
+            inputs = {defaults[k] for k in reads if k in defaults}
             assert t["metadata"]["topic"] in inputs, f"{name} scales on {t['metadata']['topic']}, reads {inputs}"
     for name, (binary, _) in FUNCTIONS.items():
         defaults = help_env(binary)

@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "infra" / "monitoring"
 RULES = MONITORING / "alert-rules.json"
 DASHBOARD = MONITORING / "grafana" / "tributary.json"
-FUNCTIONS = ["ingest", "archive", "analyze", "process", "dashboard"]
+FUNCTIONS = ["ingest", "archive", "analyze", "process", "dashboard", "lake"]
 # Series from outside the functions, and where they come from.
 EXTERNAL = {
     "keda_scaler_metrics_value": "keda-operator",  # the job in keda/base/monitoring.yaml
