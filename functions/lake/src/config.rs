@@ -35,6 +35,16 @@ pub struct Config {
     #[arg(long, env = "TRIBUTARY_LAKE_ROLL_SECS", default_value_t = Config::default().roll_secs)]
     pub roll_secs: u64,
 
+    /// Seconds between compactions of the tables: the small files of a
+    /// finished hour merged into one (0: never). Done by the member that owns
+    /// partition 0 of a table's topic.
+    #[arg(long, env = "TRIBUTARY_LAKE_COMPACT_SECS", default_value_t = Config::default().compact_secs)]
+    pub compact_secs: u64,
+
+    /// Least number of small files in an hour's partition worth merging.
+    #[arg(long, env = "TRIBUTARY_LAKE_COMPACT_MIN_FILES", default_value_t = Config::default().compact_min_files)]
+    pub compact_min_files: usize,
+
     /// Part of the tables' writer ids (Delta `txn` appIds), which say up to
     /// which offset each Kafka partition is in the table. Set a new one when
     /// the topics are recreated (their offsets start again at 0).
@@ -69,6 +79,8 @@ impl Default for Config {
             lake_url: "lake".into(),
             roll_mb: 128,
             roll_secs: 300,
+            compact_secs: 600,
+            compact_min_files: 8,
             epoch: "0".into(),
             kafka: KafkaArgs::default(),
             topics: TopicArgs::default(),

@@ -20,7 +20,7 @@
 //! engine has checkpointed (and whose old commits it may have removed) is
 //! refused with [`DeltaError::Checkpointed`] rather than misread.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -94,6 +94,67 @@ pub struct AddFile {
     pub rows: u64,
 }
 
+impl AddFile {
+    fn from_action(add: &Value) -> Option<Self> {
+        let path = add.get("path")?.as_str()?.to_owned();
+        let size = add.get("size")?.as_u64()?;
+        let mut partition_values: Vec<(String, String)> = add
+            .get("partitionValues")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        partition_values.sort();
+        let rows = add
+            .get("stats")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .and_then(|s| s.get("numRecords").and_then(Value::as_u64))
+            .unwrap_or(0);
+        Some(Self {
+            path,
+            partition_values,
+            size,
+            rows,
+        })
+    }
+
+    fn add_action(&self, now_ms: i64, data_change: bool) -> Value {
+        let partition_values: serde_json::Map<String, Value> = self
+            .partition_values
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        json!({"add": {
+            "path": self.path,
+            "partitionValues": partition_values,
+            "size": self.size,
+            "modificationTime": now_ms,
+            "dataChange": data_change,
+            "stats": json!({"numRecords": self.rows}).to_string(),
+        }})
+    }
+
+    fn remove_action(&self, now_ms: i64) -> Value {
+        let partition_values: serde_json::Map<String, Value> = self
+            .partition_values
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        json!({"remove": {
+            "path": self.path,
+            "deletionTimestamp": now_ms,
+            "dataChange": false,
+            "extendedFileMetadata": true,
+            "partitionValues": partition_values,
+            "size": self.size,
+        }})
+    }
+}
+
 /// One append-only Delta table under `root` in `store`, and what its log says.
 pub struct Table {
     store: Arc<dyn ObjectStore>,
@@ -105,6 +166,8 @@ pub struct Table {
     version: Option<u64>,
     /// Newest `txn` version per appId, over every commit read.
     txns: HashMap<String, i64>,
+    /// The data files in the newest version read, by path.
+    files: BTreeMap<String, AddFile>,
 }
 
 impl Table {
@@ -118,7 +181,18 @@ impl Table {
             partition_columns,
             version: None,
             txns: HashMap::new(),
+            files: BTreeMap::new(),
         }
+    }
+
+    /// The data files in the newest version read.
+    pub fn files(&self) -> impl Iterator<Item = &AddFile> {
+        self.files.values()
+    }
+
+    /// Whether `path` is in the newest version read.
+    pub fn holds(&self, path: &str) -> bool {
+        self.files.contains_key(path)
     }
 
     /// The table's root in its store.
@@ -187,6 +261,14 @@ impl Table {
             if let Some(meta) = action.get("metaData") {
                 self.check_schema(meta)?;
             }
+            if let Some(add) = action.get("add") {
+                let file =
+                    AddFile::from_action(add).ok_or_else(|| corrupt("an add action without path or size".into()))?;
+                self.files.insert(file.path.clone(), file);
+            }
+            if let Some(path) = action.get("remove").and_then(|r| r.get("path")).and_then(Value::as_str) {
+                self.files.remove(path);
+            }
         }
         Ok(())
     }
@@ -213,12 +295,48 @@ impl Table {
     /// [`DeltaError::Conflict`] the state is refreshed and nothing was
     /// committed: decide again on [`Table::written_through`] and retry.
     pub async fn commit(&mut self, files: &[AddFile], txns: &[(String, i64)], now_ms: i64) -> Result<u64, DeltaError> {
+        let mut lines = Vec::new();
+        for (app, offset) in txns {
+            lines.push(json!({"txn": {"appId": app, "version": offset, "lastUpdated": now_ms}}));
+        }
+        lines.extend(files.iter().map(|f| f.add_action(now_ms, true)));
+        self.put_next(lines, json!({"mode": "Append"}), "WRITE", true, now_ms)
+            .await
+    }
+
+    /// Replace `removed` by `added`, the same rows in fewer files (no data
+    /// change, as Delta's OPTIMIZE records it), as the next version. On
+    /// [`DeltaError::Conflict`] the state is refreshed: retry only if
+    /// [`Table::holds`] every removed file still.
+    pub async fn rewrite(&mut self, removed: &[AddFile], added: &[AddFile], now_ms: i64) -> Result<u64, DeltaError> {
+        let mut lines: Vec<Value> = removed.iter().map(|f| f.remove_action(now_ms)).collect();
+        lines.extend(added.iter().map(|f| f.add_action(now_ms, false)));
+        self.put_next(
+            lines,
+            json!({"predicate": "[]", "targetSize": "compaction"}),
+            "OPTIMIZE",
+            false,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Write `actions` (after the commit info, and the protocol and metadata
+    /// for the first version) as the next version, if nobody did first.
+    async fn put_next(
+        &mut self,
+        actions: Vec<Value>,
+        parameters: Value,
+        operation: &str,
+        blind_append: bool,
+        now_ms: i64,
+    ) -> Result<u64, DeltaError> {
         let version = self.version.map_or(0, |v| v + 1);
         let mut lines: Vec<Value> = vec![json!({"commitInfo": {
             "timestamp": now_ms,
-            "operation": "WRITE",
-            "operationParameters": {"mode": "Append"},
-            "isBlindAppend": true,
+            "operation": operation,
+            "operationParameters": parameters,
+            "isBlindAppend": blind_append,
             "engineInfo": concat!("tributary-lake/", env!("CARGO_PKG_VERSION")),
         }})];
         if version == 0 {
@@ -232,34 +350,16 @@ impl Table {
                 "createdTime": now_ms,
             }}));
         }
-        for (app, offset) in txns {
-            lines.push(json!({"txn": {"appId": app, "version": offset, "lastUpdated": now_ms}}));
-        }
-        for f in files {
-            let partition_values: serde_json::Map<String, Value> = f
-                .partition_values
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            lines.push(json!({"add": {
-                "path": f.path,
-                "partitionValues": partition_values,
-                "size": f.size,
-                "modificationTime": now_ms,
-                "dataChange": true,
-                "stats": json!({"numRecords": f.rows}).to_string(),
-            }}));
-        }
+        lines.extend(actions);
+        let path = self.commit_path(version);
         let mut body = Vec::new();
         for l in &lines {
-            // A Value always serializes.
             serde_json::to_writer(&mut body, l).map_err(|e| DeltaError::Corrupt {
-                path: self.commit_path(version).to_string(),
+                path: path.to_string(),
                 reason: e.to_string(),
             })?;
             body.push(b'\n');
         }
-        let path = self.commit_path(version);
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()

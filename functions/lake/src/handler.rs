@@ -28,6 +28,7 @@ use tributary_shared::eventlog::runner::{Handler, HandlerError, Offsets};
 use tributary_shared::eventlog::{Committed, Message, Publisher, Record, TopicPartition};
 use tributary_shared::telemetry::ErrorChain;
 
+use crate::compact::CompactPolicy;
 use crate::error::LakeError;
 use crate::writer::{Rolled, TableWriter};
 
@@ -59,6 +60,9 @@ pub struct LakeMetrics {
     skipped: Counter,
     buffered: Gauge,
     buffered_rows: Gauge,
+    compactions: Family<TableLabel, Counter>,
+    compacted_files: Family<TableLabel, Counter>,
+    failed_compactions: Family<FailureLabel, Counter>,
 }
 
 impl LakeMetrics {
@@ -96,6 +100,21 @@ impl LakeMetrics {
             "tributary_lake_buffered_bytes",
             "Record bytes buffered for the next roll",
             m.buffered.clone(),
+        );
+        registry.register(
+            "tributary_lake_compactions",
+            "Partitions whose small files were merged into one",
+            m.compactions.clone(),
+        );
+        registry.register(
+            "tributary_lake_compacted_files",
+            "Small files replaced by merged ones",
+            m.compacted_files.clone(),
+        );
+        registry.register(
+            "tributary_lake_failed_compactions",
+            "Compactions that failed and will be tried again, by kind",
+            m.failed_compactions.clone(),
         );
         registry.register(
             "tributary_lake_buffered_rows",
@@ -145,6 +164,17 @@ struct Tables {
     /// No roll between batches before this (back-off after a failure).
     next_try: Option<Instant>,
     failures: u32,
+    /// Partitions this member owns: the owner of a topic's partition 0 compacts its table.
+    owned: std::collections::HashSet<TopicPartition>,
+    /// When the tables were last compacted.
+    compacted: Option<Instant>,
+}
+
+/// How often, and when, the tables are compacted.
+#[derive(Clone, Debug)]
+struct Compaction {
+    every: Duration,
+    policy: CompactPolicy,
 }
 
 /// Writes batches of `telemetry.raw` and `telemetry.aggregates` to the lake.
@@ -154,6 +184,7 @@ pub struct LakeHandler {
     /// pass (read without waiting for the tables' lock).
     held: Mutex<HashMap<TopicPartition, i64>>,
     policy: RollPolicy,
+    compaction: Option<Compaction>,
     deadletter: std::sync::Arc<dyn Publisher>,
     deadletter_topic: String,
     metrics: LakeMetrics,
@@ -173,12 +204,57 @@ impl LakeHandler {
                 by_topic: writers.into_iter().collect(),
                 next_try: None,
                 failures: 0,
+                owned: Default::default(),
+                compacted: None,
             }),
             held: Mutex::new(HashMap::new()),
             policy,
+            compaction: None,
             deadletter,
             deadletter_topic: deadletter_topic.into(),
             metrics,
+        }
+    }
+
+    /// Compact the tables every `every` (see [`crate::compact`]): done by the
+    /// member that owns partition 0 of a table's topic, so one member at a time.
+    pub fn compacting(mut self, every: Duration, policy: CompactPolicy) -> Self {
+        self.compaction = Some(Compaction { every, policy });
+        self
+    }
+
+    /// Merge one partition's small files per table this member compacts, if due.
+    async fn compact(&self, tables: &mut Tables) {
+        let Some(c) = &self.compaction else { return };
+        if tables.compacted.is_some_and(|t| t.elapsed() < c.every) {
+            return;
+        }
+        tables.compacted = Some(Instant::now());
+        let Tables { by_topic, owned, .. } = tables;
+        for (topic, w) in by_topic.iter_mut() {
+            if !owned.contains(&TopicPartition::new(topic, 0)) {
+                continue;
+            }
+            let table = w.kind().dir();
+            match w.compact(&c.policy, chrono::Utc::now()).await {
+                Ok(Some(done)) => {
+                    let label = TableLabel { table };
+                    self.metrics.compactions.get_or_create(&label).inc();
+                    self.metrics
+                        .compacted_files
+                        .get_or_create(&label)
+                        .inc_by(done.removed as u64);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    self.metrics
+                        .failed_compactions
+                        .get_or_create(&FailureLabel { table, kind })
+                        .inc();
+                    tracing::warn!(error = %ErrorChain(&e), table, "compacting the lake failed; trying again later");
+                }
+            }
         }
     }
 
@@ -324,6 +400,7 @@ impl Handler for LakeHandler {
     async fn on_assigned(&self, partitions: &[TopicPartition], _committed: &[Committed]) {
         // What other writers committed while these partitions were elsewhere decides what to skip.
         let mut tables = self.tables.lock().await;
+        tables.owned.extend(partitions.iter().cloned());
         for (topic, w) in tables.by_topic.iter_mut() {
             if !partitions.iter().any(|tp| &tp.topic == topic) {
                 continue;
@@ -350,11 +427,13 @@ impl Handler for LakeHandler {
                 .collect();
             w.forget(&mine);
         }
+        tables.owned.retain(|tp| !partitions.contains(tp));
         self.update_held(&tables);
     }
 
     async fn tick(&self) -> Offsets {
         let mut tables = self.tables.lock().await;
+        self.compact(&mut tables).await;
         if tables.next_try.is_some_and(|t| Instant::now() < t)
             || !tables.by_topic.values().any(|w| w.is_due(self.policy.max_age))
         {

@@ -24,6 +24,7 @@
 //! - [`rows`]: the two tables' columns, records as Arrow batches;
 //! - [`delta`]: the Delta transaction log (commits, `txn` versions);
 //! - [`writer`]: buffers per Kafka partition, rolled into Parquet files and a commit;
+//! - [`compact`]: the small files of a finished hour merged into one;
 //! - [`handler`]: the batch handler (when to roll, what to commit) and its metrics;
 //! - [`error`]: why a roll failed, or [`run`] could not start or stopped.
 
@@ -36,6 +37,7 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
+pub mod compact;
 pub mod config;
 pub mod delta;
 pub mod error;
@@ -97,13 +99,21 @@ pub async fn run(config: Config, deps: Deps, shutdown: Shutdown) -> Result<(), E
         max_bytes: usize::try_from(config.roll_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         max_age: Duration::from_secs(config.roll_secs.max(1)),
     };
-    let handler = LakeHandler::new(
+    let mut handler = LakeHandler::new(
         writers,
         policy,
         deps.log.publisher(),
         config.topics.deadletter.clone(),
         metrics,
     );
+    if config.compact_secs > 0 {
+        let compact = compact::CompactPolicy {
+            min_files: config.compact_min_files.max(2),
+            // Merged files as large as a roll's.
+            target_bytes: config.roll_mb.saturating_mul(1 << 20).max(1 << 20),
+        };
+        handler = handler.compacting(Duration::from_secs(config.compact_secs), compact);
+    }
     let ready: Arc<dyn Readiness> = Arc::new(store::LakeReady {
         store: deps.store,
         root: deps.root,

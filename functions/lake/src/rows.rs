@@ -97,7 +97,8 @@ pub struct Partition {
 }
 
 impl Partition {
-    fn of(t: DateTime<Utc>) -> Self {
+    /// The partition of time `t`.
+    pub fn of(t: DateTime<Utc>) -> Self {
         Self {
             date: t.date_naive(),
             hour: t.hour(),

@@ -177,6 +177,22 @@ impl TableWriter {
         self.buffers.get(&partition).and_then(|b| b.next)
     }
 
+    /// Merge the small files of one finished (date, hour) partition (see [`crate::compact`]).
+    pub async fn compact(
+        &mut self,
+        policy: &crate::compact::CompactPolicy,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::compact::Compacted>, LakeError> {
+        self.table.refresh().await?;
+        let current = Partition::of(now).values();
+        crate::compact::compact_one(&mut self.table, &self.store, policy, &current, now.timestamp_millis()).await
+    }
+
+    /// The table's data files now (as last read or written).
+    pub fn files(&self) -> usize {
+        self.table.files().count()
+    }
+
     /// Forget `partitions` (revoked): their next owner reads them from the committed offsets.
     pub fn forget(&mut self, partitions: &[i32]) {
         for p in partitions {
@@ -301,17 +317,21 @@ impl TableWriter {
 }
 
 /// `rel` (segments separated by `/`) under `root`.
-fn under(root: &Path, rel: &str) -> Path {
+pub(crate) fn under(root: &Path, rel: &str) -> Path {
     rel.split('/').fold(root.clone(), |p, seg| p.join(seg))
+}
+
+/// How the lake's Parquet files are written: zstd, level 3.
+pub(crate) fn writer_properties() -> Result<WriterProperties, LakeError> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build())
 }
 
 /// `rows` as a Parquet file with zstd.
 fn parquet_file(kind: TableKind, rows: &[&SourcedRow]) -> Result<Vec<u8>, LakeError> {
     let batch = rows::to_batch(kind, rows)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()?))?;
     writer.write(&batch)?;
     Ok(writer.into_inner()?)
 }

@@ -510,3 +510,89 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
 }
+
+#[tokio::test]
+async fn the_small_files_of_a_finished_hour_are_merged_into_one_with_the_same_rows() {
+    use tributary_lake::compact::{CompactPolicy, compact_one};
+    use tributary_lake::delta::Table;
+    use tributary_lake::rows::PARTITION_COLUMNS;
+
+    let dir = tempdir("compact");
+    let store = local_store(&dir);
+    let app = format!("tributary-lake/{RAW}/0");
+    let mut w = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    w.refresh().await.expect("read");
+    // Ten rolls of six readings each, all in the 10:00 hour: ten small files.
+    for roll in 0..10 {
+        for i in roll * 6..roll * 6 + 6 {
+            w.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+        }
+        w.roll(None, roll as i64).await.expect("rolled");
+    }
+    let before = read_table(&dir.join("raw"), &[]);
+    assert_eq!(before["files"], 10);
+    let policy = CompactPolicy {
+        min_files: 4,
+        target_bytes: 1 << 20,
+    };
+
+    // While it is the current hour, it is left alone.
+    let during = t0() + chrono::Duration::minutes(30);
+    assert_eq!(w.compact(&policy, during).await.expect("compaction"), None);
+
+    // A writer that read the table now, and compacts after another one did.
+    let mut stale = Table::new(
+        store.clone(),
+        Path::from("raw"),
+        TableKind::Raw.table_schema(),
+        PARTITION_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+    );
+    stale.refresh().await.expect("read");
+
+    let later = t0() + chrono::Duration::hours(2);
+    let done = w
+        .compact(&policy, later)
+        .await
+        .expect("compaction")
+        .expect("one partition compacted");
+    assert_eq!((done.removed, done.rows), (10, 60));
+    let after = read_table(&dir.join("raw"), &[format!("{app}/0")]);
+    assert_eq!(after["files"], 1, "one file for the hour");
+    assert_eq!(rows(&after), rows(&before), "the same rows");
+    assert_eq!(after["txn"][format!("{app}/0")], 59, "and the same offsets recorded");
+
+    // The stale writer loses the race and changes nothing, leaving no file behind.
+    let lost = compact_one(&mut stale, &store, &policy, &[], 99)
+        .await
+        .expect("no error");
+    assert_eq!(lost, None);
+    let last = read_table(&dir.join("raw"), &[]);
+    assert_eq!(last["version"], after["version"]);
+    assert_eq!(rows(&last), rows(&before));
+    let parquet_files = walk(&dir.join("raw"))
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
+    assert_eq!(
+        parquet_files, 11,
+        "the ten small files (until a vacuum) and the merged one; not the loser's"
+    );
+
+    // New rows for the hour after the compaction are added as usual.
+    w.add(0, 60, Some(Row::Raw(reading(60))), 100);
+    w.roll(None, 100).await.expect("rolled");
+    assert_eq!(rows(&read_table(&dir.join("raw"), &[])).len(), 61);
+}
+
+fn walk(dir: &FsPath) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
