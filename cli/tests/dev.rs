@@ -429,22 +429,11 @@ async fn all_in_one_from_clean_data_dir_through_restart() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// The Delta table at `dir` as delta-rs reads it (the lake crate's reader script).
+/// The Delta table at `dir` as delta-rs reads it.
 fn read_lake(dir: &std::path::Path) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/lake/tests/read_delta.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg("null")
-        .output()
-        .expect("python3 runs (scripts/test installs it with the deltalake package)");
-    assert!(
-        out.status.success(),
-        "delta-rs could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+    let uri = dir.display().to_string();
+    tributary_testkit::delta::read(&uri, None, &[], &[])
+        .unwrap_or_else(|e| panic!("delta-rs could not read {uri}: {e}"))
 }
 
 /// One reading from `device` with a token of the development fleet key: the status.

@@ -18,6 +18,7 @@
 //!   backends, run against Redis and the in-process cache;
 //! - [`rng`]: a seeded PRNG for reproducible property tests;
 //! - [`azurite`]: Azure's Storage emulator as a process of a test's own;
+//! - [`delta`]: Delta tables read back with delta-rs;
 //! - [`broker`]: a tansu broker of a test's own that it can kill and restart;
 //! - [`process`]: function binaries and servers as processes of a test's own;
 //! - this file: where the tests find the services `scripts/test` starts.
@@ -28,6 +29,7 @@
 pub mod azurite;
 pub mod broker;
 pub mod cache;
+pub mod delta;
 pub mod eventlog;
 pub mod listing;
 pub mod notify;

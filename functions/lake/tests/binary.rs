@@ -119,18 +119,9 @@ impl Drop for Lake {
 
 /// The raw table as delta-rs reads it from Azurite (`None` while it does not exist).
 fn read_raw(azurite: &Azurite, container: &str) -> Option<Value> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_delta.py");
     let options = serde_json::json!({"account_name": ACCOUNT, "account_key": KEY, "use_emulator": "true"});
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(format!("az://{container}/tributary/raw"))
-        .arg(options.to_string())
-        .env("AZURITE_BLOB_STORAGE_URL", azurite.url())
-        .output()
-        .expect("python3 runs (scripts/test installs it with the deltalake package)");
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("the reader prints JSON"))
+    let env = [("AZURITE_BLOB_STORAGE_URL", azurite.url())];
+    tributary_testkit::delta::read(&format!("az://{container}/tributary/raw"), Some(&options), &env, &[]).ok()
 }
 
 fn row_count(v: &Option<Value>) -> usize {

@@ -225,21 +225,9 @@ async fn run_until(log: &MemoryLog, h: &LakeHandler, n: usize, drop_offsets: boo
 
 /// What delta-rs reads of the table at `dir`, with the `txn` versions of `apps`.
 fn read_table(dir: &FsPath, apps: &[String]) -> Value {
-    let script = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_delta.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg("null")
-        .args(apps)
-        .output()
-        .expect("python3 runs (scripts/test installs it with the deltalake package)");
-    assert!(
-        out.status.success(),
-        "delta-rs could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+    let uri = dir.display().to_string();
+    tributary_testkit::delta::read(&uri, None, &[], apps)
+        .unwrap_or_else(|e| panic!("delta-rs could not read {uri}: {e}"))
 }
 
 fn rows(v: &Value) -> &Vec<Value> {
@@ -381,7 +369,7 @@ fn run_readme_snippet(table: &FsPath) -> String {
         "the snippet reads data/lake/raw:\n{code}"
     );
     let code = code.replace("\"data/lake/raw\"", &format!("{:?}", table.display().to_string()));
-    // Past the snippet, leave without the interpreter's teardown (see read_delta.py).
+    // Past the snippet, leave without the interpreter's teardown (see testkit/read_delta.py).
     let code = format!("{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n");
     let out = std::process::Command::new("python3")
         .args(["-c", &code])
