@@ -228,7 +228,13 @@ impl TableWriter {
                 }
             }
             let (files, txns) = self.write_files(&chosen).await?;
-            match self.table.commit(&files, &txns, now_ms).await {
+            // Nothing left to add (a race's winner wrote it all): no empty commit.
+            let commit = if files.is_empty() && txns.is_empty() {
+                Ok(self.table.version().unwrap_or_default())
+            } else {
+                self.table.commit(&files, &txns, now_ms).await
+            };
+            match commit {
                 Ok(version) => {
                     let mut rolled = Rolled {
                         files: files.len(),
@@ -271,8 +277,12 @@ impl TableWriter {
         let mut txns = Vec::new();
         for p in chosen {
             let Some(b) = self.buffers.get(p) else { continue };
-            // The txn names the newest offset seen, kept or not, so a replay skips it all.
-            if let Some(next) = b.next {
+            // The txn names the newest offset seen, kept or not, so a replay
+            // skips it all; never a lower one than the table's (a race's
+            // winner may have committed past everything this buffer saw).
+            if let Some(next) = b.next
+                && self.written_through(*p).is_none_or(|w| next - 1 > w)
+            {
                 txns.push((self.app_id(*p), next - 1));
             }
             let (Some(first), Some(last)) = (b.rows.first(), b.rows.last()) else {

@@ -465,8 +465,14 @@ async fn a_commit_that_loses_a_race_drops_what_the_winner_wrote() {
     // The old and the new owner of partition 0 during a rebalance, both with overlapping records.
     let mut old = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
     let mut new = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    // And a third whose records the others' commits hold entirely.
+    let mut late = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
     old.refresh().await.expect("read");
     new.refresh().await.expect("read");
+    late.refresh().await.expect("read");
+    for i in 3..9 {
+        late.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+    }
     for i in 0..10 {
         old.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
     }
@@ -479,7 +485,14 @@ async fn a_commit_that_loses_a_race_drops_what_the_winner_wrote() {
     assert_eq!(lost.rows, 6, "only offsets 10 to 15");
     assert_eq!(lost.committable, vec![(0, 16)]);
 
+    let covered = late.roll(None, 3).await.expect("nothing to add");
+    assert_eq!(
+        (covered.files, covered.rows, covered.committable.clone()),
+        (0, 0, vec![(0, 9)])
+    );
+
     let table = read_table(&dir.join("raw"), &[format!("{app}/0")]);
+    assert_eq!(table["version"], 1, "no empty commit, and no txn going back");
     let offsets: Vec<i64> = rows(&table)
         .iter()
         .filter_map(|r| r["source_offset"].as_i64())
