@@ -25,7 +25,8 @@
 //! - [`delta`]: the Delta transaction log (commits, `txn` versions);
 //! - [`writer`]: buffers per Kafka partition, rolled into Parquet files and a commit;
 //! - [`compact`]: the small files of a finished hour merged into one;
-//! - [`handler`]: the batch handler (when to roll, what to commit) and its metrics;
+//! - [`handler`]: the batch handler (when to roll, what to commit);
+//! - [`metrics`]: the Prometheus counters and gauges;
 //! - [`error`]: why a roll failed, or [`run`] could not start or stopped.
 
 use std::sync::Arc;
@@ -42,13 +43,15 @@ pub mod config;
 pub mod delta;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod rows;
 pub mod store;
 pub mod writer;
 
 pub use config::Config;
 pub use error::{Error, LakeError};
-pub use handler::{LakeHandler, LakeMetrics, RollPolicy};
+pub use handler::{LakeHandler, RollPolicy};
+pub use metrics::LakeMetrics;
 
 /// What the lake runs on: the event log it reads, the store it writes, its host.
 pub struct Deps {
