@@ -23,6 +23,7 @@
 //! - [`store`]: the object store the lake URL names, and its readiness;
 //! - [`rows`]: the two tables' columns, records as Arrow batches;
 //! - [`delta`]: the Delta transaction log (commits, `txn` versions);
+//! - [`checkpoint`]: the log's state at a version as one Parquet file;
 //! - [`writer`]: buffers per Kafka partition, rolled into Parquet files and a commit;
 //! - [`compact`]: the small files of a finished hour merged into one;
 //! - [`handler`]: the batch handler (when to roll, what to commit);
@@ -38,6 +39,7 @@ use tributary_shared::eventlog::EventLog;
 use tributary_shared::eventlog::kafka::KafkaLog;
 use tributary_shared::service::{ConsumerSettings, Endpoint, Host, Readiness, Service, Shutdown};
 
+pub mod checkpoint;
 pub mod compact;
 pub mod config;
 pub mod delta;

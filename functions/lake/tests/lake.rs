@@ -4,7 +4,9 @@
 //! notebook would see. Covers: both tables with their columns and
 //! partitions, dead letters, rolls by size and by age, what is committable
 //! when, a replay after a crash between the table commit and the offset
-//! commit (no row twice), and a lost commit race. A missing `python3` or
+//! commit (no row twice), a lost commit race, compaction, checkpoints (read
+//! from alone, with the commits they cover removed) and a protocol this
+//! writer lacks. A missing `python3` or
 //! `deltalake` fails the tests; none skips.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -572,7 +574,7 @@ async fn the_small_files_of_a_finished_hour_are_merged_into_one_with_the_same_ro
     assert_eq!(rows(&last), rows(&before));
     let parquet_files = walk(&dir.join("raw"))
         .into_iter()
-        .filter(|p| p.ends_with(".parquet"))
+        .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
         .count();
     assert_eq!(
         parquet_files, 11,
@@ -596,4 +598,122 @@ fn walk(dir: &FsPath) -> Vec<String> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn every_tenth_version_is_checkpointed_and_the_table_is_read_from_its_newest_checkpoint() {
+    use tributary_lake::compact::CompactPolicy;
+
+    let dir = tempdir("checkpoint");
+    let store = local_store(&dir);
+    let app = format!("tributary-lake/{RAW}/0");
+    let mut w = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    w.refresh().await.expect("read");
+    // Versions 0..=23: 24 rolls of five readings, all in the 10:00 hour.
+    for roll in 0..24 {
+        for i in roll * 5..roll * 5 + 5 {
+            w.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+        }
+        w.roll(None, roll as i64).await.expect("rolled");
+    }
+    // Version 24: the hour's 24 files merged into one (24 tombstones).
+    let policy = CompactPolicy {
+        min_files: 4,
+        target_bytes: 1 << 20,
+    };
+    let later = t0() + chrono::Duration::hours(3);
+    let merged = w.compact(&policy, later).await.expect("compaction").expect("compacted");
+    assert_eq!(merged.removed, 24);
+    // Versions 25..=30: the 11:00 hour, one file each.
+    for roll in 24..30 {
+        for i in roll * 5..roll * 5 + 5 {
+            w.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+        }
+        w.roll(None, roll as i64).await.expect("rolled");
+    }
+    assert_eq!(w.version(), Some(30));
+
+    let log = dir.join("raw").join("_delta_log");
+    for v in [10, 20, 30] {
+        assert!(
+            log.join(format!("{v:020}.checkpoint.parquet")).is_file(),
+            "no checkpoint of version {v}"
+        );
+    }
+    assert!(!log.join(format!("{:020}.checkpoint.parquet", 25)).exists());
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).expect("_last_checkpoint")).expect("JSON");
+    assert_eq!(last["version"], 30);
+    let checkpoint = std::fs::read(log.join(format!("{:020}.checkpoint.parquet", 30))).expect("checkpoint");
+    let actions = tributary_lake::checkpoint::from_parquet(checkpoint.into()).expect("a readable checkpoint");
+    let count = |kind: &str| actions.iter().filter(|a| a.get(kind).is_some()).count();
+    assert_eq!(
+        (
+            count("protocol"),
+            count("metaData"),
+            count("txn"),
+            count("add"),
+            count("remove")
+        ),
+        (1, 1, 1, 7, 24),
+        "the state at version 30: one txn, the merged file and six new ones, the 24 merged files' tombstones"
+    );
+
+    // Commits a checkpoint covers may be removed (Delta's log cleanup does):
+    // delta-rs and a new writer must then read the table from the checkpoint.
+    for v in 0..=30 {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).expect("a commit removed");
+    }
+    let read = read_table(&dir.join("raw"), &[format!("{app}/0")]);
+    assert_eq!(read["version"], 30);
+    assert_eq!(read["files"], 7);
+    assert_eq!(read["txn"][format!("{app}/0")], 149);
+    let ids: Vec<&str> = rows(&read).iter().filter_map(|r| r["id"].as_str()).collect();
+    let expected: Vec<String> = (0..150).map(|i| format!("r-{i:04}")).collect();
+    assert_eq!(ids, expected, "every reading once, from the checkpoint alone");
+
+    let mut fresh = TableWriter::new(TableKind::Raw, store.clone(), &Path::default(), app.clone());
+    fresh
+        .refresh()
+        .await
+        .expect("a new writer reads the table from its checkpoint");
+    assert_eq!(fresh.version(), Some(30));
+    assert_eq!(fresh.written_through(0), Some(149));
+    assert_eq!(fresh.files(), 7);
+    assert!(!fresh.is_new(0, 149), "what the checkpoint holds is not written again");
+    for i in 150..155 {
+        assert_eq!(
+            fresh.add(0, i as i64, Some(Row::Raw(reading(i))), 100),
+            tributary_lake::writer::Added::Buffered
+        );
+    }
+    fresh.roll(None, 31).await.expect("rolled after the checkpoint");
+    let after = read_table(&dir.join("raw"), &[format!("{app}/0")]);
+    assert_eq!(after["version"], 31);
+    assert_eq!(rows(&after).len(), 155);
+    assert_eq!(after["txn"][format!("{app}/0")], 154);
+}
+
+#[tokio::test]
+async fn a_table_needing_delta_features_this_writer_lacks_is_refused_not_misread() {
+    let dir = tempdir("protocol");
+    let log = dir.join("raw").join("_delta_log");
+    std::fs::create_dir_all(&log).expect("a log directory");
+    // Deletion vectors: rows a reader must skip, which this writer would not see.
+    let protocol = serde_json::json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+        "readerFeatures": ["deletionVectors"], "writerFeatures": ["deletionVectors"]}});
+    std::fs::write(log.join(format!("{:020}.json", 0)), format!("{protocol}\n")).expect("a commit");
+    let mut w = TableWriter::new(
+        TableKind::Raw,
+        local_store(&dir),
+        &Path::default(),
+        format!("tributary-lake/{RAW}/0"),
+    );
+    let err = w.refresh().await.expect_err("refused");
+    assert!(
+        matches!(err, tributary_lake::delta::DeltaError::Unsupported { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable(), "waiting does not help");
+    assert!(err.to_string().contains("reader 3"), "{err}");
 }

@@ -16,17 +16,33 @@
 //!   snapshot, never a half-written file. A file left by a writer that died
 //!   before its commit is not in any snapshot.
 //!
-//! Not done here (see `docs/ARCHITECTURE.md`): checkpoints. A table some other
-//! engine has checkpointed (and whose old commits it may have removed) is
-//! refused with [`DeltaError::Checkpointed`] rather than misread.
+//! - every [`CHECKPOINT_INTERVAL`]th version this writer commits is followed
+//!   by a checkpoint ([`crate::checkpoint`]), and a table is read from its
+//!   newest checkpoint on, whoever wrote it; so reading a table costs the
+//!   same in its first week and its fifth year;
+//! - a table whose protocol needs more than reader 1 and writer 2 (column
+//!   mapping, deletion vectors, v2 checkpoints: features this writer does
+//!   not implement) is refused with [`DeltaError::Unsupported`] rather than
+//!   misread or damaged.
+//!
+//! Here the table and its log; in `action.rs` a data file's `add` and
+//! `remove` actions, in `schema.rs` the Delta schema of an Arrow schema.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::Schema;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde_json::{Value, json};
+
+use crate::checkpoint::{self, CHECKPOINT_INTERVAL, TOMBSTONE_RETENTION_MS};
+
+mod action;
+mod schema;
+
+pub use action::AddFile;
+pub use schema::delta_schema;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +61,14 @@ pub enum DeltaError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The table has checkpoints, which this writer does not read.
-    #[error("the table at {0} has Delta checkpoints (another engine wrote them); this writer reads JSON commits only")]
-    Checkpointed(String),
+    /// The table uses Delta features this writer does not implement.
+    #[error("the table at {table} needs {reason}, which this writer does not implement")]
+    Unsupported {
+        /// The table's root.
+        table: String,
+        /// What it needs.
+        reason: String,
+    },
     /// The table exists with columns this writer does not write.
     #[error("the table at {table} has another schema than this writer's: {reason}")]
     SchemaMismatch {
@@ -65,7 +86,7 @@ impl DeltaError {
         match self {
             Self::Conflict(_) => true,
             Self::Store(e) => store_error_is_retryable(e),
-            Self::Corrupt { .. } | Self::Checkpointed(_) | Self::SchemaMismatch { .. } => false,
+            Self::Corrupt { .. } | Self::Unsupported { .. } | Self::SchemaMismatch { .. } => false,
         }
     }
 }
@@ -81,80 +102,6 @@ pub fn store_error_is_retryable(e: &object_store::Error) -> bool {
     )
 }
 
-/// A data file to add to the table in a commit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AddFile {
-    /// Path relative to the table root (`date=…/hour=…/name.parquet`).
-    pub path: String,
-    /// Partition column to its value, as Delta serializes them.
-    pub partition_values: Vec<(String, String)>,
-    /// Bytes.
-    pub size: u64,
-    /// Rows.
-    pub rows: u64,
-}
-
-impl AddFile {
-    fn from_action(add: &Value) -> Option<Self> {
-        let path = add.get("path")?.as_str()?.to_owned();
-        let size = add.get("size")?.as_u64()?;
-        let mut partition_values: Vec<(String, String)> = add
-            .get("partitionValues")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        partition_values.sort();
-        let rows = add
-            .get("stats")
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-            .and_then(|s| s.get("numRecords").and_then(Value::as_u64))
-            .unwrap_or(0);
-        Some(Self {
-            path,
-            partition_values,
-            size,
-            rows,
-        })
-    }
-
-    fn add_action(&self, now_ms: i64, data_change: bool) -> Value {
-        let partition_values: serde_json::Map<String, Value> = self
-            .partition_values
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        json!({"add": {
-            "path": self.path,
-            "partitionValues": partition_values,
-            "size": self.size,
-            "modificationTime": now_ms,
-            "dataChange": data_change,
-            "stats": json!({"numRecords": self.rows}).to_string(),
-        }})
-    }
-
-    fn remove_action(&self, now_ms: i64) -> Value {
-        let partition_values: serde_json::Map<String, Value> = self
-            .partition_values
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        json!({"remove": {
-            "path": self.path,
-            "deletionTimestamp": now_ms,
-            "dataChange": false,
-            "extendedFileMetadata": true,
-            "partitionValues": partition_values,
-            "size": self.size,
-        }})
-    }
-}
-
 /// One append-only Delta table under `root` in `store`, and what its log says.
 pub struct Table {
     store: Arc<dyn ObjectStore>,
@@ -164,10 +111,15 @@ pub struct Table {
     partition_columns: Vec<String>,
     /// Newest version read from the log; `None` while the table does not exist.
     version: Option<u64>,
-    /// Newest `txn` version per appId, over every commit read.
-    txns: HashMap<String, i64>,
-    /// The data files in the newest version read, by path.
-    files: BTreeMap<String, AddFile>,
+    /// Newest `txn` version per appId, over every commit read, and when it was written.
+    txns: HashMap<String, (i64, Option<i64>)>,
+    /// The data files in the newest version read, by path, and when each was added.
+    files: BTreeMap<String, (AddFile, i64)>,
+    /// Files removed (by compaction), as their `remove` actions: checkpoints keep them a week.
+    tombstones: BTreeMap<String, Value>,
+    /// The newest `protocol` and `metaData` actions, as a checkpoint repeats them.
+    protocol: Option<Value>,
+    metadata: Option<Value>,
 }
 
 impl Table {
@@ -182,12 +134,15 @@ impl Table {
             version: None,
             txns: HashMap::new(),
             files: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            protocol: None,
+            metadata: None,
         }
     }
 
     /// The data files in the newest version read.
     pub fn files(&self) -> impl Iterator<Item = &AddFile> {
-        self.files.values()
+        self.files.values().map(|(f, _)| f)
     }
 
     /// Whether `path` is in the newest version read.
@@ -207,17 +162,22 @@ impl Table {
 
     /// The newest offset of `app_id` the table holds (its `txn` version), if any.
     pub fn written_through(&self, app_id: &str) -> Option<i64> {
-        self.txns.get(app_id).copied()
+        self.txns.get(app_id).map(|(v, _)| *v)
     }
 
     fn commit_path(&self, version: u64) -> Path {
-        self.root.clone().join("_delta_log").join(format!("{version:020}.json"))
+        self.log_path(&format!("{version:020}.json"))
     }
 
-    /// Read the commits made since the last refresh (all of them the first time).
+    fn log_path(&self, name: &str) -> Path {
+        self.root.clone().join("_delta_log").join(name)
+    }
+
+    /// Read the commits made since the last refresh (the first time: the
+    /// newest checkpoint, then the commits after it).
     pub async fn refresh(&mut self) -> Result<(), DeltaError> {
         if self.version.is_none() {
-            self.refuse_checkpoints().await?;
+            self.load_checkpoint().await?;
         }
         loop {
             let next = self.version.map_or(0, |v| v + 1);
@@ -232,13 +192,48 @@ impl Table {
         }
     }
 
-    async fn refuse_checkpoints(&self) -> Result<(), DeltaError> {
-        let checkpoint = self.root.clone().join("_delta_log").join("_last_checkpoint");
-        match self.store.head(&checkpoint).await {
-            Ok(_) => Err(DeltaError::Checkpointed(self.root.to_string())),
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+    /// The state at the version `_last_checkpoint` names, if there is one.
+    async fn load_checkpoint(&mut self) -> Result<(), DeltaError> {
+        let pointer = self.log_path("_last_checkpoint");
+        let bytes = match self.store.get(&pointer).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let corrupt = |reason: String| DeltaError::Corrupt {
+            path: pointer.to_string(),
+            reason,
+        };
+        let last: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let version = last
+            .get("version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| corrupt("no version".into()))?;
+        if last.get("v2Checkpoint").is_some() {
+            return Err(DeltaError::Unsupported {
+                table: self.root.to_string(),
+                reason: "v2 checkpoints".into(),
+            });
         }
+        let names: Vec<String> = match last.get("parts").and_then(Value::as_u64) {
+            Some(n) if n > 1 => (1..=n)
+                .map(|i| format!("{version:020}.checkpoint.{i:010}.{n:010}.parquet"))
+                .collect(),
+            _ => vec![format!("{version:020}.checkpoint.parquet")],
+        };
+        for name in names {
+            let path = self.log_path(&name);
+            let bytes = self.store.get(&path).await?.bytes().await?;
+            let actions = checkpoint::from_parquet(bytes).map_err(|e| DeltaError::Corrupt {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+            for action in &actions {
+                self.apply_action(&path, action)?;
+            }
+        }
+        self.version = Some(version);
+        Ok(())
     }
 
     fn apply(&mut self, path: &Path, bytes: &[u8]) -> Result<(), DeltaError> {
@@ -249,26 +244,55 @@ impl Table {
         let text = std::str::from_utf8(bytes).map_err(|e| corrupt(e.to_string()))?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let action: Value = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
-            if let Some(txn) = action.get("txn") {
-                let app = txn.get("appId").and_then(Value::as_str);
-                let version = txn.get("version").and_then(Value::as_i64);
-                let (Some(app), Some(version)) = (app, version) else {
-                    return Err(corrupt("a txn action without appId or version".into()));
-                };
-                let known = self.txns.entry(app.to_owned()).or_insert(version);
-                *known = (*known).max(version);
+            self.apply_action(path, &action)?;
+        }
+        Ok(())
+    }
+
+    /// One action of a commit or a checkpoint read from `path`.
+    fn apply_action(&mut self, path: &Path, action: &Value) -> Result<(), DeltaError> {
+        let corrupt = |reason: String| DeltaError::Corrupt {
+            path: path.to_string(),
+            reason,
+        };
+        if let Some(txn) = action.get("txn") {
+            let app = txn.get("appId").and_then(Value::as_str);
+            let version = txn.get("version").and_then(Value::as_i64);
+            let (Some(app), Some(version)) = (app, version) else {
+                return Err(corrupt("a txn action without appId or version".into()));
+            };
+            let updated = txn.get("lastUpdated").and_then(Value::as_i64);
+            let known = self.txns.entry(app.to_owned()).or_insert((version, updated));
+            if version >= known.0 {
+                *known = (version, updated.or(known.1));
             }
-            if let Some(meta) = action.get("metaData") {
-                self.check_schema(meta)?;
+        }
+        if let Some(protocol) = action.get("protocol") {
+            let reader = protocol.get("minReaderVersion").and_then(Value::as_i64).unwrap_or(1);
+            let writer = protocol.get("minWriterVersion").and_then(Value::as_i64).unwrap_or(2);
+            if reader > 1 || writer > 2 {
+                return Err(DeltaError::Unsupported {
+                    table: self.root.to_string(),
+                    reason: format!("Delta protocol reader {reader}, writer {writer}"),
+                });
             }
-            if let Some(add) = action.get("add") {
-                let file =
-                    AddFile::from_action(add).ok_or_else(|| corrupt("an add action without path or size".into()))?;
-                self.files.insert(file.path.clone(), file);
-            }
-            if let Some(path) = action.get("remove").and_then(|r| r.get("path")).and_then(Value::as_str) {
-                self.files.remove(path);
-            }
+            self.protocol = Some(protocol.clone());
+        }
+        if let Some(meta) = action.get("metaData") {
+            self.check_schema(meta)?;
+            self.metadata = Some(meta.clone());
+        }
+        if let Some(add) = action.get("add") {
+            let file = AddFile::from_action(add).ok_or_else(|| corrupt("an add action without path or size".into()))?;
+            let modified = add.get("modificationTime").and_then(Value::as_i64).unwrap_or_default();
+            self.tombstones.remove(&file.path);
+            self.files.insert(file.path.clone(), (file, modified));
+        }
+        if let Some(remove) = action.get("remove")
+            && let Some(path) = remove.get("path").and_then(Value::as_str)
+        {
+            self.files.remove(path);
+            self.tombstones.insert(path.to_owned(), remove.clone());
         }
         Ok(())
     }
@@ -321,6 +345,48 @@ impl Table {
         .await
     }
 
+    /// The state at `version` (the newest read) as its checkpoint, then
+    /// `_last_checkpoint` naming it.
+    async fn write_checkpoint(&self, version: u64, now_ms: i64) -> Result<(), DeltaError> {
+        let mut actions: Vec<Value> = Vec::with_capacity(self.files.len() + self.txns.len() + 2);
+        actions.extend(self.protocol.iter().map(|p| json!({"protocol": p})));
+        actions.extend(self.metadata.iter().map(|m| json!({"metaData": m})));
+        let mut apps: Vec<_> = self.txns.iter().collect();
+        apps.sort();
+        for (app, (v, updated)) in apps {
+            actions.push(json!({"txn": {"appId": app, "version": v, "lastUpdated": updated}}));
+        }
+        actions.extend(self.files.values().map(|(f, modified)| f.add_action(*modified, false)));
+        let cutoff = now_ms.saturating_sub(TOMBSTONE_RETENTION_MS);
+        actions.extend(
+            self.tombstones
+                .values()
+                .filter(|r| {
+                    r.get("deletionTimestamp")
+                        .and_then(Value::as_i64)
+                        .is_none_or(|t| t >= cutoff)
+                })
+                .map(|r| json!({"remove": r})),
+        );
+        let path = self.log_path(&format!("{version:020}.checkpoint.parquet"));
+        let file = checkpoint::to_parquet(&actions).map_err(|e| DeltaError::Corrupt {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        let size_in_bytes = file.len();
+        // Overwritten, not created: a second writer's checkpoint of this version holds the same state.
+        self.store.put(&path, PutPayload::from(file)).await?;
+        let last = json!({"version": version, "size": actions.len(), "sizeInBytes": size_in_bytes, "numOfAddFiles": self.files.len()});
+        self.store
+            .put(
+                &self.log_path("_last_checkpoint"),
+                PutPayload::from(last.to_string().into_bytes()),
+            )
+            .await?;
+        tracing::info!(table = %self.root, version, actions = actions.len(), "wrote a Delta checkpoint");
+        Ok(())
+    }
+
     /// Write `actions` (after the commit info, and the protocol and metadata
     /// for the first version) as the next version, if nobody did first.
     async fn put_next(
@@ -368,6 +434,12 @@ impl Table {
             Ok(_) => {
                 self.apply(&path, &body)?;
                 self.version = Some(version);
+                if version > 0 && version.is_multiple_of(CHECKPOINT_INTERVAL) {
+                    // Readers and restarts are only slower without it: the commit stands.
+                    if let Err(e) = self.write_checkpoint(version, now_ms).await {
+                        tracing::warn!(error = %e, table = %self.root, version, "writing a Delta checkpoint failed; the next one will be tried at its version");
+                    }
+                }
                 Ok(version)
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
@@ -376,41 +448,5 @@ impl Table {
             }
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// The Delta schema (its JSON form) of `schema`.
-pub fn delta_schema(schema: &Schema) -> Value {
-    json!({"type": "struct", "fields": schema.fields().iter().map(|f| delta_field(f)).collect::<Vec<_>>()})
-}
-
-fn delta_field(f: &Field) -> Value {
-    json!({"name": f.name(), "type": delta_type(f.data_type()), "nullable": f.is_nullable(), "metadata": {}})
-}
-
-fn delta_type(t: &DataType) -> Value {
-    match t {
-        DataType::Utf8 => json!("string"),
-        DataType::Int32 => json!("integer"),
-        DataType::Int64 => json!("long"),
-        DataType::Float64 => json!("double"),
-        DataType::Boolean => json!("boolean"),
-        DataType::Date32 => json!("date"),
-        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => json!("timestamp"),
-        DataType::Struct(fields) => {
-            json!({"type": "struct", "fields": fields.iter().map(|f| delta_field(f)).collect::<Vec<_>>()})
-        }
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => json!({
-                "type": "map",
-                "keyType": delta_type(kv[0].data_type()),
-                "valueType": delta_type(kv[1].data_type()),
-                "valueContainsNull": kv[1].is_nullable(),
-            }),
-            // Arrow's maps are always entries of (key, value).
-            other => json!(format!("unsupported map entries {other}")),
-        },
-        // Only the types above are written (see `rows`): a test checks each table's.
-        other => json!(format!("unsupported {other}")),
     }
 }
