@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureRecord;
 
-use super::common::{analyze_input, bench_producer, free_port, median, rss_peak_mb};
+use super::common::{counter, free_port, median, preload, rss_peak_mb};
 
 /// Arguments of `bench analyze-kafka`.
 #[derive(clap::Args)]
@@ -111,60 +110,6 @@ struct Figures {
     ready_ms: f64,
     rss_mb: f64,
     aggregates: u64,
-}
-
-/// Serialized readings for `series` series (devices of 4 metrics), one second
-/// apart per device, produced keyed by device and flushed.
-async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions: i32) -> anyhow::Result<()> {
-    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
-        &tributary_shared::config::KafkaArgs {
-            brokers: brokers.to_owned(),
-            ..Default::default()
-        },
-        "tributary-bench",
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let producer = bench_producer(brokers)?;
-    let input = analyze_input(n, series);
-    let mut futs = Vec::with_capacity(10_000);
-    for r in &input {
-        let payload = serde_json::to_vec(r)?;
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(&r.device_id).payload(&payload)) {
-                Ok(f) => {
-                    futs.push(f);
-                    break;
-                }
-                Err(_) => {
-                    for f in futs.drain(..) {
-                        f.await?.map_err(|(e, _)| e)?;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
-        if futs.len() >= 10_000 {
-            for f in futs.drain(..) {
-                f.await?.map_err(|(e, _)| e)?;
-            }
-        }
-    }
-    for f in futs.drain(..) {
-        f.await?.map_err(|(e, _)| e)?;
-    }
-    Ok(())
-}
-
-fn counter(metrics: &str, name: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
 }
 
 async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) -> anyhow::Result<Figures> {

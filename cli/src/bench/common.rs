@@ -1,8 +1,11 @@
 //! What several benchmarks share: medians, free ports, the CPU time and
-//! memory of a process, a producer with ingest's settings, analyze's input.
+//! memory of a process, a producer with ingest's settings, analyze's input
+//! and a topic preloaded with it, metrics read off an exposition.
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Median (upper middle for even counts); NaN for none.
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -70,13 +73,9 @@ pub fn bench_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .create()?)
 }
 
-/// Readings for `series` series (devices with 4 metrics each), one second apart per device.
-pub fn analyze_input(n: usize, series: usize) -> Vec<tributary_shared::model::Reading> {
-    analyze_input_range(0..n, series)
-}
-
-/// Readings `range` of the input [`analyze_input`] builds (the same readings
-/// at the same positions), so a long run can be built in bounded chunks.
+/// Readings `range` of analyze's input: `series` series (devices with 4
+/// metrics each), one second apart per device; the same readings at the same
+/// positions whatever the range, so a long run can be built in bounded chunks.
 pub fn analyze_input_range(range: std::ops::Range<usize>, series: usize) -> Vec<tributary_shared::model::Reading> {
     use chrono::TimeZone;
     let devices = (series / 4).max(1);
@@ -105,4 +104,65 @@ pub fn analyze_input_range(range: std::ops::Range<usize>, series: usize) -> Vec<
             }
         })
         .collect()
+}
+
+/// Serialized readings for `series` series (devices of 4 metrics), one second
+/// apart per device ([`analyze_input_range`]), produced keyed by device and
+/// flushed into a topic of `partitions` partitions; returns the payload bytes.
+pub async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions: i32) -> anyhow::Result<u64> {
+    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
+        &tributary_shared::config::KafkaArgs {
+            brokers: brokers.to_owned(),
+            ..Default::default()
+        },
+        "tributary-bench",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let producer = bench_producer(brokers)?;
+    let mut futs = Vec::with_capacity(10_000);
+    let mut bytes = 0u64;
+    // In chunks: a million readings as structs would be gigabytes.
+    for start in (0..n).step_by(100_000) {
+        for r in &analyze_input_range(start..n.min(start + 100_000), series) {
+            let payload = serde_json::to_vec(r)?;
+            bytes += payload.len() as u64;
+            loop {
+                match producer.send_result(FutureRecord::to(topic).key(&r.device_id).payload(&payload)) {
+                    Ok(f) => {
+                        futs.push(f);
+                        break;
+                    }
+                    Err(_) => {
+                        for f in futs.drain(..) {
+                            f.await?.map_err(|(e, _)| e)?;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            if futs.len() >= 10_000 {
+                for f in futs.drain(..) {
+                    f.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+    }
+    for f in futs.drain(..) {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(bytes)
+}
+
+/// The value of metric `name` (with its labels, as exposed) in a Prometheus
+/// text exposition.
+pub fn counter(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
 }

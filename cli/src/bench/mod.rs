@@ -9,7 +9,8 @@
 //! - `load.rs`: the bench's own HTTP/1.1 load generator (`bench ingest`);
 //! - `wrk.rs`: driving `wrk` with the same requests (`bench ingest --load wrk`);
 //! - one file per benchmark: `ingest.rs`, `process.rs`, `analyze.rs`,
-//!   `analyze_kafka.rs`, `archive.rs`, `dashboard.rs`, `dev.rs`, `start.rs`, `soak.rs`.
+//!   `analyze_kafka.rs`, `archive.rs`, `dashboard.rs`, `dev.rs`, `lake.rs`,
+//!   `start.rs`, `soak.rs`.
 
 mod analyze;
 mod analyze_kafka;
@@ -18,6 +19,7 @@ mod common;
 mod dashboard;
 mod dev;
 mod ingest;
+mod lake;
 mod load;
 mod process;
 mod soak;
@@ -41,6 +43,8 @@ pub enum Bench {
     Dev(dev::DevArgs),
     /// Analyze through a Kafka broker, pinned to one CPU, vs. a bare librdkafka consumer on it.
     AnalyzeKafka(analyze_kafka::AnalyzeKafkaArgs),
+    /// The lake through a Kafka broker into a Delta table, per core, vs. writing Parquet directly; freshness.
+    Lake(lake::LakeArgs),
     /// Each function binary: start to /healthz and /readyz, RSS when idle, SIGTERM to exit.
     Start(start::StartArgs),
     /// The function binaries at a fixed load for minutes: throughput, POST and end-to-end latency, RSS over time, reconciliation.
@@ -57,6 +61,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Dashboard(a) => dashboard::run(a).await,
         Bench::Dev(a) => dev::run(a).await,
         Bench::AnalyzeKafka(a) => analyze_kafka::run(a).await,
+        Bench::Lake(a) => lake::run(a).await,
         Bench::Start(a) => start::run(a).await,
         Bench::Soak(a) => soak::run(a).await,
     }

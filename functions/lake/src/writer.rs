@@ -332,7 +332,7 @@ pub(crate) fn under(root: &Path, rel: &str) -> Path {
 }
 
 /// How the lake's Parquet files are written: zstd, level 3.
-pub(crate) fn writer_properties() -> Result<WriterProperties, LakeError> {
+pub fn writer_properties() -> Result<WriterProperties, LakeError> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .build())
