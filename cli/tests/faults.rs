@@ -13,9 +13,9 @@
 //!   memory, so restarting it would lose them where Cosmos DB would not: its
 //!   outage is simulated by the proxy instead, which cuts every connection
 //!   and closes new ones at once while "down";
-//! - `tributary-ingest`, `tributary-archive`, `tributary-analyze` and
-//!   `tributary-process` (built beside the `tributary` binary by
-//!   `cargo test --workspace`).
+//! - `tributary-ingest`, `tributary-archive`, `tributary-analyze`,
+//!   `tributary-process` and `tributary-lake` (into a local Delta table;
+//!   built beside the `tributary` binary by `cargo test --workspace`).
 //!
 //! While `tributary simulate` sends (with a tenth of its requests sent twice,
 //! as a device resends after a lost answer), the schedule below kills each
@@ -24,8 +24,10 @@
 //! then crash recovery), kills Redis (its cache is lost) and cuts Cosmos DB.
 //! Then, once the last windows have closed, `tributary verify` must find every
 //! reading that got a 2xx in Cosmos DB and counted exactly once in the
-//! PostgreSQL aggregates, with no window left unchecked, and Redis must hold
-//! each device's latest state as PostgreSQL has it.
+//! PostgreSQL aggregates, with no window left unchecked, Redis must hold
+//! each device's latest state as PostgreSQL has it, and after a SIGTERM the
+//! lake's raw table (read with delta-rs) must hold every record of
+//! `telemetry.raw` exactly once, every acknowledged reading among them.
 //!
 //! Allowed lateness (20 s) is larger than any stall the faults cause (a few
 //! seconds), so nothing may arrive late: a value missing from a window is a
@@ -418,6 +420,21 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
         ),
         &dir,
     );
+    let lake_port = free_port();
+    let lake_dir = dir.join("lake");
+    let mut lake = Proc::new(
+        "lake",
+        sibling(TRIBUTARY, "tributary-lake"),
+        &[],
+        &with(
+            common(lake_port),
+            &[
+                ("TRIBUTARY_LAKE_URL", lake_dir.display().to_string()),
+                ("TRIBUTARY_LAKE_ROLL_SECS", "2".into()),
+            ],
+        ),
+        &dir,
+    );
     // Ingest first: it creates the topics the consumers subscribe to.
     ingest.start();
     wait_healthy(ingest_port, 30, "ingest");
@@ -425,6 +442,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
         (&mut archive, archive_port),
         (&mut analyze, analyze_port),
         (&mut process, process_port),
+        (&mut lake, lake_port),
     ] {
         f.start();
         wait_healthy(port, 30, &f.name.clone());
@@ -480,13 +498,13 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
     wait_healthy(ingest_port, 30, "ingest after SIGKILL");
     done.push("ingest SIGKILL");
 
-    // The three consumers die together, mid-stream, and come back once tansu has
+    // The four consumers die together, mid-stream, and come back once tansu has
     // expired their dead members (session timeout 10 s): tansu 0.6 gives a member
     // that joins while the dead one is still in the group an empty assignment, for
     // good (seen here with a restart after 1 s; Kafka rebalances instead). Ingest
     // keeps accepting meanwhile, so they restart into a backlog.
     at(7);
-    for f in [&mut archive, &mut analyze, &mut process] {
+    for f in [&mut archive, &mut analyze, &mut process, &mut lake] {
         f.kill9();
     }
     std::thread::sleep(Duration::from_secs(12));
@@ -494,11 +512,12 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
         (&mut archive, archive_port),
         (&mut analyze, analyze_port),
         (&mut process, process_port),
+        (&mut lake, lake_port),
     ] {
         f.start();
         wait_healthy(port, 30, &format!("{} after SIGKILL", f.name));
     }
-    done.push("archive, analyze and process SIGKILL");
+    done.push("archive, analyze, process and lake SIGKILL");
 
     at(23);
     broker.kill9();
@@ -551,6 +570,7 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
         &mut archive,
         &mut analyze,
         &mut process,
+        &mut lake,
     ] {
         f.assert_alive();
     }
@@ -692,6 +712,67 @@ fn every_acknowledged_reading_survives_kills_and_outages_exactly_once() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    // --- the lake: a clean stop commits what is buffered; every record of the topic once ---
+    lake.terminate(60);
+    check_lake(&lake_dir, &kafka, &record, &dir);
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The lake's raw table holds every record of `telemetry.raw` on `kafka` exactly
+/// once (by Kafka partition and offset), and so every reading in `record`.
+fn check_lake(lake_dir: &Path, kafka: &str, record: &Path, dir: &Path) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let table = tributary_testkit::delta::read(&lake_dir.join("raw").display().to_string(), None, &[], &[])
+        .unwrap_or_else(|e| panic!("delta-rs could not read the lake: {e}\nlake:\n{}", tail(dir, "lake")));
+    let rows = table["rows"].as_array().expect("rows");
+    let mut by_partition: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for r in rows {
+        let p = r["source_partition"].as_i64().expect("source_partition");
+        by_partition
+            .entry(p)
+            .or_default()
+            .push(r["source_offset"].as_i64().expect("source_offset"));
+    }
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .create()
+        .expect("a Kafka client");
+    for p in 0..4 {
+        let (low, high) = consumer
+            .fetch_watermarks("telemetry.raw", p, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut offsets = by_partition.remove(&i64::from(p)).unwrap_or_default();
+        offsets.sort_unstable();
+        let expected: Vec<i64> = (low..high).collect();
+        assert!(
+            offsets == expected,
+            "partition {p} of telemetry.raw holds offsets {low}..{high}; the lake holds {} rows of it (first {:?}, last {:?}), each must be there once\nlake:\n{}",
+            offsets.len(),
+            offsets.first(),
+            offsets.last(),
+            tail(dir, "lake")
+        );
+    }
+    assert!(
+        by_partition.is_empty(),
+        "rows from partitions the topic lacks: {by_partition:?}"
+    );
+    let ids: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    let acknowledged = std::fs::read_to_string(record).expect("the record of acknowledged readings");
+    let missing: Vec<String> = acknowledged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .filter(|id| !ids.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged readings are not in the lake, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    println!("lake: {} rows, every record of telemetry.raw once", rows.len());
 }

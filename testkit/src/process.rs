@@ -142,6 +142,41 @@ impl Proc {
         c.wait().expect("wait");
     }
 
+    /// Stop it with SIGTERM and wait (up to `secs`) for its exit, which must be clean.
+    pub fn terminate(&mut self, secs: u64) {
+        let mut c = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {} failed", self.name);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "{} did not exit within {secs} s of SIGTERM:\n{}",
+                    self.name,
+                    tail(&self.dir, &self.name)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM:\n{}",
+            self.name,
+            tail(&self.dir, &self.name)
+        );
+    }
+
     /// Still running (a function must survive every outage of what it depends on).
     pub fn assert_alive(&mut self) {
         let c = self
