@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::common::{counter, free_port, median, preload, rss_peak_mb};
+use super::common::{bare_consumer, counter, free_port, median, preload, rss_peak_mb};
 
 /// Arguments of `bench analyze-kafka`.
 #[derive(clap::Args)]
@@ -77,7 +77,7 @@ pub async fn run(a: AnalyzeKafkaArgs) -> anyhow::Result<()> {
         let raw = format!("bench.raw.{stamp}");
         preload(&a.brokers, &raw, a.readings, a.series, a.partitions).await?;
         let f = one_run(&a, &bin, &raw, &stamp).await?;
-        let base = baseline(&a, &raw).await?;
+        let base = bare_consumer(&a.brokers, &raw, a.readings, a.cpu).await?;
         println!(
             "run {}: analyze {:.0} readings/s ({:.0} values/s, start to ready {:.0} ms, RSS {:.1} MB, {} aggregates) · bare librdkafka consumer {:.0} records/s ({:.0}%)",
             run + 1,
@@ -168,36 +168,6 @@ async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) ->
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The bare consumer in a child process pinned to the same CPU.
-async fn baseline(a: &AnalyzeKafkaArgs, raw: &str) -> anyhow::Result<f64> {
-    let out = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(a.cpu.to_string())
-        .arg(std::env::current_exe()?)
-        .args([
-            "bench",
-            "analyze-kafka",
-            "--brokers",
-            &a.brokers,
-            "--readings",
-            &a.readings.to_string(),
-            "--consume-only",
-            raw,
-        ])
-        .output()
-        .await
-        .context("starting the baseline consumer")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("CONSUMED "))
-        .with_context(|| format!("baseline consumer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let mut parts = line.split_whitespace().skip(1);
-    let n: f64 = parts.next().and_then(|v| v.parse().ok()).context("count")?;
-    let secs: f64 = parts.next().and_then(|v| v.parse().ok()).context("seconds")?;
-    Ok(n / secs)
 }
 
 /// Consume `topic` from the beginning until `n` records were read (timed from

@@ -5,6 +5,8 @@
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Median (upper middle for even counts); NaN for none.
@@ -165,4 +167,36 @@ pub fn counter(metrics: &str, name: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// Records/s of a bare librdkafka consumer reading `topic` (`n` records) from
+/// the start, in a child process pinned to `cpu`: the Kafka ceiling of a
+/// function pinned there (`bench analyze-kafka --consume-only`).
+pub async fn bare_consumer(brokers: &str, topic: &str, n: usize, cpu: usize) -> anyhow::Result<f64> {
+    let out = tokio::process::Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(std::env::current_exe()?)
+        .args([
+            "bench",
+            "analyze-kafka",
+            "--brokers",
+            brokers,
+            "--readings",
+            &n.to_string(),
+            "--consume-only",
+            topic,
+        ])
+        .output()
+        .await
+        .context("starting the baseline consumer")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CONSUMED "))
+        .with_context(|| format!("baseline consumer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let mut parts = line.split_whitespace().skip(1);
+    let n: f64 = parts.next().and_then(|v| v.parse().ok()).context("count")?;
+    let secs: f64 = parts.next().and_then(|v| v.parse().ok()).context("seconds")?;
+    Ok(n / secs)
 }

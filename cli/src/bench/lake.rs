@@ -12,7 +12,8 @@
 //!   peer figure from the same run: the same readings, decoded and built into
 //!   the same Arrow batches, written to one Parquet file with the same library
 //!   and settings (zstd 3), in a child process pinned to the same CPU; it
-//!   reads no broker and writes no log, so it is the ceiling;
+//!   reads no broker and writes no log. A second peer is the Kafka ceiling:
+//!   a bare librdkafka consumer reading the same topic on the same core;
 //! - **freshness**: readings produced at a steady rate while the lake runs
 //!   with `--roll-secs`; each reading's delay runs from its producer
 //!   acknowledgement (what a device's 2xx means) to the moment the table's log
@@ -34,7 +35,9 @@ use tributary_lake::delta::Table;
 use tributary_lake::rows::{PARTITION_COLUMNS, SourcedRow, TableKind};
 use tributary_lake::writer::writer_properties;
 
-use super::common::{analyze_input_range, bench_producer, counter, free_port, median, preload, rss_peak_mb};
+use super::common::{
+    analyze_input_range, bare_consumer, bench_producer, counter, free_port, median, preload, rss_peak_mb,
+};
 
 /// Arguments of `bench lake`.
 #[derive(clap::Args)]
@@ -104,15 +107,19 @@ pub async fn run(a: LakeArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         let f = result?;
         println!(
-            "run {}: lake {:.0} readings/s, {:.1} MB/s of records in, {:.1} MB/s of Parquet out, RSS {:.0} MB · direct Parquet {:.0} readings/s, {:.1} MB/s out ({:.0}%) · freshness p50 {:.1} s, p99 {:.1} s, max {:.1} s, {:.0} files/h",
+            "run {}: lake {:.0} readings/s ({:.0}/s after its first row, {:.1} s to it), {:.1} MB/s of records in, {:.1} MB/s of Parquet out, RSS {:.0} MB · direct Parquet {:.0} readings/s, {:.1} MB/s out ({:.0}%) · bare librdkafka consumer {:.0} records/s ({:.0}%) · freshness p50 {:.1} s, p99 {:.1} s, max {:.1} s, {:.0} files/h",
             run + 1,
             f.rate,
+            f.sustained,
+            f.join_s,
             f.in_mb_s,
             f.out_mb_s,
             f.rss_mb,
             f.direct_rate,
             f.direct_mb_s,
             100.0 * f.rate / f.direct_rate,
+            f.consumer_rate,
+            100.0 * f.rate / f.consumer_rate,
             f.delay_p50,
             f.delay_p99,
             f.delay_max,
@@ -120,12 +127,17 @@ pub async fn run(a: LakeArgs) -> anyhow::Result<()> {
         );
         for (k, v) in [
             ("rate", f.rate),
+            ("sustained", f.sustained),
+            ("join", f.join_s),
+            ("sustained_share", f.sustained / f.direct_rate),
             ("in", f.in_mb_s),
             ("out", f.out_mb_s),
             ("rss", f.rss_mb),
             ("direct", f.direct_rate),
             ("direct_out", f.direct_mb_s),
             ("share", f.rate / f.direct_rate),
+            ("consumer", f.consumer_rate),
+            ("consumer_share", f.rate / f.consumer_rate),
             ("p50", f.delay_p50),
             ("p99", f.delay_p99),
             ("max", f.delay_max),
@@ -136,14 +148,19 @@ pub async fn run(a: LakeArgs) -> anyhow::Result<()> {
     }
     let m = |k: &str| median(figures.get(k).cloned().unwrap_or_default());
     println!(
-        "\nmedians: lake {:.0} readings/s per core ({:.1} MB/s in, {:.1} MB/s of Parquet out, RSS {:.0} MB); direct Parquet with the same library {:.0} readings/s ({:.1} MB/s out); lake/direct {:.0}%",
+        "\nmedians: lake {:.0} readings/s per core from its start ({:.0}/s after its first row, which came {:.1} s after the start; {:.1} MB/s in, {:.1} MB/s of Parquet out, RSS {:.0} MB); direct Parquet with the same library {:.0} readings/s ({:.1} MB/s out); lake/direct {:.0}% ({:.0}% after the first row); a bare librdkafka consumer reads the topic at {:.0} records/s on the same core (lake/consumer {:.0}%)",
         m("rate"),
+        m("sustained"),
+        m("join"),
         m("in"),
         m("out"),
         m("rss"),
         m("direct"),
         m("direct_out"),
-        100.0 * m("share")
+        100.0 * m("share"),
+        100.0 * m("sustained_share"),
+        m("consumer"),
+        100.0 * m("consumer_share")
     );
     println!(
         "freshness with {} s rolls at {} readings/s: acknowledged to queryable p50 {:.1} s, p99 {:.1} s, max {:.1} s; {:.0} files/h into the raw table ({} partitions)",
@@ -159,12 +176,19 @@ pub async fn run(a: LakeArgs) -> anyhow::Result<()> {
 }
 
 struct Figures {
+    /// Readings over the time from the process's start to its exit.
     rate: f64,
+    /// Readings over the time from the first row seen to the exit.
+    sustained: f64,
+    /// From the process's start to its first row: start, group join, first fetch.
+    join_s: f64,
     in_mb_s: f64,
     out_mb_s: f64,
     rss_mb: f64,
     direct_rate: f64,
     direct_mb_s: f64,
+    /// A bare librdkafka consumer reading the same topic on the same core.
+    consumer_rate: f64,
     delay_p50: f64,
     delay_p99: f64,
     delay_max: f64,
@@ -180,10 +204,11 @@ async fn one_run(a: &LakeArgs, bin: &FsPath, stamp: &str, dir: &FsPath) -> anyho
     let t0 = Instant::now();
     let mut lake = start_lake(a, bin, &raw, &format!("{stamp}-t"), &table, 300, port)?;
     let pid = lake.id().context("lake pid")?;
-    wait_until_seen(&mut lake, port, a.readings).await?;
+    let first = wait_until_seen(&mut lake, port, a.readings).await?;
     let rss_mb = rss_peak_mb(pid);
     stop(&mut lake, pid).await?;
     let secs = t0.elapsed().as_secs_f64();
+    let join_secs = first.duration_since(t0).as_secs_f64();
     let (rows, out_bytes) = table_state(&table).await?;
     anyhow::ensure!(
         rows == a.readings as u64,
@@ -191,15 +216,19 @@ async fn one_run(a: &LakeArgs, bin: &FsPath, stamp: &str, dir: &FsPath) -> anyho
         a.readings
     );
     let (direct_secs, direct_bytes) = direct(a, dir).await?;
+    let consumer_rate = bare_consumer(&a.brokers, &raw, a.readings, a.cpu).await?;
     // Freshness.
     let fresh_topic = format!("bench.lake.fresh.{stamp}");
     let (p50, p99, max, files_per_hour) = freshness(a, bin, &fresh_topic, stamp, &dir.join("freshness")).await?;
     Ok(Figures {
         rate: a.readings as f64 / secs,
+        sustained: a.readings as f64 / (secs - join_secs),
+        join_s: join_secs,
         in_mb_s: in_bytes as f64 / 1e6 / secs,
         out_mb_s: out_bytes as f64 / 1e6 / secs,
         rss_mb,
         direct_rate: a.readings as f64 / direct_secs,
+        consumer_rate,
         direct_mb_s: direct_bytes as f64 / 1e6 / direct_secs,
         delay_p50: p50,
         delay_p99: p99,
@@ -240,8 +269,10 @@ fn start_lake(
         .context("starting taskset (util-linux) with tributary-lake")
 }
 
-/// Wait until the lake has committed or buffered `n` raw rows.
-async fn wait_until_seen(lake: &mut Child, port: u16, n: usize) -> anyhow::Result<()> {
+/// Wait until the lake has committed or buffered `n` raw rows; returns when
+/// it had its first (the end of its start and group join).
+async fn wait_until_seen(lake: &mut Child, port: u16, n: usize) -> anyhow::Result<Instant> {
+    let mut first = None;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -258,8 +289,11 @@ async fn wait_until_seen(lake: &mut Child, port: u16, n: usize) -> anyhow::Resul
             let committed = counter(&text, "tributary_lake_rows_total{table=\"raw\"}").unwrap_or(0);
             // Over both tables; the aggregates topic is empty here.
             let buffered = counter(&text, "tributary_lake_buffered_rows").unwrap_or(0);
+            if first.is_none() && committed + buffered > 0 {
+                first = Some(Instant::now());
+            }
             if (committed + buffered) as usize >= n {
-                return Ok(());
+                return Ok(first.unwrap_or_else(Instant::now));
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
