@@ -13,14 +13,13 @@
 //! with). RSS is the analyze process's after it has seen every reading.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::common::{bare_consumer, counter, free_port, median, preload, rss_peak_mb};
+use super::common::{bare_consumer, counter, free_port, median, pinned_function, preload, rss_peak_mb};
 
 /// Arguments of `bench analyze-kafka`.
 #[derive(clap::Args)]
@@ -112,27 +111,20 @@ struct Figures {
     aggregates: u64,
 }
 
-async fn one_run(a: &AnalyzeKafkaArgs, bin: &PathBuf, raw: &str, stamp: &str) -> anyhow::Result<Figures> {
+async fn one_run(a: &AnalyzeKafkaArgs, bin: &std::path::Path, raw: &str, stamp: &str) -> anyhow::Result<Figures> {
     let port = free_port()?;
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(a.cpu.to_string())
-        .arg(bin)
-        .env("PORT", port.to_string())
-        .env("TRIBUTARY_BIND", "127.0.0.1")
-        .env("TRIBUTARY_KAFKA_BROKERS", &a.brokers)
-        .env("TRIBUTARY_KAFKA_PARTITIONS", a.partitions.to_string())
-        .env("TRIBUTARY_RAW_TOPIC", raw)
-        .env("TRIBUTARY_AGGREGATES_TOPIC", format!("bench.aggregates.{stamp}"))
-        .env("TRIBUTARY_ALERTS_TOPIC", format!("bench.alerts.{stamp}"))
-        .env("TRIBUTARY_DEADLETTER_TOPIC", format!("bench.deadletter.{stamp}"))
-        .env("TRIBUTARY_CONSUMER_GROUP", format!("bench-analyze-{stamp}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting taskset (util-linux) with tributary-analyze")?;
+    let mut child = pinned_function(
+        bin,
+        a.cpu,
+        port,
+        &a.brokers,
+        a.partitions,
+        raw,
+        &format!("analyze-{stamp}"),
+    )
+    .spawn()
+    .context("starting taskset (util-linux) with tributary-analyze")?;
     let pid = child.id().context("analyze pid")?;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");

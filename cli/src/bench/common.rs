@@ -173,30 +173,75 @@ pub fn counter(metrics: &str, name: &str) -> Option<u64> {
 /// the start, in a child process pinned to `cpu`: the Kafka ceiling of a
 /// function pinned there (`bench analyze-kafka --consume-only`).
 pub async fn bare_consumer(brokers: &str, topic: &str, n: usize, cpu: usize) -> anyhow::Result<f64> {
+    let n = n.to_string();
+    let args = [
+        "bench",
+        "analyze-kafka",
+        "--brokers",
+        brokers,
+        "--readings",
+        &n,
+        "--consume-only",
+        topic,
+    ];
+    match pinned_figures(cpu, &args, "CONSUMED").await?[..] {
+        [count, secs] => Ok(count / secs),
+        _ => anyhow::bail!("the baseline consumer printed no count and seconds"),
+    }
+}
+
+/// This binary with `args`, pinned to `cpu`: the numbers on the line it
+/// prints after `tag` (how a benchmark's peer in a child process reports).
+pub async fn pinned_figures(cpu: usize, args: &[&str], tag: &str) -> anyhow::Result<Vec<f64>> {
     let out = tokio::process::Command::new("taskset")
         .arg("-c")
         .arg(cpu.to_string())
         .arg(std::env::current_exe()?)
-        .args([
-            "bench",
-            "analyze-kafka",
-            "--brokers",
-            brokers,
-            "--readings",
-            &n.to_string(),
-            "--consume-only",
-            topic,
-        ])
+        .args(args)
         .output()
         .await
-        .context("starting the baseline consumer")?;
+        .with_context(|| format!("starting taskset (util-linux) with {}", args.join(" ")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("CONSUMED "))
-        .with_context(|| format!("baseline consumer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let mut parts = line.split_whitespace().skip(1);
-    let n: f64 = parts.next().and_then(|v| v.parse().ok()).context("count")?;
-    let secs: f64 = parts.next().and_then(|v| v.parse().ok()).context("seconds")?;
-    Ok(n / secs)
+        .find_map(|l| l.strip_prefix(tag).filter(|rest| rest.starts_with(' ')))
+        .with_context(|| format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))?;
+    line.split_whitespace()
+        .map(|v| {
+            v.parse::<f64>()
+                .with_context(|| format!("{tag} {line}: {v} is not a number"))
+        })
+        .collect()
+}
+
+/// A function binary `bin` pinned to `cpu`, serving its ops endpoints on
+/// `port`, reading `raw` on `brokers` (topics of `partitions` partitions) in
+/// group `bench-<tag>`, its other topics `bench.<tag>.*`, logging warnings
+/// only; add the function's own settings, then spawn.
+pub fn pinned_function(
+    bin: &std::path::Path,
+    cpu: usize,
+    port: u16,
+    brokers: &str,
+    partitions: i32,
+    raw: &str,
+    tag: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .arg(bin)
+        .env("PORT", port.to_string())
+        .env("TRIBUTARY_BIND", "127.0.0.1")
+        .env("TRIBUTARY_KAFKA_BROKERS", brokers)
+        .env("TRIBUTARY_KAFKA_PARTITIONS", partitions.to_string())
+        .env("TRIBUTARY_RAW_TOPIC", raw)
+        .env("TRIBUTARY_AGGREGATES_TOPIC", format!("bench.{tag}.aggregates"))
+        .env("TRIBUTARY_ALERTS_TOPIC", format!("bench.{tag}.alerts"))
+        .env("TRIBUTARY_DEADLETTER_TOPIC", format!("bench.{tag}.deadletter"))
+        .env("TRIBUTARY_CONSUMER_GROUP", format!("bench-{tag}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }

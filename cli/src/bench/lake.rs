@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,8 @@ use tributary_lake::rows::{PARTITION_COLUMNS, SourcedRow, TableKind};
 use tributary_lake::writer::writer_properties;
 
 use super::common::{
-    analyze_input_range, bare_consumer, bench_producer, counter, free_port, median, preload, rss_peak_mb,
+    analyze_input_range, bare_consumer, bench_producer, counter, free_port, median, pinned_figures, pinned_function,
+    preload, rss_peak_mb,
 };
 
 /// Arguments of `bench lake`.
@@ -247,26 +247,20 @@ fn start_lake(
     roll_secs: u64,
     port: u16,
 ) -> anyhow::Result<Child> {
-    tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(a.cpu.to_string())
-        .arg(bin)
-        .env("PORT", port.to_string())
-        .env("TRIBUTARY_BIND", "127.0.0.1")
-        .env("TRIBUTARY_KAFKA_BROKERS", &a.brokers)
-        .env("TRIBUTARY_KAFKA_PARTITIONS", a.partitions.to_string())
-        .env("TRIBUTARY_RAW_TOPIC", raw)
-        .env("TRIBUTARY_AGGREGATES_TOPIC", format!("bench.lake.aggregates.{stamp}"))
-        .env("TRIBUTARY_DEADLETTER_TOPIC", format!("bench.lake.deadletter.{stamp}"))
-        .env("TRIBUTARY_CONSUMER_GROUP", format!("bench-lake-{stamp}"))
-        .env("TRIBUTARY_LAKE_URL", table)
-        .env("TRIBUTARY_LAKE_ROLL_SECS", roll_secs.to_string())
-        .env("TRIBUTARY_LAKE_COMPACT_SECS", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting taskset (util-linux) with tributary-lake")
+    pinned_function(
+        bin,
+        a.cpu,
+        port,
+        &a.brokers,
+        a.partitions,
+        raw,
+        &format!("lake-{stamp}"),
+    )
+    .env("TRIBUTARY_LAKE_URL", table)
+    .env("TRIBUTARY_LAKE_ROLL_SECS", roll_secs.to_string())
+    .env("TRIBUTARY_LAKE_COMPACT_SECS", "0")
+    .spawn()
+    .context("starting taskset (util-linux) with tributary-lake")
 }
 
 /// Wait until the lake has committed or buffered `n` raw rows; returns when
@@ -341,25 +335,21 @@ fn app_id(topic: &str, partition: i32) -> String {
 
 /// The peer, in a child process pinned to the lake's CPU: (seconds, bytes out).
 async fn direct(a: &LakeArgs, dir: &FsPath) -> anyhow::Result<(f64, u64)> {
-    let out = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(a.cpu.to_string())
-        .arg(std::env::current_exe()?)
-        .args(["bench", "lake", "--readings", &a.readings.to_string()])
-        .args(["--series", &a.series.to_string(), "--direct-only"])
-        .arg(dir)
-        .output()
-        .await
-        .context("starting the direct writer")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("DIRECT "))
-        .with_context(|| format!("direct writer failed: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let mut parts = line.split_whitespace().skip(1);
-    let secs: f64 = parts.next().and_then(|v| v.parse().ok()).context("seconds")?;
-    let bytes: u64 = parts.next().and_then(|v| v.parse().ok()).context("bytes")?;
-    Ok((secs, bytes))
+    let (n, series, dir) = (a.readings.to_string(), a.series.to_string(), dir.to_string_lossy());
+    let args = [
+        "bench",
+        "lake",
+        "--readings",
+        &n,
+        "--series",
+        &series,
+        "--direct-only",
+        &dir,
+    ];
+    match pinned_figures(a.cpu, &args, "DIRECT").await?[..] {
+        [secs, bytes] => Ok((secs, bytes as u64)),
+        _ => bail!("the direct writer printed no seconds and bytes"),
+    }
 }
 
 /// The same records the lake reads, from their serialized form to one
