@@ -692,6 +692,26 @@ async fn every_tenth_version_is_checkpointed_and_the_table_is_read_from_its_newe
     assert_eq!(after["version"], 31);
     assert_eq!(rows(&after).len(), 155);
     assert_eq!(after["txn"][format!("{app}/0")], 154);
+
+    // Versions 32..=40 eight days after the compaction: the tombstones have
+    // expired (a week), and checkpoint 40 no longer carries them.
+    let week_later = (later + chrono::Duration::days(8)).timestamp_millis();
+    for roll in 31..40 {
+        for i in roll * 5..roll * 5 + 5 {
+            fresh.add(0, i as i64, Some(Row::Raw(reading(i))), 100);
+        }
+        fresh.roll(None, week_later).await.expect("rolled");
+    }
+    assert_eq!(fresh.version(), Some(40));
+    let checkpoint = std::fs::read(log.join(format!("{:020}.checkpoint.parquet", 40))).expect("checkpoint 40");
+    let actions = tributary_lake::checkpoint::from_parquet(checkpoint.into()).expect("a readable checkpoint");
+    let count = |kind: &str| actions.iter().filter(|a| a.get(kind).is_some()).count();
+    assert_eq!(
+        (count("add"), count("remove")),
+        (17, 0),
+        "17 files, no expired tombstone"
+    );
+    assert_eq!(rows(&read_table(&dir.join("raw"), &[])).len(), 200);
 }
 
 #[tokio::test]

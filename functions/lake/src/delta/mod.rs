@@ -347,7 +347,15 @@ impl Table {
 
     /// The state at `version` (the newest read) as its checkpoint, then
     /// `_last_checkpoint` naming it.
-    async fn write_checkpoint(&self, version: u64, now_ms: i64) -> Result<(), DeltaError> {
+    async fn write_checkpoint(&mut self, version: u64, now_ms: i64) -> Result<(), DeltaError> {
+        // Expired tombstones are dropped from memory too: a table compacted
+        // every hour for years would otherwise hold every file it ever removed.
+        let cutoff = now_ms.saturating_sub(TOMBSTONE_RETENTION_MS);
+        self.tombstones.retain(|_, r| {
+            r.get("deletionTimestamp")
+                .and_then(Value::as_i64)
+                .is_none_or(|t| t >= cutoff)
+        });
         let mut actions: Vec<Value> = Vec::with_capacity(self.files.len() + self.txns.len() + 2);
         actions.extend(self.protocol.iter().map(|p| json!({"protocol": p})));
         actions.extend(self.metadata.iter().map(|m| json!({"metaData": m})));
@@ -357,17 +365,7 @@ impl Table {
             actions.push(json!({"txn": {"appId": app, "version": v, "lastUpdated": updated}}));
         }
         actions.extend(self.files.values().map(|(f, modified)| f.add_action(*modified, false)));
-        let cutoff = now_ms.saturating_sub(TOMBSTONE_RETENTION_MS);
-        actions.extend(
-            self.tombstones
-                .values()
-                .filter(|r| {
-                    r.get("deletionTimestamp")
-                        .and_then(Value::as_i64)
-                        .is_none_or(|t| t >= cutoff)
-                })
-                .map(|r| json!({"remove": r})),
-        );
+        actions.extend(self.tombstones.values().map(|r| json!({"remove": r})));
         let path = self.log_path(&format!("{version:020}.checkpoint.parquet"));
         let file = checkpoint::to_parquet(&actions).map_err(|e| DeltaError::Corrupt {
             path: path.to_string(),
