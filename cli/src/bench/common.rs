@@ -108,10 +108,9 @@ pub fn analyze_input_range(range: std::ops::Range<usize>, series: usize) -> Vec<
         .collect()
 }
 
-/// Serialized readings for `series` series (devices of 4 metrics), one second
-/// apart per device ([`analyze_input_range`]), produced keyed by device and
-/// flushed into a topic of `partitions` partitions; returns the payload bytes.
-pub async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions: i32) -> anyhow::Result<u64> {
+/// Create `topic` with `partitions` partitions on `brokers` if it is missing
+/// (tansu does not create topics on first use).
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
         &tributary_shared::config::KafkaArgs {
             brokers: brokers.to_owned(),
@@ -122,7 +121,28 @@ pub async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partit
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     tributary_shared::eventlog::EventLog::ensure_topics(&admin, &[topic.to_owned()], partitions)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// SIGTERM to `child` (process `pid`), then its exit within `within`, which must be clean.
+pub async fn terminate(child: &mut tokio::process::Child, pid: u32, within: Duration) -> anyhow::Result<()> {
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    anyhow::ensure!(term.success(), "kill -TERM {pid} failed");
+    let status = tokio::time::timeout(within, child.wait())
+        .await
+        .with_context(|| format!("no exit within {within:?} of SIGTERM"))??;
+    anyhow::ensure!(status.success(), "the exit after SIGTERM was {status}");
+    Ok(())
+}
+
+/// Serialized readings for `series` series (devices of 4 metrics), one second
+/// apart per device ([`analyze_input_range`]), produced keyed by device and
+/// flushed into a topic of `partitions` partitions; returns the payload bytes.
+pub async fn preload(brokers: &str, topic: &str, n: usize, series: usize, partitions: i32) -> anyhow::Result<u64> {
+    ensure_topic(brokers, topic, partitions).await?;
     let producer = bench_producer(brokers)?;
     let mut futs = Vec::with_capacity(10_000);
     let mut bytes = 0u64;

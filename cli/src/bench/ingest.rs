@@ -749,21 +749,7 @@ async fn fleet_run(a: &IngestArgs, bin: &PathBuf, topic: &str) -> anyhow::Result
 async fn baseline(brokers: &str, topic: &str, n: usize, devices: usize) -> anyhow::Result<f64> {
     let producer = bench_producer(brokers)?;
     // The topic must exist before producing, as ingest's does (tansu does not auto-create).
-    let admin = tributary_shared::eventlog::kafka::KafkaLog::connect(
-        &tributary_shared::config::KafkaArgs {
-            brokers: brokers.to_owned(),
-            ..Default::default()
-        },
-        "tributary-bench",
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tributary_shared::eventlog::EventLog::ensure_topics(
-        &admin,
-        &[topic.to_owned()],
-        tributary_shared::topics::DEFAULT_PARTITIONS,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::common::ensure_topic(brokers, topic, tributary_shared::topics::DEFAULT_PARTITIONS).await?;
     // Same record shape as ingest writes (a serialized Reading).
     let now = chrono::Utc::now();
     let payloads: Vec<(String, Vec<u8>)> = (0..1000)

@@ -36,7 +36,7 @@ use tributary_lake::writer::writer_properties;
 
 use super::common::{
     analyze_input_range, bare_consumer, bench_producer, counter, free_port, median, pinned_figures, pinned_function,
-    preload, rss_peak_mb,
+    preload, rss_peak_mb, terminate,
 };
 
 /// Arguments of `bench lake`.
@@ -206,7 +206,8 @@ async fn one_run(a: &LakeArgs, bin: &FsPath, stamp: &str, dir: &FsPath) -> anyho
     let pid = lake.id().context("lake pid")?;
     let first = wait_until_seen(&mut lake, port, a.readings).await?;
     let rss_mb = rss_peak_mb(pid);
-    stop(&mut lake, pid).await?;
+    // SIGTERM: the clean stop commits what is buffered.
+    terminate(&mut lake, pid, Duration::from_secs(120)).await?;
     let secs = t0.elapsed().as_secs_f64();
     let join_secs = first.duration_since(t0).as_secs_f64();
     let (rows, out_bytes) = table_state(&table).await?;
@@ -292,20 +293,6 @@ async fn wait_until_seen(lake: &mut Child, port: u16, n: usize) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// SIGTERM, and the clean exit that commits what is buffered.
-async fn stop(lake: &mut Child, pid: u32) -> anyhow::Result<()> {
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await?;
-    anyhow::ensure!(term.success(), "kill -TERM failed");
-    let status = tokio::time::timeout(Duration::from_secs(120), lake.wait())
-        .await
-        .context("no exit within 120 s of SIGTERM")??;
-    anyhow::ensure!(status.success(), "the lake's exit after SIGTERM was {status}");
-    Ok(())
 }
 
 /// The raw table under `dir` as its log says now: rows and bytes of its data files.
@@ -450,7 +437,8 @@ async fn freshness(
         delays.len()
     );
     let files = log.files().count() - files_before;
-    stop(&mut lake, pid).await?;
+    // SIGTERM: the clean stop commits what is buffered.
+    terminate(&mut lake, pid, Duration::from_secs(120)).await?;
     delays.sort_by(f64::total_cmp);
     let q = |f: f64| {
         delays

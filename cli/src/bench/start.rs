@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::common::{free_port, median, rss_now_mb};
+use super::common::{free_port, median, rss_now_mb, terminate};
 
 /// Arguments of `bench start`.
 #[derive(clap::Args)]
@@ -160,15 +160,7 @@ async fn one(a: &StartArgs, f: &str, bin: &PathBuf, run: usize) -> anyhow::Resul
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_mb = rss_now_mb(pid);
     let t1 = Instant::now();
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await?;
-    anyhow::ensure!(term.success(), "kill -TERM failed");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .context("no exit within 30 s of SIGTERM")??;
-    anyhow::ensure!(status.success(), "exit after SIGTERM was {status}");
+    terminate(&mut child, pid, Duration::from_secs(30)).await?;
     Ok(Run {
         healthz_ms: healthz.unwrap_or(f64::NAN),
         readyz_ms: readyz.unwrap_or(f64::NAN),
